@@ -1,0 +1,52 @@
+"""ojs-core: the Open Job Spec model, rules and Backend protocol, shared by every backend.
+
+Start with :mod:`ojs_core.model` (the envelope), :mod:`ojs_core.states` (the lifecycle),
+:mod:`ojs_core.lifecycle` (transitions), :mod:`ojs_core.backend` (what a backend implements) and
+:mod:`ojs_core.service` (the operations, written once over any backend).
+"""
+
+from .backend import Backend, BackendHealth, EventFilter, JobFilter, Page, UniqueConflict
+from .clock import Clock, ManualClock, SystemClock
+from .errors import (
+    BackendUnavailableError,
+    ConflictError,
+    DuplicateJobError,
+    InvalidStateTransitionError,
+    NotFoundError,
+    OJSError,
+    ValidationError,
+)
+from .model import CronJob, Event, Job, JobError, RetryPolicy, UniquePolicy, Workflow
+from .scheduler import Scheduler
+from .service import JobService
+from .states import JobState
+
+__all__ = [
+    "Backend",
+    "BackendHealth",
+    "BackendUnavailableError",
+    "Clock",
+    "ConflictError",
+    "CronJob",
+    "DuplicateJobError",
+    "Event",
+    "EventFilter",
+    "InvalidStateTransitionError",
+    "Job",
+    "JobError",
+    "JobFilter",
+    "JobService",
+    "JobState",
+    "ManualClock",
+    "NotFoundError",
+    "OJSError",
+    "Page",
+    "RetryPolicy",
+    "Scheduler",
+    "SystemClock",
+    "UniqueConflict",
+    "UniquePolicy",
+    "ValidationError",
+    "Workflow",
+]
+__version__ = "0.1.0"

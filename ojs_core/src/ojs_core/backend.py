@@ -1,0 +1,254 @@
+"""The :class:`Backend` protocol: the storage contract every OJS backend implements.
+
+A backend stores records and keeps indexes consistent with them; it makes no OJS decisions.
+Every rule - which transition is legal, how retries back off, when a workflow step may run -
+lives in :mod:`ojs_core` and reaches the backend as a pure function ``Job -> Job`` that the
+backend applies under compare-and-swap. A backend's job is therefore:
+
+* persist jobs atomically and keep, derived from each job's current version,
+  - a *ready index* of ``available`` jobs per queue, ordered by priority (higher first) then
+    by the order they became available (FIFO);
+  - a *timer index* of non-terminal jobs by :func:`ojs_core.lifecycle.timer_deadline`;
+  - a *unique index* from ``job.unique_key`` to the job that holds the key;
+* hand each ``available`` job to at most one claimer per attempt;
+* store workflows, cron entries, queue flags, worker heartbeats and events.
+
+Functions passed in (``fn``, ``activate``, ``is_conflict``) are pure and may be called more
+than once when a compare-and-swap is retried; they raise :class:`~ojs_core.errors.OJSError` to
+abort, in which case nothing is written. Backends raise
+:class:`~ojs_core.errors.BackendUnavailableError` when their store cannot be reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from .model import CronJob, Event, Job, QueueInfo, QueueStats, WorkerInfo, Workflow
+
+__all__ = [
+    "Backend",
+    "BackendHealth",
+    "EventFilter",
+    "JobFilter",
+    "Page",
+    "UniqueConflict",
+]
+
+JobFn = Callable[[Job], Job]
+ActivateFn = Callable[[Job], "Job | None"]
+ConflictFn = Callable[[Job, Job], bool]
+
+
+@attrs.frozen
+class UniqueConflict:
+    """Job ``index`` of an insert collides with ``existing``, which holds the same unique key."""
+
+    index: int
+    existing: Job
+
+
+@attrs.frozen
+class Page:
+    """One page of a listing and the total number of matches."""
+
+    items: list[Job]
+    total: int
+
+
+@attrs.frozen(kw_only=True)
+class JobFilter:
+    """Selects jobs for a listing; ``None`` means any."""
+
+    state: str | None = None
+    queue: str | None = None
+    dead_letter: bool | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class EventFilter:
+    """Selects events: after sequence ``after``, of the listed types/queues, at most ``limit``."""
+
+    after: int = 0
+    types: tuple[str, ...] = ()
+    queues: tuple[str, ...] = ()
+    job_id: str | None = None
+    limit: int = 100
+
+
+@attrs.frozen(kw_only=True)
+class BackendHealth:
+    """Whether the store is reachable, and how long a round trip took."""
+
+    ok: bool
+    name: str
+    latency_ms: float = 0.0
+    error: str | None = None
+    details: dict[str, Any] = attrs.field(factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Storage for OJS jobs, workflows, cron entries, queues, workers and events."""
+
+    name: str
+
+    async def open(self) -> None:
+        """Connect and create what the store needs; idempotent."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; idempotent. Data stays (unless the store is volatile)."""
+        ...
+
+    async def health(self) -> BackendHealth:
+        """Probe the store without changing it."""
+        ...
+
+    async def reset(self) -> None:
+        """Delete everything: jobs, workflows, cron, queues, workers, events. For tests only."""
+        ...
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    async def insert_jobs(
+        self, jobs: Sequence[Job], is_conflict: ConflictFn | None = None
+    ) -> list[UniqueConflict]:
+        """Insert all ``jobs`` atomically, or none of them.
+
+        For each job with a ``unique_key``, the current holder of that key (including an
+        earlier job of the same batch) is passed to ``is_conflict(new, holder)``; if any call is
+        true, nothing is written and the conflicts are returned. Otherwise every job is written,
+        indexed, and becomes the holder of its key, and ``[]`` is returned. Raises
+        :class:`~ojs_core.errors.DuplicateJobError` if a job id exists already (nothing written).
+        """
+        ...
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """The current version of a job, or ``None``."""
+        ...
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """Several jobs at once, in the order asked (``None`` for unknown ids)."""
+        ...
+
+    async def update_job(self, job_id: str, fn: JobFn) -> tuple[Job, Job]:
+        """Apply ``fn`` to the current version and store the result if nothing changed meanwhile.
+
+        On a concurrent change, re-read and re-apply. Returns ``(before, after)``; when ``fn``
+        returns its argument unchanged (``after is before``) nothing is written. Raises
+        :class:`~ojs_core.errors.NotFoundError` for an unknown id and whatever ``fn`` raises.
+        """
+        ...
+
+    async def claim_jobs(
+        self, queues: Sequence[str], count: int, activate: ActivateFn
+    ) -> list[Job]:
+        """Take up to ``count`` jobs off the ready index of ``queues``.
+
+        Queues are tried left to right and paused queues skipped; within a queue, higher
+        priority first, then FIFO. For each candidate, ``activate(job)`` returns the version to
+        store: an ``active`` job (claimed), another state (for instance ``discarded`` when it
+        expired: stored, but not counted), or ``None`` (leave it where it is and look further).
+        Returns every version stored, in claim order. Exclusive: no job is stored as ``active``
+        by two concurrent claims.
+        """
+        ...
+
+    async def due_jobs(self, now: datetime, limit: int) -> list[str]:
+        """Ids of up to ``limit`` jobs whose timer deadline is ``<= now``, earliest first.
+
+        A returned id stays due until an update moves its deadline; callers apply
+        :func:`ojs_core.lifecycle.on_timer` through :meth:`update_job`.
+        """
+        ...
+
+    async def list_jobs(self, flt: JobFilter) -> Page:
+        """Jobs matching ``flt`` (newest first), for the dead-letter and admin listings."""
+        ...
+
+    async def delete_job(self, job_id: str) -> bool:
+        """Remove a job and its index entries; ``False`` if it did not exist."""
+        ...
+
+    # -- queues ---------------------------------------------------------------------------
+
+    async def list_queues(self) -> list[QueueInfo]:
+        """Every queue that has held a job or been paused, plus ``default``."""
+        ...
+
+    async def set_queue_paused(self, queue: str, paused: bool) -> QueueInfo:
+        """Pause or resume a queue (creating its record); paused queues are never claimed from."""
+        ...
+
+    async def queue_stats(self, queue: str) -> QueueStats:
+        """Per-state counts of one queue, without scanning jobs where the store allows."""
+        ...
+
+    # -- workflows ------------------------------------------------------------------------
+
+    async def insert_workflow(self, workflow: Workflow, jobs: Sequence[Job]) -> None:
+        """Write the workflow record and all its jobs atomically."""
+        ...
+
+    async def get_workflow(self, workflow_id: str) -> Workflow | None:
+        """A workflow record, or ``None``."""
+        ...
+
+    async def update_workflow(
+        self, workflow_id: str, fn: Callable[[Workflow], Workflow]
+    ) -> tuple[Workflow, Workflow]:
+        """Compare-and-swap a workflow record, as :meth:`update_job` does for jobs."""
+        ...
+
+    # -- cron -----------------------------------------------------------------------------
+
+    async def put_cron(self, cron: CronJob) -> bool:
+        """Create or replace a cron entry; ``True`` if it was new."""
+        ...
+
+    async def get_cron(self, name: str) -> CronJob | None:
+        """A cron entry, or ``None``."""
+        ...
+
+    async def list_crons(self) -> list[CronJob]:
+        """Every cron entry, by name."""
+        ...
+
+    async def delete_cron(self, name: str) -> CronJob | None:
+        """Remove and return a cron entry (``None`` if unknown)."""
+        ...
+
+    async def update_cron(
+        self, name: str, fn: Callable[[CronJob], CronJob]
+    ) -> tuple[CronJob, CronJob]:
+        """Compare-and-swap a cron entry; the winner of a tick is the one whose swap succeeds."""
+        ...
+
+    # -- workers and events ---------------------------------------------------------------
+
+    async def upsert_worker(self, fn: Callable[[WorkerInfo | None], WorkerInfo]) -> WorkerInfo:
+        """Create or update a worker record (last seen, directive) from the function's result."""
+        ...
+
+    async def get_worker(self, worker_id: str) -> WorkerInfo | None:
+        """A worker record, or ``None``."""
+        ...
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Every known worker."""
+        ...
+
+    async def publish_events(self, events: Sequence[Event]) -> None:
+        """Append events; delivery is at least once, ordered per job. Never blocks a transition
+        for long: a backend may buffer."""
+        ...
+
+    async def read_events(self, flt: EventFilter) -> list[Event]:
+        """Recent events matching ``flt``, oldest first, each with its sequence number."""
+        ...

@@ -1,0 +1,186 @@
+"""The one cattrs converter between model objects and their JSON-ready wire form.
+
+The same form is used on the wire and by backends that store jobs as JSON, so a job read back
+from storage equals the job written. Hooks handle the odd cases: timestamps as RFC 3339, retry
+and unique policies with ISO 8601 durations, unknown envelope fields flattened to the top level,
+and ``None``-valued fields left out (OJS wants absent, not ``null``, e.g. for ``started_at``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
+
+from .envelope import parse_rate_limit, parse_retry, parse_unique
+from .model import CronJob, Event, Job, JobError, RateLimit, RetryPolicy, UniquePolicy, Workflow
+from .timeutil import format_duration, format_ts, parse_ts
+
+__all__ = [
+    "converter",
+    "cron_to_wire",
+    "event_to_wire",
+    "job_from_dict",
+    "job_to_wire",
+]
+
+converter = cattrs.Converter()
+converter.register_unstructure_hook(datetime, format_ts)
+converter.register_structure_hook(datetime, lambda v, _: parse_ts(v))
+
+
+def _retry_out(p: RetryPolicy) -> dict[str, Any]:
+    return {
+        "max_attempts": p.max_attempts,
+        "initial_interval": format_duration(p.initial_interval_ms),
+        "backoff_coefficient": p.backoff_coefficient,
+        "max_interval": format_duration(p.max_interval_ms),
+        "jitter": p.jitter,
+        "non_retryable_errors": list(p.non_retryable_errors),
+        "on_exhaustion": p.on_exhaustion,
+        "backoff_strategy": p.backoff_strategy,
+    }
+
+
+def _unique_out(p: UniquePolicy) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "keys": list(p.keys),
+        "states": [s.value for s in p.states],
+        "on_conflict": p.on_conflict,
+    }
+    if p.args_keys is not None:
+        out["args_keys"] = list(p.args_keys)
+    if p.meta_keys is not None:
+        out["meta_keys"] = list(p.meta_keys)
+    if p.period_ms is not None:
+        out["period"] = format_duration(p.period_ms)
+    return out
+
+
+def _rate_out(r: RateLimit) -> dict[str, Any]:
+    out: dict[str, Any] = {"rate": {"limit": r.limit, "period": format_duration(r.period_ms)}}
+    if r.period_ms == 1000:
+        out["max_per_second"] = r.limit
+    if r.key is not None:
+        out["key"] = r.key
+    return out
+
+
+converter.register_unstructure_hook(RetryPolicy, _retry_out)
+converter.register_structure_hook(RetryPolicy, lambda v, _: parse_retry(v))
+converter.register_unstructure_hook(UniquePolicy, _unique_out)
+converter.register_structure_hook(UniquePolicy, lambda v, _: parse_unique(v))
+converter.register_unstructure_hook(RateLimit, _rate_out)
+converter.register_structure_hook(RateLimit, lambda v, _: parse_rate_limit(v))
+
+
+def _drop_none(fn: Any) -> Any:
+    def hook(obj: Any) -> dict[str, Any]:
+        return {k: v for k, v in fn(obj).items() if v is not None}
+
+    return hook
+
+
+converter.register_unstructure_hook(
+    JobError, _drop_none(make_dict_unstructure_fn(JobError, converter))
+)
+converter.register_unstructure_hook(
+    Workflow, _drop_none(make_dict_unstructure_fn(Workflow, converter))
+)
+converter.register_unstructure_hook(
+    CronJob, _drop_none(make_dict_unstructure_fn(CronJob, converter))
+)
+
+_job_base_out = make_dict_unstructure_fn(Job, converter)
+_job_base_in = make_dict_structure_fn(Job, converter)
+_JOB_FIELDS = frozenset(a.name for a in Job.__attrs_attrs__)
+#: Fields derived on output that must not land in ``extra`` when read back.
+_DERIVED = frozenset({"max_attempts"})
+
+
+def _job_out(job: Job) -> dict[str, Any]:
+    d = _job_base_out(job)
+    extra = d.pop("extra")
+    out = {k: v for k, v in d.items() if v is not None}
+    if not out["errors"]:
+        del out["errors"]
+    if not out["dead_letter"]:
+        del out["dead_letter"]
+    out["max_attempts"] = job.retry.max_attempts
+    for k, v in extra.items():
+        out.setdefault(k, v)
+    return out
+
+
+def _job_in(d: dict[str, Any], _: Any) -> Job:
+    known = {k: v for k, v in d.items() if k in _JOB_FIELDS}
+    extra = {k: v for k, v in d.items() if k not in _JOB_FIELDS and k not in _DERIVED}
+    if extra:
+        known["extra"] = {**known.get("extra", {}), **extra}
+    return _job_base_in(known, Job)
+
+
+converter.register_unstructure_hook(Job, _job_out)
+converter.register_structure_hook(Job, _job_in)
+
+
+def job_to_wire(job: Job) -> dict[str, Any]:
+    """The job as the HTTP binding returns it (also the storage form)."""
+    out: dict[str, Any] = converter.unstructure(job)
+    return out
+
+
+def job_from_dict(d: dict[str, Any]) -> Job:
+    """Rebuild a job from :func:`job_to_wire` output (e.g. read back from storage)."""
+    return converter.structure(d, Job)
+
+
+def event_to_wire(event: Event) -> dict[str, Any]:
+    """CloudEvents-style envelope plus the flat fields conformance level 0 lists."""
+    out: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event.id,
+        "type": event.type,
+        "source": event.source,
+        "time": format_ts(event.time),
+        "timestamp": format_ts(event.time),
+        "datacontenttype": "application/json",
+        "data": event.data,
+    }
+    if event.subject is not None:
+        out["subject"] = event.subject
+    for k in ("job_id", "queue", "state"):
+        if k in event.data:
+            out[k] = event.data[k]
+    return out
+
+
+def cron_to_wire(cron: CronJob) -> dict[str, Any]:
+    """A cron entry in the union of the openapi/suite and the cron-spec shapes."""
+    tpl = cron.job_template
+    out: dict[str, Any] = {
+        "name": cron.name,
+        "expression": cron.expression,
+        "cron": cron.expression,
+        "timezone": cron.timezone,
+        "overlap_policy": cron.overlap_policy,
+        "enabled": cron.enabled,
+        "job_template": tpl,
+        "type": tpl.get("type"),
+        "args": tpl.get("args", []),
+        "run_count": cron.run_count,
+        "status": "active" if cron.enabled else "disabled",
+        "next_run_at": format_ts(cron.next_run_at) if cron.next_run_at else None,
+        "last_run_at": format_ts(cron.last_run_at) if cron.last_run_at else None,
+    }
+    if tpl.get("options") is not None:
+        out["options"] = tpl["options"]
+    if cron.description is not None:
+        out["description"] = cron.description
+    if cron.created_at is not None:
+        out["created_at"] = format_ts(cron.created_at)
+    if cron.updated_at is not None:
+        out["updated_at"] = format_ts(cron.updated_at)
+    return out

@@ -1,0 +1,176 @@
+"""OJS error types.
+
+Every error that can reach a client is an :class:`OJSError` carrying the wire code (lowercase,
+as the HTTP binding and the conformance suite use), the HTTP status the binding maps it to, and
+whether the client may retry. Backends raise these too, so the HTTP layer never has to guess.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "BackendUnavailableError",
+    "ConflictError",
+    "DuplicateJobError",
+    "InvalidStateTransitionError",
+    "NotFoundError",
+    "OJSError",
+    "PayloadTooLargeError",
+    "UnsupportedError",
+    "ValidationError",
+]
+
+DOCS_BASE = "https://openjobspec.org/spec/errors#"
+
+
+class OJSError(Exception):
+    """Base class of every error with an OJS wire representation."""
+
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+    error_type: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        self.hint = hint
+
+    def to_wire(self, request_id: str | None = None) -> dict[str, Any]:
+        """Return the binding's wrapped error body ``{"error": {...}}``."""
+        body: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "retryable": self.retryable,
+        }
+        if self.error_type:
+            body["type"] = self.error_type
+        if self.details:
+            body["details"] = self.details
+        if self.hint:
+            body["hint"] = self.hint
+            body["docs_url"] = DOCS_BASE + self.code
+        if request_id:
+            body["request_id"] = request_id
+        return {"error": body}
+
+
+class ValidationError(OJSError):
+    """A request or envelope failed validation; ``path`` names the offending field."""
+
+    code = "invalid_request"
+    status = 400
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        full = f"{path}: {message}" if path else message
+        merged = dict(details or {})
+        if path:
+            merged.setdefault("validation_errors", [{"path": path, "message": message}])
+        super().__init__(full, details=merged)
+        self.path = path
+        if code is not None:
+            self.code = code  # type: ignore[misc]
+        if status is not None:
+            self.status = status  # type: ignore[misc]
+        if self.status == 422:
+            self.error_type = "validation_error"  # type: ignore[misc]
+
+
+class PayloadTooLargeError(OJSError):
+    """The request body or an envelope exceeds the size limit."""
+
+    code = "envelope_too_large"
+    status = 413
+
+
+class NotFoundError(OJSError):
+    """The job, workflow, cron entry or other resource does not exist."""
+
+    code = "not_found"
+    status = 404
+
+    def __init__(self, resource_type: str, resource_id: str) -> None:
+        super().__init__(
+            f"{resource_type.capitalize()} '{resource_id}' not found",
+            details={"resource_type": resource_type, "resource_id": resource_id},
+            hint=f"Check the {resource_type} identifier; it may be deleted or never existed.",
+        )
+        self.resource_type = resource_type
+        self.resource_id = resource_id
+
+
+class ConflictError(OJSError):
+    """The operation conflicts with the resource's current state."""
+
+    code = "conflict"
+    status = 409
+
+
+class InvalidStateTransitionError(ConflictError):
+    """A job cannot move from its current state to the attempted one."""
+
+    def __init__(self, job_id: str, current: str, attempted: str, action: str = "") -> None:
+        verb = f" {action}" if action else ""
+        super().__init__(
+            f"Cannot{verb} job '{job_id}': transition {current} -> {attempted} is not allowed",
+            details={
+                "job_id": job_id,
+                "current_state": current,
+                "attempted_state": attempted,
+                "expected_state": _expected_for(attempted),
+            },
+        )
+        self.job_id = job_id
+        self.current = current
+        self.attempted = attempted
+
+
+def _expected_for(attempted: str) -> str:
+    return {"completed": "active", "retryable": "active", "discarded": "active"}.get(
+        attempted, "non-terminal"
+    )
+
+
+class DuplicateJobError(OJSError):
+    """A job with the same id, or the same unique key, already exists."""
+
+    code = "duplicate"
+    status = 409
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+
+
+class UnsupportedError(OJSError):
+    """The request asks for something this server does not implement."""
+
+    code = "unsupported"
+    status = 422
+
+
+class BackendUnavailableError(OJSError):
+    """The storage backend cannot be reached; the client should retry later."""
+
+    code = "backend_unavailable"
+    status = 503
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,240 @@
+"""The OJS data model as attrs classes: jobs, their policies and errors, workflows, cron, events.
+
+These are plain immutable-by-convention records: every state change makes a new instance with
+:func:`attrs.evolve`, so a backend can keep the previous version for compare-and-swap. The wire
+form lives in :mod:`ojs_core.codec`; request parsing and validation in :mod:`ojs_core.envelope`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from .states import JobState
+
+__all__ = [
+    "DEFAULT_UNIQUE_STATES",
+    "CronJob",
+    "Event",
+    "Job",
+    "JobError",
+    "QueueInfo",
+    "QueueStats",
+    "RateLimit",
+    "RetryPolicy",
+    "UniquePolicy",
+    "WorkerInfo",
+    "Workflow",
+    "WorkflowNode",
+]
+
+DEFAULT_UNIQUE_STATES: tuple[JobState, ...] = (
+    JobState.AVAILABLE,
+    JobState.ACTIVE,
+    JobState.SCHEDULED,
+    JobState.RETRYABLE,
+    JobState.PENDING,
+)
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How a failed job is retried (OJS retry spec); defaults are the spec's defaults."""
+
+    max_attempts: int = 3
+    initial_interval_ms: int = 1000
+    backoff_coefficient: float = 2.0
+    max_interval_ms: int = 300_000
+    jitter: bool = True
+    non_retryable_errors: tuple[str, ...] = ()
+    on_exhaustion: str = "discard"
+    backoff_strategy: str = "exponential"
+
+
+@attrs.frozen(kw_only=True)
+class UniquePolicy:
+    """Deduplication policy: which dimensions form the key, for how long, against which states."""
+
+    keys: tuple[str, ...] = ("type",)
+    args_keys: tuple[str, ...] | None = None
+    meta_keys: tuple[str, ...] | None = None
+    period_ms: int | None = None
+    states: tuple[JobState, ...] = DEFAULT_UNIQUE_STATES
+    on_conflict: str = "reject"
+
+
+@attrs.frozen(kw_only=True)
+class RateLimit:
+    """At most ``limit`` fetches per ``period_ms`` for jobs sharing ``key`` (default: the queue)."""
+
+    limit: int
+    period_ms: int = 1000
+    key: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class JobError:
+    """One failure of one attempt, as stored in ``job.error`` and ``job.errors[]``."""
+
+    code: str = "handler_error"
+    message: str = ""
+    type: str | None = None
+    retryable: bool | None = None
+    details: dict[str, Any] | None = None
+    backtrace: list[str] | None = None
+    attempt: int | None = None
+    occurred_at: datetime | None = None
+
+
+@attrs.define(kw_only=True, slots=True)
+class Job:
+    """A job envelope plus its system-managed state.
+
+    Client attributes come first, then system attributes, then fields this server keeps for its
+    own bookkeeping (``visible_until``, ``unique_key``, workflow links). ``extra`` holds unknown
+    top-level attributes, which OJS requires to be preserved and returned.
+    """
+
+    id: str
+    type: str
+    queue: str = "default"
+    args: list[Any] = attrs.field(factory=list)
+    meta: dict[str, Any] = attrs.field(factory=dict)
+    priority: int = 0
+    specversion: str = "1.0"
+    timeout_ms: int | None = None
+    visibility_timeout_ms: int | None = None
+    scheduled_at: datetime | None = None
+    expires_at: datetime | None = None
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    unique: UniquePolicy | None = None
+    schema: str | None = None
+    tags: list[str] = attrs.field(factory=list)
+    rate_limit: RateLimit | None = None
+    extra: dict[str, Any] = attrs.field(factory=dict)
+
+    state: JobState = JobState.AVAILABLE
+    attempt: int = 0
+    created_at: datetime | None = None
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    discarded_at: datetime | None = None
+    activated_at: datetime | None = None
+    error: JobError | None = None
+    errors: list[JobError] = attrs.field(factory=list)
+    result: Any = None
+    worker_id: str | None = None
+    next_attempt_at: datetime | None = None
+    retry_delay_ms: int | None = None
+    parent_results: list[Any] | None = None
+    dead_letter: bool = False
+
+    visible_until: datetime | None = None
+    unique_key: str | None = None
+    workflow_id: str | None = None
+    workflow_node: int | None = None
+
+    @property
+    def max_attempts(self) -> int:
+        """Total attempts allowed, including the first."""
+        return self.retry.max_attempts
+
+
+@attrs.define(kw_only=True, slots=True)
+class WorkflowNode:
+    """One job of a workflow and the condition under which it may run.
+
+    ``trigger`` is ``"success"`` (every dependency completed; the default edge),
+    ``"complete"`` (every dependency terminal) or ``"failure"`` (every dependency terminal and one
+    or more failed). ``role`` tells chain steps and batch jobs from callbacks.
+    """
+
+    job_id: str
+    depends_on: tuple[int, ...] = ()
+    trigger: str = "success"
+    role: str = "step"
+    name: str | None = None
+
+
+@attrs.define(kw_only=True, slots=True)
+class Workflow:
+    """A chain, group, batch or dependency graph of jobs; its state is derived from its jobs."""
+
+    id: str
+    type: str
+    name: str | None
+    nodes: list[WorkflowNode]
+    created_at: datetime
+    cancelled_at: datetime | None = None
+    meta: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define(kw_only=True, slots=True)
+class CronJob:
+    """A recurring job definition and its firing bookkeeping."""
+
+    name: str
+    expression: str
+    timezone: str = "UTC"
+    overlap_policy: str = "skip"
+    enabled: bool = True
+    description: str | None = None
+    job_template: dict[str, Any] = attrs.field(factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    next_run_at: datetime | None = None
+    last_run_at: datetime | None = None
+    last_job_id: str | None = None
+    run_count: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """A lifecycle event (CloudEvents-like envelope, OJS events spec)."""
+
+    id: str
+    type: str
+    time: datetime
+    subject: str | None = None
+    data: dict[str, Any] = attrs.field(factory=dict)
+    source: str = "ojs://ojs-python"
+    seq: int = 0
+
+
+@attrs.define(kw_only=True, slots=True)
+class QueueInfo:
+    """A queue as listed: name, whether it is paused, when it was first seen."""
+
+    name: str
+    paused: bool = False
+    created_at: datetime | None = None
+
+
+@attrs.define(kw_only=True, slots=True)
+class QueueStats:
+    """Per-state job counts of one queue, plus recent throughput."""
+
+    name: str
+    paused: bool
+    counts: dict[JobState, int]
+    completed_last_hour: int = 0
+    failed_last_hour: int = 0
+
+
+@attrs.define(kw_only=True, slots=True)
+class WorkerInfo:
+    """What the server knows of a worker from its heartbeats."""
+
+    worker_id: str
+    last_seen: datetime
+    directive: str = "running"
+    hostname: str | None = None
+    pid: int | None = None
+    queues: list[str] = attrs.field(factory=list)
+    concurrency: int | None = None
+    labels: dict[str, Any] = attrs.field(factory=dict)
+    active_jobs: list[str] = attrs.field(factory=list)

@@ -1,0 +1,713 @@
+"""The OJS operations, written once over any :class:`~ojs_core.backend.Backend`.
+
+:class:`JobService` is what the HTTP binding and the in-process client call. It parses and
+validates input, turns each operation into pure transitions from :mod:`ojs_core.lifecycle`
+applied by the backend under compare-and-swap, then does the follow-up work every backend
+shares: events, unique-key conflicts, workflow advancement, cron ticks and timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from . import lifecycle
+from .backend import Backend, EventFilter, JobFilter, Page
+from .clock import Clock, SystemClock
+from .cron import next_fire, parse_cron_request
+from .envelope import parse_enqueue, parse_retry, validate_queue
+from .errors import (
+    ConflictError,
+    DuplicateJobError,
+    InvalidStateTransitionError,
+    NotFoundError,
+    OJSError,
+    ValidationError,
+)
+from .events import job_event, make_event, transition_events
+from .ids import deterministic_uuid7
+from .model import CronJob, Event, Job, JobError, QueueInfo, QueueStats, WorkerInfo, Workflow
+from .ratelimit import RateLimiter
+from .states import JobState
+from .timeutil import format_ts
+from .unique import is_conflict, unique_key
+from .workflow import compile_workflow, next_actions, workflow_state, workflow_to_wire
+
+__all__ = ["EnqueueOutcome", "HeartbeatOutcome", "JobService"]
+
+log = logging.getLogger("ojs.service")
+S = JobState
+DIRECTIVES = ("running", "quiet", "terminate")
+
+
+@attrs.frozen
+class EnqueueOutcome:
+    """The stored job, and whether it is new (``False`` when a unique ``ignore`` deduplicated)."""
+
+    job: Job
+    created: bool = True
+
+
+@attrs.frozen
+class HeartbeatOutcome:
+    """The directive for the worker and the jobs whose visibility was extended."""
+
+    directive: str
+    extended: list[str]
+    worker: WorkerInfo
+
+
+def parse_job_error(raw: Any, path: str = "error") -> JobError:
+    """Accept the binding's ``{code, message, retryable, details}`` and core's ``{type, message,
+    backtrace}`` error objects."""
+    if raw is None:
+        return JobError(code="handler_error", message="job failed")
+    if isinstance(raw, str):
+        return JobError(code="handler_error", message=raw)
+    if not isinstance(raw, Mapping):
+        raise ValidationError("must be an object", path=path)
+    code = raw.get("code")
+    etype = raw.get("type")
+    message = raw.get("message", "")
+    retryable = raw.get("retryable")
+    details = raw.get("details")
+    backtrace = raw.get("backtrace", raw.get("stack_trace"))
+    if code is not None and not isinstance(code, str):
+        raise ValidationError("must be a string", path=f"{path}.code")
+    if etype is not None and not isinstance(etype, str):
+        raise ValidationError("must be a string", path=f"{path}.type")
+    if not isinstance(message, str):
+        raise ValidationError("must be a string", path=f"{path}.message")
+    if retryable is not None and not isinstance(retryable, bool):
+        raise ValidationError("must be a boolean", path=f"{path}.retryable")
+    if details is not None and not isinstance(details, Mapping):
+        raise ValidationError("must be an object", path=f"{path}.details")
+    if isinstance(backtrace, str):
+        backtrace = backtrace.splitlines()
+    if backtrace is not None and not isinstance(backtrace, list):
+        raise ValidationError("must be an array of strings", path=f"{path}.backtrace")
+    if etype is None and isinstance(details, Mapping):
+        cls = details.get("error_class")
+        etype = cls if isinstance(cls, str) else None
+    return JobError(
+        code=code or "handler_error",
+        message=message,
+        type=etype,
+        retryable=retryable,
+        details=dict(details) if details else None,
+        backtrace=[str(b) for b in backtrace][:50] if backtrace else None,
+    )
+
+
+class JobService:
+    """Every OJS operation over one backend; safe to share between tasks and replicas."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        default_visibility_ms: int = lifecycle.DEFAULT_VISIBILITY_MS,
+        max_fetch: int = 1000,
+    ) -> None:
+        self.backend = backend
+        self.clock: Clock = clock or SystemClock()
+        self.rng = rng
+        self.default_visibility_ms = default_visibility_ms
+        self.max_fetch = max_fetch
+        self.limiter = RateLimiter()
+        self.started_at = self.clock.now()
+        self._job_arrived = asyncio.Event()
+
+    def now(self) -> datetime:
+        """The service clock's current time."""
+        return self.clock.now()
+
+    async def _emit(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        try:
+            await self.backend.publish_events(events)
+        except OJSError:
+            log.warning("could not publish %d event(s)", len(events), exc_info=True)
+
+    async def _after(self, before: Job | None, after: Job, now: datetime) -> None:
+        """Follow-up of one stored transition: events, workflow advancement, wake-ups."""
+        await self._emit(transition_events(before, after, now))
+        if after.state is S.AVAILABLE:
+            self._job_arrived.set()
+        if after.workflow_id and after.state.terminal:
+            await self.advance_workflow(after.workflow_id)
+
+    # -- enqueue --------------------------------------------------------------------------
+
+    def _prepare(self, job: Job) -> Job:
+        if job.unique is not None:
+            return attrs.evolve(job, unique_key=unique_key(job, job.unique))
+        return job
+
+    def _conflict_fn(self, now: datetime) -> Any:
+        def check(new: Job, existing: Job) -> bool:
+            return new.unique is not None and is_conflict(existing, new.unique, now)
+
+        return check
+
+    async def enqueue(self, body: Any) -> EnqueueOutcome:
+        """Validate one enqueue request and store the job (PUSH)."""
+        now = self.now()
+        return await self.enqueue_job(parse_enqueue(body, now=now))
+
+    async def enqueue_job(self, job: Job) -> EnqueueOutcome:
+        """Store an already-parsed job, resolving unique-key conflicts by its policy."""
+        outcomes = await self._insert([self._prepare(job)])
+        return outcomes[0]
+
+    async def enqueue_batch(self, bodies: Any) -> list[EnqueueOutcome]:
+        """Validate every job first, then store all of them atomically (or none)."""
+        if not isinstance(bodies, list) or not bodies:
+            raise ValidationError("must be a non-empty array", path="jobs")
+        now = self.now()
+        jobs: list[Job] = []
+        for i, body in enumerate(bodies):
+            try:
+                jobs.append(self._prepare(parse_enqueue(body, now=now, path=f"jobs[{i}]")))
+            except ValidationError as exc:
+                exc.details.setdefault("index", i)
+                if exc.path:
+                    exc.details.setdefault("field", exc.path)
+                raise
+        return await self._insert(jobs)
+
+    async def _insert(self, jobs: list[Job]) -> list[EnqueueOutcome]:
+        results: dict[int, EnqueueOutcome] = {}
+        pending = dict(enumerate(jobs))
+        for _ in range(8):
+            now = self.now()
+            order = sorted(pending)
+            conflicts = await self.backend.insert_jobs(
+                [pending[i] for i in order], self._conflict_fn(now)
+            )
+            if not conflicts:
+                for i in order:
+                    results[i] = EnqueueOutcome(pending[i], True)
+                    await self._after(None, pending[i], now)
+                return [results[i] for i in range(len(jobs))]
+            for conflict in conflicts:
+                index = order[conflict.index]
+                job, existing = pending[index], conflict.existing
+                policy = job.unique.on_conflict if job.unique else "reject"
+                if policy == "ignore":
+                    results[index] = EnqueueOutcome(existing, False)
+                    del pending[index]
+                elif policy in ("replace", "replace_except_schedule"):
+                    await self._replace(existing, now)
+                    if policy == "replace_except_schedule" and existing.scheduled_at:
+                        pending[index] = _reschedule(job, existing.scheduled_at, now)
+                else:
+                    details: dict[str, Any] = {
+                        "existing_job_id": existing.id,
+                        "existing_job_state": existing.state.value,
+                        "unique_key": job.unique_key,
+                    }
+                    if len(jobs) > 1:
+                        details["index"] = index
+                    raise DuplicateJobError(
+                        f"A job with the same unique key exists: {existing.id} "
+                        f"({existing.state.value})",
+                        details=details,
+                    )
+            if not pending:
+                return [results[i] for i in range(len(jobs))]
+        raise ConflictError("unique-key conflict could not be resolved; try again")
+
+    async def _replace(self, existing: Job, now: datetime) -> None:
+        try:
+            before, after = await self.backend.update_job(
+                existing.id, lambda j: lifecycle.cancel(j, now)
+            )
+        except (InvalidStateTransitionError, NotFoundError):
+            return
+        await self._after(before, after, now)
+
+    # -- reading and cancelling -----------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        """INFO: the job, or :class:`NotFoundError`."""
+        job = await self.backend.get_job(job_id)
+        if job is None:
+            raise NotFoundError("job", job_id)
+        return job
+
+    async def _transition(self, job_id: str, fn: Any) -> tuple[Job, Job]:
+        now = self.now()
+        before, after = await self.backend.update_job(job_id, lambda j: fn(j, now))
+        if after is not before:
+            await self._after(before, after, now)
+        return before, after
+
+    async def cancel(self, job_id: str) -> tuple[Job, Job]:
+        """CANCEL a non-terminal job; 409 for terminal ones."""
+        return await self._transition(job_id, lifecycle.cancel)
+
+    async def activate(self, job_id: str) -> tuple[Job, Job]:
+        """ACTIVATE a pending job."""
+        return await self._transition(job_id, lifecycle.activate_pending)
+
+    # -- worker operations ----------------------------------------------------------------
+
+    async def fetch(
+        self,
+        queues: Sequence[str],
+        count: int = 1,
+        worker_id: str | None = None,
+        visibility_ms: int | None = None,
+        wait_ms: int = 0,
+    ) -> list[Job]:
+        """FETCH: claim up to ``count`` jobs; with ``wait_ms`` wait that long for one to arrive."""
+        if not queues:
+            raise ValidationError("must list at least one queue", path="queues")
+        for i, q in enumerate(queues):
+            validate_queue(q, f"queues[{i}]")
+        count = max(1, min(count, self.max_fetch))
+        deadline = self.clock.now().timestamp() + wait_ms / 1000
+        while True:
+            self._job_arrived.clear()
+            jobs = await self._claim(queues, count, worker_id, visibility_ms)
+            remaining = deadline - self.clock.now().timestamp()
+            if jobs or remaining <= 0:
+                return jobs
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._job_arrived.wait(), timeout=min(remaining, 0.05))
+
+    async def _claim(
+        self, queues: Sequence[str], count: int, worker_id: str | None, visibility_ms: int | None
+    ) -> list[Job]:
+        now = self.now()
+        limiter = self.limiter
+
+        def activate(job: Job) -> Job | None:
+            if job.expires_at is not None and job.expires_at <= now:
+                return lifecycle.expire(job, now)
+            rl = job.rate_limit
+            if rl is not None and not limiter.try_acquire(
+                rl.key or f"queue:{job.queue}", rl.limit, rl.period_ms, now
+            ):
+                return None
+            return lifecycle.claim(job, now, worker_id, visibility_ms)
+
+        stored = await self.backend.claim_jobs(queues, count, activate)
+        claimed: list[Job] = []
+        events: list[Event] = []
+        for job in stored:
+            if job.state is S.ACTIVE:
+                claimed.append(job)
+                events.append(job_event("job.started", job, now, worker_id=worker_id))
+            else:
+                events.append(job_event("job.expired", job, now, expired_at=format_ts(now)))
+        await self._emit(events)
+        return claimed
+
+    async def ack(self, job_id: str, result: Any = None, worker_id: str | None = None) -> Job:
+        """ACK: ``active -> completed`` with an optional result."""
+        _, after = await self._transition(
+            job_id, lambda j, now: lifecycle.ack(j, now, result, worker_id)
+        )
+        return after
+
+    async def nack(
+        self,
+        job_id: str,
+        error: JobError,
+        worker_id: str | None = None,
+        requeue: bool = False,
+    ) -> Job:
+        """FAIL: retry, discard or (``requeue``) put straight back, per the retry policy."""
+        if requeue:
+            fn = lambda j, now: lifecycle.requeue(j, now, error)  # noqa: E731
+        else:
+            fn = lambda j, now: lifecycle.fail(j, now, error, worker_id, self.rng)  # noqa: E731
+        _, after = await self._transition(job_id, fn)
+        return after
+
+    async def heartbeat(
+        self,
+        worker_id: str,
+        active_jobs: Sequence[str] = (),
+        visibility_ms: int | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> HeartbeatOutcome:
+        """BEAT: record the worker, extend its jobs' visibility, return its directive."""
+        now = self.now()
+        extended: list[str] = []
+        requested: str | None = None
+        for job_id in active_jobs:
+            try:
+                _, job = await self.backend.update_job(
+                    job_id,
+                    lambda j: (
+                        lifecycle.extend_visibility(j, now, visibility_ms)
+                        if j.worker_id in (None, worker_id)
+                        else j
+                    ),
+                )
+            except (ConflictError, NotFoundError):
+                continue
+            if job.state is S.ACTIVE and job.worker_id in (None, worker_id):
+                extended.append(job_id)
+                hint = job.meta.get("test_directive")
+                if hint in ("quiet", "terminate") and requested != "terminate":
+                    requested = hint
+        fields = dict(info or {})
+
+        def touch(w: WorkerInfo | None) -> WorkerInfo:
+            base = w or WorkerInfo(worker_id=worker_id, last_seen=now)
+            changes: dict[str, Any] = {"last_seen": now, "active_jobs": list(active_jobs)}
+            for key in ("hostname", "pid", "queues", "concurrency", "labels"):
+                if fields.get(key) is not None:
+                    changes[key] = fields[key]
+            return attrs.evolve(base, **changes)
+
+        worker = await self.backend.upsert_worker(touch)
+        directive = worker.directive
+        if directive == "running" and requested:
+            directive = requested
+        return HeartbeatOutcome(directive=directive, extended=extended, worker=worker)
+
+    async def set_worker_directive(self, worker_id: str, directive: str) -> WorkerInfo:
+        """Tell a worker to go quiet or terminate at its next heartbeat (terminate is final)."""
+        if directive not in DIRECTIVES:
+            raise ValidationError("must be running, quiet or terminate", path="directive")
+        now = self.now()
+
+        def setd(w: WorkerInfo | None) -> WorkerInfo:
+            base = w or WorkerInfo(worker_id=worker_id, last_seen=now)
+            if base.directive == "terminate":
+                return base
+            return attrs.evolve(base, directive=directive)
+
+        return await self.backend.upsert_worker(setd)
+
+    # -- dead letter ----------------------------------------------------------------------
+
+    async def dead_letter(self, queue: str | None = None, limit: int = 50, offset: int = 0) -> Page:
+        """Jobs discarded into the dead-letter queue, newest first."""
+        return await self.backend.list_jobs(
+            JobFilter(dead_letter=True, queue=queue, limit=limit, offset=offset)
+        )
+
+    async def _dead(self, job_id: str) -> Job:
+        job = await self.backend.get_job(job_id)
+        if job is None or not job.dead_letter or job.state is not S.DISCARDED:
+            raise NotFoundError("dead-letter job", job_id)
+        return job
+
+    async def retry_dead_letter(self, job_id: str, override: Any = None) -> Job:
+        """Put a dead-letter job back to ``available`` with attempt 0."""
+        await self._dead(job_id)
+        changes: dict[str, Any] = {}
+        if override is not None:
+            if not isinstance(override, Mapping):
+                raise ValidationError("must be an object", path="override")
+            if override.get("queue") is not None:
+                changes["queue"] = validate_queue(override["queue"], "override.queue")
+            if override.get("meta") is not None:
+                if not isinstance(override["meta"], Mapping):
+                    raise ValidationError("must be an object", path="override.meta")
+                changes["meta"] = dict(override["meta"])
+            if override.get("retry") is not None:
+                changes["retry"] = parse_retry(override["retry"], "override.retry")
+        _, after = await self._transition(
+            job_id, lambda j, now: lifecycle.retry_dead_letter(j, now, changes)
+        )
+        return after
+
+    async def delete_dead_letter(self, job_id: str) -> None:
+        """Remove a dead-letter job for good."""
+        await self._dead(job_id)
+        await self.backend.delete_job(job_id)
+
+    # -- queues ---------------------------------------------------------------------------
+
+    async def queues(self) -> list[QueueInfo]:
+        """Every known queue."""
+        return await self.backend.list_queues()
+
+    async def queue_stats(self, queue: str) -> QueueStats:
+        """Per-state counts of one queue."""
+        validate_queue(queue, "queue")
+        return await self.backend.queue_stats(queue)
+
+    async def set_paused(self, queue: str, paused: bool) -> QueueInfo:
+        """Pause (enqueue still accepted, nothing fetched) or resume a queue."""
+        validate_queue(queue, "queue")
+        info = await self.backend.set_queue_paused(queue, paused)
+        now = self.now()
+        kind = "queue.paused" if paused else "queue.resumed"
+        await self._emit([make_event(kind, now, {"queue": queue}, subject=queue)])
+        if not paused:
+            self._job_arrived.set()
+        return info
+
+    # -- workflows ------------------------------------------------------------------------
+
+    async def create_workflow(self, body: Any) -> dict[str, Any]:
+        """Compile and store a workflow; its root jobs are available at once."""
+        now = self.now()
+        workflow, jobs = compile_workflow(body, now)
+        jobs = [self._prepare(j) for j in jobs]
+        await self.backend.insert_workflow(workflow, jobs)
+        events = [
+            make_event(
+                "workflow.started",
+                now,
+                {
+                    "workflow_id": workflow.id,
+                    "workflow_name": workflow.name,
+                    "workflow_type": workflow.type,
+                    "total_steps": len(workflow.nodes),
+                },
+                subject=workflow.id,
+            )
+        ]
+        for job in jobs:
+            events.extend(transition_events(None, job, now))
+        await self._emit(events)
+        self._job_arrived.set()
+        return workflow_to_wire(workflow, jobs)
+
+    async def _workflow_jobs(self, workflow: Workflow) -> list[Job | None]:
+        return await self.backend.get_jobs([n.job_id for n in workflow.nodes])
+
+    async def get_workflow(self, workflow_id: str) -> dict[str, Any]:
+        """The workflow with its derived state and per-step detail."""
+        workflow = await self.backend.get_workflow(workflow_id)
+        if workflow is None:
+            raise NotFoundError("workflow", workflow_id)
+        return workflow_to_wire(workflow, await self._workflow_jobs(workflow))
+
+    async def cancel_workflow(self, workflow_id: str) -> dict[str, Any]:
+        """Cancel every job that has not started; running ones may finish. 409 if terminal."""
+        workflow = await self.backend.get_workflow(workflow_id)
+        if workflow is None:
+            raise NotFoundError("workflow", workflow_id)
+        jobs = await self._workflow_jobs(workflow)
+        state = workflow_state(workflow, jobs)
+        if state != "running":
+            raise ConflictError(
+                f"Workflow '{workflow_id}' is already {state}",
+                details={"workflow_id": workflow_id, "current_state": state},
+            )
+        now = self.now()
+        _, workflow = await self.backend.update_workflow(
+            workflow_id, lambda w: w if w.cancelled_at else attrs.evolve(w, cancelled_at=now)
+        )
+        for job in jobs:
+            if job is not None and not job.state.terminal and job.state is not S.ACTIVE:
+                with contextlib.suppress(InvalidStateTransitionError, NotFoundError):
+                    await self._transition(job.id, lifecycle.cancel)
+        await self._emit(
+            [make_event("workflow.cancelled", now, {"workflow_id": workflow_id}, workflow_id)]
+        )
+        return workflow_to_wire(workflow, await self._workflow_jobs(workflow))
+
+    async def advance_workflow(self, workflow_id: str) -> None:
+        """Make ready steps available and cancel steps that can no longer run; idempotent."""
+        workflow = await self.backend.get_workflow(workflow_id)
+        if workflow is None:
+            return
+        jobs = await self._workflow_jobs(workflow)
+        was = workflow_state(workflow, jobs)
+        for _ in range(len(workflow.nodes) + 1):
+            actions = next_actions(workflow, jobs)
+            if not actions.activate and not actions.cancel:
+                break
+            now = self.now()
+            for index, results in actions.activate:
+                await self._apply_step(
+                    workflow.nodes[index].job_id,
+                    lambda j, t, r=results: lifecycle.activate_pending(j, t, r),
+                    now,
+                )
+            for index in actions.cancel:
+                await self._apply_step(workflow.nodes[index].job_id, lifecycle.cancel, now)
+            jobs = await self._workflow_jobs(workflow)
+        now_state = workflow_state(workflow, jobs)
+        if now_state != was and now_state in ("completed", "failed"):
+            await self._emit(
+                [
+                    make_event(
+                        f"workflow.{now_state}",
+                        self.now(),
+                        {"workflow_id": workflow_id, "workflow_name": workflow.name},
+                        subject=workflow_id,
+                    )
+                ]
+            )
+
+    async def _apply_step(self, job_id: str, fn: Any, now: datetime) -> None:
+        try:
+            before, after = await self.backend.update_job(job_id, lambda j: fn(j, now))
+        except (ConflictError, NotFoundError):
+            return  # another replica advanced it first
+        if after is not before:
+            await self._emit(transition_events(before, after, now))
+            if after.state is S.AVAILABLE:
+                self._job_arrived.set()
+
+    # -- cron -----------------------------------------------------------------------------
+
+    async def register_cron(self, body: Any) -> tuple[CronJob, bool]:
+        """Create or replace a cron entry; returns it and whether it was new."""
+        cron = parse_cron_request(body, self.now())
+        existing = await self.backend.get_cron(cron.name)
+        if existing is not None:
+            cron = attrs.evolve(
+                cron,
+                created_at=existing.created_at,
+                last_run_at=existing.last_run_at,
+                last_job_id=existing.last_job_id,
+                run_count=existing.run_count,
+            )
+        created = await self.backend.put_cron(cron)
+        return cron, created
+
+    async def crons(self) -> list[CronJob]:
+        """Every cron entry."""
+        return await self.backend.list_crons()
+
+    async def get_cron(self, name: str) -> CronJob:
+        """One cron entry, or 404."""
+        cron = await self.backend.get_cron(name)
+        if cron is None:
+            raise NotFoundError("cron job", name)
+        return cron
+
+    async def delete_cron(self, name: str) -> CronJob:
+        """Remove a cron entry (jobs it already enqueued stay)."""
+        cron = await self.backend.delete_cron(name)
+        if cron is None:
+            raise NotFoundError("cron job", name)
+        return cron
+
+    async def set_cron_enabled(self, name: str, enabled: bool) -> CronJob:
+        """Enable or disable a cron entry; ``next_run_at`` is recomputed on enable."""
+        now = self.now()
+
+        def change(c: CronJob) -> CronJob:
+            nxt = next_fire(c.expression, c.timezone, now, anchor=now) if enabled else None
+            return attrs.evolve(c, enabled=enabled, next_run_at=nxt, updated_at=now)
+
+        try:
+            _, cron = await self.backend.update_cron(name, change)
+        except NotFoundError:
+            raise NotFoundError("cron job", name) from None
+        return cron
+
+    async def run_crons(self) -> int:
+        """Fire every cron entry that is due; returns how many fired. Safe on every replica."""
+        now = self.now()
+        fired = 0
+        for cron in await self.backend.list_crons():
+            if cron.enabled and cron.next_run_at is not None and cron.next_run_at <= now:
+                try:
+                    fired += await self._fire(cron, now)
+                except OJSError:
+                    log.exception("cron %s failed to fire", cron.name)
+        return fired
+
+    async def _fire(self, cron: CronJob, now: datetime) -> int:
+        tick = cron.next_run_at
+        assert tick is not None
+        job_id = deterministic_uuid7(int(tick.timestamp() * 1000), cron.name, format_ts(tick))
+        skip_reason: str | None = None
+        previous = await self.backend.get_job(cron.last_job_id) if cron.last_job_id else None
+        if previous is not None and not previous.state.terminal:
+            if cron.overlap_policy == "skip":
+                skip_reason = "overlap_skip"
+            elif cron.overlap_policy == "cancel_previous":
+                with contextlib.suppress(InvalidStateTransitionError, NotFoundError):
+                    await self._transition(previous.id, lifecycle.cancel)
+        fired = False
+        if skip_reason is None:
+            tpl = cron.job_template
+            body = dict(tpl)
+            meta = dict(tpl.get("meta") or {})
+            meta.update({"cron_name": cron.name, "cron_triggered_at": format_ts(tick)})
+            body["meta"] = meta
+            body["id"] = job_id
+            try:
+                await self.enqueue(body)
+                fired = True
+            except DuplicateJobError:
+                pass  # another replica fired this tick
+
+        def advance(c: CronJob) -> CronJob:
+            if c.next_run_at != tick:
+                return c
+            return attrs.evolve(
+                c,
+                last_run_at=tick,
+                next_run_at=next_fire(c.expression, c.timezone, max(now, tick), anchor=tick),
+                run_count=c.run_count + (1 if fired else 0),
+                last_job_id=job_id if fired else c.last_job_id,
+            )
+
+        try:
+            await self.backend.update_cron(cron.name, advance)
+        except NotFoundError:
+            return 0
+        data: dict[str, Any] = {
+            "cron_name": cron.name,
+            "cron_expression": cron.expression,
+            "job_id": job_id,
+        }
+        if skip_reason:
+            data["reason"] = skip_reason
+            data["active_job_id"] = cron.last_job_id
+        kind = "cron.triggered" if skip_reason is None else "cron.skipped"
+        await self._emit([make_event(kind, now, data, subject=cron.name)])
+        return 1 if fired else 0
+
+    # -- timers ---------------------------------------------------------------------------
+
+    async def run_timers(self, limit: int = 500) -> int:
+        """Apply every due timer (promotion, visibility, execution timeout, expiry)."""
+        now = self.now()
+        ids = await self.backend.due_jobs(now, limit)
+        done = 0
+        for job_id in ids:
+            try:
+                before, after = await self.backend.update_job(
+                    job_id, lambda j: lifecycle.on_timer(j, now, self.rng)
+                )
+            except NotFoundError:
+                continue
+            if after is not before:
+                done += 1
+                await self._after(before, after, now)
+        return done
+
+    # -- events and admin -----------------------------------------------------------------
+
+    async def events(self, flt: EventFilter) -> list[Event]:
+        """Recent events matching the filter."""
+        return await self.backend.read_events(flt)
+
+    async def reset(self) -> None:
+        """Wipe all state (tests and the conformance runner)."""
+        await self.backend.reset()
+        self.limiter.reset()
+
+
+def _reschedule(job: Job, scheduled_at: datetime, now: datetime) -> Job:
+    if scheduled_at > now:
+        return attrs.evolve(job, scheduled_at=scheduled_at, state=S.SCHEDULED, enqueued_at=None)
+    return attrs.evolve(job, scheduled_at=scheduled_at)

@@ -1,0 +1,7 @@
+"""ojs-http: the OJS HTTP binding as a Starlette ASGI app, and the ``ojs-server`` CLI."""
+
+from .app import create_app
+from .settings import HttpSettings
+
+__all__ = ["HttpSettings", "create_app"]
+__version__ = "0.1.0"

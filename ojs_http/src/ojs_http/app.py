@@ -1,0 +1,124 @@
+"""The ASGI application: ``create_app(backend, settings)`` wraps any backend in the OJS binding."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ojs_core.backend import Backend
+from ojs_core.clock import Clock
+from ojs_core.errors import NotFoundError, OJSError, ValidationError
+from ojs_core.scheduler import Scheduler
+from ojs_core.service import JobService
+
+from .middleware import OJSHeadersMiddleware
+from .responses import check_version, error_response
+from .routes import routes
+from .settings import HttpSettings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("ojs.http")
+
+
+class _InternalError(OJSError):
+    code = "internal_error"
+    status = 500
+    retryable = True
+
+
+class _MethodNotAllowed(OJSError):
+    code = "method_not_allowed"
+    status = 405
+
+
+def create_app(
+    backend: Backend,
+    settings: HttpSettings | None = None,
+    *,
+    clock: Clock | None = None,
+    service: JobService | None = None,
+    manage_backend: bool = True,
+) -> Starlette:
+    """Build the OJS HTTP app over ``backend``.
+
+    The app's lifespan opens the backend, starts the timer/cron scheduler and, on shutdown,
+    stops the scheduler and closes the backend. Pass ``manage_backend=False`` when the host
+    application owns the backend's lifecycle (an already-open backend that must stay open).
+    ``app.state.service`` is the :class:`JobService` for in-process use.
+    """
+    settings = settings or HttpSettings()
+    service = service or JobService(backend, clock=clock)
+    scheduler = Scheduler(service, interval=settings.scheduler_interval)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if manage_backend:
+            await backend.open()
+        if settings.run_scheduler:
+            scheduler.start()
+        try:
+            yield
+        finally:
+            await scheduler.stop()
+            if manage_backend:
+                await backend.close()
+
+    async def on_ojs_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OJSError)
+        return error_response(request, exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            err: OJSError = NotFoundError("route", request.url.path)
+        elif exc.status_code == 405:
+            err = _MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        else:
+            err = ValidationError(exc.detail or "bad request")
+            err.status = exc.status_code  # type: ignore[misc]
+        return error_response(request, err)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, _InternalError("internal server error"))
+
+    app = Starlette(
+        routes=routes(enable_reset=settings.enable_reset),
+        middleware=[Middleware(OJSHeadersMiddleware), Middleware(_VersionCheck)],
+        exception_handlers={
+            OJSError: on_ojs_error,
+            HTTPException: on_http_error,
+            Exception: on_unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    app.state.scheduler = scheduler
+    return app
+
+
+class _VersionCheck:
+    """Refuses requests that ask for an unsupported ``OJS-Version`` (422 ``unsupported``)."""
+
+    def __init__(self, app: object) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] == "http":
+            request = Request(scope)
+            try:
+                check_version(request)
+            except OJSError as exc:
+                response = error_response(request, exc)
+                await response(scope, receive, send)  # type: ignore[arg-type]
+                return
+        await self.app(scope, receive, send)  # type: ignore[operator]

@@ -1,0 +1,114 @@
+"""``ojs-server``: serve the OJS HTTP binding with Hypercorn."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from ojs_core.backend import Backend
+
+from .app import create_app
+from .settings import CONTENT_TYPE_MODES, HttpSettings
+
+__all__ = ["build_backend", "main", "parse_args"]
+
+log = logging.getLogger("ojs.server")
+
+
+def _env_bool(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Flags, each with an environment-variable default."""
+    env = os.environ
+    p = argparse.ArgumentParser(
+        prog="ojs-server", description="Open Job Spec server (HTTP binding, levels 0-4)."
+    )
+    p.add_argument("--host", default=env.get("OJS_HOST", "127.0.0.1"), help="bind address")
+    p.add_argument("--port", type=int, default=int(env.get("OJS_PORT", "8080")), help="port")
+    p.add_argument(
+        "--backend",
+        default=env.get("OJS_BACKEND") or env.get("NATS_URL") or "memory://",
+        help="backend URL: memory:// (default for now) or nats://host:port[,host:port]",
+    )
+    p.add_argument(
+        "--enable-reset",
+        action="store_true",
+        default=_env_bool("OJS_ENABLE_RESET"),
+        help="serve POST /ojs/v1/admin/reset (wipes all state; for test runners)",
+    )
+    p.add_argument(
+        "--response-content-type",
+        choices=CONTENT_TYPE_MODES,
+        default=env.get("OJS_RESPONSE_CONTENT_TYPE", "auto"),
+        help="Content-Type of responses (see docs/configuration.md)",
+    )
+    p.add_argument(
+        "--log-level",
+        default=env.get("OJS_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+    )
+    return p.parse_args(argv)
+
+
+def build_backend(url: str) -> Backend:
+    """A backend for ``url``; raises ``SystemExit`` with a clear message for unknown schemes."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else url.lower()
+    if scheme == "memory":
+        from ojs_memory import MemoryBackend
+
+        return MemoryBackend()
+    if scheme in ("nats", "tls"):
+        raise SystemExit("ojs-server: the NATS backend is not available in this version yet")
+    raise SystemExit(f"ojs-server: unknown backend {url!r}; known: memory://")
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Run until SIGINT or SIGTERM, then shut down cleanly."""
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    backend = build_backend(args.backend)
+    settings = HttpSettings(
+        enable_reset=args.enable_reset, response_content_type=args.response_content_type
+    )
+    app = create_app(backend, settings)
+    config = Config()
+    config.bind = [f"{args.host}:{args.port}"]
+    config.accesslog = None
+    config.errorlog = "-"
+    config.loglevel = args.log_level.upper()
+    config.graceful_timeout = 10.0
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(
+        f"ojs-server listening on http://{host}:{args.port} (backend: {backend.name} "
+        f"{args.backend}{', reset enabled' if args.enable_reset else ''})",
+        flush=True,
+    )
+    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""Route tables of the HTTP binding, one module per resource."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from . import cron, jobs, queues, system, workers, workflows
+
+__all__ = ["routes"]
+
+
+def routes(*, enable_reset: bool) -> list[BaseRoute]:
+    """Every route of levels 0-4 (plus the reset hook when enabled)."""
+    return [
+        *system.routes(enable_reset=enable_reset),
+        *jobs.routes,
+        *workers.routes,
+        *queues.routes,
+        *workflows.routes,
+        *cron.routes,
+    ]

@@ -1,0 +1,61 @@
+"""Small helpers shared by the route modules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import Request
+
+from ojs_core.codec import job_to_wire
+from ojs_core.errors import ValidationError
+from ojs_core.model import Job
+from ojs_core.service import JobService
+
+__all__ = ["body_object", "query_int", "service", "wire"]
+
+
+def service(request: Request) -> JobService:
+    """The app's :class:`JobService`."""
+    svc: JobService = request.app.state.service
+    return svc
+
+
+def body_object(body: Any) -> Mapping[str, Any]:
+    """Require a JSON object at the top level."""
+    if not isinstance(body, Mapping):
+        raise ValidationError("request body must be a JSON object")
+    return body
+
+
+def query_int(request: Request, name: str, default: int, *, minimum: int, maximum: int) -> int:
+    """An integer query parameter within bounds, or a 400 naming it."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError("must be an integer", path=name) from None
+    if not minimum <= value <= maximum:
+        raise ValidationError(f"must be between {minimum} and {maximum}", path=name)
+    return value
+
+
+def wire(job: Job, **extra: Any) -> dict[str, Any]:
+    """A job's wire form with response-only fields added."""
+    out = job_to_wire(job)
+    out.update(extra)
+    return out
+
+
+def pagination(total: int, limit: int, offset: int) -> dict[str, Any]:
+    """The binding's pagination block (offset-based cursors)."""
+    has_more = offset + limit < total
+    return {
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "has_more": has_more,
+        "next_cursor": str(offset + limit) if has_more else None,
+    }

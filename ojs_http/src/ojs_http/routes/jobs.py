@@ -1,0 +1,108 @@
+"""``/ojs/v1/jobs``: enqueue, batch enqueue, info, cancel, activate."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ojs_core.errors import PayloadTooLargeError, ValidationError
+from ojs_core.timeutil import format_ts
+
+from ..responses import json_response, read_json
+from ..settings import HttpSettings
+from ._common import body_object, service, wire
+
+__all__ = ["routes"]
+
+
+def _check_size(request: Request, envelope: object, index: int | None = None) -> None:
+    settings: HttpSettings = request.app.state.settings
+    size = len(json.dumps(envelope, separators=(",", ":"), default=str))
+    if size > settings.max_envelope_bytes:
+        where = f"jobs[{index}] " if index is not None else ""
+        raise PayloadTooLargeError(
+            f"{where}envelope is {size} bytes; the limit is {settings.max_envelope_bytes}",
+            details={"size": size, "limit": settings.max_envelope_bytes}
+            | ({"index": index} if index is not None else {}),
+        )
+
+
+async def enqueue(request: Request) -> Response:
+    """PUSH one job: 201 and ``Location``; 200 with ``deduplicated`` for a unique ``ignore``."""
+    settings: HttpSettings = request.app.state.settings
+    body = await read_json(request)
+    if request.state.body_size > settings.max_envelope_bytes:
+        _check_size(request, body)
+    outcome = await service(request).enqueue(body)
+    job = wire(outcome.job)
+    if not outcome.created:
+        return json_response(request, {"job": job, "deduplicated": True}, 200)
+    return json_response(request, {"job": job}, 201, {"Location": f"/ojs/v1/jobs/{outcome.job.id}"})
+
+
+async def enqueue_batch(request: Request) -> Response:
+    """Atomic batch enqueue: all jobs or none."""
+    settings: HttpSettings = request.app.state.settings
+    body = body_object(await read_json(request))
+    jobs = body.get("jobs")
+    if not isinstance(jobs, list) or not jobs:
+        raise ValidationError("must be a non-empty array", path="jobs")
+    if len(jobs) > settings.max_batch_jobs:
+        raise PayloadTooLargeError(
+            f"a batch holds at most {settings.max_batch_jobs} jobs, got {len(jobs)}"
+        )
+    for i, envelope in enumerate(jobs):
+        _check_size(request, envelope, i)
+    outcomes = await service(request).enqueue_batch(jobs)
+    out = [wire(o.job) | ({} if o.created else {"deduplicated": True}) for o in outcomes]
+    return json_response(request, {"jobs": out, "count": len(out)}, 201)
+
+
+async def get_job(request: Request) -> Response:
+    """INFO."""
+    job = await service(request).get(request.path_params["job_id"])
+    return json_response(request, {"job": wire(job)})
+
+
+async def cancel_job(request: Request) -> Response:
+    """CANCEL: 200 with the cancelled job; 409 when already terminal."""
+    before, after = await service(request).cancel(request.path_params["job_id"])
+    return json_response(request, {"job": wire(after, previous_state=before.state.value)})
+
+
+async def activate_job(request: Request) -> Response:
+    """ACTIVATE a pending job."""
+    before, after = await service(request).activate(request.path_params["job_id"])
+    return json_response(request, {"job": wire(after, previous_state=before.state.value)})
+
+
+async def ack_job(request: Request) -> Response:
+    """ACK by path (``/jobs/{id}/ack``), an alias the results spec uses."""
+    body = body_object(await read_json(request, required=False))
+    job = await service(request).ack(
+        request.path_params["job_id"], body.get("result"), body.get("worker_id")
+    )
+    return json_response(
+        request,
+        {
+            "acknowledged": True,
+            "id": job.id,
+            "job_id": job.id,
+            "state": job.state.value,
+            "completed_at": format_ts(job.completed_at) if job.completed_at else None,
+            "job": wire(job),
+        },
+    )
+
+
+routes = [
+    Route("/ojs/v1/jobs", enqueue, methods=["POST"]),
+    Route("/ojs/v1/jobs/batch", enqueue_batch, methods=["POST"]),
+    Route("/ojs/v1/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/ojs/v1/jobs/{job_id}", cancel_job, methods=["DELETE"]),
+    Route("/ojs/v1/jobs/{job_id}/activate", activate_job, methods=["POST"]),
+    Route("/ojs/v1/jobs/{job_id}/ack", ack_job, methods=["POST"]),
+]

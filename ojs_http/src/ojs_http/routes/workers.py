@@ -1,0 +1,189 @@
+"""``/ojs/v1/workers``: fetch (with optional long-poll), ack, nack, heartbeat, directives."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ojs_core.errors import ValidationError
+from ojs_core.service import parse_job_error
+from ojs_core.timeutil import format_ts
+
+from ..responses import json_response, read_json
+from ..settings import HttpSettings
+from ._common import body_object, service, wire
+
+__all__ = ["routes"]
+
+
+def _opt_int(body: Mapping[str, Any], name: str, *, minimum: int, maximum: int) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("must be an integer", path=name)
+    if not minimum <= value <= maximum:
+        raise ValidationError(f"must be between {minimum} and {maximum}", path=name)
+    return value
+
+
+def _worker_id(body: Mapping[str, Any], *, required: bool = False) -> str | None:
+    wid = body.get("worker_id")
+    if wid is None:
+        if required:
+            raise ValidationError("is required", path="worker_id")
+        return None
+    if not isinstance(wid, str) or not wid or len(wid) > 256:
+        raise ValidationError(
+            "must be a non-empty string (at most 256 characters)", path="worker_id"
+        )
+    return wid
+
+
+def _job_id(body: Mapping[str, Any]) -> str:
+    jid = body.get("job_id", body.get("id"))
+    if not isinstance(jid, str) or not jid:
+        raise ValidationError("is required", path="job_id")
+    return jid
+
+
+async def fetch(request: Request) -> Response:
+    """FETCH up to ``count`` jobs; ``wait_ms`` long-polls until one arrives."""
+    settings: HttpSettings = request.app.state.settings
+    body = body_object(await read_json(request))
+    queues = body.get("queues", body.get("queue"))
+    if isinstance(queues, str):
+        queues = [queues]
+    if not isinstance(queues, list) or not queues or not all(isinstance(q, str) for q in queues):
+        raise ValidationError("must be a non-empty array of queue names", path="queues")
+    count = _opt_int(body, "count", minimum=1, maximum=1000) or 1
+    visibility = _opt_int(body, "visibility_timeout_ms", minimum=1, maximum=86_400_000)
+    wait = _opt_int(body, "wait_ms", minimum=0, maximum=settings.max_wait_ms) or 0
+    jobs = await service(request).fetch(
+        queues, count, _worker_id(body), visibility_ms=visibility, wait_ms=wait
+    )
+    out = [wire(j) for j in jobs]
+    data: dict[str, Any] = {"jobs": out}
+    if out:
+        data["job"] = out[0]
+    return json_response(request, data)
+
+
+async def ack(request: Request) -> Response:
+    """ACK: the job becomes ``completed``; ``result`` is stored."""
+    body = body_object(await read_json(request))
+    job = await service(request).ack(_job_id(body), body.get("result"), _worker_id(body))
+    return json_response(
+        request,
+        {
+            "acknowledged": True,
+            "id": job.id,
+            "job_id": job.id,
+            "state": job.state.value,
+            "completed_at": format_ts(job.completed_at) if job.completed_at else None,
+            "job": wire(job),
+        },
+    )
+
+
+async def nack(request: Request) -> Response:
+    """FAIL: retryable, discarded or (``requeue: true``) available again."""
+    body = body_object(await read_json(request))
+    requeue = body.get("requeue", False)
+    if not isinstance(requeue, bool):
+        raise ValidationError("must be a boolean", path="requeue")
+    error = parse_job_error(body.get("error"))
+    job = await service(request).nack(_job_id(body), error, _worker_id(body), requeue=requeue)
+    data: dict[str, Any] = {
+        "id": job.id,
+        "job_id": job.id,
+        "state": job.state.value,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "job": wire(job),
+    }
+    if job.state.value == "retryable":
+        if job.next_attempt_at is not None:
+            data["next_attempt_at"] = format_ts(job.next_attempt_at)
+        data["retry_delay_ms"] = job.retry_delay_ms
+    if job.discarded_at is not None:
+        data["discarded_at"] = format_ts(job.discarded_at)
+    if job.completed_at is not None:
+        data["completed_at"] = format_ts(job.completed_at)
+    return json_response(request, data)
+
+
+async def heartbeat(request: Request) -> Response:
+    """BEAT: extend the listed jobs, record the worker, answer its directive in ``state``."""
+    body = body_object(await read_json(request))
+    worker_id = _worker_id(body, required=True)
+    assert worker_id is not None
+    raw_jobs = body.get("active_jobs")
+    ids: list[str] = []
+    if isinstance(raw_jobs, list):
+        ids = [j for j in raw_jobs if isinstance(j, str)]
+    elif raw_jobs is not None and not isinstance(raw_jobs, int):
+        raise ValidationError("must be an array of job ids (or a count)", path="active_jobs")
+    extra_ids = body.get("active_job_ids")
+    if isinstance(extra_ids, list):
+        ids.extend(j for j in extra_ids if isinstance(j, str))
+    if isinstance(body.get("job_id"), str):
+        ids.append(body["job_id"])
+    visibility = _opt_int(body, "visibility_timeout_ms", minimum=1, maximum=86_400_000)
+    svc = service(request)
+    outcome = await svc.heartbeat(worker_id, list(dict.fromkeys(ids)), visibility, body)
+    return json_response(
+        request,
+        {
+            "state": outcome.directive,
+            "directive": outcome.directive,
+            "worker_id": worker_id,
+            "jobs_extended": outcome.extended,
+            "server_time": format_ts(svc.now()),
+            "heartbeat_interval_ms": 5000,
+        },
+    )
+
+
+async def list_workers(request: Request) -> Response:
+    """Workers known from their heartbeats."""
+    workers = await service(request).backend.list_workers()
+    return json_response(
+        request,
+        {
+            "workers": [
+                {
+                    "worker_id": w.worker_id,
+                    "directive": w.directive,
+                    "last_seen": format_ts(w.last_seen),
+                    "active_jobs": w.active_jobs,
+                    "hostname": w.hostname,
+                    "queues": w.queues,
+                }
+                for w in workers
+            ]
+        },
+    )
+
+
+async def set_directive(request: Request) -> Response:
+    """Admin: tell a worker to go ``quiet`` or ``terminate`` at its next heartbeat."""
+    directive = request.path_params["directive"]
+    worker = await service(request).set_worker_directive(
+        request.path_params["worker_id"], directive
+    )
+    return json_response(request, {"worker_id": worker.worker_id, "directive": worker.directive})
+
+
+routes = [
+    Route("/ojs/v1/workers/fetch", fetch, methods=["POST"]),
+    Route("/ojs/v1/workers/ack", ack, methods=["POST"]),
+    Route("/ojs/v1/workers/nack", nack, methods=["POST"]),
+    Route("/ojs/v1/workers/heartbeat", heartbeat, methods=["POST"]),
+    Route("/ojs/v1/workers", list_workers, methods=["GET"]),
+    Route("/ojs/v1/admin/workers/{worker_id}/{directive}", set_directive, methods=["POST"]),
+]

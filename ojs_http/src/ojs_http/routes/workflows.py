@@ -1,0 +1,42 @@
+"""``/ojs/v1/workflows``: chain, group, batch and dependency graphs."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..responses import json_response, read_json
+from ._common import service
+
+__all__ = ["routes"]
+
+
+async def create(request: Request) -> Response:
+    """Create a workflow: 201 with ``Location``; it starts ``running``."""
+    workflow = await service(request).create_workflow(await read_json(request))
+    return json_response(
+        request,
+        {"workflow": workflow},
+        201,
+        {"Location": f"/ojs/v1/workflows/{workflow['id']}"},
+    )
+
+
+async def get(request: Request) -> Response:
+    """The workflow with its derived state and steps."""
+    workflow = await service(request).get_workflow(request.path_params["workflow_id"])
+    return json_response(request, {"workflow": workflow})
+
+
+async def cancel(request: Request) -> Response:
+    """Cancel every step that has not started; 409 if the workflow already ended."""
+    workflow = await service(request).cancel_workflow(request.path_params["workflow_id"])
+    return json_response(request, {"workflow": workflow})
+
+
+routes = [
+    Route("/ojs/v1/workflows", create, methods=["POST"]),
+    Route("/ojs/v1/workflows/{workflow_id}", get, methods=["GET"]),
+    Route("/ojs/v1/workflows/{workflow_id}", cancel, methods=["DELETE"]),
+]

@@ -1,0 +1,35 @@
+"""Settings of the HTTP binding."""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["CONTENT_TYPE_MODES", "HttpSettings"]
+
+CONTENT_TYPE_MODES = ("auto", "json", "openjobspec")
+
+
+@attrs.frozen(kw_only=True)
+class HttpSettings:
+    """How the ASGI app behaves; every field has a production-safe default.
+
+    ``response_content_type``: ``openjobspec`` always answers ``application/openjobspec+json``
+    (the spec's MUST); ``json`` always answers ``application/json``; ``auto`` answers
+    ``application/json`` to clients that need it (an ``Accept`` naming ``application/json``, or
+    the official Python SDK, which parses only bodies labelled ``application/json``) and the OJS
+    type to everyone else. See ``docs/configuration.md``.
+    """
+
+    enable_reset: bool = False
+    response_content_type: str = attrs.field(
+        default="auto", validator=attrs.validators.in_(CONTENT_TYPE_MODES)
+    )
+    max_envelope_bytes: int = 1024 * 1024
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_batch_jobs: int = 10_000
+    max_wait_ms: int = 30_000
+    run_scheduler: bool = True
+    scheduler_interval: float = 0.05
+    implementation_name: str = "ojs-python"
+    implementation_version: str = "0.1.0"
+    docs_base: str = "https://openjobspec.org"

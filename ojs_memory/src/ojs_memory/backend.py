@@ -1,0 +1,361 @@
+"""The in-memory reference backend: complete, exact and fast, but not durable.
+
+Every operation runs without an ``await`` between its reads and its writes, so on one event loop
+it is atomic without locks; that makes this the model implementation of the
+:class:`~ojs_core.backend.Backend` contract that other backends are compared with, and the fake
+that tests use.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from ojs_core.backend import (
+    ActivateFn,
+    BackendHealth,
+    ConflictFn,
+    EventFilter,
+    JobFilter,
+    JobFn,
+    Page,
+    UniqueConflict,
+)
+from ojs_core.errors import DuplicateJobError, NotFoundError
+from ojs_core.lifecycle import timer_deadline
+from ojs_core.model import CronJob, Event, Job, QueueInfo, QueueStats, WorkerInfo, Workflow
+from ojs_core.states import JobState
+
+__all__ = ["MemoryBackend"]
+
+S = JobState
+_ReadyKey = tuple[int, int, str]
+_TimerKey = tuple[datetime, int, str]
+#: How many rate-limited candidates one claim looks past in a queue before giving up on it.
+_MAX_SKIPS = 256
+
+
+class MemoryBackend:
+    """All state in dicts and heaps of one process; ``max_events`` bounds the event log."""
+
+    name = "memory"
+
+    def __init__(self, *, max_events: int = 100_000) -> None:
+        self.max_events = max_events
+        self._seq = itertools.count(1)
+        self._clear()
+
+    def _clear(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._ready: dict[str, list[_ReadyKey]] = {}
+        self._ready_key: dict[str, _ReadyKey] = {}
+        self._timers: list[_TimerKey] = []
+        self._timer_key: dict[str, datetime] = {}
+        self._unique: dict[str, str] = {}
+        self._queues: dict[str, QueueInfo] = {"default": QueueInfo(name="default")}
+        self._counts: dict[str, Counter[JobState]] = {}
+        self._dead: dict[str, None] = {}
+        self._workflows: dict[str, Workflow] = {}
+        self._crons: dict[str, CronJob] = {}
+        self._workers: dict[str, WorkerInfo] = {}
+        self._events: deque[Event] = deque(maxlen=self.max_events)
+        self._event_seq = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Nothing to release; the data stays until the object is dropped."""
+
+    async def health(self) -> BackendHealth:
+        """Always healthy."""
+        return BackendHealth(ok=True, name=self.name, details={"jobs": len(self._jobs)})
+
+    async def reset(self) -> None:
+        """Drop everything."""
+        self._clear()
+
+    # -- the one write path for jobs ------------------------------------------------------
+
+    def _store(self, old: Job | None, new: Job) -> None:
+        jid = new.id
+        self._jobs[jid] = new
+        if old is None or old.queue != new.queue or old.state is not new.state:
+            if old is not None:
+                self._counts[old.queue][old.state] -= 1
+            self._counts.setdefault(new.queue, Counter())[new.state] += 1
+            if new.queue not in self._queues:
+                self._queues[new.queue] = QueueInfo(name=new.queue, created_at=new.created_at)
+        if new.state is S.AVAILABLE:
+            if old is None or old.state is not S.AVAILABLE or jid not in self._ready_key:
+                key = (-new.priority, next(self._seq), jid)
+                self._ready_key[jid] = key
+                heapq.heappush(self._ready.setdefault(new.queue, []), key)
+        else:
+            self._ready_key.pop(jid, None)
+        deadline = timer_deadline(new)
+        if deadline is None:
+            self._timer_key.pop(jid, None)
+        elif self._timer_key.get(jid) != deadline:
+            self._timer_key[jid] = deadline
+            heapq.heappush(self._timers, (deadline, next(self._seq), jid))
+        if new.dead_letter and new.state is S.DISCARDED:
+            self._dead[jid] = None
+        else:
+            self._dead.pop(jid, None)
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    async def insert_jobs(
+        self, jobs: Sequence[Job], is_conflict: ConflictFn | None = None
+    ) -> list[UniqueConflict]:
+        """Insert all or nothing; see :meth:`ojs_core.backend.Backend.insert_jobs`."""
+        seen: set[str] = set()
+        for job in jobs:
+            if job.id in self._jobs or job.id in seen:
+                raise DuplicateJobError(
+                    f"A job with id '{job.id}' already exists", details={"job_id": job.id}
+                )
+            seen.add(job.id)
+        conflicts: list[UniqueConflict] = []
+        holders: dict[str, Job] = {}
+        for i, job in enumerate(jobs):
+            key = job.unique_key
+            if key is None:
+                continue
+            holder = holders.get(key)
+            if holder is None and key in self._unique:
+                holder = self._jobs.get(self._unique[key])
+            if holder is not None and is_conflict is not None and is_conflict(job, holder):
+                conflicts.append(UniqueConflict(index=i, existing=holder))
+            holders[key] = job
+        if conflicts:
+            return conflicts
+        for job in jobs:
+            self._store(None, job)
+            if job.unique_key is not None:
+                self._unique[job.unique_key] = job.id
+        return []
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job or ``None``."""
+        return self._jobs.get(job_id)
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """Jobs in the order asked."""
+        return [self._jobs.get(j) for j in job_ids]
+
+    async def update_job(self, job_id: str, fn: JobFn) -> tuple[Job, Job]:
+        """Apply ``fn`` atomically (no concurrent writer can interleave on one event loop)."""
+        old = self._jobs.get(job_id)
+        if old is None:
+            raise NotFoundError("job", job_id)
+        new = fn(old)
+        if new is not old:
+            self._store(old, new)
+        return old, new
+
+    async def claim_jobs(
+        self, queues: Sequence[str], count: int, activate: ActivateFn
+    ) -> list[Job]:
+        """Pop from each queue's priority heap, left to right; see the protocol."""
+        out: list[Job] = []
+        claimed = 0
+        for queue in dict.fromkeys(queues):
+            info = self._queues.get(queue)
+            if info is not None and info.paused:
+                continue
+            heap = self._ready.get(queue)
+            skipped: list[_ReadyKey] = []
+            while heap and claimed < count and len(skipped) < _MAX_SKIPS:
+                key = heapq.heappop(heap)
+                jid = key[2]
+                if self._ready_key.get(jid) != key:
+                    continue  # stale entry: the job left 'available' or was re-queued
+                job = self._jobs[jid]
+                new = activate(job)
+                if new is None:
+                    skipped.append(key)
+                    continue
+                self._store(job, new)
+                out.append(new)
+                if new.state is S.ACTIVE:
+                    claimed += 1
+            for key in skipped:
+                heapq.heappush(heap, key)  # type: ignore[arg-type]
+            if claimed >= count:
+                break
+        return out
+
+    async def due_jobs(self, now: datetime, limit: int) -> list[str]:
+        """Ids whose timer deadline has passed, earliest first (entries stay until re-timed)."""
+        due: list[_TimerKey] = []
+        while self._timers and self._timers[0][0] <= now and len(due) < limit:
+            entry = heapq.heappop(self._timers)
+            if self._timer_key.get(entry[2]) == entry[0]:
+                due.append(entry)
+        for entry in due:
+            heapq.heappush(self._timers, entry)
+        return [e[2] for e in due]
+
+    async def list_jobs(self, flt: JobFilter) -> Page:
+        """Filter jobs; the dead-letter listing uses its own index."""
+        source = (
+            (self._jobs[j] for j in self._dead) if flt.dead_letter else iter(self._jobs.values())
+        )
+        matches = [
+            j
+            for j in source
+            if (flt.state is None or j.state.value == flt.state)
+            and (flt.queue is None or j.queue == flt.queue)
+            and (flt.dead_letter is None or j.dead_letter == flt.dead_letter)
+        ]
+        matches.reverse()
+        return Page(items=matches[flt.offset : flt.offset + flt.limit], total=len(matches))
+
+    async def delete_job(self, job_id: str) -> bool:
+        """Remove a job and every index entry pointing at it."""
+        job = self._jobs.pop(job_id, None)
+        if job is None:
+            return False
+        self._counts[job.queue][job.state] -= 1
+        self._ready_key.pop(job_id, None)
+        self._timer_key.pop(job_id, None)
+        self._dead.pop(job_id, None)
+        if job.unique_key is not None and self._unique.get(job.unique_key) == job_id:
+            del self._unique[job.unique_key]
+        return True
+
+    # -- queues ---------------------------------------------------------------------------
+
+    async def list_queues(self) -> list[QueueInfo]:
+        """Queues in name order."""
+        return [self._queues[k] for k in sorted(self._queues)]
+
+    async def set_queue_paused(self, queue: str, paused: bool) -> QueueInfo:
+        """Flip the paused flag, creating the queue record if needed."""
+        info = self._queues.get(queue) or QueueInfo(name=queue)
+        info = QueueInfo(name=queue, paused=paused, created_at=info.created_at)
+        self._queues[queue] = info
+        return info
+
+    async def queue_stats(self, queue: str) -> QueueStats:
+        """Counts kept incrementally by :meth:`_store`: no scan."""
+        counts = self._counts.get(queue, Counter())
+        info = self._queues.get(queue)
+        return QueueStats(
+            name=queue,
+            paused=bool(info and info.paused),
+            counts={s: max(counts.get(s, 0), 0) for s in S},
+        )
+
+    # -- workflows ------------------------------------------------------------------------
+
+    async def insert_workflow(self, workflow: Workflow, jobs: Sequence[Job]) -> None:
+        """Store the record and its jobs in one step."""
+        for job in jobs:
+            if job.id in self._jobs:
+                raise DuplicateJobError(f"A job with id '{job.id}' already exists")
+        self._workflows[workflow.id] = workflow
+        for job in jobs:
+            self._store(None, job)
+
+    async def get_workflow(self, workflow_id: str) -> Workflow | None:
+        """The record or ``None``."""
+        return self._workflows.get(workflow_id)
+
+    async def update_workflow(
+        self, workflow_id: str, fn: Callable[[Workflow], Workflow]
+    ) -> tuple[Workflow, Workflow]:
+        """Apply ``fn`` atomically."""
+        old = self._workflows.get(workflow_id)
+        if old is None:
+            raise NotFoundError("workflow", workflow_id)
+        new = fn(old)
+        self._workflows[workflow_id] = new
+        return old, new
+
+    # -- cron -----------------------------------------------------------------------------
+
+    async def put_cron(self, cron: CronJob) -> bool:
+        """Upsert."""
+        created = cron.name not in self._crons
+        self._crons[cron.name] = cron
+        return created
+
+    async def get_cron(self, name: str) -> CronJob | None:
+        """The entry or ``None``."""
+        return self._crons.get(name)
+
+    async def list_crons(self) -> list[CronJob]:
+        """Entries by name."""
+        return [self._crons[k] for k in sorted(self._crons)]
+
+    async def delete_cron(self, name: str) -> CronJob | None:
+        """Remove and return."""
+        return self._crons.pop(name, None)
+
+    async def update_cron(
+        self, name: str, fn: Callable[[CronJob], CronJob]
+    ) -> tuple[CronJob, CronJob]:
+        """Apply ``fn`` atomically."""
+        old = self._crons.get(name)
+        if old is None:
+            raise NotFoundError("cron job", name)
+        new = fn(old)
+        self._crons[name] = new
+        return old, new
+
+    # -- workers and events ---------------------------------------------------------------
+
+    async def upsert_worker(self, fn: Callable[[WorkerInfo | None], WorkerInfo]) -> WorkerInfo:
+        """Create or update from ``fn``'s result."""
+        probe = fn(None)
+        current = self._workers.get(probe.worker_id)
+        info = probe if current is None else fn(current)
+        self._workers[info.worker_id] = info
+        return info
+
+    async def get_worker(self, worker_id: str) -> WorkerInfo | None:
+        """The record or ``None``."""
+        return self._workers.get(worker_id)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Every worker seen."""
+        return list(self._workers.values())
+
+    async def publish_events(self, events: Sequence[Event]) -> None:
+        """Append to the bounded log, numbering each event."""
+        from attrs import evolve
+
+        for event in events:
+            self._event_seq += 1
+            self._events.append(evolve(event, seq=self._event_seq))
+
+    async def read_events(self, flt: EventFilter) -> list[Event]:
+        """Matching events after ``flt.after``, oldest first."""
+        out: list[Event] = []
+        for event in self._events:
+            if event.seq <= flt.after:
+                continue
+            if flt.types and not any(_type_matches(p, event.type) for p in flt.types):
+                continue
+            if flt.queues and event.data.get("queue") not in flt.queues:
+                continue
+            if flt.job_id and event.data.get("job_id") != flt.job_id:
+                continue
+            out.append(event)
+            if len(out) >= flt.limit:
+                break
+        return out
+
+
+def _type_matches(pattern: str, event_type: str) -> bool:
+    if pattern.endswith("*"):
+        return event_type.startswith(pattern[:-1])
+    return pattern == event_type

@@ -1,0 +1,103 @@
+"""The distributions depend on each other in one direction only.
+
+ojs-http, ojs-memory and ojs-nats depend on ojs-core; ojs-core depends on none of them and on no
+web framework or NATS client, so a backend can be written and tested without either. Backends
+never import the HTTP binding. Checked statically: every source file is parsed with ``ast``, and
+nothing is imported or executed.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WEB = {"starlette", "hypercorn"}
+NATS = {"nats"}
+FORBIDDEN: dict[str, set[str]] = {
+    "ojs_core": WEB | NATS | {"ojs_http", "ojs_memory", "ojs_nats"},
+    "ojs_memory": WEB | NATS | {"ojs_http", "ojs_nats"},
+    "ojs_nats": WEB | {"ojs_http", "ojs_memory"},
+}
+
+
+def source_files(package: str) -> list[Path]:
+    """Every ``.py`` file of ``package`` (``<dist dir>/src/<package>/**``)."""
+    return sorted((ROOT / package / "src" / package).rglob("*.py"))
+
+
+def imported_modules(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line, module)`` for each absolute import in ``path``.
+
+    Covers ``import a.b``, ``from a.b import c`` (also under ``if TYPE_CHECKING:`` and inside
+    functions) and ``importlib.import_module("a.b")`` / ``__import__("a.b")`` with a literal
+    name. Relative imports stay inside the package and are skipped.
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module:
+                yield node.lineno, node.module
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            first = node.args[0]
+            if (
+                name in ("import_module", "__import__")
+                and isinstance(first, ast.Constant)
+                and isinstance(first.value, str)
+            ):
+                yield node.lineno, first.value
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_has_sources(package: str) -> None:
+    # Guards the other tests against passing vacuously after a layout change.
+    assert source_files(package), f"no sources found for {package}"
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_forbidden_imports(package: str) -> None:
+    forbidden = FORBIDDEN[package]
+    violations = [
+        f"{path.relative_to(ROOT)}:{line}: imports {module}"
+        for path in source_files(package)
+        for line, module in imported_modules(path)
+        if module.split(".")[0] in forbidden
+    ]
+    assert not violations, f"{package} must not import {sorted(forbidden)}:\n" + "\n".join(
+        violations
+    )
+
+
+def test_detector_sees_every_import_form(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import os, starlette.routing\n"
+        "from typing import TYPE_CHECKING\n"
+        "from . import sibling\n"
+        "if TYPE_CHECKING:\n"
+        "    from nats.js import JetStreamContext\n"
+        "def f():\n"
+        "    import ojs_http\n"
+        "    importlib.import_module('hypercorn.asyncio')\n"
+        "    __import__('ojs_memory')\n",
+        encoding="utf-8",
+    )
+    found = {module for _, module in imported_modules(sample)}
+    assert found == {
+        "os",
+        "starlette.routing",
+        "typing",
+        "nats.js",
+        "ojs_http",
+        "hypercorn.asyncio",
+        "ojs_memory",
+    }
