@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ojs_core import ids
 from ojs_core.ids import UUIDV7_RE, deterministic_uuid7, is_uuid7, uuid7
 
 SETTINGS = settings(max_examples=200, deadline=None)
 MS_2026 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+@pytest.fixture(autouse=True)
+def _fresh_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+    # uuid7() keeps process-wide state (last ms, counter); start each test from a clean slate
+    # so ids made elsewhere with explicit timestamps cannot leak in.
+    monkeypatch.setattr(ids, "_last_ms", 0)
+    monkeypatch.setattr(ids, "_seq", 0)
 
 
 def _ms_of(value: str) -> int:
@@ -43,8 +53,16 @@ def test_uuid7_monotonic_with_fixed_timestamp() -> None:
 
 
 def test_uuid7_embeds_the_timestamp() -> None:
-    far = MS_2026 + 10 * 365 * 86_400_000  # later than anything generated so far
-    assert _ms_of(uuid7(far)) == far
+    assert _ms_of(uuid7(MS_2026)) == MS_2026
+    later = MS_2026 + 86_400_000
+    assert _ms_of(uuid7(later)) == later
+
+
+def test_uuid7_counter_overflow_moves_to_the_next_ms() -> None:
+    ids_ = [uuid7(MS_2026) for _ in range(4097 + 1024)]
+    assert ids_ == sorted(ids_)
+    assert {_ms_of(i) for i in ids_} <= {MS_2026, MS_2026 + 1, MS_2026 + 2}
+    assert _ms_of(ids_[-1]) > MS_2026
 
 
 @SETTINGS

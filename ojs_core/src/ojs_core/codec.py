@@ -115,10 +115,13 @@ def _job_out(job: Job) -> dict[str, Any]:
 
 
 def _job_in(d: dict[str, Any], _: Any) -> Job:
-    known = {k: v for k, v in d.items() if k in _JOB_FIELDS}
-    extra = {k: v for k, v in d.items() if k not in _JOB_FIELDS and k not in _DERIVED}
+    # ``extra`` is flattened on output, so a top-level "extra" key is a client's unknown field.
+    known = {k: v for k, v in d.items() if k in _JOB_FIELDS and k != "extra"}
+    extra = {
+        k: v for k, v in d.items() if (k not in _JOB_FIELDS or k == "extra") and k not in _DERIVED
+    }
     if extra:
-        known["extra"] = {**known.get("extra", {}), **extra}
+        known["extra"] = extra
     return _job_base_in(known, Job)
 
 

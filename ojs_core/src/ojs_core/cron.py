@@ -33,7 +33,7 @@ _SHORTCUTS = {
 _GO_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns))+$")
 _GO_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
 _GO_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9\-._]*$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9\-._]*\Z")
 OVERLAP_POLICIES = {
     "skip": "skip",
     "allow": "allow",
@@ -79,6 +79,7 @@ def validate_expression(expr: Any, path: str = "expression") -> str:
             for step in re.findall(r"/(\d+)", norm):
                 if int(step) == 0:
                     raise ValueError("step of 0")
+        next_fire(expr, "UTC", datetime(2026, 1, 1, tzinfo=UTC))  # never fires / out of range
     except (ValueError, KeyError, TypeError) as exc:
         raise ValidationError(f"invalid cron expression {expr!r}: {exc}", path=path) from None
     except Exception as exc:  # croniter's own error classes
@@ -134,7 +135,7 @@ def parse_cron_request(body: Any, now: datetime) -> CronJob:
     expression = validate_expression(body.get(expr_key), expr_key)
     timezone = validate_timezone(body.get("timezone") or "UTC")
     overlap = body.get("overlap_policy", "skip")
-    if overlap not in OVERLAP_POLICIES:
+    if not isinstance(overlap, str) or overlap not in OVERLAP_POLICIES:
         raise ValidationError("must be skip, allow, cancel or enqueue", path="overlap_policy")
     template_raw = body.get("job_template")
     if template_raw is None:

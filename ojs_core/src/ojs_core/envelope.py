@@ -33,8 +33,8 @@ __all__ = [
     "validate_queue",
 ]
 
-TYPE_RE = re.compile(r"^[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)*$")
-QUEUE_RE = re.compile(r"^[a-z0-9][a-z0-9\-.]*$")
+TYPE_RE = re.compile(r"^[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)*\Z")
+QUEUE_RE = re.compile(r"^[a-z0-9][a-z0-9\-.]*\Z")
 PRIORITY_NAMES = {"critical": 20, "high": 10, "normal": 0, "low": -10}
 UNIQUE_DIMENSIONS = frozenset({"type", "queue", "args", "meta"})
 ON_CONFLICT = {
@@ -165,7 +165,13 @@ def parse_retry(raw: Any, path: str = "retry", base: RetryPolicy | None = None) 
         elif raw.get(name) is not None:
             value = raw[name]
             if isinstance(value, int | float) and not isinstance(value, bool):
-                changes[f"{name}_ms"] = round(float(value) * 1000)
+                try:
+                    ms = round(float(value) * 1000)
+                except OverflowError:
+                    raise ValidationError(
+                        "is out of range", path=_join(path, name), status=422
+                    ) from None
+                changes[f"{name}_ms"] = _int(ms, _join(path, name), minimum=0, status=422)
             else:
                 changes[f"{name}_ms"] = _duration(value, _join(path, name), status=422)
     if raw.get("backoff_coefficient") is not None:
@@ -245,7 +251,7 @@ def parse_unique(raw: Any, path: str = "unique") -> UniquePolicy:
             raise ValidationError("contains an unknown state", path=_join(path, "states")) from None
     on_conflict = raw.get("on_conflict")
     if on_conflict is not None:
-        if on_conflict not in ON_CONFLICT:
+        if not isinstance(on_conflict, str) or on_conflict not in ON_CONFLICT:
             raise ValidationError(
                 "must be one of reject, replace, replace_except_schedule, ignore",
                 path=_join(path, "on_conflict"),
@@ -384,7 +390,10 @@ def parse_enqueue(body: Any, *, now: datetime, path: str = "") -> Job:
     if scheduled_at is None and d_v is not None:
         from datetime import timedelta
 
-        scheduled_at = now + timedelta(milliseconds=_int(d_v, d_p, minimum=0))
+        try:
+            scheduled_at = now + timedelta(milliseconds=_int(d_v, d_p, minimum=0))
+        except OverflowError:
+            raise ValidationError("is out of range", path=d_p) from None
     e_v, e_p = opt("expires_at")
     expires_at = None if e_v is None else _timestamp(e_v, e_p, now)
 
@@ -413,7 +422,9 @@ def parse_enqueue(body: Any, *, now: datetime, path: str = "") -> Job:
         raise ValidationError("must be a string", path=_join(path, "schema"))
     spec = body.get("specversion", "1.0")
     if spec != "1.0":
-        raise ValidationError("unsupported specversion; this server speaks 1.0", path="specversion")
+        raise ValidationError(
+            "unsupported specversion; this server speaks 1.0", path=_join(path, "specversion")
+        )
 
     extra = {
         k: v

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from .errors import ConflictError
+from .errors import ConflictError, InvalidStateTransitionError
 from .model import Job, JobError
 from .retry import decide_failure
 from .states import JobState, check_transition
@@ -35,7 +35,8 @@ __all__ = [
 ]
 
 S = JobState
-DEFAULT_VISIBILITY_MS = 30_000
+#: Worker-protocol §5.2 default (the binding suggests 30 s; long jobs heartbeat either way).
+DEFAULT_VISIBILITY_MS = 1_800_000
 MAX_ERROR_HISTORY = 20
 _ms = timedelta(milliseconds=1)
 
@@ -153,7 +154,12 @@ def fail(
 
 def requeue(job: Job, now: datetime, error: JobError | None = None) -> Job:
     """``active -> available`` at once (nack with ``requeue``); the attempt is not consumed."""
-    check_transition(job.id, job.state, S.AVAILABLE, "requeue")
+    if job.state is not S.ACTIVE:
+        # The table also has scheduled/pending/retryable/discarded -> available, but those are
+        # promotion, activation and the DLQ retry, not a nack: only an active job can be requeued.
+        err = InvalidStateTransitionError(job.id, job.state.value, S.AVAILABLE.value, "requeue")
+        err.details["expected_state"] = S.ACTIVE.value
+        raise err
     changes: dict[str, Any] = {}
     if error is not None:
         entry, history = _record(job, error, now)

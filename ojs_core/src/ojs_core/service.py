@@ -145,7 +145,7 @@ class JobService:
         if after.state is S.AVAILABLE:
             self._job_arrived.set()
         if after.workflow_id and after.state.terminal:
-            await self.advance_workflow(after.workflow_id)
+            await self.advance_workflow(after.workflow_id, before)
 
     # -- enqueue --------------------------------------------------------------------------
 
@@ -292,6 +292,7 @@ class JobService:
     ) -> list[Job]:
         now = self.now()
         limiter = self.limiter
+        default_vt = self.default_visibility_ms
 
         def activate(job: Job) -> Job | None:
             if job.expires_at is not None and job.expires_at <= now:
@@ -301,7 +302,8 @@ class JobService:
                 rl.key or f"queue:{job.queue}", rl.limit, rl.period_ms, now
             ):
                 return None
-            return lifecycle.claim(job, now, worker_id, visibility_ms)
+            vt = visibility_ms or job.visibility_timeout_ms or default_vt
+            return lifecycle.claim(job, now, worker_id, vt)
 
         stored = await self.backend.claim_jobs(queues, count, activate)
         claimed: list[Job] = []
@@ -518,13 +520,21 @@ class JobService:
         )
         return workflow_to_wire(workflow, await self._workflow_jobs(workflow))
 
-    async def advance_workflow(self, workflow_id: str) -> None:
-        """Make ready steps available and cancel steps that can no longer run; idempotent."""
+    async def advance_workflow(self, workflow_id: str, changed: Job | None = None) -> None:
+        """Make ready steps available and cancel steps that can no longer run; idempotent.
+
+        ``changed`` is the version of a job before the transition that prompted this call: the
+        workflow's previous state is judged with it, so the transition that finishes the
+        workflow emits ``workflow.completed``/``workflow.failed``.
+        """
         workflow = await self.backend.get_workflow(workflow_id)
         if workflow is None:
             return
         jobs = await self._workflow_jobs(workflow)
-        was = workflow_state(workflow, jobs)
+        was = workflow_state(
+            workflow,
+            [changed if changed and j and j.id == changed.id else j for j in jobs],
+        )
         for _ in range(len(workflow.nodes) + 1):
             actions = next_actions(workflow, jobs)
             if not actions.activate and not actions.cancel:
@@ -635,7 +645,7 @@ class JobService:
             elif cron.overlap_policy == "cancel_previous":
                 with contextlib.suppress(InvalidStateTransitionError, NotFoundError):
                     await self._transition(previous.id, lifecycle.cancel)
-        fired = False
+        fired = fired_elsewhere = False
         if skip_reason is None:
             tpl = cron.job_template
             body = dict(tpl)
@@ -647,7 +657,9 @@ class JobService:
                 await self.enqueue(body)
                 fired = True
             except DuplicateJobError:
-                pass  # another replica fired this tick
+                # Another replica fired this tick (same deterministic id): record its job too,
+                # so whichever replica advances the entry keeps last_job_id and run_count right.
+                fired_elsewhere = await self.backend.get_job(job_id) is not None
 
         def advance(c: CronJob) -> CronJob:
             if c.next_run_at != tick:
@@ -656,14 +668,16 @@ class JobService:
                 c,
                 last_run_at=tick,
                 next_run_at=next_fire(c.expression, c.timezone, max(now, tick), anchor=tick),
-                run_count=c.run_count + (1 if fired else 0),
-                last_job_id=job_id if fired else c.last_job_id,
+                run_count=c.run_count + (1 if fired or fired_elsewhere else 0),
+                last_job_id=job_id if fired or fired_elsewhere else c.last_job_id,
             )
 
         try:
             await self.backend.update_cron(cron.name, advance)
         except NotFoundError:
             return 0
+        if fired_elsewhere:
+            return 0  # the replica that enqueued the job reports the tick
         data: dict[str, Any] = {
             "cron_name": cron.name,
             "cron_expression": cron.expression,

@@ -72,7 +72,10 @@ def parse_ts(text: str, now: datetime | None = None) -> datetime:
     if t.startswith("+P"):
         if now is None:
             raise ValueError("relative time needs a reference time")
-        return utc_ms(now + timedelta(milliseconds=parse_duration_ms(t[1:])))
+        try:
+            return utc_ms(now + timedelta(milliseconds=parse_duration_ms(t[1:])))
+        except OverflowError:
+            raise ValueError(f"relative time {text!r} is out of range") from None
     if not _RFC3339.match(t):
         raise ValueError(f"invalid timestamp {text!r}: expected RFC 3339 with a time zone")
     norm = t.replace("z", "Z").replace("t", "T")
@@ -91,7 +94,7 @@ def parse_ts(text: str, now: datetime | None = None) -> datetime:
 def format_ts(dt: datetime) -> str:
     """Format as RFC 3339: ``Z`` for UTC, the original offset otherwise, ms only when present."""
     off = dt.utcoffset()
-    base = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    base = f"{dt.year:04d}-" + dt.strftime("%m-%dT%H:%M:%S")  # glibc %Y does not pad years < 1000
     us = dt.microsecond
     if us:
         base += f".{us // 1000:03d}" if us % 1000 == 0 else f".{us:06d}"

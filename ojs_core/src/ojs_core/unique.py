@@ -51,5 +51,8 @@ def is_conflict(existing: Job, policy: UniquePolicy, now: datetime) -> bool:
     if existing.state not in policy.states:
         return False
     if policy.period_ms is not None and existing.created_at is not None:
-        return now < existing.created_at + timedelta(milliseconds=policy.period_ms)
+        try:
+            return now < existing.created_at + timedelta(milliseconds=policy.period_ms)
+        except OverflowError:
+            return True  # the period reaches past the largest representable time
     return True

@@ -59,7 +59,10 @@ class _Builder:
         body.pop("id", None)  # step ids name graph nodes, not job ids
         if "args" not in body:
             body["args"] = []
-        options = dict(body.get("options") or {})
+        options_raw = body.get("options") or {}
+        if not isinstance(options_raw, Mapping):
+            raise ValidationError("must be an object", path=f"{path}.options")
+        options = dict(options_raw)
         options.pop("callback_type", None)
         if deps:
             options["pending"] = True
@@ -136,6 +139,7 @@ class _Builder:
             deps = tuple(index_of[ids[d]] for d in step.get("depends_on") or [])
             options = step.get("options") or {}
             cb = options.get("callback_type") if isinstance(options, Mapping) else None
+            cb = cb if isinstance(cb, str) else None
             sid = step.get("id", f"step-{i}")
             trigger = _CALLBACK_TRIGGERS.get(cb or sid, "success") if deps else "success"
             role = "callback" if (cb or sid) in _CALLBACK_TRIGGERS and deps else "step"
@@ -152,7 +156,7 @@ def _topological(items: list[Any], ids: dict[str, int], path: str) -> list[int]:
             raise ValidationError(
                 "must be an array", path=f"{path}[{i}].depends_on", code="invalid_workflow"
             )
-        missing = [d for d in raw if d not in ids]
+        missing = [d for d in raw if not isinstance(d, str) or d not in ids]
         if missing:
             raise ValidationError(
                 f"unknown step id(s) {missing}",

@@ -55,7 +55,9 @@ def create_app(
     ``app.state.service`` is the :class:`JobService` for in-process use.
     """
     settings = settings or HttpSettings()
-    service = service or JobService(backend, clock=clock)
+    service = service or JobService(
+        backend, clock=clock, default_visibility_ms=settings.default_visibility_timeout_ms
+    )
     scheduler = Scheduler(service, interval=settings.scheduler_interval)
 
     @contextlib.asynccontextmanager

@@ -51,6 +51,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="Content-Type of responses (see docs/configuration.md)",
     )
     p.add_argument(
+        "--default-visibility-timeout-ms",
+        type=int,
+        default=int(env.get("OJS_DEFAULT_VISIBILITY_TIMEOUT_MS", "1800000")),
+        help="visibility timeout when neither the fetch nor the job sets one",
+    )
+    p.add_argument(
         "--log-level",
         default=env.get("OJS_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
@@ -77,7 +83,9 @@ async def serve(args: argparse.Namespace) -> None:
 
     backend = build_backend(args.backend)
     settings = HttpSettings(
-        enable_reset=args.enable_reset, response_content_type=args.response_content_type
+        enable_reset=args.enable_reset,
+        response_content_type=args.response_content_type,
+        default_visibility_timeout_ms=args.default_visibility_timeout_ms,
     )
     app = create_app(backend, settings)
     config = Config()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +19,7 @@ __all__ = ["OJS_TYPE", "error_response", "json_response", "read_json"]
 OJS_TYPE = "application/openjobspec+json"
 JSON_TYPE = "application/json"
 _ACCEPTED_REQUEST_TYPES = ("application/json", OJS_TYPE, "text/plain")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _dumps(data: Any) -> bytes:
@@ -96,9 +99,27 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
             code="invalid_request",
         )
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+        if _SURROGATE_ESCAPE.search(raw):
+            # "\ud800" escapes decode to lone surrogates, which no UTF-8 output can carry.
+            json.dumps(value, ensure_ascii=False).encode()
+        return value
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError(f"malformed JSON: {exc}", code="invalid_payload") from None
+    except RecursionError:
+        raise ValidationError("malformed JSON: nested too deeply", code="invalid_payload") from None
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259 §6); json.loads would accept them.
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
 
 
 def check_version(request: Request) -> None:

@@ -28,6 +28,7 @@ class HttpSettings:
     max_body_bytes: int = 64 * 1024 * 1024
     max_batch_jobs: int = 10_000
     max_wait_ms: int = 30_000
+    default_visibility_timeout_ms: int = 1_800_000
     run_scheduler: bool = True
     scheduler_interval: float = 0.05
     implementation_name: str = "ojs-python"

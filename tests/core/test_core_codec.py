@@ -1,0 +1,437 @@
+"""The wire/storage form of jobs, cron entries and events (digest §1.3, §1.4, §13)."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ojs_core import lifecycle
+from ojs_core.codec import cron_to_wire, event_to_wire, job_from_dict, job_to_wire
+from ojs_core.envelope import parse_enqueue
+from ojs_core.ids import deterministic_uuid7
+from ojs_core.model import (
+    DEFAULT_UNIQUE_STATES,
+    CronJob,
+    Event,
+    Job,
+    JobError,
+    RateLimit,
+    RetryPolicy,
+    UniquePolicy,
+)
+from ojs_core.states import JobState
+
+SETTINGS = settings(max_examples=200, deadline=None)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+JOB_FIELDS = {a.name for a in attrs.fields(Job)}
+
+
+def new_job(**options: Any) -> Job:
+    return parse_enqueue({"type": "email.send", "args": ["a"], "options": options}, now=NOW)
+
+
+def at(seconds: float) -> datetime:
+    return NOW + timedelta(seconds=seconds)
+
+
+def jobs_in_every_state() -> list[Job]:
+    """Jobs reached through the real lifecycle functions, one or more per state."""
+    rng = random.Random(7)
+    available = new_job()
+    scheduled = new_job(scheduled_at="+PT1H")
+    pending = new_job(pending=True)
+    active = lifecycle.claim(available, at(1), "w1", None)
+    completed = lifecycle.ack(active, at(2), {"ok": True, "n": [1, 2]})
+    retryable = lifecycle.fail(active, at(2), JobError(code="boom", message="x"), rng=rng)
+    discarded = lifecycle.fail(
+        attrs.evolve(active, retry=RetryPolicy(max_attempts=1, on_exhaustion="dead_letter")),
+        at(2),
+        JobError(code="boom", message="bad", details={"error_class": "E"}, backtrace=["l1"]),
+    )
+    cancelled = lifecycle.cancel(pending, at(3))
+    expired = lifecycle.expire(scheduled, at(4))
+    requeued = lifecycle.requeue(active, at(3), JobError(code="nack"))
+    revived = lifecycle.retry_dead_letter(discarded, at(5))
+    return [
+        available,
+        scheduled,
+        pending,
+        active,
+        completed,
+        retryable,
+        discarded,
+        cancelled,
+        expired,
+        requeued,
+        revived,
+    ]
+
+
+@pytest.mark.parametrize("job", jobs_in_every_state(), ids=lambda j: j.state.value)
+def test_round_trip_through_lifecycle_states(job: Job) -> None:
+    wire = job_to_wire(job)
+    assert job_from_dict(wire) == job
+    # The wire form is plain JSON, and survives a trip through text.
+    assert job_from_dict(json.loads(json.dumps(wire))) == job
+
+
+def test_fresh_job_wire_form() -> None:
+    job = new_job(priority=5)
+    wire = job_to_wire(job)
+    assert wire["id"] == job.id
+    assert wire["type"] == "email.send"
+    assert wire["queue"] == "default"
+    assert wire["args"] == ["a"]
+    assert wire["state"] == "available"
+    assert wire["attempt"] == 0
+    assert wire["priority"] == 5
+    assert wire["max_attempts"] == 3
+    assert wire["specversion"] == "1.0"
+    assert wire["created_at"] == "2026-01-01T00:00:00Z"
+    assert wire["enqueued_at"] == "2026-01-01T00:00:00Z"
+    for absent in (
+        "started_at",
+        "completed_at",
+        "error",
+        "result",
+        "worker_id",
+        "scheduled_at",
+        "expires_at",
+        "unique",
+        "rate_limit",
+        "timeout_ms",
+        "errors",
+        "dead_letter",
+        "visible_until",
+        "parent_results",
+        "extra",
+    ):
+        assert absent not in wire, absent
+    assert None not in wire.values()
+
+
+def test_max_attempts_follows_retry_policy() -> None:
+    wire = job_to_wire(new_job(retry={"max_attempts": 9}))
+    assert wire["max_attempts"] == 9
+    assert wire["retry"]["max_attempts"] == 9
+    assert job_from_dict(wire).extra == {}
+
+
+def test_retry_policy_wire_form() -> None:
+    wire = job_to_wire(new_job())
+    assert wire["retry"] == {
+        "max_attempts": 3,
+        "initial_interval": "PT1S",
+        "backoff_coefficient": 2.0,
+        "max_interval": "PT300S",
+        "jitter": True,
+        "non_retryable_errors": [],
+        "on_exhaustion": "discard",
+        "backoff_strategy": "exponential",
+    }
+
+
+def test_extra_is_flattened() -> None:
+    job = parse_enqueue({"type": "a", "args": [], "x_trace": {"id": 1}, "x_flag": None}, now=NOW)
+    wire = job_to_wire(job)
+    assert wire["x_trace"] == {"id": 1}
+    assert "x_flag" in wire
+    assert wire["x_flag"] is None
+    assert "extra" not in wire
+    assert job_from_dict(wire).extra == {"x_trace": {"id": 1}, "x_flag": None}
+
+
+def test_unknown_field_named_extra_round_trips() -> None:
+    job = parse_enqueue({"type": "a", "args": [], "extra": {"k": 1}}, now=NOW)
+    assert job.extra == {"extra": {"k": 1}}
+    wire = job_to_wire(job)
+    assert wire["extra"] == {"k": 1}
+    assert job_from_dict(wire) == job
+
+
+def test_completed_job_has_result_and_no_error() -> None:
+    active = lifecycle.claim(new_job(), at(1), "w", None)
+    failed_once = attrs.evolve(active, error=JobError(code="x"))
+    wire = job_to_wire(lifecycle.ack(failed_once, at(2), [1, 2]))
+    assert wire["result"] == [1, 2]
+    assert "error" not in wire
+    assert wire["completed_at"] == "2026-01-01T00:00:02Z"
+    assert wire["started_at"] == "2026-01-01T00:00:01Z"
+
+
+def test_falsy_results_are_kept() -> None:
+    active = lifecycle.claim(new_job(), at(1), "w", None)
+    for value in (0, False, "", [], {}):
+        assert job_to_wire(lifecycle.ack(active, at(2), value))["result"] == value
+
+
+def test_error_wire_form_omits_none() -> None:
+    active = lifecycle.claim(new_job(), at(1), "w", None)
+    job = lifecycle.fail(active, at(2), JobError(code="boom", message="m"), rng=random.Random(0))
+    wire = job_to_wire(job)
+    assert wire["error"] == {
+        "code": "boom",
+        "message": "m",
+        "type": "boom",
+        "attempt": 1,
+        "occurred_at": "2026-01-01T00:00:02Z",
+    }
+    assert wire["errors"] == [wire["error"]]
+    assert wire["state"] == "retryable"
+    assert "next_attempt_at" in wire
+    assert "retry_delay_ms" in wire
+
+
+def test_dead_letter_flag_emitted_only_when_set() -> None:
+    active = lifecycle.claim(new_job(retry={"max_attempts": 1}), at(1), "w", None)
+    plain = lifecycle.fail(active, at(2), JobError())
+    assert "dead_letter" not in job_to_wire(plain)
+    dlq = lifecycle.fail(
+        attrs.evolve(active, retry=RetryPolicy(max_attempts=1, on_exhaustion="dead_letter")),
+        at(2),
+        JobError(),
+    )
+    assert job_to_wire(dlq)["dead_letter"] is True
+
+
+def test_offset_timestamps_keep_their_offset() -> None:
+    job = new_job(scheduled_at="2026-01-01T09:00:10+09:00")
+    wire = job_to_wire(job)
+    assert wire["scheduled_at"] == "2026-01-01T09:00:10+09:00"
+    back = job_from_dict(wire)
+    assert back.scheduled_at.utcoffset() == timedelta(hours=9)
+
+
+def test_unique_and_rate_limit_wire_forms() -> None:
+    job = new_job(
+        unique={"keys": ["type", "args"], "args_keys": ["id"], "period": "PT1M"},
+        rate_limit={"max_per_second": 4, "key": "t"},
+    )
+    wire = job_to_wire(job)
+    assert wire["unique"] == {
+        "keys": ["type", "args"],
+        "args_keys": ["id"],
+        "states": [s.value for s in DEFAULT_UNIQUE_STATES],
+        "on_conflict": "reject",
+        "period": "PT60S",
+    }
+    assert wire["rate_limit"] == {
+        "rate": {"limit": 4, "period": "PT1S"},
+        "max_per_second": 4,
+        "key": "t",
+    }
+    assert job_from_dict(wire) == job
+
+
+# --- property round trip ----------------------------------------------------------------------
+
+aware = st.datetimes(
+    min_value=datetime(2000, 1, 1),
+    max_value=datetime(2100, 1, 1),
+    timezones=st.sampled_from(
+        [UTC, timezone(timedelta(hours=9)), timezone(timedelta(hours=-3, minutes=-30))]
+    ),
+)
+opt_dt = st.none() | aware
+json_scalar = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=6)
+json_value = st.recursive(
+    json_scalar,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+names = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True)
+
+
+@st.composite
+def retry_policies(draw) -> RetryPolicy:
+    initial = draw(st.integers(0, 10**7))
+    return RetryPolicy(
+        max_attempts=draw(st.integers(0, 100)),
+        initial_interval_ms=initial,
+        max_interval_ms=draw(st.integers(initial, 10**9)),
+        backoff_coefficient=draw(st.floats(1.0, 100.0)),
+        jitter=draw(st.booleans()),
+        non_retryable_errors=tuple(draw(st.lists(st.text(max_size=8), max_size=3))),
+        on_exhaustion=draw(st.sampled_from(["discard", "dead_letter"])),
+        backoff_strategy=draw(st.sampled_from(["exponential", "linear", "constant", "polynomial"])),
+    )
+
+
+@st.composite
+def unique_policies(draw) -> UniquePolicy:
+    dims = draw(st.lists(st.sampled_from(["queue", "args", "meta"]), unique=True))
+    keys = ("type", *dims)
+    meta_keys = draw(st.none() | st.lists(names, min_size=1, max_size=2).map(tuple))
+    return UniquePolicy(
+        keys=keys,
+        args_keys=draw(st.none() | st.lists(names, max_size=2).map(tuple)),
+        meta_keys=meta_keys,
+        period_ms=draw(st.none() | st.integers(1, 10**9)),
+        states=tuple(draw(st.lists(st.sampled_from(list(JobState)), min_size=1, unique=True))),
+        on_conflict=draw(
+            st.sampled_from(["reject", "replace", "replace_except_schedule", "ignore"])
+        ),
+    )
+
+
+job_errors = st.builds(
+    JobError,
+    code=st.text(max_size=8),
+    message=st.text(max_size=8),
+    type=st.none() | st.text(max_size=8),
+    retryable=st.none() | st.booleans(),
+    details=st.none() | st.dictionaries(st.text(max_size=4), json_value, max_size=2),
+    backtrace=st.none() | st.lists(st.text(max_size=8), max_size=2),
+    attempt=st.none() | st.integers(0, 50),
+    occurred_at=opt_dt,
+)
+
+
+@st.composite
+def jobs(draw) -> Job:
+    return Job(
+        id=deterministic_uuid7(draw(st.integers(0, 2**48 - 1)), "codec"),
+        type=draw(names),
+        queue=draw(names),
+        args=draw(st.lists(json_value, max_size=3)),
+        meta=draw(st.dictionaries(st.text(max_size=5), json_value, max_size=3)),
+        priority=draw(st.integers(-100, 100)),
+        timeout_ms=draw(st.none() | st.integers(1, 10**8)),
+        visibility_timeout_ms=draw(st.none() | st.integers(1, 10**8)),
+        scheduled_at=draw(opt_dt),
+        expires_at=draw(opt_dt),
+        retry=draw(retry_policies()),
+        unique=draw(st.none() | unique_policies()),
+        schema=draw(st.none() | st.text(max_size=10)),
+        tags=draw(st.lists(st.text(max_size=5), max_size=3)),
+        rate_limit=draw(
+            st.none()
+            | st.builds(
+                RateLimit,
+                limit=st.integers(1, 1000),
+                period_ms=st.integers(1, 10**8),
+                key=st.none() | st.text(max_size=5),
+            )
+        ),
+        extra=draw(
+            st.dictionaries(
+                st.text(min_size=1, max_size=8).filter(
+                    lambda k: k not in JOB_FIELDS and k != "max_attempts"
+                ),
+                json_value,
+                max_size=3,
+            )
+        ),
+        state=draw(st.sampled_from(list(JobState))),
+        attempt=draw(st.integers(0, 100)),
+        created_at=draw(opt_dt),
+        enqueued_at=draw(opt_dt),
+        started_at=draw(opt_dt),
+        completed_at=draw(opt_dt),
+        cancelled_at=draw(opt_dt),
+        discarded_at=draw(opt_dt),
+        activated_at=draw(opt_dt),
+        error=draw(st.none() | job_errors),
+        errors=draw(st.lists(job_errors, max_size=2)),
+        result=draw(json_value),
+        worker_id=draw(st.none() | st.text(max_size=6)),
+        next_attempt_at=draw(opt_dt),
+        retry_delay_ms=draw(st.none() | st.integers(0, 10**8)),
+        parent_results=draw(st.none() | st.lists(json_value, max_size=3)),
+        dead_letter=draw(st.booleans()),
+        visible_until=draw(opt_dt),
+        unique_key=draw(st.none() | st.text(max_size=8)),
+        workflow_id=draw(st.none() | st.text(max_size=8)),
+        workflow_node=draw(st.none() | st.integers(0, 100)),
+    )
+
+
+@SETTINGS
+@given(jobs())
+def test_round_trip_property(job: Job) -> None:
+    wire = job_to_wire(job)
+    assert all(wire[k] is not None for k in wire if k not in job.extra)
+    assert wire["max_attempts"] == job.retry.max_attempts
+    assert wire["state"] == job.state.value
+    for k, v in job.extra.items():
+        assert wire[k] == v
+    assert job_from_dict(json.loads(json.dumps(wire))) == job
+
+
+# --- events and cron --------------------------------------------------------------------------
+
+
+def test_event_to_wire() -> None:
+    event = Event(
+        id="evt_1",
+        type="job.completed",
+        time=NOW,
+        subject="j1",
+        data={"job_id": "j1", "queue": "q", "state": "completed", "other": 1},
+    )
+    wire = event_to_wire(event)
+    assert wire == {
+        "specversion": "1.0",
+        "id": "evt_1",
+        "type": "job.completed",
+        "source": "ojs://ojs-python",
+        "time": "2026-01-01T00:00:00Z",
+        "timestamp": "2026-01-01T00:00:00Z",
+        "datacontenttype": "application/json",
+        "data": event.data,
+        "subject": "j1",
+        "job_id": "j1",
+        "queue": "q",
+        "state": "completed",
+    }
+
+
+def test_event_without_subject() -> None:
+    wire = event_to_wire(Event(id="e", type="cron.triggered", time=NOW))
+    assert "subject" not in wire
+    assert "job_id" not in wire
+    assert wire["data"] == {}
+
+
+def test_cron_to_wire_union_shape() -> None:
+    cron = CronJob(
+        name="nightly",
+        expression="0 0 * * *",
+        job_template={"type": "report.build", "args": [1], "options": {"queue": "q"}},
+        created_at=NOW,
+        updated_at=NOW,
+        next_run_at=at(86_400),
+    )
+    wire = cron_to_wire(cron)
+    assert wire["name"] == "nightly"
+    assert wire["expression"] == wire["cron"] == "0 0 * * *"
+    assert wire["type"] == "report.build"
+    assert wire["args"] == [1]
+    assert wire["options"] == {"queue": "q"}
+    assert wire["timezone"] == "UTC"
+    assert wire["status"] == "active"
+    assert wire["next_run_at"] == "2026-01-02T00:00:00Z"
+    assert wire["last_run_at"] is None
+    assert wire["created_at"] == "2026-01-01T00:00:00Z"
+    assert "description" not in wire
+
+
+def test_cron_to_wire_disabled() -> None:
+    wire = cron_to_wire(CronJob(name="n", expression="@daily", enabled=False, description="d"))
+    assert wire["status"] == "disabled"
+    assert wire["enabled"] is False
+    assert wire["next_run_at"] is None
+    assert wire["description"] == "d"
+    assert wire["args"] == []
+    assert wire["type"] is None
+    assert "options" not in wire
+    assert "created_at" not in wire
