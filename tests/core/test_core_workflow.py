@@ -360,11 +360,6 @@ def test_batch_with_failure_and_on_failure_callback_completed_is_completed() -> 
     assert workflow_state(wf, jobs) == "completed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workflow_state judges a batch only by its callbacks; when the only callback is a "
-    "cancelled on_success, a batch whose jobs failed is reported 'completed'",
-)
 def test_batch_with_only_on_success_and_a_failed_job_is_failed() -> None:
     wf, jobs = compile_workflow(
         {"type": "batch", "jobs": [spec("a"), spec("b")], "callbacks": {"on_success": spec("s")}},

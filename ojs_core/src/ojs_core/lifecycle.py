@@ -152,7 +152,9 @@ def fail(
     )
 
 
-def requeue(job: Job, now: datetime, error: JobError | None = None) -> Job:
+def requeue(
+    job: Job, now: datetime, error: JobError | None = None, worker_id: str | None = None
+) -> Job:
     """``active -> available`` at once (nack with ``requeue``); the attempt is not consumed."""
     if job.state is not S.ACTIVE:
         # The table also has scheduled/pending/retryable/discarded -> available, but those are
@@ -160,6 +162,7 @@ def requeue(job: Job, now: datetime, error: JobError | None = None) -> Job:
         err = InvalidStateTransitionError(job.id, job.state.value, S.AVAILABLE.value, "requeue")
         err.details["expected_state"] = S.ACTIVE.value
         raise err
+    _check_owner(job, worker_id)
     changes: dict[str, Any] = {}
     if error is not None:
         entry, history = _record(job, error, now)

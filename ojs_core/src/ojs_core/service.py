@@ -333,7 +333,7 @@ class JobService:
     ) -> Job:
         """FAIL: retry, discard or (``requeue``) put straight back, per the retry policy."""
         if requeue:
-            fn = lambda j, now: lifecycle.requeue(j, now, error)  # noqa: E731
+            fn = lambda j, now: lifecycle.requeue(j, now, error, worker_id)  # noqa: E731
         else:
             fn = lambda j, now: lifecycle.fail(j, now, error, worker_id, self.rng)  # noqa: E731
         _, after = await self._transition(job_id, fn)

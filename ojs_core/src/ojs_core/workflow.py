@@ -264,13 +264,17 @@ def workflow_state(workflow: Workflow, jobs: Sequence[Job | None]) -> str:
     states = [j.state if j else S.CANCELLED for j in jobs]
     if not all(s.terminal for s in states):
         return "running"
-    callbacks = [i for i, n in enumerate(workflow.nodes) if n.role == "callback"]
-    judged = callbacks or range(len(workflow.nodes))
-    if any(states[i] is S.DISCARDED for i in judged):
-        return "failed"
-    if not callbacks and any(s is S.CANCELLED for s in states):
-        return "failed"
-    return "completed"
+    # A batch is judged by the callbacks that ran (workflows §6); when none ran - or there are
+    # none - by its jobs: any job that did not complete fails the workflow.
+    fired = [
+        i
+        for i, n in enumerate(workflow.nodes)
+        if n.role == "callback" and states[i] is not S.CANCELLED
+    ]
+    if fired:
+        return "failed" if any(states[i] is S.DISCARDED for i in fired) else "completed"
+    steps = [states[i] for i, n in enumerate(workflow.nodes) if n.role != "callback"]
+    return "completed" if all(s is S.COMPLETED for s in steps) else "failed"
 
 
 def workflow_to_wire(workflow: Workflow, jobs: Sequence[Job | None]) -> dict[str, Any]:

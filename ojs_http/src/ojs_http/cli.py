@@ -91,7 +91,7 @@ async def serve(args: argparse.Namespace) -> None:
     config = Config()
     config.bind = [f"{args.host}:{args.port}"]
     config.accesslog = None
-    config.errorlog = "-"
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.loglevel = args.log_level.upper()
     config.graceful_timeout = 10.0
     stop = asyncio.Event()
