@@ -347,21 +347,12 @@ def test_body_must_be_object() -> None:
 # --- DST (digest §7.3: a skipped time does not fire, a repeated time fires once) ---------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="next_fire returns 03:00 EDT for '30 2 * * *' on the spring-forward day (croniter "
-    "rolls the non-existent 02:30 forward) instead of skipping to the next day's 02:30",
-)
 def test_spring_forward_skips_the_missing_time() -> None:
     # 2026-03-08: New York clocks jump from 02:00 EST to 03:00 EDT; 02:30 does not exist.
     fire = next_fire("30 2 * * *", "America/New_York", datetime(2026, 3, 8, 5, tzinfo=UTC))
     assert fire == datetime(2026, 3, 9, 6, 30, tzinfo=UTC)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="next_fire fires '30 1 * * *' twice on the fall-back day (01:30 EDT and 01:30 EST)",
-)
 def test_fall_back_fires_the_repeated_time_once() -> None:
     # 2026-11-01: New York clocks go from 02:00 EDT back to 01:00 EST; 01:30 happens twice.
     first = next_fire("30 1 * * *", "America/New_York", datetime(2026, 11, 1, 4, tzinfo=UTC))

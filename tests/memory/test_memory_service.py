@@ -1274,13 +1274,6 @@ async def test_malformed_workflows_are_validation_errors(
     assert await all_jobs(svc) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="BUG: job-level visibility_timeout_ms/timeout_ms have no upper bound; a deadline past "
-    "year 9999 overflows at fetch (lifecycle.claim / timer_deadline) after the job is popped "
-    "off the ready index, so the fetch fails and the job is stranded",
-)
 @pytest.mark.parametrize(
     "options",
     [

@@ -117,10 +117,20 @@ def next_fire(
             fire += step
         return fire.astimezone(UTC)
     norm, seconds = _normalise(expr)
-    local = after.astimezone(ZoneInfo(timezone))
-    it = croniter(norm, local, second_at_beginning=seconds)
-    nxt: datetime = it.get_next(datetime)
-    return nxt.astimezone(UTC).replace(microsecond=0)
+    tz = ZoneInfo(timezone)
+    # Walk wall-clock times so that DST is handled as the cron spec asks: a time skipped at
+    # spring-forward does not fire, a time repeated at fall-back fires once (the first).
+    wall = after.astimezone(tz).replace(tzinfo=None)
+    it = croniter(norm, wall, second_at_beginning=seconds)
+    for _ in range(10_000):
+        candidate: datetime = it.get_next(datetime)
+        aware = candidate.replace(tzinfo=tz)
+        if aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != candidate:
+            continue  # does not exist on this day (spring-forward gap)
+        fire = aware.astimezone(UTC).replace(microsecond=0)
+        if fire > after:
+            return fire
+    raise ValueError(f"cron expression {expr!r} never fires")
 
 
 def parse_cron_request(body: Any, now: datetime) -> CronJob:

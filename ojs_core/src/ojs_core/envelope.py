@@ -35,6 +35,8 @@ __all__ = [
 
 TYPE_RE = re.compile(r"^[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)*\Z")
 QUEUE_RE = re.compile(r"^[a-z0-9][a-z0-9\-.]*\Z")
+#: Longest execution or visibility timeout accepted (30 days): beyond it a worker should heartbeat.
+MAX_TIMEOUT_MS = 30 * 86_400_000
 PRIORITY_NAMES = {"critical": 20, "high": 10, "normal": 0, "low": -10}
 UNIQUE_DIMENSIONS = frozenset({"type", "queue", "args", "meta"})
 ON_CONFLICT = {
@@ -379,6 +381,13 @@ def parse_enqueue(body: Any, *, now: datetime, path: str = "") -> Job:
         vs_v, vs_p = opt("visibility_timeout")
         if vs_v is not None:
             visibility_ms = _visibility(vs_v, vs_p)
+
+    for value, name in ((timeout_ms, "timeout_ms"), (visibility_ms, "visibility_timeout_ms")):
+        if value is not None and value > MAX_TIMEOUT_MS:
+            raise ValidationError(
+                f"must be at most {MAX_TIMEOUT_MS} ms (30 days)",
+                path=_join(path, f"options.{name}"),
+            )
 
     scheduled_at: datetime | None = None
     for name in ("scheduled_at", "delay_until"):
