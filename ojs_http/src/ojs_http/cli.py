@@ -35,8 +35,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(env.get("OJS_PORT", "8080")), help="port")
     p.add_argument(
         "--backend",
-        default=env.get("OJS_BACKEND") or env.get("NATS_URL") or "memory://",
-        help="backend URL: memory:// (default for now) or nats://host:port[,host:port]",
+        default=env.get("OJS_BACKEND") or env.get("NATS_URL") or "embedded",
+        help="embedded (default: a private nats-server storing in --data-dir), "
+        "nats://host:port[,host:port] (an external server or cluster), or memory://",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=env.get("OJS_DATA_DIR", ".ojs"),
+        help="store of the embedded nats-server (default .ojs/)",
+    )
+    p.add_argument(
+        "--nats-replicas",
+        type=int,
+        default=int(env.get("OJS_NATS_REPLICAS", "1")),
+        help="replicas of every stream and bucket (for NATS clusters)",
     )
     p.add_argument(
         "--enable-reset",
@@ -64,7 +76,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_backend(url: str) -> Backend:
+def build_backend(url: str, *, replicas: int = 1, data_dir: str = ".ojs") -> Backend:
     """A backend for ``url``; raises ``SystemExit`` with a clear message for unknown schemes."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else url.lower()
     if scheme == "memory":
@@ -72,8 +84,15 @@ def build_backend(url: str) -> Backend:
 
         return MemoryBackend()
     if scheme in ("nats", "tls"):
-        raise SystemExit("ojs-server: the NATS backend is not available in this version yet")
-    raise SystemExit(f"ojs-server: unknown backend {url!r}; known: memory://")
+        from ojs_nats.backend import NatsBackend
+
+        return NatsBackend(url, replicas=replicas)
+    if scheme == "embedded":
+        from ojs_nats.backend import NatsBackend
+        from ojs_nats.embedded import EmbeddedNatsServer
+
+        return NatsBackend(replicas=1, embedded=EmbeddedNatsServer(data_dir))
+    raise SystemExit(f"ojs-server: unknown backend {url!r}; known: memory://, nats://, embedded")
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -81,7 +100,7 @@ async def serve(args: argparse.Namespace) -> None:
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
-    backend = build_backend(args.backend)
+    backend = build_backend(args.backend, replicas=args.nats_replicas, data_dir=args.data_dir)
     settings = HttpSettings(
         enable_reset=args.enable_reset,
         response_content_type=args.response_content_type,

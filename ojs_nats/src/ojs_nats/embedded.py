@@ -117,9 +117,14 @@ class EmbeddedNatsServer:
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._reap_orphan()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # Called on the caller's thread, never from a worker pool: PR_SET_PDEATHSIG fires when
+        # the *thread* that forked the child exits, so a server forked from asyncio.to_thread
+        # would die as soon as that pool is shut down (for instance when asyncio.run returns).
         if self.port is None:
             self.port = free_port(self.host)
         binary = self.binary or find_nats_server()
@@ -144,7 +149,8 @@ class EmbeddedNatsServer:
 
     async def start(self, wait_s: float = 20.0) -> str:
         """Start the server and wait until it accepts connections; returns its URL."""
-        proc = self._proc = await asyncio.to_thread(self._spawn)
+        await asyncio.to_thread(self._prepare)
+        proc = self._proc = self._spawn()
         assert self.port is not None
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:

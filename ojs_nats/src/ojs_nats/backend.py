@@ -1,0 +1,1130 @@
+"""The OJS backend on NATS JetStream.
+
+Storage layout (details and the crash-safety argument in ``docs/nats-design.md``):
+
+* KV bucket ``OJS_JOBS`` (atomic batches allowed): ``j.<id>`` job records ``{"e": epoch,
+  "j": job}``, ``u.<sha256>`` unique-key holders, ``w.<id>`` workflows, ``d.<id>`` dead-letter
+  markers. Every state change is a compare-and-swap on the record's revision.
+* Stream ``OJS_READY`` (work queue): one subject and one durable pull consumer per queue and
+  priority; each message is a *hint* ``"<id> <epoch>"`` that a job became available. Hints are
+  published before the record write they announce, so a crash can leave a stale hint (dropped
+  when read) but never an available job without one.
+* Stream ``OJS_TIMERS`` (work queue, message schedules): one schedule per job
+  (``ojs.tsched.<id>``, ``@at`` its timer deadline) that fires into ``ojs.tfire.<id>``; a shared
+  durable consumer hands fired timers to whichever replica pulls first. Also published before
+  the write, and re-armed whenever a fired timer finds the deadline moved.
+* KV ``OJS_QUEUES`` (pause flag, priorities in use), ``OJS_CRON``, ``OJS_WORKERS``; stream
+  ``OJS_COUNTERS`` (per-queue, per-state counters for stats); stream ``OJS_EVENTS`` captures
+  ``ojs.events.<type>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
+
+import nats
+from ojs_core.backend import (
+    ActivateFn,
+    BackendHealth,
+    ConflictFn,
+    EventFilter,
+    JobFilter,
+    JobFn,
+    Page,
+    UniqueConflict,
+)
+from ojs_core.codec import converter, job_from_dict, job_to_wire
+from ojs_core.errors import (
+    BackendUnavailableError,
+    ConflictError,
+    DuplicateJobError,
+    NotFoundError,
+    OJSError,
+    PayloadTooLargeError,
+)
+from ojs_core.lifecycle import timer_deadline
+from ojs_core.model import CronJob, Event, Job, QueueInfo, QueueStats, WorkerInfo, Workflow
+from ojs_core.states import JobState
+from ojs_core.timeutil import format_ts, parse_ts
+
+from . import names
+from .embedded import EmbeddedNatsServer
+from .jetstream import MAX_BATCH, Op, WrongSequenceError, commit, pull_now
+
+__all__ = ["MIN_SERVER_VERSION", "NatsBackend"]
+
+log = logging.getLogger("ojs.nats")
+S = JobState
+MIN_SERVER_VERSION = (2, 12)
+_EXPECT = "Nats-Expected-Last-Subject-Sequence"
+#: A hint whose record write has not landed after this long never will (the writer died).
+_HINT_GRACE = timedelta(seconds=30)
+_CAS_ATTEMPTS = 64
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_UNAVAILABLE = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoServersError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.StaleConnectionError,
+    nats.errors.ConnectionDrainingError,
+    nats.js.errors.ServiceUnavailableError,
+    TimeoutError,
+    ConnectionError,
+)
+
+
+def _guard(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Turn NATS connectivity errors into :class:`BackendUnavailableError` (HTTP 503)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except OJSError:
+            raise
+        except _UNAVAILABLE as exc:
+            raise BackendUnavailableError(f"NATS unavailable: {exc!r}") from exc
+
+    return wrapper
+
+
+def _encode_job(job: Job, epoch: int) -> bytes:
+    return json.dumps({"e": epoch, "j": job_to_wire(job)}, separators=(",", ":")).encode()
+
+
+def _decode_job(data: bytes) -> tuple[Job, int]:
+    raw = json.loads(data)
+    return job_from_dict(raw["j"]), int(raw["e"])
+
+
+def _dead(job: Job) -> bool:
+    return job.dead_letter and job.state is S.DISCARDED
+
+
+class _QueueRecord:
+    __slots__ = ("created_at", "paused", "priorities")
+
+    def __init__(
+        self, paused: bool = False, priorities: Sequence[int] = (), created_at: str | None = None
+    ) -> None:
+        self.paused = paused
+        self.priorities = sorted(set(priorities), reverse=True)
+        self.created_at = created_at
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"paused": self.paused, "priorities": self.priorities, "created_at": self.created_at}
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> _QueueRecord:
+        raw = json.loads(data)
+        return cls(bool(raw.get("paused")), raw.get("priorities") or [], raw.get("created_at"))
+
+    def info(self, name: str) -> QueueInfo:
+        return QueueInfo(
+            name=name,
+            paused=self.paused,
+            created_at=parse_ts(self.created_at) if self.created_at else None,
+        )
+
+
+class NatsBackend:
+    """OJS storage on NATS JetStream; any number of server replicas may share one NATS."""
+
+    name = "nats"
+
+    def __init__(
+        self,
+        servers: str | Sequence[str] = "nats://127.0.0.1:4222",
+        *,
+        replicas: int = 1,
+        ack_wait_s: float = 30.0,
+        embedded: EmbeddedNatsServer | None = None,
+        connect_options: dict[str, Any] | None = None,
+    ) -> None:
+        if isinstance(servers, str):
+            servers = [s.strip() for s in servers.split(",") if s.strip()]
+        self.servers = [s if "://" in s else f"nats://{s}" for s in servers]
+        self.replicas = replicas
+        self.ack_wait_s = ack_wait_s
+        self.embedded = embedded
+        self.connect_options = connect_options or {}
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._kv: dict[str, KeyValue] = {}
+        self._queues: dict[str, _QueueRecord] = {}
+        self._ready_ok: set[tuple[str, int]] = set()
+        self._timer_inflight: dict[str, Msg] = {}
+        self._watch_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[Any]] = set()
+
+    # -- connection -----------------------------------------------------------------------
+
+    @property
+    def nc(self) -> Client:
+        """The live NATS connection."""
+        if self._nc is None:
+            raise BackendUnavailableError("NATS backend is not open")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context."""
+        if self._js is None:
+            raise BackendUnavailableError("NATS backend is not open")
+        return self._js
+
+    async def open(self) -> None:
+        """Connect (starting the embedded server first, if any) and create streams and buckets."""
+        if self._nc is not None:
+            return
+        if self.embedded is not None:
+            self.servers = [await self.embedded.start()]
+        options: dict[str, Any] = {
+            "name": "ojs-python",
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "allow_reconnect": True,
+            "connect_timeout": 5,
+        }
+        options.update(self.connect_options)
+        self._nc = await nats.connect(servers=self.servers, **options)
+        version = self._nc.connected_server_version
+        if (version.major, version.minor) < MIN_SERVER_VERSION:
+            await self._nc.close()
+            self._nc = None
+            raise RuntimeError(
+                f"nats-server {version} is too old: ojs-nats needs nats-server >= "
+                f"{MIN_SERVER_VERSION[0]}.{MIN_SERVER_VERSION[1]} (atomic batches, message "
+                "schedules, counters)"
+            )
+        self._js = self._nc.jetstream(timeout=10)
+        await self._provision()
+        self._watch_task = asyncio.get_running_loop().create_task(self._watch_queues())
+
+    async def close(self) -> None:
+        """Drain the connection and stop the embedded server, if any."""
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch_task
+            self._watch_task = None
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+            self._nc = None
+            self._js = None
+        if self.embedded is not None:
+            await self.embedded.stop()
+
+    async def _stream(self, config: StreamConfig) -> None:
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            # It exists with another configuration (an older version, or other replicas):
+            # bring the mutable settings up to date.
+            try:
+                await self.js.update_stream(config)
+            except nats.js.errors.BadRequestError:
+                log.warning("stream %s exists with an incompatible configuration", config.name)
+
+    async def _bucket(self, name: str, *, atomic: bool = False) -> KeyValue:
+        try:
+            kv = await self.js.key_value(name)
+        except nats.js.errors.BucketNotFoundError:
+            with contextlib.suppress(nats.js.errors.BadRequestError):
+                await self.js.create_key_value(
+                    KeyValueConfig(
+                        bucket=name, history=1, storage=StorageType.FILE, replicas=self.replicas
+                    )
+                )
+            info = await self.js.stream_info(f"KV_{name}")
+            cfg = info.config
+            if not cfg.allow_direct or (atomic and not cfg.allow_atomic):
+                cfg.allow_direct = True
+                if atomic:
+                    cfg.allow_atomic = True
+                await self.js.update_stream(cfg)
+            kv = await self.js.key_value(name)
+        return kv
+
+    async def _provision(self) -> None:
+        r = self.replicas
+        await self._stream(
+            StreamConfig(
+                name=names.READY_STREAM,
+                subjects=["ojs.ready.>"],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+                num_replicas=r,
+                allow_atomic=True,
+            )
+        )
+        await self._stream(
+            StreamConfig(
+                name=names.TIMER_STREAM,
+                subjects=["ojs.tsched.*", "ojs.tfire.*"],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+                num_replicas=r,
+                max_msgs_per_subject=1,
+                allow_msg_schedules=True,
+                allow_atomic=True,
+            )
+        )
+        await self._stream(
+            StreamConfig(
+                name=names.EVENTS_STREAM,
+                subjects=[f"{names.EVENT_PREFIX}.>"],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                num_replicas=r,
+                max_age=86_400,
+                max_msgs=1_000_000,
+                discard=DiscardPolicy.OLD,
+            )
+        )
+        await self._stream(
+            StreamConfig(
+                name=names.COUNTER_STREAM,
+                subjects=["ojs.count.>"],
+                storage=StorageType.FILE,
+                num_replicas=r,
+                allow_msg_counter=True,
+            )
+        )
+        with contextlib.suppress(nats.js.errors.BadRequestError):
+            await self.js.add_consumer(
+                names.TIMER_STREAM,
+                ConsumerConfig(
+                    durable_name=names.TIMER_CONSUMER,
+                    filter_subject="ojs.tfire.*",
+                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=self.ack_wait_s,
+                    max_ack_pending=-1,
+                ),
+            )
+        self._kv = {
+            names.JOBS_BUCKET: await self._bucket(names.JOBS_BUCKET, atomic=True),
+            names.QUEUES_BUCKET: await self._bucket(names.QUEUES_BUCKET),
+            names.CRON_BUCKET: await self._bucket(names.CRON_BUCKET),
+            names.WORKERS_BUCKET: await self._bucket(names.WORKERS_BUCKET),
+        }
+
+    async def _watch_queues(self) -> None:
+        # Keeps every replica's view of pause flags and priorities current without reads.
+        while True:
+            try:
+                watcher = await self._kv[names.QUEUES_BUCKET].watchall()
+                async for entry in watcher:
+                    if entry is None:
+                        continue
+                    if entry.value:
+                        self._queues[entry.key] = _QueueRecord.decode(entry.value)
+                    else:
+                        self._queues.pop(entry.key, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.debug("queue watcher restarting", exc_info=True)
+                await asyncio.sleep(1)
+
+    @_guard
+    async def health(self) -> BackendHealth:
+        """Round-trip to the server."""
+        if self._nc is None or not self._nc.is_connected:
+            return BackendHealth(ok=False, name=self.name, error="not connected to NATS")
+        started = time.perf_counter()
+        try:
+            await self._nc.flush(timeout=2)
+        except Exception as exc:
+            return BackendHealth(ok=False, name=self.name, error=repr(exc))
+        return BackendHealth(
+            ok=True,
+            name=self.name,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            details={
+                "server": str(self._nc.connected_url.netloc if self._nc.connected_url else "")
+            },
+        )
+
+    @_guard
+    async def reset(self) -> None:
+        """Delete every stream and bucket, then provision them again."""
+        for stream in (
+            names.READY_STREAM,
+            names.TIMER_STREAM,
+            names.EVENTS_STREAM,
+            names.COUNTER_STREAM,
+            *(f"KV_{b}" for b in self._kv),
+        ):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self.js.delete_stream(stream)
+        self._queues.clear()
+        self._ready_ok.clear()
+        self._timer_inflight.clear()
+        await self._provision()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch_task
+        self._watch_task = asyncio.get_running_loop().create_task(self._watch_queues())
+
+    # -- records --------------------------------------------------------------------------
+
+    @property
+    def _jobs(self) -> KeyValue:
+        return self._kv[names.JOBS_BUCKET]
+
+    async def _get(self, kv: KeyValue, key: str) -> tuple[bytes, int] | None:
+        try:
+            entry = await kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        return entry.value, entry.revision or 0
+
+    async def _read(self, job_id: str) -> tuple[Job, int, int] | None:
+        got = await self._get(self._jobs, f"j.{job_id}")
+        if got is None:
+            return None
+        job, epoch = _decode_job(got[0])
+        return job, epoch, got[1]
+
+    @staticmethod
+    async def _keys(kv: KeyValue, pattern: str) -> list[str]:
+        """Keys matching ``pattern``, filtered by the server (nats-py's ``keys`` scans all)."""
+        watcher = await kv.watch(pattern, ignore_deletes=True, meta_only=True)
+        keys: list[str] = []
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    break
+                if entry.value is not None or entry.operation is None:
+                    keys.append(entry.key)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return keys
+
+    @staticmethod
+    def _subject(bucket: str, key: str) -> str:
+        return f"$KV.{bucket}.{key}"
+
+    def _job_op(self, job: Job, epoch: int, expect: int) -> Op:
+        return (
+            self._subject(names.JOBS_BUCKET, f"j.{job.id}"),
+            _encode_job(job, epoch),
+            {_EXPECT: str(expect)},
+        )
+
+    async def _announce(self, before: Job | None, after: Job, epoch: int, new_epoch: int) -> None:
+        """Publish what a write makes true *before* the write: ready hints and timers."""
+        pubs: list[Awaitable[Any]] = []
+        if new_epoch != epoch:
+            await self._ensure_ready(after.queue, after.priority)
+            pubs.append(
+                self.js.publish(
+                    names.ready_subject(after.queue, after.priority),
+                    f"{after.id} {new_epoch}".encode(),
+                )
+            )
+        deadline = timer_deadline(after)
+        if deadline is not None and (before is None or deadline != timer_deadline(before)):
+            pubs.append(self._schedule(after.id, deadline))
+        if pubs:
+            await asyncio.gather(*pubs)
+
+    async def _announce_new(self, jobs: Sequence[Job]) -> None:
+        """Hints and timers for new jobs, written in order, a batch per stream (pipelined)."""
+        for queue, priority in dict.fromkeys(
+            (j.queue, j.priority) for j in jobs if j.state is S.AVAILABLE
+        ):
+            await self._ensure_ready(queue, priority)
+        hints: list[Op] = [
+            (names.ready_subject(j.queue, j.priority), f"{j.id} 1".encode(), {})
+            for j in jobs
+            if j.state is S.AVAILABLE
+        ]
+        timers: list[Op] = []
+        for job in jobs:
+            deadline = timer_deadline(job)
+            if deadline is not None:
+                timers.append(self._schedule_op(job.id, deadline))
+        for ops in (hints, timers):
+            for start in range(0, len(ops), MAX_BATCH):
+                await commit(self.nc, self.js, ops[start : start + MAX_BATCH])
+
+    @staticmethod
+    def _schedule_op(job_id: str, deadline: datetime) -> Op:
+        at = deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return (
+            f"ojs.tsched.{job_id}",
+            format_ts(deadline).encode(),
+            {"Nats-Schedule": f"@at {at}", "Nats-Schedule-Target": f"ojs.tfire.{job_id}"},
+        )
+
+    def _schedule(self, job_id: str, deadline: datetime) -> Awaitable[Any]:
+        at = deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return self.js.publish(
+            f"ojs.tsched.{job_id}",
+            format_ts(deadline).encode(),
+            headers={"Nats-Schedule": f"@at {at}", "Nats-Schedule-Target": f"ojs.tfire.{job_id}"},
+        )
+
+    def _count(self, before: Job | None, after: Job | None) -> None:
+        """Fire-and-forget per-queue, per-state counter increments (for stats)."""
+        if (
+            before is not None
+            and after is not None
+            and before.state is after.state
+            and before.queue == after.queue
+        ):
+            return
+        with contextlib.suppress(Exception):
+            if before is not None:
+                self._spawn(
+                    self.js.publish(
+                        names.counter_subject(before.queue, before.state.value),
+                        b"",
+                        headers={"Nats-Incr": "-1"},
+                    )
+                )
+            if after is not None:
+                self._spawn(
+                    self.js.publish(
+                        names.counter_subject(after.queue, after.state.value),
+                        b"",
+                        headers={"Nats-Incr": "+1"},
+                    )
+                )
+
+    # -- queues ---------------------------------------------------------------------------
+
+    async def _queue_record(self, queue: str) -> tuple[_QueueRecord, int] | None:
+        got = await self._get(self._kv[names.QUEUES_BUCKET], queue)
+        if got is None:
+            return None
+        return _QueueRecord.decode(got[0]), got[1]
+
+    async def _update_queue(
+        self, queue: str, change: Callable[[_QueueRecord], _QueueRecord | None]
+    ) -> _QueueRecord:
+        kv = self._kv[names.QUEUES_BUCKET]
+        for _ in range(_CAS_ATTEMPTS):
+            current = await self._queue_record(queue)
+            record = (
+                current[0] if current else _QueueRecord(created_at=format_ts(datetime.now(UTC)))
+            )
+            new = change(record)
+            if new is None:
+                self._queues[queue] = record
+                return record
+            try:
+                if current is None:
+                    await kv.create(queue, new.encode())
+                else:
+                    await kv.update(queue, new.encode(), last=current[1])
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+            self._queues[queue] = new
+            return new
+        raise ConflictError(f"queue {queue!r} is being changed concurrently; try again")
+
+    async def _ensure_ready(self, queue: str, priority: int) -> None:
+        if (queue, priority) in self._ready_ok:
+            return
+
+        def add(r: _QueueRecord) -> _QueueRecord | None:
+            if priority in r.priorities:
+                return None
+            return _QueueRecord(r.paused, [*r.priorities, priority], r.created_at)
+
+        await self._update_queue(queue, add)
+        with contextlib.suppress(nats.js.errors.BadRequestError):
+            await self.js.add_consumer(
+                names.READY_STREAM,
+                ConsumerConfig(
+                    durable_name=names.ready_consumer(queue, priority),
+                    filter_subject=names.ready_subject(queue, priority),
+                    ack_policy=AckPolicy.EXPLICIT,
+                    ack_wait=self.ack_wait_s,
+                    max_ack_pending=-1,
+                    max_deliver=-1,
+                ),
+            )
+        self._ready_ok.add((queue, priority))
+
+    @_guard
+    async def list_queues(self) -> list[QueueInfo]:
+        """Queues that have held a job or been paused, plus ``default``."""
+        kv = self._kv[names.QUEUES_BUCKET]
+        try:
+            keys = await kv.keys()
+        except nats.js.errors.NoKeysError:
+            keys = []
+        out = {"default": QueueInfo(name="default")}
+        for key in keys:
+            rec = await self._queue_record(key)
+            if rec is not None:
+                out[key] = rec[0].info(key)
+        return [out[k] for k in sorted(out)]
+
+    @_guard
+    async def set_queue_paused(self, queue: str, paused: bool) -> QueueInfo:
+        """Flip the pause flag; every replica's watcher sees it within milliseconds."""
+        record = await self._update_queue(
+            queue,
+            lambda r: (
+                None
+                if r.paused == paused and r.created_at
+                else _QueueRecord(paused, r.priorities, r.created_at)
+            ),
+        )
+        return record.info(queue)
+
+    @_guard
+    async def queue_stats(self, queue: str) -> QueueStats:
+        """Counts from the counter stream: one direct read per state, no scan."""
+
+        async def read(state: JobState) -> int:
+            try:
+                msg = await self.js.get_last_msg(
+                    names.COUNTER_STREAM, names.counter_subject(queue, state.value)
+                )
+            except nats.js.errors.NotFoundError:
+                return 0
+            return max(0, int(json.loads(msg.data or b"{}").get("val", "0")))
+
+        values = await asyncio.gather(*(read(s) for s in S))
+        record = self._queues.get(queue)
+        return QueueStats(
+            name=queue,
+            paused=bool(record and record.paused),
+            counts=dict(zip(S, values, strict=True)),
+        )
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    @_guard
+    async def insert_jobs(
+        self, jobs: Sequence[Job], is_conflict: ConflictFn | None = None
+    ) -> list[UniqueConflict]:
+        """All or nothing, as one atomic batch: records, plus unique-key holders."""
+        seen: set[str] = set()
+        for job in jobs:
+            if job.id in seen:  # would fail every compare-and-swap below: refuse before writing
+                raise DuplicateJobError(
+                    f"A job with id '{job.id}' appears twice in the batch",
+                    details={"job_id": job.id},
+                )
+            seen.add(job.id)
+        for _ in range(_CAS_ATTEMPTS):
+            keys = list(dict.fromkeys(j.unique_key for j in jobs if j.unique_key))
+            holders: dict[str, tuple[Job | None, int]] = {}
+            for key, got in zip(
+                keys,
+                await asyncio.gather(*(self._get(self._jobs, f"u.{k}") for k in keys)),
+                strict=True,
+            ):
+                if got is None:
+                    holders[key] = (None, 0)
+                    continue
+                rec = await self._read(got[0].decode())
+                holders[key] = (rec[0] if rec else None, got[1])
+            conflicts: list[UniqueConflict] = []
+            local: dict[str, Job] = {}
+            for i, job in enumerate(jobs):
+                ukey = job.unique_key
+                if ukey is None:
+                    continue
+                holder = local.get(ukey) or holders[ukey][0]
+                if holder is not None and is_conflict is not None and is_conflict(job, holder):
+                    conflicts.append(UniqueConflict(index=i, existing=holder))
+                local[ukey] = job
+            if conflicts:
+                return conflicts
+            ops: list[Op] = []
+            for job in jobs:
+                epoch = 1 if job.state is S.AVAILABLE else 0
+                ops.append(self._job_op(job, epoch, 0))
+            for key in keys:
+                ops.append(
+                    (
+                        self._subject(names.JOBS_BUCKET, f"u.{key}"),
+                        local[key].id.encode(),
+                        {_EXPECT: str(holders[key][1])},
+                    )
+                )
+            if len(ops) > MAX_BATCH:
+                raise PayloadTooLargeError(
+                    f"an atomic enqueue on NATS holds at most {MAX_BATCH} records "
+                    f"(jobs plus unique keys); this one needs {len(ops)}"
+                )
+            await self._announce_new(jobs)
+            try:
+                await commit(self.nc, self.js, ops)
+            except WrongSequenceError:
+                existing = await asyncio.gather(*(self._read(j.id) for j in jobs))
+                for job, rec in zip(jobs, existing, strict=True):
+                    if rec is not None:
+                        raise DuplicateJobError(
+                            f"A job with id '{job.id}' already exists", details={"job_id": job.id}
+                        ) from None
+                continue  # a unique-key holder changed meanwhile: decide again
+            for job in jobs:
+                self._count(None, job)
+            return []
+        raise ConflictError("enqueue lost too many races on unique keys; try again")
+
+    @_guard
+    async def get_job(self, job_id: str) -> Job | None:
+        """The current version (direct get)."""
+        rec = await self._read(job_id)
+        return rec[0] if rec else None
+
+    @_guard
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """Several jobs, read concurrently."""
+        recs = await asyncio.gather(*(self._read(j) for j in job_ids))
+        return [r[0] if r else None for r in recs]
+
+    async def _write(self, before: Job, after: Job, epoch: int, rev: int) -> None:
+        new_epoch = (
+            epoch + 1 if after.state is S.AVAILABLE and before.state is not S.AVAILABLE else epoch
+        )
+        await self._announce(before, after, epoch, new_epoch)
+        ops = [self._job_op(after, new_epoch, rev)]
+        if _dead(before) != _dead(after):
+            subject = self._subject(names.JOBS_BUCKET, f"d.{after.id}")
+            if _dead(after):
+                ops.append((subject, b"1", {}))
+            else:
+                ops.append((subject, b"", {"KV-Operation": "DEL"}))
+        await commit(self.nc, self.js, ops)
+        self._count(before, after)
+
+    @_guard
+    async def update_job(self, job_id: str, fn: JobFn) -> tuple[Job, Job]:
+        """Compare-and-swap on the record's revision, retried on contention."""
+        for _ in range(_CAS_ATTEMPTS):
+            rec = await self._read(job_id)
+            if rec is None:
+                raise NotFoundError("job", job_id)
+            before, epoch, rev = rec
+            after = fn(before)
+            if after is before:
+                self._timer_done(job_id)
+                return before, after
+            try:
+                await self._write(before, after, epoch, rev)
+            except WrongSequenceError:
+                continue
+            self._timer_done(job_id)
+            return before, after
+        raise ConflictError(f"job {job_id} is being changed concurrently; try again")
+
+    async def _claim_one(self, msg: Msg, activate: ActivateFn) -> Job | None:
+        try:
+            job_id, hint_epoch_text = msg.data.decode().split(" ", 1)
+            hint_epoch = int(hint_epoch_text)
+        except ValueError:
+            await msg.term()
+            return None
+        age = (
+            datetime.now(UTC) - msg.metadata.timestamp.replace(tzinfo=UTC)
+            if msg.metadata.timestamp
+            else timedelta(0)
+        )
+        for _ in range(8):
+            rec = await self._read(job_id)
+            if rec is None or rec[1] < hint_epoch:
+                # The write this hint announces has not landed yet, or never will.
+                if age < _HINT_GRACE:
+                    await msg.nak(delay=0.2)
+                else:
+                    await msg.ack()
+                return None
+            job, epoch, rev = rec
+            if job.state is not S.AVAILABLE or epoch != hint_epoch:
+                await msg.ack()  # stale: the job moved on
+                return None
+            after = activate(job)
+            if after is None:
+                await msg.nak(delay=0.1)  # not admitted now (rate limit): try again shortly
+                return None
+            try:
+                await self._write(job, after, epoch, rev)
+            except WrongSequenceError:
+                continue
+            await msg.ack()
+            return after
+        await msg.nak(delay=0.1)
+        return None
+
+    @_guard
+    async def claim_jobs(
+        self, queues: Sequence[str], count: int, activate: ActivateFn
+    ) -> list[Job]:
+        """Pull hints per queue, highest priority first; claim each by compare-and-swap."""
+        out: list[Job] = []
+        claimed = 0
+        for queue in dict.fromkeys(queues):
+            record = self._queues.get(queue)
+            if record is None:
+                got = await self._queue_record(queue)
+                if got is None:
+                    continue
+                record = self._queues[queue] = got[0]
+            if record.paused:
+                continue
+            for priority in record.priorities:
+                while claimed < count:
+                    try:
+                        msgs = await pull_now(
+                            self.nc,
+                            names.READY_STREAM,
+                            names.ready_consumer(queue, priority),
+                            count - claimed,
+                        )
+                    except nats.errors.TimeoutError:
+                        msgs = []
+                    if not msgs:
+                        break
+                    results = await asyncio.gather(*(self._claim_one(m, activate) for m in msgs))
+                    progressed = False
+                    for job in results:
+                        if job is None:
+                            continue
+                        progressed = True
+                        out.append(job)
+                        if job.state is S.ACTIVE:
+                            claimed += 1
+                    if not progressed:
+                        break
+                if claimed >= count:
+                    return out
+        return out
+
+    def _spawn(self, aw: Awaitable[Any]) -> None:
+        """Run a fire-and-forget operation, keeping a reference until it finishes."""
+        task = asyncio.ensure_future(aw)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _timer_done(self, job_id: str) -> None:
+        msg = self._timer_inflight.pop(job_id, None)
+        if msg is not None:
+            self._spawn(msg.ack())
+
+    @_guard
+    async def due_jobs(self, now: datetime, limit: int) -> list[str]:
+        """Jobs whose schedule fired; their timer message is acked once they are updated."""
+        for msg in self._timer_inflight.values():
+            with contextlib.suppress(Exception):
+                await msg.nak()
+        self._timer_inflight.clear()
+        try:
+            msgs = await pull_now(self.nc, names.TIMER_STREAM, names.TIMER_CONSUMER, limit)
+        except nats.errors.TimeoutError:
+            return []
+        due: list[str] = []
+        for msg in msgs:
+            job_id = msg.subject.rsplit(".", 1)[-1]
+            rec = await self._read(job_id)
+            deadline = timer_deadline(rec[0]) if rec else None
+            if deadline is None:
+                await msg.ack()
+            elif deadline <= now:
+                if job_id in self._timer_inflight:
+                    await msg.ack()
+                else:
+                    self._timer_inflight[job_id] = msg
+                    due.append(job_id)
+            else:
+                # Fired early (clock skew) or the deadline moved: re-arm for the current one.
+                await self._schedule(job_id, deadline)
+                await msg.ack()
+        return due
+
+    @_guard
+    async def list_jobs(self, flt: JobFilter) -> Page:
+        """Dead-letter listing from the ``d.`` markers (other listings are not indexed)."""
+        if not flt.dead_letter:
+            return Page(items=[], total=0)
+        keys = await self._keys(self._jobs, "d.>")
+        jobs = [j for j in await self.get_jobs([k[2:] for k in keys]) if j is not None and _dead(j)]
+        jobs = [j for j in jobs if flt.queue is None or j.queue == flt.queue]
+        jobs.sort(key=lambda j: j.discarded_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+        return Page(items=jobs[flt.offset : flt.offset + flt.limit], total=len(jobs))
+
+    @_guard
+    async def delete_job(self, job_id: str) -> bool:
+        """Purge a job's record and its dead-letter marker."""
+        rec = await self._read(job_id)
+        if rec is None:
+            return False
+        await self._jobs.purge(f"j.{job_id}")
+        with contextlib.suppress(Exception):
+            await self._jobs.purge(f"d.{job_id}")
+        self._count(rec[0], None)
+        return True
+
+    # -- workflows ------------------------------------------------------------------------
+
+    def _wf_op(self, workflow: Workflow, expect: int) -> Op:
+        return (
+            self._subject(names.JOBS_BUCKET, f"w.{workflow.id}"),
+            json.dumps(converter.unstructure(workflow), separators=(",", ":")).encode(),
+            {_EXPECT: str(expect)},
+        )
+
+    @_guard
+    async def insert_workflow(self, workflow: Workflow, jobs: Sequence[Job]) -> None:
+        """The workflow record and all its jobs in one atomic batch."""
+        ops = [self._wf_op(workflow, 0)]
+        ops.extend(self._job_op(j, 1 if j.state is S.AVAILABLE else 0, 0) for j in jobs)
+        if len(ops) > MAX_BATCH:
+            raise PayloadTooLargeError(f"a workflow on NATS holds at most {MAX_BATCH - 1} jobs")
+        await self._announce_new(jobs)
+        try:
+            await commit(self.nc, self.js, ops)
+        except WrongSequenceError:
+            raise DuplicateJobError("a job or workflow with one of these ids exists") from None
+        for job in jobs:
+            self._count(None, job)
+
+    async def _read_workflow(self, workflow_id: str) -> tuple[Workflow, int] | None:
+        got = await self._get(self._jobs, f"w.{workflow_id}")
+        if got is None:
+            return None
+        return converter.structure(json.loads(got[0]), Workflow), got[1]
+
+    @_guard
+    async def get_workflow(self, workflow_id: str) -> Workflow | None:
+        """The record or ``None``."""
+        rec = await self._read_workflow(workflow_id)
+        return rec[0] if rec else None
+
+    @_guard
+    async def update_workflow(
+        self, workflow_id: str, fn: Callable[[Workflow], Workflow]
+    ) -> tuple[Workflow, Workflow]:
+        """Compare-and-swap on the workflow record."""
+        for _ in range(_CAS_ATTEMPTS):
+            rec = await self._read_workflow(workflow_id)
+            if rec is None:
+                raise NotFoundError("workflow", workflow_id)
+            before, rev = rec
+            after = fn(before)
+            if after is before:
+                return before, after
+            try:
+                await commit(self.nc, self.js, [self._wf_op(after, rev)])
+            except WrongSequenceError:
+                continue
+            return before, after
+        raise ConflictError(f"workflow {workflow_id} is being changed concurrently; try again")
+
+    # -- cron -----------------------------------------------------------------------------
+
+    async def _read_cron(self, name: str) -> tuple[CronJob, int] | None:
+        got = await self._get(self._kv[names.CRON_BUCKET], name)
+        if got is None:
+            return None
+        return converter.structure(json.loads(got[0]), CronJob), got[1]
+
+    @staticmethod
+    def _cron_bytes(cron: CronJob) -> bytes:
+        return json.dumps(converter.unstructure(cron), separators=(",", ":")).encode()
+
+    @_guard
+    async def put_cron(self, cron: CronJob) -> bool:
+        """Upsert."""
+        existed = await self._read_cron(cron.name) is not None
+        await self._kv[names.CRON_BUCKET].put(cron.name, self._cron_bytes(cron))
+        return not existed
+
+    @_guard
+    async def get_cron(self, name: str) -> CronJob | None:
+        """The entry or ``None``."""
+        rec = await self._read_cron(name)
+        return rec[0] if rec else None
+
+    @_guard
+    async def list_crons(self) -> list[CronJob]:
+        """Every entry, by name."""
+        try:
+            keys = await self._kv[names.CRON_BUCKET].keys()
+        except nats.js.errors.NoKeysError:
+            return []
+        recs = await asyncio.gather(*(self._read_cron(k) for k in sorted(keys)))
+        return [r[0] for r in recs if r is not None]
+
+    @_guard
+    async def delete_cron(self, name: str) -> CronJob | None:
+        """Remove and return."""
+        rec = await self._read_cron(name)
+        if rec is None:
+            return None
+        await self._kv[names.CRON_BUCKET].purge(name)
+        return rec[0]
+
+    @_guard
+    async def update_cron(
+        self, name: str, fn: Callable[[CronJob], CronJob]
+    ) -> tuple[CronJob, CronJob]:
+        """Compare-and-swap; of several replicas firing one tick, one swap wins."""
+        kv = self._kv[names.CRON_BUCKET]
+        for _ in range(_CAS_ATTEMPTS):
+            rec = await self._read_cron(name)
+            if rec is None:
+                raise NotFoundError("cron job", name)
+            before, rev = rec
+            after = fn(before)
+            if after is before:
+                return before, after
+            try:
+                await kv.update(name, self._cron_bytes(after), last=rev)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+            return before, after
+        raise ConflictError(f"cron {name!r} is being changed concurrently; try again")
+
+    # -- workers and events ---------------------------------------------------------------
+
+    @_guard
+    async def upsert_worker(self, fn: Callable[[WorkerInfo | None], WorkerInfo]) -> WorkerInfo:
+        """Create or update a worker record by compare-and-swap."""
+        kv = self._kv[names.WORKERS_BUCKET]
+        probe = fn(None)
+        key = names.hex_key(probe.worker_id)
+        for _ in range(_CAS_ATTEMPTS):
+            got = await self._get(kv, key)
+            if got is None:
+                data = json.dumps(converter.unstructure(probe)).encode()
+                try:
+                    await kv.create(key, data)
+                except nats.js.errors.KeyWrongLastSequenceError:
+                    continue
+                return probe
+            current = converter.structure(json.loads(got[0]), WorkerInfo)
+            new = fn(current)
+            try:
+                await kv.update(key, json.dumps(converter.unstructure(new)).encode(), last=got[1])
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+            return new
+        raise ConflictError("worker record is being changed concurrently; try again")
+
+    @_guard
+    async def get_worker(self, worker_id: str) -> WorkerInfo | None:
+        """The record or ``None``."""
+        got = await self._get(self._kv[names.WORKERS_BUCKET], names.hex_key(worker_id))
+        return converter.structure(json.loads(got[0]), WorkerInfo) if got else None
+
+    @_guard
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Every worker seen."""
+        kv = self._kv[names.WORKERS_BUCKET]
+        try:
+            keys = await kv.keys()
+        except nats.js.errors.NoKeysError:
+            return []
+        out = []
+        for key in keys:
+            got = await self._get(kv, key)
+            if got:
+                out.append(converter.structure(json.loads(got[0]), WorkerInfo))
+        return out
+
+    @_guard
+    async def publish_events(self, events: Sequence[Event]) -> None:
+        """Core-NATS publish to ``ojs.events.<type>`` (the events stream keeps them a day)."""
+        for event in events:
+            body = {
+                "id": event.id,
+                "type": event.type,
+                "time": format_ts(event.time),
+                "subject": event.subject,
+                "data": event.data,
+            }
+            await self.nc.publish(
+                f"{names.EVENT_PREFIX}.{event.type}",
+                json.dumps(body, separators=(",", ":"), default=str).encode(),
+            )
+
+    @_guard
+    async def read_events(self, flt: EventFilter) -> list[Event]:
+        """Read the events stream from ``after`` with an ephemeral consumer."""
+        subjects = [f"{names.EVENT_PREFIX}.{t}" for t in flt.types] or [f"{names.EVENT_PREFIX}.>"]
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if flt.after else DeliverPolicy.ALL,
+            opt_start_seq=flt.after + 1 if flt.after else None,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=10.0,
+            filter_subjects=subjects if len(subjects) > 1 else None,
+            filter_subject=subjects[0] if len(subjects) == 1 else None,
+        )
+        info = await self.js.add_consumer(names.EVENTS_STREAM, config)
+        out: list[Event] = []
+        try:
+            scanned = 0
+            while len(out) < flt.limit and scanned < 20_000:
+                msgs = await pull_now(self.nc, names.EVENTS_STREAM, info.name, 500)
+                if not msgs:
+                    break
+                scanned += len(msgs)
+                for msg in msgs:
+                    raw = json.loads(msg.data)
+                    data = raw.get("data") or {}
+                    if flt.queues and data.get("queue") not in flt.queues:
+                        continue
+                    if flt.job_id and data.get("job_id") != flt.job_id:
+                        continue
+                    out.append(
+                        Event(
+                            id=raw["id"],
+                            type=raw["type"],
+                            time=parse_ts(raw["time"]),
+                            subject=raw.get("subject"),
+                            data=data,
+                            seq=msg.metadata.sequence.stream,
+                        )
+                    )
+                    if len(out) >= flt.limit:
+                        break
+        finally:
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(names.EVENTS_STREAM, info.name)
+        return out
