@@ -93,17 +93,17 @@ def parse_ts(text: str, now: datetime | None = None) -> datetime:
 
 def format_ts(dt: datetime) -> str:
     """Format as RFC 3339: ``Z`` for UTC, the original offset otherwise, ms only when present."""
-    off = dt.utcoffset()
-    base = f"{dt.year:04d}-" + dt.strftime("%m-%dT%H:%M:%S")  # glibc %Y does not pad years < 1000
     us = dt.microsecond
-    if us:
-        base += f".{us // 1000:03d}" if us % 1000 == 0 else f".{us:06d}"
-    if off is None or off == timedelta(0):
-        return base + "Z"
+    spec = "seconds" if not us else ("milliseconds" if us % 1000 == 0 else "microseconds")
+    # isoformat is C code, pads the year to four digits and prints the offset as +HH:MM.
+    text = dt.replace(tzinfo=None).isoformat(timespec=spec)
+    off = dt.utcoffset()
+    if off is None or not off:
+        return text + "Z"
     total = int(off.total_seconds())
     sign = "+" if total >= 0 else "-"
     total = abs(total)
-    return f"{base}{sign}{total // 3600:02d}:{total % 3600 // 60:02d}"
+    return f"{text}{sign}{total // 3600:02d}:{total % 3600 // 60:02d}"
 
 
 def ms_between(start: datetime, end: datetime) -> int:

@@ -26,6 +26,7 @@ import functools
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
@@ -85,6 +86,9 @@ _EXPECT = "Nats-Expected-Last-Subject-Sequence"
 #: A hint whose record write has not landed after this long never will (the writer died).
 _HINT_GRACE = timedelta(seconds=30)
 _CAS_ATTEMPTS = 64
+#: Job versions kept for the next compare-and-swap on them (ack after claim, mostly).
+_CACHE_SIZE = 20_000
+_CONTROL_RESET = "ojs.control.reset"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -187,6 +191,9 @@ class NatsBackend:
         self._timer_inflight: dict[str, Msg] = {}
         self._watch_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[Any]] = set()
+        self._cache: OrderedDict[str, tuple[Job, int, int]] = OrderedDict()
+        self._deltas: dict[str, int] = {}
+        self._flush_task: asyncio.Task[None] | None = None
 
     # -- connection -----------------------------------------------------------------------
 
@@ -230,6 +237,7 @@ class NatsBackend:
             )
         self._js = self._nc.jetstream(timeout=10)
         await self._provision()
+        await self._nc.subscribe(_CONTROL_RESET, cb=self._on_control)
         self._watch_task = asyncio.get_running_loop().create_task(self._watch_queues())
 
     async def close(self) -> None:
@@ -341,6 +349,16 @@ class NatsBackend:
             names.WORKERS_BUCKET: await self._bucket(names.WORKERS_BUCKET),
         }
 
+    def _forget_all(self) -> None:
+        self._queues.clear()
+        self._ready_ok.clear()
+        self._timer_inflight.clear()
+        self._cache.clear()
+
+    async def _on_control(self, msg: Msg) -> None:
+        if msg.subject == _CONTROL_RESET:
+            self._forget_all()
+
     async def _watch_queues(self) -> None:
         # Keeps every replica's view of pause flags and priorities current without reads.
         while True:
@@ -390,10 +408,10 @@ class NatsBackend:
         ):
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await self.js.delete_stream(stream)
-        self._queues.clear()
-        self._ready_ok.clear()
-        self._timer_inflight.clear()
+        self._forget_all()
         await self._provision()
+        # Other replicas drop what they cached about the old streams (consumers, queues, jobs).
+        await self.nc.publish(_CONTROL_RESET, b"")
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -415,12 +433,33 @@ class NatsBackend:
             return None
         return entry.value, entry.revision or 0
 
-    async def _read(self, job_id: str) -> tuple[Job, int, int] | None:
+    async def _read(self, job_id: str, *, cached: bool = False) -> tuple[Job, int, int] | None:
+        """``(job, epoch, revision)``; with ``cached`` the last version this process wrote or
+        read may be returned. A stale one is harmless: the compare-and-swap that follows fails
+        and the caller re-reads."""
+        if cached:
+            hit = self._cache.get(job_id)
+            if hit is not None:
+                return hit
         got = await self._get(self._jobs, f"j.{job_id}")
         if got is None:
+            self._cache.pop(job_id, None)
             return None
         job, epoch = _decode_job(got[0])
-        return job, epoch, got[1]
+        rec = (job, epoch, got[1])
+        self._remember(rec)
+        return rec
+
+    def _remember(self, rec: tuple[Job, int, int]) -> None:
+        cache = self._cache
+        job_id = rec[0].id
+        if rec[0].state.terminal:
+            cache.pop(job_id, None)  # nothing more will happen to it here
+            return
+        cache[job_id] = rec
+        cache.move_to_end(job_id)
+        if len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
 
     @staticmethod
     async def _keys(kv: KeyValue, pattern: str) -> list[str]:
@@ -502,8 +541,12 @@ class NatsBackend:
             headers={"Nats-Schedule": f"@at {at}", "Nats-Schedule-Target": f"ojs.tfire.{job_id}"},
         )
 
-    def _count(self, before: Job | None, after: Job | None) -> None:
-        """Fire-and-forget per-queue, per-state counter increments (for stats)."""
+    async def _count(self, before: Job | None, after: Job | None) -> None:
+        """Account a transition in the per-queue, per-state counters (for stats).
+
+        Deltas are summed in memory and flushed as one increment per counter a few
+        milliseconds later, so a burst of transitions costs a handful of publishes.
+        """
         if (
             before is not None
             and after is not None
@@ -511,23 +554,29 @@ class NatsBackend:
             and before.queue == after.queue
         ):
             return
+        deltas = self._deltas
+        if before is not None:
+            key = names.counter_subject(before.queue, before.state.value)
+            deltas[key] = deltas.get(key, 0) - 1
+        if after is not None:
+            key = names.counter_subject(after.queue, after.state.value)
+            deltas[key] = deltas.get(key, 0) + 1
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush_counts())
+
+    async def _flush_counts(self, *, wait: bool = False) -> None:
+        if not wait:
+            await asyncio.sleep(0.005)
+        deltas, self._deltas = self._deltas, {}
         with contextlib.suppress(Exception):
-            if before is not None:
-                self._spawn(
-                    self.js.publish(
-                        names.counter_subject(before.queue, before.state.value),
-                        b"",
-                        headers={"Nats-Incr": "-1"},
-                    )
-                )
-            if after is not None:
-                self._spawn(
-                    self.js.publish(
-                        names.counter_subject(after.queue, after.state.value),
-                        b"",
-                        headers={"Nats-Incr": "+1"},
-                    )
-                )
+            for subject, delta in deltas.items():
+                if not delta:
+                    continue
+                headers = {"Nats-Incr": f"{delta:+d}"}
+                if wait:  # acknowledged: a read that follows sees it
+                    await self.js.publish(subject, b"", headers=headers)
+                else:
+                    await self.nc.publish(subject, b"", headers=headers)
 
     # -- queues ---------------------------------------------------------------------------
 
@@ -616,6 +665,8 @@ class NatsBackend:
     @_guard
     async def queue_stats(self, queue: str) -> QueueStats:
         """Counts from the counter stream: one direct read per state, no scan."""
+        if self._deltas:
+            await self._flush_counts(wait=True)  # this process's own writes are visible
 
         async def read(state: JobState) -> int:
             try:
@@ -693,7 +744,7 @@ class NatsBackend:
                 )
             await self._announce_new(jobs)
             try:
-                await commit(self.nc, self.js, ops)
+                seqs = await commit(self.nc, self.js, ops)
             except WrongSequenceError:
                 existing = await asyncio.gather(*(self._read(j.id) for j in jobs))
                 for job, rec in zip(jobs, existing, strict=True):
@@ -702,8 +753,9 @@ class NatsBackend:
                             f"A job with id '{job.id}' already exists", details={"job_id": job.id}
                         ) from None
                 continue  # a unique-key holder changed meanwhile: decide again
-            for job in jobs:
-                self._count(None, job)
+            for job, seq in zip(jobs, seqs, strict=False):
+                self._remember((job, 1 if job.state is S.AVAILABLE else 0, seq))
+                await self._count(None, job)
             return []
         raise ConflictError("enqueue lost too many races on unique keys; try again")
 
@@ -731,18 +783,31 @@ class NatsBackend:
                 ops.append((subject, b"1", {}))
             else:
                 ops.append((subject, b"", {"KV-Operation": "DEL"}))
-        await commit(self.nc, self.js, ops)
-        self._count(before, after)
+        try:
+            seqs = await commit(self.nc, self.js, ops)
+        except WrongSequenceError:
+            self._cache.pop(after.id, None)
+            raise
+        self._remember((after, new_epoch, seqs[0]))
+        await self._count(before, after)
 
     @_guard
     async def update_job(self, job_id: str, fn: JobFn) -> tuple[Job, Job]:
         """Compare-and-swap on the record's revision, retried on contention."""
+        cached = True
         for _ in range(_CAS_ATTEMPTS):
-            rec = await self._read(job_id)
+            rec = await self._read(job_id, cached=cached)
             if rec is None:
                 raise NotFoundError("job", job_id)
             before, epoch, rev = rec
-            after = fn(before)
+            try:
+                after = fn(before)
+            except OJSError:
+                if cached and job_id in self._cache:
+                    cached = False  # judge on the stored version, not a cached one
+                    continue
+                raise
+            cached = False
             if after is before:
                 self._timer_done(job_id)
                 return before, after
@@ -767,7 +832,7 @@ class NatsBackend:
             else timedelta(0)
         )
         for _ in range(8):
-            rec = await self._read(job_id)
+            rec = await self._read(job_id)  # fresh: this is the careful path
             if rec is None or rec[1] < hint_epoch:
                 # The write this hint announces has not landed yet, or never will.
                 if age < _HINT_GRACE:
@@ -791,6 +856,56 @@ class NatsBackend:
             return after
         await msg.nak(delay=0.1)
         return None
+
+    async def _claim_batch(self, msgs: Sequence[Msg], activate: ActivateFn) -> list[Job]:
+        """Claim the jobs of many hints with one read each (often cached), one batch of
+        timers and one atomic batch of compare-and-swaps; any conflict falls back to one by one."""
+        parsed: list[tuple[Msg, str, int]] = []
+        for msg in msgs:
+            try:
+                job_id, hint_epoch_text = msg.data.decode().split(" ", 1)
+                parsed.append((msg, job_id, int(hint_epoch_text)))
+            except ValueError:
+                await msg.term()
+        recs = await asyncio.gather(*(self._read(p[1], cached=True) for p in parsed))
+        writes: list[tuple[Msg, Job, Job, int, int]] = []
+        slow: list[Msg] = []
+        for (msg, _, hint_epoch), rec in zip(parsed, recs, strict=True):
+            if rec is None or rec[1] != hint_epoch or rec[0].state is not S.AVAILABLE:
+                slow.append(msg)  # unknown, in flight or stale: decide carefully, one by one
+                continue
+            job, epoch, rev = rec
+            after = activate(job)
+            if after is None:
+                await msg.nak(delay=0.1)
+                continue
+            writes.append((msg, job, after, epoch, rev))
+        out: list[Job] = []
+        if writes:
+            timers = [
+                self._schedule_op(after.id, deadline)
+                for _, _, after, _, _ in writes
+                if (deadline := timer_deadline(after)) is not None
+            ]
+            ops = [self._job_op(after, epoch, rev) for _, _, after, epoch, rev in writes]
+            try:
+                if timers:
+                    await commit(self.nc, self.js, timers)
+                seqs = await commit(self.nc, self.js, ops)
+            except WrongSequenceError:
+                for _, job, _, _, _ in writes:
+                    self._cache.pop(job.id, None)
+                slow.extend(w[0] for w in writes)
+            else:
+                for (msg, job, after, epoch, _), seq in zip(writes, seqs, strict=True):
+                    self._remember((after, epoch, seq))
+                    await msg.ack()
+                    await self._count(job, after)
+                    out.append(after)
+        if slow:
+            results = await asyncio.gather(*(self._claim_one(m, activate) for m in slow))
+            out.extend(j for j in results if j is not None)
+        return out
 
     @_guard
     async def claim_jobs(
@@ -821,7 +936,7 @@ class NatsBackend:
                         msgs = []
                     if not msgs:
                         break
-                    results = await asyncio.gather(*(self._claim_one(m, activate) for m in msgs))
+                    results = await self._claim_batch(msgs, activate)
                     progressed = False
                     for job in results:
                         if job is None:
@@ -897,7 +1012,8 @@ class NatsBackend:
         await self._jobs.purge(f"j.{job_id}")
         with contextlib.suppress(Exception):
             await self._jobs.purge(f"d.{job_id}")
-        self._count(rec[0], None)
+        await self._count(rec[0], None)
+        self._cache.pop(job_id, None)
         return True
 
     # -- workflows ------------------------------------------------------------------------
@@ -922,7 +1038,7 @@ class NatsBackend:
         except WrongSequenceError:
             raise DuplicateJobError("a job or workflow with one of these ids exists") from None
         for job in jobs:
-            self._count(None, job)
+            await self._count(None, job)
 
     async def _read_workflow(self, workflow_id: str) -> tuple[Workflow, int] | None:
         got = await self._get(self._jobs, f"w.{workflow_id}")

@@ -61,22 +61,25 @@ def _is_wrong_sequence(err: APIError) -> bool:
     return err.err_code == _WRONG_LAST_SEQUENCE or "wrong last sequence" in (err.description or "")
 
 
-async def commit(nc: Client, js: JetStreamContext, ops: Sequence[Op], wait_s: float = 5.0) -> None:
+async def commit(
+    nc: Client, js: JetStreamContext, ops: Sequence[Op], wait_s: float = 5.0
+) -> list[int]:
     """Write ``ops`` (subject, payload, headers); atomically when there are several.
 
-    Raises :class:`WrongSequenceError` when an expected-sequence check fails (nothing written).
+    Returns the stream sequence of each message (a KV key's new revision). Raises
+    :class:`WrongSequenceError` when an expected-sequence check fails (nothing written).
     """
     if not ops:
-        return
+        return []
     if len(ops) == 1:
         subject, data, headers = ops[0]
         try:
-            await js.publish(subject, data, timeout=wait_s, headers=headers or None)
+            ack = await js.publish(subject, data, timeout=wait_s, headers=headers or None)
         except APIError as err:
             if _is_wrong_sequence(err):
                 raise WrongSequenceError(str(err)) from None
             raise
-        return
+        return [ack.seq]
     if len(ops) > MAX_BATCH:
         raise ValueError(f"an atomic batch holds at most {MAX_BATCH} messages, got {len(ops)}")
     batch_id = uuid.uuid4().hex
@@ -102,3 +105,6 @@ async def commit(nc: Client, js: JetStreamContext, ops: Sequence[Op], wait_s: fl
                 err_code=error.get("err_code"),
                 description=error.get("description"),
             )
+        last_seq = int(body.get("seq", 0))
+        return list(range(last_seq - last + 1, last_seq + 1))
+    return []  # pragma: no cover - the loop always returns on the last op

@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of ojs-python against the raw NATS and HTTP baselines (see README)."""

