@@ -23,7 +23,7 @@ from .responses import check_version, error_response
 from .routes import routes
 from .settings import HttpSettings
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "lifespan"]
 
 log = logging.getLogger("ojs.http")
 
@@ -53,6 +53,10 @@ def create_app(
     stops the scheduler and closes the backend. Pass ``manage_backend=False`` when the host
     application owns the backend's lifecycle (an already-open backend that must stay open).
     ``app.state.service`` is the :class:`JobService` for in-process use.
+
+    The app may be mounted inside a host ASGI app (``Mount("/jobs-api", app=ojs_app)``): its
+    routes then answer under the prefix and ``Location`` headers include it. Starlette does not
+    run a mounted app's lifespan, so the host must enter :func:`lifespan` from its own.
     """
     settings = settings or HttpSettings()
     service = service or JobService(
@@ -106,6 +110,24 @@ def create_app(
     app.state.service = service
     app.state.scheduler = scheduler
     return app
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Run an OJS app's startup and shutdown from a host application's lifespan.
+
+    Starlette never runs the lifespan of a mounted app; enter this instead::
+
+        @contextlib.asynccontextmanager
+        async def host_lifespan(host: Starlette) -> AsyncIterator[None]:
+            async with ojs_http.lifespan(ojs_app):
+                yield
+
+    It opens and closes the backend unless the app was created with ``manage_backend=False``,
+    and runs the timer/cron scheduler while the host runs.
+    """
+    async with app.router.lifespan_context(app):
+        yield
 
 
 class _VersionCheck:

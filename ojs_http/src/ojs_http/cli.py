@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from ojs_core.backend import Backend
+from ojs_core.plugins import BackendOptions, BackendPluginError, load_backend
 
 from .app import create_app
 from .settings import CONTENT_TYPE_MODES, HttpSettings
@@ -37,7 +38,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--backend",
         default=env.get("OJS_BACKEND") or env.get("NATS_URL") or "embedded",
         help="embedded (default: a private nats-server storing in --data-dir), "
-        "nats://host:port[,host:port] (an external server or cluster), or memory://",
+        "nats://host:port[,host:port] (an external server or cluster), memory://, or the URL "
+        "of any backend an installed plugin registers (e.g. sqlite:///path/to/db)",
     )
     p.add_argument(
         "--data-dir",
@@ -77,22 +79,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def build_backend(url: str, *, replicas: int = 1, data_dir: str = ".ojs") -> Backend:
-    """A backend for ``url``; raises ``SystemExit`` with a clear message for unknown schemes."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else url.lower()
-    if scheme == "memory":
-        from ojs_memory import MemoryBackend
+    """The backend an installed plugin registers for ``url``'s scheme (see ``ojs_core.plugins``).
 
-        return MemoryBackend()
-    if scheme in ("nats", "tls"):
-        from ojs_nats.backend import NatsBackend
-
-        return NatsBackend(url, replicas=replicas)
-    if scheme == "embedded":
-        from ojs_nats.backend import NatsBackend
-        from ojs_nats.embedded import EmbeddedNatsServer
-
-        return NatsBackend(replicas=1, embedded=EmbeddedNatsServer(data_dir))
-    raise SystemExit(f"ojs-server: unknown backend {url!r}; known: memory://, nats://, embedded")
+    ``memory`` and ``memory://`` are the same; unknown schemes raise ``SystemExit`` with a
+    message listing the installed ones.
+    """
+    try:
+        return load_backend(url, BackendOptions(replicas=replicas, data_dir=data_dir))
+    except BackendPluginError as exc:
+        raise SystemExit(f"ojs-server: {exc}") from None
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -76,6 +78,7 @@ from ojs_core.timeutil import format_ts, parse_ts
 from . import names
 from .embedded import EmbeddedNatsServer
 from .jetstream import MAX_BATCH, Op, WrongSequenceError, commit, pull_now
+from .jetstream import publish as _publish
 
 __all__ = ["MIN_SERVER_VERSION", "NatsBackend"]
 
@@ -89,6 +92,11 @@ _CAS_ATTEMPTS = 64
 #: Job versions kept for the next compare-and-swap on them (ack after claim, mostly).
 _CACHE_SIZE = 20_000
 _CONTROL_RESET = "ojs.control.reset"
+_KEY_SAFE = re.compile(r"[-_=.A-Za-z0-9]{1,200}")
+_KV_KEY = re.compile(r"[-/_=.A-Za-z0-9]{1,512}")
+#: Deadlines closer than this are also kept in a local heap (bounded) for precision.
+_SOON_HORIZON_S = 60.0
+_SOON_MAX = 100_000
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -193,6 +201,7 @@ class NatsBackend:
         self._background: set[asyncio.Future[Any]] = set()
         self._cache: OrderedDict[str, tuple[Job, int, int]] = OrderedDict()
         self._deltas: dict[str, int] = {}
+        self._soon: list[tuple[datetime, str]] = []
         self._flush_task: asyncio.Task[None] | None = None
 
     # -- connection -----------------------------------------------------------------------
@@ -223,6 +232,9 @@ class NatsBackend:
             "reconnect_time_wait": 0.5,
             "allow_reconnect": True,
             "connect_timeout": 5,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
         }
         options.update(self.connect_options)
         self._nc = await nats.connect(servers=self.servers, **options)
@@ -349,11 +361,26 @@ class NatsBackend:
             names.WORKERS_BUCKET: await self._bucket(names.WORKERS_BUCKET),
         }
 
+    async def _on_error(self, exc: Exception) -> None:
+        # nats-py reports, among others, ordered consumers it cannot recreate after a reset
+        # deleted their stream; the watcher restarts by itself.
+        if isinstance(exc, nats.js.errors.NotFoundError):
+            log.debug("nats: %r", exc)
+        else:
+            log.warning("nats: %r", exc)
+
+    async def _on_disconnected(self) -> None:
+        log.warning("disconnected from NATS; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        log.info("reconnected to NATS")
+
     def _forget_all(self) -> None:
         self._queues.clear()
         self._ready_ok.clear()
         self._timer_inflight.clear()
         self._cache.clear()
+        self._soon.clear()
 
     async def _on_control(self, msg: Msg) -> None:
         if msg.subject == _CONTROL_RESET:
@@ -425,10 +452,19 @@ class NatsBackend:
         return self._kv[names.JOBS_BUCKET]
 
     async def _get(self, kv: KeyValue, key: str) -> tuple[bytes, int] | None:
-        try:
-            entry = await kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
+        if not _KV_KEY.fullmatch(key):
+            return None  # a name from a URL that no stored record can have
+        for attempt in range(20):
+            try:
+                entry = await kv.get(key)
+                break
+            except nats.js.errors.KeyNotFoundError:
+                return None
+            except nats.errors.NoRespondersError:
+                # A just-created bucket's direct-get responders may not be up yet.
+                if attempt == 19:
+                    raise
+                await asyncio.sleep(0.05)
         if entry.value is None:
             return None
         return entry.value, entry.revision or 0
@@ -437,6 +473,8 @@ class NatsBackend:
         """``(job, epoch, revision)``; with ``cached`` the last version this process wrote or
         read may be returned. A stale one is harmless: the compare-and-swap that follows fails
         and the caller re-reads."""
+        if not _KEY_SAFE.fullmatch(job_id):
+            return None  # not an id this backend could have stored (and not a valid KV key)
         if cached:
             hit = self._cache.get(job_id)
             if hit is not None:
@@ -493,7 +531,8 @@ class NatsBackend:
         if new_epoch != epoch:
             await self._ensure_ready(after.queue, after.priority)
             pubs.append(
-                self.js.publish(
+                _publish(
+                    self.js,
                     names.ready_subject(after.queue, after.priority),
                     f"{after.id} {new_epoch}".encode(),
                 )
@@ -501,8 +540,19 @@ class NatsBackend:
         deadline = timer_deadline(after)
         if deadline is not None and (before is None or deadline != timer_deadline(before)):
             pubs.append(self._schedule(after.id, deadline))
+            self._soon_add(after.id, deadline)
         if pubs:
             await asyncio.gather(*pubs)
+
+    def _soon_add(self, job_id: str, deadline: datetime) -> None:
+        """Remember a near deadline locally: the server's scheduler fires up to ~250 ms late,
+        this replica's timer loop is precise to its interval. The stored schedule stays the
+        durable backstop (any replica, after a crash)."""
+        if (
+            len(self._soon) < _SOON_MAX
+            and (deadline - datetime.now(UTC)).total_seconds() < _SOON_HORIZON_S
+        ):
+            heapq.heappush(self._soon, (deadline, job_id))
 
     async def _announce_new(self, jobs: Sequence[Job]) -> None:
         """Hints and timers for new jobs, written in order, a batch per stream (pipelined)."""
@@ -520,6 +570,7 @@ class NatsBackend:
             deadline = timer_deadline(job)
             if deadline is not None:
                 timers.append(self._schedule_op(job.id, deadline))
+                self._soon_add(job.id, deadline)
         for ops in (hints, timers):
             for start in range(0, len(ops), MAX_BATCH):
                 await commit(self.nc, self.js, ops[start : start + MAX_BATCH])
@@ -535,7 +586,8 @@ class NatsBackend:
 
     def _schedule(self, job_id: str, deadline: datetime) -> Awaitable[Any]:
         at = deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return self.js.publish(
+        return _publish(
+            self.js,
             f"ojs.tsched.{job_id}",
             format_ts(deadline).encode(),
             headers={"Nats-Schedule": f"@at {at}", "Nats-Schedule-Target": f"ojs.tfire.{job_id}"},
@@ -574,7 +626,7 @@ class NatsBackend:
                     continue
                 headers = {"Nats-Incr": f"{delta:+d}"}
                 if wait:  # acknowledged: a read that follows sees it
-                    await self.js.publish(subject, b"", headers=headers)
+                    await _publish(self.js, subject, b"", headers=headers)
                 else:
                     await self.nc.publish(subject, b"", headers=headers)
 
@@ -870,10 +922,17 @@ class NatsBackend:
         recs = await asyncio.gather(*(self._read(p[1], cached=True) for p in parsed))
         writes: list[tuple[Msg, Job, Job, int, int]] = []
         slow: list[Msg] = []
-        for (msg, _, hint_epoch), rec in zip(parsed, recs, strict=True):
-            if rec is None or rec[1] != hint_epoch or rec[0].state is not S.AVAILABLE:
+        batched: set[str] = set()
+        for (msg, job_id, hint_epoch), rec in zip(parsed, recs, strict=True):
+            if (
+                rec is None
+                or rec[1] != hint_epoch
+                or rec[0].state is not S.AVAILABLE
+                or job_id in batched  # a duplicate hint: one key may be in a batch only once
+            ):
                 slow.append(msg)  # unknown, in flight or stale: decide carefully, one by one
                 continue
+            batched.add(job_id)
             job, epoch, rev = rec
             after = activate(job)
             if after is None:
@@ -882,11 +941,12 @@ class NatsBackend:
             writes.append((msg, job, after, epoch, rev))
         out: list[Job] = []
         if writes:
-            timers = [
-                self._schedule_op(after.id, deadline)
-                for _, _, after, _, _ in writes
-                if (deadline := timer_deadline(after)) is not None
-            ]
+            timers = []
+            for _, _, after, _, _ in writes:
+                deadline = timer_deadline(after)
+                if deadline is not None:
+                    timers.append(self._schedule_op(after.id, deadline))
+                    self._soon_add(after.id, deadline)
             ops = [self._job_op(after, epoch, rev) for _, _, after, epoch, rev in writes]
             try:
                 if timers:
@@ -969,11 +1029,16 @@ class NatsBackend:
             with contextlib.suppress(Exception):
                 await msg.nak()
         self._timer_inflight.clear()
+        due: list[str] = []
+        soon = self._soon
+        while soon and soon[0][0] <= now and len(due) < limit:
+            job_id = heapq.heappop(soon)[1]
+            if job_id not in due:
+                due.append(job_id)  # a stale entry is harmless: on_timer finds nothing due
         try:
             msgs = await pull_now(self.nc, names.TIMER_STREAM, names.TIMER_CONSUMER, limit)
         except nats.errors.TimeoutError:
-            return []
-        due: list[str] = []
+            return due
         for msg in msgs:
             job_id = msg.subject.rsplit(".", 1)[-1]
             rec = await self._read(job_id)
@@ -981,7 +1046,7 @@ class NatsBackend:
             if deadline is None:
                 await msg.ack()
             elif deadline <= now:
-                if job_id in self._timer_inflight:
+                if job_id in self._timer_inflight or job_id in due:
                     await msg.ack()
                 else:
                     self._timer_inflight[job_id] = msg

@@ -9,12 +9,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Sequence
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
 from nats.js.errors import APIError
 
@@ -57,6 +60,38 @@ async def pull_now(
     return msgs
 
 
+async def publish(
+    js: JetStreamContext,
+    subject: str,
+    data: bytes,
+    headers: dict[str, str] | None = None,
+    wait_s: float = 5.0,
+) -> PubAck:
+    """``js.publish`` that rides out a stream's brief unavailability (just created, or a
+    leader election in a cluster): *no responders* is retried for up to about a second."""
+    for attempt in range(20):
+        try:
+            return await js.publish(subject, data, timeout=wait_s, headers=headers or None)
+        except NoRespondersError:
+            if attempt == 19:
+                raise
+            await asyncio.sleep(0.05)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _request(
+    nc: Client, subject: str, data: bytes, headers: dict[str, str], wait_s: float
+) -> Msg:
+    for attempt in range(20):
+        try:
+            return await nc.request(subject, data, timeout=wait_s, headers=headers)
+        except NoRespondersError:
+            if attempt == 19:
+                raise
+            await asyncio.sleep(0.05)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _is_wrong_sequence(err: APIError) -> bool:
     return err.err_code == _WRONG_LAST_SEQUENCE or "wrong last sequence" in (err.description or "")
 
@@ -74,7 +109,7 @@ async def commit(
     if len(ops) == 1:
         subject, data, headers = ops[0]
         try:
-            ack = await js.publish(subject, data, timeout=wait_s, headers=headers or None)
+            ack = await publish(js, subject, data, headers, wait_s)
         except APIError as err:
             if _is_wrong_sequence(err):
                 raise WrongSequenceError(str(err)) from None
@@ -92,7 +127,7 @@ async def commit(
             await nc.publish(subject, data, headers=h)
             continue
         h["Nats-Batch-Commit"] = "1"
-        reply = await nc.request(subject, data, timeout=wait_s, headers=h)
+        reply = await _request(nc, subject, data, h, wait_s)
         body = json.loads(reply.data or b"{}")
         error = body.get("error")
         if error:

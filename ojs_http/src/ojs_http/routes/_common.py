@@ -12,13 +12,20 @@ from ojs_core.errors import ValidationError
 from ojs_core.model import Job
 from ojs_core.service import JobService
 
-__all__ = ["body_object", "query_int", "service", "wire"]
+__all__ = ["body_object", "pagination", "prefixed", "query_int", "service", "wire"]
 
 
 def service(request: Request) -> JobService:
     """The app's :class:`JobService`."""
     svc: JobService = request.app.state.service
     return svc
+
+
+def prefixed(request: Request, path: str) -> str:
+    """``path`` (absolute within this app) as the client must request it: with the mount
+    prefix (``scope["root_path"]``) when the app is mounted inside another ASGI app."""
+    root = str(request.scope.get("root_path") or "").rstrip("/")
+    return root + path
 
 
 def body_object(body: Any) -> Mapping[str, Any]:

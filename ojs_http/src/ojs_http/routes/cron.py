@@ -10,7 +10,7 @@ from ojs_core.codec import cron_to_wire
 from ojs_core.errors import ValidationError
 
 from ..responses import json_response, read_json
-from ._common import body_object, pagination, query_int, service
+from ._common import body_object, pagination, prefixed, query_int, service
 
 __all__ = ["routes"]
 
@@ -23,7 +23,7 @@ async def register(request: Request) -> Response:
         request,
         {"cron": wire, "cron_job": wire},
         201 if created else 200,
-        {"Location": f"/ojs/v1/cron/{cron.name}"},
+        {"Location": prefixed(request, f"/ojs/v1/cron/{cron.name}")},
     )
 
 

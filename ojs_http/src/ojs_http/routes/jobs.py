@@ -13,7 +13,7 @@ from ojs_core.timeutil import format_ts
 
 from ..responses import json_response, read_json
 from ..settings import HttpSettings
-from ._common import body_object, service, wire
+from ._common import body_object, prefixed, service, wire
 
 __all__ = ["routes"]
 
@@ -40,7 +40,8 @@ async def enqueue(request: Request) -> Response:
     job = wire(outcome.job)
     if not outcome.created:
         return json_response(request, {"job": job, "deduplicated": True}, 200)
-    return json_response(request, {"job": job}, 201, {"Location": f"/ojs/v1/jobs/{outcome.job.id}"})
+    location = prefixed(request, f"/ojs/v1/jobs/{outcome.job.id}")
+    return json_response(request, {"job": job}, 201, {"Location": location})
 
 
 async def enqueue_batch(request: Request) -> Response:

@@ -15,7 +15,7 @@ from ojs_core.errors import OJSError
 
 from ..responses import json_response
 from ..settings import HttpSettings
-from ._common import query_int, service
+from ._common import prefixed, query_int, service
 
 __all__ = ["routes"]
 
@@ -70,9 +70,9 @@ async def manifest(request: Request) -> Response:
         },
         "test_suite_version": "0.4.0",
         "endpoints": {
-            "base_url": "/ojs/v1",
-            "manifest": "/ojs/manifest",
-            "health": "/ojs/v1/health",
+            "base_url": prefixed(request, "/ojs/v1"),
+            "manifest": prefixed(request, "/ojs/manifest"),
+            "health": prefixed(request, "/ojs/v1/health"),
         },
     }
     return json_response(request, body)

@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..responses import json_response, read_json
-from ._common import service
+from ._common import prefixed, service
 
 __all__ = ["routes"]
 
@@ -19,7 +19,7 @@ async def create(request: Request) -> Response:
         request,
         {"workflow": workflow},
         201,
-        {"Location": f"/ojs/v1/workflows/{workflow['id']}"},
+        {"Location": prefixed(request, f"/ojs/v1/workflows/{workflow['id']}")},
     )
 
 

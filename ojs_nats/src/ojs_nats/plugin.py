@@ -1,0 +1,28 @@
+"""The ``nats``, ``tls`` and ``embedded`` entry points of the ``ojs.backends`` plugin group."""
+
+from __future__ import annotations
+
+from ojs_core.plugins import BackendOptions
+
+from .backend import NatsBackend
+from .embedded import EmbeddedNatsServer
+
+__all__ = ["create_backend", "create_embedded_backend"]
+
+
+def create_backend(url: str, options: BackendOptions) -> NatsBackend:
+    """A backend on an external NATS server or cluster.
+
+    ``url`` is ``nats://host:port`` or ``tls://host:port``, several separated by commas;
+    ``options.replicas`` is the replication factor of every stream and bucket.
+    """
+    return NatsBackend(url, replicas=options.replicas)
+
+
+def create_embedded_backend(url: str, options: BackendOptions) -> NatsBackend:
+    """A backend on a private nats-server started (and stopped) with the backend.
+
+    The store lives in ``options.data_dir``, or in the path of an ``embedded:///path`` URL.
+    """
+    path = url.split("://", 1)[1] if "://" in url else ""
+    return NatsBackend(replicas=1, embedded=EmbeddedNatsServer(path or options.data_dir))
