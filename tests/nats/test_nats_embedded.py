@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,19 @@ async def test_restart_on_same_dir_reaps_orphan(tmp_path: Path) -> None:
         assert orphan.wait(timeout=5) is not None  # the orphan was stopped
     finally:
         await second.stop()
+
+
+def test_server_started_under_asyncio_run_outlives_that_loop(tmp_path: Path) -> None:
+    # The server dies with the *thread* that forked it (PR_SET_PDEATHSIG); asyncio.run shuts
+    # its worker threads down on return, so the fork must not happen on one of them.
+    server = EmbeddedNatsServer(tmp_path / "store")
+    url = asyncio.run(server.start())
+    proc = server._proc
+    assert proc is not None
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1.0)  # still running a second after the loop is gone
+        assert asyncio.run(_jetstream_ok(url))
+    finally:
+        asyncio.run(server.stop())
+    assert proc.poll() is not None

@@ -166,7 +166,7 @@ class Workflow:
 
     id: str
     type: str
-    name: str | None
+    name: str | None = None
     nodes: list[WorkflowNode]
     created_at: datetime
     cancelled_at: datetime | None = None

@@ -97,6 +97,7 @@ _KV_KEY = re.compile(r"[-/_=.A-Za-z0-9]{1,512}")
 #: Deadlines closer than this are also kept in a local heap (bounded) for precision.
 _SOON_HORIZON_S = 60.0
 _SOON_MAX = 100_000
+_MAX_PULLS = 32
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -119,6 +120,10 @@ def _guard(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        nc = getattr(args[0], "_nc", None) if args else None
+        if nc is not None and not nc.is_connected and fn.__name__ != "health":
+            # Fail at once rather than after a publish timeout: clients get 503 + Retry-After.
+            raise BackendUnavailableError("NATS is unreachable (reconnecting)")
         try:
             return await fn(*args, **kwargs)
         except OJSError:
@@ -254,11 +259,7 @@ class NatsBackend:
 
     async def close(self) -> None:
         """Drain the connection and stop the embedded server, if any."""
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._watch_task
-            self._watch_task = None
+        await self._stop_watch()
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
@@ -436,14 +437,35 @@ class NatsBackend:
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await self.js.delete_stream(stream)
         self._forget_all()
-        await self._provision()
+        for attempt in range(40):
+            try:
+                await self._provision()
+                break
+            except nats.js.errors.ServerError as exc:
+                # With every stream deleted, nats-server removes the account's store directory
+                # in the background; a stream created meanwhile fails with 10049 ("error
+                # creating store for stream"). Provisioning is idempotent: try again shortly.
+                if exc.err_code != 10049 or attempt == 39:
+                    raise
+                await asyncio.sleep(0.05)
         # Other replicas drop what they cached about the old streams (consumers, queues, jobs).
         await self.nc.publish(_CONTROL_RESET, b"")
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._watch_task
+        await self._stop_watch()
         self._watch_task = asyncio.get_running_loop().create_task(self._watch_queues())
+
+    async def _stop_watch(self) -> None:
+        task, self._watch_task = self._watch_task, None
+        if task is None:
+            return
+        # Cancel until it is done: on Python 3.11, asyncio.wait_for (which nats-py's watch and
+        # request use) returns normally, swallowing the cancellation, when the awaited reply
+        # lands in the same loop iteration; a single cancel() then leaves the watcher waiting
+        # for the next update forever, and close() with it.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
     # -- records --------------------------------------------------------------------------
 
@@ -984,7 +1006,11 @@ class NatsBackend:
             if record.paused:
                 continue
             for priority in record.priorities:
-                while claimed < count:
+                # Hints that cannot be claimed now (stale, in flight, rate-limited) are set
+                # aside with a delay, so pulling again moves past them; bounded per call.
+                for _ in range(_MAX_PULLS):
+                    if claimed >= count:
+                        break
                     try:
                         msgs = await pull_now(
                             self.nc,
@@ -996,17 +1022,10 @@ class NatsBackend:
                         msgs = []
                     if not msgs:
                         break
-                    results = await self._claim_batch(msgs, activate)
-                    progressed = False
-                    for job in results:
-                        if job is None:
-                            continue
-                        progressed = True
+                    for job in await self._claim_batch(msgs, activate):
                         out.append(job)
                         if job.state is S.ACTIVE:
                             claimed += 1
-                    if not progressed:
-                        break
                 if claimed >= count:
                     return out
         return out

@@ -8,6 +8,8 @@ and cron names may hold any character and are hex-encoded where they become keys
 
 from __future__ import annotations
 
+import hashlib
+
 __all__ = [
     "EVENT_PREFIX",
     "READY_STREAM",
@@ -52,8 +54,15 @@ def ready_consumer(queue: str, priority: int) -> str:
 
 
 def hex_key(text: str) -> str:
-    """Any string as a KV-key-safe token."""
-    return text.encode().hex()
+    """Any string as a KV-key-safe token of at most 512 characters.
+
+    Hex up to 256 bytes of UTF-8; beyond that (a 256-character worker id of emoji is 1 KiB)
+    ``h`` and the SHA-256 digest, which no hex token can equal (``h`` is not a hex digit).
+    """
+    raw = text.encode()
+    if len(raw) <= 256:
+        return raw.hex()
+    return "h" + hashlib.sha256(raw).hexdigest()
 
 
 def counter_subject(queue: str, state: str) -> str:

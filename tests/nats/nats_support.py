@@ -1,0 +1,104 @@
+"""Helpers shared by the NATS test modules (imported as a plain module; not a test module)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import pytest
+
+from ojs_core.backend import EventFilter
+from ojs_core.model import Event, Job, JobError
+from ojs_core.service import JobService
+from ojs_core.timeutil import format_ts
+
+T = TypeVar("T")
+
+
+async def eventually(
+    predicate: Callable[[], Awaitable[T] | T],
+    within: float = 10.0,
+    interval: float = 0.02,
+    what: str | None = None,
+) -> T:
+    """Call ``predicate`` every ``interval`` s until it returns something truthy; return that.
+
+    Fails the test with a clear message (what was awaited, for how long, the last value) when
+    ``within`` s pass first. The predicate may be a plain function or a coroutine function.
+    """
+    started = time.monotonic()
+    deadline = started + within
+    attempts = 0
+    last: Any = None
+    while True:
+        attempts += 1
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        last = value
+        if time.monotonic() >= deadline:
+            name = what or getattr(predicate, "__name__", repr(predicate))
+            pytest.fail(
+                f"condition {name!r} not met within {within} s "
+                f"({attempts} attempts over {time.monotonic() - started:.2f} s); "
+                f"last value: {last!r}"
+            )
+        await asyncio.sleep(interval)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def in_seconds(seconds: float) -> str:
+    """An RFC 3339 timestamp ``seconds`` from now."""
+    return format_ts(utcnow() + timedelta(seconds=seconds))
+
+
+async def push(
+    svc: JobService,
+    jtype: str = "test.job",
+    args: list[Any] | None = None,
+    **options: Any,
+) -> Job:
+    body: dict[str, Any] = {"type": jtype, "args": [] if args is None else args}
+    if options:
+        body["options"] = options
+    outcome = await svc.enqueue(body)
+    assert outcome.created
+    return outcome.job
+
+
+async def fetch_one(svc: JobService, queue: str = "default", **kwargs: Any) -> Job:
+    jobs = await svc.fetch([queue], **kwargs)
+    assert len(jobs) == 1, jobs
+    return jobs[0]
+
+
+async def drain(
+    svc: JobService, queues: list[str], expected: int, within: float = 10.0
+) -> list[Job]:
+    """Fetch until ``expected`` jobs came out (bounded), then check nothing else is left."""
+    got: list[Job] = []
+
+    async def enough() -> bool:
+        got.extend(await svc.fetch(queues, count=min(1000, max(1, expected - len(got)))))
+        return len(got) >= expected
+
+    await eventually(enough, within=within, what=f"fetch {expected} jobs from {queues}")
+    assert await svc.fetch(queues, count=100) == []
+    return got
+
+
+def fail(message: str = "boom", **kw: Any) -> JobError:
+    return JobError(code=kw.pop("code", "handler_error"), message=message, **kw)
+
+
+async def events_of(svc: JobService, *types: str, job_id: str | None = None) -> list[Event]:
+    return await svc.events(EventFilter(types=types, job_id=job_id, limit=10_000))
