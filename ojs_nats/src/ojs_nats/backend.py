@@ -1054,8 +1054,12 @@ class NatsBackend:
             job_id = heapq.heappop(soon)[1]
             if job_id not in due:
                 due.append(job_id)  # a stale entry is harmless: on_timer finds nothing due
+        if len(due) >= limit:
+            return due
         try:
-            msgs = await pull_now(self.nc, names.TIMER_STREAM, names.TIMER_CONSUMER, limit)
+            msgs = await pull_now(
+                self.nc, names.TIMER_STREAM, names.TIMER_CONSUMER, limit - len(due)
+            )
         except nats.errors.TimeoutError:
             return due
         for msg in msgs:
@@ -1065,11 +1069,14 @@ class NatsBackend:
             if deadline is None:
                 await msg.ack()
             elif deadline <= now:
-                if job_id in self._timer_inflight or job_id in due:
+                if job_id in self._timer_inflight:
                     await msg.ack()
                 else:
+                    # Acked by update_job (_timer_done), not here: if the update never lands,
+                    # the fired timer is redelivered, even for a job the local heap reported.
                     self._timer_inflight[job_id] = msg
-                    due.append(job_id)
+                    if job_id not in due:
+                        due.append(job_id)
             else:
                 # Fired early (clock skew) or the deadline moved: re-arm for the current one.
                 await self._schedule(job_id, deadline)

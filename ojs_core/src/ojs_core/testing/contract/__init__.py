@@ -1,0 +1,65 @@
+"""The contract suite: behavioural tests of the Backend protocol, run through JobService.
+
+Import every test class into one test module of your backend and override the ``backend``
+fixture (see :mod:`ojs_core.testing` for the whole recipe)::
+
+    from ojs_core.testing.contract import *  # noqa: F403
+
+    pytest_plugins = ["ojs_core.testing.plugin"]
+
+The classes are grouped by topic, one module each: :mod:`.transitions` (every operation from
+every state), :mod:`.claiming` (order, pause, exclusivity under races), :mod:`.timers`
+(scheduled, backoff, visibility and execution timeouts, expiry, ``due_jobs``),
+:mod:`.uniqueness`, :mod:`.dead_letter`, :mod:`.workflows`, :mod:`.cron`, :mod:`.batches`
+(atomic inserts), :mod:`.events` and :mod:`.protocol` (compare-and-swap, reads, listings,
+claims, queues, workers, health, reset). Select a topic with ``-k``, e.g. ``-k TestTimeouts``.
+"""
+
+from __future__ import annotations
+
+from .batches import TestBatchEnqueue, TestInsertJobs
+from .claiming import TestClaimExclusivity, TestClaimOrder, TestPause
+from .cron import TestCron, TestCronRecords
+from .dead_letter import TestDeadLetter
+from .events import TestEvents
+from .protocol import (
+    TestClaimJobs,
+    TestCompareAndSwap,
+    TestLifecycleAndReset,
+    TestListingsAndDeletion,
+    TestQueuesAndWorkers,
+    TestReads,
+)
+from .timers import TestExpiry, TestRetryTiming, TestScheduled, TestTimeouts, TestTimerIndex
+from .transitions import TestTransitionDetails, TestTransitionMatrix
+from .uniqueness import TestUniqueJobs, TestUniqueRaces
+from .workflows import TestWorkflowRecords, TestWorkflows
+
+__all__ = [
+    "TestBatchEnqueue",
+    "TestClaimExclusivity",
+    "TestClaimJobs",
+    "TestClaimOrder",
+    "TestCompareAndSwap",
+    "TestCron",
+    "TestCronRecords",
+    "TestDeadLetter",
+    "TestEvents",
+    "TestExpiry",
+    "TestInsertJobs",
+    "TestLifecycleAndReset",
+    "TestListingsAndDeletion",
+    "TestPause",
+    "TestQueuesAndWorkers",
+    "TestReads",
+    "TestRetryTiming",
+    "TestScheduled",
+    "TestTimeouts",
+    "TestTimerIndex",
+    "TestTransitionDetails",
+    "TestTransitionMatrix",
+    "TestUniqueJobs",
+    "TestUniqueRaces",
+    "TestWorkflowRecords",
+    "TestWorkflows",
+]
