@@ -280,12 +280,34 @@ class JobService:
         deadline = self.clock.now().timestamp() + wait_ms / 1000
         while True:
             self._job_arrived.clear()
-            jobs = await self._claim(queues, count, worker_id, visibility_ms)
+            jobs = await self._claim_shielded(queues, count, worker_id, visibility_ms)
             remaining = deadline - self.clock.now().timestamp()
             if jobs or remaining <= 0:
                 return jobs
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._job_arrived.wait(), timeout=min(remaining, 0.05))
+
+    async def _claim_shielded(
+        self, queues: Sequence[str], count: int, worker_id: str | None, visibility_ms: int | None
+    ) -> list[Job]:
+        """Claim, such that cancelling the caller never strands what was claimed.
+
+        A fetch cancelled while its claim is in flight (a worker stopping, a client gone) lets
+        the claim finish and hands the jobs straight back (``requeue``: no attempt consumed);
+        otherwise they would sit ``active`` until their visibility timeout.
+        """
+        claim = asyncio.ensure_future(self._claim(queues, count, worker_id, visibility_ms))
+        try:
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                returned = JobError(
+                    code="cancelled", message="fetch cancelled before delivery", retryable=True
+                )
+                for job in await claim:
+                    with contextlib.suppress(OJSError):
+                        await self.nack(job.id, returned, worker_id, requeue=True)
+            raise
 
     async def _claim(
         self, queues: Sequence[str], count: int, worker_id: str | None, visibility_ms: int | None
