@@ -11,6 +11,7 @@ from ojs_core.codec import job_to_wire
 from ojs_core.errors import ValidationError
 from ojs_core.model import Job
 from ojs_core.service import JobService
+from ojs_core.timeutil import format_ts
 
 __all__ = ["body_object", "pagination", "prefixed", "query_int", "service", "wire"]
 
@@ -65,4 +66,16 @@ def pagination(total: int, limit: int, offset: int) -> dict[str, Any]:
         "offset": offset,
         "has_more": has_more,
         "next_cursor": str(offset + limit) if has_more else None,
+    }
+
+
+def ack_body(job: Job) -> dict[str, Any]:
+    """The ACK response: the binding's fields, the suite's ``id`` and the whole job."""
+    return {
+        "acknowledged": True,
+        "id": job.id,
+        "job_id": job.id,
+        "state": job.state.value,
+        "completed_at": format_ts(job.completed_at) if job.completed_at else None,
+        "job": wire(job),
     }

@@ -9,11 +9,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ojs_core.errors import PayloadTooLargeError, ValidationError
-from ojs_core.timeutil import format_ts
 
 from ..responses import json_response, read_json
 from ..settings import HttpSettings
-from ._common import body_object, prefixed, service, wire
+from ._common import ack_body, body_object, prefixed, service, wire
 
 __all__ = ["routes"]
 
@@ -86,17 +85,7 @@ async def ack_job(request: Request) -> Response:
     job = await service(request).ack(
         request.path_params["job_id"], body.get("result"), body.get("worker_id")
     )
-    return json_response(
-        request,
-        {
-            "acknowledged": True,
-            "id": job.id,
-            "job_id": job.id,
-            "state": job.state.value,
-            "completed_at": format_ts(job.completed_at) if job.completed_at else None,
-            "job": wire(job),
-        },
-    )
+    return json_response(request, ack_body(job))
 
 
 routes = [

@@ -15,7 +15,7 @@ from ojs_core.timeutil import format_ts
 
 from ..responses import json_response, read_json
 from ..settings import HttpSettings
-from ._common import body_object, service, wire
+from ._common import ack_body, body_object, service, wire
 
 __all__ = ["routes"]
 
@@ -77,17 +77,7 @@ async def ack(request: Request) -> Response:
     """ACK: the job becomes ``completed``; ``result`` is stored."""
     body = body_object(await read_json(request))
     job = await service(request).ack(_job_id(body), body.get("result"), _worker_id(body))
-    return json_response(
-        request,
-        {
-            "acknowledged": True,
-            "id": job.id,
-            "job_id": job.id,
-            "state": job.state.value,
-            "completed_at": format_ts(job.completed_at) if job.completed_at else None,
-            "job": wire(job),
-        },
-    )
+    return json_response(request, ack_body(job))
 
 
 async def nack(request: Request) -> Response:
