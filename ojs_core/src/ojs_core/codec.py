@@ -108,6 +108,8 @@ def _job_out(job: Job) -> dict[str, Any]:
         del out["errors"]
     if not out["dead_letter"]:
         del out["dead_letter"]
+    if not out["workflow_pending"]:
+        del out["workflow_pending"]
     out["max_attempts"] = job.retry.max_attempts
     for k, v in extra.items():
         out.setdefault(k, v)

@@ -46,6 +46,17 @@ def _min(*values: datetime | None) -> datetime | None:
     return min(present) if present else None
 
 
+#: How long a terminal workflow job waits for its workflow to be advanced before a timer does it.
+WORKFLOW_ADVANCE_GRACE = timedelta(seconds=2)
+
+
+def _settle(job: Job) -> Job:
+    """Mark a workflow job that just became terminal as owing its workflow an advance."""
+    if job.workflow_id is not None and job.state.terminal and not job.workflow_pending:
+        return attrs.evolve(job, workflow_pending=True)
+    return job
+
+
 def timer_deadline(job: Job) -> datetime | None:
     """When something must happen to ``job`` without a client asking, or ``None``.
 
@@ -60,6 +71,9 @@ def timer_deadline(job: Job) -> datetime | None:
         return _min(job.next_attempt_at, job.expires_at)
     if state is S.AVAILABLE or state is S.PENDING:
         return job.expires_at
+    if job.workflow_pending:
+        done = job.completed_at or job.cancelled_at or job.discarded_at or job.created_at
+        return None if done is None else done + WORKFLOW_ADVANCE_GRACE
     if state is S.ACTIVE:
         exec_deadline = (
             job.started_at + job.timeout_ms * _ms
@@ -97,13 +111,15 @@ def ack(job: Job, now: datetime, result: Any = None, worker_id: str | None = Non
     """``active -> completed``: stores the result and clears the error."""
     check_transition(job.id, job.state, S.COMPLETED, "acknowledge")
     _check_owner(job, worker_id)
-    return attrs.evolve(
-        job,
-        state=S.COMPLETED,
-        completed_at=now,
-        result=result,
-        error=None,
-        visible_until=None,
+    return _settle(
+        attrs.evolve(
+            job,
+            state=S.COMPLETED,
+            completed_at=now,
+            result=result,
+            error=None,
+            visible_until=None,
+        )
     )
 
 
@@ -140,15 +156,17 @@ def fail(
             next_attempt_at=now + decision.delay_ms * _ms,
             visible_until=None,
         )
-    return attrs.evolve(
-        job,
-        state=S.DISCARDED,
-        error=entry,
-        errors=history,
-        completed_at=now,
-        discarded_at=now,
-        dead_letter=decision.dead_letter,
-        visible_until=None,
+    return _settle(
+        attrs.evolve(
+            job,
+            state=S.DISCARDED,
+            error=entry,
+            errors=history,
+            completed_at=now,
+            discarded_at=now,
+            dead_letter=decision.dead_letter,
+            visible_until=None,
+        )
     )
 
 
@@ -182,7 +200,7 @@ def requeue(
 def cancel(job: Job, now: datetime) -> Job:
     """Any non-terminal state ``-> cancelled``; terminal jobs raise 409."""
     check_transition(job.id, job.state, S.CANCELLED, "cancel")
-    return attrs.evolve(job, state=S.CANCELLED, cancelled_at=now, visible_until=None)
+    return _settle(attrs.evolve(job, state=S.CANCELLED, cancelled_at=now, visible_until=None))
 
 
 def promote(job: Job, now: datetime) -> Job:
@@ -215,13 +233,15 @@ def expire(job: Job, now: datetime) -> Job:
         attempt=job.attempt,
         occurred_at=now,
     )
-    return attrs.evolve(
-        job,
-        state=S.DISCARDED,
-        discarded_at=now,
-        error=error,
-        errors=[*job.errors, error][-MAX_ERROR_HISTORY:],
-        next_attempt_at=None,
+    return _settle(
+        attrs.evolve(
+            job,
+            state=S.DISCARDED,
+            discarded_at=now,
+            error=error,
+            errors=[*job.errors, error][-MAX_ERROR_HISTORY:],
+            next_attempt_at=None,
+        )
     )
 
 

@@ -132,6 +132,10 @@ class Job:
     retry_delay_ms: int | None = None
     parent_results: list[Any] | None = None
     dead_letter: bool = False
+    #: Set when a workflow job reaches a terminal state and cleared once its workflow has been
+    #: advanced: a crash in between leaves a timer (see ``lifecycle.timer_deadline``) that
+    #: finishes the advancement, so no later step is stranded ``pending``.
+    workflow_pending: bool = False
 
     visible_until: datetime | None = None
     unique_key: str | None = None

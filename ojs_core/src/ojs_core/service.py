@@ -147,6 +147,17 @@ class JobService:
             self._job_arrived.set()
         if after.workflow_id and after.state.terminal:
             await self.advance_workflow(after.workflow_id, before)
+            await self._settled(after)
+
+    async def _settled(self, job: Job) -> None:
+        """Clear a workflow job's pending-advance mark once its workflow has been advanced."""
+        if not job.workflow_pending:
+            return
+        with contextlib.suppress(NotFoundError):
+            await self.backend.update_job(
+                job.id,
+                lambda j: attrs.evolve(j, workflow_pending=False) if j.workflow_pending else j,
+            )
 
     # -- enqueue --------------------------------------------------------------------------
 
@@ -728,6 +739,11 @@ class JobService:
             except NotFoundError:
                 return False
             if after is before:
+                if after.workflow_pending and after.workflow_id and after.state.terminal:
+                    # The process that finished this job died before advancing its workflow.
+                    await self.advance_workflow(after.workflow_id)
+                    await self._settled(after)
+                    return True
                 return False
             await self._after(before, after, now)
             return True
