@@ -16,17 +16,18 @@ log = logging.getLogger("ojs.scheduler")
 class Scheduler:
     """Runs :meth:`JobService.run_timers` every ``interval`` and cron every ``cron_interval``.
 
-    Every replica may run one: each timer is applied by compare-and-swap and each cron tick has a
-    deterministic job id, so concurrent schedulers never double-apply.
+    Timers and cron run as two independent loops, so a slow cron pass never delays a retry or a
+    scheduled job. Every replica may run one: each timer is applied by compare-and-swap and each
+    cron tick has a deterministic job id, so concurrent schedulers never double-apply.
     """
 
     def __init__(
-        self, service: JobService, *, interval: float = 0.05, cron_interval: float = 0.5
+        self, service: JobService, *, interval: float = 0.02, cron_interval: float = 0.5
     ) -> None:
         self.service = service
         self.interval = interval
         self.cron_interval = cron_interval
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def tick(self) -> int:
         """One pass of timers and cron; returns how many things changed."""
@@ -39,32 +40,44 @@ class Scheduler:
         changed += await self.service.run_crons()
         return changed
 
-    async def _run(self) -> None:
+    async def _timers(self) -> None:
         clock = self.service.clock
-        last_cron = 0.0
-        loop = asyncio.get_running_loop()
         while True:
             try:
                 while (n := await self.service.run_timers()) >= 500:
                     log.debug("applied %d timers", n)
-                if loop.time() - last_cron >= self.cron_interval:
-                    last_cron = loop.time()
-                    await self.service.run_crons()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("scheduler pass failed; retrying")
+                log.exception("timer pass failed; retrying")
             await clock.sleep(self.interval)
 
+    async def _crons(self) -> None:
+        clock = self.service.clock
+        while True:
+            try:
+                await self.service.run_crons()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("cron pass failed; retrying")
+            await clock.sleep(self.cron_interval)
+
     def start(self) -> None:
-        """Start the loop on the running event loop (idempotent)."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="ojs-scheduler")
+        """Start both loops on the running event loop (idempotent)."""
+        if self._tasks and not all(t.done() for t in self._tasks):
+            return
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._timers(), name="ojs-timers"),
+            loop.create_task(self._crons(), name="ojs-cron"),
+        ]
 
     async def stop(self) -> None:
-        """Stop the loop and wait for it."""
-        if self._task is not None:
-            self._task.cancel()
+        """Stop both loops and wait for them."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task

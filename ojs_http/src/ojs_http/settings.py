@@ -30,7 +30,7 @@ class HttpSettings:
     max_wait_ms: int = 30_000
     default_visibility_timeout_ms: int = 1_800_000
     run_scheduler: bool = True
-    scheduler_interval: float = 0.05
+    scheduler_interval: float = 0.02
     implementation_name: str = "ojs-python"
     implementation_version: str = "0.1.0"
     docs_base: str = "https://openjobspec.org"
