@@ -202,7 +202,11 @@ class NatsBackend:
         self._queues: dict[str, _QueueRecord] = {}
         self._ready_ok: set[tuple[str, int]] = set()
         self._timer_inflight: dict[str, Msg] = {}
-        self._watch_task: asyncio.Task[None] | None = None
+        #: name -> (entry, revision); ``None`` marks a deletion, so that a watcher running
+        #: behind this replica's own writes cannot bring an older version back.
+        self._crons: dict[str, tuple[CronJob | None, int]] = {}
+        self._crons_synced = asyncio.Event()
+        self._watch_tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Future[Any]] = set()
         self._cache: OrderedDict[str, tuple[Job, int, int]] = OrderedDict()
         self._deltas: dict[str, int] = {}
@@ -255,7 +259,7 @@ class NatsBackend:
         self._js = self._nc.jetstream(timeout=10)
         await self._provision()
         await self._nc.subscribe(_CONTROL_RESET, cb=self._on_control)
-        self._watch_task = asyncio.get_running_loop().create_task(self._watch_queues())
+        self._start_watch()
 
     async def close(self) -> None:
         """Drain the connection and stop the embedded server, if any."""
@@ -378,6 +382,7 @@ class NatsBackend:
 
     def _forget_all(self) -> None:
         self._queues.clear()
+        self._crons.clear()
         self._ready_ok.clear()
         self._timer_inflight.clear()
         self._cache.clear()
@@ -387,23 +392,54 @@ class NatsBackend:
         if msg.subject == _CONTROL_RESET:
             self._forget_all()
 
-    async def _watch_queues(self) -> None:
-        # Keeps every replica's view of pause flags and priorities current without reads.
+    def _start_watch(self) -> None:
+        # Every replica keeps the small buckets (pause flags and priorities, cron entries) in
+        # memory, current within milliseconds, so that no fetch or cron pass has to read them.
+        loop = asyncio.get_running_loop()
+        self._crons_synced.clear()
+        self._watch_tasks = [
+            loop.create_task(self._watch(names.QUEUES_BUCKET, self._on_queue_entry, None)),
+            loop.create_task(
+                self._watch(names.CRON_BUCKET, self._on_cron_entry, self._crons_synced)
+            ),
+        ]
+
+    def _on_queue_entry(self, key: str, value: bytes | None, revision: int) -> None:
+        if value:
+            self._queues[key] = _QueueRecord.decode(value)
+        else:
+            self._queues.pop(key, None)
+
+    def _on_cron_entry(self, key: str, value: bytes | None, revision: int) -> None:
+        held = self._crons.get(key)
+        if held is None or held[1] < revision:
+            self._hold_cron(key, self._decode_cron(value) if value else None, revision)
+
+    def _hold_cron(self, name: str, cron: CronJob | None, revision: int) -> None:
+        held = self._crons.get(name)
+        if held is None or held[1] < revision:  # never replace a newer version with an older
+            self._crons[name] = (cron, revision)
+
+    async def _watch(
+        self,
+        bucket: str,
+        apply: Callable[[str, bytes | None, int], None],
+        synced: asyncio.Event | None,
+    ) -> None:
         while True:
             try:
-                watcher = await self._kv[names.QUEUES_BUCKET].watchall()
+                watcher = await self._kv[bucket].watchall()
                 async for entry in watcher:
-                    if entry is None:
+                    if entry is None:  # the initial values have all been delivered
+                        if synced is not None:
+                            synced.set()
                         continue
-                    if entry.value:
-                        self._queues[entry.key] = _QueueRecord.decode(entry.value)
-                    else:
-                        self._queues.pop(entry.key, None)
+                    apply(entry.key, entry.value or None, entry.revision or 0)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.debug("queue watcher restarting", exc_info=True)
-                await asyncio.sleep(1)
+                log.debug("%s watcher restarting", bucket, exc_info=True)
+                await asyncio.sleep(0.2)
 
     @_guard
     async def health(self) -> BackendHealth:
@@ -451,12 +487,16 @@ class NatsBackend:
         # Other replicas drop what they cached about the old streams (consumers, queues, jobs).
         await self.nc.publish(_CONTROL_RESET, b"")
         await self._stop_watch()
-        self._watch_task = asyncio.get_running_loop().create_task(self._watch_queues())
+        self._crons.clear()
+        self._start_watch()
 
     async def _stop_watch(self) -> None:
-        task, self._watch_task = self._watch_task, None
-        if task is None:
-            return
+        tasks, self._watch_tasks = self._watch_tasks, []
+        for task in tasks:
+            await self._cancel(task)
+
+    @staticmethod
+    async def _cancel(task: asyncio.Task[None]) -> None:
         # Cancel until it is done: on Python 3.11, asyncio.wait_for (which nats-py's watch and
         # request use) returns normally, swallowing the cancellation, when the awaited reply
         # lands in the same loop iteration; a single cancel() then leaves the watcher waiting
@@ -1169,7 +1209,13 @@ class NatsBackend:
         got = await self._get(self._kv[names.CRON_BUCKET], name)
         if got is None:
             return None
-        return converter.structure(json.loads(got[0]), CronJob), got[1]
+        rec = self._decode_cron(got[0]), got[1]
+        self._on_cron_entry(name, got[0], got[1])
+        return rec
+
+    @staticmethod
+    def _decode_cron(data: bytes) -> CronJob:
+        return converter.structure(json.loads(data), CronJob)
 
     @staticmethod
     def _cron_bytes(cron: CronJob) -> bytes:
@@ -1179,7 +1225,8 @@ class NatsBackend:
     async def put_cron(self, cron: CronJob) -> bool:
         """Upsert."""
         existed = await self._read_cron(cron.name) is not None
-        await self._kv[names.CRON_BUCKET].put(cron.name, self._cron_bytes(cron))
+        revision = await self._kv[names.CRON_BUCKET].put(cron.name, self._cron_bytes(cron))
+        self._hold_cron(cron.name, cron, revision)
         return not existed
 
     @_guard
@@ -1190,13 +1237,10 @@ class NatsBackend:
 
     @_guard
     async def list_crons(self) -> list[CronJob]:
-        """Every entry, by name."""
-        try:
-            keys = await self._kv[names.CRON_BUCKET].keys()
-        except nats.js.errors.NoKeysError:
-            return []
-        recs = await asyncio.gather(*(self._read_cron(k) for k in sorted(keys)))
-        return [r[0] for r in recs if r is not None]
+        """Every entry, by name, from this replica's watched copy of the cron bucket (no
+        reads): its own writes at once, other replicas' within milliseconds."""
+        await asyncio.wait_for(self._crons_synced.wait(), 10)
+        return [cron for _, (cron, _) in sorted(self._crons.items()) if cron is not None]
 
     @_guard
     async def delete_cron(self, name: str) -> CronJob | None:
@@ -1204,7 +1248,18 @@ class NatsBackend:
         rec = await self._read_cron(name)
         if rec is None:
             return None
-        await self._kv[names.CRON_BUCKET].purge(name)
+        (revision,) = await commit(
+            self.nc,
+            self.js,
+            [
+                (
+                    self._subject(names.CRON_BUCKET, name),
+                    b"",
+                    {"KV-Operation": "PURGE", "Nats-Rollup": "sub"},
+                )
+            ],
+        )
+        self._hold_cron(name, None, revision)
         return rec[0]
 
     @_guard
@@ -1222,9 +1277,10 @@ class NatsBackend:
             if after is before:
                 return before, after
             try:
-                await kv.update(name, self._cron_bytes(after), last=rev)
+                revision = await kv.update(name, self._cron_bytes(after), last=rev)
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
+            self._hold_cron(name, after, revision)
             return before, after
         raise ConflictError(f"cron {name!r} is being changed concurrently; try again")
 
