@@ -561,20 +561,30 @@ class NatsBackend:
         if len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)
 
-    @staticmethod
-    async def _keys(kv: KeyValue, pattern: str) -> list[str]:
-        """Keys matching ``pattern``, filtered by the server (nats-py's ``keys`` scans all)."""
-        watcher = await kv.watch(pattern, ignore_deletes=True, meta_only=True)
+    async def _keys(self, bucket: str, pattern: str = ">") -> list[str]:
+        """Keys of ``bucket`` matching ``pattern``, deleted ones included (callers read each).
+
+        Asks the stream for its subjects (one request per page, filtered by the server) rather
+        than running a watcher: nats-py's watcher can report the end of the initial values
+        before a value delivered in the same instant, which makes ``kv.keys()`` miss keys.
+        """
+        prefix = f"$KV.{bucket}."
         keys: list[str] = []
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                if entry.value is not None or entry.operation is None:
-                    keys.append(entry.key)
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        return keys
+        offset = 0
+        while True:
+            reply = await self.nc.request(
+                f"$JS.API.STREAM.INFO.KV_{bucket}",
+                json.dumps({"subjects_filter": prefix + pattern, "offset": offset}).encode(),
+                timeout=10,
+            )
+            body = json.loads(reply.data)
+            if "error" in body:
+                raise nats.js.errors.APIError.from_error(body["error"])
+            subjects = (body.get("state") or {}).get("subjects") or {}
+            keys.extend(subject[len(prefix) :] for subject in subjects)
+            offset += len(subjects)
+            if not subjects or offset >= int(body.get("total") or 0):
+                return keys
 
     @staticmethod
     def _subject(bucket: str, key: str) -> str:
@@ -751,14 +761,11 @@ class NatsBackend:
     @_guard
     async def list_queues(self) -> list[QueueInfo]:
         """Queues that have held a job or been paused, plus ``default``."""
-        kv = self._kv[names.QUEUES_BUCKET]
-        try:
-            keys = await kv.keys()
-        except nats.js.errors.NoKeysError:
-            keys = []
+        keys = await self._keys(names.QUEUES_BUCKET)
         out = {"default": QueueInfo(name="default")}
-        for key in keys:
-            rec = await self._queue_record(key)
+        for key, rec in zip(
+            keys, await asyncio.gather(*(self._queue_record(k) for k in keys)), strict=True
+        ):
             if rec is not None:
                 out[key] = rec[0].info(key)
         return [out[k] for k in sorted(out)]
@@ -1128,7 +1135,7 @@ class NatsBackend:
         """Dead-letter listing from the ``d.`` markers (other listings are not indexed)."""
         if not flt.dead_letter:
             return Page(items=[], total=0)
-        keys = await self._keys(self._jobs, "d.>")
+        keys = await self._keys(names.JOBS_BUCKET, "d.>")
         jobs = [j for j in await self.get_jobs([k[2:] for k in keys]) if j is not None and _dead(j)]
         jobs = [j for j in jobs if flt.queue is None or j.queue == flt.queue]
         jobs.sort(key=lambda j: j.discarded_at or datetime.min.replace(tzinfo=UTC), reverse=True)
@@ -1320,16 +1327,12 @@ class NatsBackend:
     async def list_workers(self) -> list[WorkerInfo]:
         """Every worker seen."""
         kv = self._kv[names.WORKERS_BUCKET]
-        try:
-            keys = await kv.keys()
-        except nats.js.errors.NoKeysError:
-            return []
-        out = []
-        for key in keys:
-            got = await self._get(kv, key)
-            if got:
-                out.append(converter.structure(json.loads(got[0]), WorkerInfo))
-        return out
+        keys = await self._keys(names.WORKERS_BUCKET)
+        return [
+            converter.structure(json.loads(got[0]), WorkerInfo)
+            for got in await asyncio.gather(*(self._get(kv, k) for k in keys))
+            if got is not None
+        ]
 
     @_guard
     async def publish_events(self, events: Sequence[Event]) -> None:
