@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -93,6 +94,17 @@ def parse_ts(text: str, now: datetime | None = None) -> datetime:
 
 def format_ts(dt: datetime) -> str:
     """Format as RFC 3339: ``Z`` for UTC, the original offset otherwise, ms only when present."""
+    # Equal instants in different zones compare (and hash) equal: the offset is part of the key.
+    return _format_ts_cached(dt, dt.utcoffset())
+
+
+@functools.lru_cache(maxsize=8192)
+def _format_ts_cached(dt: datetime, offset: timedelta | None) -> str:
+    # A job's timestamps are formatted again at every write and response: remember recent ones.
+    return _format_ts(dt)
+
+
+def _format_ts(dt: datetime) -> str:
     us = dt.microsecond
     spec = "seconds" if not us else ("milliseconds" if us % 1000 == 0 else "microseconds")
     # isoformat is C code, pads the year to four digits and prints the offset as +HH:MM.

@@ -377,7 +377,10 @@ class Worker:
         while not self._stop_requested:
             self._changed.clear()
             free = self.concurrency - len(self._inflight)
-            if self._directive != "running" or free <= 0:
+            # Refill in batches: with every slot but one busy, fetching a single job per
+            # finished handler would cost a fetch per job. Wait until half a batch is free.
+            refill = max(1, min(self.fetch_batch, self.concurrency) // 2)
+            if self._directive != "running" or free <= 0 or (free < refill and self._inflight):
                 await self._changed.wait()
                 continue
             task = asyncio.get_running_loop().create_task(

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ojs_core import jsonio
 from ojs_core.errors import OJSError, PayloadTooLargeError, UnsupportedError, ValidationError
 
 from .settings import HttpSettings
@@ -23,7 +24,7 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    return jsonio.dumps(data, default=str)
 
 
 def media_type_for(request: Request, settings: HttpSettings) -> str:

@@ -51,6 +51,7 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 import nats
+from ojs_core import jsonio
 from ojs_core.backend import (
     ActivateFn,
     BackendHealth,
@@ -77,7 +78,7 @@ from ojs_core.timeutil import format_ts, parse_ts
 
 from . import names
 from .embedded import EmbeddedNatsServer
-from .jetstream import MAX_BATCH, Op, WrongSequenceError, commit, pull_now
+from .jetstream import MAX_BATCH, GroupCommitter, Op, WrongSequenceError, commit, pull_now
 from .jetstream import publish as _publish
 
 __all__ = ["MIN_SERVER_VERSION", "NatsBackend"]
@@ -92,6 +93,7 @@ _CAS_ATTEMPTS = 64
 #: Job versions kept for the next compare-and-swap on them (ack after claim, mostly).
 _CACHE_SIZE = 20_000
 _CONTROL_RESET = "ojs.control.reset"
+_JOBS_STREAM = f"KV_{names.JOBS_BUCKET}"
 _KEY_SAFE = re.compile(r"[-_=.A-Za-z0-9]{1,200}")
 _KV_KEY = re.compile(r"[-/_=.A-Za-z0-9]{1,512}")
 #: Deadlines closer than this are also kept in a local heap (bounded) for precision.
@@ -135,11 +137,11 @@ def _guard(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any
 
 
 def _encode_job(job: Job, epoch: int) -> bytes:
-    return json.dumps({"e": epoch, "j": job_to_wire(job)}, separators=(",", ":")).encode()
+    return jsonio.dumps({"e": epoch, "j": job_to_wire(job)})
 
 
 def _decode_job(data: bytes) -> tuple[Job, int]:
-    raw = json.loads(data)
+    raw = jsonio.loads(data)
     return job_from_dict(raw["j"]), int(raw["e"])
 
 
@@ -198,6 +200,7 @@ class NatsBackend:
         self.connect_options = connect_options or {}
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._committer: GroupCommitter | None = None
         self._kv: dict[str, KeyValue] = {}
         self._queues: dict[str, _QueueRecord] = {}
         self._ready_ok: set[tuple[str, int]] = set()
@@ -229,6 +232,12 @@ class NatsBackend:
             raise BackendUnavailableError("NATS backend is not open")
         return self._js
 
+    async def _commit(self, stream: str, ops: Sequence[Op]) -> list[int]:
+        """:func:`commit`, merged with concurrent callers' writes to the same stream."""
+        if self._committer is None:
+            raise BackendUnavailableError("NATS backend is not open")
+        return await self._committer.commit(stream, ops)
+
     async def open(self) -> None:
         """Connect (starting the embedded server first, if any) and create streams and buckets."""
         if self._nc is not None:
@@ -257,6 +266,7 @@ class NatsBackend:
                 "schedules, counters)"
             )
         self._js = self._nc.jetstream(timeout=10)
+        self._committer = GroupCommitter(self._nc, self._js)
         await self._provision()
         await self._nc.subscribe(_CONTROL_RESET, cb=self._on_control)
         self._start_watch()
@@ -602,18 +612,19 @@ class NatsBackend:
         pubs: list[Awaitable[Any]] = []
         if new_epoch != epoch:
             await self._ensure_ready(after.queue, after.priority)
-            pubs.append(
-                _publish(
-                    self.js,
-                    names.ready_subject(after.queue, after.priority),
-                    f"{after.id} {new_epoch}".encode(),
-                )
+            hint: Op = (
+                names.ready_subject(after.queue, after.priority),
+                f"{after.id} {new_epoch}".encode(),
+                {},
             )
+            pubs.append(self._commit(names.READY_STREAM, [hint]))
         deadline = timer_deadline(after)
         if deadline is not None and (before is None or deadline != timer_deadline(before)):
             pubs.append(self._schedule(after.id, deadline))
             self._soon_add(after.id, deadline)
-        if pubs:
+        if len(pubs) == 1:
+            await pubs[0]
+        elif pubs:
             await asyncio.gather(*pubs)
 
     def _soon_add(self, job_id: str, deadline: datetime) -> None:
@@ -643,9 +654,9 @@ class NatsBackend:
             if deadline is not None:
                 timers.append(self._schedule_op(job.id, deadline))
                 self._soon_add(job.id, deadline)
-        for ops in (hints, timers):
+        for stream, ops in ((names.READY_STREAM, hints), (names.TIMER_STREAM, timers)):
             for start in range(0, len(ops), MAX_BATCH):
-                await commit(self.nc, self.js, ops[start : start + MAX_BATCH])
+                await self._commit(stream, ops[start : start + MAX_BATCH])
 
     @staticmethod
     def _schedule_op(job_id: str, deadline: datetime) -> Op:
@@ -656,14 +667,8 @@ class NatsBackend:
             {"Nats-Schedule": f"@at {at}", "Nats-Schedule-Target": f"ojs.tfire.{job_id}"},
         )
 
-    def _schedule(self, job_id: str, deadline: datetime) -> Awaitable[Any]:
-        at = deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return _publish(
-            self.js,
-            f"ojs.tsched.{job_id}",
-            format_ts(deadline).encode(),
-            headers={"Nats-Schedule": f"@at {at}", "Nats-Schedule-Target": f"ojs.tfire.{job_id}"},
-        )
+    def _schedule(self, job_id: str, deadline: datetime) -> Awaitable[list[int]]:
+        return self._commit(names.TIMER_STREAM, [self._schedule_op(job_id, deadline)])
 
     async def _count(self, before: Job | None, after: Job | None) -> None:
         """Account a transition in the per-queue, per-state counters (for stats).
@@ -865,7 +870,7 @@ class NatsBackend:
                 )
             await self._announce_new(jobs)
             try:
-                seqs = await commit(self.nc, self.js, ops)
+                seqs = await self._commit(_JOBS_STREAM, ops)
             except WrongSequenceError:
                 existing = await asyncio.gather(*(self._read(j.id) for j in jobs))
                 for job, rec in zip(jobs, existing, strict=True):
@@ -905,7 +910,7 @@ class NatsBackend:
             else:
                 ops.append((subject, b"", {"KV-Operation": "DEL"}))
         try:
-            seqs = await commit(self.nc, self.js, ops)
+            seqs = await self._commit(_JOBS_STREAM, ops)
         except WrongSequenceError:
             self._cache.pop(after.id, None)
             raise
@@ -1019,8 +1024,8 @@ class NatsBackend:
             ops = [self._job_op(after, epoch, rev) for _, _, after, epoch, rev in writes]
             try:
                 if timers:
-                    await commit(self.nc, self.js, timers)
-                seqs = await commit(self.nc, self.js, ops)
+                    await self._commit(names.TIMER_STREAM, timers)
+                seqs = await self._commit(_JOBS_STREAM, ops)
             except WrongSequenceError:
                 for _, job, _, _, _ in writes:
                     self._cache.pop(job.id, None)
@@ -1347,7 +1352,7 @@ class NatsBackend:
             }
             await self.nc.publish(
                 f"{names.EVENT_PREFIX}.{event.type}",
-                json.dumps(body, separators=(",", ":"), default=str).encode(),
+                jsonio.dumps(body, default=str),
             )
 
     @_guard

@@ -21,7 +21,7 @@ from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
 from nats.js.errors import APIError
 
-__all__ = ["MAX_BATCH", "Op", "WrongSequenceError", "commit", "pull_now"]
+__all__ = ["MAX_BATCH", "GroupCommitter", "Op", "WrongSequenceError", "commit", "pull_now"]
 
 #: The server's limit on messages in one atomic batch.
 MAX_BATCH = 1000
@@ -143,3 +143,104 @@ async def commit(
         last_seq = int(body.get("seq", 0))
         return list(range(last_seq - last + 1, last_seq + 1))
     return []  # pragma: no cover - the loop always returns on the last op
+
+
+class GroupCommitter:
+    """Merges the commits that concurrent callers make into shared atomic batches.
+
+    Each caller still gets exactly the semantics of :func:`commit` for its own ops: all of them
+    or none, the new sequences, :class:`WrongSequenceError` when one of *its* expectations
+    fails. Ops for one stream that are waiting while ``max_inflight`` batches are in flight go
+    out together as the next batch, so under load a hundred acks or enqueues cost one
+    acknowledged request instead of a hundred (group commit). When a merged batch fails on an
+    expected sequence, the callers' ops are retried separately, so that one caller's lost race
+    never fails another caller.
+    """
+
+    def __init__(self, nc: Client, js: JetStreamContext, max_inflight: int = 2) -> None:
+        self.nc = nc
+        self.js = js
+        self.max_inflight = max_inflight
+        self._waiting: dict[str, list[tuple[Sequence[Op], asyncio.Future[list[int]]]]] = {}
+        self._inflight: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Batches sent so far (each is one acknowledged request): for tests and metrics.
+        self.batches_sent = 0
+
+    async def commit(self, stream: str, ops: Sequence[Op]) -> list[int]:
+        """Write ``ops`` (all on ``stream``) atomically, possibly together with other callers'."""
+        if not ops:
+            return []
+        if len(ops) > MAX_BATCH:
+            raise ValueError(f"an atomic batch holds at most {MAX_BATCH} messages, got {len(ops)}")
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(stream, []).append((ops, future))
+        self._pump(stream)
+        return await future
+
+    def _pump(self, stream: str) -> None:
+        waiting = self._waiting.get(stream)
+        while waiting and self._inflight.get(stream, 0) < self.max_inflight:
+            group: list[tuple[Sequence[Op], asyncio.Future[list[int]]]] = []
+            subjects: set[str] = set()
+            size = 0
+            rest: list[tuple[Sequence[Op], asyncio.Future[list[int]]]] = []
+            for item in waiting:
+                ops = item[0]
+                touched = {op[0] for op in ops}
+                # One subject at most once per batch: two expectations on one key cannot both
+                # hold, and the second caller must see the first one's write.
+                if group and (size + len(ops) > MAX_BATCH or touched & subjects):
+                    rest.append(item)
+                    continue
+                group.append(item)
+                subjects |= touched
+                size += len(ops)
+            waiting[:] = rest
+            self.batches_sent += 1
+            self._inflight[stream] = self._inflight.get(stream, 0) + 1
+            task = asyncio.get_running_loop().create_task(self._run(stream, group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self, stream: str, group: list[tuple[Sequence[Op], asyncio.Future[list[int]]]]
+    ) -> None:
+        try:
+            if len(group) == 1:
+                await self._settle(*group[0])
+                return
+            merged = [op for ops, _ in group for op in ops]
+            try:
+                seqs = await commit(self.nc, self.js, merged)
+            except WrongSequenceError:
+                # Someone's expectation failed: find out whose by committing each on its own.
+                await asyncio.gather(*(self._settle(ops, fut) for ops, fut in group))
+                return
+            except BaseException as exc:
+                for _, fut in group:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            start = 0
+            for ops, fut in group:
+                if not fut.done():
+                    fut.set_result(seqs[start : start + len(ops)])
+                start += len(ops)
+        finally:
+            self._inflight[stream] -= 1
+            self._pump(stream)
+
+    async def _settle(self, ops: Sequence[Op], fut: asyncio.Future[list[int]]) -> None:
+        try:
+            result = await commit(self.nc, self.js, ops)
+        except BaseException as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if not fut.done():
+            fut.set_result(result)
