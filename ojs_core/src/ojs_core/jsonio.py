@@ -8,10 +8,11 @@ orjson refuses (integers beyond 64 bits, non-string keys) fall back to the stand
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["FAST", "dumps", "loads"]
+__all__ = ["FAST", "dumps", "loads", "try_loads"]
 
 try:
     import orjson
@@ -36,11 +37,27 @@ def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
     return _std_dumps(value, default)
 
 
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def try_loads(data: bytes) -> tuple[bool, Any]:
+    """``(True, value)`` when the fast parser takes ``data`` exactly, else ``(False, None)``.
+
+    orjson reads integers beyond 64 bits as floats, losing digits: text with a run of 19
+    digits (even inside a string) is left to the standard library. orjson also refuses what the
+    standard library would accept but OJS must reject (NaN, lone surrogates), so a refusal
+    means "parse it the careful way", never "invalid".
+    """
+    if orjson is None or _LONG_NUMBER.search(data):
+        return False, None
+    try:
+        return True, orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False, None
+
+
 def loads(data: bytes | str) -> Any:
-    """Parse JSON text."""
-    if orjson is not None:
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass  # e.g. an integer beyond 64 bits; let the standard library decide
-    return json.loads(data)
+    """Parse JSON text (exactly: big integers stay integers)."""
+    raw = data.encode() if isinstance(data, str) else data
+    ok, value = try_loads(raw)
+    return value if ok else json.loads(raw)

@@ -99,6 +99,9 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
             "application/json",
             code="invalid_request",
         )
+    fast, value = jsonio.try_loads(raw)
+    if fast:
+        return value
     try:
         value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
         if _SURROGATE_ESCAPE.search(raw):

@@ -78,7 +78,7 @@ from ojs_core.timeutil import format_ts, parse_ts
 
 from . import names
 from .embedded import EmbeddedNatsServer
-from .jetstream import MAX_BATCH, GroupCommitter, Op, WrongSequenceError, commit, pull_now
+from .jetstream import MAX_BATCH, Op, Pipeline, WrongSequenceError, commit, pull_now
 from .jetstream import publish as _publish
 
 __all__ = ["MIN_SERVER_VERSION", "NatsBackend"]
@@ -93,7 +93,6 @@ _CAS_ATTEMPTS = 64
 #: Job versions kept for the next compare-and-swap on them (ack after claim, mostly).
 _CACHE_SIZE = 20_000
 _CONTROL_RESET = "ojs.control.reset"
-_JOBS_STREAM = f"KV_{names.JOBS_BUCKET}"
 _KEY_SAFE = re.compile(r"[-_=.A-Za-z0-9]{1,200}")
 _KV_KEY = re.compile(r"[-/_=.A-Za-z0-9]{1,512}")
 #: Deadlines closer than this are also kept in a local heap (bounded) for precision.
@@ -200,7 +199,7 @@ class NatsBackend:
         self.connect_options = connect_options or {}
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
-        self._committer: GroupCommitter | None = None
+        self._pipe: Pipeline | None = None
         self._kv: dict[str, KeyValue] = {}
         self._queues: dict[str, _QueueRecord] = {}
         self._ready_ok: set[tuple[str, int]] = set()
@@ -232,11 +231,22 @@ class NatsBackend:
             raise BackendUnavailableError("NATS backend is not open")
         return self._js
 
-    async def _commit(self, stream: str, ops: Sequence[Op]) -> list[int]:
-        """:func:`commit`, merged with concurrent callers' writes to the same stream."""
-        if self._committer is None:
+    @property
+    def pipe(self) -> Pipeline:
+        """Pipelined publishes on the live connection."""
+        if self._pipe is None:
             raise BackendUnavailableError("NATS backend is not open")
-        return await self._committer.commit(stream, ops)
+        return self._pipe
+
+    async def _commit(self, ops: Sequence[Op]) -> list[int]:
+        """:func:`commit`: one op pipelined, several as one atomic batch."""
+        return await self.pipe.commit(ops)
+
+    async def _publish_all(self, ops: Sequence[Op]) -> None:
+        """Store every op (each on its own, all in flight together); raise if any failed."""
+        for outcome in await self.pipe.publish_each(ops):
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def open(self) -> None:
         """Connect (starting the embedded server first, if any) and create streams and buckets."""
@@ -266,7 +276,7 @@ class NatsBackend:
                 "schedules, counters)"
             )
         self._js = self._nc.jetstream(timeout=10)
-        self._committer = GroupCommitter(self._nc, self._js)
+        self._pipe = Pipeline(self._nc, self._js)
         await self._provision()
         await self._nc.subscribe(_CONTROL_RESET, cb=self._on_control)
         self._start_watch()
@@ -274,6 +284,9 @@ class NatsBackend:
     async def close(self) -> None:
         """Drain the connection and stop the embedded server, if any."""
         await self._stop_watch()
+        if self._pipe is not None:
+            await self._pipe.close()
+            self._pipe = None
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
@@ -617,7 +630,7 @@ class NatsBackend:
                 f"{after.id} {new_epoch}".encode(),
                 {},
             )
-            pubs.append(self._commit(names.READY_STREAM, [hint]))
+            pubs.append(self._commit([hint]))
         deadline = timer_deadline(after)
         if deadline is not None and (before is None or deadline != timer_deadline(before)):
             pubs.append(self._schedule(after.id, deadline))
@@ -654,9 +667,9 @@ class NatsBackend:
             if deadline is not None:
                 timers.append(self._schedule_op(job.id, deadline))
                 self._soon_add(job.id, deadline)
-        for stream, ops in ((names.READY_STREAM, hints), (names.TIMER_STREAM, timers)):
-            for start in range(0, len(ops), MAX_BATCH):
-                await self._commit(stream, ops[start : start + MAX_BATCH])
+        # Not atomic (an atomic batch costs the server ~1.7 ms): a hint or timer written for a
+        # job whose record then is not written is harmless, and the records wait for all.
+        await self._publish_all([*hints, *timers])
 
     @staticmethod
     def _schedule_op(job_id: str, deadline: datetime) -> Op:
@@ -668,7 +681,7 @@ class NatsBackend:
         )
 
     def _schedule(self, job_id: str, deadline: datetime) -> Awaitable[list[int]]:
-        return self._commit(names.TIMER_STREAM, [self._schedule_op(job_id, deadline)])
+        return self._commit([self._schedule_op(job_id, deadline)])
 
     async def _count(self, before: Job | None, after: Job | None) -> None:
         """Account a transition in the per-queue, per-state counters (for stats).
@@ -870,7 +883,7 @@ class NatsBackend:
                 )
             await self._announce_new(jobs)
             try:
-                seqs = await self._commit(_JOBS_STREAM, ops)
+                seqs = await self._commit(ops)
             except WrongSequenceError:
                 existing = await asyncio.gather(*(self._read(j.id) for j in jobs))
                 for job, rec in zip(jobs, existing, strict=True):
@@ -910,7 +923,7 @@ class NatsBackend:
             else:
                 ops.append((subject, b"", {"KV-Operation": "DEL"}))
         try:
-            seqs = await self._commit(_JOBS_STREAM, ops)
+            seqs = await self._commit(ops)
         except WrongSequenceError:
             self._cache.pop(after.id, None)
             raise
@@ -1022,20 +1035,20 @@ class NatsBackend:
                     timers.append(self._schedule_op(after.id, deadline))
                     self._soon_add(after.id, deadline)
             ops = [self._job_op(after, epoch, rev) for _, _, after, epoch, rev in writes]
-            try:
-                if timers:
-                    await self._commit(names.TIMER_STREAM, timers)
-                seqs = await self._commit(_JOBS_STREAM, ops)
-            except WrongSequenceError:
-                for _, job, _, _, _ in writes:
+            # Timers first (a visibility deadline must exist before the claim it guards), then
+            # each claim as its own compare-and-swap, all in flight together: a lost race costs
+            # only its own job a careful retry.
+            await self._publish_all(timers)
+            outcomes = await self.pipe.publish_each(ops)
+            for (msg, job, after, epoch, _), outcome in zip(writes, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
                     self._cache.pop(job.id, None)
-                slow.extend(w[0] for w in writes)
-            else:
-                for (msg, job, after, epoch, _), seq in zip(writes, seqs, strict=True):
-                    self._remember((after, epoch, seq))
-                    await msg.ack()
-                    await self._count(job, after)
-                    out.append(after)
+                    slow.append(msg)
+                    continue
+                self._remember((after, epoch, outcome))
+                await msg.ack()
+                await self._count(job, after)
+                out.append(after)
         if slow:
             results = await asyncio.gather(*(self._claim_one(m, activate) for m in slow))
             out.extend(j for j in results if j is not None)

@@ -10,18 +10,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
+from collections import deque
 from collections.abc import Sequence
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
 from nats.js.errors import APIError
 
-__all__ = ["MAX_BATCH", "GroupCommitter", "Op", "WrongSequenceError", "commit", "pull_now"]
+__all__ = ["MAX_BATCH", "Op", "Pipeline", "WrongSequenceError", "commit", "pull_now"]
 
 #: The server's limit on messages in one atomic batch.
 MAX_BATCH = 1000
@@ -145,102 +149,121 @@ async def commit(
     return []  # pragma: no cover - the loop always returns on the last op
 
 
-class GroupCommitter:
-    """Merges the commits that concurrent callers make into shared atomic batches.
+class Pipeline:
+    """Pipelined JetStream publishes: many in flight at once, each acknowledged on its own.
 
-    Each caller still gets exactly the semantics of :func:`commit` for its own ops: all of them
-    or none, the new sequences, :class:`WrongSequenceError` when one of *its* expectations
-    fails. Ops for one stream that are waiting while ``max_inflight`` batches are in flight go
-    out together as the next batch, so under load a hundred acks or enqueues cost one
-    acknowledged request instead of a hundred (group commit). When a merged batch fails on an
-    expected sequence, the callers' ops are retried separately, so that one caller's lost race
-    never fails another caller.
+    Measured on nats-server 2.12-2.15, an atomic batch costs the server a fixed ~1.7 ms of CPU
+    however small it is, while a plain publish costs ~20 µs; and an awaited ``js.publish`` costs
+    the client a new future and a timeout wrapper per message. So a write that need not be
+    atomic with another goes out here: published at once with its own expected-sequence
+    header, its acknowledgement matched on one inbox subscription, and its timeout enforced by
+    one sweeper for all of them instead of a timer each. (nats-py's ``publish_async`` would do
+    the matching, but it loses API errors such as a failed expected sequence: the future then
+    never completes.)
     """
 
-    def __init__(self, nc: Client, js: JetStreamContext, max_inflight: int = 2) -> None:
+    def __init__(self, nc: Client, js: JetStreamContext, wait_s: float = 5.0) -> None:
         self.nc = nc
         self.js = js
-        self.max_inflight = max_inflight
-        self._waiting: dict[str, list[tuple[Sequence[Op], asyncio.Future[list[int]]]]] = {}
-        self._inflight: dict[str, int] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        #: Batches sent so far (each is one acknowledged request): for tests and metrics.
-        self.batches_sent = 0
+        self.wait_s = wait_s
+        self._prefix: str | None = None
+        self._next = 0
+        self._pending: dict[str, asyncio.Future[int]] = {}
+        self._deadlines: deque[tuple[float, str]] = deque()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._sub: Subscription | None = None
 
-    async def commit(self, stream: str, ops: Sequence[Op]) -> list[int]:
-        """Write ``ops`` (all on ``stream``) atomically, possibly together with other callers'."""
-        if not ops:
-            return []
-        if len(ops) > MAX_BATCH:
-            raise ValueError(f"an atomic batch holds at most {MAX_BATCH} messages, got {len(ops)}")
-        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(stream, []).append((ops, future))
-        self._pump(stream)
-        return await future
+    async def _inbox(self) -> str:
+        if self._prefix is None:
+            prefix = self.nc.new_inbox() + "."
+            self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply)
+            self._prefix = prefix
+        return self._prefix
 
-    def _pump(self, stream: str) -> None:
-        waiting = self._waiting.get(stream)
-        while waiting and self._inflight.get(stream, 0) < self.max_inflight:
-            group: list[tuple[Sequence[Op], asyncio.Future[list[int]]]] = []
-            subjects: set[str] = set()
-            size = 0
-            rest: list[tuple[Sequence[Op], asyncio.Future[list[int]]]] = []
-            for item in waiting:
-                ops = item[0]
-                touched = {op[0] for op in ops}
-                # One subject at most once per batch: two expectations on one key cannot both
-                # hold, and the second caller must see the first one's write.
-                if group and (size + len(ops) > MAX_BATCH or touched & subjects):
-                    rest.append(item)
-                    continue
-                group.append(item)
-                subjects |= touched
-                size += len(ops)
-            waiting[:] = rest
-            self.batches_sent += 1
-            self._inflight[stream] = self._inflight.get(stream, 0) + 1
-            task = asyncio.get_running_loop().create_task(self._run(stream, group))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _run(
-        self, stream: str, group: list[tuple[Sequence[Op], asyncio.Future[list[int]]]]
-    ) -> None:
-        try:
-            if len(group) == 1:
-                await self._settle(*group[0])
-                return
-            merged = [op for ops, _ in group for op in ops]
-            try:
-                seqs = await commit(self.nc, self.js, merged)
-            except WrongSequenceError:
-                # Someone's expectation failed: find out whose by committing each on its own.
-                await asyncio.gather(*(self._settle(ops, fut) for ops, fut in group))
-                return
-            except BaseException as exc:
-                for _, fut in group:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                return
-            start = 0
-            for ops, fut in group:
-                if not fut.done():
-                    fut.set_result(seqs[start : start + len(ops)])
-                start += len(ops)
-        finally:
-            self._inflight[stream] -= 1
-            self._pump(stream)
-
-    async def _settle(self, ops: Sequence[Op], fut: asyncio.Future[list[int]]) -> None:
-        try:
-            result = await commit(self.nc, self.js, ops)
-        except BaseException as exc:
-            if not fut.done():
-                fut.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
+    async def _on_reply(self, msg: Msg) -> None:
+        prefix = self._prefix or ""
+        future = self._pending.pop(msg.subject[len(prefix) :], None)
+        if future is None or future.done():
             return
-        if not fut.done():
-            fut.set_result(result)
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(NoRespondersError())
+            return
+        try:
+            body = json.loads(msg.data)
+        except ValueError as exc:
+            future.set_exception(exc)
+            return
+        error = body.get("error")
+        if error:
+            future.set_exception(
+                APIError(
+                    code=error.get("code"),
+                    err_code=error.get("err_code"),
+                    description=error.get("description"),
+                )
+            )
+            return
+        future.set_result(int(body.get("seq", 0)))
+
+    async def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> int:
+        """Store one message; its stream sequence. :class:`WrongSequenceError` when its
+        expected-sequence header does not hold; ``nats.errors.TimeoutError`` after ``wait_s``."""
+        prefix = await self._inbox()
+        self._next += 1
+        token = str(self._next)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._pending[token] = future
+        self._deadlines.append((loop.time() + self.wait_s, token))
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = loop.create_task(self._sweep())
+        try:
+            await self.nc.publish(subject, data, reply=prefix + token, headers=headers or None)
+            return await future
+        except NoRespondersError:
+            # No stream answered: just created, or electing a leader. The awaited path waits.
+            return (await commit(self.nc, self.js, [(subject, data, headers)], self.wait_s))[0]
+        except APIError as err:
+            if _is_wrong_sequence(err):
+                raise WrongSequenceError(str(err)) from None
+            raise
+        finally:
+            self._pending.pop(token, None)
+
+    async def commit(self, ops: Sequence[Op]) -> list[int]:
+        """:func:`commit` semantics: one op goes pipelined, several as one atomic batch."""
+        if len(ops) == 1:
+            return [await self.publish(*ops[0])]
+        return await commit(self.nc, self.js, ops, self.wait_s)
+
+    async def publish_each(self, ops: Sequence[Op]) -> list[int | BaseException]:
+        """Store each op on its own (not atomically), all in flight together; per op its
+        sequence or the exception that stopped it."""
+        return await asyncio.gather(*(self.publish(*op) for op in ops), return_exceptions=True)
+
+    async def _sweep(self) -> None:
+        # Deadlines are appended in time order: the oldest is always on the left.
+        loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        while deadlines:
+            now = loop.time()
+            while deadlines and (deadlines[0][1] not in self._pending or deadlines[0][0] <= now):
+                _, token = deadlines.popleft()
+                future = self._pending.pop(token, None)
+                if future is not None and not future.done():
+                    future.set_exception(NatsTimeoutError())
+            if deadlines:
+                await asyncio.sleep(min(0.25, max(0.0, deadlines[0][0] - now)))
+
+    async def close(self) -> None:
+        """Stop the sweeper and the reply subscription."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+            self._prefix = None
