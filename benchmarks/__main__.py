@@ -238,10 +238,7 @@ async def inprocess_lifecycle(svc: JobService, n: int, queue: str) -> float:
     await finished.wait()
     await worker.stop()  # waits for the acks of the last handlers
     elapsed = time.perf_counter() - t0
-    print(f"  (stopped in {elapsed:.2f} s)", flush=True)
-    t1 = time.perf_counter()
     await running
-    print(f"  (run returned after {time.perf_counter() - t1:.2f} s)", flush=True)
     return n / elapsed
 
 
