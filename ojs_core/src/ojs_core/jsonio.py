@@ -31,9 +31,13 @@ def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
     """``value`` as compact UTF-8 JSON bytes; ``default`` converts what JSON cannot hold."""
     if orjson is not None:
         try:
-            return orjson.dumps(value, default=default)
+            out = orjson.dumps(value, default=default)
         except TypeError:
             pass  # an integer beyond 64 bits or a non-string key: the standard library takes it
+        else:
+            # orjson's bytes keep the whole block it wrote into (4 KiB at least): a short one
+            # is copied to its size, or a thousand records in flight would hold 4 MiB.
+            return bytes(memoryview(out)) if len(out) < 2048 else out
     return _std_dumps(value, default)
 
 

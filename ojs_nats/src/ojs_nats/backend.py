@@ -91,7 +91,7 @@ _EXPECT = "Nats-Expected-Last-Subject-Sequence"
 _HINT_GRACE = timedelta(seconds=30)
 _CAS_ATTEMPTS = 64
 #: Job versions kept for the next compare-and-swap on them (ack after claim, mostly).
-_CACHE_SIZE = 20_000
+_CACHE_SIZE = 10_000
 _CONTROL_RESET = "ojs.control.reset"
 _KEY_SAFE = re.compile(r"[-_=.A-Za-z0-9]{1,200}")
 _KV_KEY = re.compile(r"[-/_=.A-Za-z0-9]{1,512}")

@@ -205,9 +205,10 @@ class Pipeline:
             return
         future.set_result(int(body.get("seq", 0)))
 
-    async def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> int:
-        """Store one message; its stream sequence. :class:`WrongSequenceError` when its
-        expected-sequence header does not hold; ``nats.errors.TimeoutError`` after ``wait_s``."""
+    async def _send(
+        self, subject: str, data: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[int]:
+        """Publish with a reply token; the future completes with the acknowledgement."""
         prefix = await self._inbox()
         self._next += 1
         token = str(self._next)
@@ -219,16 +220,27 @@ class Pipeline:
             self._sweeper = loop.create_task(self._sweep())
         try:
             await self.nc.publish(subject, data, reply=prefix + token, headers=headers or None)
+        except BaseException:
+            self._pending.pop(token, None)
+            raise
+        return future
+
+    async def _outcome(self, op: Op, future: asyncio.Future[int]) -> int:
+        try:
             return await future
         except NoRespondersError:
             # No stream answered: just created, or electing a leader. The awaited path waits.
-            return (await commit(self.nc, self.js, [(subject, data, headers)], self.wait_s))[0]
+            return (await commit(self.nc, self.js, [op], self.wait_s))[0]
         except APIError as err:
             if _is_wrong_sequence(err):
                 raise WrongSequenceError(str(err)) from None
             raise
-        finally:
-            self._pending.pop(token, None)
+
+    async def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> int:
+        """Store one message; its stream sequence. :class:`WrongSequenceError` when its
+        expected-sequence header does not hold; ``nats.errors.TimeoutError`` after ``wait_s``."""
+        future = await self._send(subject, data, headers)
+        return await self._outcome((subject, data, headers), future)
 
     async def commit(self, ops: Sequence[Op]) -> list[int]:
         """:func:`commit` semantics: one op goes pipelined, several as one atomic batch."""
@@ -237,9 +249,17 @@ class Pipeline:
         return await commit(self.nc, self.js, ops, self.wait_s)
 
     async def publish_each(self, ops: Sequence[Op]) -> list[int | BaseException]:
-        """Store each op on its own (not atomically), all in flight together; per op its
-        sequence or the exception that stopped it."""
-        return await asyncio.gather(*(self.publish(*op) for op in ops), return_exceptions=True)
+        """Store each op on its own (not atomically), all in flight together, in order; per op
+        its sequence or the exception that stopped it. (All are sent before any reply is
+        awaited, with a future each and no task: a thousand cost little more than one.)"""
+        futures = [await self._send(*op) for op in ops]
+        outcomes: list[int | BaseException] = []
+        for op, future in zip(ops, futures, strict=True):
+            try:
+                outcomes.append(await self._outcome(op, future))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
 
     async def _sweep(self) -> None:
         # Deadlines are appended in time order: the oldest is always on the left.
