@@ -77,8 +77,15 @@ def parse_ts(text: str, now: datetime | None = None) -> datetime:
             return utc_ms(now + timedelta(milliseconds=parse_duration_ms(t[1:])))
         except OverflowError:
             raise ValueError(f"relative time {text!r} is out of range") from None
+    return _parse_absolute(t)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_absolute(t: str) -> datetime:
+    # Stored jobs carry the same timestamps through every read: remember recent ones.
+    # (datetimes are immutable, so sharing one between jobs is safe.)
     if not _RFC3339.match(t):
-        raise ValueError(f"invalid timestamp {text!r}: expected RFC 3339 with a time zone")
+        raise ValueError(f"invalid timestamp {t!r}: expected RFC 3339 with a time zone")
     norm = t.replace("z", "Z").replace("t", "T")
     if norm.endswith("Z"):
         norm = norm[:-1] + "+00:00"
@@ -88,7 +95,7 @@ def parse_ts(text: str, now: datetime | None = None) -> datetime:
         norm = m.group(1) + m.group(2)
     dt = datetime.fromisoformat(norm.replace(" ", "T"))
     if dt.tzinfo is None:  # pragma: no cover - the regex demands a zone
-        raise ValueError(f"timestamp {text!r} has no time zone")
+        raise ValueError(f"timestamp {t!r} has no time zone")
     return dt
 
 

@@ -99,6 +99,8 @@ _KV_KEY = re.compile(r"[-/_=.A-Za-z0-9]{1,512}")
 _SOON_HORIZON_S = 60.0
 _SOON_MAX = 100_000
 _MAX_PULLS = 32
+#: Subjects per batched direct get.
+_MULTI_GET = 256
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -573,6 +575,75 @@ class NatsBackend:
         self._remember(rec)
         return rec
 
+    async def _read_many(
+        self, job_ids: Sequence[str], *, cached: bool = False
+    ) -> list[tuple[Job, int, int] | None]:
+        """:meth:`_read` for many jobs with one batched direct get (``multi_last``) instead of a
+        request per job; falls back to single reads if the server cannot answer it."""
+        out: list[tuple[Job, int, int] | None] = [None] * len(job_ids)
+        wanted: dict[str, list[int]] = {}
+        for i, job_id in enumerate(job_ids):
+            if not _KEY_SAFE.fullmatch(job_id):
+                continue
+            hit = self._cache.get(job_id) if cached else None
+            if hit is not None:
+                out[i] = hit
+            else:
+                wanted.setdefault(job_id, []).append(i)
+        if len(wanted) == 1:
+            ((job_id, places),) = wanted.items()
+            rec = await self._read(job_id)
+            for i in places:
+                out[i] = rec
+            return out
+        ids = list(wanted)
+        for start in range(0, len(ids), _MULTI_GET):
+            chunk = ids[start : start + _MULTI_GET]
+            try:
+                found = await self._multi_get(chunk)
+            except Exception:
+                log.debug("batched direct get failed; reading one by one", exc_info=True)
+                recs = await asyncio.gather(*(self._read(j) for j in chunk))
+                found = {j: r for j, r in zip(chunk, recs, strict=True) if r is not None}
+            for job_id in chunk:
+                rec = found.get(job_id)
+                if rec is None:
+                    self._cache.pop(job_id, None)
+                for i in wanted[job_id]:
+                    out[i] = rec
+        return out
+
+    async def _multi_get(self, job_ids: Sequence[str]) -> dict[str, tuple[Job, int, int]]:
+        prefix = f"$KV.{names.JOBS_BUCKET}.j."
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        found: dict[str, tuple[Job, int, int]] = {}
+        try:
+            await self.nc.publish(
+                f"$JS.API.DIRECT.GET.KV_{names.JOBS_BUCKET}",
+                json.dumps(
+                    {"multi_last": [prefix + j for j in job_ids], "batch": len(job_ids)}
+                ).encode(),
+                reply=inbox,
+            )
+            while True:
+                msg = await sub.next_msg(timeout=5)
+                headers = msg.headers or {}
+                status = headers.get("Status")
+                if status in ("204", "404"):  # end of batch; nothing (more) found
+                    return found
+                if status:
+                    raise RuntimeError(f"direct get answered {status}")
+                if headers.get("KV-Operation") or not msg.data:
+                    continue  # deleted or purged
+                job_id = headers.get("Nats-Subject", "")[len(prefix) :]
+                job, epoch = _decode_job(msg.data)
+                rec = (job, epoch, int(headers.get("Nats-Sequence", "0")))
+                self._remember(rec)
+                found[job_id] = rec
+        finally:
+            await sub.unsubscribe()
+
     def _remember(self, rec: tuple[Job, int, int]) -> None:
         cache = self._cache
         job_id = rec[0].id
@@ -907,7 +978,7 @@ class NatsBackend:
     @_guard
     async def get_jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
         """Several jobs, read concurrently."""
-        recs = await asyncio.gather(*(self._read(j) for j in job_ids))
+        recs = await self._read_many(job_ids)
         return [r[0] if r else None for r in recs]
 
     async def _write(self, before: Job, after: Job, epoch: int, rev: int) -> None:
@@ -1006,7 +1077,7 @@ class NatsBackend:
                 parsed.append((msg, job_id, int(hint_epoch_text)))
             except ValueError:
                 await msg.term()
-        recs = await asyncio.gather(*(self._read(p[1], cached=True) for p in parsed))
+        recs = await self._read_many([p[1] for p in parsed], cached=True)
         writes: list[tuple[Msg, Job, Job, int, int]] = []
         slow: list[Msg] = []
         batched: set[str] = set()
