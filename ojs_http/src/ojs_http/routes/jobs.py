@@ -18,8 +18,11 @@ __all__ = ["routes"]
 
 def _check_size(request: Request, envelope: object, index: int | None = None) -> None:
     settings: HttpSettings = request.app.state.settings
-    if getattr(request.state, "body_size", None) is not None and (
-        request.state.body_size <= settings.max_envelope_bytes
+    state = request.state
+    if (
+        getattr(state, "body_size", None) is not None
+        and state.body_size <= settings.max_envelope_bytes
+        and not getattr(state, "body_may_grow", True)
     ):
         return  # compact UTF-8 JSON of a part of the body is never larger than the body
     size = len(jsonio.dumps(envelope, default=str))
