@@ -411,20 +411,18 @@ class NatsBackend:
 
     def _forget_all(self) -> None:
         self._queues.clear()
+        self._crons.clear()
         self._ready_ok.clear()
         self._timer_inflight.clear()
         self._cache.clear()
         self._soon.clear()
 
     async def _on_control(self, msg: Msg) -> None:
-        if msg.subject == _CONTROL_RESET:
-            # Also on the replica that reset: what its own background work cached while the
-            # streams were being recreated (a timer applied meanwhile, say) is dropped too.
+        if msg.subject == _CONTROL_RESET and msg.data != self._instance:  # not our own reset
             self._forget_all()
-            if msg.data != self._instance:
-                # The watchers' consumers followed the deleted streams: start them afresh, or
-                # they would resume at the old sequences and miss the new buckets' entries.
-                await self._restart_watch()
+            # The watchers' consumers followed the deleted streams: start them afresh, or they
+            # would resume at the old sequences and miss the new buckets' first entries.
+            await self._restart_watch()
 
     def _start_watch(self) -> None:
         # Every replica keeps the small buckets (pause flags and priorities, cron entries) in
