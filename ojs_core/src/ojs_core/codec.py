@@ -140,8 +140,6 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    if isinstance(value, datetime):  # an in-process caller's value: as cattrs would write it
-        return format_ts(value)
     return value
 
 

@@ -28,7 +28,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
@@ -212,9 +211,6 @@ class NatsBackend:
         self._crons: dict[str, tuple[CronJob | None, int]] = {}
         self._crons_synced = asyncio.Event()
         self._watch_tasks: list[asyncio.Task[None]] = []
-        self._watch_lock = asyncio.Lock()
-        #: Tells this replica's own control messages from other replicas'.
-        self._instance = uuid.uuid4().hex.encode()
         self._background: set[asyncio.Future[Any]] = set()
         self._cache: OrderedDict[str, tuple[Job, int, int]] = OrderedDict()
         self._deltas: dict[str, int] = {}
@@ -290,14 +286,14 @@ class NatsBackend:
     async def close(self) -> None:
         """Drain the connection and stop the embedded server, if any."""
         await self._stop_watch()
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.drain()  # in-flight publishes get their acknowledgements
-            self._nc = None
-            self._js = None
         if self._pipe is not None:
             await self._pipe.close()
             self._pipe = None
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+            self._nc = None
+            self._js = None
         if self.embedded is not None:
             await self.embedded.stop()
 
@@ -418,11 +414,8 @@ class NatsBackend:
         self._soon.clear()
 
     async def _on_control(self, msg: Msg) -> None:
-        if msg.subject == _CONTROL_RESET and msg.data != self._instance:  # not our own reset
+        if msg.subject == _CONTROL_RESET:
             self._forget_all()
-            # The watchers' consumers followed the deleted streams: start them afresh, or they
-            # would resume at the old sequences and miss the new buckets' first entries.
-            await self._restart_watch()
 
     def _start_watch(self) -> None:
         # Every replica keeps the small buckets (pause flags and priorities, cron entries) in
@@ -445,12 +438,7 @@ class NatsBackend:
     def _on_cron_entry(self, key: str, value: bytes | None, revision: int) -> None:
         held = self._crons.get(key)
         if held is None or held[1] < revision:
-            try:
-                cron = self._decode_cron(value) if value else None
-            except Exception:  # one bad entry must not stop the watcher for all the others
-                log.exception("cron entry %r (revision %d) cannot be read; skipped", key, revision)
-                return
-            self._hold_cron(key, cron, revision)
+            self._hold_cron(key, self._decode_cron(value) if value else None, revision)
 
     def _hold_cron(self, name: str, cron: CronJob | None, revision: int) -> None:
         held = self._crons.get(name)
@@ -522,22 +510,12 @@ class NatsBackend:
                     raise
                 await asyncio.sleep(0.05)
         # Other replicas drop what they cached about the old streams (consumers, queues, jobs).
-        await self.nc.publish(_CONTROL_RESET, self._instance)
-        await self._restart_watch()
-
-    async def _restart_watch(self) -> None:
-        # Serialised: a reset and the control message it sends to this very replica both
-        # restart the watchers, and neither may leave a watcher running untracked.
-        async with self._watch_lock:
-            await self._stop_watch_now()
-            self._crons.clear()
-            self._start_watch()
+        await self.nc.publish(_CONTROL_RESET, b"")
+        await self._stop_watch()
+        self._crons.clear()
+        self._start_watch()
 
     async def _stop_watch(self) -> None:
-        async with self._watch_lock:
-            await self._stop_watch_now()
-
-    async def _stop_watch_now(self) -> None:
         tasks, self._watch_tasks = self._watch_tasks, []
         for task in tasks:
             await self._cancel(task)

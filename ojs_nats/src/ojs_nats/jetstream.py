@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
@@ -195,12 +195,13 @@ class Pipeline:
             return
         error = body.get("error")
         if error:
-            try:  # raises the specific class (ServiceUnavailableError for a 503, ...)
-                APIError.from_error(error)
-            except APIError as exc:
-                future.set_exception(exc)
-            else:  # pragma: no cover - from_error always raises
-                future.set_exception(APIError(description=str(error)))
+            future.set_exception(
+                APIError(
+                    code=error.get("code"),
+                    err_code=error.get("err_code"),
+                    description=error.get("description"),
+                )
+            )
             return
         future.set_result(int(body.get("seq", 0)))
 
@@ -251,17 +252,9 @@ class Pipeline:
         """Store each op on its own (not atomically), all in flight together, in order; per op
         its sequence or the exception that stopped it. (All are sent before any reply is
         awaited, with a future each and no task: a thousand cost little more than one.)"""
-        sent: list[asyncio.Future[int] | Exception] = []
-        for op in ops:
-            try:
-                sent.append(await self._send(*op))
-            except Exception as exc:  # e.g. the connection closed: this op was not sent
-                sent.append(exc)
+        futures = [await self._send(*op) for op in ops]
         outcomes: list[int | BaseException] = []
-        for op, future in zip(ops, sent, strict=True):
-            if isinstance(future, Exception):
-                outcomes.append(future)
-                continue
+        for op, future in zip(ops, futures, strict=True):
             try:
                 outcomes.append(await self._outcome(op, future))
             except Exception as exc:
@@ -283,13 +276,7 @@ class Pipeline:
                 await asyncio.sleep(min(0.25, max(0.0, deadlines[0][0] - now)))
 
     async def close(self) -> None:
-        """Stop the sweeper and the reply subscription; publishes still waiting for their
-        acknowledgement fail with ``ConnectionClosedError`` (their outcome is unknown)."""
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(ConnectionClosedError())
-        self._pending.clear()
-        self._deadlines.clear()
+        """Stop the sweeper and the reply subscription."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

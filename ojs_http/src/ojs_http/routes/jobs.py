@@ -18,11 +18,8 @@ __all__ = ["routes"]
 
 def _check_size(request: Request, envelope: object, index: int | None = None) -> None:
     settings: HttpSettings = request.app.state.settings
-    state = request.state
-    if (
-        getattr(state, "body_size", None) is not None
-        and state.body_size <= settings.max_envelope_bytes
-        and not getattr(state, "body_may_grow", True)
+    if getattr(request.state, "body_size", None) is not None and (
+        request.state.body_size <= settings.max_envelope_bytes
     ):
         return  # compact UTF-8 JSON of a part of the body is never larger than the body
     size = len(jsonio.dumps(envelope, default=str))
