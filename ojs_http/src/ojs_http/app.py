@@ -137,11 +137,7 @@ class _VersionCheck:
         self.app = app
 
     async def __call__(self, scope: dict[str, object], receive: object, send: object) -> None:
-        # Most requests carry no OJS-Version header: look for it before building a Request.
-        if scope["type"] == "http" and any(
-            name == b"ojs-version"
-            for name, _ in scope["headers"]  # type: ignore[attr-defined]
-        ):
+        if scope["type"] == "http":
             request = Request(scope)
             try:
                 check_version(request)

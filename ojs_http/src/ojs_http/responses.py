@@ -10,7 +10,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ojs_core import jsonio
 from ojs_core.errors import OJSError, PayloadTooLargeError, UnsupportedError, ValidationError
 
 from .settings import HttpSettings
@@ -24,7 +23,7 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _dumps(data: Any) -> bytes:
-    return jsonio.dumps(data, default=str)
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
 def media_type_for(request: Request, settings: HttpSettings) -> str:
@@ -99,9 +98,6 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
             "application/json",
             code="invalid_request",
         )
-    fast, value = jsonio.try_loads(raw)
-    if fast:
-        return value
     try:
         value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
         if _SURROGATE_ESCAPE.search(raw):

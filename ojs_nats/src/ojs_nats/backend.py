@@ -51,7 +51,6 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 import nats
-from ojs_core import jsonio
 from ojs_core.backend import (
     ActivateFn,
     BackendHealth,
@@ -78,7 +77,7 @@ from ojs_core.timeutil import format_ts, parse_ts
 
 from . import names
 from .embedded import EmbeddedNatsServer
-from .jetstream import MAX_BATCH, Op, Pipeline, WrongSequenceError, commit, pull_now
+from .jetstream import MAX_BATCH, Op, WrongSequenceError, commit, pull_now
 from .jetstream import publish as _publish
 
 __all__ = ["MIN_SERVER_VERSION", "NatsBackend"]
@@ -91,7 +90,7 @@ _EXPECT = "Nats-Expected-Last-Subject-Sequence"
 _HINT_GRACE = timedelta(seconds=30)
 _CAS_ATTEMPTS = 64
 #: Job versions kept for the next compare-and-swap on them (ack after claim, mostly).
-_CACHE_SIZE = 10_000
+_CACHE_SIZE = 20_000
 _CONTROL_RESET = "ojs.control.reset"
 _KEY_SAFE = re.compile(r"[-_=.A-Za-z0-9]{1,200}")
 _KV_KEY = re.compile(r"[-/_=.A-Za-z0-9]{1,512}")
@@ -99,8 +98,6 @@ _KV_KEY = re.compile(r"[-/_=.A-Za-z0-9]{1,512}")
 _SOON_HORIZON_S = 60.0
 _SOON_MAX = 100_000
 _MAX_PULLS = 32
-#: Subjects per batched direct get.
-_MULTI_GET = 256
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -138,11 +135,11 @@ def _guard(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any
 
 
 def _encode_job(job: Job, epoch: int) -> bytes:
-    return jsonio.dumps({"e": epoch, "j": job_to_wire(job)})
+    return json.dumps({"e": epoch, "j": job_to_wire(job)}, separators=(",", ":")).encode()
 
 
 def _decode_job(data: bytes) -> tuple[Job, int]:
-    raw = jsonio.loads(data)
+    raw = json.loads(data)
     return job_from_dict(raw["j"]), int(raw["e"])
 
 
@@ -201,7 +198,6 @@ class NatsBackend:
         self.connect_options = connect_options or {}
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
-        self._pipe: Pipeline | None = None
         self._kv: dict[str, KeyValue] = {}
         self._queues: dict[str, _QueueRecord] = {}
         self._ready_ok: set[tuple[str, int]] = set()
@@ -233,23 +229,6 @@ class NatsBackend:
             raise BackendUnavailableError("NATS backend is not open")
         return self._js
 
-    @property
-    def pipe(self) -> Pipeline:
-        """Pipelined publishes on the live connection."""
-        if self._pipe is None:
-            raise BackendUnavailableError("NATS backend is not open")
-        return self._pipe
-
-    async def _commit(self, ops: Sequence[Op]) -> list[int]:
-        """:func:`commit`: one op pipelined, several as one atomic batch."""
-        return await self.pipe.commit(ops)
-
-    async def _publish_all(self, ops: Sequence[Op]) -> None:
-        """Store every op (each on its own, all in flight together); raise if any failed."""
-        for outcome in await self.pipe.publish_each(ops):
-            if isinstance(outcome, BaseException):
-                raise outcome
-
     async def open(self) -> None:
         """Connect (starting the embedded server first, if any) and create streams and buckets."""
         if self._nc is not None:
@@ -278,7 +257,6 @@ class NatsBackend:
                 "schedules, counters)"
             )
         self._js = self._nc.jetstream(timeout=10)
-        self._pipe = Pipeline(self._nc, self._js)
         await self._provision()
         await self._nc.subscribe(_CONTROL_RESET, cb=self._on_control)
         self._start_watch()
@@ -286,9 +264,6 @@ class NatsBackend:
     async def close(self) -> None:
         """Drain the connection and stop the embedded server, if any."""
         await self._stop_watch()
-        if self._pipe is not None:
-            await self._pipe.close()
-            self._pipe = None
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
@@ -575,75 +550,6 @@ class NatsBackend:
         self._remember(rec)
         return rec
 
-    async def _read_many(
-        self, job_ids: Sequence[str], *, cached: bool = False
-    ) -> list[tuple[Job, int, int] | None]:
-        """:meth:`_read` for many jobs with one batched direct get (``multi_last``) instead of a
-        request per job; falls back to single reads if the server cannot answer it."""
-        out: list[tuple[Job, int, int] | None] = [None] * len(job_ids)
-        wanted: dict[str, list[int]] = {}
-        for i, job_id in enumerate(job_ids):
-            if not _KEY_SAFE.fullmatch(job_id):
-                continue
-            hit = self._cache.get(job_id) if cached else None
-            if hit is not None:
-                out[i] = hit
-            else:
-                wanted.setdefault(job_id, []).append(i)
-        if len(wanted) == 1:
-            ((job_id, places),) = wanted.items()
-            rec = await self._read(job_id)
-            for i in places:
-                out[i] = rec
-            return out
-        ids = list(wanted)
-        for start in range(0, len(ids), _MULTI_GET):
-            chunk = ids[start : start + _MULTI_GET]
-            try:
-                found = await self._multi_get(chunk)
-            except Exception:
-                log.debug("batched direct get failed; reading one by one", exc_info=True)
-                recs = await asyncio.gather(*(self._read(j) for j in chunk))
-                found = {j: r for j, r in zip(chunk, recs, strict=True) if r is not None}
-            for job_id in chunk:
-                rec = found.get(job_id)
-                if rec is None:
-                    self._cache.pop(job_id, None)
-                for i in wanted[job_id]:
-                    out[i] = rec
-        return out
-
-    async def _multi_get(self, job_ids: Sequence[str]) -> dict[str, tuple[Job, int, int]]:
-        prefix = f"$KV.{names.JOBS_BUCKET}.j."
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox)
-        found: dict[str, tuple[Job, int, int]] = {}
-        try:
-            await self.nc.publish(
-                f"$JS.API.DIRECT.GET.KV_{names.JOBS_BUCKET}",
-                json.dumps(
-                    {"multi_last": [prefix + j for j in job_ids], "batch": len(job_ids)}
-                ).encode(),
-                reply=inbox,
-            )
-            while True:
-                msg = await sub.next_msg(timeout=5)
-                headers = msg.headers or {}
-                status = headers.get("Status")
-                if status in ("204", "404"):  # end of batch; nothing (more) found
-                    return found
-                if status:
-                    raise RuntimeError(f"direct get answered {status}")
-                if headers.get("KV-Operation") or not msg.data:
-                    continue  # deleted or purged
-                job_id = headers.get("Nats-Subject", "")[len(prefix) :]
-                job, epoch = _decode_job(msg.data)
-                rec = (job, epoch, int(headers.get("Nats-Sequence", "0")))
-                self._remember(rec)
-                found[job_id] = rec
-        finally:
-            await sub.unsubscribe()
-
     def _remember(self, rec: tuple[Job, int, int]) -> None:
         cache = self._cache
         job_id = rec[0].id
@@ -696,19 +602,18 @@ class NatsBackend:
         pubs: list[Awaitable[Any]] = []
         if new_epoch != epoch:
             await self._ensure_ready(after.queue, after.priority)
-            hint: Op = (
-                names.ready_subject(after.queue, after.priority),
-                f"{after.id} {new_epoch}".encode(),
-                {},
+            pubs.append(
+                _publish(
+                    self.js,
+                    names.ready_subject(after.queue, after.priority),
+                    f"{after.id} {new_epoch}".encode(),
+                )
             )
-            pubs.append(self._commit([hint]))
         deadline = timer_deadline(after)
         if deadline is not None and (before is None or deadline != timer_deadline(before)):
             pubs.append(self._schedule(after.id, deadline))
             self._soon_add(after.id, deadline)
-        if len(pubs) == 1:
-            await pubs[0]
-        elif pubs:
+        if pubs:
             await asyncio.gather(*pubs)
 
     def _soon_add(self, job_id: str, deadline: datetime) -> None:
@@ -738,9 +643,9 @@ class NatsBackend:
             if deadline is not None:
                 timers.append(self._schedule_op(job.id, deadline))
                 self._soon_add(job.id, deadline)
-        # Not atomic (an atomic batch costs the server ~1.7 ms): a hint or timer written for a
-        # job whose record then is not written is harmless, and the records wait for all.
-        await self._publish_all([*hints, *timers])
+        for ops in (hints, timers):
+            for start in range(0, len(ops), MAX_BATCH):
+                await commit(self.nc, self.js, ops[start : start + MAX_BATCH])
 
     @staticmethod
     def _schedule_op(job_id: str, deadline: datetime) -> Op:
@@ -751,8 +656,14 @@ class NatsBackend:
             {"Nats-Schedule": f"@at {at}", "Nats-Schedule-Target": f"ojs.tfire.{job_id}"},
         )
 
-    def _schedule(self, job_id: str, deadline: datetime) -> Awaitable[list[int]]:
-        return self._commit([self._schedule_op(job_id, deadline)])
+    def _schedule(self, job_id: str, deadline: datetime) -> Awaitable[Any]:
+        at = deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return _publish(
+            self.js,
+            f"ojs.tsched.{job_id}",
+            format_ts(deadline).encode(),
+            headers={"Nats-Schedule": f"@at {at}", "Nats-Schedule-Target": f"ojs.tfire.{job_id}"},
+        )
 
     async def _count(self, before: Job | None, after: Job | None) -> None:
         """Account a transition in the per-queue, per-state counters (for stats).
@@ -954,7 +865,7 @@ class NatsBackend:
                 )
             await self._announce_new(jobs)
             try:
-                seqs = await self._commit(ops)
+                seqs = await commit(self.nc, self.js, ops)
             except WrongSequenceError:
                 existing = await asyncio.gather(*(self._read(j.id) for j in jobs))
                 for job, rec in zip(jobs, existing, strict=True):
@@ -978,7 +889,7 @@ class NatsBackend:
     @_guard
     async def get_jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
         """Several jobs, read concurrently."""
-        recs = await self._read_many(job_ids)
+        recs = await asyncio.gather(*(self._read(j) for j in job_ids))
         return [r[0] if r else None for r in recs]
 
     async def _write(self, before: Job, after: Job, epoch: int, rev: int) -> None:
@@ -994,7 +905,7 @@ class NatsBackend:
             else:
                 ops.append((subject, b"", {"KV-Operation": "DEL"}))
         try:
-            seqs = await self._commit(ops)
+            seqs = await commit(self.nc, self.js, ops)
         except WrongSequenceError:
             self._cache.pop(after.id, None)
             raise
@@ -1077,7 +988,7 @@ class NatsBackend:
                 parsed.append((msg, job_id, int(hint_epoch_text)))
             except ValueError:
                 await msg.term()
-        recs = await self._read_many([p[1] for p in parsed], cached=True)
+        recs = await asyncio.gather(*(self._read(p[1], cached=True) for p in parsed))
         writes: list[tuple[Msg, Job, Job, int, int]] = []
         slow: list[Msg] = []
         batched: set[str] = set()
@@ -1106,20 +1017,20 @@ class NatsBackend:
                     timers.append(self._schedule_op(after.id, deadline))
                     self._soon_add(after.id, deadline)
             ops = [self._job_op(after, epoch, rev) for _, _, after, epoch, rev in writes]
-            # Timers first (a visibility deadline must exist before the claim it guards), then
-            # each claim as its own compare-and-swap, all in flight together: a lost race costs
-            # only its own job a careful retry.
-            await self._publish_all(timers)
-            outcomes = await self.pipe.publish_each(ops)
-            for (msg, job, after, epoch, _), outcome in zip(writes, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
+            try:
+                if timers:
+                    await commit(self.nc, self.js, timers)
+                seqs = await commit(self.nc, self.js, ops)
+            except WrongSequenceError:
+                for _, job, _, _, _ in writes:
                     self._cache.pop(job.id, None)
-                    slow.append(msg)
-                    continue
-                self._remember((after, epoch, outcome))
-                await msg.ack()
-                await self._count(job, after)
-                out.append(after)
+                slow.extend(w[0] for w in writes)
+            else:
+                for (msg, job, after, epoch, _), seq in zip(writes, seqs, strict=True):
+                    self._remember((after, epoch, seq))
+                    await msg.ack()
+                    await self._count(job, after)
+                    out.append(after)
         if slow:
             results = await asyncio.gather(*(self._claim_one(m, activate) for m in slow))
             out.extend(j for j in results if j is not None)
@@ -1436,7 +1347,7 @@ class NatsBackend:
             }
             await self.nc.publish(
                 f"{names.EVENT_PREFIX}.{event.type}",
-                jsonio.dumps(body, default=str),
+                json.dumps(body, separators=(",", ":"), default=str).encode(),
             )
 
     @_guard

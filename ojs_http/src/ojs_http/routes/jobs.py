@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ojs_core import jsonio
 from ojs_core.errors import PayloadTooLargeError, ValidationError
 
 from ..responses import json_response, read_json
@@ -18,11 +19,7 @@ __all__ = ["routes"]
 
 def _check_size(request: Request, envelope: object, index: int | None = None) -> None:
     settings: HttpSettings = request.app.state.settings
-    if getattr(request.state, "body_size", None) is not None and (
-        request.state.body_size <= settings.max_envelope_bytes
-    ):
-        return  # compact UTF-8 JSON of a part of the body is never larger than the body
-    size = len(jsonio.dumps(envelope, default=str))
+    size = len(json.dumps(envelope, separators=(",", ":"), default=str))
     if size > settings.max_envelope_bytes:
         where = f"jobs[{index}] " if index is not None else ""
         raise PayloadTooLargeError(
