@@ -35,7 +35,7 @@ from ojs_core.ids import uuid7
 from ojs_core.model import Job
 from ojs_core.service import JobService
 from ojs_core.states import JobState
-from ojs_nats import names
+from ojs_nats import NatsBackend, names
 
 S = JobState
 NO_JITTER = {"jitter": False}
@@ -290,6 +290,56 @@ async def test_retry_backoff_retryable_then_available(svc: JobService) -> None:
     assert (await svc.dead_letter()).total == 0
     kinds = [e.type for e in await events_of(svc, "job.retrying", "job.discarded")]
     assert kinds == ["job.retrying", "job.retrying", "job.discarded"]
+
+
+async def test_a_stuck_timer_pull_does_not_hold_back_local_deadlines(svc: JobService) -> None:
+    """A pull on the timer consumer whose answer never comes (its consumer deleted by a reset
+    while the request was in flight) must not delay a retry that this replica knows is due."""
+    backend = svc.backend
+    assert isinstance(backend, NatsBackend)
+    retry = {"max_attempts": 2, "initial_interval": "PT0.2S", **NO_JITTER}
+    job = await push(svc, retry=retry)
+    await fetch_one(svc, worker_id="w")
+    failed = await svc.nack(job.id, fail("first"), worker_id="w")
+    assert failed.state is S.RETRYABLE
+    never: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+    backend._timer_pull = never  # type: ignore[assignment]
+
+    async def promoted() -> bool | None:
+        # Bounded: before the fix this pass waited for the stuck pull forever.
+        await asyncio.wait_for(svc.run_timers(), timeout=30)
+        return True if (await svc.get(job.id)).state is S.AVAILABLE else None
+
+    assert await eventually(promoted)
+    assert not never.done()
+    never.cancel()
+
+
+async def test_only_another_replicas_reset_announcement_clears_local_state(
+    svc: JobService,
+) -> None:
+    """A replica's own reset announcement may come back after the next requests: it must not
+    drop what they cached (a near deadline here); another replica's announcement must."""
+    backend = svc.backend
+    assert isinstance(backend, NatsBackend)
+    job = await push(svc, delay_ms=30_000)
+
+    def held() -> bool:
+        return any(job_id == job.id for _, job_id in backend._soon)
+
+    async def announce(payload: bytes) -> None:
+        probe = await backend.nc.subscribe("ojs.control.reset")
+        await backend.nc.publish("ojs.control.reset", payload)
+        await probe.next_msg(timeout=5)  # delivered to every subscription of the connection
+        await probe.unsubscribe()
+        for _ in range(5):  # let the backend's subscription task run its callback
+            await asyncio.sleep(0)
+
+    assert held()
+    await announce(backend._instance)
+    assert held()
+    await announce(b"another replica")
+    assert not held()
 
 
 async def test_requeue_puts_job_back_at_once(svc: JobService) -> None:

@@ -1,4 +1,10 @@
-"""ojs-nats: the OJS backend on NATS JetStream (work in progress; see the NATS issue)."""
+"""ojs-nats: the production OJS backend on NATS JetStream and KV.
 
-__all__: list[str] = []
+:class:`NatsBackend` implements :class:`ojs_core.backend.Backend`; ``ojs_nats.embedded`` starts
+a local nats-server (extra ``ojs-nats[embedded]``). See ``docs/nats-design.md``.
+"""
+
+from .backend import NatsBackend
+
+__all__ = ["NatsBackend"]
 __version__ = "0.1.0"

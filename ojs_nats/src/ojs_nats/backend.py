@@ -28,6 +28,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
@@ -98,6 +99,8 @@ _KV_KEY = re.compile(r"[-/_=.A-Za-z0-9]{1,512}")
 _SOON_HORIZON_S = 60.0
 _SOON_MAX = 100_000
 _MAX_PULLS = 32
+#: How long a timer pass that has local deadlines to apply waits for the server's fired timers.
+_TIMER_PULL_WAIT_S = 0.02
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -132,6 +135,12 @@ def _guard(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any
             raise BackendUnavailableError(f"NATS unavailable: {exc!r}") from exc
 
     return wrapper
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a background task's outcome as seen (a dropped one may still fail)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _encode_job(job: Job, epoch: int) -> bytes:
@@ -202,6 +211,9 @@ class NatsBackend:
         self._queues: dict[str, _QueueRecord] = {}
         self._ready_ok: set[tuple[str, int]] = set()
         self._timer_inflight: dict[str, Msg] = {}
+        self._timer_pull: asyncio.Task[list[Msg]] | None = None
+        #: Tells this process's own reset announcement apart from another replica's.
+        self._instance = uuid.uuid4().hex.encode()
         #: name -> (entry, revision); ``None`` marks a deletion, so that a watcher running
         #: behind this replica's own writes cannot bring an older version back.
         self._crons: dict[str, tuple[CronJob | None, int]] = {}
@@ -264,6 +276,7 @@ class NatsBackend:
     async def close(self) -> None:
         """Drain the connection and stop the embedded server, if any."""
         await self._stop_watch()
+        self._drop_timer_pull()
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
@@ -387,9 +400,13 @@ class NatsBackend:
         self._timer_inflight.clear()
         self._cache.clear()
         self._soon.clear()
+        self._drop_timer_pull()
 
     async def _on_control(self, msg: Msg) -> None:
-        if msg.subject == _CONTROL_RESET:
+        # The resetting replica has already forgotten everything; doing it again when its own
+        # announcement comes back would drop what the next requests cached meanwhile (a
+        # retry's local deadline, a queue's ready consumer).
+        if msg.subject == _CONTROL_RESET and msg.data != self._instance:
             self._forget_all()
 
     def _start_watch(self) -> None:
@@ -485,7 +502,7 @@ class NatsBackend:
                     raise
                 await asyncio.sleep(0.05)
         # Other replicas drop what they cached about the old streams (consumers, queues, jobs).
-        await self.nc.publish(_CONTROL_RESET, b"")
+        await self.nc.publish(_CONTROL_RESET, self._instance)
         await self._stop_watch()
         self._crons.clear()
         self._start_watch()
@@ -1103,13 +1120,11 @@ class NatsBackend:
                 due.append(job_id)  # a stale entry is harmless: on_timer finds nothing due
         if len(due) >= limit:
             return due
-        try:
-            msgs = await pull_now(
-                self.nc, names.TIMER_STREAM, names.TIMER_CONSUMER, limit - len(due)
-            )
-        except nats.errors.TimeoutError:
-            return due
-        for msg in msgs:
+        if due:
+            wait_s: float | None = _TIMER_PULL_WAIT_S
+        else:
+            wait_s = (soon[0][0] - now).total_seconds() if soon else None
+        for msg in await self._fired_timers(limit - len(due), wait_s):
             job_id = msg.subject.rsplit(".", 1)[-1]
             rec = await self._read(job_id)
             deadline = timer_deadline(rec[0]) if rec else None
@@ -1129,6 +1144,42 @@ class NatsBackend:
                 await self._schedule(job_id, deadline)
                 await msg.ack()
         return due
+
+    async def _fired_timers(self, batch: int, wait_s: float | None) -> list[Msg]:
+        """The server's fired timers, waiting for them at most ``wait_s`` (``None``: until the
+        pull ends).
+
+        The pull runs as a task of its own that a later pass picks up if this one stops
+        waiting. Its answer normally takes well under a millisecond, but one may never come
+        (its consumer deleted by a reset while the request was in flight, a reply lost in a
+        reconnect) and then the pull lasts its whole timeout: local deadlines due meanwhile must
+        not wait for it.
+        """
+        task = self._timer_pull
+        if task is None:
+            task = asyncio.ensure_future(
+                pull_now(self.nc, names.TIMER_STREAM, names.TIMER_CONSUMER, batch)
+            )
+            task.add_done_callback(_retrieve)
+            self._timer_pull = task
+        if not task.done():
+            await asyncio.wait({task}, timeout=None if wait_s is None else max(wait_s, 0.0))
+            if not task.done():
+                return []
+        self._timer_pull = None
+        if task.cancelled():
+            return []
+        exc = task.exception()
+        if exc is not None:
+            if not isinstance(exc, nats.errors.TimeoutError):
+                log.debug("timer pull failed: %r", exc)
+            return []
+        return task.result()
+
+    def _drop_timer_pull(self) -> None:
+        task, self._timer_pull = self._timer_pull, None
+        if task is not None:
+            task.cancel()  # its messages, if any, are redelivered after the ack wait
 
     @_guard
     async def list_jobs(self, flt: JobFilter) -> Page:
