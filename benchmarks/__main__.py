@@ -27,8 +27,10 @@ from typing import Any
 from nats.js.api import AckPolicy, ConsumerConfig
 
 import nats
+from ojs_core.client import Client
 from ojs_core.service import JobService
 from ojs_core.timeutil import format_ts
+from ojs_core.worker import JobContext, Worker
 from ojs_memory import MemoryBackend
 from ojs_nats.backend import NatsBackend
 from ojs_nats.embedded import EmbeddedNatsServer, free_port
@@ -210,27 +212,34 @@ async def raw_lifecycle(url: str, n: int) -> float:
 
 
 async def inprocess_lifecycle(svc: JobService, n: int, queue: str) -> float:
-    """Enqueue in batches of 100 and run each job through fetch(100) + ack; jobs per second."""
+    """n no-op jobs: enqueued in batches of 100 through the in-process :class:`Client`, run by
+    the in-process :class:`Worker` (concurrency 200, fetching up to 100); jobs per second."""
+    client = Client(svc)
+    worker = Worker(svc, [queue], concurrency=200, fetch_batch=100, poll_wait=0.5)
     done = 0
-    t0 = time.perf_counter()
+    finished = asyncio.Event()
 
-    async def produce() -> None:
-        for start in range(0, n, 100):
-            batch = [
+    @worker.handler("bench.noop")
+    async def noop(ctx: JobContext) -> None:
+        nonlocal done
+        done += 1
+        if done >= n:
+            finished.set()
+
+    t0 = time.perf_counter()
+    running = asyncio.get_running_loop().create_task(worker.run())
+    for start in range(0, n, 100):
+        await client.enqueue_many(
+            [
                 {"type": "bench.noop", "args": [i], "options": {"queue": queue}}
                 for i in range(start, min(n, start + 100))
             ]
-            await svc.enqueue_batch(batch)
-
-    async def consume() -> None:
-        nonlocal done
-        while done < n:
-            jobs = await svc.fetch([queue], 100, "bench-worker", wait_ms=500)
-            await asyncio.gather(*(svc.ack(j.id, None) for j in jobs))
-            done += len(jobs)
-
-    await asyncio.gather(produce(), consume(), consume())
-    return n / (time.perf_counter() - t0)
+        )
+    await finished.wait()
+    await worker.stop()  # waits for the acks of the last handlers
+    elapsed = time.perf_counter() - t0
+    await running
+    return n / elapsed
 
 
 def _job_body(i: int, queue: str = "bench") -> dict[str, Any]:
@@ -253,35 +262,61 @@ async def http_batch(port: int, conns: int, duration: float) -> Stats:
 
 
 async def http_round_trip(
-    ports: list[int], duration: float, producers: int = 4, workers: int = 8
+    ports: list[int],
+    duration: float,
+    producers: int = 4,
+    workers: int = 8,
+    backlog: int = 2000,
+    ack_concurrency: int = 8,
 ) -> float:
-    """Producers batch-enqueue; workers fetch(100) and ack each job, over HTTP; jobs/s acked."""
+    """Steady-state round trips over HTTP; jobs acked per second.
+
+    Producers batch-enqueue (100 per request) while fewer than ``backlog`` jobs wait, so the
+    figure is the rate of whole cycles, not of a growing backlog. Each worker fetches up to 100
+    and acks every job, ``ack_concurrency`` acks in flight at a time (one connection each), as
+    an SDK worker running that many handlers concurrently does.
+    """
     deadline = time.perf_counter() + duration
-    acked = 0
+    enqueued = acked = 0
     body = {"jobs": [_job_body(i, "rt") for i in range(100)]}
 
     async def producer(k: int) -> None:
+        nonlocal enqueued
         c = Conn("127.0.0.1", ports[k % len(ports)])
         await c.open()
         while time.perf_counter() < deadline:
+            if enqueued - acked >= backlog:
+                await asyncio.sleep(0.001)
+                continue
+            enqueued += 100
             await c.request("POST", "/ojs/v1/jobs/batch", body)
         await c.close()
 
     async def worker(k: int) -> None:
         nonlocal acked
-        c = Conn("127.0.0.1", ports[k % len(ports)])
-        await c.open()
+        port = ports[k % len(ports)]
+        c = Conn("127.0.0.1", port)
+        ackers = [Conn("127.0.0.1", port) for _ in range(ack_concurrency)]
+        await asyncio.gather(c.open(), *(a.open() for a in ackers))
+
+        async def ack_all(conn: Conn, ids: list[str]) -> None:
+            nonlocal acked
+            for job_id in ids:
+                status, _ = await conn.request("POST", "/ojs/v1/workers/ack", {"job_id": job_id})
+                if status == 200:
+                    acked += 1
+
         while time.perf_counter() < deadline:
             _, data = await c.request(
                 "POST",
                 "/ojs/v1/workers/fetch",
                 {"queues": ["rt"], "count": 100, "worker_id": f"w{k}", "wait_ms": 200},
             )
-            for job in (data or {}).get("jobs", []):
-                status, _ = await c.request("POST", "/ojs/v1/workers/ack", {"job_id": job["id"]})
-                if status == 200:
-                    acked += 1
-        await c.close()
+            ids = [job["id"] for job in (data or {}).get("jobs", [])]
+            await asyncio.gather(
+                *(ack_all(a, ids[i::ack_concurrency]) for i, a in enumerate(ackers))
+            )
+        await asyncio.gather(c.close(), *(a.close() for a in ackers))
 
     t0 = time.perf_counter()
     await asyncio.gather(
@@ -463,7 +498,10 @@ async def memory_bytes_per_job(n: int) -> float:
 # -- the run -------------------------------------------------------------------------------------
 
 
-async def run(quick: bool, waiting_jobs: int) -> Table:
+GROUPS = ("raw", "inproc", "http", "latency", "scheduled", "scale", "memory")
+
+
+async def run(quick: bool, waiting_jobs: int, only: frozenset[str] = frozenset(GROUPS)) -> Table:
     table = Table()
     scale = 0.1 if quick else 1.0
     dur = 3.0 if quick else 8.0
@@ -471,128 +509,138 @@ async def run(quick: bool, waiting_jobs: int) -> Table:
     server = EmbeddedNatsServer(tmp / "nats")
     url = await server.start()
     try:
-        print("raw baselines", flush=True)
-        n_raw = int(50_000 * scale) or 5000
-        raw_pub = await raw_publish(url, n_raw)
-        table.add("raw: nats-py pipelined publish", raw_pub, "msg/s")
-        raw_lc = await raw_lifecycle(url, int(20_000 * scale) or 2000)
-        table.add("raw: publish -> fetch(100) -> ack", raw_lc, "jobs/s")
-
-        print("in-process lifecycle", flush=True)
         backend = NatsBackend(url)
         await backend.open()
         svc = JobService(backend)
-        inproc = await inprocess_lifecycle(svc, int(20_000 * scale), "inproc")
-        table.add(
-            "in-process lifecycle, NATS, full state",
-            inproc,
-            "jobs/s",
-            raw_lc,
-            ">= 0.50 of raw lifecycle",
-        )
-
-        print("HTTP", flush=True)
-        bport = free_port()
-        async with server_process(
-            [sys.executable, "-m", "benchmarks.baseline_app", str(bport)],
-            bport,
-            {"BASELINE_NATS_URL": url, "PYTHONPATH": str(ROOT)},
-        ):
-            base = await http_single(bport, 64, dur, "/publish")
-        table.add("baseline: Starlette+Hypercorn, 1 js.publish/request", base.rate, "req/s")
-        port = free_port()
-        async with server_process(ojs_server_argv(url, port), port):
-            single = await http_single(port, 64, dur)
+        if only & {"raw", "inproc"}:
+            print("raw baselines", flush=True)
+            n_raw = int(50_000 * scale) or 5000
+            raw_pub = await raw_publish(url, n_raw)
+            table.add("raw: nats-py pipelined publish", raw_pub, "msg/s")
+            raw_lc = await raw_lifecycle(url, int(20_000 * scale) or 2000)
+            table.add("raw: publish -> fetch(100) -> ack", raw_lc, "jobs/s")
+        if "inproc" in only:
+            print("in-process lifecycle", flush=True)
+            inproc = await inprocess_lifecycle(svc, int(20_000 * scale), "inproc")
             table.add(
-                "HTTP single enqueue, 64 conns",
-                single.rate,
-                "req/s",
-                base.rate,
-                ">= 0.80 of baseline",
-                f"p50 {single.pct(50):.1f} ms, p99 {single.pct(99):.1f} ms",
-            )
-            table.add("  p50 latency", single.pct(50), "ms")
-            table.add("  p99 latency", single.pct(99), "ms")
-            batch = await http_batch(port, 16, dur)
-            table.add(
-                "HTTP batch enqueue, 100/request, 16 conns",
-                batch.rate,
+                "in-process lifecycle, NATS, full state",
+                inproc,
                 "jobs/s",
-                None,
-                ">= 30,000 jobs/s",
+                raw_lc,
+                ">= 0.50 of raw lifecycle",
             )
-            await reset(port)
-            rt1 = await http_round_trip([port], dur)
-            table.add(
-                "HTTP round trip (enqueue, fetch 100, ack), 1 server",
-                rt1,
-                "jobs/s",
-                None,
-                ">= 3,000 jobs/s",
-            )
-            await reset(port)
-            hl = await latency_http(port, 2.0 if quick else 5.0, 1000)
-            table.add("latency @1k/s, HTTP worker long-poll p50", hl.pct(50), "ms")
-            table.add(
-                "latency @1k/s, HTTP worker long-poll p99", hl.pct(99), "ms", None, "<= 15 ms"
-            )
-            await reset(port)
-            port2 = free_port()
-            async with server_process(ojs_server_argv(url, port2), port2):
-                rt2 = await http_round_trip([port, port2], dur)
-            table.add(
-                "HTTP round trip, 2 server processes", rt2, "jobs/s", rt1, "scales with replicas"
-            )
-            await reset(port)
-
-            print("latency and scheduling (in-process)", flush=True)
+        if "http" in only:
+            await http_scenarios(table, url, dur, quick)
+        if "latency" in only:
+            print("latency (in-process)", flush=True)
             lat = await latency_inprocess(svc, 2.0 if quick else 5.0, 1000)
             table.add("latency @1k/s, in-process worker p50", lat.pct(50), "ms")
             table.add("latency @1k/s, in-process worker p99", lat.pct(99), "ms", None, "<= 5 ms")
+        if "scheduled" in only:
+            print("scheduled accuracy (in-process)", flush=True)
             sched, early = await scheduled_accuracy(svc, int(2000 * scale) or 200)
             table.add("scheduled jobs: lateness p50", sched.pct(50), "ms")
             table.add("scheduled jobs: lateness p99", sched.pct(99), "ms", None, "<= 300 ms")
             table.add("scheduled jobs: lateness max", max(sched.latencies or [0]) * 1000, "ms")
             table.add("scheduled jobs: fired early", early, "jobs", None, "0")
-
-            print("scale", flush=True)
-            probe = int(5000 * scale) or 1000
-            empty_enq, empty_fetch = await enqueue_fetch_rate(svc, "scale-empty", probe)
-            waiting = waiting_jobs
-            rss_before = rss_kb(os.getpid())
-            t0 = time.perf_counter()
-            await fill(svc, "backlog", waiting, concurrency=8)
-            fill_rate = waiting / (time.perf_counter() - t0)
-            rss_after = rss_kb(os.getpid())
-            full_enq, full_fetch = await enqueue_fetch_rate(svc, "backlog", probe)
-            table.add(
-                f"enqueue with {waiting:,} waiting vs empty queue",
-                full_enq,
-                "jobs/s",
-                empty_enq,
-                ">= 0.80",
-            )
-            table.add(
-                f"fetch+ack with {waiting:,} waiting vs empty queue",
-                full_fetch,
-                "jobs/s",
-                empty_fetch,
-                ">= 0.80",
-            )
-            table.add(
-                f"RSS growth per 1M queued (server code, {waiting:,} queued)",
-                (rss_after - rss_before) / 1024 * (1_000_000 / waiting),
-                "MB",
-                None,
-                "<= 50 MB",
-                f"filled at {fill_rate:,.0f} jobs/s",
-            )
+        if "scale" in only:
+            await scale_scenarios(table, svc, scale, waiting_jobs)
         await backend.close()
-        per_job = await memory_bytes_per_job(int(100_000 * scale))
-        table.add("memory backend: bytes per queued job", per_job, "bytes", None, "<= 1024")
+        if "memory" in only:
+            per_job = await memory_bytes_per_job(int(100_000 * scale))
+            table.add("memory backend: bytes per queued job", per_job, "bytes", None, "<= 1024")
     finally:
         await server.stop()
     return table
+
+
+async def http_scenarios(table: Table, url: str, dur: float, quick: bool) -> None:
+    """Everything that goes through an ojs-server process (and its baseline)."""
+    print("HTTP", flush=True)
+    bport = free_port()
+    async with server_process(
+        [sys.executable, "-m", "benchmarks.baseline_app", str(bport)],
+        bport,
+        {"BASELINE_NATS_URL": url, "PYTHONPATH": str(ROOT)},
+    ):
+        base = await http_single(bport, 64, dur, "/publish")
+    table.add("baseline: Starlette+Hypercorn, 1 js.publish/request", base.rate, "req/s")
+    port = free_port()
+    async with server_process(ojs_server_argv(url, port), port):
+        single = await http_single(port, 64, dur)
+        table.add(
+            "HTTP single enqueue, 64 conns",
+            single.rate,
+            "req/s",
+            base.rate,
+            ">= 0.80 of baseline",
+            f"p50 {single.pct(50):.1f} ms, p99 {single.pct(99):.1f} ms",
+        )
+        table.add("  p50 latency", single.pct(50), "ms")
+        table.add("  p99 latency", single.pct(99), "ms")
+        batch = await http_batch(port, 16, dur)
+        table.add(
+            "HTTP batch enqueue, 100/request, 16 conns",
+            batch.rate,
+            "jobs/s",
+            None,
+            ">= 30,000 jobs/s",
+        )
+        await reset(port)
+        rt1 = await http_round_trip([port], dur)
+        table.add(
+            "HTTP round trip (enqueue, fetch 100, ack), 1 server",
+            rt1,
+            "jobs/s",
+            None,
+            ">= 3,000 jobs/s",
+        )
+        await reset(port)
+        hl = await latency_http(port, 2.0 if quick else 5.0, 1000)
+        table.add("latency @1k/s, HTTP worker long-poll p50", hl.pct(50), "ms")
+        table.add("latency @1k/s, HTTP worker long-poll p99", hl.pct(99), "ms", None, "<= 15 ms")
+        await reset(port)
+        port2 = free_port()
+        async with server_process(ojs_server_argv(url, port2), port2):
+            rt2 = await http_round_trip([port, port2], dur)
+        table.add("HTTP round trip, 2 server processes", rt2, "jobs/s", rt1, "scales with replicas")
+        await reset(port)
+
+
+async def scale_scenarios(table: Table, svc: JobService, scale: float, waiting_jobs: int) -> None:
+    """Throughput with a large backlog against an empty queue, and the memory it costs."""
+    print("scale", flush=True)
+    probe = int(5000 * scale) or 1000
+    empty_enq, empty_fetch = await enqueue_fetch_rate(svc, "scale-empty", probe)
+    waiting = waiting_jobs
+    rss_before = rss_kb(os.getpid())
+    t0 = time.perf_counter()
+    await fill(svc, "backlog", waiting, concurrency=8)
+    fill_rate = waiting / (time.perf_counter() - t0)
+    rss_after = rss_kb(os.getpid())
+    full_enq, full_fetch = await enqueue_fetch_rate(svc, "backlog", probe)
+    table.add(
+        f"enqueue with {waiting:,} waiting vs empty queue",
+        full_enq,
+        "jobs/s",
+        empty_enq,
+        ">= 0.80",
+    )
+    table.add(
+        f"fetch+ack with {waiting:,} waiting vs empty queue",
+        full_fetch,
+        "jobs/s",
+        empty_fetch,
+        ">= 0.80",
+    )
+    table.add(
+        f"RSS growth per 1M queued (server code, {waiting:,} queued)",
+        (rss_after - rss_before) / 1024 * (1_000_000 / waiting),
+        "MB",
+        None,
+        "<= 50 MB",
+        f"filled at {fill_rate:,.0f} jobs/s",
+    )
 
 
 def main() -> None:
@@ -605,10 +653,19 @@ def main() -> None:
         default=None,
         help="backlog size for the scale scenario (default 1,000,000; 20,000 quick)",
     )
+    p.add_argument(
+        "--only",
+        default=",".join(GROUPS),
+        help=f"comma-separated scenario groups to run (default all: {','.join(GROUPS)})",
+    )
     args = p.parse_args()
+    only = frozenset(g.strip() for g in args.only.split(",") if g.strip())
+    unknown = only - set(GROUPS)
+    if unknown:
+        p.error(f"unknown scenario groups {sorted(unknown)}; choose from {', '.join(GROUPS)}")
     started = time.perf_counter()
     waiting = args.waiting or (20_000 if args.quick else 1_000_000)
-    table = asyncio.run(run(args.quick, waiting))
+    table = asyncio.run(run(args.quick, waiting, only))
     print()
     print(table.render())
     print(

@@ -36,6 +36,8 @@ class Conn:
                 await self.writer.wait_closed()
 
     async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        if self.writer is None or self.writer.is_closing():
+            await self.open()  # the server closed the last one (Hypercorn does every 1,000)
         assert self.reader is not None
         assert self.writer is not None
         payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
@@ -49,6 +51,7 @@ class Conn:
         status = int(status_line.split()[1])
         length = 0
         chunked = False
+        close = False
         while True:
             line = await self.reader.readline()
             if line in (b"\r\n", b"\n", b""):
@@ -59,6 +62,8 @@ class Conn:
                 length = int(value.strip())
             elif lname == "transfer-encoding" and "chunked" in value:
                 chunked = True
+            elif lname == "connection" and "close" in value.lower():
+                close = True
         if chunked:
             data = b""
             while True:
@@ -70,6 +75,8 @@ class Conn:
                 await self.reader.readline()
         else:
             data = await self.reader.readexactly(length) if length else b""
+        if close:
+            await self.close()
         return status, (json.loads(data) if data else None)
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ojs_core import lifecycle
+from ojs_core import codec, lifecycle
 from ojs_core.codec import cron_to_wire, event_to_wire, job_from_dict, job_to_wire
 from ojs_core.envelope import parse_enqueue
 from ojs_core.ids import deterministic_uuid7
@@ -435,3 +435,17 @@ def test_cron_to_wire_disabled() -> None:
     assert wire["type"] is None
     assert "options" not in wire
     assert "created_at" not in wire
+
+
+@SETTINGS
+@given(jobs(), st.booleans())
+def test_fast_encoder_equals_the_generic_one(job: Job, pending: bool) -> None:
+    job = attrs.evolve(job, workflow_pending=pending)
+    fast = codec._job_out(job)
+    assert fast == codec._job_out_reference(job)
+    # and shares nothing mutable with the job
+    fast["args"].append("__probe__")
+    fast["meta"]["__probe__"] = 1
+    assert "__probe__" not in job.args
+    assert "__probe__" not in job.meta
+    assert codec._job_out(job) == codec._job_out_reference(job)

@@ -256,3 +256,13 @@ def test_ms_between() -> None:
 
 def test_from_epoch_ms() -> None:
     assert from_epoch_ms(int(NOW.timestamp() * 1000) + 250) == NOW + timedelta(milliseconds=250)
+
+
+def test_format_ts_keeps_the_zone_of_equal_instants() -> None:
+    # format_ts remembers recent results; equal instants in other zones must not share them.
+    utc = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    plus_one = utc.astimezone(timezone(timedelta(hours=1)))
+    assert utc == plus_one
+    assert format_ts(utc) == "2026-03-01T12:00:00Z"
+    assert format_ts(plus_one) == "2026-03-01T13:00:00+01:00"
+    assert format_ts(utc) == "2026-03-01T12:00:00Z"

@@ -651,3 +651,27 @@ async def test_registration_rules(harness: Harness) -> None:
     stopped = Worker(harness.service)
     await stopped.stop()  # stopping a worker that never ran is fine
     assert stopped.state == "stopped"
+
+
+async def test_long_handlers_never_keep_free_slots_idle(harness: Harness) -> None:
+    # The worker refills in batches (half a batch of free slots), but only for a moment: with
+    # three of four slots held by long handlers, the fourth still takes a waiting job.
+    h = harness
+    worker = h.worker(concurrency=4, fetch_batch=4)
+    started: list[str] = []
+    release = asyncio.Event()
+    worker.register("slow.job", blocking_handler(started, release))
+
+    @worker.handler("quick.job")
+    async def quick(ctx: JobContext) -> str:
+        return "quick"
+
+    slow = await h.client.enqueue_many([{"type": "slow.job", "args": [n]} for n in range(3)])
+    worker.start()
+    await eventually(lambda: len(started) == 3)
+    job = await h.client.enqueue("quick.job", [])
+    assert job is not None
+    done = await h.wait_state(job.id, S.COMPLETED, within=5)
+    assert done.result == "quick"
+    assert all([await h.state(j.id) is S.ACTIVE for j in slow if j is not None])
+    release.set()

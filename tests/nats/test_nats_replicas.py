@@ -28,6 +28,7 @@ from ojs_core.states import JobState
 from ojs_core.timeutil import format_ts, parse_ts
 from ojs_http import create_app
 from ojs_http.settings import HttpSettings
+from ojs_nats import names
 from ojs_nats.backend import NatsBackend
 
 S = JobState
@@ -352,3 +353,31 @@ async def test_every_second_cron_on_two_replicas_fires_each_tick_once(
         assert job.meta["cron_name"] == "every-second"
     triggered = await events_of(a, "cron.triggered")
     assert sorted(e.data["job_id"] for e in triggered) == sorted(ids)
+
+
+async def test_cron_entries_reach_every_replica_and_a_bad_entry_is_skipped(
+    replicas: tuple[JobService, JobService],
+) -> None:
+    a, b = replicas
+    backend_b = b.backend
+    assert isinstance(backend_b, NatsBackend)
+    # An entry no version of this server could read (written by hand, or by a future one).
+    await backend_b._kv[names.CRON_BUCKET].put("broken", b"{not json")
+    await a.register_cron(
+        {
+            "name": "nightly",
+            "expression": "0 3 * * *",
+            "job_template": {"type": "cron.nightly", "args": []},
+        }
+    )
+
+    async def b_sees_it() -> bool:
+        return [c.name for c in await backend_b.list_crons()] == ["nightly"]
+
+    await eventually(b_sees_it, within=5)
+    await a.delete_cron("nightly")
+
+    async def b_sees_it_gone() -> bool:
+        return await backend_b.list_crons() == []
+
+    await eventually(b_sees_it_gone, within=5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import re
 import threading
 import time
@@ -13,6 +14,11 @@ __all__ = ["UUIDV7_RE", "deterministic_uuid7", "is_uuid7", "uuid7"]
 UUIDV7_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\Z")
 
 _lock = threading.Lock()
+# Seeded from the OS once: the ids need uniqueness, not secrecy, and a syscall per id costs more
+# than the rest of making one. A fork re-seeds (below), so children never repeat the parent.
+_rng = random.Random(os.urandom(32))
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
 _last_ms = 0
 _seq = 0
 
@@ -35,9 +41,9 @@ def uuid7(now_ms: int | None = None) -> str:
             ms = _last_ms
         else:
             _last_ms = ms
-            _seq = int.from_bytes(os.urandom(2), "big") & 0x3FF
+            _seq = _rng.getrandbits(10)
         seq = _seq
-    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+        rand = _rng.getrandbits(62)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | seq << 64 | 0b10 << 62 | rand
     return _fmt(value)
 

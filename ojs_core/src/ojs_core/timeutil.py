@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -76,8 +77,15 @@ def parse_ts(text: str, now: datetime | None = None) -> datetime:
             return utc_ms(now + timedelta(milliseconds=parse_duration_ms(t[1:])))
         except OverflowError:
             raise ValueError(f"relative time {text!r} is out of range") from None
+    return _parse_absolute(t)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_absolute(t: str) -> datetime:
+    # Stored jobs carry the same timestamps through every read: remember recent ones.
+    # (datetimes are immutable, so sharing one between jobs is safe.)
     if not _RFC3339.match(t):
-        raise ValueError(f"invalid timestamp {text!r}: expected RFC 3339 with a time zone")
+        raise ValueError(f"invalid timestamp {t!r}: expected RFC 3339 with a time zone")
     norm = t.replace("z", "Z").replace("t", "T")
     if norm.endswith("Z"):
         norm = norm[:-1] + "+00:00"
@@ -87,12 +95,23 @@ def parse_ts(text: str, now: datetime | None = None) -> datetime:
         norm = m.group(1) + m.group(2)
     dt = datetime.fromisoformat(norm.replace(" ", "T"))
     if dt.tzinfo is None:  # pragma: no cover - the regex demands a zone
-        raise ValueError(f"timestamp {text!r} has no time zone")
+        raise ValueError(f"timestamp {t!r} has no time zone")
     return dt
 
 
 def format_ts(dt: datetime) -> str:
     """Format as RFC 3339: ``Z`` for UTC, the original offset otherwise, ms only when present."""
+    # Equal instants in different zones compare (and hash) equal: the offset is part of the key.
+    return _format_ts_cached(dt, dt.utcoffset())
+
+
+@functools.lru_cache(maxsize=8192)
+def _format_ts_cached(dt: datetime, offset: timedelta | None) -> str:
+    # A job's timestamps are formatted again at every write and response: remember recent ones.
+    return _format_ts(dt)
+
+
+def _format_ts(dt: datetime) -> str:
     us = dt.microsecond
     spec = "seconds" if not us else ("milliseconds" if us % 1000 == 0 else "microseconds")
     # isoformat is C code, pads the year to four digits and prints the offset as +HH:MM.

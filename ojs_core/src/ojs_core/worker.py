@@ -56,6 +56,9 @@ __all__ = ["ExecutionMiddleware", "Handler", "JobContext", "Worker"]
 
 log = logging.getLogger("ojs.worker")
 
+#: Longest a worker with free slots waits for more to free up before it fetches (seconds).
+REFILL_HOLD = 0.05
+
 #: A job handler: ``async def handler(ctx: JobContext) -> result``.
 Handler = Callable[["JobContext"], Awaitable[Any]]
 #: An execution middleware: ``async def mw(ctx, next) -> result``.
@@ -374,12 +377,28 @@ class Worker:
 
     async def _fetch_loop(self) -> None:
         failures = 0
+        loop = asyncio.get_running_loop()
+        hold_until: float | None = None
         while not self._stop_requested:
             self._changed.clear()
             free = self.concurrency - len(self._inflight)
             if self._directive != "running" or free <= 0:
                 await self._changed.wait()
                 continue
+            # Refill in batches: with every slot but one busy, fetching a single job per
+            # finished handler would cost a fetch per job. Wait for half a batch of free
+            # slots, but never longer than REFILL_HOLD: long handlers must not keep the
+            # other slots idle.
+            refill = max(1, min(self.fetch_batch, self.concurrency) // 2)
+            if free < refill and self._inflight:
+                now = loop.time()
+                if hold_until is None:
+                    hold_until = now + REFILL_HOLD
+                if now < hold_until:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), hold_until - now)
+                    continue
+            hold_until = None
             task = asyncio.get_running_loop().create_task(
                 self.service.fetch(
                     self.queues,

@@ -137,7 +137,11 @@ class _VersionCheck:
         self.app = app
 
     async def __call__(self, scope: dict[str, object], receive: object, send: object) -> None:
-        if scope["type"] == "http":
+        # Most requests carry no OJS-Version header: look for it before building a Request.
+        if scope["type"] == "http" and any(
+            name == b"ojs-version"
+            for name, _ in scope["headers"]  # type: ignore[attr-defined]
+        ):
             request = Request(scope)
             try:
                 check_version(request)

@@ -9,7 +9,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from ojs_core.backend import Backend
 from ojs_core.plugins import BackendOptions, BackendPluginError, load_backend
@@ -71,6 +72,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="visibility timeout when neither the fetch nor the job sets one",
     )
     p.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default=env.get("OJS_LOOP", "auto"),
+        help="event loop: uvloop when installed (auto, the default) or the standard asyncio one",
+    )
+    p.add_argument(
         "--log-level",
         default=env.get("OJS_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
@@ -128,8 +135,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args))
+        run_loop(serve(args), args.loop)
     sys.exit(0)
+
+
+def run_loop(main: Coroutine[Any, Any, None], loop: str = "auto") -> None:
+    """Run ``main`` on uvloop (``auto`` when it is installed, or ``uvloop``) or on asyncio."""
+    if loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if loop == "uvloop":
+                raise SystemExit("ojs-server: --loop uvloop needs the uvloop package") from None
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
 
 
 if __name__ == "__main__":

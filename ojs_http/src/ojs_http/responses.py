@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ojs_core import jsonio
 from ojs_core.errors import OJSError, PayloadTooLargeError, UnsupportedError, ValidationError
 
 from .settings import HttpSettings
@@ -23,7 +24,7 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    return jsonio.dumps(data, default=str)
 
 
 def media_type_for(request: Request, settings: HttpSettings) -> str:
@@ -88,6 +89,9 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
         chunks.append(chunk)
     raw = b"".join(chunks)
     request.state.body_size = size
+    # Re-encoding can only grow a value's JSON through exponent numbers ("1e15" becomes
+    # "1000000000000000.0"); without them no part of the body encodes larger than the body.
+    request.state.body_may_grow = bool(_EXPONENT.search(raw))
     if not raw.strip():
         if required:
             raise ValidationError("request body is empty", code="invalid_payload")
@@ -98,6 +102,9 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
             "application/json",
             code="invalid_request",
         )
+    fast, value = jsonio.try_loads(raw)
+    if fast:
+        return value
     try:
         value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
         if _SURROGATE_ESCAPE.search(raw):
@@ -108,6 +115,9 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
         raise ValidationError(f"malformed JSON: {exc}", code="invalid_payload") from None
     except RecursionError:
         raise ValidationError("malformed JSON: nested too deeply", code="invalid_payload") from None
+
+
+_EXPONENT = re.compile(rb"\d[eE]")
 
 
 def _reject_constant(name: str) -> Any:

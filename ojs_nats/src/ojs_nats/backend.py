@@ -52,6 +52,7 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 import nats
+from ojs_core import jsonio
 from ojs_core.backend import (
     ActivateFn,
     BackendHealth,
@@ -78,7 +79,7 @@ from ojs_core.timeutil import format_ts, parse_ts
 
 from . import names
 from .embedded import EmbeddedNatsServer
-from .jetstream import MAX_BATCH, Op, WrongSequenceError, commit, pull_now
+from .jetstream import MAX_BATCH, Op, Pipeline, WrongSequenceError, commit, pull_now
 from .jetstream import publish as _publish
 
 __all__ = ["MIN_SERVER_VERSION", "NatsBackend"]
@@ -91,7 +92,7 @@ _EXPECT = "Nats-Expected-Last-Subject-Sequence"
 _HINT_GRACE = timedelta(seconds=30)
 _CAS_ATTEMPTS = 64
 #: Job versions kept for the next compare-and-swap on them (ack after claim, mostly).
-_CACHE_SIZE = 20_000
+_CACHE_SIZE = 10_000
 _CONTROL_RESET = "ojs.control.reset"
 _KEY_SAFE = re.compile(r"[-_=.A-Za-z0-9]{1,200}")
 _KV_KEY = re.compile(r"[-/_=.A-Za-z0-9]{1,512}")
@@ -101,6 +102,8 @@ _SOON_MAX = 100_000
 _MAX_PULLS = 32
 #: How long a timer pass that has local deadlines to apply waits for the server's fired timers.
 _TIMER_PULL_WAIT_S = 0.02
+#: Subjects per batched direct get.
+_MULTI_GET = 256
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -144,11 +147,11 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 
 
 def _encode_job(job: Job, epoch: int) -> bytes:
-    return json.dumps({"e": epoch, "j": job_to_wire(job)}, separators=(",", ":")).encode()
+    return jsonio.dumps({"e": epoch, "j": job_to_wire(job)})
 
 
 def _decode_job(data: bytes) -> tuple[Job, int]:
-    raw = json.loads(data)
+    raw = jsonio.loads(data)
     return job_from_dict(raw["j"]), int(raw["e"])
 
 
@@ -207,18 +210,20 @@ class NatsBackend:
         self.connect_options = connect_options or {}
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._pipe: Pipeline | None = None
         self._kv: dict[str, KeyValue] = {}
         self._queues: dict[str, _QueueRecord] = {}
         self._ready_ok: set[tuple[str, int]] = set()
         self._timer_inflight: dict[str, Msg] = {}
         self._timer_pull: asyncio.Task[list[Msg]] | None = None
-        #: Tells this process's own reset announcement apart from another replica's.
-        self._instance = uuid.uuid4().hex.encode()
         #: name -> (entry, revision); ``None`` marks a deletion, so that a watcher running
         #: behind this replica's own writes cannot bring an older version back.
         self._crons: dict[str, tuple[CronJob | None, int]] = {}
         self._crons_synced = asyncio.Event()
         self._watch_tasks: list[asyncio.Task[None]] = []
+        self._watch_lock = asyncio.Lock()
+        #: Tells this replica's own control messages from other replicas'.
+        self._instance = uuid.uuid4().hex.encode()
         self._background: set[asyncio.Future[Any]] = set()
         self._cache: OrderedDict[str, tuple[Job, int, int]] = OrderedDict()
         self._deltas: dict[str, int] = {}
@@ -240,6 +245,23 @@ class NatsBackend:
         if self._js is None:
             raise BackendUnavailableError("NATS backend is not open")
         return self._js
+
+    @property
+    def pipe(self) -> Pipeline:
+        """Pipelined publishes on the live connection."""
+        if self._pipe is None:
+            raise BackendUnavailableError("NATS backend is not open")
+        return self._pipe
+
+    async def _commit(self, ops: Sequence[Op]) -> list[int]:
+        """:func:`commit`: one op pipelined, several as one atomic batch."""
+        return await self.pipe.commit(ops)
+
+    async def _publish_all(self, ops: Sequence[Op]) -> None:
+        """Store every op (each on its own, all in flight together); raise if any failed."""
+        for outcome in await self.pipe.publish_each(ops):
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def open(self) -> None:
         """Connect (starting the embedded server first, if any) and create streams and buckets."""
@@ -269,6 +291,7 @@ class NatsBackend:
                 "schedules, counters)"
             )
         self._js = self._nc.jetstream(timeout=10)
+        self._pipe = Pipeline(self._nc, self._js)
         await self._provision()
         await self._nc.subscribe(_CONTROL_RESET, cb=self._on_control)
         self._start_watch()
@@ -279,9 +302,12 @@ class NatsBackend:
         self._drop_timer_pull()
         if self._nc is not None:
             with contextlib.suppress(Exception):
-                await self._nc.drain()
+                await self._nc.drain()  # in-flight publishes get their acknowledgements
             self._nc = None
             self._js = None
+        if self._pipe is not None:
+            await self._pipe.close()
+            self._pipe = None
         if self.embedded is not None:
             await self.embedded.stop()
 
@@ -395,7 +421,6 @@ class NatsBackend:
 
     def _forget_all(self) -> None:
         self._queues.clear()
-        self._crons.clear()
         self._ready_ok.clear()
         self._timer_inflight.clear()
         self._cache.clear()
@@ -408,6 +433,9 @@ class NatsBackend:
         # retry's local deadline, a queue's ready consumer).
         if msg.subject == _CONTROL_RESET and msg.data != self._instance:
             self._forget_all()
+            # The watchers' consumers followed the deleted streams: start them afresh, or they
+            # would resume at the old sequences and miss the new buckets' entries.
+            await self._restart_watch()
 
     def _start_watch(self) -> None:
         # Every replica keeps the small buckets (pause flags and priorities, cron entries) in
@@ -430,7 +458,12 @@ class NatsBackend:
     def _on_cron_entry(self, key: str, value: bytes | None, revision: int) -> None:
         held = self._crons.get(key)
         if held is None or held[1] < revision:
-            self._hold_cron(key, self._decode_cron(value) if value else None, revision)
+            try:
+                cron = self._decode_cron(value) if value else None
+            except Exception:  # one bad entry must not stop the watcher for all the others
+                log.exception("cron entry %r (revision %d) cannot be read; skipped", key, revision)
+                return
+            self._hold_cron(key, cron, revision)
 
     def _hold_cron(self, name: str, cron: CronJob | None, revision: int) -> None:
         held = self._crons.get(name)
@@ -503,11 +536,24 @@ class NatsBackend:
                 await asyncio.sleep(0.05)
         # Other replicas drop what they cached about the old streams (consumers, queues, jobs).
         await self.nc.publish(_CONTROL_RESET, self._instance)
-        await self._stop_watch()
-        self._crons.clear()
-        self._start_watch()
+        # Once more: what this replica's background work (a timer pass, say) cached about the
+        # old streams while they were being recreated must go too.
+        self._forget_all()
+        await self._restart_watch()
+
+    async def _restart_watch(self) -> None:
+        # Serialised: a reset and the control message it sends to this very replica both
+        # restart the watchers, and neither may leave a watcher running untracked.
+        async with self._watch_lock:
+            await self._stop_watch_now()
+            self._crons.clear()
+            self._start_watch()
 
     async def _stop_watch(self) -> None:
+        async with self._watch_lock:
+            await self._stop_watch_now()
+
+    async def _stop_watch_now(self) -> None:
         tasks, self._watch_tasks = self._watch_tasks, []
         for task in tasks:
             await self._cancel(task)
@@ -567,6 +613,75 @@ class NatsBackend:
         self._remember(rec)
         return rec
 
+    async def _read_many(
+        self, job_ids: Sequence[str], *, cached: bool = False
+    ) -> list[tuple[Job, int, int] | None]:
+        """:meth:`_read` for many jobs with one batched direct get (``multi_last``) instead of a
+        request per job; falls back to single reads if the server cannot answer it."""
+        out: list[tuple[Job, int, int] | None] = [None] * len(job_ids)
+        wanted: dict[str, list[int]] = {}
+        for i, job_id in enumerate(job_ids):
+            if not _KEY_SAFE.fullmatch(job_id):
+                continue
+            hit = self._cache.get(job_id) if cached else None
+            if hit is not None:
+                out[i] = hit
+            else:
+                wanted.setdefault(job_id, []).append(i)
+        if len(wanted) == 1:
+            ((job_id, places),) = wanted.items()
+            rec = await self._read(job_id)
+            for i in places:
+                out[i] = rec
+            return out
+        ids = list(wanted)
+        for start in range(0, len(ids), _MULTI_GET):
+            chunk = ids[start : start + _MULTI_GET]
+            try:
+                found = await self._multi_get(chunk)
+            except Exception:
+                log.debug("batched direct get failed; reading one by one", exc_info=True)
+                recs = await asyncio.gather(*(self._read(j) for j in chunk))
+                found = {j: r for j, r in zip(chunk, recs, strict=True) if r is not None}
+            for job_id in chunk:
+                rec = found.get(job_id)
+                if rec is None:
+                    self._cache.pop(job_id, None)
+                for i in wanted[job_id]:
+                    out[i] = rec
+        return out
+
+    async def _multi_get(self, job_ids: Sequence[str]) -> dict[str, tuple[Job, int, int]]:
+        prefix = f"$KV.{names.JOBS_BUCKET}.j."
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        found: dict[str, tuple[Job, int, int]] = {}
+        try:
+            await self.nc.publish(
+                f"$JS.API.DIRECT.GET.KV_{names.JOBS_BUCKET}",
+                json.dumps(
+                    {"multi_last": [prefix + j for j in job_ids], "batch": len(job_ids)}
+                ).encode(),
+                reply=inbox,
+            )
+            while True:
+                msg = await sub.next_msg(timeout=5)
+                headers = msg.headers or {}
+                status = headers.get("Status")
+                if status in ("204", "404"):  # end of batch; nothing (more) found
+                    return found
+                if status:
+                    raise RuntimeError(f"direct get answered {status}")
+                if headers.get("KV-Operation") or not msg.data:
+                    continue  # deleted or purged
+                job_id = headers.get("Nats-Subject", "")[len(prefix) :]
+                job, epoch = _decode_job(msg.data)
+                rec = (job, epoch, int(headers.get("Nats-Sequence", "0")))
+                self._remember(rec)
+                found[job_id] = rec
+        finally:
+            await sub.unsubscribe()
+
     def _remember(self, rec: tuple[Job, int, int]) -> None:
         cache = self._cache
         job_id = rec[0].id
@@ -619,18 +734,19 @@ class NatsBackend:
         pubs: list[Awaitable[Any]] = []
         if new_epoch != epoch:
             await self._ensure_ready(after.queue, after.priority)
-            pubs.append(
-                _publish(
-                    self.js,
-                    names.ready_subject(after.queue, after.priority),
-                    f"{after.id} {new_epoch}".encode(),
-                )
+            hint: Op = (
+                names.ready_subject(after.queue, after.priority),
+                f"{after.id} {new_epoch}".encode(),
+                {},
             )
+            pubs.append(self._commit([hint]))
         deadline = timer_deadline(after)
         if deadline is not None and (before is None or deadline != timer_deadline(before)):
             pubs.append(self._schedule(after.id, deadline))
             self._soon_add(after.id, deadline)
-        if pubs:
+        if len(pubs) == 1:
+            await pubs[0]
+        elif pubs:
             await asyncio.gather(*pubs)
 
     def _soon_add(self, job_id: str, deadline: datetime) -> None:
@@ -660,9 +776,9 @@ class NatsBackend:
             if deadline is not None:
                 timers.append(self._schedule_op(job.id, deadline))
                 self._soon_add(job.id, deadline)
-        for ops in (hints, timers):
-            for start in range(0, len(ops), MAX_BATCH):
-                await commit(self.nc, self.js, ops[start : start + MAX_BATCH])
+        # Not atomic (an atomic batch costs the server ~1.7 ms): a hint or timer written for a
+        # job whose record then is not written is harmless, and the records wait for all.
+        await self._publish_all([*hints, *timers])
 
     @staticmethod
     def _schedule_op(job_id: str, deadline: datetime) -> Op:
@@ -673,14 +789,8 @@ class NatsBackend:
             {"Nats-Schedule": f"@at {at}", "Nats-Schedule-Target": f"ojs.tfire.{job_id}"},
         )
 
-    def _schedule(self, job_id: str, deadline: datetime) -> Awaitable[Any]:
-        at = deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return _publish(
-            self.js,
-            f"ojs.tsched.{job_id}",
-            format_ts(deadline).encode(),
-            headers={"Nats-Schedule": f"@at {at}", "Nats-Schedule-Target": f"ojs.tfire.{job_id}"},
-        )
+    def _schedule(self, job_id: str, deadline: datetime) -> Awaitable[list[int]]:
+        return self._commit([self._schedule_op(job_id, deadline)])
 
     async def _count(self, before: Job | None, after: Job | None) -> None:
         """Account a transition in the per-queue, per-state counters (for stats).
@@ -882,7 +992,7 @@ class NatsBackend:
                 )
             await self._announce_new(jobs)
             try:
-                seqs = await commit(self.nc, self.js, ops)
+                seqs = await self._commit(ops)
             except WrongSequenceError:
                 existing = await asyncio.gather(*(self._read(j.id) for j in jobs))
                 for job, rec in zip(jobs, existing, strict=True):
@@ -906,7 +1016,7 @@ class NatsBackend:
     @_guard
     async def get_jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
         """Several jobs, read concurrently."""
-        recs = await asyncio.gather(*(self._read(j) for j in job_ids))
+        recs = await self._read_many(job_ids)
         return [r[0] if r else None for r in recs]
 
     async def _write(self, before: Job, after: Job, epoch: int, rev: int) -> None:
@@ -922,7 +1032,7 @@ class NatsBackend:
             else:
                 ops.append((subject, b"", {"KV-Operation": "DEL"}))
         try:
-            seqs = await commit(self.nc, self.js, ops)
+            seqs = await self._commit(ops)
         except WrongSequenceError:
             self._cache.pop(after.id, None)
             raise
@@ -1005,7 +1115,7 @@ class NatsBackend:
                 parsed.append((msg, job_id, int(hint_epoch_text)))
             except ValueError:
                 await msg.term()
-        recs = await asyncio.gather(*(self._read(p[1], cached=True) for p in parsed))
+        recs = await self._read_many([p[1] for p in parsed], cached=True)
         writes: list[tuple[Msg, Job, Job, int, int]] = []
         slow: list[Msg] = []
         batched: set[str] = set()
@@ -1034,20 +1144,20 @@ class NatsBackend:
                     timers.append(self._schedule_op(after.id, deadline))
                     self._soon_add(after.id, deadline)
             ops = [self._job_op(after, epoch, rev) for _, _, after, epoch, rev in writes]
-            try:
-                if timers:
-                    await commit(self.nc, self.js, timers)
-                seqs = await commit(self.nc, self.js, ops)
-            except WrongSequenceError:
-                for _, job, _, _, _ in writes:
+            # Timers first (a visibility deadline must exist before the claim it guards), then
+            # each claim as its own compare-and-swap, all in flight together: a lost race costs
+            # only its own job a careful retry.
+            await self._publish_all(timers)
+            outcomes = await self.pipe.publish_each(ops)
+            for (msg, job, after, epoch, _), outcome in zip(writes, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
                     self._cache.pop(job.id, None)
-                slow.extend(w[0] for w in writes)
-            else:
-                for (msg, job, after, epoch, _), seq in zip(writes, seqs, strict=True):
-                    self._remember((after, epoch, seq))
-                    await msg.ack()
-                    await self._count(job, after)
-                    out.append(after)
+                    slow.append(msg)
+                    continue
+                self._remember((after, epoch, outcome))
+                await msg.ack()
+                await self._count(job, after)
+                out.append(after)
         if slow:
             results = await asyncio.gather(*(self._claim_one(m, activate) for m in slow))
             out.extend(j for j in results if j is not None)
@@ -1398,7 +1508,7 @@ class NatsBackend:
             }
             await self.nc.publish(
                 f"{names.EVENT_PREFIX}.{event.type}",
-                json.dumps(body, separators=(",", ":"), default=str).encode(),
+                jsonio.dumps(body, default=str),
             )
 
     @_guard

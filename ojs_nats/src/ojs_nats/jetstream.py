@@ -10,18 +10,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
+from collections import deque
 from collections.abc import Sequence
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
+from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
 from nats.js.errors import APIError
 
-__all__ = ["MAX_BATCH", "Op", "WrongSequenceError", "commit", "pull_now"]
+__all__ = ["MAX_BATCH", "Op", "Pipeline", "WrongSequenceError", "commit", "pull_now"]
 
 #: The server's limit on messages in one atomic batch.
 MAX_BATCH = 1000
@@ -143,3 +147,156 @@ async def commit(
         last_seq = int(body.get("seq", 0))
         return list(range(last_seq - last + 1, last_seq + 1))
     return []  # pragma: no cover - the loop always returns on the last op
+
+
+class Pipeline:
+    """Pipelined JetStream publishes: many in flight at once, each acknowledged on its own.
+
+    Measured on nats-server 2.12-2.15, an atomic batch costs the server a fixed ~1.7 ms of CPU
+    however small it is, while a plain publish costs ~20 µs; and an awaited ``js.publish`` costs
+    the client a new future and a timeout wrapper per message. So a write that need not be
+    atomic with another goes out here: published at once with its own expected-sequence
+    header, its acknowledgement matched on one inbox subscription, and its timeout enforced by
+    one sweeper for all of them instead of a timer each. (nats-py's ``publish_async`` would do
+    the matching, but it loses API errors such as a failed expected sequence: the future then
+    never completes.)
+    """
+
+    def __init__(self, nc: Client, js: JetStreamContext, wait_s: float = 5.0) -> None:
+        self.nc = nc
+        self.js = js
+        self.wait_s = wait_s
+        self._prefix: str | None = None
+        self._next = 0
+        self._pending: dict[str, asyncio.Future[int]] = {}
+        self._deadlines: deque[tuple[float, str]] = deque()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._sub: Subscription | None = None
+
+    async def _inbox(self) -> str:
+        if self._prefix is None:
+            prefix = self.nc.new_inbox() + "."
+            self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply)
+            self._prefix = prefix
+        return self._prefix
+
+    async def _on_reply(self, msg: Msg) -> None:
+        prefix = self._prefix or ""
+        future = self._pending.pop(msg.subject[len(prefix) :], None)
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(NoRespondersError())
+            return
+        try:
+            body = json.loads(msg.data)
+        except ValueError as exc:
+            future.set_exception(exc)
+            return
+        error = body.get("error")
+        if error:
+            try:  # raises the specific class (ServiceUnavailableError for a 503, ...)
+                APIError.from_error(error)
+            except APIError as exc:
+                future.set_exception(exc)
+            else:  # pragma: no cover - from_error always raises
+                future.set_exception(APIError(description=str(error)))
+            return
+        future.set_result(int(body.get("seq", 0)))
+
+    async def _send(
+        self, subject: str, data: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[int]:
+        """Publish with a reply token; the future completes with the acknowledgement."""
+        prefix = await self._inbox()
+        self._next += 1
+        token = str(self._next)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._pending[token] = future
+        self._deadlines.append((loop.time() + self.wait_s, token))
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = loop.create_task(self._sweep())
+        try:
+            await self.nc.publish(subject, data, reply=prefix + token, headers=headers or None)
+        except BaseException:
+            self._pending.pop(token, None)
+            raise
+        return future
+
+    async def _outcome(self, op: Op, future: asyncio.Future[int]) -> int:
+        try:
+            return await future
+        except NoRespondersError:
+            # No stream answered: just created, or electing a leader. The awaited path waits.
+            return (await commit(self.nc, self.js, [op], self.wait_s))[0]
+        except APIError as err:
+            if _is_wrong_sequence(err):
+                raise WrongSequenceError(str(err)) from None
+            raise
+
+    async def publish(self, subject: str, data: bytes, headers: dict[str, str]) -> int:
+        """Store one message; its stream sequence. :class:`WrongSequenceError` when its
+        expected-sequence header does not hold; ``nats.errors.TimeoutError`` after ``wait_s``."""
+        future = await self._send(subject, data, headers)
+        return await self._outcome((subject, data, headers), future)
+
+    async def commit(self, ops: Sequence[Op]) -> list[int]:
+        """:func:`commit` semantics: one op goes pipelined, several as one atomic batch."""
+        if len(ops) == 1:
+            return [await self.publish(*ops[0])]
+        return await commit(self.nc, self.js, ops, self.wait_s)
+
+    async def publish_each(self, ops: Sequence[Op]) -> list[int | BaseException]:
+        """Store each op on its own (not atomically), all in flight together, in order; per op
+        its sequence or the exception that stopped it. (All are sent before any reply is
+        awaited, with a future each and no task: a thousand cost little more than one.)"""
+        sent: list[asyncio.Future[int] | Exception] = []
+        for op in ops:
+            try:
+                sent.append(await self._send(*op))
+            except Exception as exc:  # e.g. the connection closed: this op was not sent
+                sent.append(exc)
+        outcomes: list[int | BaseException] = []
+        for op, future in zip(ops, sent, strict=True):
+            if isinstance(future, Exception):
+                outcomes.append(future)
+                continue
+            try:
+                outcomes.append(await self._outcome(op, future))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    async def _sweep(self) -> None:
+        # Deadlines are appended in time order: the oldest is always on the left.
+        loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        while deadlines:
+            now = loop.time()
+            while deadlines and (deadlines[0][1] not in self._pending or deadlines[0][0] <= now):
+                _, token = deadlines.popleft()
+                future = self._pending.pop(token, None)
+                if future is not None and not future.done():
+                    future.set_exception(NatsTimeoutError())
+            if deadlines:
+                await asyncio.sleep(min(0.25, max(0.0, deadlines[0][0] - now)))
+
+    async def close(self) -> None:
+        """Stop the sweeper and the reply subscription; publishes still waiting for their
+        acknowledgement fail with ``ConnectionClosedError`` (their outcome is unknown)."""
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionClosedError())
+        self._pending.clear()
+        self._deadlines.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+            self._prefix = None

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ojs_core import jsonio
 from ojs_core.errors import PayloadTooLargeError, ValidationError
 
 from ..responses import json_response, read_json
@@ -19,7 +18,14 @@ __all__ = ["routes"]
 
 def _check_size(request: Request, envelope: object, index: int | None = None) -> None:
     settings: HttpSettings = request.app.state.settings
-    size = len(json.dumps(envelope, separators=(",", ":"), default=str))
+    state = request.state
+    if (
+        getattr(state, "body_size", None) is not None
+        and state.body_size <= settings.max_envelope_bytes
+        and not getattr(state, "body_may_grow", True)
+    ):
+        return  # compact UTF-8 JSON of a part of the body is never larger than the body
+    size = len(jsonio.dumps(envelope, default=str))
     if size > settings.max_envelope_bytes:
         where = f"jobs[{index}] " if index is not None else ""
         raise PayloadTooLargeError(
