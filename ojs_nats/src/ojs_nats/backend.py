@@ -107,6 +107,7 @@ _MULTI_GET = 256
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 _UNAVAILABLE = (
     nats.errors.ConnectionClosedError,
@@ -144,6 +145,18 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
     """Mark a background task's outcome as seen (a dropped one may still fail)."""
     if not task.cancelled():
         task.exception()
+
+
+def _encode_record(record: Any) -> bytes:
+    return jsonio.dumps(converter.unstructure(record))
+
+
+def _decode_workflow(data: bytes) -> Workflow:
+    return converter.structure(jsonio.loads(data), Workflow)
+
+
+def _decode_worker(data: bytes) -> WorkerInfo:
+    return converter.structure(jsonio.loads(data), WorkerInfo)
 
 
 def _encode_job(job: Job, epoch: int) -> bytes:
@@ -216,6 +229,10 @@ class NatsBackend:
         self._ready_ok: set[tuple[str, int]] = set()
         self._timer_inflight: dict[str, Msg] = {}
         self._timer_pull: asyncio.Task[list[Msg]] | None = None
+        #: Set by :meth:`_soon_add`: a timer pass waiting for the server wakes for a new
+        #: local deadline, which may be due before the server answers.
+        self._soon_changed = asyncio.Event()
+        self._closing = False
         #: name -> (entry, revision); ``None`` marks a deletion, so that a watcher running
         #: behind this replica's own writes cannot bring an older version back.
         self._crons: dict[str, tuple[CronJob | None, int]] = {}
@@ -293,11 +310,13 @@ class NatsBackend:
         self._js = self._nc.jetstream(timeout=10)
         self._pipe = Pipeline(self._nc, self._js)
         await self._provision()
+        self._closing = False
         await self._nc.subscribe(_CONTROL_RESET, cb=self._on_control)
         self._start_watch()
 
     async def close(self) -> None:
         """Drain the connection and stop the embedded server, if any."""
+        self._closing = True  # a reset announced meanwhile must not start watchers again
         await self._stop_watch()
         self._drop_timer_pull()
         if self._nc is not None:
@@ -547,7 +566,8 @@ class NatsBackend:
         async with self._watch_lock:
             await self._stop_watch_now()
             self._crons.clear()
-            self._start_watch()
+            if not self._closing:
+                self._start_watch()
 
     async def _stop_watch(self) -> None:
         async with self._watch_lock:
@@ -758,6 +778,7 @@ class NatsBackend:
             and (deadline - datetime.now(UTC)).total_seconds() < _SOON_HORIZON_S
         ):
             heapq.heappush(self._soon, (deadline, job_id))
+            self._soon_changed.set()
 
     async def _announce_new(self, jobs: Sequence[Job]) -> None:
         """Hints and timers for new jobs, written in order, a batch per stream (pipelined)."""
@@ -837,29 +858,60 @@ class NatsBackend:
             return None
         return _QueueRecord.decode(got[0]), got[1]
 
+    async def _swap(
+        self,
+        bucket: str,
+        key: str,
+        codec: tuple[Callable[[bytes], T], Callable[[Any], bytes]],
+        change: Callable[[T | None], T | None],
+        what: str,
+    ) -> tuple[T | None, T | None, int]:
+        """Read-modify-write of one KV entry by compare-and-swap, retried on contention.
+
+        ``change`` gets the current value (``None`` when there is none) and returns the new
+        one; returning ``None`` or the value itself writes nothing. Returns ``(before, after,
+        revision)``. Raises :class:`ConflictError` when the swap keeps losing.
+        """
+        decode, encode = codec
+        kv = self._kv[bucket]
+        for _ in range(_CAS_ATTEMPTS):
+            got = await self._get(kv, key)
+            current = decode(got[0]) if got else None
+            new = change(current)
+            if new is None or new is current:
+                return current, current, got[1] if got else 0
+            try:
+                if got is None:
+                    revision = await kv.create(key, encode(new))
+                else:
+                    revision = await kv.update(key, encode(new), last=got[1])
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+            except nats.errors.NoRespondersError:
+                await asyncio.sleep(0.05)  # a just-created bucket, or a leader election
+                continue
+            return current, new, revision
+        raise ConflictError(f"{what} is being changed concurrently; try again")
+
     async def _update_queue(
         self, queue: str, change: Callable[[_QueueRecord], _QueueRecord | None]
     ) -> _QueueRecord:
-        kv = self._kv[names.QUEUES_BUCKET]
-        for _ in range(_CAS_ATTEMPTS):
-            current = await self._queue_record(queue)
-            record = (
-                current[0] if current else _QueueRecord(created_at=format_ts(datetime.now(UTC)))
-            )
-            new = change(record)
-            if new is None:
-                self._queues[queue] = record
-                return record
-            try:
-                if current is None:
-                    await kv.create(queue, new.encode())
-                else:
-                    await kv.update(queue, new.encode(), last=current[1])
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue
-            self._queues[queue] = new
-            return new
-        raise ConflictError(f"queue {queue!r} is being changed concurrently; try again")
+        created = _QueueRecord(created_at=format_ts(datetime.now(UTC)))
+
+        def step(record: _QueueRecord | None) -> _QueueRecord | None:
+            return change(record or created)
+
+        _, after, _ = await self._swap(
+            names.QUEUES_BUCKET,
+            queue,
+            (_QueueRecord.decode, _QueueRecord.encode),
+            step,
+            f"queue {queue!r}",
+        )
+        if after is None:
+            return change(created) or created  # nothing stored, nothing to store
+        self._queues[queue] = after
+        return after
 
     async def _ensure_ready(self, queue: str, priority: int) -> None:
         if (queue, priority) in self._ready_ok:
@@ -1105,9 +1157,11 @@ class NatsBackend:
         await msg.nak(delay=0.1)
         return None
 
-    async def _claim_batch(self, msgs: Sequence[Msg], activate: ActivateFn) -> list[Job]:
-        """Claim the jobs of many hints with one read each (often cached), one batch of
-        timers and one atomic batch of compare-and-swaps; any conflict falls back to one by one."""
+    async def _claim_batch(self, msgs: Sequence[Msg], activate: ActivateFn, out: list[Job]) -> int:
+        """Claim the jobs of many hints with one read each (often cached), pipelined timers,
+        then one compare-and-swap per job, all in flight together; a hint that cannot be
+        claimed that way is decided carefully, one by one. Every job this changes is appended
+        to ``out`` as soon as it is stored; returns how many of them are now ``active``."""
         parsed: list[tuple[Msg, str, int]] = []
         for msg in msgs:
             try:
@@ -1135,7 +1189,7 @@ class NatsBackend:
                 await msg.nak(delay=0.1)
                 continue
             writes.append((msg, job, after, epoch, rev))
-        out: list[Job] = []
+        claimed: list[Job] = []
         if writes:
             timers = []
             for _, _, after, _, _ in writes:
@@ -1149,26 +1203,55 @@ class NatsBackend:
             # only its own job a careful retry.
             await self._publish_all(timers)
             outcomes = await self.pipe.publish_each(ops)
+            done: list[Msg] = []
             for (msg, job, after, epoch, _), outcome in zip(writes, outcomes, strict=True):
                 if isinstance(outcome, BaseException):
                     self._cache.pop(job.id, None)
                     slow.append(msg)
                     continue
                 self._remember((after, epoch, outcome))
-                await msg.ack()
-                await self._count(job, after)
+                claimed.append(after)
                 out.append(after)
+                done.append(msg)
+                await self._count(job, after)
+            for msg in done:
+                # A hint left un-acked is redelivered later and then found stale: harmless.
+                with contextlib.suppress(Exception):
+                    await msg.ack()
         if slow:
-            results = await asyncio.gather(*(self._claim_one(m, activate) for m in slow))
-            out.extend(j for j in results if j is not None)
-        return out
+            results = await asyncio.gather(
+                *(self._claim_one(m, activate) for m in slow), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, Job):
+                    claimed.append(result)
+                    out.append(result)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors and not claimed:
+                raise errors[0]
+        return sum(1 for job in claimed if job.state is S.ACTIVE)
 
     @_guard
     async def claim_jobs(
         self, queues: Sequence[str], count: int, activate: ActivateFn
     ) -> list[Job]:
-        """Pull hints per queue, highest priority first; claim each by compare-and-swap."""
+        """Pull hints per queue, highest priority first; claim each by compare-and-swap.
+
+        Jobs already claimed are returned even if a later pull or claim fails: they are
+        ``active`` in the store, and dropping them would leave them to the visibility timeout
+        at the cost of an attempt. The failure is raised only when nothing was claimed."""
         out: list[Job] = []
+        try:
+            await self._claim_into(out, queues, count, activate)
+        except Exception:
+            if not out:
+                raise
+            log.warning("fetch ended early after %d claims", len(out), exc_info=True)
+        return out
+
+    async def _claim_into(
+        self, out: list[Job], queues: Sequence[str], count: int, activate: ActivateFn
+    ) -> None:
         claimed = 0
         for queue in dict.fromkeys(queues):
             record = self._queues.get(queue)
@@ -1196,19 +1279,16 @@ class NatsBackend:
                         msgs = []
                     if not msgs:
                         break
-                    for job in await self._claim_batch(msgs, activate):
-                        out.append(job)
-                        if job.state is S.ACTIVE:
-                            claimed += 1
+                    claimed += await self._claim_batch(msgs, activate, out)
                 if claimed >= count:
-                    return out
-        return out
+                    return
 
     def _spawn(self, aw: Awaitable[Any]) -> None:
         """Run a fire-and-forget operation, keeping a reference until it finishes."""
         task = asyncio.ensure_future(aw)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(_retrieve)
 
     def _timer_done(self, job_id: str) -> None:
         msg = self._timer_inflight.pop(job_id, None)
@@ -1257,7 +1337,7 @@ class NatsBackend:
 
     async def _fired_timers(self, batch: int, wait_s: float | None) -> list[Msg]:
         """The server's fired timers, waiting for them at most ``wait_s`` (``None``: until the
-        pull ends).
+        pull ends or a new local deadline is added).
 
         The pull runs as a task of its own that a later pass picks up if this one stops
         waiting. Its answer normally takes well under a millisecond, but one may never come
@@ -1273,9 +1353,21 @@ class NatsBackend:
             task.add_done_callback(_retrieve)
             self._timer_pull = task
         if not task.done():
-            await asyncio.wait({task}, timeout=None if wait_s is None else max(wait_s, 0.0))
-            if not task.done():
-                return []
+            waiters: set[asyncio.Future[Any]] = {task}
+            if wait_s is None:
+                self._soon_changed.clear()
+                waiters.add(asyncio.ensure_future(self._soon_changed.wait()))
+            try:
+                await asyncio.wait(
+                    waiters,
+                    timeout=None if wait_s is None else max(wait_s, 0.0),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                for waiter in waiters - {task}:
+                    waiter.cancel()
+        if not task.done() or self._timer_pull is not task:
+            return []  # still running, or taken by a concurrent pass (or dropped by a reset)
         self._timer_pull = None
         if task.cancelled():
             return []
@@ -1288,8 +1380,13 @@ class NatsBackend:
 
     def _drop_timer_pull(self) -> None:
         task, self._timer_pull = self._timer_pull, None
-        if task is not None:
-            task.cancel()  # its messages, if any, are redelivered after the ack wait
+        if task is None:
+            return
+        if not task.done():
+            task.cancel()  # what it would have received is redelivered after the ack wait
+        elif not task.cancelled() and task.exception() is None:
+            for msg in task.result():  # received, never looked at: give them back now
+                self._spawn(msg.nak())
 
     @_guard
     async def list_jobs(self, flt: JobFilter) -> Page:
@@ -1320,7 +1417,7 @@ class NatsBackend:
     def _wf_op(self, workflow: Workflow, expect: int) -> Op:
         return (
             self._subject(names.JOBS_BUCKET, f"w.{workflow.id}"),
-            json.dumps(converter.unstructure(workflow), separators=(",", ":")).encode(),
+            _encode_record(workflow),
             {_EXPECT: str(expect)},
         )
 
@@ -1343,7 +1440,7 @@ class NatsBackend:
         got = await self._get(self._jobs, f"w.{workflow_id}")
         if got is None:
             return None
-        return converter.structure(json.loads(got[0]), Workflow), got[1]
+        return _decode_workflow(got[0]), got[1]
 
     @_guard
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
@@ -1356,20 +1453,22 @@ class NatsBackend:
         self, workflow_id: str, fn: Callable[[Workflow], Workflow]
     ) -> tuple[Workflow, Workflow]:
         """Compare-and-swap on the workflow record."""
-        for _ in range(_CAS_ATTEMPTS):
-            rec = await self._read_workflow(workflow_id)
-            if rec is None:
+
+        def change(workflow: Workflow | None) -> Workflow | None:
+            if workflow is None:
                 raise NotFoundError("workflow", workflow_id)
-            before, rev = rec
-            after = fn(before)
-            if after is before:
-                return before, after
-            try:
-                await commit(self.nc, self.js, [self._wf_op(after, rev)])
-            except WrongSequenceError:
-                continue
-            return before, after
-        raise ConflictError(f"workflow {workflow_id} is being changed concurrently; try again")
+            return fn(workflow)
+
+        before, after, _ = await self._swap(
+            names.JOBS_BUCKET,
+            f"w.{workflow_id}",
+            (_decode_workflow, _encode_record),
+            change,
+            f"workflow {workflow_id}",
+        )
+        assert before is not None
+        assert after is not None
+        return before, after
 
     # -- cron -----------------------------------------------------------------------------
 
@@ -1387,7 +1486,7 @@ class NatsBackend:
 
     @staticmethod
     def _cron_bytes(cron: CronJob) -> bytes:
-        return json.dumps(converter.unstructure(cron), separators=(",", ":")).encode()
+        return _encode_record(cron)
 
     @_guard
     async def put_cron(self, cron: CronJob) -> bool:
@@ -1435,54 +1534,37 @@ class NatsBackend:
         self, name: str, fn: Callable[[CronJob], CronJob]
     ) -> tuple[CronJob, CronJob]:
         """Compare-and-swap; of several replicas firing one tick, one swap wins."""
-        kv = self._kv[names.CRON_BUCKET]
-        for _ in range(_CAS_ATTEMPTS):
-            rec = await self._read_cron(name)
-            if rec is None:
+
+        def change(cron: CronJob | None) -> CronJob | None:
+            if cron is None:
                 raise NotFoundError("cron job", name)
-            before, rev = rec
-            after = fn(before)
-            if after is before:
-                return before, after
-            try:
-                revision = await kv.update(name, self._cron_bytes(after), last=rev)
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue
-            self._hold_cron(name, after, revision)
-            return before, after
-        raise ConflictError(f"cron {name!r} is being changed concurrently; try again")
+            return fn(cron)
+
+        before, after, revision = await self._swap(
+            names.CRON_BUCKET, name, (self._decode_cron, _encode_record), change, f"cron {name!r}"
+        )
+        assert before is not None
+        assert after is not None
+        self._hold_cron(name, after, revision)
+        return before, after
 
     # -- workers and events ---------------------------------------------------------------
 
     @_guard
     async def upsert_worker(self, fn: Callable[[WorkerInfo | None], WorkerInfo]) -> WorkerInfo:
         """Create or update a worker record by compare-and-swap."""
-        kv = self._kv[names.WORKERS_BUCKET]
-        probe = fn(None)
-        key = names.hex_key(probe.worker_id)
-        for _ in range(_CAS_ATTEMPTS):
-            got = await self._get(kv, key)
-            if got is None:
-                data = json.dumps(converter.unstructure(probe)).encode()
-                try:
-                    await kv.create(key, data)
-                except nats.js.errors.KeyWrongLastSequenceError:
-                    continue
-                return probe
-            current = converter.structure(json.loads(got[0]), WorkerInfo)
-            new = fn(current)
-            try:
-                await kv.update(key, json.dumps(converter.unstructure(new)).encode(), last=got[1])
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue
-            return new
-        raise ConflictError("worker record is being changed concurrently; try again")
+        key = names.hex_key(fn(None).worker_id)
+        _, after, _ = await self._swap(
+            names.WORKERS_BUCKET, key, (_decode_worker, _encode_record), fn, "worker record"
+        )
+        assert after is not None
+        return after
 
     @_guard
     async def get_worker(self, worker_id: str) -> WorkerInfo | None:
         """The record or ``None``."""
         got = await self._get(self._kv[names.WORKERS_BUCKET], names.hex_key(worker_id))
-        return converter.structure(json.loads(got[0]), WorkerInfo) if got else None
+        return _decode_worker(got[0]) if got else None
 
     @_guard
     async def list_workers(self) -> list[WorkerInfo]:
@@ -1490,7 +1572,7 @@ class NatsBackend:
         kv = self._kv[names.WORKERS_BUCKET]
         keys = await self._keys(names.WORKERS_BUCKET)
         return [
-            converter.structure(json.loads(got[0]), WorkerInfo)
+            _decode_worker(got[0])
             for got in await asyncio.gather(*(self._get(kv, k) for k in keys))
             if got is not None
         ]

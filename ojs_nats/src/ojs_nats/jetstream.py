@@ -175,9 +175,10 @@ class Pipeline:
 
     async def _inbox(self) -> str:
         if self._prefix is None:
-            prefix = self.nc.new_inbox() + "."
+            # Set before subscribing (which may yield): concurrent first sends share one
+            # subscription. Replies cannot arrive before anything was sent on it.
+            prefix = self._prefix = self.nc.new_inbox() + "."
             self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply)
-            self._prefix = prefix
         return self._prefix
 
     async def _on_reply(self, msg: Msg) -> None:
