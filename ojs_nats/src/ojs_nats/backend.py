@@ -427,13 +427,19 @@ class NatsBackend:
     async def _on_error(self, exc: Exception) -> None:
         # nats-py reports, among others, ordered consumers it cannot recreate after a reset
         # deleted their stream; the watcher restarts by itself.
-        if isinstance(exc, nats.js.errors.NotFoundError):
+        # While closing, a connection-closed report is the close itself.
+        if isinstance(exc, nats.js.errors.NotFoundError) or (
+            self._closing and isinstance(exc, nats.errors.ConnectionClosedError)
+        ):
             log.debug("nats: %r", exc)
         else:
             log.warning("nats: %r", exc)
 
     async def _on_disconnected(self) -> None:
-        log.warning("disconnected from NATS; reconnecting")
+        if self._closing:
+            log.debug("disconnected from NATS (closing)")
+        else:
+            log.warning("disconnected from NATS; reconnecting")
 
     async def _on_reconnected(self) -> None:
         log.info("reconnected to NATS")
