@@ -117,6 +117,8 @@ _UNAVAILABLE = (
     nats.errors.StaleConnectionError,
     nats.errors.ConnectionDrainingError,
     nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+    nats.errors.OutboundBufferLimitError,
     TimeoutError,
     ConnectionError,
 )
@@ -880,6 +882,7 @@ class NatsBackend:
         """
         decode, encode = codec
         kv = self._kv[bucket]
+        unanswered = 0
         for _ in range(_CAS_ATTEMPTS):
             got = await self._get(kv, key)
             current = decode(got[0]) if got else None
@@ -893,8 +896,12 @@ class NatsBackend:
                     revision = await kv.update(key, encode(new), last=got[1])
             except nats.js.errors.KeyWrongLastSequenceError:
                 continue
-            except nats.errors.NoRespondersError:
-                await asyncio.sleep(0.05)  # a just-created bucket, or a leader election
+            except nats.js.errors.NoStreamResponseError:
+                # A just-created bucket, or a leader election: wait up to about a second.
+                unanswered += 1
+                if unanswered >= 20:
+                    raise
+                await asyncio.sleep(0.05)
                 continue
             return current, new, revision
         raise ConflictError(f"{what} is being changed concurrently; try again")
@@ -1158,7 +1165,10 @@ class NatsBackend:
                 await self._write(job, after, epoch, rev)
             except WrongSequenceError:
                 continue
-            await msg.ack()
+            # The claim is stored: it must reach the caller even if the hint's ack cannot be
+            # sent (the hint then comes back later and is found stale).
+            with contextlib.suppress(Exception):
+                await msg.ack()
             return after
         await msg.nak(delay=0.1)
         return None
@@ -1235,6 +1245,8 @@ class NatsBackend:
             errors = [r for r in results if isinstance(r, BaseException)]
             if errors and not claimed:
                 raise errors[0]
+            for err in errors:  # the hint comes back after the ack wait
+                log.warning("claim failed: %r", err, exc_info=err)
         return sum(1 for job in claimed if job.state is S.ACTIVE)
 
     @_guard
@@ -1342,8 +1354,8 @@ class NatsBackend:
         return due
 
     async def _fired_timers(self, batch: int, wait_s: float | None) -> list[Msg]:
-        """The server's fired timers, waiting for them at most ``wait_s`` (``None``: until the
-        pull ends or a new local deadline is added).
+        """The server's fired timers, waiting for them at most ``wait_s`` (``None``: as long as
+        the pull takes), and never past the moment a new local deadline is added.
 
         The pull runs as a task of its own that a later pass picks up if this one stops
         waiting. Its answer normally takes well under a millisecond, but one may never come
@@ -1359,10 +1371,11 @@ class NatsBackend:
             task.add_done_callback(_retrieve)
             self._timer_pull = task
         if not task.done():
-            waiters: set[asyncio.Future[Any]] = {task}
-            if wait_s is None:
-                self._soon_changed.clear()
-                waiters.add(asyncio.ensure_future(self._soon_changed.wait()))
+            self._soon_changed.clear()
+            waiters: set[asyncio.Future[Any]] = {
+                task,
+                asyncio.ensure_future(self._soon_changed.wait()),
+            }
             try:
                 await asyncio.wait(
                     waiters,

@@ -23,7 +23,7 @@ from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NoStreamResponseError
 
 __all__ = ["MAX_BATCH", "Op", "Pipeline", "WrongSequenceError", "commit", "pull_now"]
 
@@ -76,7 +76,7 @@ async def publish(
     for attempt in range(20):
         try:
             return await js.publish(subject, data, timeout=wait_s, headers=headers or None)
-        except NoRespondersError:
+        except (NoRespondersError, NoStreamResponseError):  # js.publish raises the latter
             if attempt == 19:
                 raise
             await asyncio.sleep(0.05)
