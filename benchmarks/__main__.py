@@ -326,38 +326,43 @@ async def http_round_trip(
 
 
 async def latency_inprocess(svc: JobService, seconds: float, rate: int = 1000) -> Stats:
-    """Enqueue at a steady rate; time from the enqueue call to the worker holding the job."""
+    """Enqueue at a steady rate through the in-process :class:`Client`; time from the enqueue
+    call to the start of the handler in the in-process :class:`Worker` (as an embedding
+    service runs it: concurrency 50, a long-poll fetch always outstanding)."""
     stats = Stats()
-    sent: dict[str, float] = {}
-    stop = asyncio.Event()
+    client = Client(svc)
+    worker = Worker(svc, ["lat"], concurrency=50, fetch_batch=50, poll_wait=0.5)
 
-    async def producer() -> None:
-        interval = 1 / rate
-        nxt = time.perf_counter()
-        end = nxt + seconds
-        i = 0
-        while nxt < end:
-            nxt += interval
-            t = time.perf_counter()
-            out = await svc.enqueue(_job_body(i, "lat"))
-            sent[out.job.id] = t
-            i += 1
-            delay = nxt - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await asyncio.sleep(0.5)
-        stop.set()
+    expected: list[int] = []  # set once every job is enqueued
+    all_started = asyncio.Event()
 
-    async def worker() -> None:
-        while not stop.is_set():
-            jobs = await svc.fetch(["lat"], 50, "lat-worker", wait_ms=200)
-            now = time.perf_counter()
-            for j in jobs:
-                if j.id in sent:
-                    stats.latencies.append(now - sent[j.id])
-            await asyncio.gather(*(svc.ack(j.id) for j in jobs))
+    @worker.handler("bench.noop")
+    async def record(ctx: JobContext) -> None:
+        stats.latencies.append(time.perf_counter() - ctx.args[2])
+        if expected and len(stats.latencies) >= expected[0]:
+            all_started.set()
 
-    await asyncio.gather(producer(), worker(), worker())
+    running = asyncio.get_running_loop().create_task(worker.run())
+    interval = 1 / rate
+    nxt = time.perf_counter()
+    end = nxt + seconds
+    i = 0
+    while nxt < end:
+        nxt += interval
+        await client.enqueue(
+            "bench.noop", [i, "user@example.com", time.perf_counter()], queue="lat"
+        )
+        i += 1
+        delay = nxt - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    expected.append(i)
+    if len(stats.latencies) >= i:
+        all_started.set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_started.wait(), 5.0)
+    await worker.stop()
+    await running
     return stats
 
 
