@@ -15,7 +15,7 @@ from typing import Any
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
-from .envelope import parse_rate_limit, parse_retry, parse_unique
+from .envelope import LIFECYCLE_TIMESTAMPS, parse_rate_limit, parse_retry, parse_unique
 from .model import CronJob, Event, Job, JobError, RateLimit, RetryPolicy, UniquePolicy, Workflow
 from .timeutil import format_duration, format_ts, parse_ts
 
@@ -183,7 +183,7 @@ def _job_out(job: Job) -> dict[str, Any]:
         out["rate_limit"] = _copy_policy(job.rate_limit)
     out["state"] = job.state.value
     out["attempt"] = job.attempt
-    for name in _TS_FIELDS:
+    for name in LIFECYCLE_TIMESTAMPS:
         value = getattr(job, name)
         if value is not None:
             out[name] = format_ts(value)
@@ -218,17 +218,6 @@ def _job_out(job: Job) -> dict[str, Any]:
         if k not in out:
             out[k] = _plain(v)
     return out
-
-
-_TS_FIELDS = (
-    "created_at",
-    "enqueued_at",
-    "started_at",
-    "completed_at",
-    "cancelled_at",
-    "discarded_at",
-    "activated_at",
-)
 
 
 def _job_in(d: dict[str, Any], _: Any) -> Job:

@@ -23,6 +23,7 @@ from .states import JobState
 from .timeutil import parse_duration_ms, parse_ts
 
 __all__ = [
+    "LIFECYCLE_TIMESTAMPS",
     "PRIORITY_NAMES",
     "QUEUE_RE",
     "TYPE_RE",
@@ -47,18 +48,23 @@ ON_CONFLICT = {
     "use_existing": "ignore",
 }
 
+#: The lifecycle timestamps the system sets, in wire order.
+LIFECYCLE_TIMESTAMPS = (
+    "created_at",
+    "enqueued_at",
+    "started_at",
+    "completed_at",
+    "cancelled_at",
+    "discarded_at",
+    "activated_at",
+)
+
 #: System-managed attributes: a client may send them, but they are ignored (core §5.3).
 SYSTEM_FIELDS = frozenset(
     {
         "state",
         "attempt",
-        "created_at",
-        "enqueued_at",
-        "started_at",
-        "completed_at",
-        "cancelled_at",
-        "discarded_at",
-        "activated_at",
+        *LIFECYCLE_TIMESTAMPS,
         "error",
         "errors",
         "result",
