@@ -29,6 +29,7 @@ import ojs_http
 from ojs_core import Client
 from ojs_core.states import JobState
 from ojs_http import HttpSettings, create_app
+from ojs_http.cli import mounted, parse_args
 from ojs_memory import MemoryBackend
 
 SHARED = Path(os.environ.get("OJS_SHARED", Path(__file__).resolve().parents[2] / ".." / "shared"))
@@ -196,6 +197,24 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@pytest.mark.parametrize("flag", ["/jobs-api", "jobs-api/", "/jobs-api/"])
+async def test_server_path_prefix_mounts_the_app_in_a_host(flag: str) -> None:
+    """``ojs-server --path-prefix`` serves through the same mount an embedding service uses
+    (CI runs the whole conformance suite against it)."""
+    args = parse_args(["--backend", "memory", "--path-prefix", flag])
+    prefix = "/" + args.path_prefix.strip("/")
+    backend = TrackingBackend()
+    app = mounted(create_app(backend), prefix)
+    async with running(app) as http:
+        assert backend.opened == 1
+        assert (await http.get("/jobs-api/ojs/v1/health")).status_code == 200
+        assert (await http.get("/ojs/v1/health")).status_code == 404
+        created = await http.post("/jobs-api/ojs/v1/jobs", json={"type": "t.x", "args": []})
+        assert created.status_code == 201
+        assert created.headers["Location"].startswith("/jobs-api/ojs/v1/jobs/")
+    assert backend.closed == 1
 
 
 @pytest.mark.slow

@@ -9,16 +9,19 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from ojs_core.backend import Backend
 from ojs_core.plugins import BackendOptions, BackendPluginError, load_backend
 
-from .app import create_app
+from .app import create_app, lifespan
 from .settings import CONTENT_TYPE_MODES, HttpSettings
 
-__all__ = ["build_backend", "main", "parse_args"]
+__all__ = ["build_backend", "main", "mounted", "parse_args"]
 
 log = logging.getLogger("ojs.server")
 
@@ -72,6 +75,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="visibility timeout when neither the fetch nor the job sets one",
     )
     p.add_argument(
+        "--path-prefix",
+        default=env.get("OJS_PATH_PREFIX", ""),
+        help="serve the API under this path (e.g. /jobs: /jobs/ojs/v1/...), mounted in a host "
+        "app the way an embedding service mounts it; for proxies that route a sub-path here",
+    )
+    p.add_argument(
         "--loop",
         choices=["auto", "asyncio", "uvloop"],
         default=env.get("OJS_LOOP", "auto"),
@@ -83,6 +92,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=["debug", "info", "warning", "error"],
     )
     return p.parse_args(argv)
+
+
+def mounted(app: Starlette, prefix: str) -> Starlette:
+    """A host app serving ``app`` under ``prefix``, with ``app``'s lifespan run from its own
+    (Starlette never runs a mounted app's lifespan)."""
+
+    @contextlib.asynccontextmanager
+    async def host_lifespan(host: Starlette) -> AsyncIterator[None]:
+        async with lifespan(app):
+            yield
+
+    return Starlette(routes=[Mount(prefix, app=app)], lifespan=host_lifespan)
 
 
 def build_backend(url: str, *, replicas: int = 1, data_dir: str = ".ojs") -> Backend:
@@ -109,6 +130,9 @@ async def serve(args: argparse.Namespace) -> None:
         default_visibility_timeout_ms=args.default_visibility_timeout_ms,
     )
     app = create_app(backend, settings)
+    prefix = "/" + args.path_prefix.strip("/") if args.path_prefix.strip("/") else ""
+    if prefix:
+        app = mounted(app, prefix)
     config = Config()
     config.bind = [f"{args.host}:{args.port}"]
     config.accesslog = None
@@ -121,7 +145,7 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
-        f"ojs-server listening on http://{host}:{args.port} (backend: {backend.name} "
+        f"ojs-server listening on http://{host}:{args.port}{prefix} (backend: {backend.name} "
         f"{args.backend}{', reset enabled' if args.enable_reset else ''})",
         flush=True,
     )
