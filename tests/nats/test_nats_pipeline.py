@@ -42,7 +42,7 @@ async def test_concurrent_commits_each_get_their_sequences(
     for r in results:
         assert r[1] == r[0] + 1  # one caller's ops stay together, in order
     backend = await new_backend()
-    kv = backend._kv[names.JOBS_BUCKET]
+    kv = backend.store.kv[names.JOBS_BUCKET]
     for i in (0, 150, 299):
         entry = await kv.get(f"t.k{i}")
         assert entry.value == b"a"
@@ -62,7 +62,7 @@ async def test_a_lost_race_fails_only_its_own_caller(new_backend: BackendFactory
     assert isinstance(outcomes[1], WrongSequenceError)
     assert isinstance(outcomes[2], list)
     assert isinstance(outcomes[3], list)
-    kv = (await new_backend())._kv[names.JOBS_BUCKET]
+    kv = (await new_backend()).store.kv[names.JOBS_BUCKET]
     assert (await kv.get("t.x")).value == b"3"
     assert (await kv.get("t.y")).value == b"1"
 

@@ -362,7 +362,7 @@ async def test_cron_entries_reach_every_replica_and_a_bad_entry_is_skipped(
     backend_b = b.backend
     assert isinstance(backend_b, NatsBackend)
     # An entry no version of this server could read (written by hand, or by a future one).
-    await backend_b._kv[names.CRON_BUCKET].put("broken", b"{not json")
+    await backend_b.store.kv[names.CRON_BUCKET].put("broken", b"{not json")
     await a.register_cron(
         {
             "name": "nightly",

@@ -325,7 +325,7 @@ async def test_only_another_replicas_reset_announcement_clears_local_state(
     job = await push(svc, delay_ms=30_000)
 
     def held() -> bool:
-        return any(job_id == job.id for _, job_id in backend._soon)
+        return any(job_id == job.id for _, job_id in backend.timers.soon)
 
     async def announce(payload: bytes) -> None:
         probe = await backend.nc.subscribe("ojs.control.reset")
@@ -336,7 +336,7 @@ async def test_only_another_replicas_reset_announcement_clears_local_state(
             await asyncio.sleep(0)
 
     assert held()
-    await announce(backend._instance)
+    await announce(backend.mirror.instance)
     assert held()
     await announce(b"another replica")
     assert not held()

@@ -5,17 +5,25 @@
   would capture the next message for a client that is no longer waiting).
 * :func:`commit` writes one or more KV-style messages with per-subject expected sequences; more
   than one goes as an atomic batch (nats-server 2.12, ``allow_atomic``), all or nothing.
+* :class:`Pipeline` keeps many single publishes in flight, each acknowledged on its own.
+* :func:`settle` retries a call briefly while a stream cannot answer yet (just created, or
+  electing a leader), the one "retry briefly" policy of the backend.
+* :func:`guard` maps NATS connectivity errors to :class:`BackendUnavailableError` at the edge.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar
 
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -25,13 +33,99 @@ from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 
-__all__ = ["MAX_BATCH", "Op", "Pipeline", "WrongSequenceError", "commit", "pull_now"]
+from ojs_core.errors import BackendUnavailableError, OJSError
+
+from . import names
+
+__all__ = [
+    "MAX_BATCH",
+    "SETTLE_ATTEMPTS",
+    "SETTLE_DELAY_S",
+    "Op",
+    "Pipeline",
+    "WrongSequenceError",
+    "commit",
+    "guard",
+    "publish",
+    "pull_now",
+    "settle",
+]
 
 #: The server's limit on messages in one atomic batch.
 MAX_BATCH = 1000
 _WRONG_LAST_SEQUENCE = 10071
 
 Op = tuple[str, bytes, dict[str, str]]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+#: How often, and how far apart, :func:`settle` tries a call that a stream cannot answer yet:
+#: about a second in all, which covers a just-created stream and a leader election.
+SETTLE_ATTEMPTS = 20
+SETTLE_DELAY_S = 0.05
+
+#: What means "NATS cannot be reached right now" rather than "the request was wrong".
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoServersError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.StaleConnectionError,
+    nats.errors.ConnectionDrainingError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+    nats.errors.OutboundBufferLimitError,
+    TimeoutError,
+    ConnectionError,
+)
+
+
+async def settle(
+    call: Callable[[], Awaitable[T]],
+    retry_on: Callable[[BaseException], bool],
+    *,
+    attempts: int = SETTLE_ATTEMPTS,
+    delay_s: float = SETTLE_DELAY_S,
+) -> T:
+    """``await call()``, tried again after ``delay_s`` while it raises what ``retry_on``
+    accepts, at most ``attempts`` times in all; the last failure is raised."""
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except Exception as exc:
+            if attempt == attempts - 1 or not retry_on(exc):
+                raise
+        await asyncio.sleep(delay_s)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """No stream answered: just created, or electing a leader (``js.publish`` raises the
+    second for the first)."""
+    return isinstance(exc, NoRespondersError | NoStreamResponseError)
+
+
+def guard(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Turn NATS connectivity errors into :class:`BackendUnavailableError` (HTTP 503).
+
+    For methods of an object with a ``connected`` property: while the connection is down they
+    fail at once rather than after a publish timeout, so clients get 503 + Retry-After.
+    """
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if args and getattr(args[0], "connected", True) is False:
+            raise BackendUnavailableError("NATS is unreachable (reconnecting)")
+        try:
+            return await fn(*args, **kwargs)
+        except OJSError:
+            raise
+        except UNAVAILABLE as exc:
+            raise BackendUnavailableError(f"NATS unavailable: {exc!r}") from exc
+
+    return wrapper
 
 
 class WrongSequenceError(Exception):
@@ -47,7 +141,7 @@ async def pull_now(
     msgs: list[Msg] = []
     try:
         await nc.publish(
-            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+            names.consumer_next_subject(stream, consumer),
             json.dumps({"batch": batch, "no_wait": True}).encode(),
             reply=inbox,
         )
@@ -56,7 +150,7 @@ async def pull_now(
                 msg = await sub.next_msg(timeout=wait_s)
             except TimeoutError:
                 break
-            if msg.headers and msg.headers.get("Status"):
+            if msg.headers and msg.headers.get(names.STATUS):
                 break  # 404 no messages, 408 request expired, 409 consumer gone ...
             msgs.append(msg)
     finally:
@@ -71,29 +165,19 @@ async def publish(
     headers: dict[str, str] | None = None,
     wait_s: float = 5.0,
 ) -> PubAck:
-    """``js.publish`` that rides out a stream's brief unavailability (just created, or a
-    leader election in a cluster): *no responders* is retried for up to about a second."""
-    for attempt in range(20):
-        try:
-            return await js.publish(subject, data, timeout=wait_s, headers=headers or None)
-        except (NoRespondersError, NoStreamResponseError):  # js.publish raises the latter
-            if attempt == 19:
-                raise
-            await asyncio.sleep(0.05)
-    raise AssertionError("unreachable")  # pragma: no cover
+    """``js.publish`` that rides out a stream's brief unavailability (:func:`settle`)."""
+    return await settle(
+        lambda: js.publish(subject, data, timeout=wait_s, headers=headers or None), _unanswered
+    )
 
 
 async def _request(
     nc: Client, subject: str, data: bytes, headers: dict[str, str], wait_s: float
 ) -> Msg:
-    for attempt in range(20):
-        try:
-            return await nc.request(subject, data, timeout=wait_s, headers=headers)
-        except NoRespondersError:
-            if attempt == 19:
-                raise
-            await asyncio.sleep(0.05)
-    raise AssertionError("unreachable")  # pragma: no cover
+    return await settle(
+        lambda: nc.request(subject, data, timeout=wait_s, headers=headers),
+        lambda exc: isinstance(exc, NoRespondersError),
+    )
 
 
 def _is_wrong_sequence(err: APIError) -> bool:
@@ -125,25 +209,24 @@ async def commit(
     last = len(ops)
     for i, (subject, data, headers) in enumerate(ops, 1):
         h = dict(headers)
-        h["Nats-Batch-Id"] = batch_id
-        h["Nats-Batch-Sequence"] = str(i)
+        h[names.BATCH_ID] = batch_id
+        h[names.BATCH_SEQUENCE] = str(i)
         if i < last:
             await nc.publish(subject, data, headers=h)
             continue
-        h["Nats-Batch-Commit"] = "1"
+        h[names.BATCH_COMMIT] = "1"
         reply = await _request(nc, subject, data, h, wait_s)
         body = json.loads(reply.data or b"{}")
         error = body.get("error")
         if error:
-            if error.get("err_code") == _WRONG_LAST_SEQUENCE or "wrong last sequence" in str(
-                error.get("description", "")
-            ):
-                raise WrongSequenceError(str(error))
-            raise APIError(
+            api_error = APIError(
                 code=error.get("code"),
                 err_code=error.get("err_code"),
                 description=error.get("description"),
             )
+            if _is_wrong_sequence(api_error):
+                raise WrongSequenceError(str(error))
+            raise api_error
         last_seq = int(body.get("seq", 0))
         return list(range(last_seq - last + 1, last_seq + 1))
     return []  # pragma: no cover - the loop always returns on the last op
@@ -186,7 +269,7 @@ class Pipeline:
         future = self._pending.pop(msg.subject[len(prefix) :], None)
         if future is None or future.done():
             return
-        if msg.headers and msg.headers.get("Status") == "503":
+        if msg.headers and msg.headers.get(names.STATUS) == "503":
             future.set_exception(NoRespondersError())
             return
         try:

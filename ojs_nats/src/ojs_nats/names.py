@@ -1,36 +1,98 @@
-"""Deterministic mapping of OJS names (queues, priorities, worker ids) to valid NATS names.
+"""Every name the NATS backend uses: streams, buckets, consumers, subjects, keys and headers.
 
-Subject tokens may not contain ``.``, ``*``, ``>`` or white space; consumer names allow
-``[A-Za-z0-9_-]``; KV keys allow ``[-/_=.A-Za-z0-9]``. Queue names (``[a-z0-9][a-z0-9.-]*``) map by
-replacing ``.`` with ``_``, which they cannot contain, so the mapping is injective. Worker ids
-and cron names may hold any character and are hex-encoded where they become keys.
+The storage layout in one place (``docs/nats-design.md`` explains it), so that no other module
+spells a subject or a header inline.
+
+OJS names map deterministically to valid NATS names. Subject tokens may not contain ``.``,
+``*``, ``>`` or white space; consumer names allow ``[A-Za-z0-9_-]``; KV keys allow
+``[-/_=.A-Za-z0-9]``. Queue names (``[a-z0-9][a-z0-9.-]*``) map by replacing ``.`` with ``_``,
+which they cannot contain, so the mapping is injective. Worker ids may hold any character and
+are hex-encoded where they become keys. Cron names (``[a-z0-9][a-z0-9-._]*``, checked by the
+core) are used as keys as they are.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+
+from nats.js.api import Header
+from nats.js.kv import KV_OP
 
 __all__ = [
+    "BUCKETS",
+    "CONTROL_RESET",
+    "COUNTER_STREAM",
+    "CRON_BUCKET",
+    "EVENTS_STREAM",
     "EVENT_PREFIX",
+    "JOBS_BUCKET",
+    "QUEUES_BUCKET",
     "READY_STREAM",
+    "STREAMS",
+    "TIMER_CONSUMER",
     "TIMER_STREAM",
+    "WORKERS_BUCKET",
+    "counter_subject",
+    "dead_key",
+    "event_subject",
     "hex_key",
+    "is_job_id",
+    "is_kv_key",
+    "job_key",
+    "kv_stream",
+    "kv_subject",
     "priority_token",
     "queue_token",
     "ready_consumer",
     "ready_subject",
+    "timer_fire_subject",
+    "timer_job_id",
+    "timer_schedule_subject",
+    "unique_key",
+    "workflow_key",
 ]
+
+# -- streams and buckets --------------------------------------------------------------------
 
 READY_STREAM = "OJS_READY"
 TIMER_STREAM = "OJS_TIMERS"
 EVENTS_STREAM = "OJS_EVENTS"
 COUNTER_STREAM = "OJS_COUNTERS"
+#: The plain streams (each KV bucket also has its stream, :func:`kv_stream`).
+STREAMS = (READY_STREAM, TIMER_STREAM, EVENTS_STREAM, COUNTER_STREAM)
+
 JOBS_BUCKET = "OJS_JOBS"
 QUEUES_BUCKET = "OJS_QUEUES"
 CRON_BUCKET = "OJS_CRON"
 WORKERS_BUCKET = "OJS_WORKERS"
-EVENT_PREFIX = "ojs.events"
+BUCKETS = (JOBS_BUCKET, QUEUES_BUCKET, CRON_BUCKET, WORKERS_BUCKET)
+
+#: The durable consumer of fired timers that every replica shares.
 TIMER_CONSUMER = "ojs_timers"
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream behind a KV bucket."""
+    return f"KV_{bucket}"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject a KV bucket stores ``key`` under."""
+    return f"$KV.{bucket}.{key}"
+
+
+# -- subjects -------------------------------------------------------------------------------
+
+READY_SUBJECTS = "ojs.ready.>"
+TIMER_SCHEDULE_SUBJECTS = "ojs.tsched.*"
+TIMER_FIRE_SUBJECTS = "ojs.tfire.*"
+_TIMER_FIRE_PREFIX = "ojs.tfire."
+EVENT_PREFIX = "ojs.events"
+EVENT_SUBJECTS = f"{EVENT_PREFIX}.>"
+COUNTER_SUBJECTS = "ojs.count.>"
+#: Core-NATS subject on which a replica that reset the store tells the others.
+CONTROL_RESET = "ojs.control.reset"
 
 
 def queue_token(queue: str) -> str:
@@ -53,6 +115,73 @@ def ready_consumer(queue: str, priority: int) -> str:
     return f"r_{queue_token(queue)}_{priority_token(priority)}"
 
 
+def timer_schedule_subject(job_id: str) -> str:
+    """Subject of a job's one message schedule (its timer deadline)."""
+    return f"ojs.tsched.{job_id}"
+
+
+def timer_fire_subject(job_id: str) -> str:
+    """Subject a job's schedule fires into."""
+    return f"{_TIMER_FIRE_PREFIX}{job_id}"
+
+
+def timer_job_id(subject: str) -> str:
+    """The job id of a fired timer's subject."""
+    return subject.rsplit(".", 1)[-1]
+
+
+def event_subject(event_type: str) -> str:
+    """Core-NATS subject of one event type (captured by the events stream)."""
+    return f"{EVENT_PREFIX}.{event_type}"
+
+
+def counter_subject(queue: str, state: str) -> str:
+    """Per-queue, per-state counter subject."""
+    return f"ojs.count.{queue_token(queue)}.{state}"
+
+
+# -- keys of the jobs bucket ----------------------------------------------------------------
+
+JOB_PREFIX = "j."
+UNIQUE_PREFIX = "u."
+WORKFLOW_PREFIX = "w."
+DEAD_PREFIX = "d."
+
+
+def job_key(job_id: str) -> str:
+    """Key of a job record: ``{"e": epoch, "j": job}``."""
+    return JOB_PREFIX + job_id
+
+
+def unique_key(key: str) -> str:
+    """Key of a unique-key holder (its value is the holding job's id)."""
+    return UNIQUE_PREFIX + key
+
+
+def workflow_key(workflow_id: str) -> str:
+    """Key of a workflow record."""
+    return WORKFLOW_PREFIX + workflow_id
+
+
+def dead_key(job_id: str) -> str:
+    """Key of a dead-letter marker."""
+    return DEAD_PREFIX + job_id
+
+
+_JOB_ID = re.compile(r"[-_=.A-Za-z0-9]{1,200}")
+_KV_KEY = re.compile(r"[-/_=.A-Za-z0-9]{1,512}")
+
+
+def is_job_id(text: str) -> bool:
+    """Whether ``text`` could be the id of a stored job (ids from URLs are checked first)."""
+    return _JOB_ID.fullmatch(text) is not None
+
+
+def is_kv_key(text: str) -> bool:
+    """Whether ``text`` is a valid KV key (a name from a URL may not be)."""
+    return _KV_KEY.fullmatch(text) is not None
+
+
 def hex_key(text: str) -> str:
     """Any string as a KV-key-safe token of at most 512 characters.
 
@@ -65,6 +194,36 @@ def hex_key(text: str) -> str:
     return "h" + hashlib.sha256(raw).hexdigest()
 
 
-def counter_subject(queue: str, state: str) -> str:
-    """Per-queue, per-state counter subject."""
-    return f"ojs.count.{queue_token(queue)}.{state}"
+# -- JetStream API subjects -----------------------------------------------------------------
+
+
+def direct_get_subject(stream: str) -> str:
+    """Batched direct get (``multi_last``) of a stream."""
+    return f"$JS.API.DIRECT.GET.{stream}"
+
+
+def stream_info_subject(stream: str) -> str:
+    """Stream info (with ``subjects_filter`` to list a bucket's keys)."""
+    return f"$JS.API.STREAM.INFO.{stream}"
+
+
+def consumer_next_subject(stream: str, consumer: str) -> str:
+    """Pull request to a durable consumer."""
+    return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+
+
+# -- headers --------------------------------------------------------------------------------
+
+EXPECTED_SUBJECT_SEQUENCE = Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value
+BATCH_ID = Header.BATCH_ID.value
+BATCH_SEQUENCE = Header.BATCH_SEQUENCE.value
+BATCH_COMMIT = Header.BATCH_COMMIT.value
+SCHEDULE = Header.SCHEDULE.value
+SCHEDULE_TARGET = Header.SCHEDULE_TARGET.value
+INCR = Header.INCR.value
+ROLLUP = Header.ROLLUP.value
+STATUS = Header.STATUS.value
+KV_OPERATION = KV_OP
+#: Headers of a direct-get answer: the subject and sequence of the message returned.
+DIRECT_SUBJECT = "Nats-Subject"
+DIRECT_SEQUENCE = "Nats-Sequence"

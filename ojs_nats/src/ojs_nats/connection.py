@@ -1,0 +1,185 @@
+"""The connection to NATS: connect (starting the embedded server first), health, close.
+
+Every other part of the backend reaches NATS through one :class:`Connection`: its ``nc``,
+``js`` and ``pipe`` properties raise :class:`BackendUnavailableError` while it is not open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.client import JetStreamContext
+
+import nats
+from ojs_core.backend import BackendHealth
+from ojs_core.errors import BackendUnavailableError
+
+from .embedded import EmbeddedNatsServer
+from .jetstream import Op, Pipeline
+
+__all__ = ["MIN_SERVER_VERSION", "Connection"]
+
+log = logging.getLogger("ojs.nats")
+
+#: Atomic batches, message schedules and counters arrived in nats-server 2.12.
+MIN_SERVER_VERSION = (2, 12)
+#: JetStream API requests (stream and consumer management, direct gets) wait this long.
+JS_API_TIMEOUT_S = 10.0
+
+
+class Connection:
+    """One NATS connection with its JetStream context and write pipeline."""
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        *,
+        embedded: EmbeddedNatsServer | None = None,
+        connect_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.servers = list(servers)
+        self.embedded = embedded
+        self.connect_options = connect_options or {}
+        #: Set while closing: a connection-closed report is then the close itself.
+        self.closing = False
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._pipe: Pipeline | None = None
+
+    @property
+    def nc(self) -> Client:
+        """The live NATS connection."""
+        if self._nc is None:
+            raise BackendUnavailableError("NATS backend is not open")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context."""
+        if self._js is None:
+            raise BackendUnavailableError("NATS backend is not open")
+        return self._js
+
+    @property
+    def pipe(self) -> Pipeline:
+        """Pipelined publishes on the live connection."""
+        if self._pipe is None:
+            raise BackendUnavailableError("NATS backend is not open")
+        return self._pipe
+
+    @property
+    def is_open(self) -> bool:
+        """Whether :meth:`open` succeeded and :meth:`close` has not run since."""
+        return self._nc is not None
+
+    @property
+    def connected(self) -> bool:
+        """``False`` while open but disconnected (reconnecting); ``True`` otherwise."""
+        return self._nc is None or self._nc.is_connected
+
+    async def commit(self, ops: Sequence[Op]) -> list[int]:
+        """One op pipelined, several as one atomic batch (:func:`jetstream.commit`)."""
+        return await self.pipe.commit(ops)
+
+    async def publish_all(self, ops: Sequence[Op]) -> None:
+        """Store every op (each on its own, all in flight together); raise if any failed."""
+        for outcome in await self.pipe.publish_each(ops):
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def open(self) -> None:
+        """Connect, starting the embedded server first (if any); check the server's version."""
+        if self._nc is not None:
+            return
+        if self.embedded is not None:
+            self.servers = [await self.embedded.start()]
+        options: dict[str, Any] = {
+            "name": "ojs-python",
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "allow_reconnect": True,
+            "connect_timeout": 5,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+        }
+        options.update(self.connect_options)
+        nc = await nats.connect(servers=self.servers, **options)
+        version = nc.connected_server_version
+        if (version.major, version.minor) < MIN_SERVER_VERSION:
+            await nc.close()
+            raise RuntimeError(
+                f"nats-server {version} is too old: ojs-nats needs nats-server >= "
+                f"{MIN_SERVER_VERSION[0]}.{MIN_SERVER_VERSION[1]} (atomic batches, message "
+                "schedules, counters)"
+            )
+        self._nc = nc
+        self._js = nc.jetstream(timeout=JS_API_TIMEOUT_S)
+        self._pipe = Pipeline(nc, self._js)
+        self.closing = False
+
+    async def close(self) -> None:
+        """Drain the connection (in-flight publishes get their acknowledgements), then stop
+        the embedded server, if any."""
+        self.closing = True
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+            self._nc = None
+            self._js = None
+        if self._pipe is not None:
+            await self._pipe.close()
+            self._pipe = None
+        if self.embedded is not None:
+            await self.embedded.stop()
+
+    async def health(self, name: str) -> BackendHealth:
+        """A round trip to the server."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return BackendHealth(ok=False, name=name, error="not connected to NATS")
+        started = time.perf_counter()
+        try:
+            await nc.flush(timeout=2)
+        except Exception as exc:
+            return BackendHealth(ok=False, name=name, error=repr(exc))
+        return BackendHealth(
+            ok=True,
+            name=name,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            details={"server": _where(nc)},
+        )
+
+    async def _on_error(self, exc: Exception) -> None:
+        # nats-py reports, among others, ordered consumers it cannot recreate after a reset
+        # deleted their stream; the watcher restarts by itself.
+        if isinstance(exc, nats.js.errors.NotFoundError) or (
+            self.closing and isinstance(exc, nats.errors.ConnectionClosedError)
+        ):
+            log.debug("nats: %r", exc)
+        else:
+            log.warning("nats: %r", exc)
+
+    async def _on_disconnected(self) -> None:
+        if self.closing:
+            log.debug("disconnected from NATS (closing)")
+        else:
+            log.warning("disconnected from NATS; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        log.info("reconnected to NATS")
+
+
+def _where(nc: Client) -> str:
+    """``host:port`` of the connected server, never the credentials a URL may carry."""
+    url = nc.connected_url
+    if url is None or url.hostname is None:
+        return ""
+    return f"{url.hostname}:{url.port}" if url.port else url.hostname

@@ -1,0 +1,282 @@
+"""Writing job and workflow records: inserts, compare-and-swap updates, the dead letter.
+
+Every write publishes what it makes true *before* the record write (:meth:`JobWriter.announce`):
+a ready hint when the job enters ``available``, a schedule when its timer deadline moves. A
+crash between the two leaves a hint or timer that finds nothing to do, never a job without
+one (the argument, crash point by crash point, is in ``docs/nats-design.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ojs_core.backend import ConflictFn, JobFn, UniqueConflict
+from ojs_core.errors import (
+    ConflictError,
+    DuplicateJobError,
+    NotFoundError,
+    OJSError,
+    PayloadTooLargeError,
+)
+from ojs_core.lifecycle import timer_deadline
+from ojs_core.model import Job, Workflow
+from ojs_core.states import JobState
+
+from . import names
+from .connection import Connection
+from .jetstream import MAX_BATCH, Op, WrongSequenceError, commit
+from .queues import Queues
+from .ready import hint_op
+from .records import CAS_ATTEMPTS, WORKFLOW, JobRecord, RecordStore
+from .stats import Counters
+from .timers import Timers, schedule_op
+
+__all__ = ["JobWriter", "is_dead"]
+
+S = JobState
+
+
+def is_dead(job: Job) -> bool:
+    """Whether the job is in the dead letter (and so carries a ``d.`` marker)."""
+    return job.dead_letter and job.state is S.DISCARDED
+
+
+def _first_epoch(job: Job) -> int:
+    return 1 if job.state is S.AVAILABLE else 0
+
+
+class JobWriter:
+    """The write path of job records, with their hints, timers, markers and counters."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        store: RecordStore,
+        queues: Queues,
+        timers: Timers,
+        counters: Counters,
+    ) -> None:
+        self.conn = conn
+        self.store = store
+        self.queues = queues
+        self.timers = timers
+        self.counters = counters
+
+    # -- announcing ------------------------------------------------------------------------
+
+    async def announce(self, before: Job | None, after: Job, epoch: int, new_epoch: int) -> None:
+        """Publish what a write makes true *before* the write: ready hints and timers."""
+        pubs: list[Awaitable[Any]] = []
+        if new_epoch != epoch:
+            await self.queues.ensure_ready(after.queue, after.priority)
+            pubs.append(self.conn.commit([hint_op(after, new_epoch)]))
+        deadline = timer_deadline(after)
+        if deadline is not None and (before is None or deadline != timer_deadline(before)):
+            pubs.append(self.conn.commit([schedule_op(after.id, deadline)]))
+            self.timers.soon_add(after.id, deadline)
+        if len(pubs) == 1:
+            await pubs[0]
+        elif pubs:
+            await asyncio.gather(*pubs)
+
+    async def announce_new(self, jobs: Sequence[Job]) -> None:
+        """Hints and timers for new jobs, written in order, a batch per stream (pipelined)."""
+        available = [j for j in jobs if j.state is S.AVAILABLE]
+        for queue, priority in dict.fromkeys((j.queue, j.priority) for j in available):
+            await self.queues.ensure_ready(queue, priority)
+        ops: list[Op] = [hint_op(j, 1) for j in available]
+        for job in jobs:
+            deadline = timer_deadline(job)
+            if deadline is not None:
+                ops.append(schedule_op(job.id, deadline))
+                self.timers.soon_add(job.id, deadline)
+        # Not atomic (an atomic batch costs the server ~1.7 ms): a hint or timer written for a
+        # job whose record then is not written is harmless, and the records wait for all.
+        await self.conn.publish_all(ops)
+
+    # -- inserting -------------------------------------------------------------------------
+
+    async def insert(
+        self, jobs: Sequence[Job], is_conflict: ConflictFn | None = None
+    ) -> list[UniqueConflict]:
+        """All or nothing: the records and unique-key holders (an atomic batch for several)."""
+        seen: set[str] = set()
+        for job in jobs:
+            if job.id in seen:  # would fail every compare-and-swap below: refuse before writing
+                raise DuplicateJobError(
+                    f"A job with id '{job.id}' appears twice in the batch",
+                    details={"job_id": job.id},
+                )
+            seen.add(job.id)
+        store = self.store
+        for _ in range(CAS_ATTEMPTS):
+            keys = list(dict.fromkeys(j.unique_key for j in jobs if j.unique_key))
+            holders: dict[str, tuple[Job | None, int]] = {}
+            got_all = await asyncio.gather(
+                *(store.get(names.JOBS_BUCKET, names.unique_key(k)) for k in keys)
+            )
+            for key, got in zip(keys, got_all, strict=True):
+                if got is None:
+                    holders[key] = (None, 0)
+                    continue
+                rec = await store.read_job(got[0].decode())
+                holders[key] = (rec.job if rec else None, got[1])
+            conflicts: list[UniqueConflict] = []
+            local: dict[str, Job] = {}
+            for i, job in enumerate(jobs):
+                ukey = job.unique_key
+                if ukey is None:
+                    continue
+                holder = local.get(ukey) or holders[ukey][0]
+                if holder is not None and is_conflict is not None and is_conflict(job, holder):
+                    conflicts.append(UniqueConflict(index=i, existing=holder))
+                local[ukey] = job
+            if conflicts:
+                return conflicts
+            ops = [store.job_op(job, _first_epoch(job), 0) for job in jobs]
+            for key in keys:
+                ops.append(
+                    (
+                        names.kv_subject(names.JOBS_BUCKET, names.unique_key(key)),
+                        local[key].id.encode(),
+                        {names.EXPECTED_SUBJECT_SEQUENCE: str(holders[key][1])},
+                    )
+                )
+            if len(ops) > MAX_BATCH:
+                raise PayloadTooLargeError(
+                    f"an atomic enqueue on NATS holds at most {MAX_BATCH} records "
+                    f"(jobs plus unique keys); this one needs {len(ops)}"
+                )
+            await self.announce_new(jobs)
+            try:
+                seqs = await self.conn.commit(ops)
+            except WrongSequenceError:
+                existing = await asyncio.gather(*(store.read_job(j.id) for j in jobs))
+                for job, rec in zip(jobs, existing, strict=True):
+                    if rec is not None:
+                        raise DuplicateJobError(
+                            f"A job with id '{job.id}' already exists", details={"job_id": job.id}
+                        ) from None
+                continue  # a unique-key holder changed meanwhile: decide again
+            for job, seq in zip(jobs, seqs, strict=False):
+                store.remember(JobRecord(job, _first_epoch(job), seq))
+                self.counters.count(None, job)
+            return []
+        raise ConflictError("enqueue lost too many races on unique keys; try again")
+
+    # -- updating --------------------------------------------------------------------------
+
+    async def write(self, before: Job, after: Job, epoch: int, revision: int) -> JobRecord:
+        """Store ``after`` over ``before`` (read at ``revision``), announced first; raises
+        :class:`WrongSequenceError` when the record changed meanwhile."""
+        entered = after.state is S.AVAILABLE and before.state is not S.AVAILABLE
+        new_epoch = epoch + 1 if entered else epoch
+        await self.announce(before, after, epoch, new_epoch)
+        ops = [self.store.job_op(after, new_epoch, revision)]
+        if is_dead(before) != is_dead(after):
+            subject = names.kv_subject(names.JOBS_BUCKET, names.dead_key(after.id))
+            if is_dead(after):
+                ops.append((subject, b"1", {}))
+            else:
+                ops.append((subject, b"", {names.KV_OPERATION: "DEL"}))
+        try:
+            seqs = await self.conn.commit(ops)
+        except WrongSequenceError:
+            self.store.forget(after.id)
+            raise
+        rec = JobRecord(after, new_epoch, seqs[0])
+        self.store.remember(rec)
+        self.counters.count(before, after)
+        return rec
+
+    async def update(self, job_id: str, fn: JobFn) -> tuple[Job, Job]:
+        """Compare-and-swap on the record's revision, retried on contention."""
+        store = self.store
+        cached = True
+        for _ in range(CAS_ATTEMPTS):
+            rec = await store.read_job(job_id, cached=cached)
+            if rec is None:
+                raise NotFoundError("job", job_id)
+            before = rec.job
+            try:
+                after = fn(before)
+            except OJSError:
+                if cached and store.cached(job_id):
+                    cached = False  # judge on the stored version, not a cached one
+                    continue
+                raise
+            cached = False
+            if after is before:
+                self.timers.done(job_id)
+                return before, after
+            try:
+                await self.write(before, after, rec.epoch, rec.revision)
+            except WrongSequenceError:
+                continue
+            self.timers.done(job_id)
+            return before, after
+        raise ConflictError(f"job {job_id} is being changed concurrently; try again")
+
+    async def delete(self, job_id: str) -> bool:
+        """Purge a job's record and its dead-letter marker."""
+        rec = await self.store.read_job(job_id)
+        if rec is None:
+            return False
+        jobs = self.store.jobs
+        await jobs.purge(names.job_key(job_id))
+        with contextlib.suppress(Exception):  # a marker left behind is skipped when listed
+            await jobs.purge(names.dead_key(job_id))
+        self.counters.count(rec.job, None)
+        self.store.forget(job_id)
+        return True
+
+    async def dead_letter(self, queue: str | None) -> list[Job]:
+        """Every dead-letter job (of ``queue``), newest first, from the ``d.`` markers."""
+        keys = await self.store.keys(names.JOBS_BUCKET, f"{names.DEAD_PREFIX}>")
+        ids = [k[len(names.DEAD_PREFIX) :] for k in keys]
+        jobs = [r.job for r in await self.store.read_jobs(ids) if r is not None and is_dead(r.job)]
+        jobs = [j for j in jobs if queue is None or j.queue == queue]
+        jobs.sort(key=lambda j: j.discarded_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+        return jobs
+
+    # -- workflows -------------------------------------------------------------------------
+
+    def _workflow_op(self, workflow: Workflow, expect: int) -> Op:
+        return (
+            names.kv_subject(names.JOBS_BUCKET, names.workflow_key(workflow.id)),
+            WORKFLOW.encode(workflow),
+            {names.EXPECTED_SUBJECT_SEQUENCE: str(expect)},
+        )
+
+    async def insert_workflow(self, workflow: Workflow, jobs: Sequence[Job]) -> None:
+        """The workflow record and all its jobs in one atomic batch."""
+        ops = [self._workflow_op(workflow, 0)]
+        ops.extend(self.store.job_op(j, _first_epoch(j), 0) for j in jobs)
+        if len(ops) > MAX_BATCH:
+            raise PayloadTooLargeError(f"a workflow on NATS holds at most {MAX_BATCH - 1} jobs")
+        await self.announce_new(jobs)
+        try:
+            await commit(self.conn.nc, self.conn.js, ops)
+        except WrongSequenceError:
+            raise DuplicateJobError("a job or workflow with one of these ids exists") from None
+        for job in jobs:
+            self.counters.count(None, job)
+
+    async def get_workflow(self, workflow_id: str) -> Workflow | None:
+        """The record or ``None``."""
+        got = await self.store.get(names.JOBS_BUCKET, names.workflow_key(workflow_id))
+        return WORKFLOW.decode(got[0]) if got else None
+
+    async def update_workflow(
+        self, workflow_id: str, fn: Callable[[Workflow], Workflow]
+    ) -> tuple[Workflow, Workflow]:
+        """Compare-and-swap on the workflow record."""
+        key = names.workflow_key(workflow_id)
+        before, after, _ = await self.store.swap_existing(
+            names.JOBS_BUCKET, key, WORKFLOW, fn, "workflow", workflow_id
+        )
+        return before, after

@@ -1,0 +1,177 @@
+"""Stream, bucket and consumer configurations as data, and the code that creates them.
+
+Provisioning is idempotent and runs on every start of every replica: a stream that exists with
+an older configuration has its mutable settings brought up to date.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import nats.js.errors
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
+
+from . import names
+from .jetstream import settle
+
+__all__ = [
+    "EVENTS_MAX_AGE_S",
+    "EVENTS_MAX_MSGS",
+    "delete_all",
+    "provision",
+    "ready_consumer_config",
+    "stream_configs",
+]
+
+log = logging.getLogger("ojs.nats")
+
+#: The event log keeps a day of events, a million at most.
+EVENTS_MAX_AGE_S = 86_400
+EVENTS_MAX_MSGS = 1_000_000
+#: Buckets whose stream must allow atomic batches (a job with its marker, a batch enqueue).
+ATOMIC_BUCKETS = frozenset({names.JOBS_BUCKET})
+#: nats-server's "error creating store for stream": after every stream of an account was
+#: deleted, it removes the store directory in the background, and a stream created meanwhile
+#: fails with this code. Provisioning again shortly succeeds.
+_STORE_BEING_REMOVED = 10049
+_PROVISION_ATTEMPTS = 40
+
+
+def stream_configs(replicas: int) -> list[StreamConfig]:
+    """The plain streams. No work stream has a max age or a message limit: a job may wait for
+    weeks in a paused or backlogged queue."""
+    file = StorageType.FILE
+    return [
+        StreamConfig(
+            name=names.READY_STREAM,
+            subjects=[names.READY_SUBJECTS],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=file,
+            num_replicas=replicas,
+            allow_atomic=True,
+        ),
+        StreamConfig(
+            name=names.TIMER_STREAM,
+            subjects=[names.TIMER_SCHEDULE_SUBJECTS, names.TIMER_FIRE_SUBJECTS],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=file,
+            num_replicas=replicas,
+            max_msgs_per_subject=1,
+            allow_msg_schedules=True,
+            allow_atomic=True,
+        ),
+        StreamConfig(
+            name=names.EVENTS_STREAM,
+            subjects=[names.EVENT_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=file,
+            num_replicas=replicas,
+            max_age=EVENTS_MAX_AGE_S,
+            max_msgs=EVENTS_MAX_MSGS,
+            discard=DiscardPolicy.OLD,
+        ),
+        StreamConfig(
+            name=names.COUNTER_STREAM,
+            subjects=[names.COUNTER_SUBJECTS],
+            storage=file,
+            num_replicas=replicas,
+            allow_msg_counter=True,
+        ),
+    ]
+
+
+def timer_consumer_config(ack_wait_s: float) -> ConsumerConfig:
+    """The durable consumer of fired timers shared by every replica."""
+    return ConsumerConfig(
+        durable_name=names.TIMER_CONSUMER,
+        filter_subject=names.TIMER_FIRE_SUBJECTS,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait_s,
+        max_ack_pending=-1,
+    )
+
+
+def ready_consumer_config(queue: str, priority: int, ack_wait_s: float) -> ConsumerConfig:
+    """The durable consumer of one queue's ready hints of one priority."""
+    return ConsumerConfig(
+        durable_name=names.ready_consumer(queue, priority),
+        filter_subject=names.ready_subject(queue, priority),
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait_s,
+        max_ack_pending=-1,
+        max_deliver=-1,
+    )
+
+
+def bucket_config(bucket: str, replicas: int) -> KeyValueConfig:
+    """Every bucket keeps one version per key, on file."""
+    return KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas)
+
+
+async def _stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError:
+        # It exists with another configuration (an older version, or other replicas):
+        # bring the mutable settings up to date.
+        try:
+            await js.update_stream(config)
+        except nats.js.errors.BadRequestError:
+            log.warning("stream %s exists with an incompatible configuration", config.name)
+
+
+async def _bucket(js: JetStreamContext, name: str, replicas: int) -> KeyValue:
+    try:
+        return await js.key_value(name)
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    with contextlib.suppress(nats.js.errors.BadRequestError):
+        await js.create_key_value(bucket_config(name, replicas))
+    # Direct gets for every bucket (reads without a consumer), atomic batches where needed.
+    cfg = (await js.stream_info(names.kv_stream(name))).config
+    atomic = name in ATOMIC_BUCKETS
+    if not cfg.allow_direct or (atomic and not cfg.allow_atomic):
+        cfg.allow_direct = True
+        if atomic:
+            cfg.allow_atomic = True
+        await js.update_stream(cfg)
+    return await js.key_value(name)
+
+
+async def _provision_once(
+    js: JetStreamContext, replicas: int, ack_wait_s: float
+) -> dict[str, KeyValue]:
+    for config in stream_configs(replicas):
+        await _stream(js, config)
+    with contextlib.suppress(nats.js.errors.BadRequestError):
+        await js.add_consumer(names.TIMER_STREAM, timer_consumer_config(ack_wait_s))
+    return {bucket: await _bucket(js, bucket, replicas) for bucket in names.BUCKETS}
+
+
+async def provision(js: JetStreamContext, replicas: int, ack_wait_s: float) -> dict[str, KeyValue]:
+    """Create (or update) every stream, bucket and shared consumer; the buckets by name."""
+    return await settle(
+        lambda: _provision_once(js, replicas, ack_wait_s),
+        lambda exc: (
+            isinstance(exc, nats.js.errors.ServerError) and exc.err_code == _STORE_BEING_REMOVED
+        ),
+        attempts=_PROVISION_ATTEMPTS,
+    )
+
+
+async def delete_all(js: JetStreamContext) -> None:
+    """Delete every stream and bucket (for :meth:`NatsBackend.reset`)."""
+    for stream in (*names.STREAMS, *(names.kv_stream(b) for b in names.BUCKETS)):
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_stream(stream)

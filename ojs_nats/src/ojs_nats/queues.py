@@ -1,0 +1,114 @@
+"""Queue records (pause flag, priority levels in use) and the ready consumer of each level.
+
+A queue's record is created the first time a job of it becomes available (or it is paused).
+Each priority level in use has its own durable ready consumer, created with the level; fetch
+drains the levels highest first, which makes priority strict across replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import attrs
+import nats.js.errors
+
+from ojs_core.model import QueueInfo
+from ojs_core.timeutil import format_ts
+
+from . import names
+from .connection import Connection
+from .mirror import Mirror
+from .provision import ready_consumer_config
+from .records import QUEUE, QueueRecord, RecordStore
+
+__all__ = ["Queues"]
+
+
+class Queues:
+    """Reads and changes queue records; makes sure each priority level has its consumer."""
+
+    def __init__(
+        self, conn: Connection, store: RecordStore, mirror: Mirror, ack_wait_s: float
+    ) -> None:
+        self.conn = conn
+        self.store = store
+        self.mirror = mirror
+        self.ack_wait_s = ack_wait_s
+        #: Levels whose record entry and consumer this replica knows to exist.
+        self._ready: set[tuple[str, int]] = set()
+
+    async def record(self, queue: str) -> QueueRecord | None:
+        """The queue's record: the watched copy, or a read for a queue not seen yet."""
+        record = self.mirror.queues.get(queue)
+        if record is None:
+            got = await self.store.get(names.QUEUES_BUCKET, queue)
+            if got is None:
+                return None
+            record = self.mirror.queues[queue] = QUEUE.decode(got[0])
+        return record
+
+    async def update(
+        self, queue: str, change: Callable[[QueueRecord], QueueRecord | None]
+    ) -> QueueRecord:
+        """Compare-and-swap a queue's record (created on first use); the stored version."""
+        created = QueueRecord(created_at=format_ts(datetime.now(UTC)))
+        _, after, _ = await self.store.swap(
+            names.QUEUES_BUCKET,
+            queue,
+            QUEUE,
+            lambda record: change(record or created),
+            f"queue {queue!r}",
+        )
+        if after is None:
+            return change(created) or created  # nothing stored, nothing to store
+        self.mirror.queues[queue] = after
+        return after
+
+    async def ensure_ready(self, queue: str, priority: int) -> None:
+        """Record the priority level and create its consumer, once per replica."""
+        if (queue, priority) in self._ready:
+            return
+
+        def add(record: QueueRecord) -> QueueRecord | None:
+            if priority in record.priorities:
+                return None
+            return attrs.evolve(record, priorities=(*record.priorities, priority))
+
+        await self.update(queue, add)
+        with contextlib.suppress(nats.js.errors.BadRequestError):
+            await self.conn.js.add_consumer(
+                names.READY_STREAM, ready_consumer_config(queue, priority, self.ack_wait_s)
+            )
+        self._ready.add((queue, priority))
+
+    async def list(self) -> list[QueueInfo]:
+        """Queues that have held a job or been paused, plus ``default``."""
+        keys = await self.store.keys(names.QUEUES_BUCKET)
+        got = await asyncio.gather(*(self.store.get(names.QUEUES_BUCKET, k) for k in keys))
+        out = {"default": QueueInfo(name="default")}
+        for key, entry in zip(keys, got, strict=True):
+            if entry is not None:
+                out[key] = QUEUE.decode(entry[0]).info(key)
+        return [out[k] for k in sorted(out)]
+
+    async def set_paused(self, queue: str, paused: bool) -> QueueInfo:
+        """Flip the pause flag; every replica's watcher sees it within milliseconds."""
+        record = await self.update(
+            queue,
+            lambda r: (
+                None if r.paused == paused and r.created_at else attrs.evolve(r, paused=paused)
+            ),
+        )
+        return record.info(queue)
+
+    def paused(self, queue: str) -> bool:
+        """The watched pause flag."""
+        record = self.mirror.queues.get(queue)
+        return bool(record and record.paused)
+
+    def forget_all(self) -> None:
+        """Forget which levels exist (after a reset)."""
+        self._ready.clear()

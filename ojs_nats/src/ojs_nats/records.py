@@ -1,0 +1,365 @@
+"""Stored records: their one storage format, and the store that reads and swaps them.
+
+Every record kind (job, workflow, cron entry, worker, queue) is encoded and decoded by one
+:class:`Codec` here, with the core's cattrs converter and :mod:`ojs_core.jsonio`. A job record
+is ``{"e": epoch, "j": job}``: the epoch counts the job's entries into ``available``, so a
+ready hint can tell the entry it announces from a later one.
+
+:class:`RecordStore` owns the KV buckets and the version cache of recently written or read
+jobs, and applies changes by compare-and-swap on a key's revision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Generic, TypeVar
+
+import attrs
+import nats.errors
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from ojs_core import jsonio
+from ojs_core.codec import converter, job_from_dict, job_to_wire
+from ojs_core.errors import ConflictError, NotFoundError
+from ojs_core.model import CronJob, Job, QueueInfo, WorkerInfo, Workflow
+from ojs_core.timeutil import parse_ts
+
+from . import names
+from .connection import Connection
+from .jetstream import Op, settle
+
+__all__ = [
+    "CRON",
+    "QUEUE",
+    "WORKER",
+    "WORKFLOW",
+    "Codec",
+    "JobRecord",
+    "QueueRecord",
+    "RecordStore",
+    "decode_job",
+    "encode_job",
+]
+
+log = logging.getLogger("ojs.nats")
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+#: Compare-and-swap attempts before a change is refused as too contended (409).
+CAS_ATTEMPTS = 64
+#: Job versions kept for the next compare-and-swap on them (ack after claim, mostly).
+CACHE_SIZE = 10_000
+#: Keys per batched direct get.
+MULTI_GET = 256
+#: How long a batched direct get waits for each of its answers.
+_MULTI_GET_WAIT_S = 5.0
+#: How long a key listing waits for each page.
+_KEYS_WAIT_S = 10.0
+
+
+@attrs.frozen
+class JobRecord:
+    """A job as stored: the job, its epoch, and the revision to compare-and-swap against."""
+
+    job: Job
+    epoch: int
+    revision: int
+
+
+def _sorted_priorities(values: Sequence[int]) -> tuple[int, ...]:
+    return tuple(sorted(set(values), reverse=True))
+
+
+@attrs.frozen
+class QueueRecord:
+    """What ``OJS_QUEUES`` holds per queue: the pause flag, the priority levels in use
+    (highest first; each has a ready consumer), and when the queue was first seen."""
+
+    paused: bool = False
+    priorities: tuple[int, ...] = attrs.field(default=(), converter=_sorted_priorities)
+    created_at: str | None = None
+
+    def info(self, name: str) -> QueueInfo:
+        """The queue as listed."""
+        return QueueInfo(
+            name=name,
+            paused=self.paused,
+            created_at=parse_ts(self.created_at) if self.created_at else None,
+        )
+
+
+class Codec(Generic[T_co]):
+    """The storage format of one record kind: JSON of the core converter's wire form."""
+
+    def __init__(self, cls: type[T_co]) -> None:
+        self.cls = cls
+
+    def encode(self, value: object) -> bytes:
+        """``value`` (of this codec's class) as stored bytes."""
+        return jsonio.dumps(converter.unstructure(value, self.cls))
+
+    def decode(self, data: bytes) -> T_co:
+        """Stored bytes as a value."""
+        return converter.structure(jsonio.loads(data), self.cls)
+
+
+WORKFLOW = Codec(Workflow)
+CRON = Codec(CronJob)
+WORKER = Codec(WorkerInfo)
+QUEUE = Codec(QueueRecord)
+
+
+def encode_job(job: Job, epoch: int) -> bytes:
+    """A job record's bytes (the job's hand-written wire encoder: it is the hot path)."""
+    return jsonio.dumps({"e": epoch, "j": job_to_wire(job)})
+
+
+def decode_job(data: bytes, revision: int) -> JobRecord:
+    """A job record from its bytes and revision."""
+    raw = jsonio.loads(data)
+    return JobRecord(job_from_dict(raw["j"]), int(raw["e"]), revision)
+
+
+class RecordStore:
+    """The KV buckets, the job version cache, and compare-and-swap on keys."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        #: Buckets by name; replaced by each provisioning.
+        self.kv: dict[str, KeyValue] = {}
+        self._cache: OrderedDict[str, JobRecord] = OrderedDict()
+
+    @property
+    def jobs(self) -> KeyValue:
+        """The ``OJS_JOBS`` bucket."""
+        return self.kv[names.JOBS_BUCKET]
+
+    # -- raw keys --------------------------------------------------------------------------
+
+    async def get(self, bucket: str, key: str) -> tuple[bytes, int] | None:
+        """The value and revision of ``key``, or ``None`` (missing, deleted, or not a key)."""
+        if not names.is_kv_key(key):
+            return None  # a name from a URL that no stored record can have
+        kv = self.kv[bucket]
+        try:
+            # A just-created bucket's direct-get responders may not be up yet.
+            entry = await settle(
+                lambda: kv.get(key), lambda exc: isinstance(exc, nats.errors.NoRespondersError)
+            )
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        return entry.value, entry.revision or 0
+
+    async def keys(self, bucket: str, pattern: str = ">") -> list[str]:
+        """Keys of ``bucket`` matching ``pattern``, deleted ones included (callers read each).
+
+        Asks the stream for its subjects (one request per page, filtered by the server) rather
+        than running a watcher: nats-py's watcher can report the end of the initial values
+        before a value delivered in the same instant, which makes ``kv.keys()`` miss keys.
+        """
+        prefix = names.kv_subject(bucket, "")
+        keys: list[str] = []
+        offset = 0
+        while True:
+            reply = await self.conn.nc.request(
+                names.stream_info_subject(names.kv_stream(bucket)),
+                json.dumps({"subjects_filter": prefix + pattern, "offset": offset}).encode(),
+                timeout=_KEYS_WAIT_S,
+            )
+            body = json.loads(reply.data)
+            if "error" in body:
+                raise nats.js.errors.APIError.from_error(body["error"])
+            subjects = (body.get("state") or {}).get("subjects") or {}
+            keys.extend(subject[len(prefix) :] for subject in subjects)
+            offset += len(subjects)
+            if not subjects or offset >= int(body.get("total") or 0):
+                return keys
+
+    async def swap(
+        self,
+        bucket: str,
+        key: str,
+        codec: Codec[T],
+        change: Callable[[T | None], T | None],
+        what: str,
+    ) -> tuple[T | None, T | None, int]:
+        """Read-modify-write of one key by compare-and-swap, retried on contention.
+
+        ``change`` gets the current value (``None`` when there is none) and returns the new
+        one; returning ``None`` or the value itself writes nothing. Returns ``(before, after,
+        revision)``. Raises :class:`ConflictError` when the swap keeps losing.
+        """
+        kv = self.kv[bucket]
+        for _ in range(CAS_ATTEMPTS):
+            got = await self.get(bucket, key)
+            current = codec.decode(got[0]) if got else None
+            new = change(current)
+            if new is None or new is current:
+                return current, current, got[1] if got else 0
+            data = codec.encode(new)
+            try:
+                write = (
+                    partial(kv.create, key, data)
+                    if got is None
+                    else partial(kv.update, key, data, last=got[1])
+                )
+                revision = await settle(write, _unanswered)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+            return current, new, revision
+        raise ConflictError(f"{what} is being changed concurrently; try again")
+
+    async def swap_existing(
+        self,
+        bucket: str,
+        key: str,
+        codec: Codec[T],
+        fn: Callable[[T], T],
+        kind: str,
+        name: str,
+    ) -> tuple[T, T, int]:
+        """:meth:`swap` of a record that must exist (:class:`NotFoundError` otherwise)."""
+
+        def change(current: T | None) -> T:
+            if current is None:
+                raise NotFoundError(kind, name)
+            return fn(current)
+
+        before, after, revision = await self.swap(bucket, key, codec, change, f"{kind} {name!r}")
+        assert before is not None
+        assert after is not None
+        return before, after, revision
+
+    # -- job records -----------------------------------------------------------------------
+
+    async def read_job(self, job_id: str, *, cached: bool = False) -> JobRecord | None:
+        """The stored job; with ``cached`` the last version this process wrote or read may be
+        returned. A stale one is harmless: the compare-and-swap that follows fails and the
+        caller re-reads."""
+        if not names.is_job_id(job_id):
+            return None  # not an id this backend could have stored (and not a valid KV key)
+        if cached:
+            hit = self._cache.get(job_id)
+            if hit is not None:
+                return hit
+        got = await self.get(names.JOBS_BUCKET, names.job_key(job_id))
+        if got is None:
+            self._cache.pop(job_id, None)
+            return None
+        rec = decode_job(*got)
+        self.remember(rec)
+        return rec
+
+    async def read_jobs(
+        self, job_ids: Sequence[str], *, cached: bool = False
+    ) -> list[JobRecord | None]:
+        """:meth:`read_job` for many jobs with one batched direct get (``multi_last``) instead
+        of a request per job; falls back to single reads if the server cannot answer it."""
+        out: list[JobRecord | None] = [None] * len(job_ids)
+        wanted: dict[str, list[int]] = {}
+        for i, job_id in enumerate(job_ids):
+            if not names.is_job_id(job_id):
+                continue
+            hit = self._cache.get(job_id) if cached else None
+            if hit is not None:
+                out[i] = hit
+            else:
+                wanted.setdefault(job_id, []).append(i)
+        if len(wanted) == 1:
+            ((job_id, places),) = wanted.items()
+            rec = await self.read_job(job_id)
+            for i in places:
+                out[i] = rec
+            return out
+        ids = list(wanted)
+        for start in range(0, len(ids), MULTI_GET):
+            chunk = ids[start : start + MULTI_GET]
+            try:
+                found = await self._multi_get(chunk)
+            except Exception:
+                log.debug("batched direct get failed; reading one by one", exc_info=True)
+                recs = await asyncio.gather(*(self.read_job(j) for j in chunk))
+                found = {j: r for j, r in zip(chunk, recs, strict=True) if r is not None}
+            for job_id in chunk:
+                rec = found.get(job_id)
+                if rec is None:
+                    self._cache.pop(job_id, None)
+                for i in wanted[job_id]:
+                    out[i] = rec
+        return out
+
+    async def _multi_get(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
+        nc = self.conn.nc
+        prefix = names.kv_subject(names.JOBS_BUCKET, names.JOB_PREFIX)
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        found: dict[str, JobRecord] = {}
+        try:
+            await nc.publish(
+                names.direct_get_subject(names.kv_stream(names.JOBS_BUCKET)),
+                json.dumps(
+                    {"multi_last": [prefix + j for j in job_ids], "batch": len(job_ids)}
+                ).encode(),
+                reply=inbox,
+            )
+            while True:
+                msg = await sub.next_msg(timeout=_MULTI_GET_WAIT_S)
+                headers = msg.headers or {}
+                status = headers.get(names.STATUS)
+                if status in ("204", "404"):  # end of batch; nothing (more) found
+                    return found
+                if status:
+                    raise RuntimeError(f"direct get answered {status}")
+                if headers.get(names.KV_OPERATION) or not msg.data:
+                    continue  # deleted or purged
+                job_id = headers.get(names.DIRECT_SUBJECT, "")[len(prefix) :]
+                rec = decode_job(msg.data, int(headers.get(names.DIRECT_SEQUENCE, "0")))
+                self.remember(rec)
+                found[job_id] = rec
+        finally:
+            await sub.unsubscribe()
+
+    def job_op(self, job: Job, epoch: int, expect: int) -> Op:
+        """The write of a job record, expecting revision ``expect`` (0: must not exist)."""
+        return (
+            names.kv_subject(names.JOBS_BUCKET, names.job_key(job.id)),
+            encode_job(job, epoch),
+            {names.EXPECTED_SUBJECT_SEQUENCE: str(expect)},
+        )
+
+    def remember(self, rec: JobRecord) -> None:
+        """Keep a version for the next compare-and-swap (terminal jobs are dropped)."""
+        cache = self._cache
+        job_id = rec.job.id
+        if rec.job.state.terminal:
+            cache.pop(job_id, None)  # nothing more will happen to it here
+            return
+        cache[job_id] = rec
+        cache.move_to_end(job_id)
+        if len(cache) > CACHE_SIZE:
+            cache.popitem(last=False)
+
+    def cached(self, job_id: str) -> bool:
+        """Whether a version of the job is cached."""
+        return job_id in self._cache
+
+    def forget(self, job_id: str) -> None:
+        """Drop the cached version (after a lost swap, say)."""
+        self._cache.pop(job_id, None)
+
+    def forget_all(self) -> None:
+        """Drop every cached version (after a reset)."""
+        self._cache.clear()
+
+
+def _unanswered(exc: BaseException) -> bool:
+    # A just-created bucket, or a leader election.
+    return isinstance(exc, nats.js.errors.NoStreamResponseError)
