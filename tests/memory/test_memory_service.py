@@ -1251,11 +1251,11 @@ async def test_out_of_range_options_are_validation_errors(
     assert await all_jobs(svc) == []
 
 
-async def test_unique_period_beyond_the_calendar_still_deduplicates(svc: JobService) -> None:
-    unique = {"keys": ["type"], "period": "P99999999999D"}
-    await push(svc, unique=unique)
-    with pytest.raises(DuplicateJobError):
-        await push(svc, unique=unique)
+async def test_unique_period_beyond_the_duration_bound_is_refused(svc: JobService) -> None:
+    # Durations are bounded at validation (100 years): a later instant would overflow.
+    with pytest.raises(ValidationError) as err:
+        await push(svc, unique={"keys": ["type"], "period": "P99999999999D"})
+    assert err.value.path == "options.unique.period"
 
 
 @pytest.mark.parametrize(

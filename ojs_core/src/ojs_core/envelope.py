@@ -59,27 +59,6 @@ LIFECYCLE_TIMESTAMPS = (
     "activated_at",
 )
 
-#: System-managed attributes: a client may send them, but they are ignored (core §5.3).
-SYSTEM_FIELDS = frozenset(
-    {
-        "state",
-        "attempt",
-        *LIFECYCLE_TIMESTAMPS,
-        "error",
-        "errors",
-        "result",
-        "worker_id",
-        "next_attempt_at",
-        "retry_delay_ms",
-        "parent_results",
-        "max_attempts",
-        "dead_letter",
-        "visible_until",
-        "unique_key",
-        "workflow_id",
-        "workflow_node",
-    }
-)
 #: Attributes an enqueue request may carry at the top level or under ``options``.
 OPTION_FIELDS = frozenset(
     {
@@ -103,6 +82,18 @@ OPTION_FIELDS = frozenset(
     }
 )
 KNOWN_FIELDS = frozenset({"id", "type", "args", "meta", "schema", "specversion", "options"})
+#: System-managed attributes: a client may send them, but they are ignored (core §5.3). Every
+#: attribute of :class:`Job` that a client does not set is one, so that none can be smuggled in
+#: as an unknown field and read back as the real one (``workflow_pending``, say).
+SYSTEM_FIELDS = frozenset(
+    {
+        *LIFECYCLE_TIMESTAMPS,
+        "max_attempts",
+        *(a.name for a in attrs.fields(Job) if a.name != "extra"),
+    }
+    - KNOWN_FIELDS
+    - OPTION_FIELDS
+)
 
 
 def _join(prefix: str, name: str) -> str:
@@ -120,12 +111,31 @@ def _int(value: Any, path: str, *, minimum: int | None = None, status: int = 400
     return number
 
 
+#: The longest duration accepted anywhere (100 years of 365 days): a longer one would overflow
+#: the timestamp arithmetic of a retry, a rate-limit window or a unique period.
+MAX_DURATION_MS = 100 * 365 * 86_400_000
+
+
+def _bounded_ms(ms: int, path: str, *, status: int = 400) -> int:
+    if ms > MAX_DURATION_MS:
+        raise ValidationError(
+            f"must be at most {MAX_DURATION_MS} ms (100 years)", path=path, status=status
+        )
+    return ms
+
+
+def _ms(value: Any, path: str, *, minimum: int = 0, status: int = 400) -> int:
+    """A duration given as an integer number of milliseconds."""
+    return _bounded_ms(_int(value, path, minimum=minimum, status=status), path, status=status)
+
+
 def _duration(value: Any, path: str, *, status: int = 400) -> int:
     if isinstance(value, str):
         try:
-            return parse_duration_ms(value)
+            ms = parse_duration_ms(value)
         except ValueError as exc:
             raise ValidationError(str(exc), path=path, status=status) from None
+        return _bounded_ms(ms, path, status=status)
     raise ValidationError("must be an ISO 8601 duration string", path=path, status=status)
 
 
@@ -167,9 +177,7 @@ def parse_retry(raw: Any, path: str = "retry", base: RetryPolicy | None = None) 
         )
     for name in ("initial_interval", "max_interval"):
         if raw.get(f"{name}_ms") is not None:
-            changes[f"{name}_ms"] = _int(
-                raw[f"{name}_ms"], _join(path, f"{name}_ms"), minimum=0, status=422
-            )
+            changes[f"{name}_ms"] = _ms(raw[f"{name}_ms"], _join(path, f"{name}_ms"), status=422)
         elif raw.get(name) is not None:
             value = raw[name]
             if isinstance(value, int | float) and not isinstance(value, bool):
@@ -179,7 +187,7 @@ def parse_retry(raw: Any, path: str = "retry", base: RetryPolicy | None = None) 
                     raise ValidationError(
                         "is out of range", path=_join(path, name), status=422
                     ) from None
-                changes[f"{name}_ms"] = _int(ms, _join(path, name), minimum=0, status=422)
+                changes[f"{name}_ms"] = _ms(ms, _join(path, name), status=422)
             else:
                 changes[f"{name}_ms"] = _duration(value, _join(path, name), status=422)
     if raw.get("backoff_coefficient") is not None:
@@ -250,7 +258,7 @@ def parse_unique(raw: Any, path: str = "unique") -> UniquePolicy:
     if raw.get("period") is not None:
         changes["period_ms"] = _duration(raw["period"], _join(path, "period"))
     elif raw.get("period_ms") is not None:
-        changes["period_ms"] = _int(raw["period_ms"], _join(path, "period_ms"), minimum=1)
+        changes["period_ms"] = _ms(raw["period_ms"], _join(path, "period_ms"), minimum=1)
     if raw.get("states") is not None:
         names = _str_list(raw["states"], _join(path, "states"))
         try:
@@ -291,7 +299,7 @@ def parse_rate_limit(raw: Any, path: str = "rate_limit") -> RateLimit:
         limit = _int(rate["limit"], _join(rpath, "limit"), minimum=1)
         period = rate.get("period", "PT1S")
         period_ms = (
-            _int(period, _join(rpath, "period"), minimum=1)
+            _ms(period, _join(rpath, "period"), minimum=1)
             if isinstance(period, int)
             else _duration(period, _join(rpath, "period"))
         )
@@ -311,7 +319,7 @@ def _priority(value: Any, path: str) -> int:
 def _visibility(value: Any, path: str) -> int:
     if isinstance(value, str):
         return _duration(value, path)
-    return _int(value, path, minimum=1) * 1000
+    return _bounded_ms(_int(value, path, minimum=1) * 1000, path)
 
 
 def parse_enqueue(body: Any, *, now: datetime, path: str = "") -> Job:

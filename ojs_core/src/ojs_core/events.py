@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -10,9 +11,26 @@ from .model import Event, Job
 from .states import JobState
 from .timeutil import format_ts, ms_between
 
-__all__ = ["job_event", "make_event", "transition_events"]
+__all__ = [
+    "EVENT_PATTERN",
+    "event_type_matches",
+    "job_event",
+    "make_event",
+    "transition_events",
+]
 
 S = JobState
+#: An event-type filter: a type (``job.completed``), a prefix ending in ``.*`` (``job.*``: every
+#: type below ``job``), or ``*`` (all). Lowercase words and dots only, so a filter never carries
+#: a character a store would treat as syntax (a NATS wildcard inside a token, say).
+EVENT_PATTERN = re.compile(r"^(?:\*|[a-z0-9_-]+(?:\.[a-z0-9_-]+)*(?:\.\*)?)\Z")
+
+
+def event_type_matches(pattern: str, event_type: str) -> bool:
+    """Whether ``event_type`` is selected by ``pattern`` (see :data:`EVENT_PATTERN`)."""
+    if pattern.endswith("*"):
+        return event_type.startswith(pattern[:-1])
+    return pattern == event_type
 
 
 def make_event(

@@ -31,10 +31,11 @@ from .errors import (
     OJSError,
     ValidationError,
 )
-from .events import job_event, make_event, transition_events
+from .events import EVENT_PATTERN, job_event, make_event, transition_events
 from .ids import deterministic_uuid7
 from .model import CronJob, Event, Job, JobError, QueueInfo, QueueStats, WorkerInfo, Workflow
 from .ratelimit import RateLimiter
+from .ratelog import RateLimitedLog
 from .states import JobState
 from .timeutil import format_ts
 from .unique import is_conflict, unique_key
@@ -127,6 +128,7 @@ class JobService:
         self.limiter = RateLimiter()
         self.started_at = self.clock.now()
         self._job_arrived = asyncio.Event()
+        self._timer_log = RateLimitedLog(log, self.clock)
 
     def now(self) -> datetime:
         """The service clock's current time."""
@@ -750,16 +752,34 @@ class JobService:
 
         # Timers of different jobs are independent compare-and-swaps: apply them concurrently
         # (in bounded groups) so a burst of due jobs is not paid one round trip at a time.
+        # One failing timer (a poison job, a store error) never blocks the others.
         done = 0
         for start in range(0, len(ids), _TIMER_CONCURRENCY):
             group = ids[start : start + _TIMER_CONCURRENCY]
-            done += sum(await asyncio.gather(*(fire(j) for j in group)))
+            outcomes = await asyncio.gather(*(fire(j) for j in group), return_exceptions=True)
+            for job_id, outcome in zip(group, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    if not isinstance(outcome, Exception):
+                        raise outcome  # cancellation, KeyboardInterrupt: not a timer failure
+                    self._timer_log.warning(
+                        job_id, "timer of job %s failed: %r", job_id, outcome, exc=outcome
+                    )
+                elif outcome:
+                    done += 1
         return done
 
     # -- events and admin -----------------------------------------------------------------
 
     async def events(self, flt: EventFilter) -> list[Event]:
         """Recent events matching the filter."""
+        for i, kind in enumerate(flt.types):
+            if not isinstance(kind, str) or not EVENT_PATTERN.match(kind):
+                raise ValidationError(
+                    "must be an event type such as job.completed, or a prefix such as job.*",
+                    path=f"types[{i}]",
+                )
+        for i, queue in enumerate(flt.queues):
+            validate_queue(queue, f"queues[{i}]")
         return await self.backend.read_events(flt)
 
     async def reset(self) -> None:

@@ -25,6 +25,7 @@ from ojs_core.backend import (
     UniqueConflict,
 )
 from ojs_core.errors import DuplicateJobError, NotFoundError
+from ojs_core.events import event_type_matches
 from ojs_core.lifecycle import timer_deadline
 from ojs_core.model import CronJob, Event, Job, QueueInfo, QueueStats, WorkerInfo, Workflow
 from ojs_core.states import JobState
@@ -343,7 +344,7 @@ class MemoryBackend:
         for event in self._events:
             if event.seq <= flt.after:
                 continue
-            if flt.types and not any(_type_matches(p, event.type) for p in flt.types):
+            if flt.types and not any(event_type_matches(p, event.type) for p in flt.types):
                 continue
             if flt.queues and event.data.get("queue") not in flt.queues:
                 continue
@@ -353,9 +354,3 @@ class MemoryBackend:
             if len(out) >= flt.limit:
                 break
         return out
-
-
-def _type_matches(pattern: str, event_type: str) -> bool:
-    if pattern.endswith("*"):
-        return event_type.startswith(pattern[:-1])
-    return pattern == event_type

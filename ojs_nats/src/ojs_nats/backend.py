@@ -84,6 +84,7 @@ class NatsBackend:
             connect_options=connect_options,
         )
         self.store = RecordStore(self.conn)
+        self.store.leader_reads = replicas > 1
         self.mirror = Mirror(self.conn, self.store, on_reset=self._forget_all)
         self.queues = Queues(self.conn, self.store, self.mirror, ack_wait_s)
         self.timers = Timers(self.conn, self.store)

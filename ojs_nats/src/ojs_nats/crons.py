@@ -13,7 +13,7 @@ from ojs_core.model import CronJob
 
 from . import names
 from .connection import Connection
-from .jetstream import commit
+from .jetstream import check_size, commit
 from .mirror import Mirror
 from .records import CRON, RecordStore
 
@@ -30,7 +30,7 @@ class CronStore:
 
     async def get(self, name: str) -> CronJob | None:
         """The stored entry or ``None``."""
-        got = await self.store.get(names.CRON_BUCKET, name)
+        got = await self.store.get(names.CRON_BUCKET, names.name_key(name))
         if got is None:
             return None
         self.mirror.seen_cron(name, *got)
@@ -39,7 +39,9 @@ class CronStore:
     async def put(self, cron: CronJob) -> bool:
         """Upsert; ``True`` if the entry is new."""
         existed = await self.get(cron.name) is not None
-        revision = await self.store.kv[names.CRON_BUCKET].put(cron.name, CRON.encode(cron))
+        data = CRON.encode(cron)
+        check_size(self.conn.nc, data, None)
+        revision = await self.store.kv[names.CRON_BUCKET].put(names.name_key(cron.name), data)
         self.mirror.hold_cron(cron.name, cron, revision)
         return not existed
 
@@ -49,7 +51,7 @@ class CronStore:
         if cron is None:
             return None
         purge = (
-            names.kv_subject(names.CRON_BUCKET, name),
+            names.kv_subject(names.CRON_BUCKET, names.name_key(name)),
             b"",
             {names.KV_OPERATION: "PURGE", names.ROLLUP: "sub"},
         )
@@ -60,7 +62,7 @@ class CronStore:
     async def update(self, name: str, fn: Callable[[CronJob], CronJob]) -> tuple[CronJob, CronJob]:
         """Compare-and-swap."""
         before, after, revision = await self.store.swap_existing(
-            names.CRON_BUCKET, name, CRON, fn, "cron job", name
+            names.CRON_BUCKET, names.name_key(name), CRON, fn, "cron job", name
         )
         self.mirror.hold_cron(name, after, revision)
         return before, after

@@ -33,7 +33,7 @@ from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 
-from ojs_core.errors import BackendUnavailableError, OJSError
+from ojs_core.errors import BackendUnavailableError, OJSError, PayloadTooLargeError
 
 from . import names
 
@@ -41,10 +41,13 @@ __all__ = [
     "MAX_BATCH",
     "SETTLE_ATTEMPTS",
     "SETTLE_DELAY_S",
+    "UNKNOWN_OUTCOME",
     "Op",
     "Pipeline",
     "WrongSequenceError",
+    "check_size",
     "commit",
+    "direct_get_batch",
     "guard",
     "publish",
     "pull_now",
@@ -79,6 +82,14 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     nats.errors.OutboundBufferLimitError,
     TimeoutError,
     ConnectionError,
+)
+
+
+#: A write that raised one of these may or may not have been stored: its acknowledgement never
+#: came (it timed out, or the connection closed while waiting for it).
+UNKNOWN_OUTCOME: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    nats.errors.ConnectionClosedError,
 )
 
 
@@ -128,6 +139,24 @@ def guard(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any,
     return wrapper
 
 
+_HEADER_LINE = len("NATS/1.0\r\n") + len("\r\n")
+
+
+def check_size(nc: Client, data: bytes, headers: dict[str, str] | None) -> None:
+    """Refuse (413) a message nats-server would refuse: it counts the headers against
+    ``max_payload`` too, and closes the connection on a violation (nats-py checks only the
+    payload), which would drop every other request of this replica in flight."""
+    size = len(data)
+    if headers:
+        size += _HEADER_LINE + sum(len(k) + len(v) + 4 for k, v in headers.items())
+    limit = nc.max_payload
+    if limit and size > limit:
+        raise PayloadTooLargeError(
+            f"the record is {size} bytes stored; this NATS server's max_payload is {limit}",
+            details={"size": size, "limit": limit},
+        )
+
+
 class WrongSequenceError(Exception):
     """A compare-and-swap lost: some subject's last sequence was not the one expected."""
 
@@ -156,6 +185,32 @@ async def pull_now(
     finally:
         await sub.unsubscribe()
     return msgs
+
+
+async def direct_get_batch(
+    nc: Client, stream: str, request: dict[str, Any], wait_s: float = 5.0
+) -> list[Msg]:
+    """A batched direct get (``multi_last``, or ``seq`` + ``next_by_subj`` + ``batch``): the
+    messages it returns, deletion markers included (callers look at ``KV-Operation``). No
+    consumer is created. Raises ``RuntimeError`` for an error status (e.g. direct gets not
+    allowed on the stream)."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    msgs: list[Msg] = []
+    try:
+        await nc.publish(
+            names.direct_get_subject(stream), json.dumps(request).encode(), reply=inbox
+        )
+        while True:
+            msg = await sub.next_msg(timeout=wait_s)
+            status = (msg.headers or {}).get(names.STATUS)
+            if status in ("204", "404"):  # end of batch; nothing (more) found
+                return msgs
+            if status:
+                raise RuntimeError(f"direct get on {stream} answered {status}")
+            msgs.append(msg)
+    finally:
+        await sub.unsubscribe()
 
 
 async def publish(
@@ -194,6 +249,8 @@ async def commit(
     """
     if not ops:
         return []
+    for _, data, headers in ops:
+        check_size(nc, data, headers)
     if len(ops) == 1:
         subject, data, headers = ops[0]
         try:
@@ -292,6 +349,7 @@ class Pipeline:
         self, subject: str, data: bytes, headers: dict[str, str]
     ) -> asyncio.Future[int]:
         """Publish with a reply token; the future completes with the acknowledgement."""
+        check_size(self.nc, data, headers)
         prefix = await self._inbox()
         self._next += 1
         token = str(self._next)

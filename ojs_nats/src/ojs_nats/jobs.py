@@ -28,7 +28,7 @@ from ojs_core.states import JobState
 
 from . import names
 from .connection import Connection
-from .jetstream import MAX_BATCH, Op, WrongSequenceError, commit
+from .jetstream import MAX_BATCH, UNKNOWN_OUTCOME, Op, WrongSequenceError, commit
 from .queues import Queues
 from .ready import hint_op
 from .records import CAS_ATTEMPTS, WORKFLOW, JobRecord, RecordStore
@@ -113,6 +113,8 @@ class JobWriter:
                 )
             seen.add(job.id)
         store = self.store
+        #: Revisions the job keys must be at: 0 (never written) unless a fence marker is there.
+        expect: dict[str, int] = {}
         for _ in range(CAS_ATTEMPTS):
             keys = list(dict.fromkeys(j.unique_key for j in jobs if j.unique_key))
             holders: dict[str, tuple[Job | None, int]] = {}
@@ -137,7 +139,7 @@ class JobWriter:
                 local[ukey] = job
             if conflicts:
                 return conflicts
-            ops = [store.job_op(job, _first_epoch(job), 0) for job in jobs]
+            ops = [store.job_op(job, _first_epoch(job), expect.get(job.id, 0)) for job in jobs]
             for key in keys:
                 ops.append(
                     (
@@ -155,18 +157,35 @@ class JobWriter:
             try:
                 seqs = await self.conn.commit(ops)
             except WrongSequenceError:
-                existing = await asyncio.gather(*(store.read_job(j.id) for j in jobs))
-                for job, rec in zip(jobs, existing, strict=True):
-                    if rec is not None:
-                        raise DuplicateJobError(
-                            f"A job with id '{job.id}' already exists", details={"job_id": job.id}
-                        ) from None
-                continue  # a unique-key holder changed meanwhile: decide again
+                # A job exists (refused), a job key holds a fence marker (expected next time),
+                # or a unique-key holder changed meanwhile: decide again.
+                await self._refuse_existing(jobs, expect)
+                continue
+            except UNKNOWN_OUTCOME:
+                # All or nothing: the first record tells whether the whole batch landed.
+                first = jobs[0]
+                landed = await store.settle_unknown(first.id, ops[0][1], expect.get(first.id, 0))
+                if landed is None:
+                    raise
+                seqs = list(range(landed, landed + len(ops)))
             for job, seq in zip(jobs, seqs, strict=False):
                 store.remember(JobRecord(job, _first_epoch(job), seq))
                 self.counters.count(None, job)
             return []
         raise ConflictError("enqueue lost too many races on unique keys; try again")
+
+    async def _refuse_existing(self, jobs: Sequence[Job], expect: dict[str, int]) -> None:
+        """After a lost insert: raise :class:`DuplicateJobError` for a job that exists; note
+        the revision of every job key that holds a fence marker (no job, but a revision)."""
+        entries = await asyncio.gather(
+            *(self.store.entry(names.JOBS_BUCKET, names.job_key(j.id)) for j in jobs)
+        )
+        for job, (value, revision) in zip(jobs, entries, strict=True):
+            if value is not None:
+                raise DuplicateJobError(
+                    f"A job with id '{job.id}' already exists", details={"job_id": job.id}
+                )
+            expect[job.id] = revision
 
     # -- updating --------------------------------------------------------------------------
 
@@ -188,6 +207,12 @@ class JobWriter:
         except WrongSequenceError:
             self.store.forget(after.id)
             raise
+        except UNKNOWN_OUTCOME:
+            landed = await self.store.settle_unknown(after.id, ops[0][1], revision)
+            if landed is None:
+                self.store.forget(after.id)
+                raise WrongSequenceError("the write timed out and was fenced") from None
+            seqs = [landed]
         rec = JobRecord(after, new_epoch, seqs[0])
         self.store.remember(rec)
         self.counters.count(before, after)
@@ -198,19 +223,26 @@ class JobWriter:
         store = self.store
         cached = True
         for _ in range(CAS_ATTEMPTS):
-            rec = await store.read_job(job_id, cached=cached)
+            rec = store.cached_job(job_id) if cached else None
+            from_cache = rec is not None
+            cached = False
+            if rec is None:
+                rec = await store.read_job(job_id)
             if rec is None:
                 raise NotFoundError("job", job_id)
             before = rec.job
+            # A decision not to write (an error, or no change) is only taken on the stored
+            # version: a cached one may be older (another replica moved the job on), and a
+            # heartbeat or timer judged on it would silently do nothing.
             try:
                 after = fn(before)
             except OJSError:
-                if cached and store.cached(job_id):
-                    cached = False  # judge on the stored version, not a cached one
+                if from_cache:
                     continue
                 raise
-            cached = False
             if after is before:
+                if from_cache:
+                    continue
                 self.timers.done(job_id)
                 return before, after
             try:

@@ -129,14 +129,16 @@ class Mirror:
     # -- queues ----------------------------------------------------------------------------
 
     def _on_queue_entry(self, key: str, value: bytes | None, revision: int) -> None:
+        name = names.key_name(key)
         if value:
-            self.queues[key] = QUEUE.decode(value)
+            self.queues[name] = QUEUE.decode(value)
         else:
-            self.queues.pop(key, None)
+            self.queues.pop(name, None)
 
     # -- cron ------------------------------------------------------------------------------
 
     def _on_cron_entry(self, key: str, value: bytes | None, revision: int) -> None:
+        key = names.key_name(key)
         held = self._crons.get(key)
         if held is None or held[1] < revision:
             try:

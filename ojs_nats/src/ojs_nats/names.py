@@ -7,8 +7,10 @@ OJS names map deterministically to valid NATS names. Subject tokens may not cont
 ``*``, ``>`` or white space; consumer names allow ``[A-Za-z0-9_-]``; KV keys allow
 ``[-/_=.A-Za-z0-9]``. Queue names (``[a-z0-9][a-z0-9.-]*``) map by replacing ``.`` with ``_``,
 which they cannot contain, so the mapping is injective. Worker ids may hold any character and
-are hex-encoded where they become keys. Cron names (``[a-z0-9][a-z0-9-._]*``, checked by the
-core) are used as keys as they are.
+are hex-encoded where they become keys. Queue and cron names are used as keys as they are
+when they are valid keys; the few that are not (``a.``, ``a..b``: valid OJS names, but a KV key
+has no empty token) become ``=`` and their hex, which no OJS name can start with
+(:func:`name_key`, reversed by :func:`key_name`).
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ __all__ = [
     "is_job_id",
     "is_kv_key",
     "job_key",
+    "key_name",
     "kv_stream",
     "kv_subject",
+    "name_key",
     "priority_token",
     "queue_token",
     "ready_consumer",
@@ -180,6 +184,23 @@ def is_job_id(text: str) -> bool:
 def is_kv_key(text: str) -> bool:
     """Whether ``text`` is a valid KV key (a name from a URL may not be)."""
     return _KV_KEY.fullmatch(text) is not None
+
+
+def name_key(name: str) -> str:
+    """A queue or cron name as a KV key: itself when valid, else ``=`` + hex."""
+    if is_kv_key(name) and not name.endswith(".") and ".." not in name:
+        return name
+    return "=" + name.encode().hex()
+
+
+def key_name(key: str) -> str:
+    """The queue or cron name of a key made by :func:`name_key`."""
+    if key.startswith("="):
+        try:
+            return bytes.fromhex(key[1:]).decode()
+        except ValueError:
+            return key
+    return key
 
 
 def hex_key(text: str) -> str:

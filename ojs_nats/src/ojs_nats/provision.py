@@ -80,6 +80,7 @@ def stream_configs(replicas: int) -> list[StreamConfig]:
             max_age=EVENTS_MAX_AGE_S,
             max_msgs=EVENTS_MAX_MSGS,
             discard=DiscardPolicy.OLD,
+            allow_direct=True,  # read by batched direct gets, without a consumer
         ),
         StreamConfig(
             name=names.COUNTER_STREAM,

@@ -44,7 +44,7 @@ class Queues:
         """The queue's record: the watched copy, or a read for a queue not seen yet."""
         record = self.mirror.queues.get(queue)
         if record is None:
-            got = await self.store.get(names.QUEUES_BUCKET, queue)
+            got = await self.store.get(names.QUEUES_BUCKET, names.name_key(queue))
             if got is None:
                 return None
             record = self.mirror.queues[queue] = QUEUE.decode(got[0])
@@ -57,7 +57,7 @@ class Queues:
         created = QueueRecord(created_at=format_ts(datetime.now(UTC)))
         _, after, _ = await self.store.swap(
             names.QUEUES_BUCKET,
-            queue,
+            names.name_key(queue),
             QUEUE,
             lambda record: change(record or created),
             f"queue {queue!r}",
@@ -91,7 +91,8 @@ class Queues:
         out = {"default": QueueInfo(name="default")}
         for key, entry in zip(keys, got, strict=True):
             if entry is not None:
-                out[key] = QUEUE.decode(entry[0]).info(key)
+                name = names.key_name(key)
+                out[name] = QUEUE.decode(entry[0]).info(name)
         return [out[k] for k in sorted(out)]
 
     async def set_paused(self, queue: str, paused: bool) -> QueueInfo:

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import nats.errors
@@ -30,7 +29,7 @@ from ojs_core.states import JobState
 
 from . import names
 from .connection import Connection
-from .jetstream import Op, WrongSequenceError, pull_now
+from .jetstream import UNKNOWN_OUTCOME, Op, WrongSequenceError, pull_now
 from .queues import Queues
 from .records import JobRecord, RecordStore
 from .stats import Counters
@@ -44,15 +43,17 @@ __all__ = ["Claimer", "hint_op"]
 log = logging.getLogger("ojs.nats")
 S = JobState
 
-#: A hint whose record write has not landed after this long never will (the writer died).
-HINT_GRACE = timedelta(seconds=30)
+#: A hint whose record write has not landed after this many deliveries (about 15 s with the
+#: backoff below) is fenced and dropped; the backoff doubles from 0.2 s up to 5 s.
+FENCE_AFTER_DELIVERIES = 7
+HINT_BACKOFF_S = 0.2
+_HINT_BACKOFF_MAX_S = 5.0
 #: Pulls per priority level and fetch, at most.
 MAX_PULLS = 32
 #: Careful claim attempts of one hint before it is set aside.
 _CLAIM_ATTEMPTS = 8
-#: Delays before a hint set aside comes back: its record write is still in flight; not
-#: admitted now (rate limit) or lost too many races.
-_IN_FLIGHT_DELAY_S = 0.2
+#: Delay before a hint set aside comes back: not admitted now (rate limit), or it lost too
+#: many races.
 _RETRY_DELAY_S = 0.1
 
 
@@ -87,6 +88,9 @@ class Claimer:
         self.timers = timers
         self.counters = counters
         self.writer = writer
+        #: Tunable for tests: when a hint whose write never landed is fenced and dropped.
+        self.fence_after_deliveries = FENCE_AFTER_DELIVERIES
+        self.hint_backoff_s = HINT_BACKOFF_S
 
     async def claim(self, queues: Sequence[str], count: int, activate: ActivateFn) -> list[Job]:
         """Pull hints per queue, highest priority first; claim each by compare-and-swap.
@@ -204,6 +208,18 @@ class Claimer:
         # only its own job a careful retry.
         await self.conn.publish_all(timers)
         outcomes = await self.conn.pipe.publish_each(ops)
+        unknown = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, UNKNOWN_OUTCOME)]
+        if unknown:  # timed out: stored or not? A claim that landed must reach the caller.
+            settled = await asyncio.gather(
+                *(
+                    self.store.settle_unknown(writes[i][2].id, ops[i][1], writes[i][1].revision)
+                    for i in unknown
+                ),
+                return_exceptions=True,
+            )
+            for i, landed in zip(unknown, settled, strict=True):
+                if isinstance(landed, int):
+                    outcomes[i] = landed
         done: list[Msg] = []
         for (msg, rec, after), outcome in zip(writes, outcomes, strict=True):
             if isinstance(outcome, BaseException):
@@ -227,19 +243,20 @@ class Claimer:
             await msg.term()
             return None
         job_id, hint_epoch = hint
-        age = (
-            datetime.now(UTC) - msg.metadata.timestamp.replace(tzinfo=UTC)
-            if msg.metadata.timestamp
-            else timedelta(0)
-        )
         for _ in range(_CLAIM_ATTEMPTS):
             rec = await self.store.read_job(job_id)
             if rec is None or rec.epoch < hint_epoch:
-                # The write this hint announces has not landed yet, or never will.
-                if age < HINT_GRACE:
-                    await msg.nak(delay=_IN_FLIGHT_DELAY_S)
-                else:
-                    await msg.ack()
+                # The write this hint announces has not landed yet, or never will. Wait for it
+                # (the server redelivers, backing off); after a while make sure it never lands
+                # (a fence) and drop the hint. Counting deliveries, not comparing clocks: an
+                # early fence costs the late writer a retry, never a job.
+                delivered = msg.metadata.num_delivered or 1
+                if delivered < self.fence_after_deliveries:
+                    await msg.nak(delay=self._hint_backoff(delivered))
+                    return None
+                if not await self.store.fence_job(job_id, None if rec is None else rec.revision):
+                    continue  # it changed meanwhile: look again
+                await msg.ack()
                 return None
             if rec.job.state is not S.AVAILABLE or rec.epoch != hint_epoch:
                 await msg.ack()  # stale: the job moved on
@@ -259,3 +276,6 @@ class Claimer:
             return after
         await msg.nak(delay=_RETRY_DELAY_S)
         return None
+
+    def _hint_backoff(self, delivered: int) -> float:
+        return float(min(self.hint_backoff_s * 2 ** min(delivered - 1, 16), _HINT_BACKOFF_MAX_S))

@@ -26,13 +26,13 @@ from nats.js.kv import KeyValue
 
 from ojs_core import jsonio
 from ojs_core.codec import converter, job_from_dict, job_to_wire
-from ojs_core.errors import ConflictError, NotFoundError
+from ojs_core.errors import BackendUnavailableError, ConflictError, NotFoundError
 from ojs_core.model import CronJob, Job, QueueInfo, WorkerInfo, Workflow
 from ojs_core.timeutil import parse_ts
 
 from . import names
 from .connection import Connection
-from .jetstream import Op, settle
+from .jetstream import Op, WrongSequenceError, check_size, direct_get_batch, settle
 
 __all__ = [
     "CRON",
@@ -61,6 +61,8 @@ MULTI_GET = 256
 _MULTI_GET_WAIT_S = 5.0
 #: How long a key listing waits for each page.
 _KEYS_WAIT_S = 10.0
+#: Reads of a record while deciding a write whose outcome is unknown.
+_SETTLE_ATTEMPTS = 4
 
 
 @attrs.frozen
@@ -133,6 +135,8 @@ class RecordStore:
         self.conn = conn
         #: Buckets by name; replaced by each provisioning.
         self.kv: dict[str, KeyValue] = {}
+        #: Read through the stream leader (set for replicated streams; see :meth:`entry`).
+        self.leader_reads = False
         self._cache: OrderedDict[str, JobRecord] = OrderedDict()
 
     @property
@@ -146,17 +150,91 @@ class RecordStore:
         """The value and revision of ``key``, or ``None`` (missing, deleted, or not a key)."""
         if not names.is_kv_key(key):
             return None  # a name from a URL that no stored record can have
+        value, revision = await self.entry(bucket, key)
+        return None if value is None else (value, revision)
+
+    async def entry(self, bucket: str, key: str) -> tuple[bytes | None, int]:
+        """The value of ``key`` (``None`` when absent or deleted) and the revision a write of
+        it must expect (0 when it was never written; a deletion marker's otherwise).
+
+        With :attr:`leader_reads` (replicated streams) the stream leader answers: a direct
+        get may be answered by a follower that has not seen the latest write, and these reads
+        decide writes. A single server is always up to date, and direct gets are cheaper.
+        """
+        if self.leader_reads:
+            return await self._leader_entry(bucket, key)
         kv = self.kv[bucket]
         try:
             # A just-created bucket's direct-get responders may not be up yet.
-            entry = await settle(
+            got = await settle(
                 lambda: kv.get(key), lambda exc: isinstance(exc, nats.errors.NoRespondersError)
             )
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        if entry.value is None:
-            return None
-        return entry.value, entry.revision or 0
+        except nats.js.errors.KeyNotFoundError as exc:
+            marker = exc.entry
+            return None, (marker.revision or 0) if marker is not None else 0
+        return got.value or None, got.revision or 0
+
+    async def _leader_entry(self, bucket: str, key: str) -> tuple[bytes | None, int]:
+        js = self.conn.js
+        stream, subject = names.kv_stream(bucket), names.kv_subject(bucket, key)
+        try:
+            msg = await settle(
+                lambda: js.get_msg(stream, subject=subject),
+                lambda exc: isinstance(exc, nats.errors.NoRespondersError),
+            )
+        except nats.js.errors.NotFoundError:
+            return None, 0
+        seq = msg.seq or 0
+        if msg.headers and msg.headers.get(names.KV_OPERATION) in ("DEL", "PURGE"):
+            return None, seq
+        return msg.data or None, seq
+
+    async def fence_job(self, job_id: str, expected: int | None) -> bool:
+        """Make sure no write of the job that expects its current revision can land later.
+
+        Rewrites what is stored (a deletion marker where nothing is) with the current revision
+        expected, if that revision is ``expected`` (``None``: if the job does not exist). A
+        write that was sent earlier and is still on its way (a timed-out one; one nats-py
+        replays after a reconnect) then fails its compare-and-swap instead of landing. ``False``
+        when the record is not as expected or changed meanwhile: look again.
+        """
+        key = names.job_key(job_id)
+        value, revision = await self.entry(names.JOBS_BUCKET, key)
+        if (value is not None) if expected is None else (revision != expected):
+            return False
+        headers = {names.EXPECTED_SUBJECT_SEQUENCE: str(revision)}
+        if value is None:
+            headers[names.KV_OPERATION] = "DEL"
+        try:
+            new_revision = await self.conn.pipe.publish(
+                names.kv_subject(names.JOBS_BUCKET, key), value or b"", headers
+            )
+        except WrongSequenceError:
+            return False
+        if value is None:
+            self.forget(job_id)
+        else:
+            self.remember(decode_job(value, new_revision))
+        return True
+
+    async def settle_unknown(self, job_id: str, data: bytes, expected: int) -> int | None:
+        """Decide a job write whose outcome is unknown (its acknowledgement timed out).
+
+        The revision it landed at, or ``None`` when it did not land and now never will (another
+        write came first, or the record was fenced with :meth:`fence_job`).
+        :class:`BackendUnavailableError` when NATS cannot be reached to tell."""
+        if not self.conn.connected:
+            raise BackendUnavailableError("NATS is unreachable; a write's outcome is unknown")
+        key = names.job_key(job_id)
+        for _ in range(_SETTLE_ATTEMPTS):
+            value, revision = await self.entry(names.JOBS_BUCKET, key)
+            if value == data:
+                return revision  # it landed (or an identical write did: the same outcome)
+            if revision != expected:
+                return None  # something else was written: this write expects an older one
+            if await self.fence_job(job_id, expected):
+                return None
+        return None
 
     async def keys(self, bucket: str, pattern: str = ">") -> list[str]:
         """Keys of ``bucket`` matching ``pattern``, deleted ones included (callers read each).
@@ -205,6 +283,9 @@ class RecordStore:
             if new is None or new is current:
                 return current, current, got[1] if got else 0
             data = codec.encode(new)
+            check_size(
+                self.conn.nc, data, {names.EXPECTED_SUBJECT_SEQUENCE: str(got[1] if got else 0)}
+            )
             try:
                 write = (
                     partial(kv.create, key, data)
@@ -273,59 +354,46 @@ class RecordStore:
                 out[i] = hit
             else:
                 wanted.setdefault(job_id, []).append(i)
-        if len(wanted) == 1:
-            ((job_id, places),) = wanted.items()
-            rec = await self.read_job(job_id)
+        ids = list(wanted)
+        found: dict[str, JobRecord] = {}
+        if len(ids) == 1 or self.leader_reads:  # batched gets are direct: not for replicas
+            recs = await asyncio.gather(*(self.read_job(j) for j in ids))
+            found = {j: r for j, r in zip(ids, recs, strict=True) if r is not None}
+        else:
+            for start in range(0, len(ids), MULTI_GET):
+                chunk = ids[start : start + MULTI_GET]
+                try:
+                    found.update(await self._multi_get(chunk))
+                except Exception:
+                    log.debug("batched direct get failed; reading one by one", exc_info=True)
+                    recs = await asyncio.gather(*(self.read_job(j) for j in chunk))
+                    found.update((j, r) for j, r in zip(chunk, recs, strict=True) if r)
+        for job_id, places in wanted.items():
+            rec = found.get(job_id)
+            if rec is None:
+                self._cache.pop(job_id, None)
             for i in places:
                 out[i] = rec
-            return out
-        ids = list(wanted)
-        for start in range(0, len(ids), MULTI_GET):
-            chunk = ids[start : start + MULTI_GET]
-            try:
-                found = await self._multi_get(chunk)
-            except Exception:
-                log.debug("batched direct get failed; reading one by one", exc_info=True)
-                recs = await asyncio.gather(*(self.read_job(j) for j in chunk))
-                found = {j: r for j, r in zip(chunk, recs, strict=True) if r is not None}
-            for job_id in chunk:
-                rec = found.get(job_id)
-                if rec is None:
-                    self._cache.pop(job_id, None)
-                for i in wanted[job_id]:
-                    out[i] = rec
         return out
 
     async def _multi_get(self, job_ids: Sequence[str]) -> dict[str, JobRecord]:
-        nc = self.conn.nc
         prefix = names.kv_subject(names.JOBS_BUCKET, names.JOB_PREFIX)
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox)
+        msgs = await direct_get_batch(
+            self.conn.nc,
+            names.kv_stream(names.JOBS_BUCKET),
+            {"multi_last": [prefix + j for j in job_ids], "batch": len(job_ids)},
+            _MULTI_GET_WAIT_S,
+        )
         found: dict[str, JobRecord] = {}
-        try:
-            await nc.publish(
-                names.direct_get_subject(names.kv_stream(names.JOBS_BUCKET)),
-                json.dumps(
-                    {"multi_last": [prefix + j for j in job_ids], "batch": len(job_ids)}
-                ).encode(),
-                reply=inbox,
-            )
-            while True:
-                msg = await sub.next_msg(timeout=_MULTI_GET_WAIT_S)
-                headers = msg.headers or {}
-                status = headers.get(names.STATUS)
-                if status in ("204", "404"):  # end of batch; nothing (more) found
-                    return found
-                if status:
-                    raise RuntimeError(f"direct get answered {status}")
-                if headers.get(names.KV_OPERATION) or not msg.data:
-                    continue  # deleted or purged
-                job_id = headers.get(names.DIRECT_SUBJECT, "")[len(prefix) :]
-                rec = decode_job(msg.data, int(headers.get(names.DIRECT_SEQUENCE, "0")))
-                self.remember(rec)
-                found[job_id] = rec
-        finally:
-            await sub.unsubscribe()
+        for msg in msgs:
+            headers = msg.headers or {}
+            if headers.get(names.KV_OPERATION) or not msg.data:
+                continue  # deleted or purged
+            job_id = headers.get(names.DIRECT_SUBJECT, "")[len(prefix) :]
+            rec = decode_job(msg.data, int(headers.get(names.DIRECT_SEQUENCE, "0")))
+            self.remember(rec)
+            found[job_id] = rec
+        return found
 
     def job_op(self, job: Job, epoch: int, expect: int) -> Op:
         """The write of a job record, expecting revision ``expect`` (0: must not exist)."""
@@ -347,9 +415,9 @@ class RecordStore:
         if len(cache) > CACHE_SIZE:
             cache.popitem(last=False)
 
-    def cached(self, job_id: str) -> bool:
-        """Whether a version of the job is cached."""
-        return job_id in self._cache
+    def cached_job(self, job_id: str) -> JobRecord | None:
+        """The cached version of a job, if any (it may be stale)."""
+        return self._cache.get(job_id)
 
     def forget(self, job_id: str) -> None:
         """Drop the cached version (after a lost swap, say)."""

@@ -13,25 +13,23 @@ import json
 from collections.abc import Sequence
 
 import nats.js.errors
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from ojs_core import jsonio
 from ojs_core.backend import EventFilter
+from ojs_core.events import event_type_matches
 from ojs_core.model import Event, Job
 from ojs_core.states import JobState
 from ojs_core.timeutil import format_ts, parse_ts
 
 from . import names
 from .connection import Connection
-from .jetstream import publish, pull_now
+from .jetstream import direct_get_batch, publish
 
 __all__ = ["Counters", "EventLog"]
 
 #: Transitions are summed for this long, then flushed as one increment per counter.
 FLUSH_DELAY_S = 0.005
-#: A reading consumer of the event log is removed by the server after this long unused.
-_EVENT_CONSUMER_INACTIVE_S = 10.0
-#: Events pulled per request, and at most per listing (the filter may reject most).
+#: Events read per request, and at most per listing (the filter may reject most).
 _EVENT_PULL = 500
 _EVENT_SCAN_MAX = 20_000
 
@@ -120,46 +118,50 @@ class EventLog:
             await nc.publish(names.event_subject(event.type), jsonio.dumps(body, default=str))
 
     async def read(self, flt: EventFilter) -> list[Event]:
-        """Read the events stream from ``after`` with an ephemeral consumer."""
-        js = self.conn.js
-        subjects = [names.event_subject(t) for t in flt.types] or [names.EVENT_SUBJECTS]
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if flt.after else DeliverPolicy.ALL,
-            opt_start_seq=flt.after + 1 if flt.after else None,
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=_EVENT_CONSUMER_INACTIVE_S,
-            filter_subjects=subjects if len(subjects) > 1 else None,
-            filter_subject=subjects[0] if len(subjects) == 1 else None,
-        )
-        info = await js.add_consumer(names.EVENTS_STREAM, config)
+        """Events after sequence ``flt.after``, read with batched direct gets (no consumer is
+        created, so polling costs the server no consumer churn)."""
+        exact = len(flt.types) == 1 and not flt.types[0].endswith("*")
+        subject = names.event_subject(flt.types[0]) if exact else names.EVENT_SUBJECTS
         out: list[Event] = []
-        try:
-            scanned = 0
-            while len(out) < flt.limit and scanned < _EVENT_SCAN_MAX:
-                msgs = await pull_now(self.conn.nc, names.EVENTS_STREAM, info.name, _EVENT_PULL)
-                if not msgs:
+        seq = flt.after + 1
+        scanned = 0
+        while len(out) < flt.limit and scanned < _EVENT_SCAN_MAX:
+            msgs = await direct_get_batch(
+                self.conn.nc,
+                names.EVENTS_STREAM,
+                {"seq": seq, "next_by_subj": subject, "batch": _EVENT_PULL},
+            )
+            if not msgs:
+                break
+            scanned += len(msgs)
+            for msg in msgs:
+                headers = msg.headers or {}
+                seq = int(headers.get(names.DIRECT_SEQUENCE, seq)) + 1
+                event = _decode_event(msg.data, seq - 1)
+                if event is None or (
+                    flt.types and not any(event_type_matches(p, event.type) for p in flt.types)
+                ):
+                    continue
+                if flt.queues and event.data.get("queue") not in flt.queues:
+                    continue
+                if flt.job_id and event.data.get("job_id") != flt.job_id:
+                    continue
+                out.append(event)
+                if len(out) >= flt.limit:
                     break
-                scanned += len(msgs)
-                for msg in msgs:
-                    raw = json.loads(msg.data)
-                    data = raw.get("data") or {}
-                    if flt.queues and data.get("queue") not in flt.queues:
-                        continue
-                    if flt.job_id and data.get("job_id") != flt.job_id:
-                        continue
-                    out.append(
-                        Event(
-                            id=raw["id"],
-                            type=raw["type"],
-                            time=parse_ts(raw["time"]),
-                            subject=raw.get("subject"),
-                            data=data,
-                            seq=msg.metadata.sequence.stream,
-                        )
-                    )
-                    if len(out) >= flt.limit:
-                        break
-        finally:
-            with contextlib.suppress(Exception):
-                await js.delete_consumer(names.EVENTS_STREAM, info.name)
         return out
+
+
+def _decode_event(data: bytes, seq: int) -> Event | None:
+    try:
+        raw = jsonio.loads(data)
+        return Event(
+            id=raw["id"],
+            type=raw["type"],
+            time=parse_ts(raw["time"]),
+            subject=raw.get("subject"),
+            data=raw.get("data") or {},
+            seq=seq,
+        )
+    except (ValueError, KeyError, TypeError):
+        return None  # not an event this server wrote

@@ -29,7 +29,7 @@ from .connection import Connection
 from .jetstream import Op, pull_now
 from .records import RecordStore
 
-__all__ = ["Timers", "schedule_op"]
+__all__ = ["Timers", "redelivery_delay", "schedule_op"]
 
 log = logging.getLogger("ojs.nats")
 
@@ -38,6 +38,9 @@ SOON_HORIZON_S = 60.0
 SOON_MAX = 100_000
 #: How long a timer pass that has local deadlines to apply waits for the server's fired timers.
 TIMER_PULL_WAIT_S = 0.02
+#: Backoff of a fired timer (or hint) whose job could not be updated.
+REDELIVERY_BASE_S = 0.1
+REDELIVERY_MAX_S = 30.0
 
 
 def schedule_op(job_id: str, deadline: datetime) -> Op:
@@ -48,6 +51,13 @@ def schedule_op(job_id: str, deadline: datetime) -> Op:
         format_ts(deadline).encode(),
         {names.SCHEDULE: f"@at {at}", names.SCHEDULE_TARGET: names.timer_fire_subject(job_id)},
     )
+
+
+def redelivery_delay(msg: Msg) -> float:
+    """Seconds before a message that failed ``n`` times comes back: at once the first time,
+    then doubling from 0.1 s up to :data:`REDELIVERY_MAX_S` (a poison job costs little)."""
+    n = msg.metadata.num_delivered or 1
+    return 0.0 if n <= 1 else min(REDELIVERY_BASE_S * 2 ** min(n - 2, 16), REDELIVERY_MAX_S)
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -93,9 +103,9 @@ class Timers:
 
         A fired timer is acked once its job is updated (:meth:`done`), not here: if the update
         never lands, it is redelivered, even for a job the local heap reported."""
-        for msg in self._inflight.values():
+        for msg in self._inflight.values():  # their update failed: try again, backing off
             with contextlib.suppress(Exception):
-                await msg.nak()
+                await msg.nak(delay=redelivery_delay(msg))
         self._inflight.clear()
         due: list[str] = []
         soon = self.soon
