@@ -483,3 +483,40 @@ def parse_enqueue(body: Any, *, now: datetime, path: str = "") -> Job:
         created_at=now,
         enqueued_at=enqueued_at,
     )
+
+
+#: What a heartbeat may tell about its worker, and the type each must have.
+_WORKER_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "hostname": (str, "a string"),
+    "pid": (int, "an integer"),
+    "queues": (list, "an array of queue names"),
+    "concurrency": (int, "an integer"),
+    "labels": (dict, "an object"),
+}
+MAX_WORKER_QUEUES = 1000
+
+
+def parse_worker_fields(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The worker description a heartbeat carries (``hostname``, ``pid``, ``queues``,
+    ``concurrency``, ``labels``), checked: a wrong type is a :class:`ValidationError` naming the
+    field, never a record that later reads cannot decode. Absent and ``null`` fields are left
+    out; other keys are ignored."""
+    out: dict[str, Any] = {}
+    for name, (kind, what) in _WORKER_FIELDS.items():
+        value = info.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ValidationError(f"must be {what}", path=name)
+        out[name] = value
+    if "hostname" in out and len(out["hostname"]) > 255:
+        raise ValidationError("must be at most 255 characters", path="hostname")
+    for name in ("pid", "concurrency"):
+        if name in out and out[name] < 0:
+            raise ValidationError("must be >= 0", path=name)
+    if "queues" in out:
+        queues = out["queues"]
+        if len(queues) > MAX_WORKER_QUEUES:
+            raise ValidationError(f"must list at most {MAX_WORKER_QUEUES} queues", path="queues")
+        out["queues"] = [validate_queue(q, f"queues[{i}]") for i, q in enumerate(queues)]
+    return out

@@ -22,7 +22,7 @@ from . import lifecycle
 from .backend import Backend, EventFilter, JobFilter, Page
 from .clock import Clock, SystemClock
 from .cron import next_fire, parse_cron_request
-from .envelope import parse_enqueue, parse_retry, validate_queue
+from .envelope import parse_enqueue, parse_retry, parse_worker_fields, validate_queue
 from .errors import (
     ConflictError,
     DuplicateJobError,
@@ -383,6 +383,7 @@ class JobService:
         info: Mapping[str, Any] | None = None,
     ) -> HeartbeatOutcome:
         """BEAT: record the worker, extend its jobs' visibility, return its directive."""
+        fields = parse_worker_fields(info or {})  # refused before anything is changed
         now = self.now()
         extended: list[str] = []
         requested: str | None = None
@@ -403,15 +404,10 @@ class JobService:
                 hint = job.meta.get("test_directive")
                 if hint in ("quiet", "terminate") and requested != "terminate":
                     requested = hint
-        fields = dict(info or {})
 
         def touch(w: WorkerInfo | None) -> WorkerInfo:
             base = w or WorkerInfo(worker_id=worker_id, last_seen=now)
-            changes: dict[str, Any] = {"last_seen": now, "active_jobs": list(active_jobs)}
-            for key in ("hostname", "pid", "queues", "concurrency", "labels"):
-                if fields.get(key) is not None:
-                    changes[key] = fields[key]
-            return attrs.evolve(base, **changes)
+            return attrs.evolve(base, last_seen=now, active_jobs=list(active_jobs), **fields)
 
         worker = await self.backend.upsert_worker(touch)
         directive = worker.directive
