@@ -8,6 +8,7 @@ timeout a lost reply produces: the server, the store and the outcome are real.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from nats_support import eventually
 
 from ojs_core.backend import EventFilter
-from ojs_core.errors import PayloadTooLargeError, ValidationError
+from ojs_core.errors import BackendUnavailableError, PayloadTooLargeError, ValidationError
 from ojs_core.ids import uuid7
 from ojs_core.lifecycle import claim
 from ojs_core.model import Job, RetryPolicy
@@ -25,6 +26,7 @@ from ojs_core.service import JobService
 from ojs_core.states import JobState
 from ojs_nats import names
 from ojs_nats.backend import NatsBackend
+from ojs_nats.embedded import free_port
 from ojs_nats.jetstream import Op, WrongSequenceError
 from ojs_nats.ready import hint_op
 
@@ -378,3 +380,22 @@ async def test_polling_events_creates_no_consumer(svc: JobService) -> None:
     assert await svc.events(EventFilter(after=after, job_id=job.id)) == []
     # No JetStream API call at all (creating and deleting a consumer are two each).
     assert (await backend.js.account_info()).api.total == api_before + 1  # this very call
+
+
+# -- 11: an unreachable NATS fails the start-up, with the reason and no secret ----------------
+
+
+async def test_open_against_nothing_gives_up_with_the_reason_and_no_secret(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    backend = NatsBackend(f"nats://user:s3cret@127.0.0.1:{port}", connect_wait_s=1.0)
+    caplog.set_level(logging.DEBUG, logger="ojs.nats")
+    with pytest.raises(BackendUnavailableError) as err:
+        await asyncio.wait_for(backend.open(), 30)  # bounded: never hangs the caller
+    message = str(err.value)
+    assert f"127.0.0.1:{port}" in message
+    assert "ConnectionRefused" in message
+    assert "s3cret" not in message
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert all("s3cret" not in r.getMessage() for r in caplog.records)

@@ -45,7 +45,7 @@ from ojs_core.backend import (
 from ojs_core.model import CronJob, Event, Job, QueueInfo, QueueStats, WorkerInfo, Workflow
 
 from . import names, provision
-from .connection import MIN_SERVER_VERSION, Connection
+from .connection import CONNECT_WAIT_S, MIN_SERVER_VERSION, Connection
 from .crons import CronStore
 from .embedded import EmbeddedNatsServer
 from .jetstream import guard
@@ -73,6 +73,7 @@ class NatsBackend:
         ack_wait_s: float = 30.0,
         embedded: EmbeddedNatsServer | None = None,
         connect_options: dict[str, Any] | None = None,
+        connect_wait_s: float = CONNECT_WAIT_S,
     ) -> None:
         if isinstance(servers, str):
             servers = [s.strip() for s in servers.split(",") if s.strip()]
@@ -82,6 +83,7 @@ class NatsBackend:
             [s if "://" in s else f"nats://{s}" for s in servers],
             embedded=embedded,
             connect_options=connect_options,
+            connect_wait_s=connect_wait_s,
         )
         self.store = RecordStore(self.conn)
         self.store.leader_reads = replicas > 1

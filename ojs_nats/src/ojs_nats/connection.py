@@ -6,6 +6,7 @@ Every other part of the backend reaches NATS through one :class:`Connection`: it
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -19,12 +20,14 @@ from nats.js.client import JetStreamContext
 
 import nats
 from ojs_core.backend import BackendHealth
+from ojs_core.clock import SystemClock
 from ojs_core.errors import BackendUnavailableError
+from ojs_core.ratelog import RateLimitedLog
 
 from .embedded import EmbeddedNatsServer
 from .jetstream import Op, Pipeline
 
-__all__ = ["MIN_SERVER_VERSION", "Connection"]
+__all__ = ["CONNECT_WAIT_S", "MIN_SERVER_VERSION", "Connection", "redact"]
 
 log = logging.getLogger("ojs.nats")
 
@@ -32,6 +35,8 @@ log = logging.getLogger("ojs.nats")
 MIN_SERVER_VERSION = (2, 12)
 #: JetStream API requests (stream and consumer management, direct gets) wait this long.
 JS_API_TIMEOUT_S = 10.0
+#: How long :meth:`Connection.open` keeps trying to reach a server before it gives up.
+CONNECT_WAIT_S = 30.0
 
 
 class Connection:
@@ -43,10 +48,15 @@ class Connection:
         *,
         embedded: EmbeddedNatsServer | None = None,
         connect_options: dict[str, Any] | None = None,
+        connect_wait_s: float = CONNECT_WAIT_S,
     ) -> None:
         self.servers = list(servers)
         self.embedded = embedded
         self.connect_options = connect_options or {}
+        self.connect_wait_s = connect_wait_s
+        #: The last connection error (for the start-up failure message), never logged raw.
+        self._last_error: Exception | None = None
+        self._log = RateLimitedLog(log, SystemClock())
         #: Set while closing: a connection-closed report is then the close itself.
         self.closing = False
         self._nc: Client | None = None
@@ -111,7 +121,19 @@ class Connection:
             "reconnected_cb": self._on_reconnected,
         }
         options.update(self.connect_options)
-        nc = await nats.connect(servers=self.servers, **options)
+        try:
+            # nats-py retries the first connection forever (it reconnects forever): bound it.
+            nc = await asyncio.wait_for(
+                nats.connect(servers=self.servers, **options), self.connect_wait_s
+            )
+        except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
+            if self.embedded is not None:
+                await self.embedded.stop()
+            reason = self._last_error or exc
+            raise BackendUnavailableError(
+                f"could not connect to NATS at {', '.join(redact(s) for s in self.servers)} "
+                f"within {self.connect_wait_s:g} s: {reason!r}"
+            ) from None
         version = nc.connected_server_version
         if (version.major, version.minor) < MIN_SERVER_VERSION:
             await nc.close()
@@ -159,13 +181,18 @@ class Connection:
 
     async def _on_error(self, exc: Exception) -> None:
         # nats-py reports, among others, ordered consumers it cannot recreate after a reset
-        # deleted their stream; the watcher restarts by itself.
-        if isinstance(exc, nats.js.errors.NotFoundError) or (
-            self.closing and isinstance(exc, nats.errors.ConnectionClosedError)
+        # deleted their stream; the watcher restarts by itself. Failed (re)connection attempts
+        # come every reconnect wait: at a bounded rate, and only at debug before the first
+        # connection (open() reports the last one if it gives up).
+        self._last_error = exc
+        if (
+            isinstance(exc, nats.js.errors.NotFoundError)
+            or (self.closing and isinstance(exc, nats.errors.ConnectionClosedError))
+            or self._nc is None
         ):
             log.debug("nats: %r", exc)
         else:
-            log.warning("nats: %r", exc)
+            self._log.warning(type(exc).__name__, "nats: %r", exc)
 
     async def _on_disconnected(self) -> None:
         if self.closing:
@@ -175,6 +202,13 @@ class Connection:
 
     async def _on_reconnected(self) -> None:
         log.info("reconnected to NATS")
+
+
+def redact(url: str) -> str:
+    """A server URL without the user, password or token it may carry."""
+    scheme, sep, rest = url.rpartition("://")
+    host = rest.rsplit("@", 1)[-1]
+    return f"{scheme}{sep}{host}"
 
 
 def _where(nc: Client) -> str:
