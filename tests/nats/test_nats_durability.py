@@ -399,3 +399,42 @@ async def test_open_against_nothing_gives_up_with_the_reason_and_no_secret(
     assert "s3cret" not in message
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert all("s3cret" not in r.getMessage() for r in caplog.records)
+
+
+# -- 12: long-polls wake on arrivals from other processes, and idle ones barely poll ----------
+
+
+async def test_a_long_poll_wakes_on_a_job_another_replica_enqueued(
+    new_backend: BackendFactory,
+) -> None:
+    # No poll within the test: only the wake-up can end the wait early.
+    waiting = JobService(await new_backend(), arrival_poll_s=120)
+    producer = JobService(await new_backend())
+    await producer.enqueue({"type": "warm.up", "args": [], "queue": "wake"})
+    assert len(await waiting.fetch(["wake"])) == 1
+    fetch = asyncio.ensure_future(waiting.fetch(["wake"], wait_ms=100_000))
+    await eventually(lambda: _subscribed(waiting), what="the long-poll waiting")
+    job = (await producer.enqueue({"type": "wake.up", "args": [], "queue": "wake"})).job
+    got = await asyncio.wait_for(fetch, 30)
+    assert [j.id for j in got] == [job.id]
+
+
+async def _subscribed(svc: JobService) -> bool:
+    backend = svc.backend
+    assert isinstance(backend, NatsBackend)
+    return backend.arrivals.waiting() > 0
+
+
+async def test_an_idle_long_poll_makes_few_jetstream_requests(new_backend: BackendFactory) -> None:
+    svc = JobService(await new_backend(), arrival_poll_s=0.5)
+    for priority in (-5, 0, 5):
+        await svc.enqueue({"type": "level.up", "args": [], "priority": priority})
+    assert len(await svc.fetch(["default"], count=3)) == 3
+    backend = svc.backend
+    assert isinstance(backend, NatsBackend)
+    before = (await backend.js.account_info()).api.total
+    assert await svc.fetch(["default"], wait_ms=2000) == []
+    calls = (await backend.js.account_info()).api.total - before - 1
+    # A claim pass pulls each of the 3 priority levels once: one at the start and one per
+    # backstop poll (4 in 2 s), not one every 50 ms (40 passes, 120 pulls).
+    assert calls <= 3 * 6

@@ -33,6 +33,7 @@ __all__ = [
     "Backend",
     "BackendHealth",
     "EventFilter",
+    "JobArrivals",
     "JobFilter",
     "Page",
     "UniqueConflict",
@@ -251,4 +252,26 @@ class Backend(Protocol):
 
     async def read_events(self, flt: EventFilter) -> list[Event]:
         """Recent events matching ``flt``, oldest first, each with its sequence number."""
+        ...
+
+
+@runtime_checkable
+class JobArrivals(Protocol):
+    """Optional capability: wake-ups when jobs may have become available, across processes.
+
+    A backend shared by several processes (NATS) implements it so that a long-polling fetch
+    hears of a job another process enqueued (or a timer promoted) at once instead of at its next
+    poll. :class:`~ojs_core.service.JobService` takes a mark, tries to claim, and if nothing was
+    there waits for an arrival after the mark (or the timeout); it still polls now and then, so a
+    lost wake-up costs latency, never a job. Backends without it are polled.
+    """
+
+    async def arrivals_mark(self, queues: Sequence[str]) -> int:
+        """A number that changes whenever a job may have become available in ``queues``
+        (from the moment this returns)."""
+        ...
+
+    async def wait_for_arrivals(self, queues: Sequence[str], mark: int, timeout_s: float) -> None:
+        """Return once :meth:`arrivals_mark` of ``queues`` differs from ``mark``, or after
+        ``timeout_s``."""
         ...

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from . import lifecycle
-from .backend import Backend, EventFilter, JobFilter, Page
+from .backend import Backend, EventFilter, JobArrivals, JobFilter, Page
 from .clock import Clock, SystemClock
 from .cron import next_fire, parse_cron_request
 from .envelope import parse_enqueue, parse_retry, parse_worker_fields, validate_queue
@@ -47,6 +47,10 @@ log = logging.getLogger("ojs.service")
 S = JobState
 DIRECTIVES = ("running", "quiet", "terminate")
 _TIMER_CONCURRENCY = 64
+#: A long-polling fetch looks again this often: on a backend without wake-ups (the same
+#: process's arrivals wake it at once), and, as a backstop for a lost wake-up, with them.
+_POLL_S = 0.05
+ARRIVAL_POLL_S = 1.0
 
 
 @attrs.frozen
@@ -119,15 +123,19 @@ class JobService:
         rng: random.Random | None = None,
         default_visibility_ms: int = lifecycle.DEFAULT_VISIBILITY_MS,
         max_fetch: int = 1000,
+        arrival_poll_s: float = ARRIVAL_POLL_S,
     ) -> None:
         self.backend = backend
         self.clock: Clock = clock or SystemClock()
         self.rng = rng
         self.default_visibility_ms = default_visibility_ms
         self.max_fetch = max_fetch
+        #: How often a long-poll looks again on a backend with wake-ups (a backstop).
+        self.arrival_poll_s = arrival_poll_s
         self.limiter = RateLimiter()
         self.started_at = self.clock.now()
         self._job_arrived = asyncio.Event()
+        self._arrivals = backend if isinstance(backend, JobArrivals) else None
         self._timer_log = RateLimitedLog(log, self.clock)
 
     def now(self) -> datetime:
@@ -292,14 +300,19 @@ class JobService:
             validate_queue(q, f"queues[{i}]")
         count = max(1, min(count, self.max_fetch))
         deadline = self.clock.now().timestamp() + wait_ms / 1000
+        arrivals = self._arrivals
         while True:
             self._job_arrived.clear()
+            mark = await arrivals.arrivals_mark(queues) if arrivals is not None and wait_ms else 0
             jobs = await self._claim_shielded(queues, count, worker_id, visibility_ms)
             remaining = deadline - self.clock.now().timestamp()
             if jobs or remaining <= 0:
                 return jobs
+            if arrivals is not None:
+                await arrivals.wait_for_arrivals(queues, mark, min(remaining, self.arrival_poll_s))
+                continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._job_arrived.wait(), timeout=min(remaining, 0.05))
+                await asyncio.wait_for(self._job_arrived.wait(), timeout=min(remaining, _POLL_S))
 
     async def _claim_shielded(
         self, queues: Sequence[str], count: int, worker_id: str | None, visibility_ms: int | None

@@ -15,6 +15,7 @@ Each concern lives in a module of its own and owns its state (the table is in
 ``crons``      cron entries
 ``mirror``     watched copies of the queue and cron buckets; the reset announcement
 ``stats``      counters for queue stats; the event log
+``arrivals``   wake-ups of long-polling fetches across processes
 ``jetstream``  helpers nats-py lacks: pipelined writes, atomic batches, pulls, retries
 ============== ===========================================================================
 
@@ -45,6 +46,7 @@ from ojs_core.backend import (
 from ojs_core.model import CronJob, Event, Job, QueueInfo, QueueStats, WorkerInfo, Workflow
 
 from . import names, provision
+from .arrivals import Arrivals
 from .connection import CONNECT_WAIT_S, MIN_SERVER_VERSION, Connection
 from .crons import CronStore
 from .embedded import EmbeddedNatsServer
@@ -91,8 +93,11 @@ class NatsBackend:
         self.queues = Queues(self.conn, self.store, self.mirror, ack_wait_s)
         self.timers = Timers(self.conn, self.store)
         self.counters = Counters(self.conn)
+        self.arrivals = Arrivals(self.conn)
         self.events = EventLog(self.conn)
-        self.writer = JobWriter(self.conn, self.store, self.queues, self.timers, self.counters)
+        self.writer = JobWriter(
+            self.conn, self.store, self.queues, self.timers, self.counters, self.arrivals
+        )
         self.claimer = Claimer(
             self.conn, self.store, self.queues, self.timers, self.counters, self.writer
         )
@@ -138,6 +143,7 @@ class NatsBackend:
         self.conn.closing = True  # a reset announced meanwhile must not start watchers again
         await self.mirror.stop()
         self.timers.drop_pull()
+        self.arrivals.forget_all()
         await self.conn.close()
 
     async def health(self) -> BackendHealth:
@@ -196,6 +202,16 @@ class NatsBackend:
         return await self.claimer.claim(queues, count, activate)
 
     @guard
+    async def arrivals_mark(self, queues: Sequence[str]) -> int:
+        """The arrivals heard on ``queues`` (:class:`~ojs_core.backend.JobArrivals`)."""
+        return await self.arrivals.mark(queues)
+
+    @guard
+    async def wait_for_arrivals(self, queues: Sequence[str], mark: int, timeout_s: float) -> None:
+        """Until a job may have become available in ``queues`` after ``mark``."""
+        await self.arrivals.wait(queues, mark, timeout_s)
+
+    @guard
     async def due_jobs(self, now: datetime, limit: int) -> list[str]:
         """Jobs whose timer is due; a fired timer is acked once its job is updated."""
         return await self.timers.due_jobs(now, limit)
@@ -223,7 +239,10 @@ class NatsBackend:
     @guard
     async def set_queue_paused(self, queue: str, paused: bool) -> QueueInfo:
         """Flip the pause flag; every replica's watcher sees it within milliseconds."""
-        return await self.queues.set_paused(queue, paused)
+        info = await self.queues.set_paused(queue, paused)
+        if not paused:
+            await self.arrivals.notify([queue])
+        return info
 
     @guard
     async def queue_stats(self, queue: str) -> QueueStats:

@@ -27,6 +27,7 @@ from ojs_core.model import Job, Workflow
 from ojs_core.states import JobState
 
 from . import names
+from .arrivals import Arrivals
 from .connection import Connection
 from .jetstream import MAX_BATCH, UNKNOWN_OUTCOME, Op, WrongSequenceError, commit
 from .queues import Queues
@@ -59,12 +60,14 @@ class JobWriter:
         queues: Queues,
         timers: Timers,
         counters: Counters,
+        arrivals: Arrivals,
     ) -> None:
         self.conn = conn
         self.store = store
         self.queues = queues
         self.timers = timers
         self.counters = counters
+        self.arrivals = arrivals
 
     # -- announcing ------------------------------------------------------------------------
 
@@ -171,6 +174,7 @@ class JobWriter:
             for job, seq in zip(jobs, seqs, strict=False):
                 store.remember(JobRecord(job, _first_epoch(job), seq))
                 self.counters.count(None, job)
+            await self.arrivals.notify(j.queue for j in jobs if j.state is S.AVAILABLE)
             return []
         raise ConflictError("enqueue lost too many races on unique keys; try again")
 
@@ -216,6 +220,8 @@ class JobWriter:
         rec = JobRecord(after, new_epoch, seqs[0])
         self.store.remember(rec)
         self.counters.count(before, after)
+        if entered:
+            await self.arrivals.notify([after.queue])
         return rec
 
     async def update(self, job_id: str, fn: JobFn) -> tuple[Job, Job]:
@@ -297,6 +303,7 @@ class JobWriter:
             raise DuplicateJobError("a job or workflow with one of these ids exists") from None
         for job in jobs:
             self.counters.count(None, job)
+        await self.arrivals.notify(j.queue for j in jobs if j.state is S.AVAILABLE)
 
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
         """The record or ``None``."""

@@ -46,6 +46,7 @@ __all__ = [
     "kv_stream",
     "kv_subject",
     "name_key",
+    "notify_subject",
     "priority_token",
     "queue_token",
     "ready_consumer",
@@ -117,6 +118,11 @@ def ready_subject(queue: str, priority: int) -> str:
 def ready_consumer(queue: str, priority: int) -> str:
     """Durable consumer that hands out one queue's jobs of one priority."""
     return f"r_{queue_token(queue)}_{priority_token(priority)}"
+
+
+def notify_subject(queue: str) -> str:
+    """Core-NATS subject that wakes fetches waiting on a queue (see ``arrivals``)."""
+    return f"ojs.notify.{queue_token(queue)}"
 
 
 def timer_schedule_subject(job_id: str) -> str:

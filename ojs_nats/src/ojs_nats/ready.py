@@ -44,9 +44,11 @@ log = logging.getLogger("ojs.nats")
 S = JobState
 
 #: A hint whose record write has not landed after this many deliveries (about 15 s with the
-#: backoff below) is fenced and dropped; the backoff doubles from 0.2 s up to 5 s.
-FENCE_AFTER_DELIVERIES = 7
-HINT_BACKOFF_S = 0.2
+#: backoff below) is fenced and dropped. The backoff doubles from 10 ms up to 5 s: a hint is
+#: published before its record, and a fetch that pulls it in between (a busy worker does)
+#: should find the record a moment later, not 200 ms later.
+FENCE_AFTER_DELIVERIES = 12
+HINT_BACKOFF_S = 0.01
 _HINT_BACKOFF_MAX_S = 5.0
 #: Pulls per priority level and fetch, at most.
 MAX_PULLS = 32

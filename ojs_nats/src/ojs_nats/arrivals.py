@@ -1,0 +1,112 @@
+"""Wake-ups for long-polling fetches, across processes and replicas, with no polling.
+
+A write that makes jobs available is followed (once JetStream acknowledged it, so the job can
+be claimed) by an empty core-NATS message on ``ojs.notify.<queue>``: no storage, a few
+microseconds of server work. A fetch waiting on a queue subscribes to its subject (one
+subscription per queue per process, shared by every waiter, kept for later waits) and wakes on
+the first message. A message can be lost (a reconnect); the service still polls now and then,
+so that costs latency, never a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from . import names
+from .connection import Connection
+
+__all__ = ["Arrivals"]
+
+#: Queues with a subscription kept between waits, at most (the oldest idle ones go first).
+MAX_SUBSCRIBED = 1024
+
+
+class _Queue:
+    __slots__ = ("count", "sub", "waiters")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sub: Subscription | None = None
+        self.waiters: set[asyncio.Future[None]] = set()
+
+
+class Arrivals:
+    """Publishes and hears job arrivals per queue."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._queues: OrderedDict[str, _Queue] = OrderedDict()
+
+    async def notify(self, queues: Iterable[str]) -> None:
+        """Tell waiters (in any process) that jobs became available in ``queues``."""
+        nc = self.conn.nc
+        for queue in dict.fromkeys(queues):
+            with contextlib.suppress(Exception):  # a lost wake-up costs latency only
+                await nc.publish(names.notify_subject(queue), b"")
+
+    async def mark(self, queues: Sequence[str]) -> int:
+        """The number of arrivals heard on ``queues`` so far (subscribing to them first, so
+        that every arrival from now on is heard)."""
+        return sum([(await self._subscribed(q)).count for q in dict.fromkeys(queues)])
+
+    async def wait(self, queues: Sequence[str], mark: int, timeout_s: float) -> None:
+        """Until an arrival on ``queues`` after ``mark``, or ``timeout_s``."""
+        states = [await self._subscribed(q) for q in dict.fromkeys(queues)]
+        if sum(s.count for s in states) != mark:
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        for state in states:
+            state.waiters.add(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            for state in states:
+                state.waiters.discard(waiter)
+
+    async def _subscribed(self, queue: str) -> _Queue:
+        state = self._queues.get(queue)
+        if state is None:
+            state = self._queues[queue] = _Queue()
+            await self._evict()
+        self._queues.move_to_end(queue)
+        if state.sub is None:
+            nc = self.conn.nc
+
+            async def heard(msg: Msg, state: _Queue = state) -> None:
+                state.count += 1
+                for waiter in state.waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+
+            state.sub = await nc.subscribe(names.notify_subject(queue), cb=heard)
+            # The server has the subscription once a flush returns: arrivals from now on are
+            # heard (a mark is taken before the claim that may find nothing).
+            await nc.flush()
+        return state
+
+    async def _evict(self) -> None:
+        while len(self._queues) > MAX_SUBSCRIBED:
+            idle = next((q for q, s in self._queues.items() if not s.waiters), None)
+            if idle is None:
+                return
+            sub = self._queues.pop(idle).sub
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    def waiting(self) -> int:
+        """How many waits are in progress (over all queues)."""
+        return len({w for state in self._queues.values() for w in state.waiters})
+
+    def forget_all(self) -> None:
+        """Drop every subscription (the connection is closing)."""
+        self._queues.clear()
