@@ -475,8 +475,9 @@ async def test_terminate_directive_stops_the_worker_after_its_jobs(harness: Harn
 
 async def test_test_directive_hint_in_job_meta_is_honoured(harness: Harness) -> None:
     # The conformance hook: a job whose meta.test_directive is "terminate" makes the server
-    # answer the worker's heartbeat with that directive.
+    # answer the worker's heartbeat with that directive, on a service in test mode.
     h = harness
+    h.service.test_directives = True
     worker = h.worker(heartbeat_interval=1, grace_period=0)
     started: list[str] = []
     release = asyncio.Event()
@@ -491,6 +492,25 @@ async def test_test_directive_hint_in_job_meta_is_honoured(harness: Harness) -> 
     requeued = await h.job(job.id)
     assert requeued.state is S.AVAILABLE  # grace 0: handed back, not lost
     assert requeued.attempt == 0
+
+
+async def test_test_directive_is_ignored_outside_test_mode(harness: Harness) -> None:
+    # Off by default: a producer must not be able to stop the worker that runs its job.
+    h = harness
+    worker = h.worker(heartbeat_interval=1, grace_period=0)
+    started: list[str] = []
+    release = asyncio.Event()
+    worker.register("t.job", blocking_handler(started, release))
+    job = await h.client.enqueue("t.job", meta={"test_directive": "terminate"})
+    assert job is not None
+    task = worker.start()
+    await h.wait_state(job.id, S.ACTIVE)
+    assert await worker.heartbeat() == "running"
+    release.set()
+    await h.wait_state(job.id, S.COMPLETED)
+    assert not task.done()
+    assert worker.directive == "running"
+    await worker.stop()
 
 
 # -- graceful shutdown --------------------------------------------------------------------

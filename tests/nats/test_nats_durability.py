@@ -326,17 +326,6 @@ async def test_heartbeat_fields_of_the_wrong_type_are_refused(
 # -- 10: names NATS rejects as keys or subjects ------------------------------------------------
 
 
-@pytest.mark.parametrize("queue", ["a.", "a..b", "b.c.", "x--y.."])
-async def test_queue_names_that_are_no_kv_keys_still_work(svc: JobService, queue: str) -> None:
-    job = (await svc.enqueue({"type": "odd.queue", "args": [], "queue": queue})).job
-    assert (await svc.queue_stats(queue)).counts[S.AVAILABLE] == 1
-    await svc.set_paused(queue, True)
-    assert await svc.fetch([queue]) == []
-    assert {q.name: q.paused for q in await svc.queues()}[queue] is True
-    await svc.set_paused(queue, False)
-    assert [j.id for j in await svc.fetch([queue])] == [job.id]
-
-
 async def test_cron_names_that_are_no_kv_keys_still_work(svc: JobService) -> None:
     body = {"name": "nightly.", "expression": "0 3 * * *", "job_template": {"type": "c.job"}}
     _cron, created = await svc.register_cron(body)

@@ -31,6 +31,7 @@ __all__ = [
     "UnknownBackendError",
     "installed_schemes",
     "load_backend",
+    "redact_url",
     "url_scheme",
 ]
 
@@ -78,6 +79,20 @@ def url_scheme(url: str) -> str:
     """The lowercased scheme of ``url``: the part before ``://``, or the whole of a bare word."""
     head = url.split("://", 1)[0] if "://" in url else url
     return head.strip().lower()
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for logs: the password (or a bare token) of each ``user:secret@`` or
+    ``secret@`` part replaced by ``***``; works on comma-separated server lists."""
+    parts = []
+    for part in url.split(","):
+        scheme, sep, rest = part.rpartition("://") if "://" in part else ("", "", part)
+        userinfo, at, host = rest.partition("@")
+        if at and "/" not in userinfo:
+            user, colon, _ = userinfo.partition(":")
+            rest = f"{user}:***@{host}" if colon else f"***@{host}"
+        parts.append(f"{scheme}{sep}{rest}")
+    return ",".join(parts)
 
 
 def _entry_points() -> dict[str, EntryPoint]:

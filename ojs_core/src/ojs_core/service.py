@@ -33,6 +33,7 @@ from .errors import (
 )
 from .events import EVENT_PATTERN, job_event, make_event, transition_events
 from .ids import deterministic_uuid7
+from .limits import BatchTooLargeError, Limits, check_count
 from .model import CronJob, Event, Job, JobError, QueueInfo, QueueStats, WorkerInfo, Workflow
 from .ratelimit import RateLimiter
 from .ratelog import RateLimitedLog
@@ -122,16 +123,22 @@ class JobService:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         default_visibility_ms: int = lifecycle.DEFAULT_VISIBILITY_MS,
-        max_fetch: int = 1000,
+        limits: Limits | None = None,
+        test_directives: bool = False,
         arrival_poll_s: float = ARRIVAL_POLL_S,
     ) -> None:
         self.backend = backend
         self.clock: Clock = clock or SystemClock()
         self.rng = rng
         self.default_visibility_ms = default_visibility_ms
-        self.max_fetch = max_fetch
         #: How often a long-poll looks again on a backend with wake-ups (a backstop).
         self.arrival_poll_s = arrival_poll_s
+        #: Per-request ceilings (see :mod:`ojs_core.limits`).
+        self.limits = limits or Limits()
+        #: Honour the conformance hook ``meta.test_directive`` (a job asking the worker that
+        #: runs it to go quiet or terminate). Off by default: it lets whoever enqueues a job
+        #: stop workers, so only a test server turns it on (see docs/security.md).
+        self.test_directives = test_directives
         self.limiter = RateLimiter()
         self.started_at = self.clock.now()
         self._job_arrived = asyncio.Event()
@@ -196,6 +203,8 @@ class JobService:
         """Validate every job first, then store all of them atomically (or none)."""
         if not isinstance(bodies, list) or not bodies:
             raise ValidationError("must be a non-empty array", path="jobs")
+        if len(bodies) > self.limits.max_batch_jobs:
+            raise BatchTooLargeError(len(bodies), self.limits.max_batch_jobs)
         now = self.now()
         jobs: list[Job] = []
         for i, body in enumerate(bodies):
@@ -296,9 +305,11 @@ class JobService:
         """FETCH: claim up to ``count`` jobs; with ``wait_ms`` wait that long for one to arrive."""
         if not queues:
             raise ValidationError("must list at least one queue", path="queues")
+        check_count(len(queues), self.limits.max_fetch_queues, "queues", "queues")
         for i, q in enumerate(queues):
             validate_queue(q, f"queues[{i}]")
-        count = max(1, min(count, self.max_fetch))
+        check_count(count, self.limits.max_fetch_count, "count", "jobs")
+        count = max(1, count)
         deadline = self.clock.now().timestamp() + wait_ms / 1000
         arrivals = self._arrivals
         while True:
@@ -396,6 +407,7 @@ class JobService:
         info: Mapping[str, Any] | None = None,
     ) -> HeartbeatOutcome:
         """BEAT: record the worker, extend its jobs' visibility, return its directive."""
+        check_count(len(active_jobs), self.limits.max_heartbeat_jobs, "active_jobs", "job ids")
         fields = parse_worker_fields(info or {})  # refused before anything is changed
         now = self.now()
         extended: list[str] = []
@@ -414,7 +426,7 @@ class JobService:
                 continue
             if job.state is S.ACTIVE and job.worker_id in (None, worker_id):
                 extended.append(job_id)
-                hint = job.meta.get("test_directive")
+                hint = job.meta.get("test_directive") if self.test_directives else None
                 if hint in ("quiet", "terminate") and requested != "terminate":
                     requested = hint
 
@@ -508,7 +520,12 @@ class JobService:
     async def create_workflow(self, body: Any) -> dict[str, Any]:
         """Compile and store a workflow; its root jobs are available at once."""
         now = self.now()
-        workflow, jobs = compile_workflow(body, now)
+        workflow, jobs = compile_workflow(
+            body,
+            now,
+            max_steps=self.limits.max_workflow_steps,
+            max_depth=self.limits.max_workflow_depth,
+        )
         jobs = [self._prepare(j) for j in jobs]
         await self.backend.insert_workflow(workflow, jobs)
         events = [
@@ -780,7 +797,8 @@ class JobService:
     # -- events and admin -----------------------------------------------------------------
 
     async def events(self, flt: EventFilter) -> list[Event]:
-        """Recent events matching the filter."""
+        """Recent events matching the filter (the HTTP binding bounds ``flt.limit`` by
+        ``limits.max_event_page``)."""
         for i, kind in enumerate(flt.types):
             if not isinstance(kind, str) or not EVENT_PATTERN.match(kind):
                 raise ValidationError(

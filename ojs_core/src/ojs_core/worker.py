@@ -66,6 +66,7 @@ ExecutionMiddleware = Middleware["JobContext", Any]
 H = TypeVar("H", bound=Handler)
 
 _MAX_BACKTRACE_LINES = 50
+_STRENGTH = {"running": 0, "quiet": 1, "terminate": 2}
 _MAX_BACKTRACE_CHARS = 10_000
 
 
@@ -402,7 +403,7 @@ class Worker:
             task = asyncio.get_running_loop().create_task(
                 self.service.fetch(
                     self.queues,
-                    min(free, self.fetch_batch),
+                    min(free, self.fetch_batch, self.service.limits.max_fetch_count),
                     self.worker_id,
                     visibility_ms=self.visibility_timeout_ms,
                     wait_ms=round(self.poll_wait * 1000),
@@ -604,18 +605,26 @@ class Worker:
         }
         if self.labels:
             info["labels"] = dict(self.labels)
-        outcome = await self.service.heartbeat(
-            self.worker_id, ids, self.visibility_timeout_ms, info
-        )
-        extended = set(outcome.extended)
+        # A heartbeat names at most limits.max_heartbeat_jobs ids: a worker running more sends
+        # several, and acts on the strongest directive among the answers.
+        step = self.service.limits.max_heartbeat_jobs
+        extended: set[str] = set()
+        directive = "running"
+        for start in range(0, max(len(ids), 1), step):
+            outcome = await self.service.heartbeat(
+                self.worker_id, ids[start : start + step], self.visibility_timeout_ms, info
+            )
+            extended.update(outcome.extended)
+            if _STRENGTH.get(outcome.directive, 0) >= _STRENGTH.get(directive, 0):
+                directive = outcome.directive
         for jid in ids:
             entry = self._inflight.get(jid)
             if jid not in extended and entry is not None and entry.phase == "running":
                 entry.cancel_reason = "lost"
                 if entry.task is not None:
                     entry.task.cancel()
-        self._apply_directive(outcome.directive)
-        return outcome.directive
+        self._apply_directive(directive)
+        return directive
 
     async def _beat_safely(self) -> None:
         try:

@@ -37,9 +37,13 @@ _CALLBACK_TRIGGERS = {"on_complete": "complete", "on_success": "success", "on_fa
 
 
 class _Builder:
-    def __init__(self, now: datetime, workflow_id: str) -> None:
+    def __init__(
+        self, now: datetime, workflow_id: str, max_steps: int = 1000, max_depth: int = 32
+    ) -> None:
         self.now = now
         self.workflow_id = workflow_id
+        self.max_steps = max_steps
+        self.max_depth = max_depth
         self.nodes: list[WorkflowNode] = []
         self.jobs: list[Job] = []
 
@@ -55,6 +59,13 @@ class _Builder:
     ) -> int:
         if not isinstance(spec, Mapping):
             raise ValidationError("must be an object", path=path, code="invalid_workflow")
+        if len(self.nodes) >= self.max_steps:
+            raise ValidationError(
+                f"a workflow has at most {self.max_steps} steps (callbacks included)",
+                path=path,
+                code="invalid_workflow",
+                details={"maximum": self.max_steps},
+            )
         body = {k: v for k, v in spec.items() if k not in ("depends_on", "name")}
         body.pop("id", None)  # step ids name graph nodes, not job ids
         if "args" not in body:
@@ -76,19 +87,26 @@ class _Builder:
         )
         return index
 
-    def node(self, spec: Any, deps: tuple[int, ...], path: str) -> tuple[int, ...]:
+    def node(self, spec: Any, deps: tuple[int, ...], path: str, depth: int = 0) -> tuple[int, ...]:
         """Compile ``spec`` to run after ``deps``; returns the nodes that finish it."""
         kind = spec.get("type") if isinstance(spec, Mapping) else None
+        if kind in ("chain", "group", "batch") and depth >= self.max_depth:
+            raise ValidationError(
+                f"chains and groups nest at most {self.max_depth} deep",
+                path=path or "type",
+                code="invalid_workflow",
+                details={"maximum": self.max_depth},
+            )
         if kind == "chain":
             prev = deps
             steps = spec.get("steps", spec.get("jobs"))
             for i, step in enumerate(self._list(steps, f"{path}.steps")):
-                prev = self.node(step, prev, f"{path}.steps[{i}]")
+                prev = self.node(step, prev, f"{path}.steps[{i}]", depth + 1)
             return prev
         if kind in ("group", "batch"):
             exits: list[int] = []
             for i, job in enumerate(self._list(spec.get("jobs"), f"{path}.jobs")):
-                exits.extend(self.node(job, deps, f"{path}.jobs[{i}]"))
+                exits.extend(self.node(job, deps, f"{path}.jobs[{i}]", depth + 1))
             if kind == "batch":
                 callbacks = spec.get("callbacks") or {}
                 if not isinstance(callbacks, Mapping):
@@ -120,6 +138,13 @@ class _Builder:
     def graph(self, steps: Any, path: str) -> None:
         """The binding/SDK form: ``steps[{id, type, args, depends_on, options}]``."""
         items = self._list(steps, path)
+        if len(items) > self.max_steps:
+            raise ValidationError(
+                f"a workflow has at most {self.max_steps} steps, got {len(items)}",
+                path=path,
+                code="invalid_workflow",
+                details={"maximum": self.max_steps},
+            )
         ids: dict[str, int] = {}
         for i, step in enumerate(items):
             if not isinstance(step, Mapping):
@@ -164,33 +189,46 @@ def _topological(items: list[Any], ids: dict[str, int], path: str) -> list[int]:
                 code="invalid_workflow",
             )
         deps[i] = [ids[d] for d in raw]
+    # Depth-first with an explicit stack: a long chain of depends_on must not hit Python's
+    # recursion limit (a RecursionError would be a 500 for a well-formed request).
     order: list[int] = []
     state: dict[int, int] = {}
-
-    def visit(i: int) -> None:
-        if state.get(i) == 2:
-            return
-        if state.get(i) == 1:
-            raise ValidationError(
-                "dependency cycle", path=f"{path}[{i}].depends_on", code="invalid_workflow"
-            )
-        state[i] = 1
-        for d in deps[i]:
-            visit(d)
-        state[i] = 2
-        order.append(i)
-
-    for i in range(len(items)):
-        visit(i)
+    for root in range(len(items)):
+        if state.get(root) == 2:
+            continue
+        stack: list[tuple[int, int]] = [(root, 0)]
+        state[root] = 1
+        while stack:
+            i, next_dep = stack[-1]
+            if next_dep < len(deps[i]):
+                stack[-1] = (i, next_dep + 1)
+                d = deps[i][next_dep]
+                if state.get(d) == 1:
+                    raise ValidationError(
+                        "dependency cycle", path=f"{path}[{d}].depends_on", code="invalid_workflow"
+                    )
+                if state.get(d) != 2:
+                    state[d] = 1
+                    stack.append((d, 0))
+                continue
+            stack.pop()
+            state[i] = 2
+            order.append(i)
     return order
 
 
-def compile_workflow(body: Any, now: datetime) -> tuple[Workflow, list[Job]]:
-    """Turn a workflow request (chain, group, batch or graph) into its record and all its jobs."""
+def compile_workflow(
+    body: Any, now: datetime, *, max_steps: int = 1000, max_depth: int = 32
+) -> tuple[Workflow, list[Job]]:
+    """Turn a workflow request (chain, group, batch or graph) into its record and all its jobs.
+
+    At most ``max_steps`` jobs (callbacks included), and chains and groups nested at most
+    ``max_depth`` deep; beyond either it is a 400 naming the limit.
+    """
     if not isinstance(body, Mapping):
         raise ValidationError("workflow must be a JSON object", code="invalid_workflow")
     wid = uuid7(int(now.timestamp() * 1000))
-    builder = _Builder(now, wid)
+    builder = _Builder(now, wid, max_steps, max_depth)
     kind = body.get("type")
     name = body.get("name")
     if name is not None and not isinstance(name, str):

@@ -18,6 +18,7 @@ from ojs_core.errors import NotFoundError, OJSError, ValidationError
 from ojs_core.scheduler import Scheduler
 from ojs_core.service import JobService
 
+from .auth import ApiKeys, Authenticator
 from .middleware import OJSHeadersMiddleware
 from .responses import check_version, error_response
 from .routes import routes
@@ -46,6 +47,7 @@ def create_app(
     clock: Clock | None = None,
     service: JobService | None = None,
     manage_backend: bool = True,
+    auth: ApiKeys | Authenticator | None = None,
 ) -> Starlette:
     """Build the OJS HTTP app over ``backend``.
 
@@ -54,13 +56,22 @@ def create_app(
     application owns the backend's lifecycle (an already-open backend that must stay open).
     ``app.state.service`` is the :class:`JobService` for in-process use.
 
+    ``auth`` decides who may call what (``docs/security.md``): an :class:`ApiKeys` set, or any
+    ``authenticate(request) -> role | roles | None`` callable (plain or async) so a host app
+    can reuse its own sessions or tokens. Without it every route is open, which is only safe
+    on a loopback bind; ``ojs-server`` refuses a public bind without keys.
+
     The app may be mounted inside a host ASGI app (``Mount("/jobs-api", app=ojs_app)``): its
     routes then answer under the prefix and ``Location`` headers include it. Starlette does not
     run a mounted app's lifespan, so the host must enter :func:`lifespan` from its own.
     """
     settings = settings or HttpSettings()
     service = service or JobService(
-        backend, clock=clock, default_visibility_ms=settings.default_visibility_timeout_ms
+        backend,
+        clock=clock,
+        default_visibility_ms=settings.default_visibility_timeout_ms,
+        limits=settings.limits,
+        test_directives=settings.test_directives,
     )
     scheduler = Scheduler(service, interval=settings.scheduler_interval)
 
@@ -109,6 +120,7 @@ def create_app(
     app.state.settings = settings
     app.state.service = service
     app.state.scheduler = scheduler
+    app.state.authenticate = auth
     return app
 
 

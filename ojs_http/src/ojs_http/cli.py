@@ -16,10 +16,20 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from ojs_core.backend import Backend
-from ojs_core.plugins import BackendOptions, BackendPluginError, load_backend
+from ojs_core.plugins import BackendOptions, BackendPluginError, load_backend, redact_url
 
 from .app import create_app, lifespan
 from .settings import CONTENT_TYPE_MODES, HttpSettings
+from .startup import (
+    add_auth_flags,
+    add_limit_flag,
+    add_nats_flags,
+    build_authenticator,
+    check_exposure,
+    install_key_reload,
+    limit_settings,
+    nats_options,
+)
 
 __all__ = ["build_backend", "main", "mounted", "parse_args"]
 
@@ -60,7 +70,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--enable-reset",
         action="store_true",
         default=_env_bool("OJS_ENABLE_RESET"),
-        help="serve POST /ojs/v1/admin/reset (wipes all state; for test runners)",
+        help="test mode, loopback binds only: serve POST /ojs/v1/admin/reset (wipes all "
+        "state) and honour meta.test_directive (for conformance runners)",
     )
     p.add_argument(
         "--response-content-type",
@@ -91,6 +102,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=env.get("OJS_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
     )
+    add_auth_flags(p)
+    add_nats_flags(p)
+    add_limit_flag(p)
     return p.parse_args(argv)
 
 
@@ -106,14 +120,17 @@ def mounted(app: Starlette, prefix: str) -> Starlette:
     return Starlette(routes=[Mount(prefix, app=app)], lifespan=host_lifespan)
 
 
-def build_backend(url: str, *, replicas: int = 1, data_dir: str = ".ojs") -> Backend:
+def build_backend(
+    url: str, *, replicas: int = 1, data_dir: str = ".ojs", extra: dict[str, Any] | None = None
+) -> Backend:
     """The backend an installed plugin registers for ``url``'s scheme (see ``ojs_core.plugins``).
 
     ``memory`` and ``memory://`` are the same; unknown schemes raise ``SystemExit`` with a
     message listing the installed ones.
     """
     try:
-        return load_backend(url, BackendOptions(replicas=replicas, data_dir=data_dir))
+        options = BackendOptions(replicas=replicas, data_dir=data_dir, extra=extra or {})
+        return load_backend(url, options)
     except BackendPluginError as exc:
         raise SystemExit(f"ojs-server: {exc}") from None
 
@@ -123,13 +140,30 @@ async def serve(args: argparse.Namespace) -> None:
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
-    backend = build_backend(args.backend, replicas=args.nats_replicas, data_dir=args.data_dir)
+    keys, authenticate = build_authenticator(args)
+    refusal = check_exposure(
+        args.host,
+        has_auth=authenticate is not None,
+        insecure_no_auth=args.insecure_no_auth,
+        test_mode=args.enable_reset,
+    )
+    if refusal:
+        print(f"ojs-server: {refusal}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    limits, http_limits = limit_settings(args.limit)
+    extra = {"nats": nats_options(args)}
+    backend = build_backend(
+        args.backend, replicas=args.nats_replicas, data_dir=args.data_dir, extra=extra
+    )
     settings = HttpSettings(
         enable_reset=args.enable_reset,
+        test_directives=args.enable_reset,
+        limits=limits,
+        **http_limits,
         response_content_type=args.response_content_type,
         default_visibility_timeout_ms=args.default_visibility_timeout_ms,
     )
-    app = create_app(backend, settings)
+    app = create_app(backend, settings, auth=authenticate)
     prefix = "/" + args.path_prefix.strip("/") if args.path_prefix.strip("/") else ""
     if prefix:
         app = mounted(app, prefix)
@@ -143,10 +177,16 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if keys is not None:
+        install_key_reload(keys, args.api_keys_file, os.environ)
+    if authenticate is None:
+        auth_note = ", no authentication"
+    else:
+        auth_note = f", {len(keys) if keys is not None else 0} API key(s)"
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
         f"ojs-server listening on http://{host}:{args.port}{prefix} (backend: {backend.name} "
-        f"{args.backend}{', reset enabled' if args.enable_reset else ''})",
+        f"{redact_url(args.backend)}{auth_note}{', test mode' if args.enable_reset else ''})",
         flush=True,
     )
     await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]

@@ -64,6 +64,7 @@ def error_response(request: Request, exc: OJSError) -> Response:
     """The binding's wrapped error body for ``exc``, with ``Retry-After`` where it applies."""
     request_id = getattr(request.state, "request_id", None)
     headers: dict[str, str] = {}
+    headers.update(getattr(exc, "headers", None) or {})
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None or exc.status in (429, 503):
         headers["Retry-After"] = str(retry_after or 1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import attrs
 
+from ojs_core.limits import Limits
+
 __all__ = ["CONTENT_TYPE_MODES", "HttpSettings"]
 
 CONTENT_TYPE_MODES = ("auto", "json", "openjobspec")
@@ -18,15 +20,24 @@ class HttpSettings:
     ``application/json`` to clients that need it (an ``Accept`` naming ``application/json``, or
     the official Python SDK, which parses only bodies labelled ``application/json``) and the OJS
     type to everyone else. See ``docs/configuration.md``.
+
+    ``enable_reset`` serves ``POST /ojs/v1/admin/reset`` and ``test_directives`` honours the
+    conformance hook ``meta.test_directive``; both are test-mode switches (``docs/security.md``).
+    ``metrics_public``: whether ``/metrics`` needs no key when the app has an authenticator.
+    ``limits``: the per-request ceilings of the service (:class:`~ojs_core.limits.Limits`);
+    ``max_body_bytes`` and ``max_envelope_bytes`` bound request bodies and each job in them,
+    ``max_wait_ms`` a fetch's long-poll.
     """
 
     enable_reset: bool = False
+    test_directives: bool = False
+    metrics_public: bool = True
+    limits: Limits = attrs.field(factory=Limits)
     response_content_type: str = attrs.field(
         default="auto", validator=attrs.validators.in_(CONTENT_TYPE_MODES)
     )
     max_envelope_bytes: int = 1024 * 1024
     max_body_bytes: int = 64 * 1024 * 1024
-    max_batch_jobs: int = 10_000
     max_wait_ms: int = 30_000
     default_visibility_timeout_ms: int = 1_800_000
     run_scheduler: bool = True

@@ -114,6 +114,11 @@ class NatsBackend:
         return self.conn.embedded
 
     @property
+    def connect_options(self) -> dict[str, Any]:
+        """Options passed to ``nats.connect`` (credentials, TLS) on :meth:`open`."""
+        return self.conn.connect_options
+
+    @property
     def connected(self) -> bool:
         """``False`` while disconnected from NATS (protocol calls then fail at once)."""
         return self.conn.connected

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ojs_core.plugins import BackendOptions
 
 from .backend import NatsBackend
+from .credentials import NatsCredentials
 from .embedded import EmbeddedNatsServer
 
 __all__ = ["create_backend", "create_embedded_backend"]
@@ -14,9 +15,14 @@ def create_backend(url: str, options: BackendOptions) -> NatsBackend:
     """A backend on an external NATS server or cluster.
 
     ``url`` is ``nats://host:port`` or ``tls://host:port``, several separated by commas;
-    ``options.replicas`` is the replication factor of every stream and bucket.
+    ``options.replicas`` is the replication factor of every stream and bucket, and
+    ``options.extra["nats"]`` the credentials and TLS settings (:class:`NatsCredentials` fields;
+    ``ojs-server`` fills it from its ``--nats-*`` flags). Credentials in the URL move into the
+    connect options, so the backend's server list holds no secret.
     """
-    return NatsBackend(url, replicas=options.replicas)
+    credentials = NatsCredentials.from_mapping(options.extra.get("nats") or {})
+    servers, connect = credentials.connect_options([s for s in url.split(",") if s.strip()])
+    return NatsBackend(servers, replicas=options.replicas, connect_options=connect)
 
 
 def create_embedded_backend(url: str, options: BackendOptions) -> NatsBackend:

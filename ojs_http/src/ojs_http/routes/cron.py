@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from ojs_core.codec import cron_to_wire
 from ojs_core.errors import ValidationError
 
+from .. import schemas as S
 from ..responses import json_response, read_json
+from ..routing import PRODUCER, Doc, Param, route
 from ._common import body_object, pagination, prefixed, query_int, service
 
 __all__ = ["routes"]
@@ -72,10 +73,67 @@ async def delete_cron(request: Request) -> Response:
     return json_response(request, {"cron": wire, "deleted": True, "name": cron.name})
 
 
+_CRON = S.obj({"cron": S.CRON}, {"cron_job": S.CRON})
+_PAGE = (
+    Param("limit", {"type": "integer", "minimum": 1, "maximum": 10_000}),
+    Param("offset", {"type": "integer", "minimum": 0}),
+    Param("enabled", {"type": "string", "enum": ["true", "false"]}),
+)
+
 routes = [
-    Route("/ojs/v1/cron", register, methods=["POST"]),
-    Route("/ojs/v1/cron", list_crons, methods=["GET"]),
-    Route("/ojs/v1/cron/{name}", get_cron, methods=["GET"]),
-    Route("/ojs/v1/cron/{name}", patch_cron, methods=["PATCH"]),
-    Route("/ojs/v1/cron/{name}", delete_cron, methods=["DELETE"]),
+    route(
+        "POST",
+        "/ojs/v1/cron",
+        register,
+        PRODUCER,
+        Doc(
+            "Register (or replace) a cron entry",
+            body=S.CRON_REQUEST,
+            responses={201: _CRON, 200: _CRON},
+        ),
+    ),
+    route(
+        "GET",
+        "/ojs/v1/cron",
+        list_crons,
+        PRODUCER,
+        Doc(
+            "List cron entries",
+            query=_PAGE,
+            responses={
+                200: S.obj(
+                    {"crons": S.array(S.CRON), "count": S.INT, "pagination": S.PAGINATION},
+                    {"cron_jobs": S.array(S.CRON)},
+                )
+            },
+        ),
+    ),
+    route(
+        "GET",
+        "/ojs/v1/cron/{name}",
+        get_cron,
+        PRODUCER,
+        Doc("Get a cron entry", responses={200: _CRON}),
+    ),
+    route(
+        "PATCH",
+        "/ojs/v1/cron/{name}",
+        patch_cron,
+        PRODUCER,
+        Doc(
+            "Enable or disable a cron entry",
+            body=S.obj({"enabled": S.BOOL}),
+            responses={200: _CRON},
+        ),
+    ),
+    route(
+        "DELETE",
+        "/ojs/v1/cron/{name}",
+        delete_cron,
+        PRODUCER,
+        Doc(
+            "Delete a cron entry",
+            responses={200: S.obj({"cron": S.CRON, "deleted": S.BOOL, "name": S.STR})},
+        ),
+    ),
 ]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from ojs_core import jsonio
 from ojs_core.errors import PayloadTooLargeError, ValidationError
+from ojs_core.limits import BatchTooLargeError
 
+from .. import schemas as S
 from ..responses import json_response, read_json
+from ..routing import ANY_ROLE, PRODUCER, WORKER, Doc, route
 from ..settings import HttpSettings
 from ._common import ack_body, body_object, prefixed, service, wire
 
@@ -51,15 +53,13 @@ async def enqueue(request: Request) -> Response:
 
 async def enqueue_batch(request: Request) -> Response:
     """Atomic batch enqueue: all jobs or none."""
-    settings: HttpSettings = request.app.state.settings
     body = body_object(await read_json(request))
     jobs = body.get("jobs")
     if not isinstance(jobs, list) or not jobs:
         raise ValidationError("must be a non-empty array", path="jobs")
-    if len(jobs) > settings.max_batch_jobs:
-        raise PayloadTooLargeError(
-            f"a batch holds at most {settings.max_batch_jobs} jobs, got {len(jobs)}"
-        )
+    maximum = service(request).limits.max_batch_jobs
+    if len(jobs) > maximum:
+        raise BatchTooLargeError(len(jobs), maximum)
     for i, envelope in enumerate(jobs):
         _check_size(request, envelope, i)
     outcomes = await service(request).enqueue_batch(jobs)
@@ -94,11 +94,64 @@ async def ack_job(request: Request) -> Response:
     return json_response(request, ack_body(job))
 
 
+_JOB = S.obj({"job": S.JOB})
+_JOB_PREV = S.obj({"job": S.JOB}, {"previous_state": S.STR})
+
 routes = [
-    Route("/ojs/v1/jobs", enqueue, methods=["POST"]),
-    Route("/ojs/v1/jobs/batch", enqueue_batch, methods=["POST"]),
-    Route("/ojs/v1/jobs/{job_id}", get_job, methods=["GET"]),
-    Route("/ojs/v1/jobs/{job_id}", cancel_job, methods=["DELETE"]),
-    Route("/ojs/v1/jobs/{job_id}/activate", activate_job, methods=["POST"]),
-    Route("/ojs/v1/jobs/{job_id}/ack", ack_job, methods=["POST"]),
+    route(
+        "POST",
+        "/ojs/v1/jobs",
+        enqueue,
+        PRODUCER,
+        Doc(
+            "Enqueue a job",
+            body=S.ENQUEUE,
+            responses={201: _JOB, 200: S.obj({"job": S.JOB, "deduplicated": S.BOOL})},
+        ),
+    ),
+    route(
+        "POST",
+        "/ojs/v1/jobs/batch",
+        enqueue_batch,
+        PRODUCER,
+        Doc(
+            "Enqueue a batch of jobs atomically (413 over the batch limit)",
+            body=S.obj({"jobs": S.array(S.ENQUEUE, minItems=1)}),
+            responses={201: S.obj({"jobs": S.array(S.JOB), "count": S.INT})},
+        ),
+    ),
+    route(
+        "GET", "/ojs/v1/jobs/{job_id}", get_job, ANY_ROLE, Doc("Get a job", responses={200: _JOB})
+    ),
+    route(
+        "DELETE",
+        "/ojs/v1/jobs/{job_id}",
+        cancel_job,
+        PRODUCER,
+        Doc("Cancel a job", responses={200: _JOB_PREV}),
+    ),
+    route(
+        "POST",
+        "/ojs/v1/jobs/{job_id}/activate",
+        activate_job,
+        PRODUCER,
+        Doc(
+            "Make a pending job available",
+            body=S.ANY_OBJECT,
+            body_required=False,
+            responses={200: _JOB_PREV},
+        ),
+    ),
+    route(
+        "POST",
+        "/ojs/v1/jobs/{job_id}/ack",
+        ack_job,
+        WORKER,
+        Doc(
+            "Acknowledge an active job (alias of POST /workers/ack)",
+            body=S.obj({}, {"result": {}, "worker_id": S.STR}),
+            body_required=False,
+            responses={200: S.ACK},
+        ),
+    ),
 ]

@@ -6,13 +6,14 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from ojs_core.model import QueueStats
 from ojs_core.states import JobState
 from ojs_core.timeutil import format_ts
 
+from .. import schemas as S
 from ..responses import json_response, read_json
+from ..routing import ADMIN, ANY_ROLE, Doc, Param, route
 from ._common import body_object, pagination, query_int, service, wire
 
 __all__ = ["routes"]
@@ -121,12 +122,87 @@ async def dead_letter_delete(request: Request) -> Response:
     return json_response(request, {"deleted": True, "job_id": job_id})
 
 
+_QUEUE = S.obj({"name": S.STR, "paused": S.BOOL, "status": S.STR}, {"created_at": S.TS})
+_PAUSED = S.obj({"queue": _QUEUE, "name": S.STR, "status": S.STR})
+_STATS = S.obj(
+    {
+        "queue": S.obj({"name": S.STR, "paused": S.BOOL}),
+        "name": S.STR,
+        "status": S.STR,
+        "stats": S.obj({"total": S.INT}),
+        "computed_at": S.STR,
+    }
+)
+_NO_BODY = S.obj({})
+
 routes = [
-    Route("/ojs/v1/queues", list_queues, methods=["GET"]),
-    Route("/ojs/v1/queues/{name}/stats", queue_stats, methods=["GET"]),
-    Route("/ojs/v1/queues/{name}/pause", pause, methods=["POST"]),
-    Route("/ojs/v1/queues/{name}/resume", resume, methods=["POST"]),
-    Route("/ojs/v1/dead-letter", dead_letter_list, methods=["GET"]),
-    Route("/ojs/v1/dead-letter/{job_id}/retry", dead_letter_retry, methods=["POST"]),
-    Route("/ojs/v1/dead-letter/{job_id}", dead_letter_delete, methods=["DELETE"]),
+    route(
+        "GET",
+        "/ojs/v1/queues",
+        list_queues,
+        ANY_ROLE,
+        Doc(
+            "List known queues",
+            responses={200: S.obj({"queues": S.array(_QUEUE), "pagination": S.PAGINATION})},
+        ),
+    ),
+    route(
+        "GET",
+        "/ojs/v1/queues/{name}/stats",
+        queue_stats,
+        ANY_ROLE,
+        Doc("Per-state counts of a queue", responses={200: _STATS}),
+    ),
+    route(
+        "POST",
+        "/ojs/v1/queues/{name}/pause",
+        pause,
+        ADMIN,
+        Doc("Pause a queue", body=_NO_BODY, body_required=False, responses={200: _PAUSED}),
+    ),
+    route(
+        "POST",
+        "/ojs/v1/queues/{name}/resume",
+        resume,
+        ADMIN,
+        Doc("Resume a queue", body=_NO_BODY, body_required=False, responses={200: _PAUSED}),
+    ),
+    route(
+        "GET",
+        "/ojs/v1/dead-letter",
+        dead_letter_list,
+        ADMIN,
+        Doc(
+            "List dead-letter jobs",
+            query=(
+                Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                Param("offset", {"type": "integer", "minimum": 0}),
+                Param("cursor", S.STR),
+                Param("queue", S.STR),
+            ),
+            responses={200: S.obj({"jobs": S.array(S.JOB), "pagination": S.PAGINATION})},
+        ),
+    ),
+    route(
+        "POST",
+        "/ojs/v1/dead-letter/{job_id}/retry",
+        dead_letter_retry,
+        ADMIN,
+        Doc(
+            "Re-enqueue a dead-letter job",
+            body=S.obj({}, {"override": S.ANY_OBJECT}),
+            body_required=False,
+            responses={200: S.obj({"job": S.JOB})},
+        ),
+    ),
+    route(
+        "DELETE",
+        "/ojs/v1/dead-letter/{job_id}",
+        dead_letter_delete,
+        ADMIN,
+        Doc(
+            "Delete a dead-letter job",
+            responses={200: S.obj({"deleted": S.BOOL, "job_id": S.STR})},
+        ),
+    ),
 ]

@@ -1,4 +1,4 @@
-"""Manifest, health, events, and the admin reset hook."""
+"""Manifest, health, events, the OpenAPI document, and the admin reset hook."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from ojs_core.backend import EventFilter
 from ojs_core.codec import event_to_wire
 from ojs_core.errors import OJSError
 
+from .. import schemas as S
+from ..openapi import openapi_document
 from ..responses import json_response
+from ..routing import ADMIN, ANY_ROLE, PRODUCER, PUBLIC, Doc, Param, route
 from ..settings import HttpSettings
 from ._common import prefixed, query_int, service
 
@@ -116,7 +119,8 @@ def _csv(request: Request, *names: str) -> tuple[str, ...]:
 
 async def events(request: Request) -> Response:
     """Poll recent events: ``?types=&queues=&after=&limit=``."""
-    limit = query_int(request, "limit", 100, minimum=1, maximum=1000)
+    maximum = service(request).limits.max_event_page
+    limit = query_int(request, "limit", min(100, maximum), minimum=1, maximum=maximum)
     after = query_int(request, "after", 0, minimum=0, maximum=2**62)
     flt = EventFilter(
         after=after,
@@ -145,13 +149,109 @@ async def reset(request: Request) -> Response:
     return json_response(request, {"reset": True})
 
 
+async def openapi(request: Request) -> Response:
+    """The OpenAPI 3.1 document of this app's routes (built once, then cached)."""
+    state = request.app.state
+    root = str(request.scope.get("root_path") or "").rstrip("/")
+    cache: dict[str, dict[str, Any]] | None = getattr(state, "openapi_cache", None)
+    if cache is None:
+        cache = state.openapi_cache = {}
+    if root not in cache:
+        settings: HttpSettings = state.settings
+        cache[root] = openapi_document(
+            request.app.routes,
+            title="Open Job Spec server",
+            version=settings.implementation_version,
+            server_url=root or "/",
+            auth=getattr(state, "authenticate", None) is not None,
+        )
+    return json_response(request, cache[root])
+
+
+_HEALTH = S.obj(
+    {
+        "status": {"type": "string", "enum": ["ok", "degraded"]},
+        "backend": S.obj({"type": S.STR, "status": S.STR}),
+    },
+    {"version": S.STR, "uptime_seconds": S.INT},
+)
+
+
 def routes(*, enable_reset: bool) -> list[BaseRoute]:
     """System routes; the reset hook only when enabled (otherwise it is a plain 404)."""
     out: list[BaseRoute] = [
-        Route("/ojs/manifest", manifest, methods=["GET"]),
-        Route("/ojs/v1/health", health, methods=["GET"]),
-        Route("/ojs/v1/events", events, methods=["GET"]),
+        route(
+            "GET",
+            "/ojs/manifest",
+            manifest,
+            ANY_ROLE,
+            Doc(
+                "What this server implements",
+                responses={
+                    200: S.obj(
+                        {
+                            "specversion": S.STR,
+                            "implementation": S.obj({"name": S.STR, "version": S.STR}),
+                            "conformance_level": S.INT,
+                            "capabilities": S.ANY_OBJECT,
+                        }
+                    )
+                },
+            ),
+        ),
+        route(
+            "GET",
+            "/ojs/v1/health",
+            health,
+            PUBLIC,
+            Doc(
+                "Liveness and backend reachability (503 when degraded)",
+                responses={200: _HEALTH, 503: _HEALTH},
+            ),
+        ),
+        route(
+            "GET",
+            "/ojs/v1/events",
+            events,
+            PRODUCER,
+            Doc(
+                "Poll the event log",
+                query=(
+                    Param("types", S.STR, "comma-separated event types"),
+                    Param("queues", S.STR, "comma-separated queues"),
+                    Param("job_id", S.STR),
+                    Param("after", {"type": "integer", "minimum": 0}, "sequence cursor"),
+                    Param("limit", {"type": "integer", "minimum": 1}, "page size"),
+                ),
+                responses={
+                    200: S.obj({"events": S.array(S.EVENT), "cursor": S.STR, "has_more": S.BOOL})
+                },
+            ),
+        ),
+        route(
+            "GET",
+            "/ojs/v1/openapi.json",
+            openapi,
+            ANY_ROLE,
+            Doc(
+                "This document",
+                responses={200: S.obj({"openapi": S.STR, "paths": S.ANY_OBJECT})},
+            ),
+        ),
     ]
     if enable_reset:
-        out.append(Route("/ojs/v1/admin/reset", reset, methods=["POST"]))
+        out.append(
+            route(
+                "POST",
+                "/ojs/v1/admin/reset",
+                reset,
+                ADMIN,
+                Doc(
+                    "Wipe all state (test mode only)",
+                    body=S.ANY_OBJECT,
+                    body_required=False,
+                    responses={200: S.obj({"reset": S.BOOL})},
+                ),
+            )
+        )
     return out

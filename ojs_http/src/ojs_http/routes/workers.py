@@ -7,26 +7,32 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from ojs_core.errors import ValidationError
 from ojs_core.service import parse_job_error
 from ojs_core.timeutil import format_ts
 
+from .. import schemas as S
 from ..responses import json_response, read_json
+from ..routing import ADMIN, WORKER, Doc, route
 from ..settings import HttpSettings
 from ._common import ack_body, body_object, service, wire
 
 __all__ = ["routes"]
 
 
-def _opt_int(body: Mapping[str, Any], name: str, *, minimum: int, maximum: int) -> int | None:
+def _opt_int(
+    body: Mapping[str, Any], name: str, *, minimum: int, maximum: int | None = None
+) -> int | None:
+    """An optional integer field; ``maximum=None`` leaves the upper bound to the service."""
     value = body.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError("must be an integer", path=name)
-    if not minimum <= value <= maximum:
+    if maximum is None and value < minimum:
+        raise ValidationError(f"must be at least {minimum}", path=name)
+    if maximum is not None and not minimum <= value <= maximum:
         raise ValidationError(f"must be between {minimum} and {maximum}", path=name)
     return value
 
@@ -60,7 +66,7 @@ async def fetch(request: Request) -> Response:
         queues = [queues]
     if not isinstance(queues, list) or not queues or not all(isinstance(q, str) for q in queues):
         raise ValidationError("must be a non-empty array of queue names", path="queues")
-    count = _opt_int(body, "count", minimum=1, maximum=1000) or 1
+    count = _opt_int(body, "count", minimum=1) or 1
     visibility = _opt_int(body, "visibility_timeout_ms", minimum=1, maximum=86_400_000)
     wait = _opt_int(body, "wait_ms", minimum=0, maximum=settings.max_wait_ms) or 0
     jobs = await service(request).fetch(
@@ -169,11 +175,83 @@ async def set_directive(request: Request) -> Response:
     return json_response(request, {"worker_id": worker.worker_id, "directive": worker.directive})
 
 
+_WORKER = S.obj(
+    {"worker_id": S.STR, "directive": S.STR},
+    {"last_seen": S.TS, "active_jobs": {"type": ["array", "integer", "null"]}},
+)
+
 routes = [
-    Route("/ojs/v1/workers/fetch", fetch, methods=["POST"]),
-    Route("/ojs/v1/workers/ack", ack, methods=["POST"]),
-    Route("/ojs/v1/workers/nack", nack, methods=["POST"]),
-    Route("/ojs/v1/workers/heartbeat", heartbeat, methods=["POST"]),
-    Route("/ojs/v1/workers", list_workers, methods=["GET"]),
-    Route("/ojs/v1/admin/workers/{worker_id}/{directive}", set_directive, methods=["POST"]),
+    route(
+        "POST",
+        "/ojs/v1/workers/fetch",
+        fetch,
+        WORKER,
+        Doc(
+            "Claim up to count jobs (long-polls for wait_ms)",
+            body=S.FETCH,
+            responses={200: S.obj({"jobs": S.array(S.JOB)}, {"job": S.JOB})},
+        ),
+    ),
+    route(
+        "POST",
+        "/ojs/v1/workers/ack",
+        ack,
+        WORKER,
+        Doc(
+            "Acknowledge an active job",
+            body=S.obj({"job_id": S.STR}, {"result": {}, "worker_id": S.STR}),
+            responses={200: S.ACK},
+        ),
+    ),
+    route(
+        "POST",
+        "/ojs/v1/workers/nack",
+        nack,
+        WORKER,
+        Doc(
+            "Fail an active job (retry, discard or requeue)",
+            body=S.obj(
+                {"job_id": S.STR},
+                {"error": S.ANY_OBJECT, "requeue": S.BOOL, "worker_id": S.STR},
+            ),
+            responses={200: S.NACK},
+        ),
+    ),
+    route(
+        "POST",
+        "/ojs/v1/workers/heartbeat",
+        heartbeat,
+        WORKER,
+        Doc(
+            "Extend active jobs and read the worker's directive",
+            body=S.obj(
+                {"worker_id": {"type": "string", "minLength": 1, "maxLength": 256}},
+                {"active_jobs": S.array(S.STR), "visibility_timeout_ms": S.INT},
+            ),
+            responses={200: S.HEARTBEAT},
+        ),
+    ),
+    route(
+        "GET",
+        "/ojs/v1/workers",
+        list_workers,
+        ADMIN,
+        Doc(
+            "Workers known from their heartbeats",
+            responses={200: S.obj({"workers": S.array(_WORKER)})},
+        ),
+    ),
+    route(
+        "POST",
+        "/ojs/v1/admin/workers/{worker_id}/{directive}",
+        set_directive,
+        ADMIN,
+        Doc(
+            "Tell a worker to go quiet or terminate",
+            path_params={
+                "directive": {"type": "string", "enum": ["running", "quiet", "terminate"]}
+            },
+            responses={200: S.obj({"worker_id": S.STR, "directive": S.STR})},
+        ),
+    ),
 ]

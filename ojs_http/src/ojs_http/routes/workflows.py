@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
+from .. import schemas as S
 from ..responses import json_response, read_json
+from ..routing import PRODUCER, Doc, route
 from ._common import prefixed, service
 
 __all__ = ["routes"]
@@ -35,8 +36,28 @@ async def cancel(request: Request) -> Response:
     return json_response(request, {"workflow": workflow})
 
 
+_WORKFLOW = S.obj({"workflow": S.WORKFLOW})
+
 routes = [
-    Route("/ojs/v1/workflows", create, methods=["POST"]),
-    Route("/ojs/v1/workflows/{workflow_id}", get, methods=["GET"]),
-    Route("/ojs/v1/workflows/{workflow_id}", cancel, methods=["DELETE"]),
+    route(
+        "POST",
+        "/ojs/v1/workflows",
+        create,
+        PRODUCER,
+        Doc("Create a workflow", body=S.WORKFLOW_REQUEST, responses={201: _WORKFLOW}),
+    ),
+    route(
+        "GET",
+        "/ojs/v1/workflows/{workflow_id}",
+        get,
+        PRODUCER,
+        Doc("Get a workflow", responses={200: _WORKFLOW}),
+    ),
+    route(
+        "DELETE",
+        "/ojs/v1/workflows/{workflow_id}",
+        cancel,
+        PRODUCER,
+        Doc("Cancel a workflow's steps that have not started", responses={200: _WORKFLOW}),
+    ),
 ]

@@ -1,0 +1,152 @@
+"""One declaration per route: path, method, handler, who may call it, and its API document.
+
+Every route of the binding is an :class:`OJSRoute` made with :func:`route`, so the roles that
+may call it and its request/response schemas sit next to its path in the route table of its
+module. The route checks the caller's roles before its handler runs (see :mod:`ojs_http.auth`),
+and :mod:`ojs_http.openapi` builds the served OpenAPI document from the same declarations. A
+test enumerates the app's routes and fails on any that is not an ``OJSRoute``, so a route
+cannot be added without saying who may call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from starlette.requests import Request
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from .auth import ForbiddenError, Role, UnauthorizedError, bearer_token, roles_of
+
+__all__ = [
+    "ADMIN",
+    "ANY_ROLE",
+    "METRICS",
+    "PRODUCER",
+    "PUBLIC",
+    "WORKER",
+    "Access",
+    "Doc",
+    "OJSRoute",
+    "Param",
+    "authorize",
+    "route",
+]
+
+Schema = Mapping[str, Any]
+
+
+@attrs.frozen
+class Access:
+    """Who may call a route: nobody needs a key (``public``), or a caller holding one of
+    ``roles`` (``admin`` always may). ``public_setting`` names an :class:`HttpSettings` flag
+    that, when true, makes the route public (``/metrics``)."""
+
+    roles: frozenset[Role] = frozenset()
+    public: bool = False
+    public_setting: str | None = None
+
+    def is_public(self, settings: object) -> bool:
+        """Whether this route needs no credentials under ``settings``."""
+        if self.public:
+            return True
+        return self.public_setting is not None and bool(
+            getattr(settings, self.public_setting, False)
+        )
+
+    def role_names(self) -> list[str]:
+        """The roles that may call the route, ``admin`` included; empty when public."""
+        if self.public:
+            return []
+        return sorted({r.value for r in self.roles} | {Role.ADMIN.value})
+
+
+PUBLIC = Access(public=True)
+#: Any authenticated caller: producer, worker or admin.
+ANY_ROLE = Access(frozenset({Role.PRODUCER, Role.WORKER}))
+PRODUCER = Access(frozenset({Role.PRODUCER}))
+WORKER = Access(frozenset({Role.WORKER}))
+ADMIN = Access()
+#: ``/metrics``: public while ``HttpSettings.metrics_public`` (the default), else any role.
+METRICS = Access(frozenset({Role.PRODUCER, Role.WORKER}), public_setting="metrics_public")
+
+
+@attrs.frozen
+class Param:
+    """A query parameter of a route's document."""
+
+    name: str
+    schema: Schema
+    description: str = ""
+
+
+@attrs.frozen
+class Doc:
+    """A route's OpenAPI operation: a summary, the request body, query parameters and the
+    success responses (status to body schema). Error responses are added for every route."""
+
+    summary: str
+    body: Schema | None = None
+    body_required: bool = True
+    query: tuple[Param, ...] = ()
+    responses: Mapping[int, Schema] = attrs.field(factory=dict)
+    path_params: Mapping[str, Schema] = attrs.field(factory=dict)
+
+
+async def authorize(request: Request, access: Access) -> None:
+    """Raise 401 or 403 unless the caller may use a route with ``access``.
+
+    Nothing is checked when the app has no authenticator (an open server).
+    """
+    state = request.app.state
+    authenticate = getattr(state, "authenticate", None)
+    if authenticate is None or access.is_public(state.settings):
+        return
+    roles = await roles_of(authenticate, request)
+    if not roles:
+        given = bearer_token(request) is not None
+        raise UnauthorizedError(
+            "the credentials are not valid" if given else "authentication required",
+            token_given=given,
+        )
+    if Role.ADMIN in roles or roles & access.roles:
+        return
+    needed = " or ".join(access.role_names())
+    held = ", ".join(sorted(r.value for r in roles))
+    raise ForbiddenError(
+        f"{request.method} {request.url.path} needs the {needed} role (the caller has {held})",
+        details={"required_roles": access.role_names()},
+    )
+
+
+class OJSRoute(Route):
+    """A Starlette route that knows who may call it and how it is documented."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        method: str,
+        access: Access,
+        doc: Doc,
+    ) -> None:
+        super().__init__(path, endpoint, methods=[method])
+        self.method = method
+        self.access = access
+        self.doc = doc
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the caller's roles, then run the handler (a wrong method is still a 405)."""
+        if self.methods and scope["method"] in self.methods:
+            await authorize(Request(scope, receive), self.access)
+        await super().handle(scope, receive, send)
+
+
+def route(
+    method: str, path: str, endpoint: Callable[..., Any], access: Access, doc: Doc
+) -> OJSRoute:
+    """Declare one route: ``route("POST", "/ojs/v1/jobs", enqueue, PRODUCER, Doc(...))``."""
+    return OJSRoute(path, endpoint, method=method, access=access, doc=doc)

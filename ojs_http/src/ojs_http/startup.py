@@ -1,0 +1,256 @@
+"""The security side of ``ojs-server``: its flags, the start-up check, key reloading.
+
+The start-up rule (``docs/security.md``):
+
+- a *loopback* bind (``127.0.0.0/8``, ``::1``, ``localhost``) may run without credentials, as
+  a development server always has;
+- any other bind needs API keys or a JWT verifier, or the explicit ``--insecure-no-auth``;
+  otherwise ``ojs-server`` exits with status 2 and says how to set keys;
+- *test mode* (``--enable-reset``: the reset route and the ``meta.test_directive`` hook) is
+  only allowed on a loopback bind, whatever the credentials, so it never reaches a network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ojs_core.limits import Limits
+
+from .auth import API_KEYS_ENV, ApiKeys, AuthConfigError, Authenticator, first_of
+
+__all__ = [
+    "HTTP_LIMITS",
+    "add_auth_flags",
+    "add_limit_flag",
+    "add_nats_flags",
+    "build_authenticator",
+    "check_exposure",
+    "install_key_reload",
+    "is_loopback",
+    "limit_settings",
+    "nats_options",
+]
+
+#: The request limits of :class:`~ojs_http.settings.HttpSettings` (the rest are in ``Limits``).
+HTTP_LIMITS = ("max_body_bytes", "max_envelope_bytes", "max_wait_ms")
+
+log = logging.getLogger("ojs.server")
+
+EXPLAIN_KEYS = (
+    "set API keys: OJS_API_KEYS='admin:KEY1,producer:KEY2,worker:KEY3' or "
+    "--api-keys-file FILE (one ROLE:KEY a line; roles: producer, worker, admin), or a JWT "
+    "verifier (--jwt-issuer, --jwt-audience, --jwt-jwks-url); see docs/security.md. "
+    "To serve without authentication anyway, pass --insecure-no-auth."
+)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server reachable from this machine only."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def check_exposure(
+    host: str, *, has_auth: bool, insecure_no_auth: bool, test_mode: bool
+) -> str | None:
+    """Why ``ojs-server`` must not start with these settings, or ``None`` when it may."""
+    loopback = is_loopback(host)
+    if test_mode and not loopback:
+        return (
+            f"--enable-reset (test mode: state wipes and test directives) is only allowed on "
+            f"a loopback bind, not on --host {host}; bind 127.0.0.1 for test runs"
+        )
+    if not loopback and not has_auth and not insecure_no_auth:
+        return f"refusing to serve --host {host} without authentication: {EXPLAIN_KEYS}"
+    return None
+
+
+def _env_bool(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def add_auth_flags(p: argparse.ArgumentParser) -> None:
+    """``--api-keys-file``, ``--insecure-no-auth`` and the JWT verifier's flags."""
+    env = os.environ
+    g = p.add_argument_group("authentication (docs/security.md)")
+    g.add_argument(
+        "--api-keys-file",
+        default=env.get("OJS_API_KEYS_FILE"),
+        metavar="FILE",
+        help=f"API keys, one ROLE:KEY a line (# comments), re-read on SIGHUP; adds to "
+        f"${API_KEYS_ENV} (comma-separated ROLE:KEY entries)",
+    )
+    g.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        default=_env_bool("OJS_INSECURE_NO_AUTH"),
+        help="serve a non-loopback --host without any credentials (anyone reaching the port "
+        "may do everything)",
+    )
+    g.add_argument(
+        "--jwt-issuer", default=env.get("OJS_JWT_ISSUER"), help="accept JWTs of this issuer"
+    )
+    g.add_argument("--jwt-audience", default=env.get("OJS_JWT_AUDIENCE"), help="required audience")
+    g.add_argument("--jwt-jwks-url", default=env.get("OJS_JWT_JWKS_URL"), help="the issuer's JWKS")
+    g.add_argument(
+        "--jwt-role-claim",
+        default=env.get("OJS_JWT_ROLE_CLAIM", "ojs_roles"),
+        help="claim holding the caller's roles (default ojs_roles)",
+    )
+
+
+def add_limit_flag(p: argparse.ArgumentParser) -> None:
+    """``--limit NAME=N`` (repeatable; ``OJS_LIMITS`` holds comma-separated entries)."""
+    env = os.environ.get("OJS_LIMITS", "")
+    p.add_argument(
+        "--limit",
+        action="append",
+        default=[e.strip() for e in env.split(",") if e.strip()],
+        metavar="NAME=N",
+        help="change a request limit, e.g. --limit max_batch_jobs=1000 (names and defaults: "
+        "docs/configuration.md)",
+    )
+
+
+def limit_settings(entries: list[str]) -> tuple[Limits, dict[str, Any]]:
+    """The service :class:`Limits` and the HTTP limits named by ``NAME=N`` entries.
+
+    Raises ``SystemExit`` naming an unknown limit or a value that is not a positive integer.
+    """
+    service_names = {f.name for f in attrs.fields(Limits)}
+    service: dict[str, int] = {}
+    http: dict[str, Any] = {}
+    for entry in entries:
+        name, _, raw = entry.partition("=")
+        name = name.strip()
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise SystemExit(f"ojs-server: --limit {name}: needs a positive integer, got {raw!r}")
+        if name in service_names:
+            service[name] = value
+        elif name in HTTP_LIMITS:
+            http[name] = value
+        else:
+            known = ", ".join(sorted(service_names | set(HTTP_LIMITS)))
+            raise SystemExit(f"ojs-server: unknown limit {name!r} (limits: {known})")
+    return Limits(**service), http
+
+
+def add_nats_flags(p: argparse.ArgumentParser) -> None:
+    """Credentials and TLS of an external NATS server; secrets are read, never echoed."""
+    env = os.environ
+    g = p.add_argument_group(
+        "NATS credentials and TLS (external servers; every flag has an OJS_NATS_* variable)"
+    )
+    g.add_argument("--nats-user", default=env.get("OJS_NATS_USER"), help="user name")
+    g.add_argument(
+        "--nats-password",
+        default=env.get("OJS_NATS_PASSWORD"),
+        help="password (prefer $OJS_NATS_PASSWORD: flags show in the process list)",
+    )
+    g.add_argument(
+        "--nats-token",
+        default=env.get("OJS_NATS_TOKEN"),
+        help="authentication token (prefer $OJS_NATS_TOKEN)",
+    )
+    g.add_argument(
+        "--nats-nkey-seed",
+        default=env.get("OJS_NATS_NKEY_SEED"),
+        metavar="FILE",
+        help="file holding an NKey seed (SU...)",
+    )
+    g.add_argument(
+        "--nats-creds",
+        default=env.get("OJS_NATS_CREDS"),
+        metavar="FILE",
+        help="a .creds file (user JWT and seed)",
+    )
+    g.add_argument(
+        "--nats-tls-ca", default=env.get("OJS_NATS_TLS_CA"), metavar="FILE", help="CA bundle"
+    )
+    g.add_argument(
+        "--nats-tls-cert",
+        default=env.get("OJS_NATS_TLS_CERT"),
+        metavar="FILE",
+        help="client certificate (mutual TLS)",
+    )
+    g.add_argument(
+        "--nats-tls-key",
+        default=env.get("OJS_NATS_TLS_KEY"),
+        metavar="FILE",
+        help="client certificate's private key",
+    )
+
+
+def nats_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``BackendOptions.extra["nats"]`` mapping of the NATS flags that were given."""
+    names = ("user", "password", "token", "nkey_seed", "creds", "tls_ca", "tls_cert", "tls_key")
+    values = {n: getattr(args, f"nats_{n}", None) for n in names}
+    return {n: v for n, v in values.items() if v}
+
+
+def build_authenticator(args: argparse.Namespace) -> tuple[ApiKeys | None, Authenticator | None]:
+    """The API keys (``OJS_API_KEYS`` and ``--api-keys-file``) and the app's authenticator.
+
+    Raises ``SystemExit`` with the reason for malformed keys or incomplete JWT settings.
+    """
+    try:
+        keys = ApiKeys.from_environ(args.api_keys_file)
+    except AuthConfigError as exc:
+        raise SystemExit(f"ojs-server: {exc}") from None
+    jwt_settings = (args.jwt_issuer, args.jwt_audience, args.jwt_jwks_url)
+    verifier: Authenticator | None = None
+    if any(jwt_settings):
+        if not all(jwt_settings):
+            raise SystemExit(
+                "ojs-server: a JWT verifier needs --jwt-issuer, --jwt-audience and --jwt-jwks-url"
+            )
+        from .jwt_auth import JwtVerifier
+
+        try:
+            verifier = JwtVerifier(
+                issuer=args.jwt_issuer,
+                audience=args.jwt_audience,
+                jwks_url=args.jwt_jwks_url,
+                role_claim=args.jwt_role_claim,
+            )
+        except RuntimeError as exc:
+            raise SystemExit(f"ojs-server: {exc}") from None
+    has_keys = len(keys) > 0 or args.api_keys_file is not None
+    if has_keys and verifier is not None:
+        return keys, first_of(keys, verifier)
+    if has_keys:
+        return keys, keys
+    return None, verifier
+
+
+def install_key_reload(keys: ApiKeys, file: str | None, environ: Mapping[str, str]) -> None:
+    """Re-read the keys (file and ``OJS_API_KEYS``) on SIGHUP; a bad file keeps the old keys."""
+
+    def reload() -> None:
+        try:
+            fresh = ApiKeys.load(environ.get(API_KEYS_ENV), file)
+        except AuthConfigError as exc:
+            log.error("SIGHUP: keeping the current API keys: %s", exc)
+            return
+        keys.replace(fresh)
+        log.info("SIGHUP: reloaded %d API key(s)", len(fresh))
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
