@@ -1,4 +1,8 @@
-"""Helpers shared by the NATS test modules (imported as a plain module; not a test module)."""
+"""Helpers shared by the NATS test modules (imported as a plain module; not a test module).
+
+The backend-neutral helpers (``push``, ``fetch_one``, ``events_of`` and ``fail``, the kit's
+``job_error``) come from :mod:`ojs_core.testing` and are re-exported for these modules.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,25 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
 
-from ojs_core.backend import EventFilter
-from ojs_core.model import Event, Job, JobError
+from ojs_core.model import Job
 from ojs_core.service import JobService
-from ojs_core.timeutil import format_ts
+from ojs_core.testing import events_of, fetch_one, push
+from ojs_core.testing import job_error as fail
+
+__all__ = [
+    "drain",
+    "events_of",
+    "eventually",
+    "fail",
+    "fetch_one",
+    "push",
+    "utcnow",
+]
 
 T = TypeVar("T")
 
@@ -56,31 +70,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def in_seconds(seconds: float) -> str:
-    """An RFC 3339 timestamp ``seconds`` from now."""
-    return format_ts(utcnow() + timedelta(seconds=seconds))
-
-
-async def push(
-    svc: JobService,
-    jtype: str = "test.job",
-    args: list[Any] | None = None,
-    **options: Any,
-) -> Job:
-    body: dict[str, Any] = {"type": jtype, "args": [] if args is None else args}
-    if options:
-        body["options"] = options
-    outcome = await svc.enqueue(body)
-    assert outcome.created
-    return outcome.job
-
-
-async def fetch_one(svc: JobService, queue: str = "default", **kwargs: Any) -> Job:
-    jobs = await svc.fetch([queue], **kwargs)
-    assert len(jobs) == 1, jobs
-    return jobs[0]
-
-
 async def drain(
     svc: JobService, queues: list[str], expected: int, within: float = 10.0
 ) -> list[Job]:
@@ -94,11 +83,3 @@ async def drain(
     await eventually(enough, within=within, what=f"fetch {expected} jobs from {queues}")
     assert await svc.fetch(queues, count=100) == []
     return got
-
-
-def fail(message: str = "boom", **kw: Any) -> JobError:
-    return JobError(code=kw.pop("code", "handler_error"), message=message, **kw)
-
-
-async def events_of(svc: JobService, *types: str, job_id: str | None = None) -> list[Event]:
-    return await svc.events(EventFilter(types=types, job_id=job_id, limit=10_000))

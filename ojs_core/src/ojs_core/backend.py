@@ -30,17 +30,23 @@ import attrs
 from .model import CronJob, Event, Job, QueueInfo, QueueStats, WorkerInfo, Workflow
 
 __all__ = [
+    "ActivateFn",
     "Backend",
     "BackendHealth",
+    "ConflictFn",
     "EventFilter",
     "JobArrivals",
     "JobFilter",
+    "JobFn",
     "Page",
     "UniqueConflict",
 ]
 
+#: ``update_job``'s function: the next version of a job, or its argument itself for "no change".
 JobFn = Callable[[Job], Job]
+#: ``claim_jobs``'s function: the version to store for a candidate, or ``None`` to skip it.
 ActivateFn = Callable[[Job], "Job | None"]
+#: ``insert_jobs``'s predicate: whether the holder (second) of a unique key blocks the new job.
 ConflictFn = Callable[[Job, Job], bool]
 
 
@@ -141,9 +147,28 @@ class Backend(Protocol):
     async def update_job(self, job_id: str, fn: JobFn) -> tuple[Job, Job]:
         """Apply ``fn`` to the current version and store the result if nothing changed meanwhile.
 
-        On a concurrent change, re-read and re-apply. Returns ``(before, after)``; when ``fn``
-        returns its argument unchanged (``after is before``) nothing is written. Raises
-        :class:`~ojs_core.errors.NotFoundError` for an unknown id and whatever ``fn`` raises.
+        On a concurrent change, re-read and re-apply. Returns ``(before, after)``: ``before`` is
+        the version read, ``after`` the version stored. Raises
+        :class:`~ojs_core.errors.NotFoundError` for an unknown id and whatever ``fn`` raises
+        (nothing is written then).
+
+        *Identity is the "no change" signal.* ``fn`` returns either its argument itself,
+        meaning "no change" - nothing is written and ``(before, before)`` is returned - or a
+        new :class:`~ojs_core.model.Job` (core's functions build it with ``attrs.evolve``),
+        which is stored, indexes and all. Callers (and :class:`~ojs_core.service.JobService`)
+        test ``after is before`` to learn whether anything was written. ``Job`` is a mutable
+        class, so two rules keep that signal honest (the contract kit checks both):
+
+        * ``fn`` gets a job the backend does not keep - a freshly decoded record, or a copy
+          (``attrs.evolve(stored)``) of the object it holds, never that object or a cached
+          one. An attribute that a (faulty) ``fn`` sets on its argument then never reaches the
+          store behind the indexes' back: returned, the argument still means "no change".
+        * The backend never applies a result by changing a job in place: ``before`` stays
+          equal to the version read, and ``after is not before`` whenever something was
+          written.
+
+        ``fn`` itself must not mutate its argument nor the containers (``args``, ``meta``,
+        ``errors``) it shares with it: versions share them, so no copy would protect them.
         """
         ...
 

@@ -1,4 +1,5 @@
-"""Parsing and validation of client input: enqueue requests and their policies.
+"""Parsing and validation of client input: enqueue requests and their policies, the worker
+fields of a heartbeat, and the error a worker reports with a failed job.
 
 OJS has two request styles (digest §13-§14): envelope fields at the top level (seconds, ISO
 durations) and the HTTP binding's ``options{}`` (``*_ms`` values, ``delay_until``). Both are
@@ -17,7 +18,7 @@ import attrs
 
 from .errors import ValidationError
 from .ids import is_uuid7, uuid7
-from .model import DEFAULT_UNIQUE_STATES, Job, RateLimit, RetryPolicy, UniquePolicy
+from .model import DEFAULT_UNIQUE_STATES, Job, JobError, RateLimit, RetryPolicy, UniquePolicy
 from .retry import BACKOFF_STRATEGIES
 from .states import JobState
 from .timeutil import parse_duration_ms, parse_ts
@@ -28,6 +29,7 @@ __all__ = [
     "QUEUE_RE",
     "TYPE_RE",
     "parse_enqueue",
+    "parse_job_error",
     "parse_rate_limit",
     "parse_retry",
     "parse_unique",
@@ -520,3 +522,45 @@ def parse_worker_fields(info: Mapping[str, Any]) -> dict[str, Any]:
             raise ValidationError(f"must list at most {MAX_WORKER_QUEUES} queues", path="queues")
         out["queues"] = [validate_queue(q, f"queues[{i}]") for i, q in enumerate(queues)]
     return out
+
+
+def parse_job_error(raw: Any, path: str = "error") -> JobError:
+    """Accept the binding's ``{code, message, retryable, details}`` and core's ``{type, message,
+    backtrace}`` error objects."""
+    if raw is None:
+        return JobError(code="handler_error", message="job failed")
+    if isinstance(raw, str):
+        return JobError(code="handler_error", message=raw)
+    if not isinstance(raw, Mapping):
+        raise ValidationError("must be an object", path=path)
+    code = raw.get("code")
+    etype = raw.get("type")
+    message = raw.get("message", "")
+    retryable = raw.get("retryable")
+    details = raw.get("details")
+    backtrace = raw.get("backtrace", raw.get("stack_trace"))
+    if code is not None and not isinstance(code, str):
+        raise ValidationError("must be a string", path=f"{path}.code")
+    if etype is not None and not isinstance(etype, str):
+        raise ValidationError("must be a string", path=f"{path}.type")
+    if not isinstance(message, str):
+        raise ValidationError("must be a string", path=f"{path}.message")
+    if retryable is not None and not isinstance(retryable, bool):
+        raise ValidationError("must be a boolean", path=f"{path}.retryable")
+    if details is not None and not isinstance(details, Mapping):
+        raise ValidationError("must be an object", path=f"{path}.details")
+    if isinstance(backtrace, str):
+        backtrace = backtrace.splitlines()
+    if backtrace is not None and not isinstance(backtrace, list):
+        raise ValidationError("must be an array of strings", path=f"{path}.backtrace")
+    if etype is None and isinstance(details, Mapping):
+        cls = details.get("error_class")
+        etype = cls if isinstance(cls, str) else None
+    return JobError(
+        code=code or "handler_error",
+        message=message,
+        type=etype,
+        retryable=retryable,
+        details=dict(details) if details else None,
+        backtrace=[str(b) for b in backtrace][:50] if backtrace else None,
+    )

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import attrs
 
 from . import lifecycle
-from .backend import Backend, EventFilter, JobArrivals, JobFilter, Page
+from .backend import Backend, ConflictFn, EventFilter, JobArrivals, JobFilter, Page
 from .clock import Clock, SystemClock
 from .cron import next_fire, parse_cron_request
 from .envelope import parse_enqueue, parse_retry, parse_worker_fields, validate_queue
@@ -52,6 +53,9 @@ _TIMER_CONCURRENCY = 64
 #: process's arrivals wake it at once), and, as a backstop for a lost wake-up, with them.
 _POLL_S = 0.05
 ARRIVAL_POLL_S = 1.0
+#: A transition at a given time (``lifecycle.cancel``, say): the service fixes ``now`` and hands
+#: the backend the resulting :data:`~ojs_core.backend.JobFn`.
+TimedFn = Callable[[Job, datetime], Job]
 
 
 @attrs.frozen
@@ -69,48 +73,6 @@ class HeartbeatOutcome:
     directive: str
     extended: list[str]
     worker: WorkerInfo
-
-
-def parse_job_error(raw: Any, path: str = "error") -> JobError:
-    """Accept the binding's ``{code, message, retryable, details}`` and core's ``{type, message,
-    backtrace}`` error objects."""
-    if raw is None:
-        return JobError(code="handler_error", message="job failed")
-    if isinstance(raw, str):
-        return JobError(code="handler_error", message=raw)
-    if not isinstance(raw, Mapping):
-        raise ValidationError("must be an object", path=path)
-    code = raw.get("code")
-    etype = raw.get("type")
-    message = raw.get("message", "")
-    retryable = raw.get("retryable")
-    details = raw.get("details")
-    backtrace = raw.get("backtrace", raw.get("stack_trace"))
-    if code is not None and not isinstance(code, str):
-        raise ValidationError("must be a string", path=f"{path}.code")
-    if etype is not None and not isinstance(etype, str):
-        raise ValidationError("must be a string", path=f"{path}.type")
-    if not isinstance(message, str):
-        raise ValidationError("must be a string", path=f"{path}.message")
-    if retryable is not None and not isinstance(retryable, bool):
-        raise ValidationError("must be a boolean", path=f"{path}.retryable")
-    if details is not None and not isinstance(details, Mapping):
-        raise ValidationError("must be an object", path=f"{path}.details")
-    if isinstance(backtrace, str):
-        backtrace = backtrace.splitlines()
-    if backtrace is not None and not isinstance(backtrace, list):
-        raise ValidationError("must be an array of strings", path=f"{path}.backtrace")
-    if etype is None and isinstance(details, Mapping):
-        cls = details.get("error_class")
-        etype = cls if isinstance(cls, str) else None
-    return JobError(
-        code=code or "handler_error",
-        message=message,
-        type=etype,
-        retryable=retryable,
-        details=dict(details) if details else None,
-        backtrace=[str(b) for b in backtrace][:50] if backtrace else None,
-    )
 
 
 class JobService:
@@ -183,7 +145,7 @@ class JobService:
             return attrs.evolve(job, unique_key=unique_key(job, job.unique))
         return job
 
-    def _conflict_fn(self, now: datetime) -> Any:
+    def _conflict_fn(self, now: datetime) -> ConflictFn:
         def check(new: Job, existing: Job) -> bool:
             return new.unique is not None and is_conflict(existing, new.unique, now)
 
@@ -277,7 +239,7 @@ class JobService:
             raise NotFoundError("job", job_id)
         return job
 
-    async def _transition(self, job_id: str, fn: Any) -> tuple[Job, Job]:
+    async def _transition(self, job_id: str, fn: TimedFn) -> tuple[Job, Job]:
         now = self.now()
         before, after = await self.backend.update_job(job_id, lambda j: fn(j, now))
         if after is not before:
@@ -605,7 +567,7 @@ class JobService:
             for index, results in actions.activate:
                 await self._apply_step(
                     workflow.nodes[index].job_id,
-                    lambda j, t, r=results: lifecycle.activate_pending(j, t, r),
+                    functools.partial(lifecycle.activate_pending, parent_results=results),
                     now,
                 )
             for index in actions.cancel:
@@ -624,7 +586,7 @@ class JobService:
                 ]
             )
 
-    async def _apply_step(self, job_id: str, fn: Any, now: datetime) -> None:
+    async def _apply_step(self, job_id: str, fn: TimedFn, now: datetime) -> None:
         try:
             before, after = await self.backend.update_job(job_id, lambda j: fn(j, now))
         except (ConflictError, NotFoundError):

@@ -14,6 +14,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+import attrs
+
 from ojs_core.backend import (
     ActivateFn,
     BackendHealth,
@@ -152,13 +154,18 @@ class MemoryBackend:
         return [self._jobs.get(j) for j in job_ids]
 
     async def update_job(self, job_id: str, fn: JobFn) -> tuple[Job, Job]:
-        """Apply ``fn`` atomically (no concurrent writer can interleave on one event loop)."""
+        """Apply ``fn`` atomically (no concurrent writer can interleave on one event loop).
+
+        ``fn`` gets a copy, never the stored object: see the protocol.
+        """
         old = self._jobs.get(job_id)
         if old is None:
             raise NotFoundError("job", job_id)
-        new = fn(old)
-        if new is not old:
-            self._store(old, new)
+        mine = attrs.evolve(old)
+        new = fn(mine)
+        if new is mine:
+            return old, old
+        self._store(old, new)
         return old, new
 
     async def claim_jobs(

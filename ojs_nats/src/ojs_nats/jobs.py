@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
+
 from ojs_core.backend import ConflictFn, JobFn, UniqueConflict
 from ojs_core.errors import (
     ConflictError,
@@ -237,20 +239,21 @@ class JobWriter:
             if rec is None:
                 raise NotFoundError("job", job_id)
             before = rec.job
+            mine = attrs.evolve(before)  # what fn sets on its argument never reaches the cache
             # A decision not to write (an error, or no change) is only taken on the stored
             # version: a cached one may be older (another replica moved the job on), and a
             # heartbeat or timer judged on it would silently do nothing.
             try:
-                after = fn(before)
+                after = fn(mine)
             except OJSError:
                 if from_cache:
                     continue
                 raise
-            if after is before:
+            if after is mine:
                 if from_cache:
                     continue
                 self.timers.done(job_id)
-                return before, after
+                return before, before
             try:
                 await self.write(before, after, rec.epoch, rec.revision)
             except WrongSequenceError:

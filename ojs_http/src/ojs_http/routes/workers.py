@@ -8,8 +8,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ojs_core.envelope import parse_job_error
 from ojs_core.errors import ValidationError
-from ojs_core.service import parse_job_error
 from ojs_core.timeutil import format_ts
 
 from .. import schemas as S

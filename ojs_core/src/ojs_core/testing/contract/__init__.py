@@ -11,8 +11,10 @@ The classes are grouped by topic, one module each: :mod:`.transitions` (every op
 every state), :mod:`.claiming` (order, pause, exclusivity under races), :mod:`.timers`
 (scheduled, backoff, visibility and execution timeouts, expiry, ``due_jobs``),
 :mod:`.uniqueness`, :mod:`.dead_letter`, :mod:`.workflows`, :mod:`.cron`, :mod:`.batches`
-(atomic inserts), :mod:`.events` and :mod:`.protocol` (compare-and-swap, reads, listings,
-claims, queues, workers, health, reset). Select a topic with ``-k``, e.g. ``-k TestTimeouts``.
+(atomic inserts), :mod:`.events`, :mod:`.names` (queue names and worker ids as opaque
+strings), :mod:`.validation` (input refused before anything is stored) and :mod:`.protocol`
+(compare-and-swap, reads, listings, claims, queues, workers, health, reset). Select a topic
+with ``-k``, e.g. ``-k TestTimeouts``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .claiming import TestClaimExclusivity, TestClaimOrder, TestPause
 from .cron import TestCron, TestCronRecords
 from .dead_letter import TestDeadLetter
 from .events import TestEvents
+from .names import TestNames
 from .protocol import (
     TestClaimJobs,
     TestCompareAndSwap,
@@ -33,6 +36,7 @@ from .protocol import (
 from .timers import TestExpiry, TestRetryTiming, TestScheduled, TestTimeouts, TestTimerIndex
 from .transitions import TestTransitionDetails, TestTransitionMatrix
 from .uniqueness import TestUniqueJobs, TestUniqueRaces
+from .validation import TestValidation
 from .workflows import TestWorkflowRecords, TestWorkflows
 
 __all__ = [
@@ -49,6 +53,7 @@ __all__ = [
     "TestInsertJobs",
     "TestLifecycleAndReset",
     "TestListingsAndDeletion",
+    "TestNames",
     "TestPause",
     "TestQueuesAndWorkers",
     "TestReads",
@@ -60,6 +65,7 @@ __all__ = [
     "TestTransitionMatrix",
     "TestUniqueJobs",
     "TestUniqueRaces",
+    "TestValidation",
     "TestWorkflowRecords",
     "TestWorkflows",
 ]

@@ -76,6 +76,8 @@ class TestBatchEnqueue(KitTest):
         assert exc.value.details["field"] == "jobs[1].options.priority"
         assert await service.fetch(["default"]) == []
         await expect_stats(ojs_time, service, "default")
+        with pytest.raises(ValidationError):
+            await service.enqueue_batch([])
 
     async def test_unique_conflict_with_a_stored_job_stores_nothing(
         self, service: JobService
@@ -83,15 +85,17 @@ class TestBatchEnqueue(KitTest):
         """A conflict on any job of the batch refuses the whole batch."""
         unique = {"keys": ["type"]}
         existing = await push(service, "a.unique", unique=unique)
+        free = uuid7()
         with pytest.raises(DuplicateJobError) as exc:
             await service.enqueue_batch(
                 [
-                    {"type": "a.free", "args": []},
+                    {"id": free, "type": "a.free", "args": []},
                     {"type": "a.unique", "args": [], "options": {"unique": unique}},
                 ]
             )
         assert exc.value.details["index"] == 1
         assert exc.value.details["existing_job_id"] == existing.id
+        assert await service.backend.get_job(free) is None
         assert [j.id for j in await service.fetch(["default"], count=5)] == [existing.id]
 
     async def test_conflict_inside_the_batch_stores_nothing(self, service: JobService) -> None:
@@ -135,6 +139,42 @@ class TestBatchEnqueue(KitTest):
             )
         assert await service.backend.get_job(fresh) is None
         assert await service.get(taken.id) == taken
+        # Whatever the refused batch announced of the existing job, it is handed out once.
+        assert [j.id for j in await service.fetch(["default"], count=10)] == [taken.id]
+        assert await service.fetch(["default"], count=10) == []
+
+    async def test_duplicate_id_inside_the_batch_stores_nothing(
+        self, service: JobService, ojs_time: TimeControl
+    ) -> None:
+        """One client-chosen id twice in a batch refuses it; nothing it began stays behind."""
+        dup, other = uuid7(), uuid7()
+        with pytest.raises(DuplicateJobError):
+            await service.enqueue_batch(
+                [
+                    {"id": dup, "type": "a.b", "args": [1]},
+                    {"id": other, "type": "a.b", "args": [2]},
+                    {"id": dup, "type": "a.b", "args": [3]},
+                ]
+            )
+        assert await service.backend.get_jobs([dup, other]) == [None, None]
+        assert await service.fetch(["default"], count=10) == []
+        fresh = await push(service)
+        assert [j.id for j in await service.fetch(["default"], count=10)] == [fresh.id]
+        await expect_stats(ojs_time, service, "default", active=1)
+
+    async def test_a_refused_batch_never_hides_the_next_job(self, service: JobService) -> None:
+        """A batch refused for the id of a finished job leaves the queue as it was."""
+        done = await push(service)
+        await service.ack((await service.fetch(["default"]))[0].id)
+        with pytest.raises(DuplicateJobError):
+            await service.enqueue_batch(
+                [
+                    {"id": uuid7(), "type": "a.b", "args": []},
+                    {"id": done.id, "type": "a.b", "args": []},
+                ]
+            )
+        job = await push(service)
+        assert [j.id for j in await service.fetch(["default"], count=1)] == [job.id]
 
 
 class TestInsertJobs(KitTest):

@@ -13,7 +13,7 @@ from ...errors import InvalidStateTransitionError, ValidationError
 from ...service import JobService
 from ...states import JobState
 from ..helpers import expect_events, expect_stats, fetch_one, job_error, push
-from ..interleave import interleaving
+from ..interleave import InterleavingBackend, interleaving
 from ..timecontrol import TimeControl
 from ._base import KitTest
 
@@ -102,7 +102,8 @@ class TestClaimOrder(KitTest):
         c1 = await push(service, queue="c")
         got = [j.id for j in await service.fetch(["a", "b"], count=3)]
         assert got == [a1.id, a2.id, b1.id]
-        assert [j.id for j in await service.fetch(["a", "b", "c"], count=5)] == [c1.id]
+        # Empty and unknown queues are passed over.
+        assert [j.id for j in await service.fetch(["a", "nope", "b", "c"], count=5)] == [c1.id]
         assert await service.fetch(["a", "b", "c"]) == []
 
     async def test_queue_order_is_the_callers(self, service: JobService) -> None:
@@ -162,6 +163,17 @@ class TestPause(KitTest):
         listed = {q.name: q.paused for q in await service.queues()}
         assert listed["fresh"] is True
         assert listed["default"] is False
+
+    async def test_a_queue_paused_before_use_stays_paused(self, service: JobService) -> None:
+        """Jobs (of several priorities) enqueued into a queue paused before it held any job
+        do not unpause it: the queue record they create keeps the flag."""
+        await service.set_paused("fresh", True)
+        await push(service, queue="fresh", priority=7)
+        await push(service, queue="fresh", priority=-7)
+        assert await service.fetch(["fresh"], count=5) == []
+        assert (await service.queue_stats("fresh")).paused
+        await service.set_paused("fresh", False)
+        assert len(await service.fetch(["fresh"], count=5)) == 2
 
     async def test_pause_is_idempotent(self, service: JobService) -> None:
         """Pausing twice, then resuming once, leaves the queue running."""
@@ -228,6 +240,8 @@ class TestClaimExclusivity(KitTest):
         per_worker = await asyncio.gather(*(worker(n) for n in range(10)))
         claimed = [jid for got in per_worker for jid in got]
         assert len(claimed) == len(set(claimed)), "a job was claimed twice"
+        if isinstance(racer.backend, InterleavingBackend):
+            assert sum(1 for got in per_worker if got) > 1, "the fetches did not overlap"
         assert sorted(claimed) == sorted(ids)
         stored = await racer.backend.get_jobs(claimed)
         owner = {jid: f"w{n}" for n, got in enumerate(per_worker) for jid in got}

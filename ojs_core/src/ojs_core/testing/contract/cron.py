@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 import pytest
 
-from ...errors import NotFoundError
+from ...errors import NotFoundError, ValidationError
 from ...ids import deterministic_uuid7
 from ...model import CronJob
 from ...service import JobService
@@ -49,6 +49,10 @@ class TestCron(KitTest):
         tick = cron.next_run_at
         if ojs_time.before(tick):
             assert await service.run_crons() == 0
+        await ojs_time.just_before(tick)
+        if ojs_time.before(tick):
+            assert await service.run_crons() == 0
+            assert await service.fetch(["default"]) == []
         await _tick(ojs_time, service)
         assert await service.run_crons() == 1
         assert await service.run_crons() == 0
@@ -67,7 +71,11 @@ class TestCron(KitTest):
         assert entry.last_run_at == tick
         assert entry.last_job_id == job.id
         assert entry.next_run_at is not None
+        # The schedule's next tick after the run: a second on, unless the run came later.
         assert entry.next_run_at > tick
+        assert (entry.next_run_at - tick) % timedelta(seconds=1) == timedelta(0)
+        if ojs_time.manual:
+            assert entry.next_run_at == tick + timedelta(seconds=1)
 
     async def test_two_services_fire_a_tick_once(
         self, service: JobService, ojs_time: TimeControl
@@ -78,10 +86,16 @@ class TestCron(KitTest):
         await _tick(ojs_time, service)
         fired = await asyncio.gather(service.run_crons(), other.run_crons())
         assert sorted(fired) == [0, 1]
-        assert len(await service.fetch(["default"], count=10)) == 1
+        jobs = await service.fetch(["default"], count=10)
+        assert len(jobs) == 1
         entry = await other.get_cron("every-second")
         assert entry.run_count == 1
+        assert entry.last_job_id == jobs[0].id
         await expect_events(ojs_time, service, ["cron.triggered"], "cron.triggered")
+        # The next tick finds the first job still running (``skip`` is the default): on both.
+        await _tick(ojs_time, service)
+        assert list(await asyncio.gather(service.run_crons(), other.run_crons())) == [0, 0]
+        assert await service.fetch(["default"]) == []
 
     async def test_two_replicas_fire_a_tick_once(
         self, service: JobService, replica_service: JobService, ojs_time: TimeControl
@@ -126,11 +140,17 @@ class TestCron(KitTest):
         await _tick(ojs_time, service)
         assert await service.run_crons() == 1
         first = await fetch_one(service)
-        await _tick(ojs_time, service)
+        tick = (await _tick(ojs_time, service)).next_run_at
+        assert tick is not None
         assert await service.run_crons() == 0
         assert await service.fetch(["default"]) == []
         skipped = await expect_events(ojs_time, service, ["cron.skipped"], "cron.skipped")
+        assert skipped[0].data["reason"] == "overlap_skip"
         assert skipped[0].data["active_job_id"] == first.id
+        entry = await service.get_cron("every-second")
+        assert entry.run_count == 1
+        assert entry.next_run_at is not None
+        assert entry.next_run_at > tick
         await service.ack(first.id)
         await _tick(ojs_time, service)
         assert await service.run_crons() == 1
@@ -160,6 +180,26 @@ class TestCron(KitTest):
         assert cron.expression == "*/5 * * * *"
         assert [c.name for c in await service.crons()] == ["every-second"]
         assert (await service.get_cron("every-second")).expression == "*/5 * * * *"
+
+    async def test_sdk_shape_and_validation(self, service: JobService) -> None:
+        """The SDK's flat shape (``cron``, ``type``, ``args``) registers; invalid entries are
+        validation errors and register nothing."""
+        cron, _ = await service.register_cron(
+            {"name": "sdk", "cron": "0 * * * *", "type": "c.sdk", "args": [1], "timezone": "UTC"}
+        )
+        assert cron.job_template["type"] == "c.sdk"
+        assert cron.job_template["args"] == [1]
+        for bad in (
+            {"name": "x", "expression": "not cron", "job_template": {"type": "c.x"}},
+            {"name": "x", "expression": "* * * * *", "job_template": {"type": "Bad Type"}},
+            {"name": "x", "expression": "* * * * *", "timezone": "+02:00", "type": "c.x"},
+            {"name": "x", "expression": "0 0 30 2 *", "type": "c.x"},  # February 30: never
+            {"name": "x", "expression": "@every 0.0000000001ns", "type": "c.x"},
+            {"name": "x", "expression": "* * * * *", "type": "c.x", "overlap_policy": ["skip"]},
+        ):
+            with pytest.raises(ValidationError):
+                await service.register_cron(bad)
+        assert [c.name for c in await service.crons()] == ["sdk"]
 
     async def test_delete(self, service: JobService) -> None:
         """A deleted entry is gone; deleting or reading it again is 404."""

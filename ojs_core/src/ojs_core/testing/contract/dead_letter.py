@@ -75,8 +75,11 @@ class TestDeadLetter(KitTest):
         """A retried job is available with attempt 0, history kept, behind waiting jobs."""
         dead = await _kill(service)
         waiting = await push(service)
+        sent = service.now()
         retried = await service.retry_dead_letter(dead.id)
         assert retried.state is S.AVAILABLE
+        assert retried.enqueued_at is not None
+        assert sent <= retried.enqueued_at <= service.now()
         assert retried.attempt == 0
         assert not retried.dead_letter
         assert retried.discarded_at is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from ...backend import EventFilter
 from ...events import make_event
 from ...service import JobService
@@ -18,8 +20,9 @@ class TestEvents(KitTest):
     async def test_job_lifecycle_events(self, service: JobService, ojs_time: TimeControl) -> None:
         """Enqueue, start and completion each publish one event with the job's fields."""
         job = await push(service, "ev.job", queue="events")
-        await fetch_one(service, "events", worker_id="w")
-        await service.ack(job.id, "ok")
+        claimed = await fetch_one(service, "events", worker_id="w")
+        await ojs_time.advance(0.25)
+        done = await service.ack(job.id, "ok")
         events = await expect_events(
             ojs_time,
             service,
@@ -36,6 +39,11 @@ class TestEvents(KitTest):
         assert [e.data["attempt"] for e in events] == [0, 1, 1]
         assert events[1].data["worker_id"] == "w"
         assert events[2].data["result"] == "ok"
+        assert claimed.started_at is not None
+        assert done.completed_at is not None
+        took = (done.completed_at - claimed.started_at) // timedelta(milliseconds=1)
+        assert took >= 250
+        assert events[2].data["duration_ms"] == took
         assert [e.seq for e in events] == sorted({e.seq for e in events})
 
     async def test_after_filters_by_sequence(

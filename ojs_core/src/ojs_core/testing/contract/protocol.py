@@ -4,6 +4,7 @@ claims with every kind of ``activate`` answer, queues, workers, health and reset
 from __future__ import annotations
 
 import asyncio
+import copy
 from datetime import datetime
 
 import attrs
@@ -11,7 +12,7 @@ import pytest
 
 from ... import lifecycle
 from ...backend import Backend, BackendHealth, EventFilter, JobFilter
-from ...errors import ConflictError, NotFoundError
+from ...errors import ConflictError, NotFoundError, ValidationError
 from ...ids import uuid7
 from ...model import Job, WorkerInfo
 from ...service import JobService
@@ -78,6 +79,64 @@ class TestCompareAndSwap(KitTest):
         assert await service.get(first.id) == first
         assert [j.id for j in await service.fetch(["default"], count=2)] == [first.id, second.id]
         await expect_stats(ojs_time, service, "default", active=2)
+
+    async def test_update_leaves_before_as_read(
+        self, service: JobService, ojs_time: TimeControl
+    ) -> None:
+        """A written update is a new object: ``before`` stays as read, the indexes follow.
+
+        A backend that applied the result by changing its job in place would hand back one
+        object twice; ``after is before`` then reads as "nothing written", and the service
+        would skip the change's events and workflow steps.
+        """
+        job = await push(service)
+        other = await push(service)
+        read = copy.deepcopy(await service.get(job.id))
+        now = service.now()
+        before, after = await service.backend.update_job(job.id, lambda j: lifecycle.cancel(j, now))
+        assert after is not before, "a written update returned one object as before and after"
+        assert before == read, "update_job changed the version it had read"
+        assert after.state is S.CANCELLED
+        assert await service.get(job.id) == after
+        assert before == read
+        assert [j.id for j in await service.fetch(["default"], count=2)] == [other.id]
+        await expect_stats(ojs_time, service, "default", active=1, cancelled=1)
+
+    async def test_function_gets_a_job_the_backend_does_not_keep(self, service: JobService) -> None:
+        """What ``fn`` sets on its argument never reaches the store, a cache or an index.
+
+        ``Job`` is mutable and "no change" is signalled by identity: a backend that handed
+        ``fn`` the object it keeps would let a function that sets attributes and returns its
+        argument change the stored job behind the indexes' back. Returned, the argument means
+        "no change" whatever was set on it; raising writes nothing either.
+        """
+        job = await push(service, priority=5)
+        other = await push(service)
+        read = copy.deepcopy(await service.get(job.id))
+
+        def tamper(j: Job) -> Job:
+            j.state = S.CANCELLED
+            j.priority = -100
+            j.meta = {"tampered": True}
+            return j
+
+        def tamper_then_refuse(j: Job) -> Job:
+            tamper(j)
+            raise _Refused("no")
+
+        before, after = await service.backend.update_job(job.id, tamper)
+        assert after is before, "a function returning its argument must mean 'no change'"
+        with pytest.raises(_Refused):
+            await service.backend.update_job(job.id, tamper_then_refuse)
+        # The next update starts from the version stored, not from a tampered object.
+        before, after = await service.backend.update_job(job.id, _bump)
+        assert before == read, "fn's argument was the job the backend keeps"
+        assert after == attrs.evolve(read, meta={"n": 1})
+        assert await service.get(job.id) == after
+        claimed = await service.fetch(["default"], count=2)
+        assert [j.id for j in claimed] == [job.id, other.id]
+        assert claimed[0].priority == 5
+        assert claimed[0].meta == {"n": 1}
 
     async def test_unknown_id_is_not_found(self, service: JobService) -> None:
         """An unknown id raises NotFoundError without calling the function."""
@@ -281,6 +340,8 @@ class TestQueuesAndWorkers(KitTest):
         assert stats.name == "st-active"
         assert not stats.paused
         await expect_stats(ojs_time, service, "never-used")
+        with pytest.raises(ValidationError):
+            await service.queue_stats("Bad Queue")
 
     async def test_queue_stats_follow_transitions(
         self, service: JobService, ojs_time: TimeControl
@@ -314,15 +375,22 @@ class TestQueuesAndWorkers(KitTest):
 
     async def test_heartbeat_directives(self, service: JobService) -> None:
         """Directives set by an operator reach the worker; ``terminate`` is final."""
-        assert (await service.heartbeat("w", [])).directive == "running"
+        sent = service.now()
+        beat = await service.heartbeat("w", [])
+        assert beat.directive == "running"
+        assert beat.worker.worker_id == "w"
+        assert sent <= beat.worker.last_seen <= service.now()
         await service.set_worker_directive("w", "quiet")
         assert (await service.heartbeat("w", [])).directive == "quiet"
         await service.set_worker_directive("w", "terminate")
         await service.set_worker_directive("w", "running")
         assert (await service.heartbeat("w", [])).directive == "terminate"
+        with pytest.raises(ValidationError):
+            await service.set_worker_directive("w", "explode")
         worker = await service.backend.get_worker("w")
         assert worker is not None
         assert worker.directive == "terminate"
+        assert [w.worker_id for w in await service.backend.list_workers()] == ["w"]
 
 
 class TestLifecycleAndReset(KitTest):

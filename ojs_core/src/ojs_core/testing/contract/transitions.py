@@ -132,17 +132,22 @@ class TestTransitionDetails(KitTest):
         self, service: JobService
     ) -> None:
         """A claimed job is active, attempt 1, held by the worker, visible until start + vt."""
+        sent = service.now()
         job = await push(service, "email.send", ["a@example.com"], queue="mail")
         assert job.state is S.AVAILABLE
         assert job.attempt == 0
+        assert job.created_at is not None
+        assert job.enqueued_at == job.created_at
+        assert sent <= job.created_at <= service.now()
+        assert await service.get(job.id) == job
+        sent = service.now()
         claimed = await fetch_one(service, "mail", worker_id="w1", visibility_ms=45_000)
         assert claimed.id == job.id
         assert claimed.state is S.ACTIVE
         assert claimed.attempt == 1
         assert claimed.worker_id == "w1"
         assert claimed.started_at is not None
-        assert job.created_at is not None
-        assert claimed.started_at >= job.created_at
+        assert sent <= claimed.started_at <= service.now()
         assert claimed.visible_until is not None
         assert (claimed.visible_until - claimed.started_at).total_seconds() == 45
         assert await service.get(job.id) == claimed
@@ -152,12 +157,13 @@ class TestTransitionDetails(KitTest):
         """``active -> completed`` keeps the result and the completion time."""
         job = await push(service)
         claimed = await fetch_one(service, worker_id="w1")
+        sent = service.now()
         done = await service.ack(job.id, {"sent": True, "n": [1, 2]}, worker_id="w1")
         assert done.state is S.COMPLETED
         assert done.result == {"sent": True, "n": [1, 2]}
         assert done.completed_at is not None
         assert claimed.started_at is not None
-        assert done.completed_at >= claimed.started_at
+        assert claimed.started_at <= sent <= done.completed_at <= service.now()
         assert done.error is None
         assert await service.get(job.id) == done
         assert await service.fetch(["default"]) == []
@@ -174,6 +180,7 @@ class TestTransitionDetails(KitTest):
             },
         )
         await fetch_one(service, worker_id="w")
+        sent = service.now()
         failed = await service.nack(
             job.id, job_error("first", details={"error_class": "IOError"}), worker_id="w"
         )
@@ -182,6 +189,7 @@ class TestTransitionDetails(KitTest):
         assert failed.error.message == "first"
         assert failed.error.attempt == 1
         assert failed.error.occurred_at is not None
+        assert sent <= failed.error.occurred_at <= service.now()
         assert failed.error.details == {"error_class": "IOError"}
         assert failed.retry_delay_ms == 3_600_000
         assert failed.next_attempt_at is not None

@@ -23,6 +23,14 @@ S = JobState
 ONE_TRY: dict[str, Any] = {"retry": {"max_attempts": 1}}
 
 
+#: The batch callbacks and the job type each runs in ``test_batch_callbacks``.
+CALLBACKS = {"on_success": "b.success", "on_failure": "b.failure", "on_complete": "b.complete"}
+
+
+def _callback_states(wf: dict[str, Any]) -> dict[str, str]:
+    return {name: step["state"] for name, step in wf["callbacks"].items()}
+
+
 def _step(jtype: str, *args: Any, **options: Any) -> dict[str, Any]:
     step: dict[str, Any] = {"type": jtype, "args": list(args)}
     if options:
@@ -45,6 +53,7 @@ class TestWorkflows(KitTest):
             }
         )
         assert wf["state"] == "running"
+        assert wf["name"] == "pipeline"
         assert [s["state"] for s in wf["steps"]] == ["available", "pending", "pending"]
         first = await fetch_one(service)
         assert first.type == "etl.extract"
@@ -61,11 +70,14 @@ class TestWorkflows(KitTest):
         done = await service.get_workflow(wf["id"])
         assert done["state"] == "completed"
         assert done["steps_completed"] == 3
+        assert [s["state"] for s in done["steps"]] == ["completed"] * 3
         await expect_events(
             ojs_time, service, ["workflow.started", "workflow.completed"], "workflow.*"
         )
 
-    async def test_chain_failure_cancels_the_rest(self, service: JobService) -> None:
+    async def test_chain_failure_cancels_the_rest(
+        self, service: JobService, ojs_time: TimeControl
+    ) -> None:
         """A discarded step fails the chain; the steps after it are cancelled."""
         wf = await service.create_workflow(
             {"type": "chain", "steps": [_step("c.a", **ONE_TRY), _step("c.b"), _step("c.c")]}
@@ -76,12 +88,14 @@ class TestWorkflows(KitTest):
         assert out["state"] == "failed"
         assert [s["state"] for s in out["steps"]] == ["discarded", "cancelled", "cancelled"]
         assert await service.fetch(["default"]) == []
+        await expect_events(ojs_time, service, ["workflow.failed"], "workflow.failed")
 
-    async def test_group_runs_in_parallel(self, service: JobService) -> None:
+    async def test_group_runs_in_parallel(self, service: JobService, ojs_time: TimeControl) -> None:
         """All group jobs are available at once; the group completes when all have."""
         wf = await service.create_workflow(
             {"type": "group", "jobs": [_step("g.a"), _step("g.b"), _step("g.c")]}
         )
+        assert [s["state"] for s in wf["steps"]] == ["available"] * 3
         jobs = await service.fetch(["default"], count=5)
         assert sorted(j.type for j in jobs) == ["g.a", "g.b", "g.c"]
         for job in jobs[:2]:
@@ -89,8 +103,14 @@ class TestWorkflows(KitTest):
         assert (await service.get_workflow(wf["id"]))["state"] == "running"
         await service.ack(jobs[2].id)
         assert (await service.get_workflow(wf["id"]))["state"] == "completed"
+        events = await expect_events(
+            ojs_time, service, ["workflow.completed"], "workflow.completed", "workflow.failed"
+        )
+        assert events[0].data["workflow_id"] == wf["id"]
 
-    async def test_group_failure_does_not_stop_siblings(self, service: JobService) -> None:
+    async def test_group_failure_does_not_stop_siblings(
+        self, service: JobService, ojs_time: TimeControl
+    ) -> None:
         """One failed group job fails the group; its siblings still run to the end."""
         wf = await service.create_workflow(
             {"type": "group", "jobs": [_step("g.bad", **ONE_TRY), _step("g.ok")]}
@@ -99,7 +119,13 @@ class TestWorkflows(KitTest):
         await service.nack(jobs["g.bad"].id, job_error())
         assert (await service.get_workflow(wf["id"]))["state"] == "running"
         await service.ack(jobs["g.ok"].id)
-        assert (await service.get_workflow(wf["id"]))["state"] == "failed"
+        out = await service.get_workflow(wf["id"])
+        assert out["state"] == "failed"
+        assert out["failed_count"] == 1
+        events = await expect_events(
+            ojs_time, service, ["workflow.failed"], "workflow.completed", "workflow.failed"
+        )
+        assert events[0].data["workflow_id"] == wf["id"]
 
     @pytest.mark.parametrize("outcome", ["success", "failure"])
     async def test_batch_callbacks(self, service: JobService, outcome: str) -> None:
@@ -115,26 +141,38 @@ class TestWorkflows(KitTest):
                 },
             }
         )
+        assert _callback_states(wf) == dict.fromkeys(CALLBACKS, "pending")
         jobs = {j.type: j for j in await service.fetch(["default"], count=5)}
         assert set(jobs) == {"b.one", "b.two"}
         if outcome == "success":
             await service.ack(jobs["b.one"].id, 1)
         else:
             await service.nack(jobs["b.one"].id, job_error())
+            # on_success can never run now; on_failure waits for every job to finish.
+            mid = _callback_states(await service.get_workflow(wf["id"]))
+            assert (mid["on_success"], mid["on_failure"]) == ("cancelled", "pending")
         await service.ack(jobs["b.two"].id, 2)
+        ran, skipped = ("on_success", "on_failure")
+        if outcome == "failure":
+            ran, skipped = skipped, ran
+        assert _callback_states(await service.get_workflow(wf["id"])) == {
+            ran: "available",
+            skipped: "cancelled",
+            "on_complete": "available",
+        }
         callbacks = {j.type: j for j in await service.fetch(["default"], count=5)}
         expected = {"b.complete", "b.success" if outcome == "success" else "b.failure"}
         assert set(callbacks) == expected
-        assert sorted(callbacks["b.complete"].parent_results or [], key=str) == (
-            [1, 2] if outcome == "success" else [2, None]
-        )
+        results = [1, 2] if outcome == "success" else [2, None]
+        assert sorted(callbacks["b.complete"].parent_results or [], key=str) == results
+        if outcome == "success":
+            assert sorted(callbacks["b.success"].parent_results or []) == results
         for job in callbacks.values():
             await service.ack(job.id)
         out = await service.get_workflow(wf["id"])
         assert out["state"] == "completed"
         states = {s["type"]: s["state"] for s in out["steps"]}
-        skipped = "b.failure" if outcome == "success" else "b.success"
-        assert states[skipped] == "cancelled"
+        assert states[CALLBACKS[skipped]] == "cancelled"
 
     async def test_graph_join_gets_all_parent_results(self, service: JobService) -> None:
         """A step depending on two others runs after both, with both results."""
@@ -148,6 +186,8 @@ class TestWorkflows(KitTest):
                 ],
             }
         )
+        assert wf["type"] == "dag"
+        assert [s["id"] for s in wf["steps"]] == ["fetch", "left", "right", "join"]
         await run_one(service, result="f")
         mids = await service.fetch(["default"], count=5)
         assert sorted(j.type for j in mids) == ["d.left", "d.right"]
@@ -201,9 +241,31 @@ class TestWorkflows(KitTest):
         assert states == {"x.run": "active", "x.after": "cancelled", "x.idle": "cancelled"}
         assert await service.fetch(["other"]) == []
         await service.ack(running.id)
+        after = await service.get_workflow(wf["id"])
+        assert after["state"] == "cancelled"
+        assert {s["type"]: s["state"] for s in after["steps"]}["x.run"] == "completed"
         assert await service.fetch(["default"]) == []
         with pytest.raises(ConflictError):
             await service.cancel_workflow(wf["id"])
+
+    async def test_non_string_callback_type_is_an_ordinary_step(self, service: JobService) -> None:
+        """A ``callback_type`` that is not a string is ignored: the step runs after success."""
+        wf = await service.create_workflow(
+            {
+                "steps": [
+                    {"id": "a", "type": "x.a"},
+                    {
+                        "id": "b",
+                        "type": "x.b",
+                        "depends_on": ["a"],
+                        "options": {"callback_type": ["on_failure"]},
+                    },
+                ]
+            }
+        )
+        assert "callbacks" not in wf
+        await run_one(service)
+        assert (await fetch_one(service)).type == "x.b"
 
     async def test_unknown_workflow(self, service: JobService) -> None:
         """Reading or cancelling an unknown workflow is 404."""
