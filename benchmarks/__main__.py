@@ -33,7 +33,7 @@ from ojs_core.timeutil import format_ts
 from ojs_core.worker import JobContext, Worker
 from ojs_memory import MemoryBackend
 from ojs_nats.backend import NatsBackend
-from ojs_nats.embedded import EmbeddedNatsServer, free_port
+from ojs_nats.embedded import DEFAULT_SYNC, EmbeddedNatsServer, free_port
 
 from .loadgen import Conn, Stats, run_closed_loop
 
@@ -506,12 +506,17 @@ async def memory_bytes_per_job(n: int) -> float:
 GROUPS = ("raw", "inproc", "http", "latency", "scheduled", "scale", "memory")
 
 
-async def run(quick: bool, waiting_jobs: int, only: frozenset[str] = frozenset(GROUPS)) -> Table:
+async def run(
+    quick: bool,
+    waiting_jobs: int,
+    only: frozenset[str] = frozenset(GROUPS),
+    sync: str = DEFAULT_SYNC,
+) -> Table:
     table = Table()
     scale = 0.1 if quick else 1.0
     dur = 3.0 if quick else 8.0
     tmp = Path(tempfile.mkdtemp(prefix="ojs-bench-"))
-    server = EmbeddedNatsServer(tmp / "nats")
+    server = EmbeddedNatsServer(tmp / "nats", auth=False, sync=sync)
     url = await server.start()
     try:
         backend = NatsBackend(url)
@@ -665,6 +670,12 @@ def main() -> None:
         default=",".join(GROUPS),
         help=f"comma-separated scenario groups to run (default all: {','.join(GROUPS)})",
     )
+    p.add_argument(
+        "--nats-sync",
+        default=DEFAULT_SYNC,
+        help=f"the nats-server's store sync policy (default {DEFAULT_SYNC}, as ojs-server's "
+        "embedded server; 'always' or an interval)",
+    )
     args = p.parse_args()
     only = frozenset(g.strip() for g in args.only.split(",") if g.strip())
     unknown = only - set(GROUPS)
@@ -672,7 +683,7 @@ def main() -> None:
         p.error(f"unknown scenario groups {sorted(unknown)}; choose from {', '.join(GROUPS)}")
     started = time.perf_counter()
     waiting = args.waiting or (20_000 if args.quick else 1_000_000)
-    table = asyncio.run(run(args.quick, waiting, only))
+    table = asyncio.run(run(args.quick, waiting, only, args.nats_sync))
     print()
     print(table.render())
     print(

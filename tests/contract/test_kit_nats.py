@@ -23,7 +23,7 @@ pytest_plugins = ["ojs_core.testing.plugin"]
 
 @pytest.fixture(scope="module")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = EmbeddedNatsServer(tmp_path_factory.mktemp("kit-nats") / "store")
+    server = EmbeddedNatsServer(tmp_path_factory.mktemp("kit-nats") / "store", auth=False)
     url = asyncio.run(server.start())
     try:
         yield url

@@ -28,18 +28,19 @@ def test_validation_error_body() -> None:
         "code": "invalid_request",
         "message": "type: is required",
         "retryable": False,
+        "type": "validation_error",
         "details": {"validation_errors": [{"path": "type", "message": "is required"}]},
         "request_id": "r1",
     }
 
 
-def test_validation_error_422_has_type() -> None:
+def test_validation_errors_have_one_shape_whatever_the_status() -> None:
     err = ValidationError("bad", path="retry.max_attempts", status=422)
     assert err.status == 422
     assert err.to_wire()["error"]["type"] == "validation_error"
     # The class default is untouched.
     assert ValidationError("x").status == 400
-    assert ValidationError("x").error_type is None
+    assert ValidationError("x").to_wire()["error"]["type"] == "validation_error"
 
 
 def test_validation_error_custom_code() -> None:

@@ -43,6 +43,12 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "prefixed": {"location": "/jobs-api/ojs/v1/jobs", "reports": ["q1: q1.pdf", "q2: q2.pdf"]},
         "root": {"location": "/ojs/v1/jobs", "reports": ["q1: q1.pdf", "q2: q2.pdf"]},
     },
+    "api_tour": {
+        "email": ("completed", {"ok": True, "to": "ada@example.com"}),
+        "steps": ["img.resize"] * 2 + ["video.encode"] * 2 + ["video.fetch", "video.publish"],
+        "middleware": ["mw", "audit-2"],
+        "auth": True,
+    },
     "worker_process": {
         "handed_back": ("available", 0, "shutdown"),
         "finished": ("completed", 1, "worker-2"),

@@ -195,8 +195,9 @@ def test_keys_from_env_and_file_reload_on_sighup(tmp_path: Path) -> None:
         eventually_status(url, "gen-2", 401)
 
 
-def test_startup_line_redacts_the_backend_password() -> None:
-    # The server prints its start-up line before it connects; the NATS port has nobody on it.
+def test_startup_lines_redact_the_backend_password_and_a_signal_stops_the_connect() -> None:
+    # The server says what it opens before it connects; the NATS port has nobody on it, so it
+    # keeps trying (up to 30 s) until SIGTERM, which must stop it at once.
     port, dead = free_port(), free_port()
     proc = subprocess.Popen(
         [*SERVER, "--backend", f"nats://ojs:hunter2@127.0.0.1:{dead}", "--port", str(port)],
@@ -208,15 +209,35 @@ def test_startup_line_redacts_the_backend_password() -> None:
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
-        assert "ojs-server listening" in first
+        assert "opening the backend" in first
         assert "nats://ojs:***@127.0.0.1" in first
         assert "hunter2" not in first
         # Let it try to connect a while (failed attempts are logged at debug), then stop it.
         time.sleep(2)
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert time.monotonic() - stopped < 5
+        assert proc.returncode == 0
     finally:
         proc.kill()
-        out, _ = proc.communicate(timeout=30)
     assert "hunter2" not in out
+    assert "listening" not in out  # it never was
+
+
+def test_an_unreachable_backend_exits_with_the_reason() -> None:
+    port, dead = free_port(), free_port()
+    done = run_server(
+        "--backend",
+        f"nats://ojs:hunter2@127.0.0.1:{dead}",
+        "--port",
+        str(port),
+        env=clean_env(OJS_NATS_CONNECT_TIMEOUT="1"),
+    )
+    assert done.returncode != 0
+    assert "could not open the backend" in done.stderr
+    assert "could not connect to NATS at nats://127.0.0.1" in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout
 
 
 def test_a_contradiction_in_nats_credentials_exits_without_the_secret() -> None:

@@ -86,7 +86,7 @@ def _task_stacks() -> str:
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNatsServer]:
-    server = EmbeddedNatsServer(tmp_path_factory.mktemp("nats") / "store")
+    server = EmbeddedNatsServer(tmp_path_factory.mktemp("nats") / "store", auth=False)
     asyncio.run(server.start())
     try:
         yield server

@@ -198,7 +198,7 @@ async def test_kill9_ojs_server_mid_load_loses_no_acknowledged_job(
 
 @pytest.fixture
 async def own_nats(tmp_path: Path) -> AsyncIterator[EmbeddedNatsServer]:
-    server = EmbeddedNatsServer(tmp_path / "nats-store")
+    server = EmbeddedNatsServer(tmp_path / "nats-store", auth=False)
     await server.start()
     try:
         yield server

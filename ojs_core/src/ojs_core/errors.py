@@ -64,10 +64,16 @@ class OJSError(Exception):
 
 
 class ValidationError(OJSError):
-    """A request or envelope failed validation; ``path`` names the offending field."""
+    """A request or envelope failed validation; ``path`` names the offending field.
+
+    Status 400, as the HTTP binding has it for every invalid request, except retry policies:
+    the conformance suite (L1-RTR-011/012) requires 422 for those. Every validation error
+    carries ``type: "validation_error"``, whatever its status (docs/architecture.md).
+    """
 
     code = "invalid_request"
     status = 400
+    error_type = "validation_error"
 
     def __init__(
         self,
@@ -88,8 +94,6 @@ class ValidationError(OJSError):
             self.code = code  # type: ignore[misc]
         if status is not None:
             self.status = status  # type: ignore[misc]
-        if self.status == 422:
-            self.error_type = "validation_error"  # type: ignore[misc]
 
 
 class PayloadTooLargeError(OJSError):

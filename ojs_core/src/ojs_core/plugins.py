@@ -56,6 +56,16 @@ class BackendOptions:
 BackendFactory = Callable[[str, BackendOptions], Backend]
 
 
+#: The distribution that provides each scheme of ojs-python's own backends (for the message
+#: that tells a user what to install).
+FIRST_PARTY = {
+    "memory": "ojs-memory",
+    "nats": "ojs-nats",
+    "tls": "ojs-nats",
+    "embedded": "ojs-nats[embedded]",
+}
+
+
 class BackendPluginError(Exception):
     """A backend plugin could not be loaded or did not build a backend."""
 
@@ -65,10 +75,15 @@ class UnknownBackendError(BackendPluginError, LookupError):
 
     def __init__(self, url: str, scheme: str, installed: list[str]) -> None:
         known = ", ".join(f"{s}://" for s in installed) or "none"
+        package = FIRST_PARTY.get(scheme)
+        hint = (
+            f"install it with: pip install {package!r}"
+            if package
+            else f"a backend registers one under the {ENTRY_POINT_GROUP!r} entry-point group"
+        )
         super().__init__(
             f"unknown backend {url!r}: no plugin for scheme {scheme!r} is installed "
-            f"(installed schemes: {known}); a backend registers one under the "
-            f"{ENTRY_POINT_GROUP!r} entry-point group"
+            f"(installed schemes: {known}); {hint}"
         )
         self.url = url
         self.scheme = scheme

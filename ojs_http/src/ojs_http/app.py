@@ -103,20 +103,18 @@ def create_app(
             err.status = exc.status_code  # type: ignore[misc]
         return error_response(request, err)
 
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(request, _InternalError("internal server error"))
-
     app = Starlette(
         routes=routes(enable_reset=settings.enable_reset),
-        middleware=[Middleware(OJSHeadersMiddleware), Middleware(_VersionCheck)],
-        exception_handlers={
-            OJSError: on_ojs_error,
-            HTTPException: on_http_error,
-            Exception: on_unexpected,
-        },
+        middleware=[
+            Middleware(OJSHeadersMiddleware),
+            Middleware(_VersionCheck),
+            Middleware(_Unexpected),
+        ],
+        exception_handlers={OJSError: on_ojs_error, HTTPException: on_http_error},
         lifespan=lifespan,
     )
+    # /ojs/v1/jobs/ is not a route: answer 404, not a redirect that ends in a 405.
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.service = service
     app.state.scheduler = scheduler
@@ -140,6 +138,40 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """
     async with app.router.lifespan_context(app):
         yield
+
+
+class _Unexpected:
+    """Answers an unexpected exception with a 500 OJS error and logs it once.
+
+    Starlette's own last-resort handler re-raises after answering, so the ASGI server logs the
+    same traceback a second time; this one does not. An error after the response started can
+    only be logged: the connection is then closed by the server.
+    """
+
+    def __init__(self, app: object) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # type: ignore[operator]
+            return
+        started = False
+
+        async def tracking_send(message: dict[str, object]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)  # type: ignore[operator]
+
+        try:
+            await self.app(scope, receive, tracking_send)  # type: ignore[operator]
+        except Exception:
+            request = Request(scope)
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            if started:
+                return
+            response = error_response(request, _InternalError("internal server error"))
+            await response(scope, receive, send)  # type: ignore[arg-type]
 
 
 class _VersionCheck:

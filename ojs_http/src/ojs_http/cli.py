@@ -8,8 +8,10 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Coroutine, Sequence
+from importlib import metadata
 from typing import Any
 
 from starlette.applications import Starlette
@@ -18,7 +20,9 @@ from starlette.routing import Mount
 from ojs_core.backend import Backend
 from ojs_core.plugins import BackendOptions, BackendPluginError, load_backend, redact_url
 
+from . import reasons
 from .app import create_app, lifespan
+from .flags import env_flag
 from .settings import CONTENT_TYPE_MODES, HttpSettings
 from .startup import (
     add_auth_flags,
@@ -29,6 +33,7 @@ from .startup import (
     install_key_reload,
     limit_settings,
     nats_options,
+    nats_storage_options,
 )
 
 __all__ = ["build_backend", "main", "mounted", "parse_args"]
@@ -36,76 +41,110 @@ __all__ = ["build_backend", "main", "mounted", "parse_args"]
 log = logging.getLogger("ojs.server")
 
 
-def _env_bool(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Flags, each with an environment-variable default."""
-    env = os.environ
+    """Flags, each with an environment-variable default (shown in ``--help``)."""
     p = argparse.ArgumentParser(
-        prog="ojs-server", description="Open Job Spec server (HTTP binding, levels 0-4)."
+        prog="ojs-server",
+        description="Open Job Spec server: the OJS HTTP binding (conformance levels 0-4) over "
+        "an embedded or external NATS JetStream, or any installed backend. Every flag has an "
+        "environment variable; a flag given on the command line wins. docs/configuration.md "
+        "has the details.",
     )
-    p.add_argument("--host", default=env.get("OJS_HOST", "127.0.0.1"), help="bind address")
-    p.add_argument("--port", type=int, default=int(env.get("OJS_PORT", "8080")), help="port")
+    p.add_argument("--version", action="version", version=version_line())
     p.add_argument(
-        "--backend",
-        default=env.get("OJS_BACKEND") or env.get("NATS_URL") or "embedded",
-        help="embedded (default: a private nats-server storing in --data-dir), "
-        "nats://host:port[,host:port] (an external server or cluster), memory://, or the URL "
-        "of any backend an installed plugin registers (e.g. sqlite:///path/to/db)",
-    )
-    p.add_argument(
-        "--data-dir",
-        default=env.get("OJS_DATA_DIR", ".ojs"),
-        help="store of the embedded nats-server (default .ojs/)",
-    )
-    p.add_argument(
-        "--nats-replicas",
-        type=int,
-        default=int(env.get("OJS_NATS_REPLICAS", "1")),
-        help="replicas of every stream and bucket (for NATS clusters)",
-    )
-    p.add_argument(
-        "--enable-reset",
+        "--check-config",
         action="store_true",
-        default=_env_bool("OJS_ENABLE_RESET"),
+        help="check the flags, variables, keys and backend URL, say what would be served, and "
+        "exit (0 when ojs-server would start; nothing is opened or bound)",
+    )
+    env_flag(p, "--host", env="OJS_HOST", default="127.0.0.1", help="bind address")
+    env_flag(p, "--port", env="OJS_PORT", default=8080, type=int, help="TCP port")
+    env_flag(
+        p,
+        "--backend",
+        env=("OJS_BACKEND", "NATS_URL"),
+        default="embedded",
+        help="embedded (a private nats-server storing in --data-dir), "
+        "nats://host:port[,host:port] (an external server or cluster), "
+        "memory, or the URL of any backend an installed plugin registers "
+        "(e.g. sqlite:///path/to/db)",
+    )
+    env_flag(
+        p,
+        "--data-dir",
+        env="OJS_DATA_DIR",
+        default=".ojs",
+        help="store of the embedded nats-server",
+    )
+    env_flag(
+        p,
+        "--nats-replicas",
+        env="OJS_NATS_REPLICAS",
+        default=1,
+        type=int,
+        help="replicas of every stream and bucket (3 on a 3-node NATS cluster)",
+    )
+    env_flag(
+        p,
+        "--enable-reset",
+        env="OJS_ENABLE_RESET",
+        action="store_true",
         help="test mode, loopback binds only: serve POST /ojs/v1/admin/reset (wipes all "
         "state) and honour meta.test_directive (for conformance runners)",
     )
-    p.add_argument(
+    env_flag(
+        p,
         "--response-content-type",
+        env="OJS_RESPONSE_CONTENT_TYPE",
+        default="auto",
         choices=CONTENT_TYPE_MODES,
-        default=env.get("OJS_RESPONSE_CONTENT_TYPE", "auto"),
-        help="Content-Type of responses (see docs/configuration.md)",
+        help="Content-Type of responses (docs/configuration.md)",
     )
-    p.add_argument(
+    env_flag(
+        p,
         "--default-visibility-timeout-ms",
+        env="OJS_DEFAULT_VISIBILITY_TIMEOUT_MS",
+        default=1_800_000,
         type=int,
-        default=int(env.get("OJS_DEFAULT_VISIBILITY_TIMEOUT_MS", "1800000")),
         help="visibility timeout when neither the fetch nor the job sets one",
     )
-    p.add_argument(
+    env_flag(
+        p,
         "--path-prefix",
-        default=env.get("OJS_PATH_PREFIX", ""),
+        env="OJS_PATH_PREFIX",
+        default="",
         help="serve the API under this path (e.g. /jobs: /jobs/ojs/v1/...), mounted in a host "
         "app the way an embedding service mounts it; for proxies that route a sub-path here",
     )
-    p.add_argument(
+    env_flag(
+        p,
         "--loop",
+        env="OJS_LOOP",
+        default="auto",
         choices=["auto", "asyncio", "uvloop"],
-        default=env.get("OJS_LOOP", "auto"),
-        help="event loop: uvloop when installed (auto, the default) or the standard asyncio one",
+        help="event loop: uvloop when installed (auto) or the standard asyncio one",
     )
-    p.add_argument(
+    env_flag(
+        p,
         "--log-level",
-        default=env.get("OJS_LOG_LEVEL", "info"),
+        env="OJS_LOG_LEVEL",
+        default="info",
         choices=["debug", "info", "warning", "error"],
+        help="least severe log level printed",
     )
     add_auth_flags(p)
     add_nats_flags(p)
     add_limit_flag(p)
     return p.parse_args(argv)
+
+
+def version_line() -> str:
+    """``ojs-server X (ojs-core Y, ojs-nats Z, ...)``: what ``--version`` prints."""
+    found = []
+    for dist in ("ojs-core", "ojs-memory", "ojs-nats"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found.append(f"{dist} {metadata.version(dist)}")
+    return f"ojs-server {metadata.version('ojs-http')} ({', '.join(found)})"
 
 
 def mounted(app: Starlette, prefix: str) -> Starlette:
@@ -136,10 +175,7 @@ def build_backend(
 
 
 async def serve(args: argparse.Namespace) -> None:
-    """Run until SIGINT or SIGTERM, then shut down cleanly."""
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
-
+    """Open the backend, serve until SIGINT or SIGTERM, then shut down cleanly."""
     keys, authenticate = build_authenticator(args)
     refusal = check_exposure(
         args.host,
@@ -151,7 +187,7 @@ async def serve(args: argparse.Namespace) -> None:
         print(f"ojs-server: {refusal}", file=sys.stderr, flush=True)
         raise SystemExit(2)
     limits, http_limits = limit_settings(args.limit)
-    extra = {"nats": nats_options(args)}
+    extra = {"nats": nats_options(args), **nats_storage_options(args)}
     backend = build_backend(
         args.backend, replicas=args.nats_replicas, data_dir=args.data_dir, extra=extra
     )
@@ -163,33 +199,102 @@ async def serve(args: argparse.Namespace) -> None:
         response_content_type=args.response_content_type,
         default_visibility_timeout_ms=args.default_visibility_timeout_ms,
     )
-    app = create_app(backend, settings, auth=authenticate)
-    prefix = "/" + args.path_prefix.strip("/") if args.path_prefix.strip("/") else ""
-    if prefix:
-        app = mounted(app, prefix)
-    config = Config()
-    config.bind = [f"{args.host}:{args.port}"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.loglevel = args.log_level.upper()
-    config.graceful_timeout = 10.0
+    if args.check_config:
+        print(
+            f"ojs-server: configuration ok (backend: {backend.name} {redact_url(args.backend)}, "
+            f"{_auth_note(authenticate, keys)[2:]}{', test mode' if args.enable_reset else ''})",
+            flush=True,
+        )
+        return
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # Open the backend before binding, so that "listening" is printed once requests can be
+    # served, and a signal during a long connect (an unreachable NATS) stops at once.
+    print(
+        f"ojs-server: opening the backend ({backend.name} {redact_url(args.backend)})",
+        flush=True,
+    )
+    if not await _open_or_stop(backend, stop):
+        return
+    try:
+        await _serve_open(args, backend, settings, authenticate, keys, stop)
+    finally:
+        await backend.close()
+
+
+async def _open_or_stop(backend: Backend, stop: asyncio.Event) -> bool:
+    """Open ``backend``; ``False`` if a signal came first. A failure exits with the reason."""
+    opening = asyncio.ensure_future(backend.open())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not opening.done():
+        opening.cancel()
+        with contextlib.suppress(BaseException):
+            await opening
+        with contextlib.suppress(Exception):
+            await backend.close()
+        return False
+    try:
+        opening.result()
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await backend.close()
+        raise SystemExit(f"ojs-server: could not open the backend: {exc}") from None
+    return True
+
+
+async def _serve_open(
+    args: argparse.Namespace,
+    backend: Backend,
+    settings: HttpSettings,
+    authenticate: Any,
+    keys: Any,
+    stop: asyncio.Event,
+) -> None:
+    """Bind, say so, and serve the app over the open ``backend`` until ``stop`` is set."""
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    app = create_app(backend, settings, auth=authenticate, manage_backend=False)
+    prefix = "/" + args.path_prefix.strip("/") if args.path_prefix.strip("/") else ""
+    if prefix:
+        app = mounted(app, prefix)
+    reasons.install()
+    try:
+        sock = socket.create_server(
+            (args.host, args.port),
+            family=socket.AF_INET6 if ":" in args.host else socket.AF_INET,
+            backlog=1024,
+        )
+    except OSError as exc:
+        raise SystemExit(f"ojs-server: cannot listen on {args.host}:{args.port}: {exc}") from None
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns (and closes) the socket now
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.loglevel = args.log_level.upper()
+    config.graceful_timeout = 10.0
     if keys is not None:
         install_key_reload(keys, args.api_keys_file, os.environ)
-    if authenticate is None:
-        auth_note = ", no authentication"
-    else:
-        auth_note = f", {len(keys) if keys is not None else 0} API key(s)"
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
         f"ojs-server listening on http://{host}:{args.port}{prefix} (backend: {backend.name} "
-        f"{redact_url(args.backend)}{auth_note}{', test mode' if args.enable_reset else ''})",
+        f"{redact_url(args.backend)}{_auth_note(authenticate, keys)}"
+        f"{', test mode' if args.enable_reset else ''})",
         flush=True,
     )
     await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+def _auth_note(authenticate: Any, keys: Any) -> str:
+    if authenticate is None:
+        return ", no authentication"
+    if keys is None:
+        return ", JWT authentication"
+    return f", {len(keys)} API key(s)"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import ipaddress
 import logging
-import os
 import signal
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +25,7 @@ import attrs
 from ojs_core.limits import Limits
 
 from .auth import API_KEYS_ENV, ApiKeys, AuthConfigError, Authenticator, first_of
+from .flags import env_flag
 
 __all__ = [
     "HTTP_LIMITS",
@@ -38,6 +38,7 @@ __all__ = [
     "is_loopback",
     "limit_settings",
     "nats_options",
+    "nats_storage_options",
 ]
 
 #: The request limits of :class:`~ojs_http.settings.HttpSettings` (the rest are in ``Limits``).
@@ -79,50 +80,49 @@ def check_exposure(
     return None
 
 
-def _env_bool(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def add_auth_flags(p: argparse.ArgumentParser) -> None:
     """``--api-keys-file``, ``--insecure-no-auth`` and the JWT verifier's flags."""
-    env = os.environ
     g = p.add_argument_group("authentication (docs/security.md)")
-    g.add_argument(
+    env_flag(
+        g,
         "--api-keys-file",
-        default=env.get("OJS_API_KEYS_FILE"),
+        env="OJS_API_KEYS_FILE",
         metavar="FILE",
         help=f"API keys, one ROLE:KEY a line (# comments), re-read on SIGHUP; adds to "
         f"${API_KEYS_ENV} (comma-separated ROLE:KEY entries)",
     )
-    g.add_argument(
+    env_flag(
+        g,
         "--insecure-no-auth",
+        env="OJS_INSECURE_NO_AUTH",
         action="store_true",
-        default=_env_bool("OJS_INSECURE_NO_AUTH"),
         help="serve a non-loopback --host without any credentials (anyone reaching the port "
         "may do everything)",
     )
-    g.add_argument(
-        "--jwt-issuer", default=env.get("OJS_JWT_ISSUER"), help="accept JWTs of this issuer"
-    )
-    g.add_argument("--jwt-audience", default=env.get("OJS_JWT_AUDIENCE"), help="required audience")
-    g.add_argument("--jwt-jwks-url", default=env.get("OJS_JWT_JWKS_URL"), help="the issuer's JWKS")
-    g.add_argument(
+    env_flag(g, "--jwt-issuer", env="OJS_JWT_ISSUER", help="accept JWTs of this issuer")
+    env_flag(g, "--jwt-audience", env="OJS_JWT_AUDIENCE", help="required audience")
+    env_flag(g, "--jwt-jwks-url", env="OJS_JWT_JWKS_URL", help="the issuer's JWKS URL")
+    env_flag(
+        g,
         "--jwt-role-claim",
-        default=env.get("OJS_JWT_ROLE_CLAIM", "ojs_roles"),
-        help="claim holding the caller's roles (default ojs_roles)",
+        env="OJS_JWT_ROLE_CLAIM",
+        default="ojs_roles",
+        help="claim holding the caller's roles",
     )
 
 
 def add_limit_flag(p: argparse.ArgumentParser) -> None:
     """``--limit NAME=N`` (repeatable; ``OJS_LIMITS`` holds comma-separated entries)."""
-    env = os.environ.get("OJS_LIMITS", "")
-    p.add_argument(
+    env_flag(
+        p,
         "--limit",
-        action="append",
-        default=[e.strip() for e in env.split(",") if e.strip()],
+        env="OJS_LIMITS",
+        type=lambda raw: [e.strip() for e in raw.split(",") if e.strip()],
+        default=[],
+        action="extend",
         metavar="NAME=N",
-        help="change a request limit, e.g. --limit max_batch_jobs=1000 (names and defaults: "
-        "docs/configuration.md)",
+        help="change a request limit, e.g. --limit max_batch_jobs=1000, repeatable; the "
+        "variable holds comma-separated entries (names and defaults: docs/configuration.md)",
     )
 
 
@@ -154,49 +154,88 @@ def limit_settings(entries: list[str]) -> tuple[Limits, dict[str, Any]]:
 
 
 def add_nats_flags(p: argparse.ArgumentParser) -> None:
-    """Credentials and TLS of an external NATS server; secrets are read, never echoed."""
-    env = os.environ
-    g = p.add_argument_group(
-        "NATS credentials and TLS (external servers; every flag has an OJS_NATS_* variable)"
-    )
-    g.add_argument("--nats-user", default=env.get("OJS_NATS_USER"), help="user name")
-    g.add_argument(
+    """Credentials and TLS of an external NATS server (secrets are read, never echoed), and
+    the storage flags."""
+    g = p.add_argument_group("NATS credentials and TLS (external servers)")
+    env_flag(g, "--nats-user", env="OJS_NATS_USER", help="user name")
+    env_flag(
+        g,
         "--nats-password",
-        default=env.get("OJS_NATS_PASSWORD"),
-        help="password (prefer $OJS_NATS_PASSWORD: flags show in the process list)",
+        env="OJS_NATS_PASSWORD",
+        help="password (prefer the variable: flags show in the process list)",
     )
-    g.add_argument(
+    env_flag(
+        g,
         "--nats-token",
-        default=env.get("OJS_NATS_TOKEN"),
-        help="authentication token (prefer $OJS_NATS_TOKEN)",
+        env="OJS_NATS_TOKEN",
+        help="authentication token (prefer the variable)",
     )
-    g.add_argument(
+    env_flag(
+        g,
         "--nats-nkey-seed",
-        default=env.get("OJS_NATS_NKEY_SEED"),
+        env="OJS_NATS_NKEY_SEED",
         metavar="FILE",
         help="file holding an NKey seed (SU...)",
     )
-    g.add_argument(
+    env_flag(
+        g,
         "--nats-creds",
-        default=env.get("OJS_NATS_CREDS"),
+        env="OJS_NATS_CREDS",
         metavar="FILE",
         help="a .creds file (user JWT and seed)",
     )
-    g.add_argument(
-        "--nats-tls-ca", default=env.get("OJS_NATS_TLS_CA"), metavar="FILE", help="CA bundle"
-    )
-    g.add_argument(
+    env_flag(g, "--nats-tls-ca", env="OJS_NATS_TLS_CA", metavar="FILE", help="CA bundle")
+    env_flag(
+        g,
         "--nats-tls-cert",
-        default=env.get("OJS_NATS_TLS_CERT"),
+        env="OJS_NATS_TLS_CERT",
         metavar="FILE",
         help="client certificate (mutual TLS)",
     )
-    g.add_argument(
+    env_flag(
+        g,
         "--nats-tls-key",
-        default=env.get("OJS_NATS_TLS_KEY"),
+        env="OJS_NATS_TLS_KEY",
         metavar="FILE",
         help="client certificate's private key",
     )
+    g = p.add_argument_group("NATS connection and storage")
+    env_flag(
+        g,
+        "--nats-connect-timeout",
+        env="OJS_NATS_CONNECT_TIMEOUT",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to keep trying to reach NATS at start-up before exiting with the reason",
+    )
+    env_flag(
+        g,
+        "--nats-sync",
+        env="OJS_NATS_SYNC",
+        metavar="POLICY",
+        help="how often the embedded nats-server flushes its store to disk: 'always' (an fsync "
+        "per write) or an interval such as 500ms or 2m; none means 1s (docs/reliability.md)",
+    )
+    env_flag(
+        g,
+        "--nats-monitor-url",
+        env="OJS_NATS_MONITOR_URL",
+        metavar="URL",
+        help="an external nats-server's monitoring endpoint (http://host:8222), read once to "
+        "report its sync policy in health",
+    )
+
+
+def nats_storage_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``BackendOptions.extra`` entries of the NATS storage flags that were given (the
+    backend plugin validates them)."""
+    values = {
+        "nats_sync": args.nats_sync,
+        "nats_monitor_url": args.nats_monitor_url,
+        "nats_connect_wait_s": args.nats_connect_timeout,
+    }
+    return {k: v for k, v in values.items() if v}
 
 
 def nats_options(args: argparse.Namespace) -> dict[str, Any]:

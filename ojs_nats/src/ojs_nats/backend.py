@@ -76,6 +76,7 @@ class NatsBackend:
         embedded: EmbeddedNatsServer | None = None,
         connect_options: dict[str, Any] | None = None,
         connect_wait_s: float = CONNECT_WAIT_S,
+        monitor_url: str | None = None,
     ) -> None:
         if isinstance(servers, str):
             servers = [s.strip() for s in servers.split(",") if s.strip()]
@@ -86,6 +87,7 @@ class NatsBackend:
             embedded=embedded,
             connect_options=connect_options,
             connect_wait_s=connect_wait_s,
+            monitor_url=monitor_url,
         )
         self.store = RecordStore(self.conn)
         self.store.leader_reads = replicas > 1

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
+import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +29,7 @@ from ojs_core.ratelog import RateLimitedLog
 from .embedded import EmbeddedNatsServer
 from .jetstream import Op, Pipeline
 
-__all__ = ["CONNECT_WAIT_S", "MIN_SERVER_VERSION", "Connection", "redact"]
+__all__ = ["CONNECT_WAIT_S", "MIN_SERVER_VERSION", "Connection", "describe_sync", "redact"]
 
 log = logging.getLogger("ojs.nats")
 
@@ -49,8 +51,13 @@ class Connection:
         embedded: EmbeddedNatsServer | None = None,
         connect_options: dict[str, Any] | None = None,
         connect_wait_s: float = CONNECT_WAIT_S,
+        monitor_url: str | None = None,
     ) -> None:
         self.servers = list(servers)
+        self.monitor_url = monitor_url
+        #: The server's store flush policy (``always``, an interval such as ``1s``, or
+        #: ``unknown``), reported by :meth:`health`; learnt on :meth:`open`.
+        self.sync_policy = "unknown"
         self.embedded = embedded
         self.connect_options = connect_options or {}
         self.connect_wait_s = connect_wait_s
@@ -121,6 +128,8 @@ class Connection:
             "reconnected_cb": self._on_reconnected,
         }
         options.update(self.connect_options)
+        if self.embedded is not None:
+            options.update(self.embedded.connect_options)
         try:
             # nats-py retries the first connection forever (it reconnects forever): bound it.
             nc = await asyncio.wait_for(
@@ -142,6 +151,9 @@ class Connection:
                 f"{MIN_SERVER_VERSION[0]}.{MIN_SERVER_VERSION[1]} (atomic batches, message "
                 "schedules, counters)"
             )
+        self.sync_policy = await self._learn_sync_policy()
+        # What a host crash can lose depends on it (docs/reliability.md).
+        log.info("nats-server store sync: %s", self.sync_policy)
         self._nc = nc
         self._js = nc.jetstream(timeout=JS_API_TIMEOUT_S)
         self._pipe = Pipeline(nc, self._js)
@@ -176,8 +188,23 @@ class Connection:
             ok=True,
             name=name,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
-            details={"server": _where(nc)},
+            details={"server": _where(nc), "sync": self.sync_policy},
         )
+
+    async def _learn_sync_policy(self) -> str:
+        """The embedded server's policy, or what an external server's monitoring endpoint
+        (``monitor_url``) says; ``unknown`` otherwise (NATS clients cannot ask)."""
+        if self.embedded is not None:
+            return self.embedded.sync
+        if not self.monitor_url:
+            return "unknown"
+        try:
+            varz = await asyncio.to_thread(_get_json, self.monitor_url.rstrip("/") + "/varz")
+            config = varz["jetstream"]["config"]
+        except Exception as exc:
+            log.warning("could not read the sync policy from %s: %r", redact(self.monitor_url), exc)
+            return "unknown"
+        return describe_sync(config)
 
     async def _on_error(self, exc: Exception) -> None:
         # nats-py reports, among others, ordered consumers it cannot recreate after a reset
@@ -202,6 +229,23 @@ class Connection:
 
     async def _on_reconnected(self) -> None:
         log.info("reconnected to NATS")
+
+
+def describe_sync(config: dict[str, Any]) -> str:
+    """``always`` or the flush interval (``2m``, ``1s``, ``500ms``) of a varz JetStream config."""
+    if config.get("sync_always"):
+        return "always"
+    nanos = int(config.get("sync_interval") or 120 * 10**9)  # the server's default: 2 min
+    millis = nanos // 10**6
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if millis % size == 0:
+            return f"{millis // size}{unit}"
+    return f"{millis}ms"
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return json.load(response)
 
 
 def redact(url: str) -> str:
