@@ -101,3 +101,16 @@ def test_detector_sees_every_import_form(tmp_path: Path) -> None:
         "hypercorn.asyncio",
         "ojs_memory",
     }
+
+
+@pytest.mark.parametrize("package", [*sorted(FORBIDDEN), "ojs_http"])
+def test_version_attribute_matches_the_distribution(package: str) -> None:
+    """``__version__`` and the distribution's metadata say the same version."""
+    text = (ROOT / package / "src" / package / "__init__.py").read_text()
+    declared = next(
+        line.split("=", 1)[1].strip().strip('"')
+        for line in text.splitlines()
+        if line.startswith("__version__")
+    )
+    project = (ROOT / package / "pyproject.toml").read_text()
+    assert f'version = "{declared}"' in project

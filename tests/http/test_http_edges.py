@@ -11,6 +11,7 @@ import logging
 import re
 import socket
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -146,3 +147,26 @@ def test_a_missing_backend_names_the_package_to_install() -> None:
     assert result.returncode != 0
     assert "no plugin for scheme 'redis'" in result.stderr
     assert "installed schemes:" in result.stderr
+
+
+def test_retention_flags_are_checked() -> None:
+    ok = run_server("--retain-completed", "PT1H", "--dead-letter-max", "0", "--check-config")
+    assert ok.returncode == 0, ok.stderr
+    bad = run_server("--retain-discarded", "30 days", "--check-config")
+    assert bad.returncode != 0
+    assert "--retain-discarded" in bad.stderr
+    negative = run_server("--dead-letter-max", "-1", "--check-config")
+    assert negative.returncode != 0
+    assert "--dead-letter-max" in negative.stderr
+
+
+def test_retention_flags_reach_the_service() -> None:
+    from ojs_http.cli import parse_args
+    from ojs_http.startup import retention_settings
+
+    args = parse_args(["--retain-completed", "PT1H", "--retain-workers", "0"])
+    retention = retention_settings(args)
+    assert retention.completed == timedelta(hours=1)
+    assert retention.cancelled == timedelta(days=7)
+    assert retention.workers is None
+    assert retention.dead_letter_max_count == 10_000

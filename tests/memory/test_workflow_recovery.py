@@ -49,7 +49,10 @@ async def test_interrupted_chain_advances_on_its_timer() -> None:
     first = await svc.backend.get_job(first_id)
     assert first is not None
     assert not first.workflow_pending
-    assert lifecycle.timer_deadline(first) is None
+    # What remains is the retention deadline, not the workflow's.
+    assert first.retain_until is not None
+    assert lifecycle.timer_deadline(first) == first.retain_until
+    assert first.retain_until - now >= timedelta(days=7)
 
 
 async def test_normal_completion_clears_the_mark_at_once() -> None:

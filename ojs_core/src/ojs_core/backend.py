@@ -198,8 +198,14 @@ class Backend(Protocol):
         """Jobs matching ``flt`` (newest first), for the dead-letter and admin listings."""
         ...
 
-    async def delete_job(self, job_id: str) -> bool:
-        """Remove a job and its index entries; ``False`` if it did not exist."""
+    async def delete_job(
+        self, job_id: str, *, only_if: Callable[[Job], bool] | None = None
+    ) -> bool:
+        """Remove a job with everything that points at it (index entries, its unique-key
+        holder, its dead-letter marker), atomically with the check ``only_if`` (when given)
+        on the current version: ``False`` if the job does not exist or the check fails, and
+        then nothing is removed. Retention relies on the check: a job changed since it was
+        read (a dead-letter retry) must survive. A removed job's id may be used again."""
         ...
 
     # -- queues ---------------------------------------------------------------------------
@@ -224,6 +230,11 @@ class Backend(Protocol):
 
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
         """A workflow record, or ``None``."""
+        ...
+
+    async def delete_workflow(self, workflow_id: str) -> bool:
+        """Remove a workflow record (its jobs are removed on their own); ``False`` if it did
+        not exist."""
         ...
 
     async def update_workflow(
@@ -268,6 +279,10 @@ class Backend(Protocol):
 
     async def list_workers(self) -> list[WorkerInfo]:
         """Every known worker."""
+        ...
+
+    async def delete_worker(self, worker_id: str) -> bool:
+        """Forget a worker record; ``False`` if there was none."""
         ...
 
     async def publish_events(self, events: Sequence[Event]) -> None:

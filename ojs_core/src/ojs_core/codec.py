@@ -207,6 +207,8 @@ def _job_out(job: Job) -> dict[str, Any]:
         out["workflow_pending"] = True
     if job.visible_until is not None:
         out["visible_until"] = format_ts(job.visible_until)
+    if job.retain_until is not None:
+        out["retain_until"] = format_ts(job.retain_until)
     if job.unique_key is not None:
         out["unique_key"] = job.unique_key
     if job.workflow_id is not None:

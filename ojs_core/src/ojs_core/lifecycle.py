@@ -61,8 +61,8 @@ def timer_deadline(job: Job) -> datetime | None:
     """When something must happen to ``job`` without a client asking, or ``None``.
 
     Scheduled and retryable jobs become available, active jobs hit their visibility or execution
-    timeout, waiting jobs expire. Backends index jobs by this value so that timers cost work only
-    for jobs that are due.
+    timeout, waiting jobs expire, terminal jobs are removed at the end of their retention.
+    Backends index jobs by this value so that timers cost work only for jobs that are due.
     """
     state = job.state
     if state is S.SCHEDULED:
@@ -81,7 +81,7 @@ def timer_deadline(job: Job) -> datetime | None:
             else None
         )
         return _min(job.visible_until, exec_deadline)
-    return None
+    return job.retain_until  # terminal: when its record is removed (``ojs_core.retention``)
 
 
 def claim(job: Job, now: datetime, worker_id: str | None, visibility_ms: int | None) -> Job:

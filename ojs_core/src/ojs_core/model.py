@@ -138,6 +138,8 @@ class Job:
     workflow_pending: bool = False
 
     visible_until: datetime | None = None
+    #: When a terminal job is removed (its state's retention, ``ojs_core.retention``).
+    retain_until: datetime | None = None
     unique_key: str | None = None
     workflow_id: str | None = None
     workflow_node: int | None = None

@@ -1,4 +1,4 @@
-"""The background loops that move time-driven state: timers and cron ticks."""
+"""The background loops that move time-driven state: timers, cron ticks and retention."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ log = logging.getLogger("ojs.scheduler")
 
 
 class Scheduler:
-    """Runs :meth:`JobService.run_timers` every ``interval`` and cron every ``cron_interval``.
+    """Runs :meth:`JobService.run_timers` every ``interval``, cron every ``cron_interval``
+    and :meth:`JobService.prune` every ``service.retention.prune_interval``.
 
-    Timers and cron run as two independent loops, so a slow cron pass never delays a retry or a
-    scheduled job. Every replica may run one: each timer is applied by compare-and-swap and each
-    cron tick has a deterministic job id, so concurrent schedulers never double-apply.
+    The three run as independent loops, so a slow cron pass or prune never delays a retry or a
+    scheduled job. Every replica may run one: each timer is applied by compare-and-swap, each
+    cron tick has a deterministic job id and each removal is conditional, so concurrent
+    schedulers never double-apply.
     """
 
     def __init__(
@@ -63,18 +65,30 @@ class Scheduler:
                 log.exception("cron pass failed; retrying")
             await clock.sleep(self.cron_interval)
 
+    async def _prune(self) -> None:
+        clock = self.service.clock
+        while True:
+            await clock.sleep(self.service.retention.prune_interval.total_seconds())
+            try:
+                await self.service.prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("retention pass failed; retrying")
+
     def start(self) -> None:
-        """Start both loops on the running event loop (idempotent)."""
+        """Start the loops on the running event loop (idempotent)."""
         if self._tasks and not all(t.done() for t in self._tasks):
             return
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._timers(), name="ojs-timers"),
             loop.create_task(self._crons(), name="ojs-cron"),
+            loop.create_task(self._prune(), name="ojs-retention"),
         ]
 
     async def stop(self) -> None:
-        """Stop both loops and wait for them."""
+        """Stop the loops and wait for them."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

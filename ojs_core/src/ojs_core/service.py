@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from . import lifecycle
-from .backend import Backend, ConflictFn, EventFilter, JobArrivals, JobFilter, Page
+from .backend import Backend, ConflictFn, EventFilter, JobArrivals, JobFilter, JobFn, Page
 from .clock import Clock, SystemClock
 from .cron import next_fire, parse_cron_request
 from .envelope import parse_enqueue, parse_retry, parse_worker_fields, validate_queue
@@ -38,6 +38,7 @@ from .limits import BatchTooLargeError, Limits, check_count
 from .model import CronJob, Event, Job, JobError, QueueInfo, QueueStats, WorkerInfo, Workflow
 from .ratelimit import RateLimiter
 from .ratelog import RateLimitedLog
+from .retention import Retention, stamp
 from .states import JobState
 from .timeutil import format_ts
 from .unique import is_conflict, unique_key
@@ -49,6 +50,14 @@ log = logging.getLogger("ojs.service")
 S = JobState
 DIRECTIVES = ("running", "quiet", "terminate")
 _TIMER_CONCURRENCY = 64
+#: Dead-letter jobs read per page when the size cap is applied.
+_PRUNE_PAGE = 500
+
+
+def _still_dead(job: Job) -> bool:
+    return job.dead_letter and job.state is S.DISCARDED
+
+
 #: A long-polling fetch looks again this often: on a backend without wake-ups (the same
 #: process's arrivals wake it at once), and, as a backstop for a lost wake-up, with them.
 _POLL_S = 0.05
@@ -88,8 +97,11 @@ class JobService:
         limits: Limits | None = None,
         test_directives: bool = False,
         arrival_poll_s: float = ARRIVAL_POLL_S,
+        retention: Retention | None = None,
     ) -> None:
         self.backend = backend
+        #: How long finished records are kept (:mod:`ojs_core.retention`).
+        self.retention = retention or Retention()
         self.clock: Clock = clock or SystemClock()
         self.rng = rng
         self.default_visibility_ms = default_visibility_ms
@@ -119,6 +131,17 @@ class JobService:
         except OJSError:
             log.warning("could not publish %d event(s)", len(events), exc_info=True)
 
+    async def _update(self, job_id: str, fn: JobFn, now: datetime) -> tuple[Job, Job]:
+        """``backend.update_job`` with the retention deadline stamped on every job that
+        becomes terminal (or cleared on one that leaves a terminal state)."""
+        retention = self.retention
+
+        def change(job: Job) -> Job:
+            new = fn(job)
+            return new if new is job else stamp(job, new, retention, now)
+
+        return await self.backend.update_job(job_id, change)
+
     async def _after(self, before: Job | None, after: Job, now: datetime) -> None:
         """Follow-up of one stored transition: events, workflow advancement, wake-ups."""
         await self._emit(transition_events(before, after, now))
@@ -133,9 +156,10 @@ class JobService:
         if not job.workflow_pending:
             return
         with contextlib.suppress(NotFoundError):
-            await self.backend.update_job(
+            await self._update(
                 job.id,
                 lambda j: attrs.evolve(j, workflow_pending=False) if j.workflow_pending else j,
+                self.now(),
             )
 
     # -- enqueue --------------------------------------------------------------------------
@@ -223,9 +247,7 @@ class JobService:
 
     async def _replace(self, existing: Job, now: datetime) -> None:
         try:
-            before, after = await self.backend.update_job(
-                existing.id, lambda j: lifecycle.cancel(j, now)
-            )
+            before, after = await self._update(existing.id, lambda j: lifecycle.cancel(j, now), now)
         except (InvalidStateTransitionError, NotFoundError):
             return
         await self._after(before, after, now)
@@ -241,7 +263,7 @@ class JobService:
 
     async def _transition(self, job_id: str, fn: TimedFn) -> tuple[Job, Job]:
         now = self.now()
-        before, after = await self.backend.update_job(job_id, lambda j: fn(j, now))
+        before, after = await self._update(job_id, lambda j: fn(j, now), now)
         if after is not before:
             await self._after(before, after, now)
         return before, after
@@ -376,13 +398,14 @@ class JobService:
         requested: str | None = None
         for job_id in active_jobs:
             try:
-                _, job = await self.backend.update_job(
+                _, job = await self._update(
                     job_id,
                     lambda j: (
                         lifecycle.extend_visibility(j, now, visibility_ms)
                         if j.worker_id in (None, worker_id)
                         else j
                     ),
+                    now,
                 )
             except (ConflictError, NotFoundError):
                 continue
@@ -453,7 +476,8 @@ class JobService:
     async def delete_dead_letter(self, job_id: str) -> None:
         """Remove a dead-letter job for good."""
         await self._dead(job_id)
-        await self.backend.delete_job(job_id)
+        if not await self.backend.delete_job(job_id, only_if=_still_dead):
+            raise NotFoundError("dead-letter job", job_id)
 
     # -- queues ---------------------------------------------------------------------------
 
@@ -588,7 +612,7 @@ class JobService:
 
     async def _apply_step(self, job_id: str, fn: TimedFn, now: datetime) -> None:
         try:
-            before, after = await self.backend.update_job(job_id, lambda j: fn(j, now))
+            before, after = await self._update(job_id, lambda j: fn(j, now), now)
         except (ConflictError, NotFoundError):
             return  # another replica advanced it first
         if after is not before:
@@ -723,8 +747,8 @@ class JobService:
 
         async def fire(job_id: str) -> bool:
             try:
-                before, after = await self.backend.update_job(
-                    job_id, lambda j: lifecycle.on_timer(j, now, self.rng)
+                before, after = await self._update(
+                    job_id, lambda j: lifecycle.on_timer(j, now, self.rng), now
                 )
             except NotFoundError:
                 return False
@@ -734,6 +758,8 @@ class JobService:
                     await self.advance_workflow(after.workflow_id)
                     await self._settled(after)
                     return True
+                if after.state.terminal and after.retain_until and after.retain_until <= now:
+                    return await self._remove(after)
                 return False
             await self._after(before, after, now)
             return True
@@ -755,6 +781,63 @@ class JobService:
                 elif outcome:
                     done += 1
         return done
+
+    # -- retention ------------------------------------------------------------------------
+
+    async def _remove(self, job: Job) -> bool:
+        """Remove a terminal job whose retention ended (and its workflow with its last job).
+
+        The removal is conditional on the stored version still being that terminal job: a
+        dead-letter retry that came first is never undone."""
+        state, until = job.state, job.retain_until
+
+        def still_due(current: Job) -> bool:
+            return current.state is state and current.retain_until == until
+
+        if not await self.backend.delete_job(job.id, only_if=still_due):
+            return False
+        if job.workflow_id:
+            await self._remove_finished_workflow(job.workflow_id)
+        return True
+
+    async def _remove_finished_workflow(self, workflow_id: str) -> None:
+        workflow = await self.backend.get_workflow(workflow_id)
+        if workflow is None:
+            return
+        remaining = await self.backend.get_jobs([node.job_id for node in workflow.nodes])
+        if all(job is None for job in remaining):
+            await self.backend.delete_workflow(workflow_id)
+
+    async def prune(self) -> dict[str, int]:
+        """Apply the retention that timers do not: the dead letter's size cap and the records
+        of workers that stopped heartbeating. Returns how many of each were removed."""
+        now = self.now()
+        removed = {"dead_letter": 0, "workers": 0}
+        cap = self.retention.dead_letter_max_count
+        if cap is not None:
+            # The listing is newest first: what lies beyond the cap is the oldest.
+            while True:
+                page = await self.backend.list_jobs(
+                    JobFilter(dead_letter=True, limit=_PRUNE_PAGE, offset=cap)
+                )
+                if not page.items:
+                    break
+                gone = 0
+                for job in page.items:
+                    if await self.backend.delete_job(job.id, only_if=_still_dead):
+                        gone += 1
+                removed["dead_letter"] += gone
+                if gone == 0 or len(page.items) < _PRUNE_PAGE:
+                    break
+        keep = self.retention.workers
+        if keep is not None:
+            cutoff = now - keep
+            for worker in await self.backend.list_workers():
+                if worker.last_seen < cutoff and await self.backend.delete_worker(worker.worker_id):
+                    removed["workers"] += 1
+        if any(removed.values()):
+            log.info("retention removed %s", removed)
+        return removed
 
     # -- events and admin -----------------------------------------------------------------
 

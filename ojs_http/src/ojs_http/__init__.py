@@ -5,4 +5,4 @@ from .auth import ApiKeys, Role
 from .settings import HttpSettings
 
 __all__ = ["ApiKeys", "HttpSettings", "Role", "create_app", "lifespan"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

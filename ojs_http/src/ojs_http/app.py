@@ -72,6 +72,7 @@ def create_app(
         default_visibility_ms=settings.default_visibility_timeout_ms,
         limits=settings.limits,
         test_directives=settings.test_directives,
+        retention=settings.retention,
     )
     scheduler = Scheduler(service, interval=settings.scheduler_interval)
 

@@ -28,12 +28,14 @@ from .startup import (
     add_auth_flags,
     add_limit_flag,
     add_nats_flags,
+    add_retention_flags,
     build_authenticator,
     check_exposure,
     install_key_reload,
     limit_settings,
     nats_options,
     nats_storage_options,
+    retention_settings,
 )
 
 __all__ = ["build_backend", "main", "mounted", "parse_args"]
@@ -134,6 +136,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     add_auth_flags(p)
     add_nats_flags(p)
+    add_retention_flags(p)
     add_limit_flag(p)
     return p.parse_args(argv)
 
@@ -195,6 +198,7 @@ async def serve(args: argparse.Namespace) -> None:
         enable_reset=args.enable_reset,
         test_directives=args.enable_reset,
         limits=limits,
+        retention=retention_settings(args),
         **http_limits,
         response_content_type=args.response_content_type,
         default_visibility_timeout_ms=args.default_visibility_timeout_ms,

@@ -88,6 +88,7 @@ JOB = obj(
         "scheduled_at": TS,
         "started_at": TS,
         "completed_at": TS,
+        "retain_until": TS,
         "result": {},
         "errors": {"type": "array"},
     },

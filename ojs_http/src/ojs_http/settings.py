@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+
 import attrs
 
 from ojs_core.limits import Limits
+from ojs_core.retention import Retention
 
 __all__ = ["CONTENT_TYPE_MODES", "HttpSettings"]
 
@@ -26,13 +29,15 @@ class HttpSettings:
     ``metrics_public``: whether ``/metrics`` needs no key when the app has an authenticator.
     ``limits``: the per-request ceilings of the service (:class:`~ojs_core.limits.Limits`);
     ``max_body_bytes`` and ``max_envelope_bytes`` bound request bodies and each job in them,
-    ``max_wait_ms`` a fetch's long-poll.
+    ``max_wait_ms`` a fetch's long-poll. ``retention``: how long finished jobs, dead-letter
+    jobs and worker records are kept (:class:`~ojs_core.retention.Retention`).
     """
 
     enable_reset: bool = False
     test_directives: bool = False
     metrics_public: bool = True
     limits: Limits = attrs.field(factory=Limits)
+    retention: Retention = attrs.field(factory=Retention)
     response_content_type: str = attrs.field(
         default="auto", validator=attrs.validators.in_(CONTENT_TYPE_MODES)
     )
@@ -43,5 +48,12 @@ class HttpSettings:
     run_scheduler: bool = True
     scheduler_interval: float = 0.02
     implementation_name: str = "ojs-python"
-    implementation_version: str = "0.1.0"
+    implementation_version: str = attrs.field(factory=lambda: _version())
     docs_base: str = "https://openjobspec.org"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ojs-http")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "0+unknown"

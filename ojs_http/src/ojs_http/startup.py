@@ -18,11 +18,14 @@ import ipaddress
 import logging
 import signal
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import attrs
 
 from ojs_core.limits import Limits
+from ojs_core.retention import Retention
+from ojs_core.timeutil import parse_duration_ms
 
 from .auth import API_KEYS_ENV, ApiKeys, AuthConfigError, Authenticator, first_of
 from .flags import env_flag
@@ -32,6 +35,7 @@ __all__ = [
     "add_auth_flags",
     "add_limit_flag",
     "add_nats_flags",
+    "add_retention_flags",
     "build_authenticator",
     "check_exposure",
     "install_key_reload",
@@ -39,6 +43,7 @@ __all__ = [
     "limit_settings",
     "nats_options",
     "nats_storage_options",
+    "retention_settings",
 ]
 
 #: The request limits of :class:`~ojs_http.settings.HttpSettings` (the rest are in ``Limits``).
@@ -108,6 +113,63 @@ def add_auth_flags(p: argparse.ArgumentParser) -> None:
         env="OJS_JWT_ROLE_CLAIM",
         default="ojs_roles",
         help="claim holding the caller's roles",
+    )
+
+
+def add_retention_flags(p: argparse.ArgumentParser) -> None:
+    """How long finished records are kept (ISO 8601 durations; ``0`` keeps forever)."""
+    g = p.add_argument_group("retention (docs/reliability.md#storage-that-stays-bounded)")
+    flags = [
+        ("--retain-completed", "OJS_RETAIN_COMPLETED", "P7D", "completed jobs"),
+        ("--retain-cancelled", "OJS_RETAIN_CANCELLED", "P7D", "cancelled jobs"),
+        ("--retain-discarded", "OJS_RETAIN_DISCARDED", "P30D", "discarded jobs"),
+        ("--retain-dead-letter", "OJS_RETAIN_DEAD_LETTER", "P180D", "dead-letter jobs"),
+        ("--retain-workers", "OJS_RETAIN_WORKERS", "P1D", "worker records after their last beat"),
+    ]
+    for flag, env, default, what in flags:
+        env_flag(
+            g,
+            flag,
+            env=env,
+            default=default,
+            metavar="DURATION",
+            help=f"how long {what} are kept (ISO 8601; 0 keeps them forever)",
+        )
+    env_flag(
+        g,
+        "--dead-letter-max",
+        env="OJS_DEAD_LETTER_MAX",
+        default=10_000,
+        type=int,
+        metavar="N",
+        help="most dead-letter jobs kept; the oldest beyond it are removed (0: no cap)",
+    )
+
+
+def retention_settings(args: argparse.Namespace) -> Retention:
+    """The :class:`Retention` of the retention flags; ``SystemExit`` naming a bad one."""
+
+    def keep(flag: str) -> timedelta | None:
+        raw = str(getattr(args, flag.removeprefix("--").replace("-", "_"))).strip()
+        if raw in ("0", "P0D", "PT0S"):
+            return None
+        try:
+            ms = parse_duration_ms(raw)
+        except ValueError as exc:
+            raise SystemExit(f"ojs-server: {flag}: {exc}") from None
+        if ms <= 0:
+            return None
+        return timedelta(milliseconds=ms)
+
+    if args.dead_letter_max < 0:
+        raise SystemExit("ojs-server: --dead-letter-max: must be 0 (no cap) or more")
+    return Retention(
+        completed=keep("--retain-completed"),
+        cancelled=keep("--retain-cancelled"),
+        discarded=keep("--retain-discarded"),
+        dead_letter=keep("--retain-dead-letter"),
+        dead_letter_max_count=args.dead_letter_max or None,
+        workers=keep("--retain-workers"),
     )
 
 

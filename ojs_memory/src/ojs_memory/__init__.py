@@ -3,4 +3,4 @@
 from .backend import MemoryBackend
 
 __all__ = ["MemoryBackend"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -226,11 +226,14 @@ class MemoryBackend:
         matches.reverse()
         return Page(items=matches[flt.offset : flt.offset + flt.limit], total=len(matches))
 
-    async def delete_job(self, job_id: str) -> bool:
-        """Remove a job and every index entry pointing at it."""
-        job = self._jobs.pop(job_id, None)
-        if job is None:
+    async def delete_job(
+        self, job_id: str, *, only_if: Callable[[Job], bool] | None = None
+    ) -> bool:
+        """Remove a job and every index entry pointing at it (if ``only_if`` allows)."""
+        job = self._jobs.get(job_id)
+        if job is None or (only_if is not None and not only_if(job)):
             return False
+        del self._jobs[job_id]
         self._counts[job.queue][job.state] -= 1
         self._ready_key.pop(job_id, None)
         self._timer_key.pop(job_id, None)
@@ -276,6 +279,10 @@ class MemoryBackend:
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
         """The record or ``None``."""
         return self._workflows.get(workflow_id)
+
+    async def delete_workflow(self, workflow_id: str) -> bool:
+        """Forget a workflow record."""
+        return self._workflows.pop(workflow_id, None) is not None
 
     async def update_workflow(
         self, workflow_id: str, fn: Callable[[Workflow], Workflow]
@@ -336,6 +343,10 @@ class MemoryBackend:
     async def list_workers(self) -> list[WorkerInfo]:
         """Every worker seen."""
         return list(self._workers.values())
+
+    async def delete_worker(self, worker_id: str) -> bool:
+        """Forget a worker record."""
+        return self._workers.pop(worker_id, None) is not None
 
     async def publish_events(self, events: Sequence[Event]) -> None:
         """Append to the bounded log, numbering each event."""

@@ -7,4 +7,4 @@ a local nats-server (extra ``ojs-nats[embedded]``). See ``docs/nats-design.md``.
 from .backend import NatsBackend
 
 __all__ = ["NatsBackend"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

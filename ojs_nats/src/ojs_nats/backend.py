@@ -232,9 +232,12 @@ class NatsBackend:
         return Page(items=jobs[flt.offset : flt.offset + flt.limit], total=len(jobs))
 
     @guard
-    async def delete_job(self, job_id: str) -> bool:
-        """Purge a job's record and its dead-letter marker."""
-        return await self.writer.delete(job_id)
+    async def delete_job(
+        self, job_id: str, *, only_if: Callable[[Job], bool] | None = None
+    ) -> bool:
+        """Remove a job (compare-and-swap against the version ``only_if`` checked), its
+        dead-letter marker and its unique-key holder."""
+        return await self.writer.delete(job_id, only_if)
 
     # -- queues ----------------------------------------------------------------------------
 
@@ -263,6 +266,14 @@ class NatsBackend:
     async def insert_workflow(self, workflow: Workflow, jobs: Sequence[Job]) -> None:
         """The workflow record and all its jobs in one atomic batch."""
         await self.writer.insert_workflow(workflow, jobs)
+
+    @guard
+    async def delete_workflow(self, workflow_id: str) -> bool:
+        """Remove a workflow record."""
+        key = names.workflow_key(workflow_id)
+        if await self.store.get(names.JOBS_BUCKET, key) is None:
+            return False
+        return await self.store.remove(names.JOBS_BUCKET, key) is not None
 
     @guard
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
@@ -328,6 +339,14 @@ class NatsBackend:
         keys = await self.store.keys(names.WORKERS_BUCKET)
         found = await asyncio.gather(*(self.store.get(names.WORKERS_BUCKET, k) for k in keys))
         return [WORKER.decode(got[0]) for got in found if got is not None]
+
+    @guard
+    async def delete_worker(self, worker_id: str) -> bool:
+        """Forget a worker record."""
+        key = names.hex_key(worker_id)
+        if await self.store.get(names.WORKERS_BUCKET, key) is None:
+            return False
+        return await self.store.remove(names.WORKERS_BUCKET, key) is not None
 
     @guard
     async def publish_events(self, events: Sequence[Event]) -> None:

@@ -124,14 +124,12 @@ class JobWriter:
             keys = list(dict.fromkeys(j.unique_key for j in jobs if j.unique_key))
             holders: dict[str, tuple[Job | None, int]] = {}
             got_all = await asyncio.gather(
-                *(store.get(names.JOBS_BUCKET, names.unique_key(k)) for k in keys)
+                *(store.entry(names.JOBS_BUCKET, names.unique_key(k)) for k in keys)
             )
-            for key, got in zip(keys, got_all, strict=True):
-                if got is None:
-                    holders[key] = (None, 0)
-                    continue
-                rec = await store.read_job(got[0].decode())
-                holders[key] = (rec.job if rec else None, got[1])
+            for key, (value, revision) in zip(keys, got_all, strict=True):
+                # A removed holder leaves a marker: the next holder's write expects its revision.
+                rec = await store.read_job(value.decode()) if value is not None else None
+                holders[key] = (rec.job if rec else None, revision)
             conflicts: list[UniqueConflict] = []
             local: dict[str, Job] = {}
             for i, job in enumerate(jobs):
@@ -262,17 +260,31 @@ class JobWriter:
             return before, after
         raise ConflictError(f"job {job_id} is being changed concurrently; try again")
 
-    async def delete(self, job_id: str) -> bool:
-        """Purge a job's record and its dead-letter marker."""
-        rec = await self.store.read_job(job_id)
-        if rec is None:
-            return False
-        jobs = self.store.jobs
-        await jobs.purge(names.job_key(job_id))
-        with contextlib.suppress(Exception):  # a marker left behind is skipped when listed
-            await jobs.purge(names.dead_key(job_id))
+    async def delete(self, job_id: str, only_if: Callable[[Job], bool] | None = None) -> bool:
+        """Remove a job (if ``only_if`` holds for the stored version) by a deletion marker that
+        expects the version checked; then its dead-letter marker and its unique-key holder.
+        Every marker expires by itself, so a removal leaves nothing behind."""
+        store = self.store
+        for _ in range(CAS_ATTEMPTS):
+            rec = await store.read_job(job_id)
+            if rec is None or (only_if is not None and not only_if(rec.job)):
+                return False
+            if await store.remove(names.JOBS_BUCKET, names.job_key(job_id), rec.revision):
+                break
+        else:
+            raise ConflictError(f"job {job_id!r} is being changed concurrently; try again")
+        store.forget(job_id)
         self.counters.count(rec.job, None)
-        self.store.forget(job_id)
+        job = rec.job
+        # What pointed at the job: a marker or holder left behind is skipped when read.
+        with contextlib.suppress(OJSError, *UNKNOWN_OUTCOME):
+            if is_dead(job):
+                await store.remove(names.JOBS_BUCKET, names.dead_key(job_id))
+            if job.unique_key is not None:
+                key = names.unique_key(job.unique_key)
+                value, revision = await store.entry(names.JOBS_BUCKET, key)
+                if value is not None and value.decode() == job_id:
+                    await store.remove(names.JOBS_BUCKET, key, revision)
         return True
 
     async def dead_letter(self, queue: str | None) -> list[Job]:

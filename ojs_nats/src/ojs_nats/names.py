@@ -248,6 +248,7 @@ BATCH_COMMIT = Header.BATCH_COMMIT.value
 SCHEDULE = Header.SCHEDULE.value
 SCHEDULE_TARGET = Header.SCHEDULE_TARGET.value
 INCR = Header.INCR.value
+MSG_TTL = Header.MSG_TTL.value
 ROLLUP = Header.ROLLUP.value
 STATUS = Header.STATUS.value
 KV_OPERATION = KV_OP

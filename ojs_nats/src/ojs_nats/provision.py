@@ -27,6 +27,7 @@ from .jetstream import settle
 
 __all__ = [
     "EVENTS_MAX_AGE_S",
+    "EVENTS_MAX_BYTES",
     "EVENTS_MAX_MSGS",
     "delete_all",
     "provision",
@@ -39,6 +40,8 @@ log = logging.getLogger("ojs.nats")
 #: The event log keeps a day of events, a million at most.
 EVENTS_MAX_AGE_S = 86_400
 EVENTS_MAX_MSGS = 1_000_000
+#: The event log is bounded by bytes too (an event is a few hundred bytes).
+EVENTS_MAX_BYTES = 512 * 1024 * 1024
 #: Buckets whose stream must allow atomic batches (a job with its marker, a batch enqueue).
 ATOMIC_BUCKETS = frozenset({names.JOBS_BUCKET})
 #: nats-server's "error creating store for stream": after every stream of an account was
@@ -79,6 +82,7 @@ def stream_configs(replicas: int) -> list[StreamConfig]:
             num_replicas=replicas,
             max_age=EVENTS_MAX_AGE_S,
             max_msgs=EVENTS_MAX_MSGS,
+            max_bytes=EVENTS_MAX_BYTES,
             discard=DiscardPolicy.OLD,
             allow_direct=True,  # read by batched direct gets, without a consumer
         ),
@@ -140,10 +144,12 @@ async def _bucket(js: JetStreamContext, name: str, replicas: int) -> KeyValue:
     with contextlib.suppress(nats.js.errors.BadRequestError):
         await js.create_key_value(bucket_config(name, replicas))
     # Direct gets for every bucket (reads without a consumer), atomic batches where needed.
+    # Per-message TTLs for deletion markers (a removed record leaves no lasting tombstone).
     cfg = (await js.stream_info(names.kv_stream(name))).config
     atomic = name in ATOMIC_BUCKETS
-    if not cfg.allow_direct or (atomic and not cfg.allow_atomic):
+    if not cfg.allow_direct or not cfg.allow_msg_ttl or (atomic and not cfg.allow_atomic):
         cfg.allow_direct = True
+        cfg.allow_msg_ttl = True
         if atomic:
             cfg.allow_atomic = True
         await js.update_stream(cfg)

@@ -32,11 +32,19 @@ from ojs_core.timeutil import parse_ts
 
 from . import names
 from .connection import Connection
-from .jetstream import Op, WrongSequenceError, check_size, direct_get_batch, settle
+from .jetstream import (
+    UNKNOWN_OUTCOME,
+    Op,
+    WrongSequenceError,
+    check_size,
+    direct_get_batch,
+    settle,
+)
 
 __all__ = [
     "CRON",
     "QUEUE",
+    "TOMBSTONE_TTL",
     "WORKER",
     "WORKFLOW",
     "Codec",
@@ -63,6 +71,11 @@ _MULTI_GET_WAIT_S = 5.0
 _KEYS_WAIT_S = 10.0
 #: Reads of a record while deciding a write whose outcome is unknown.
 _SETTLE_ATTEMPTS = 4
+#: How long the deletion marker of a removed record stays (``Nats-TTL``). It fences a write of
+#: the old record still on its way (seconds at most; a removed job has been terminal for its
+#: whole retention, so nothing but a conditional write can target it) and then goes, so that
+#: removals leave nothing behind. A write expecting the old revision fails even after.
+TOMBSTONE_TTL = "60s"
 
 
 @attrs.frozen
@@ -235,6 +248,23 @@ class RecordStore:
             if await self.fence_job(job_id, expected):
                 return None
         return None
+
+    async def remove(self, bucket: str, key: str, expected: int | None = None) -> int | None:
+        """Delete ``key`` with a marker that expires by itself (:data:`TOMBSTONE_TTL`), if
+        its revision is ``expected`` (any revision when ``None``). The marker's revision, or
+        ``None`` when the key changed meanwhile. A timed-out write is settled by reading."""
+        headers = {names.KV_OPERATION: "DEL", names.MSG_TTL: TOMBSTONE_TTL}
+        if expected is not None:
+            headers[names.EXPECTED_SUBJECT_SEQUENCE] = str(expected)
+        try:
+            return await self.conn.pipe.publish(names.kv_subject(bucket, key), b"", headers)
+        except WrongSequenceError:
+            return None
+        except UNKNOWN_OUTCOME:
+            value, revision = await self.entry(bucket, key)
+            if value is None and revision > (expected or 0):
+                return revision  # it landed
+            raise
 
     async def keys(self, bucket: str, pattern: str = ">") -> list[str]:
         """Keys of ``bucket`` matching ``pattern``, deleted ones included (callers read each).

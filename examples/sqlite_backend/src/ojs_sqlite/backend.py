@@ -510,14 +510,19 @@ class SqliteBackend:
 
         return await self._run(listing)
 
-    async def delete_job(self, job_id: str) -> bool:
-        """Remove a job, its unique-key holding and its count."""
+    async def delete_job(
+        self, job_id: str, *, only_if: Callable[[Job], bool] | None = None
+    ) -> bool:
+        """Remove a job, its unique-key holding and its count (in the transaction that
+        checks ``only_if``)."""
 
         def delete(conn: sqlite3.Connection) -> bool:
             rec = self._load(conn, job_id)
             if rec is None:
                 return False
             job = rec[0]
+            if only_if is not None and not only_if(job):
+                return False
             conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             if job.unique_key is not None:
                 conn.execute(
@@ -599,6 +604,12 @@ class SqliteBackend:
                 self._store(conn, None, job)
 
         await self._tx(insert)
+
+    async def delete_workflow(self, workflow_id: str) -> bool:
+        """Forget a workflow record."""
+        return await self._tx(
+            lambda c: c.execute("DELETE FROM workflows WHERE id = ?", (workflow_id,)).rowcount > 0
+        )
 
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
         """The record, or ``None``."""
@@ -729,6 +740,12 @@ class SqliteBackend:
         """Every worker seen."""
         rows = await self._run(lambda c: c.execute("SELECT body FROM workers").fetchall())
         return [self._worker(r[0]) for r in rows]
+
+    async def delete_worker(self, worker_id: str) -> bool:
+        """Forget a worker record."""
+        return await self._tx(
+            lambda c: c.execute("DELETE FROM workers WHERE id = ?", (worker_id,)).rowcount > 0
+        )
 
     async def publish_events(self, events: Sequence[Event]) -> None:
         """Append in one transaction; the log keeps the newest ``max_events``."""

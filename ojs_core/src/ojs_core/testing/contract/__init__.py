@@ -12,7 +12,8 @@ every state), :mod:`.claiming` (order, pause, exclusivity under races), :mod:`.t
 (scheduled, backoff, visibility and execution timeouts, expiry, ``due_jobs``),
 :mod:`.uniqueness`, :mod:`.dead_letter`, :mod:`.workflows`, :mod:`.cron`, :mod:`.batches`
 (atomic inserts), :mod:`.events`, :mod:`.names` (queue names and worker ids as opaque
-strings), :mod:`.validation` (input refused before anything is stored) and :mod:`.protocol`
+strings), :mod:`.validation` (input refused before anything is stored), :mod:`.retention` (finished
+records removed when their retention ends) and :mod:`.protocol`
 (compare-and-swap, reads, listings, claims, queues, workers, health, reset). Select a topic
 with ``-k``, e.g. ``-k TestTimeouts``.
 """
@@ -33,6 +34,7 @@ from .protocol import (
     TestQueuesAndWorkers,
     TestReads,
 )
+from .retention import TestRetention
 from .timers import TestExpiry, TestRetryTiming, TestScheduled, TestTimeouts, TestTimerIndex
 from .transitions import TestTransitionDetails, TestTransitionMatrix
 from .uniqueness import TestUniqueJobs, TestUniqueRaces
@@ -57,6 +59,7 @@ __all__ = [
     "TestPause",
     "TestQueuesAndWorkers",
     "TestReads",
+    "TestRetention",
     "TestRetryTiming",
     "TestScheduled",
     "TestTimeouts",
