@@ -123,11 +123,16 @@ async def run(jobs: int, retain: timedelta, batch: int, every: float) -> list[di
             await asyncio.sleep(0.1)
         phase = "drain"
         floor = rows[0][STREAMS[0]][1] + 64 * 1024
-        while True:
+        # The removals are due ``retain`` after the last completion, and their markers expire
+        # a minute after that; give up (and say so in the table) well after.
+        give_up = time.monotonic() + retain.total_seconds() + 600
+        while time.monotonic() < give_up:
             await asyncio.sleep(every)
             now = await sample(backend, server_pid, started, phase=phase, **counts())
             if now[STREAMS[0]][1] <= floor and now[STREAMS[1]][0] <= rows[0][STREAMS[1]][0]:
                 break
+        else:
+            phase = "not at floor"
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -10,7 +10,8 @@ when the test ends. No NATS mocks: everything goes through the real server.
 
 A hang must fail a test, not the whole run: every setup, call and teardown of this directory
 runs under a SIGALRM deadline (``PHASE_TIMEOUT_S``) that raises :class:`PhaseTimeout` (a
-``BaseException``, so that no ``except Exception`` in the code under test swallows it).
+``BaseException``, so that no ``except Exception`` in the code under test swallows it). A test
+that is long by design names its own deadline with ``@pytest.mark.deadline(seconds)``.
 """
 
 from __future__ import annotations
@@ -54,16 +55,24 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
         yield
 
 
+def _phase_timeout(item: pytest.Item) -> int:
+    """``PHASE_TIMEOUT_S``, or the test's own ``@pytest.mark.deadline(seconds)``."""
+    marker = item.get_closest_marker("deadline")
+    return int(marker.args[0]) if marker is not None and marker.args else PHASE_TIMEOUT_S
+
+
 @contextlib.contextmanager
 def _deadline(item: pytest.Item, phase: str) -> Iterator[None]:
+    timeout = _phase_timeout(item)
+
     def expired(signum: int, frame: FrameType | None) -> None:
         raise PhaseTimeout(
-            f"{item.nodeid}: {phase} still running after {PHASE_TIMEOUT_S} s; "
+            f"{item.nodeid}: {phase} still running after {timeout} s; "
             f"asyncio tasks:\n{_task_stacks()}"
         )
 
     previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(PHASE_TIMEOUT_S)
+    signal.alarm(timeout)
     try:
         yield
     finally:

@@ -24,6 +24,8 @@ from ojs_core.lifecycle import claim
 from ojs_core.model import Job, RetryPolicy
 from ojs_core.service import JobService
 from ojs_core.states import JobState
+from ojs_core.testing import job_error
+from ojs_core.timeutil import parse_ts
 from ojs_nats import names
 from ojs_nats.backend import NatsBackend
 from ojs_nats.embedded import free_port
@@ -151,6 +153,29 @@ async def test_heartbeat_through_a_replica_caching_the_previous_attempt_extends(
     stored = await a.get(job.id)
     assert stored.worker_id == "w2"
     assert stored.state is S.ACTIVE
+
+
+async def test_a_write_that_loses_leaves_the_timer_of_the_stored_version(
+    replicas: tuple[JobService, JobService],
+) -> None:
+    """A losing write announced its deadline before its compare-and-swap failed; the job's one
+    schedule must then hold the stored version's deadline, not the loser's (a later one would
+    delay the retry, or the retention, until then)."""
+    a, b = replicas
+    retry = {"max_attempts": 5, "initial_interval": "PT30S", "jitter": False}
+    job = (await a.enqueue({"type": "clobber", "args": [], "retry": retry})).job
+    (active,) = await b.fetch(["default"], worker_id="w1", visibility_ms=60_000)
+    assert active.id == job.id
+    failed = await a.nack(job.id, job_error("boom"), "w1")  # A: retryable, next attempt +30 s
+    assert failed.state is S.RETRYABLE
+    assert failed.next_attempt_at is not None
+    # B still caches the active version: its heartbeat announces +10 min, then loses.
+    outcome = await b.heartbeat("w1", [job.id], 600_000)
+    assert outcome.extended == []
+    backend = b.backend
+    assert isinstance(backend, NatsBackend)
+    msg = await backend.js.get_msg(names.TIMER_STREAM, subject=names.timer_schedule_subject(job.id))
+    assert parse_ts(msg.data.decode()) == failed.next_attempt_at
 
 
 # -- 5: a claim whose acknowledgement was lost, but which landed, reaches the caller ----------

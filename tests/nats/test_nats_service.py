@@ -17,6 +17,7 @@ from ojs_core.service import JobService
 from ojs_core.states import JobState
 from ojs_core.testing import NO_JITTER, fetch_one, job_error, push
 from ojs_nats import NatsBackend, names
+from ojs_nats.provision import READY_IDLE_S
 
 S = JobState
 
@@ -81,3 +82,22 @@ async def test_a_stale_hint_never_hides_an_available_job(svc: JobService) -> Non
         await backend.js.publish(names.ready_subject("default", 0), f"{uuid7()} 1".encode())
     job = await push(svc)
     assert [j.id for j in await svc.fetch(["default"], count=1)] == [job.id]
+
+
+async def test_a_reaped_ready_consumer_is_recreated_and_delivers_what_waited(
+    svc: JobService,
+) -> None:
+    """The server deletes an idle ready consumer (``inactive_threshold``); the hints stay in
+    the stream, and the next fetch recreates the consumer and gets every waiting job."""
+    backend = svc.backend
+    assert isinstance(backend, NatsBackend)
+    jobs = [
+        (await svc.enqueue({"type": "reaped", "args": [i], "queue": "idle"})).job for i in range(3)
+    ]
+    consumer = names.ready_consumer("idle", 0)
+    info = await backend.js.consumer_info(names.READY_STREAM, consumer)
+    assert info.config.inactive_threshold == READY_IDLE_S
+    await backend.js.delete_consumer(names.READY_STREAM, consumer)  # as the server reaps it
+    fetched = await svc.fetch(["idle"], count=5)
+    assert sorted(j.id for j in fetched) == sorted(j.id for j in jobs)
+    await backend.js.consumer_info(names.READY_STREAM, consumer)  # there again

@@ -6,8 +6,8 @@
 * :func:`commit` writes one or more KV-style messages with per-subject expected sequences; more
   than one goes as an atomic batch (nats-server 2.12, ``allow_atomic``), all or nothing.
 * :class:`Pipeline` keeps many single publishes in flight, each acknowledged on its own.
-* :func:`settle` retries a call briefly while a stream cannot answer yet (just created, or
-  electing a leader), the one "retry briefly" policy of the backend.
+* :func:`settle` retries a call while a stream cannot answer yet (just created, or electing a
+  leader), the one bounded "retry while nobody answers" policy of the backend.
 * :func:`guard` maps NATS connectivity errors to :class:`BackendUnavailableError` at the edge.
 """
 
@@ -31,7 +31,7 @@ from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
-from nats.js.errors import APIError, NoStreamResponseError
+from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
 from ojs_core.errors import BackendUnavailableError, OJSError, PayloadTooLargeError
 
@@ -39,13 +39,18 @@ from . import names
 
 __all__ = [
     "MAX_BATCH",
+    "RECONNECT_WAIT_S",
     "SETTLE_ATTEMPTS",
     "SETTLE_DELAY_S",
+    "SETTLE_MAX_DELAY_S",
+    "SETTLE_WAIT_S",
     "UNKNOWN_OUTCOME",
+    "ConsumerGoneError",
     "Op",
     "Pipeline",
     "WrongSequenceError",
     "check_size",
+    "closed_transport",
     "commit",
     "direct_get_batch",
     "guard",
@@ -57,6 +62,8 @@ __all__ = [
 #: The server's limit on messages in one atomic batch.
 MAX_BATCH = 1000
 _WRONG_LAST_SEQUENCE = 10071
+#: nats-server's "atomic publish batch is incomplete": the batch was refused, nothing stored.
+_INCOMPLETE_BATCH = 10176
 
 Op = tuple[str, bytes, dict[str, str]]
 
@@ -64,10 +71,25 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
-#: How often, and how far apart, :func:`settle` tries a call that a stream cannot answer yet:
-#: about a second in all, which covers a just-created stream and a leader election.
-SETTLE_ATTEMPTS = 20
+#: How long :func:`settle` keeps trying a call that no stream answers, and how far apart: the
+#: first tries 50 ms apart (a just-created stream answers within a few), then backing off to
+#: half a second. The bound covers a leader election on a cluster: nats-server's Raft followers
+#: campaign 4-9 s after the leader's last heartbeat, and a killed stream leader was replaced
+#: 4-9 s after the kill on loopback (tests/nats/test_nats_cluster.py). A request that no stream
+#: answered was stored nowhere, so trying it again is always safe; a write whose answer timed
+#: out is never retried here (``UNKNOWN_OUTCOME``: the callers re-read and fence it).
+SETTLE_WAIT_S = 15.0
 SETTLE_DELAY_S = 0.05
+SETTLE_MAX_DELAY_S = 0.5
+#: The fixed count of tries of the former policy (20 tries 50 ms apart), still accepted by
+#: :func:`settle` as ``attempts=`` for callers that want a count instead of a time bound.
+SETTLE_ATTEMPTS = 20
+
+#: How long a call made while the connection is down waits for nats-py to reconnect before it
+#: fails (:func:`guard`). Reconnecting to a surviving node of a cluster took 4 ms on loopback;
+#: a lone server that is down costs each call this long instead of failing at once.
+RECONNECT_WAIT_S = 2.0
+_RECONNECT_POLL_S = 0.02
 
 #: What means "NATS cannot be reached right now" rather than "the request was wrong".
 UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -97,19 +119,36 @@ async def settle(
     call: Callable[[], Awaitable[T]],
     retry_on: Callable[[BaseException], bool],
     *,
-    attempts: int = SETTLE_ATTEMPTS,
+    attempts: int | None = None,
     delay_s: float = SETTLE_DELAY_S,
+    within_s: float = SETTLE_WAIT_S,
 ) -> T:
-    """``await call()``, tried again after ``delay_s`` while it raises what ``retry_on``
-    accepts, at most ``attempts`` times in all; the last failure is raised."""
-    for attempt in range(attempts):
+    """``await call()``, tried again while it raises what ``retry_on`` accepts; the last
+    failure is raised.
+
+    By default the tries go on for ``within_s`` seconds in all (no new try starts later),
+    ``delay_s`` apart at first and backing off to ``SETTLE_MAX_DELAY_S``. With ``attempts``,
+    at most that many tries, ``delay_s`` apart, instead.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    delay = delay_s
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return await call()
         except Exception as exc:
-            if attempt == attempts - 1 or not retry_on(exc):
+            if not retry_on(exc):
                 raise
-        await asyncio.sleep(delay_s)
-    raise AssertionError("unreachable")  # pragma: no cover
+            if attempts is not None:
+                if attempt >= attempts:
+                    raise
+            elif loop.time() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        if attempts is None and attempt >= SETTLE_ATTEMPTS // 2:
+            delay = min(delay * 2, SETTLE_MAX_DELAY_S)
 
 
 def _unanswered(exc: BaseException) -> bool:
@@ -122,21 +161,44 @@ def guard(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any,
     """Turn NATS connectivity errors into :class:`BackendUnavailableError` (HTTP 503).
 
     For methods of an object with a ``connected`` property: while the connection is down they
-    fail at once rather than after a publish timeout, so clients get 503 + Retry-After.
+    wait up to ``RECONNECT_WAIT_S`` for nats-py to reconnect (to another node of a cluster
+    that takes milliseconds), then fail rather than wait for a publish timeout, so clients get
+    503 + Retry-After.
     """
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if args and getattr(args[0], "connected", True) is False:
-            raise BackendUnavailableError("NATS is unreachable (reconnecting)")
+            await _await_reconnect(args[0])
         try:
             return await fn(*args, **kwargs)
         except OJSError:
             raise
         except UNAVAILABLE as exc:
             raise BackendUnavailableError(f"NATS unavailable: {exc!r}") from exc
+        except RuntimeError as exc:
+            if not closed_transport(exc):
+                raise
+            raise BackendUnavailableError(f"NATS connection lost: {exc!r}") from exc
 
     return wrapper
+
+
+def closed_transport(exc: BaseException) -> bool:
+    """Whether ``exc`` is what a write on a socket that closed under nats-py raises (a cut
+    connection: uvloop's "the handler is closed", asyncio's "closed transport")."""
+    return isinstance(exc, RuntimeError) and "closed" in str(exc)
+
+
+async def _await_reconnect(owner: object) -> None:
+    """Return once ``owner.connected`` is true again; :class:`BackendUnavailableError` when it
+    is still false after ``RECONNECT_WAIT_S``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RECONNECT_WAIT_S
+    while getattr(owner, "connected", True) is False:
+        if loop.time() >= deadline:
+            raise BackendUnavailableError("NATS is unreachable (reconnecting)")
+        await asyncio.sleep(_RECONNECT_POLL_S)
 
 
 _HEADER_LINE = len("NATS/1.0\r\n") + len("\r\n")
@@ -161,10 +223,15 @@ class WrongSequenceError(Exception):
     """A compare-and-swap lost: some subject's last sequence was not the one expected."""
 
 
+class ConsumerGoneError(Exception):
+    """A pull found no consumer (503 no responders): it was deleted, e.g. reaped when idle."""
+
+
 async def pull_now(
     nc: Client, stream: str, consumer: str, batch: int, wait_s: float = 2.0
 ) -> list[Msg]:
-    """Up to ``batch`` messages that are ready now (``no_wait``); ``[]`` when there are none."""
+    """Up to ``batch`` messages that are ready now (``no_wait``); ``[]`` when there are none.
+    :class:`ConsumerGoneError` when the consumer does not exist."""
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     msgs: list[Msg] = []
@@ -179,7 +246,10 @@ async def pull_now(
                 msg = await sub.next_msg(timeout=wait_s)
             except TimeoutError:
                 break
-            if msg.headers and msg.headers.get(names.STATUS):
+            status = msg.headers.get(names.STATUS) if msg.headers else None
+            if status == "503" and not msgs:
+                raise ConsumerGoneError(f"{stream} has no consumer {consumer}")
+            if status:
                 break  # 404 no messages, 408 request expired, 409 consumer gone ...
             msgs.append(msg)
     finally:
@@ -226,15 +296,6 @@ async def publish(
     )
 
 
-async def _request(
-    nc: Client, subject: str, data: bytes, headers: dict[str, str], wait_s: float
-) -> Msg:
-    return await settle(
-        lambda: nc.request(subject, data, timeout=wait_s, headers=headers),
-        lambda exc: isinstance(exc, NoRespondersError),
-    )
-
-
 def _is_wrong_sequence(err: APIError) -> bool:
     return err.err_code == _WRONG_LAST_SEQUENCE or "wrong last sequence" in (err.description or "")
 
@@ -262,31 +323,50 @@ async def commit(
         return [ack.seq]
     if len(ops) > MAX_BATCH:
         raise ValueError(f"an atomic batch holds at most {MAX_BATCH} messages, got {len(ops)}")
-    batch_id = uuid.uuid4().hex
     last = len(ops)
-    for i, (subject, data, headers) in enumerate(ops, 1):
-        h = dict(headers)
-        h[names.BATCH_ID] = batch_id
-        h[names.BATCH_SEQUENCE] = str(i)
-        if i < last:
+
+    async def send_batch() -> dict[str, Any]:
+        # A fresh batch id on every try. When no stream answered the commit, or the stream
+        # answered that the batch is incomplete (it was electing a leader and dropped some of
+        # the earlier messages), nothing of the batch was stored, and a batch is committed only
+        # with all of its messages: so the whole batch is sent again.
+        batch_id = uuid.uuid4().hex
+        for i, (subject, data, headers) in enumerate(ops[:-1], 1):
+            h = {**headers, names.BATCH_ID: batch_id, names.BATCH_SEQUENCE: str(i)}
             await nc.publish(subject, data, headers=h)
-            continue
+        subject, data, headers = ops[-1]
+        h = {**headers, names.BATCH_ID: batch_id, names.BATCH_SEQUENCE: str(last)}
         h[names.BATCH_COMMIT] = "1"
-        reply = await _request(nc, subject, data, h, wait_s)
-        body = json.loads(reply.data or b"{}")
+        reply = await nc.request(subject, data, timeout=wait_s, headers=h)
+        body: dict[str, Any] = json.loads(reply.data or b"{}")
         error = body.get("error")
-        if error:
-            api_error = APIError(
-                code=error.get("code"),
-                err_code=error.get("err_code"),
-                description=error.get("description"),
+        if error and error.get("err_code") == _INCOMPLETE_BATCH:
+            raise ServiceUnavailableError(
+                code=503, err_code=_INCOMPLETE_BATCH, description=error.get("description")
             )
-            if _is_wrong_sequence(api_error):
-                raise WrongSequenceError(str(error))
-            raise api_error
-        last_seq = int(body.get("seq", 0))
-        return list(range(last_seq - last + 1, last_seq + 1))
-    return []  # pragma: no cover - the loop always returns on the last op
+        return body
+
+    body = await settle(send_batch, _unstored_batch)
+    error = body.get("error")
+    if error:
+        api_error = APIError(
+            code=error.get("code"),
+            err_code=error.get("err_code"),
+            description=error.get("description"),
+        )
+        if _is_wrong_sequence(api_error):
+            raise WrongSequenceError(str(error))
+        raise api_error
+    last_seq = int(body.get("seq", 0))
+    return list(range(last_seq - last + 1, last_seq + 1))
+
+
+def _unstored_batch(exc: BaseException) -> bool:
+    """An atomic batch that was certainly not stored: nobody answered its commit, or the
+    stream refused it as incomplete (nats-server stores nothing of a refused batch)."""
+    return isinstance(exc, NoRespondersError) or (
+        isinstance(exc, ServiceUnavailableError) and exc.err_code == _INCOMPLETE_BATCH
+    )
 
 
 class Pipeline:
@@ -361,6 +441,14 @@ class Pipeline:
             self._sweeper = loop.create_task(self._sweep())
         try:
             await self.nc.publish(subject, data, reply=prefix + token, headers=headers or None)
+        except RuntimeError as exc:
+            # The socket closed under nats-py (a cut connection). nats-py keeps what it
+            # buffered and may send it after reconnecting: the outcome is unknown, as for a
+            # closed connection.
+            self._pending.pop(token, None)
+            if not closed_transport(exc):
+                raise
+            raise nats.errors.ConnectionClosedError from exc
         except BaseException:
             self._pending.pop(token, None)
             raise

@@ -34,7 +34,7 @@ from .connection import Connection
 from .jetstream import MAX_BATCH, UNKNOWN_OUTCOME, Op, WrongSequenceError, commit
 from .queues import Queues
 from .ready import hint_op
-from .records import CAS_ATTEMPTS, WORKFLOW, JobRecord, RecordStore
+from .records import CAS_ATTEMPTS, TOMBSTONE_TTL, WORKFLOW, JobRecord, RecordStore
 from .stats import Counters
 from .timers import Timers, schedule_op
 
@@ -46,6 +46,12 @@ S = JobState
 def is_dead(job: Job) -> bool:
     """Whether the job is in the dead letter (and so carries a ``d.`` marker)."""
     return job.dead_letter and job.state is S.DISCARDED
+
+
+def _removal_due(job: Job) -> bool:
+    """Whether ``job`` is a terminal job whose retention has ended (the service removes it)."""
+    until = job.retain_until
+    return until is not None and job.state.terminal and until <= datetime.now(UTC)
 
 
 def _first_epoch(job: Job) -> int:
@@ -205,7 +211,9 @@ class JobWriter:
             if is_dead(after):
                 ops.append((subject, b"1", {}))
             else:
-                ops.append((subject, b"", {names.KV_OPERATION: "DEL"}))
+                ops.append(
+                    (subject, b"", {names.KV_OPERATION: "DEL", names.MSG_TTL: TOMBSTONE_TTL})
+                )
         try:
             seqs = await self.conn.commit(ops)
         except WrongSequenceError:
@@ -225,40 +233,74 @@ class JobWriter:
         return rec
 
     async def update(self, job_id: str, fn: JobFn) -> tuple[Job, Job]:
-        """Compare-and-swap on the record's revision, retried on contention."""
+        """Compare-and-swap on the record's revision, retried on contention.
+
+        A write that loses its compare-and-swap may already have announced a timer: the
+        job's one schedule subject then holds a deadline of a version that was never stored.
+        So after a lost write, whatever the outcome, the schedule is armed again for the
+        version that is stored (:meth:`_rearm`)."""
         store = self.store
         cached = True
-        for _ in range(CAS_ATTEMPTS):
-            rec = store.cached_job(job_id) if cached else None
-            from_cache = rec is not None
-            cached = False
-            if rec is None:
-                rec = await store.read_job(job_id)
-            if rec is None:
-                raise NotFoundError("job", job_id)
-            before = rec.job
-            mine = attrs.evolve(before)  # what fn sets on its argument never reaches the cache
-            # A decision not to write (an error, or no change) is only taken on the stored
-            # version: a cached one may be older (another replica moved the job on), and a
-            # heartbeat or timer judged on it would silently do nothing.
-            try:
-                after = fn(mine)
-            except OJSError:
-                if from_cache:
+        lost = False
+        try:
+            for _ in range(CAS_ATTEMPTS):
+                rec = store.take_fresh(job_id) if cached else None
+                from_cache = False  # a fresh version is as good as a read
+                if rec is None:
+                    rec = store.cached_job(job_id) if cached else None
+                    from_cache = rec is not None
+                cached = False
+                if rec is None:
+                    rec = await store.read_job(job_id)
+                if rec is None:
+                    raise NotFoundError("job", job_id)
+                before = rec.job
+                mine = attrs.evolve(before)  # what fn sets on its argument never reaches the cache
+                # A decision not to write (an error, or no change) is only taken on the stored
+                # version: a cached one may be older (another replica moved the job on), and a
+                # heartbeat or timer judged on it would silently do nothing.
+                try:
+                    after = fn(mine)
+                except OJSError:
+                    if from_cache:
+                        continue
+                    raise
+                if after is mine:
+                    if from_cache:
+                        continue
+                    if lost:
+                        await self._rearm(before)
+                    if _removal_due(before):
+                        # The service removes it next: the timer is done once it is removed
+                        # (a crash in between redelivers it), and the removal need not read.
+                        store.put_fresh(rec)
+                    else:
+                        self.timers.done(job_id)
+                    return before, before
+                try:
+                    await self.write(before, after, rec.epoch, rec.revision)
+                except WrongSequenceError:
+                    lost = True
                     continue
-                raise
-            if after is mine:
-                if from_cache:
-                    continue
+                if lost:
+                    await self._rearm(after)
                 self.timers.done(job_id)
-                return before, before
-            try:
-                await self.write(before, after, rec.epoch, rec.revision)
-            except WrongSequenceError:
-                continue
-            self.timers.done(job_id)
-            return before, after
+                return before, after
+        except OJSError:
+            if lost:
+                with contextlib.suppress(OJSError, *UNKNOWN_OUTCOME):
+                    current = await store.read_job(job_id)
+                    if current is not None:
+                        await self._rearm(current.job)
+            raise
         raise ConflictError(f"job {job_id} is being changed concurrently; try again")
+
+    async def _rearm(self, job: Job) -> None:
+        """Arm the job's timer for ``job`` (the stored version) again."""
+        deadline = timer_deadline(job)
+        if deadline is not None:
+            await self.conn.commit([schedule_op(job.id, deadline)])
+            self.timers.soon_add(job.id, deadline)
 
     async def delete(self, job_id: str, only_if: Callable[[Job], bool] | None = None) -> bool:
         """Remove a job (if ``only_if`` holds for the stored version) by a deletion marker that
@@ -266,7 +308,7 @@ class JobWriter:
         Every marker expires by itself, so a removal leaves nothing behind."""
         store = self.store
         for _ in range(CAS_ATTEMPTS):
-            rec = await store.read_job(job_id)
+            rec = store.take_fresh(job_id) or await store.read_job(job_id)
             if rec is None or (only_if is not None and not only_if(rec.job)):
                 return False
             if await store.remove(names.JOBS_BUCKET, names.job_key(job_id), rec.revision):
@@ -274,6 +316,7 @@ class JobWriter:
         else:
             raise ConflictError(f"job {job_id!r} is being changed concurrently; try again")
         store.forget(job_id)
+        self.timers.done(job_id)  # a retention timer, if this removal answers one
         self.counters.count(rec.job, None)
         job = rec.job
         # What pointed at the job: a marker or holder left behind is skipped when read.

@@ -29,6 +29,7 @@ __all__ = [
     "EVENTS_MAX_AGE_S",
     "EVENTS_MAX_BYTES",
     "EVENTS_MAX_MSGS",
+    "READY_IDLE_S",
     "delete_all",
     "provision",
     "ready_consumer_config",
@@ -40,6 +41,8 @@ log = logging.getLogger("ojs.nats")
 #: The event log keeps a day of events, a million at most.
 EVENTS_MAX_AGE_S = 86_400
 EVENTS_MAX_MSGS = 1_000_000
+#: A ready consumer nobody pulled from for this long is deleted by the server (recreated on use).
+READY_IDLE_S = 3600.0
 #: The event log is bounded by bytes too (an event is a few hundred bytes).
 EVENTS_MAX_BYTES = 512 * 1024 * 1024
 #: Buckets whose stream must allow atomic batches (a job with its marker, a batch enqueue).
@@ -108,7 +111,12 @@ def timer_consumer_config(ack_wait_s: float) -> ConsumerConfig:
 
 
 def ready_consumer_config(queue: str, priority: int, ack_wait_s: float) -> ConsumerConfig:
-    """The durable consumer of one queue's ready hints of one priority."""
+    """The durable consumer of one queue's ready hints of one priority.
+
+    Reaped by the server after :data:`READY_IDLE_S` without a pull: any client can create one by
+    naming a queue and a priority, and an idle consumer still costs the server. Its hints stay
+    in the work-queue stream; the next fetch of the level recreates it, and a new consumer
+    delivers every hint still there."""
     return ConsumerConfig(
         durable_name=names.ready_consumer(queue, priority),
         filter_subject=names.ready_subject(queue, priority),
@@ -116,6 +124,7 @@ def ready_consumer_config(queue: str, priority: int, ack_wait_s: float) -> Consu
         ack_wait=ack_wait_s,
         max_ack_pending=-1,
         max_deliver=-1,
+        inactive_threshold=READY_IDLE_S,
     )
 
 

@@ -84,6 +84,11 @@ class Queues:
             )
         self._ready.add((queue, priority))
 
+    async def recreate(self, queue: str, priority: int) -> None:
+        """Create a level's consumer again (the server reaped it when it was idle)."""
+        self._ready.discard((queue, priority))
+        await self.ensure_ready(queue, priority)
+
     async def list(self) -> list[QueueInfo]:
         """Queues that have held a job or been paused, plus ``default``."""
         keys = await self.store.keys(names.QUEUES_BUCKET)

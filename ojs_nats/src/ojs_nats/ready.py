@@ -29,7 +29,7 @@ from ojs_core.states import JobState
 
 from . import names
 from .connection import Connection
-from .jetstream import UNKNOWN_OUTCOME, Op, WrongSequenceError, pull_now
+from .jetstream import UNKNOWN_OUTCOME, ConsumerGoneError, Op, WrongSequenceError, pull_now
 from .queues import Queues
 from .records import JobRecord, RecordStore
 from .stats import Counters
@@ -127,12 +127,7 @@ class Claimer:
                         break
                     wanted = count - claimed
                     try:
-                        msgs = await pull_now(
-                            self.conn.nc,
-                            names.READY_STREAM,
-                            names.ready_consumer(queue, priority),
-                            wanted,
-                        )
+                        msgs = await self._pull(queue, priority, wanted)
                     except nats.errors.TimeoutError:
                         msgs = []
                     if not msgs:
@@ -143,6 +138,15 @@ class Claimer:
                         break  # drained for now
                 if claimed >= count:
                     return
+
+    async def _pull(self, queue: str, priority: int, wanted: int) -> list[Msg]:
+        """Hints of one level; its consumer is created again if the server reaped it."""
+        consumer = names.ready_consumer(queue, priority)
+        try:
+            return await pull_now(self.conn.nc, names.READY_STREAM, consumer, wanted)
+        except ConsumerGoneError:
+            await self.queues.recreate(queue, priority)
+            return await pull_now(self.conn.nc, names.READY_STREAM, consumer, wanted)
 
     async def _claim_batch(self, msgs: Sequence[Msg], activate: ActivateFn, out: list[Job]) -> int:
         """Claim the jobs of many hints at once. Every job this changes is appended to

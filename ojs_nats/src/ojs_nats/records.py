@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -63,6 +64,8 @@ T_co = TypeVar("T_co", covariant=True)
 CAS_ATTEMPTS = 64
 #: Job versions kept for the next compare-and-swap on them (ack after claim, mostly).
 CACHE_SIZE = 10_000
+#: How long a version read by the timer pass stands in for a read (:meth:`RecordStore.take_fresh`).
+FRESH_S = 0.5
 #: Keys per batched direct get.
 MULTI_GET = 256
 #: How long a batched direct get waits for each of its answers.
@@ -151,6 +154,9 @@ class RecordStore:
         #: Read through the stream leader (set for replicated streams; see :meth:`entry`).
         self.leader_reads = False
         self._cache: OrderedDict[str, JobRecord] = OrderedDict()
+        #: Versions read a moment ago by the timer pass, handed to the update or removal that
+        #: follows so it need not read again (each taken once; see :meth:`take_fresh`).
+        self._fresh: dict[str, tuple[float, JobRecord]] = {}
 
     @property
     def jobs(self) -> KeyValue:
@@ -323,7 +329,9 @@ class RecordStore:
                     else partial(kv.update, key, data, last=got[1])
                 )
                 revision = await settle(write, _unanswered)
-            except nats.js.errors.KeyWrongLastSequenceError:
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+                # KeyNotFound: kv.create lost to a concurrent create, and nats-py then read the
+                # key from a follower that had not applied it yet (replicated buckets): again.
                 continue
             return current, new, revision
         raise ConflictError(f"{what} is being changed concurrently; try again")
@@ -445,6 +453,21 @@ class RecordStore:
         if len(cache) > CACHE_SIZE:
             cache.popitem(last=False)
 
+    def put_fresh(self, rec: JobRecord) -> None:
+        """Hand a version just read from the store to the next write of the same job."""
+        if len(self._fresh) >= CACHE_SIZE:
+            self._fresh.clear()
+        self._fresh[rec.job.id] = (time.monotonic(), rec)
+
+    def take_fresh(self, job_id: str) -> JobRecord | None:
+        """The version :meth:`put_fresh` handed over less than :data:`FRESH_S` ago (once), or
+        ``None``. As good as a read: a write expecting it fails if the record changed since,
+        and a decision not to write taken on it is no older than a read's."""
+        got = self._fresh.pop(job_id, None)
+        if got is None or time.monotonic() - got[0] > FRESH_S:
+            return None
+        return got[1]
+
     def cached_job(self, job_id: str) -> JobRecord | None:
         """The cached version of a job, if any (it may be stale)."""
         return self._cache.get(job_id)
@@ -452,10 +475,12 @@ class RecordStore:
     def forget(self, job_id: str) -> None:
         """Drop the cached version (after a lost swap, say)."""
         self._cache.pop(job_id, None)
+        self._fresh.pop(job_id, None)
 
     def forget_all(self) -> None:
         """Drop every cached version (after a reset)."""
         self._cache.clear()
+        self._fresh.clear()
 
 
 def _unanswered(exc: BaseException) -> bool:

@@ -129,6 +129,8 @@ class Timers:
                 if job_id in self._inflight:
                     await msg.ack()
                 else:
+                    assert rec is not None
+                    self.store.put_fresh(rec)  # the update that follows need not read again
                     self._inflight[job_id] = msg
                     if job_id not in due:
                         due.append(job_id)
