@@ -8,11 +8,7 @@ as ``python -m ojs_http.cli`` from this venv (no ``uv run`` start-up cost).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,69 +16,18 @@ from typing import Any
 
 import httpx
 import pytest
+from fault_support import V1, OjsServer
 from nats_support import eventually
 
 from ojs_core.errors import BackendUnavailableError
 from ojs_core.service import JobService
 from ojs_core.states import JobState
 from ojs_nats.backend import NatsBackend
-from ojs_nats.embedded import EmbeddedNatsServer, free_port
+from ojs_nats.embedded import EmbeddedNatsServer
 
 pytestmark = pytest.mark.slow
 
 S = JobState
-V1 = "/ojs/v1"
-
-
-class OjsServer:
-    """One ``ojs-server`` subprocess on a loopback port."""
-
-    def __init__(self, workdir: Path, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = workdir / f"ojs-server-{self.port}.log"
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "ojs_http.cli",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--log-level",
-                    "warning",
-                    *args,
-                ],
-                cwd=workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def ready(self, within: float = 30.0) -> None:
-        async with httpx.AsyncClient(base_url=self.url, timeout=2) as client:
-
-            async def healthy() -> bool:
-                assert self.proc.poll() is None, f"ojs-server exited: {self.log.read_text()}"
-                with contextlib.suppress(httpx.TransportError):
-                    return (await client.get(f"{V1}/health")).status_code == 200
-                return False
-
-            await eventually(healthy, within=within, what=f"ojs-server on {self.url} healthy")
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture
