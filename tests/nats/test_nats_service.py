@@ -8,14 +8,18 @@ announcements between replicas and the ready hints of the claim path.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from nats_support import eventually
 
 from ojs_core.ids import uuid7
+from ojs_core.retention import Retention
+from ojs_core.scheduler import Scheduler
 from ojs_core.service import JobService
 from ojs_core.states import JobState
 from ojs_core.testing import NO_JITTER, fetch_one, job_error, push
+from ojs_core.timeutil import parse_ts
 from ojs_nats import NatsBackend, names
 from ojs_nats.provision import READY_IDLE_S
 
@@ -101,3 +105,33 @@ async def test_a_reaped_ready_consumer_is_recreated_and_delivers_what_waited(
     fetched = await svc.fetch(["idle"], count=5)
     assert sorted(j.id for j in fetched) == sorted(j.id for j in jobs)
     await backend.js.consumer_info(names.READY_STREAM, consumer)  # there again
+
+
+async def test_a_later_deadline_rides_on_the_armed_schedule_and_still_fires(
+    svc: JobService,
+) -> None:
+    """An ack that leaves a retention deadline later than the attempt's visibility deadline
+    writes no schedule: the armed one fires first and arms the later one. The job is still
+    removed when its retention ends."""
+    svc.retention = Retention(completed=timedelta(seconds=3))
+    backend = svc.backend
+    assert isinstance(backend, NatsBackend)
+    scheduler = Scheduler(svc)
+    scheduler.start()
+    try:
+        job = (await svc.enqueue({"type": "ride", "args": []})).job
+        (active,) = await svc.fetch(["default"], worker_id="w", visibility_ms=2_000)
+        done = await svc.ack(active.id, None, "w")
+        assert done.retain_until is not None
+        assert active.visible_until is not None
+        assert done.retain_until > active.visible_until
+        subject = names.timer_schedule_subject(job.id)
+        armed = await backend.js.get_msg(names.TIMER_STREAM, subject=subject)
+        assert parse_ts(armed.data.decode()) == active.visible_until  # no write at the ack
+
+        async def removed() -> bool:
+            return await backend.get_job(job.id) is None
+
+        await eventually(removed, within=10, what="the job removed after its retention")
+    finally:
+        await scheduler.stop()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -42,11 +43,34 @@ class Arrivals:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._queues: OrderedDict[str, _Queue] = OrderedDict()
+        #: Queues to announce at the end of this event-loop turn (one message per queue per
+        #: turn, however many writes of the turn made jobs available in it).
+        self._due: set[str] = set()
+        self._flush: asyncio.Handle | None = None
+        self._sending: set[asyncio.Future[None]] = set()
 
     async def notify(self, queues: Iterable[str]) -> None:
-        """Tell waiters (in any process) that jobs became available in ``queues``."""
-        nc = self.conn.nc
-        for queue in dict.fromkeys(queues):
+        """Tell waiters (in any process) that jobs became available in ``queues``: sent once
+        the writes that are done in this turn of the event loop have all asked, so a burst of
+        enqueues costs one message per queue, not one per job."""
+        self._due.update(queues)
+        if self._due and self._flush is None:
+            self._flush = asyncio.get_running_loop().call_soon(self._send)
+
+    def _send(self) -> None:
+        self._flush = None
+        due, self._due = self._due, set()
+        try:
+            nc = self.conn.nc
+        except Exception:
+            return  # closed meanwhile
+        task = asyncio.ensure_future(self._publish(nc, due))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    @staticmethod
+    async def _publish(nc: Any, queues: set[str]) -> None:
+        for queue in queues:
             with contextlib.suppress(Exception):  # a lost wake-up costs latency only
                 await nc.publish(names.notify_subject(queue), b"")
 

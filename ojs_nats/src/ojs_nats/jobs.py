@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -46,6 +46,19 @@ S = JobState
 def is_dead(job: Job) -> bool:
     """Whether the job is in the dead letter (and so carries a ``d.`` marker)."""
     return job.dead_letter and job.state is S.DISCARDED
+
+
+#: A deadline at least this far ahead is taken as not fired yet (:func:`_fires_first`).
+_PENDING_MARGIN = timedelta(seconds=1)
+
+
+def _fires_first(armed: datetime | None, deadline: datetime) -> bool:
+    """Whether the schedule armed for ``armed`` can stand for a later ``deadline``: it fires
+    first, finds the job's deadline later, and arms it then (``Timers.due_jobs``). A heartbeat
+    that pushes the visibility deadline on, or an ack that leaves a retention deadline days
+    away, then writes no schedule: the write is moved off the hot path to the moment the
+    earlier schedule fires (at most one per visibility period)."""
+    return armed is not None and armed < deadline and armed > datetime.now(UTC) + _PENDING_MARGIN
 
 
 def _removal_due(job: Job) -> bool:
@@ -86,7 +99,8 @@ class JobWriter:
             await self.queues.ensure_ready(after.queue, after.priority)
             pubs.append(self.conn.commit([hint_op(after, new_epoch)]))
         deadline = timer_deadline(after)
-        if deadline is not None and (before is None or deadline != timer_deadline(before)):
+        armed = timer_deadline(before) if before is not None else None
+        if deadline is not None and deadline != armed and not _fires_first(armed, deadline):
             pubs.append(self.conn.commit([schedule_op(after.id, deadline)]))
             self.timers.soon_add(after.id, deadline)
         if len(pubs) == 1:

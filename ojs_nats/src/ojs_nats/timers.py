@@ -119,15 +119,19 @@ class Timers:
             wait_s: float | None = TIMER_PULL_WAIT_S
         else:
             wait_s = (soon[0][0] - now).total_seconds() if soon else None
-        for msg in await self._fired(limit - len(due), wait_s):
-            job_id = names.timer_job_id(msg.subject)
-            rec = await self.store.read_job(job_id)
+        fired = await self._fired(limit - len(due), wait_s)
+        if not fired:
+            return due
+        ids = [names.timer_job_id(msg.subject) for msg in fired]
+        recs = await self.store.read_jobs(ids)  # one batched read for the whole pull
+        settled: list[Awaitable[Any]] = []
+        for msg, job_id, rec in zip(fired, ids, recs, strict=True):
             deadline = timer_deadline(rec.job) if rec else None
             if deadline is None:
-                await msg.ack()
+                settled.append(msg.ack())
             elif deadline <= now:
                 if job_id in self._inflight:
-                    await msg.ack()
+                    settled.append(msg.ack())
                 else:
                     assert rec is not None
                     self.store.put_fresh(rec)  # the update that follows need not read again
@@ -136,9 +140,15 @@ class Timers:
                         due.append(job_id)
             else:
                 # Fired early (clock skew) or the deadline moved: re-arm for the current one.
-                await self.conn.commit([schedule_op(job_id, deadline)])
-                await msg.ack()
+                settled.append(self._rearm(msg, job_id, deadline))
+        for outcome in await asyncio.gather(*settled, return_exceptions=True):
+            if isinstance(outcome, Exception):  # that timer is redelivered after its ack wait
+                log.debug("settling a fired timer failed: %r", outcome)
         return due
+
+    async def _rearm(self, msg: Msg, job_id: str, deadline: datetime) -> None:
+        await self.conn.commit([schedule_op(job_id, deadline)])
+        await msg.ack()
 
     async def _fired(self, batch: int, wait_s: float | None) -> list[Msg]:
         """The server's fired timers, waiting for them at most ``wait_s`` (``None``: as long as
