@@ -41,6 +41,7 @@ EXPECTED = {
     ("POST", "/ojs/v1/jobs/{job_id}/ack"): {"worker"},
     ("POST", "/ojs/v1/workers/fetch"): {"worker"},
     ("POST", "/ojs/v1/workers/ack"): {"worker"},
+    ("POST", "/ojs/v1/workers/ack/batch"): {"worker"},
     ("POST", "/ojs/v1/workers/nack"): {"worker"},
     ("POST", "/ojs/v1/workers/heartbeat"): {"worker"},
     ("GET", "/ojs/v1/workers"): set(),

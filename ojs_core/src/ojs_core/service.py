@@ -368,6 +368,23 @@ class JobService:
         )
         return after
 
+    async def ack_many(
+        self, acks: Sequence[tuple[str, Any]], worker_id: str | None = None
+    ) -> list[Job | OJSError]:
+        """ACK many jobs at once (the batch-ack extension): ``(job_id, result)`` pairs, each
+        acknowledged on its own (concurrently: each is its own compare-and-swap, so one
+        refused ack never affects another). Per pair, the completed job or the error that
+        refused it, in order."""
+        check_count(len(acks), self.limits.max_batch_jobs, "acks", "acknowledgements")
+
+        async def one(job_id: str, result: Any) -> Job | OJSError:
+            try:
+                return await self.ack(job_id, result, worker_id)
+            except OJSError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(job_id, result) for job_id, result in acks)))
+
     async def nack(
         self,
         job_id: str,

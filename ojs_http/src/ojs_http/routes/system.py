@@ -63,7 +63,14 @@ async def manifest(request: Request) -> Response:
                 {"name": "cron", "uri": "urn:ojs:ext:cron", "version": "1.0"},
                 {"name": "workflows", "uri": "urn:ojs:ext:workflows", "version": "1.0"},
             ],
-            "experimental": [],
+            "experimental": [
+                {
+                    "name": "batch-ack",
+                    "uri": "urn:ojs:ext:experimental:batch-ack",
+                    "version": "0.1",
+                    "endpoint": "POST /ojs/v1/workers/ack/batch",
+                },
+            ],
         },
         "schema_validation": False,
         "unique_job_strength": "strong",

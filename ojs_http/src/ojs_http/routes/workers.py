@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ojs_core.envelope import parse_job_error
-from ojs_core.errors import ValidationError
+from ojs_core.errors import OJSError, ValidationError
 from ojs_core.timeutil import format_ts
 
 from .. import schemas as S
@@ -84,6 +84,45 @@ async def ack(request: Request) -> Response:
     body = body_object(await read_json(request))
     job = await service(request).ack(_job_id(body), body.get("result"), _worker_id(body))
     return json_response(request, ack_body(job))
+
+
+async def ack_batch(request: Request) -> Response:
+    """ACK many jobs in one request (extension ``urn:ojs:ext:experimental:batch-ack``).
+
+    Each acknowledgement stands alone, as in the bulk-operations spec's ``partial`` mode: 200
+    when all were acknowledged, 207 when some were refused, 422 when all were; ``items`` holds
+    one entry per request entry, in order."""
+    body = body_object(await read_json(request))
+    raw = body.get("acks")
+    if not isinstance(raw, list) or not raw:
+        raise ValidationError("must be a non-empty array of {job_id, result}", path="acks")
+    pairs: list[tuple[str, Any]] = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, Mapping):
+            raise ValidationError("must be an object", path=f"acks[{i}]")
+        jid = entry.get("job_id", entry.get("id"))
+        if not isinstance(jid, str) or not jid:
+            raise ValidationError("is required", path=f"acks[{i}].job_id")
+        pairs.append((jid, entry.get("result")))
+    outcomes = await service(request).ack_many(pairs, _worker_id(body))
+    items: list[dict[str, Any]] = []
+    for i, ((job_id, _), outcome) in enumerate(zip(pairs, outcomes, strict=True)):
+        if isinstance(outcome, OJSError):
+            error = outcome.to_wire()["error"]
+            items.append({"index": i, "job_id": job_id, "status": "failed", "error": error})
+        else:
+            items.append(
+                {"index": i, "job_id": job_id, "status": "acknowledged", "state": "completed"}
+            )
+    failed = sum(1 for item in items if item["status"] == "failed")
+    status = 200 if not failed else (422 if failed == len(items) else 207)
+    data = {
+        "total": len(items),
+        "succeeded": len(items) - failed,
+        "failed": failed,
+        "items": items,
+    }
+    return json_response(request, data, status)
 
 
 async def nack(request: Request) -> Response:
@@ -180,6 +219,20 @@ _WORKER = S.obj(
     {"last_seen": S.TS, "active_jobs": {"type": ["array", "integer", "null"]}},
 )
 
+_ACKED = S.obj(
+    {
+        "total": S.INT,
+        "succeeded": S.INT,
+        "failed": S.INT,
+        "items": S.array(
+            S.obj(
+                {"index": S.INT, "job_id": S.STR, "status": S.STR},
+                {"state": S.STR, "error": S.ANY_OBJECT},
+            )
+        ),
+    }
+)
+
 routes = [
     route(
         "POST",
@@ -201,6 +254,20 @@ routes = [
             "Acknowledge an active job",
             body=S.obj({"job_id": S.STR}, {"result": {}, "worker_id": S.STR}),
             responses={200: S.ACK},
+        ),
+    ),
+    route(
+        "POST",
+        "/ojs/v1/workers/ack/batch",
+        ack_batch,
+        WORKER,
+        Doc(
+            "Acknowledge many active jobs (extension urn:ojs:ext:experimental:batch-ack)",
+            body=S.obj(
+                {"acks": S.array(S.obj({"job_id": S.STR}, {"result": {}}), minItems=1)},
+                {"worker_id": S.STR},
+            ),
+            responses={200: _ACKED, 207: _ACKED, 422: _ACKED},
         ),
     ),
     route(
