@@ -120,7 +120,7 @@ async def server_process(
             proc.kill()
 
 
-def ojs_server_argv(nats_url: str, port: int) -> list[str]:
+def ojs_server_argv(nats_url: str, port: int, workers: int = 1) -> list[str]:
     """The ojs-server command line for a NATS backend."""
     return [
         sys.executable,
@@ -133,6 +133,8 @@ def ojs_server_argv(nats_url: str, port: int) -> list[str]:
         "--enable-reset",
         "--log-level",
         "warning",
+        "--workers",
+        str(workers),
     ]
 
 
@@ -638,6 +640,13 @@ async def http_scenarios(table: Table, url: str, dur: float, quick: bool) -> Non
             rt2 = await http_round_trip([port, port2], dur)
         table.add("HTTP round trip, 2 server processes", rt2, "jobs/s", rt1, "scales with replicas")
         await reset(port)
+    port3 = free_port()
+    async with server_process(ojs_server_argv(url, port3, workers=2), port3):
+        rtw = await http_round_trip([port3], dur)
+        table.add(
+            "HTTP round trip, ojs-server --workers 2", rtw, "jobs/s", rt1, "scales with cores"
+        )
+        await reset(port3)
 
 
 async def scale_scenarios(table: Table, svc: JobService, scale: float, waiting_jobs: int) -> None:

@@ -170,3 +170,48 @@ def test_retention_flags_reach_the_service() -> None:
     assert retention.cancelled == timedelta(days=7)
     assert retention.workers is None
     assert retention.dead_letter_max_count == 10_000
+
+
+def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*SERVER, "--workers", "2", "--data-dir", str(tmp_path / "d"), "--port", str(port)],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        listening = 0
+        for line in proc.stdout:
+            listening += "listening" in line
+            if listening == 2:
+                break
+        children = [
+            int(pid)
+            for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            if b"ojs_http.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(children) == 1  # one sibling; the embedded nats-server is the other child
+        ids = {
+            httpx.post(
+                f"http://127.0.0.1:{port}/ojs/v1/jobs", json={"type": "w.job", "args": []}
+            ).json()["job"]["id"]
+            for _ in range(20)
+        }
+        assert len(ids) == 20
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert (
+        not Path(f"/proc/{children[0]}").exists()
+        or b"Z" in Path(f"/proc/{children[0]}/stat").read_bytes().rsplit(b")", 1)[1][:3]
+    )
+
+
+def test_workers_refuse_the_memory_backend() -> None:
+    done = run_server("--workers", "2", "--backend", "memory", "--check-config")
+    assert done.returncode != 0
+    assert "--workers" in done.stderr

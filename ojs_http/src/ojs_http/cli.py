@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from importlib import metadata
@@ -18,7 +20,13 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from ojs_core.backend import Backend
-from ojs_core.plugins import BackendOptions, BackendPluginError, load_backend, redact_url
+from ojs_core.plugins import (
+    BackendOptions,
+    BackendPluginError,
+    load_backend,
+    redact_url,
+    url_scheme,
+)
 
 from . import reasons
 from .app import create_app, lifespan
@@ -120,6 +128,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     env_flag(
         p,
+        "--workers",
+        env="OJS_WORKERS",
+        default=1,
+        type=int,
+        help="server processes sharing the port (SO_REUSEPORT) and the backend, for more than "
+        "one core; a backend shared between processes is needed (not memory)",
+    )
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    env_flag(
+        p,
         "--loop",
         env="OJS_LOOP",
         default="auto",
@@ -138,7 +156,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_nats_flags(p)
     add_retention_flags(p)
     add_limit_flag(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args
 
 
 def version_line() -> str:
@@ -189,6 +209,13 @@ async def serve(args: argparse.Namespace) -> None:
     if refusal:
         print(f"ojs-server: {refusal}", file=sys.stderr, flush=True)
         raise SystemExit(2)
+    if args.workers < 1:
+        raise SystemExit("ojs-server: --workers must be at least 1")
+    if args.workers > 1 and url_scheme(args.backend) == "memory":
+        raise SystemExit(
+            "ojs-server: --workers > 1 needs a backend the processes share (the memory backend "
+            "lives in one process); use the default embedded NATS or --backend nats://..."
+        )
     limits, http_limits = limit_settings(args.limit)
     extra = {"nats": nats_options(args), **nats_storage_options(args)}
     backend = build_backend(
@@ -267,11 +294,13 @@ async def _serve_open(
     if prefix:
         app = mounted(app, prefix)
     reasons.install()
+    shared = args.workers > 1 or args.reuse_port
     try:
         sock = socket.create_server(
             (args.host, args.port),
             family=socket.AF_INET6 if ":" in args.host else socket.AF_INET,
             backlog=1024,
+            reuse_port=shared,
         )
     except OSError as exc:
         raise SystemExit(f"ojs-server: cannot listen on {args.host}:{args.port}: {exc}") from None
@@ -290,7 +319,43 @@ async def _serve_open(
         f"{', test mode' if args.enable_reset else ''})",
         flush=True,
     )
-    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    siblings = _start_siblings(args) if args.workers > 1 else []
+    try:
+        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    finally:
+        await asyncio.to_thread(_stop_siblings, siblings)
+
+
+def _start_siblings(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
+    """``--workers N``: N-1 more server processes on the same port (SO_REUSEPORT: the kernel
+    spreads connections) and the same backend (an embedded NATS is joined, not started again).
+    They die with this process (Linux) and are stopped with it."""
+    argv = [a for a in args.argv if not a.startswith("--workers")]
+    if "--workers" in args.argv:  # "--workers N" as two words: drop its value too
+        i = args.argv.index("--workers")
+        argv = args.argv[:i] + args.argv[i + 2 :]
+    command = [sys.executable, "-m", "ojs_http.cli", *argv, "--workers", "1", "--reuse-port"]
+    return [
+        subprocess.Popen(command, preexec_fn=_die_with_parent, env=os.environ.copy())
+        for _ in range(args.workers - 1)
+    ]
+
+
+def _stop_siblings(siblings: list[subprocess.Popen[bytes]]) -> None:
+    for proc in siblings:
+        proc.terminate()
+    for proc in siblings:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PDEATHSIG
 
 
 def _auth_note(authenticate: Any, keys: Any) -> str:
