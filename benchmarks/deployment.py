@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,17 @@ async def worker(mode: str, url: str, jobs: int, concurrency: int) -> dict[str, 
     }
 
 
+def run_loop(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Run a role on uvloop when it is installed (as ``ojs-server`` does), else on asyncio;
+    both modes get the same loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    result: dict[str, Any] = uvloop.run(main)
+    return result
+
+
 # -- the conductor -------------------------------------------------------------------------------
 
 
@@ -333,10 +345,10 @@ def main() -> None:
     p.add_argument("--url", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.role == "producer":
-        print(json.dumps(asyncio.run(producer(args.mode, args.url, args.jobs, args.rate))))
+        print(json.dumps(run_loop(producer(args.mode, args.url, args.jobs, args.rate))))
         return
     if args.role == "worker":
-        print(json.dumps(asyncio.run(worker(args.mode, args.url, args.jobs, args.concurrency))))
+        print(json.dumps(run_loop(worker(args.mode, args.url, args.jobs, args.concurrency))))
         return
     if args.quick:
         args.jobs, args.seconds = 2_000, 3.0

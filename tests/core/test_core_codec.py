@@ -449,3 +449,16 @@ def test_fast_encoder_equals_the_generic_one(job: Job, pending: bool) -> None:
     assert "__probe__" not in job.args
     assert "__probe__" not in job.meta
     assert codec._job_out(job) == codec._job_out_reference(job)
+
+
+def test_stored_policies_are_parsed_once_and_never_confused() -> None:
+    """Decoding caches each distinct policy; JSON values equal in Python but not in JSON (1 and
+    true) stay apart, and an invalid one raises every time."""
+    base = job_to_wire(Job(id="019b76da-a800-7231-ba09-a38ab6db3851", type="a.b"))
+    first = job_from_dict({**base, "retry": {**base["retry"], "max_attempts": 1}})
+    again = job_from_dict({**base, "retry": {**base["retry"], "max_attempts": 1}})
+    assert first.retry is again.retry  # one parse, shared (policies are frozen)
+    assert first.retry.max_attempts == 1
+    for _ in range(2):
+        with pytest.raises(Exception, match="structuring Job"):
+            job_from_dict({**base, "retry": {**base["retry"], "max_attempts": True}})

@@ -69,12 +69,48 @@ def _rate_out(r: RateLimit) -> dict[str, Any]:
     return out
 
 
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for a JSON value: dicts and lists become tuples, and scalars carry
+    their type (``True`` and ``1`` are equal in Python, not in JSON)."""
+    if isinstance(value, dict):
+        return ("{}", *sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("[]", *(_frozen(v) for v in value))
+    return (type(value).__name__, value)
+
+
+def _cached_parse(parse: Any) -> Any:
+    """Structure hook for a policy: stored policies repeat (defaults, one per producer), so
+    each distinct one is validated once; policies are frozen, so sharing them is safe. A value
+    that fails to parse is not remembered (it raises every time)."""
+    cache: dict[Any, Any] = {}
+
+    def hook(value: Any, _: Any) -> Any:
+        try:
+            key = _frozen(value)
+            hit = cache.get(key)
+        except TypeError:  # unhashable after all (a float NaN, say): no caching
+            return parse(value)
+        if hit is None:
+            hit = parse(value)
+            if len(cache) >= _POLICY_CACHE:
+                cache.clear()
+            cache[key] = hit
+        return hit
+
+    return hook
+
+
+#: Distinct policies remembered per kind (retry, unique, rate limit).
+_POLICY_CACHE = 1024
+
+
 converter.register_unstructure_hook(RetryPolicy, _retry_out)
-converter.register_structure_hook(RetryPolicy, lambda v, _: parse_retry(v))
+converter.register_structure_hook(RetryPolicy, _cached_parse(parse_retry))
 converter.register_unstructure_hook(UniquePolicy, _unique_out)
-converter.register_structure_hook(UniquePolicy, lambda v, _: parse_unique(v))
+converter.register_structure_hook(UniquePolicy, _cached_parse(parse_unique))
 converter.register_unstructure_hook(RateLimit, _rate_out)
-converter.register_structure_hook(RateLimit, lambda v, _: parse_rate_limit(v))
+converter.register_structure_hook(RateLimit, _cached_parse(parse_rate_limit))
 
 
 def _drop_none(fn: Any) -> Any:
