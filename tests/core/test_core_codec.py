@@ -126,6 +126,7 @@ def test_max_attempts_follows_retry_policy() -> None:
 
 def test_retry_policy_wire_form() -> None:
     wire = job_to_wire(new_job())
+    # on_exhaustion was not chosen: absent until the service resolves it to its default.
     assert wire["retry"] == {
         "max_attempts": 3,
         "initial_interval": "PT1S",
@@ -133,9 +134,10 @@ def test_retry_policy_wire_form() -> None:
         "max_interval": "PT300S",
         "jitter": True,
         "non_retryable_errors": [],
-        "on_exhaustion": "discard",
         "backoff_strategy": "exponential",
     }
+    chosen = job_to_wire(new_job(retry={"on_exhaustion": "discard"}))
+    assert chosen["retry"]["on_exhaustion"] == "discard"
 
 
 def test_extra_is_flattened() -> None:

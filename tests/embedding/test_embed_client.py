@@ -77,7 +77,9 @@ async def test_enqueue_stores_every_option(harness: Harness) -> None:
     assert stored.meta == {"tenant": "acme"}
     assert stored.timeout_ms == 60_000
     assert stored.visibility_timeout_ms == 120_000
-    assert stored.retry == RetryPolicy(max_attempts=5, initial_interval_ms=2000, jitter=False)
+    assert stored.retry == RetryPolicy(
+        max_attempts=5, initial_interval_ms=2000, jitter=False, on_exhaustion="dead_letter"
+    )
     assert stored.created_at == h.clock.now()
     assert await h.client.get(stored.id) == stored
 
@@ -85,7 +87,7 @@ async def test_enqueue_stores_every_option(harness: Harness) -> None:
 async def test_partial_retry_dicts_merge_over_the_defaults(harness: Harness) -> None:
     stored = await harness.client.enqueue("a.job", retry={"max_attempts": 7})
     assert stored is not None
-    assert stored.retry == RetryPolicy(max_attempts=7)
+    assert stored.retry == RetryPolicy(max_attempts=7, on_exhaustion="dead_letter")
 
 
 @pytest.mark.parametrize("delay", [30, 30.0, timedelta(seconds=30)])

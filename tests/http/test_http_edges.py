@@ -215,3 +215,13 @@ def test_workers_refuse_the_memory_backend() -> None:
     done = run_server("--workers", "2", "--backend", "memory", "--check-config")
     assert done.returncode != 0
     assert "--workers" in done.stderr
+
+
+def test_exhausted_jobs_flag_reaches_the_service() -> None:
+    from ojs_http.cli import parse_args
+
+    assert parse_args([]).exhausted_jobs == "dead_letter"
+    assert parse_args(["--exhausted-jobs", "discard"]).exhausted_jobs == "discard"
+    app = create_app(MemoryBackend(), HttpSettings(exhausted="discard"))
+    assert app.state.service.exhausted == "discard"
+    assert create_app(MemoryBackend()).state.service.exhausted == "dead_letter"

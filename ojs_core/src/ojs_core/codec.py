@@ -33,7 +33,7 @@ converter.register_structure_hook(datetime, lambda v, _: parse_ts(v))
 
 
 def _retry_out(p: RetryPolicy) -> dict[str, Any]:
-    return {
+    out = {
         "max_attempts": p.max_attempts,
         "initial_interval": format_duration(p.initial_interval_ms),
         "backoff_coefficient": p.backoff_coefficient,
@@ -43,6 +43,9 @@ def _retry_out(p: RetryPolicy) -> dict[str, Any]:
         "on_exhaustion": p.on_exhaustion,
         "backoff_strategy": p.backoff_strategy,
     }
+    if p.on_exhaustion is None:  # not chosen (a template): the server's default applies
+        del out["on_exhaustion"]
+    return out
 
 
 def _unique_out(p: UniquePolicy) -> dict[str, Any]:

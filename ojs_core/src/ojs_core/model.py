@@ -49,7 +49,9 @@ class RetryPolicy:
     max_interval_ms: int = 300_000
     jitter: bool = True
     non_retryable_errors: tuple[str, ...] = ()
-    on_exhaustion: str = "discard"
+    #: ``"dead_letter"`` or ``"discard"``; ``None`` until the service resolves it to its
+    #: default at enqueue (``JobService(exhausted=...)``, dead letter unless configured).
+    on_exhaustion: str | None = None
     backoff_strategy: str = "exponential"
 
 

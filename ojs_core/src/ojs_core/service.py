@@ -35,7 +35,17 @@ from .errors import (
 from .events import EVENT_PATTERN, job_event, make_event, transition_events
 from .ids import deterministic_uuid7
 from .limits import BatchTooLargeError, Limits, check_count
-from .model import CronJob, Event, Job, JobError, QueueInfo, QueueStats, WorkerInfo, Workflow
+from .model import (
+    CronJob,
+    Event,
+    Job,
+    JobError,
+    QueueInfo,
+    QueueStats,
+    RetryPolicy,
+    WorkerInfo,
+    Workflow,
+)
 from .ratelimit import RateLimiter
 from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
@@ -52,6 +62,12 @@ DIRECTIVES = ("running", "quiet", "terminate")
 _TIMER_CONCURRENCY = 64
 #: Dead-letter jobs read per page when the size cap is applied.
 _PRUNE_PAGE = 500
+
+
+@functools.lru_cache(maxsize=256)
+def _exhausting(policy: RetryPolicy, exhausted: str) -> RetryPolicy:
+    """``policy`` with ``on_exhaustion`` resolved (policies are frozen: shared)."""
+    return attrs.evolve(policy, on_exhaustion=exhausted)
 
 
 def _still_dead(job: Job) -> bool:
@@ -98,8 +114,14 @@ class JobService:
         test_directives: bool = False,
         arrival_poll_s: float = ARRIVAL_POLL_S,
         retention: Retention | None = None,
+        exhausted: str = "dead_letter",
     ) -> None:
+        if exhausted not in ("dead_letter", "discard"):
+            raise ValueError("exhausted must be 'dead_letter' or 'discard'")
         self.backend = backend
+        #: Where a job goes when its retries are exhausted, unless its retry policy says:
+        #: ``dead_letter`` (kept for inspection and manual retry) or ``discard``.
+        self.exhausted = exhausted
         #: How long finished records are kept (:mod:`ojs_core.retention`).
         self.retention = retention or Retention()
         self.clock: Clock = clock or SystemClock()
@@ -165,9 +187,14 @@ class JobService:
     # -- enqueue --------------------------------------------------------------------------
 
     def _prepare(self, job: Job) -> Job:
+        """What a job needs before it is stored: its unique key, and the exhaustion policy
+        the client did not choose (the server's default)."""
+        changes: dict[str, Any] = {}
         if job.unique is not None:
-            return attrs.evolve(job, unique_key=unique_key(job, job.unique))
-        return job
+            changes["unique_key"] = unique_key(job, job.unique)
+        if job.retry.on_exhaustion is None:
+            changes["retry"] = _exhausting(job.retry, self.exhausted)
+        return attrs.evolve(job, **changes) if changes else job
 
     def _conflict_fn(self, now: datetime) -> ConflictFn:
         def check(new: Job, existing: Job) -> bool:
@@ -484,7 +511,10 @@ class JobService:
                     raise ValidationError("must be an object", path="override.meta")
                 changes["meta"] = dict(override["meta"])
             if override.get("retry") is not None:
-                changes["retry"] = parse_retry(override["retry"], "override.retry")
+                retry = parse_retry(override["retry"], "override.retry")
+                if retry.on_exhaustion is None:
+                    retry = _exhausting(retry, self.exhausted)
+                changes["retry"] = retry
         _, after = await self._transition(
             job_id, lambda j, now: lifecycle.retry_dead_letter(j, now, changes)
         )

@@ -73,6 +73,7 @@ def create_app(
         limits=settings.limits,
         test_directives=settings.test_directives,
         retention=settings.retention,
+        exhausted=settings.exhausted,
     )
     scheduler = Scheduler(service, interval=settings.scheduler_interval)
 

@@ -128,6 +128,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     env_flag(
         p,
+        "--exhausted-jobs",
+        env="OJS_EXHAUSTED_JOBS",
+        default="dead_letter",
+        choices=["dead_letter", "discard"],
+        help="where a job whose retries are exhausted goes when its retry policy does not say "
+        "(on_exhaustion): kept in the dead letter for inspection and retry, or discarded",
+    )
+    env_flag(
+        p,
         "--workers",
         env="OJS_WORKERS",
         default=1,
@@ -226,6 +235,7 @@ async def serve(args: argparse.Namespace) -> None:
         test_directives=args.enable_reset,
         limits=limits,
         retention=retention_settings(args),
+        exhausted=args.exhausted_jobs,
         **http_limits,
         response_content_type=args.response_content_type,
         default_visibility_timeout_ms=args.default_visibility_timeout_ms,

@@ -30,7 +30,8 @@ class HttpSettings:
     ``limits``: the per-request ceilings of the service (:class:`~ojs_core.limits.Limits`);
     ``max_body_bytes`` and ``max_envelope_bytes`` bound request bodies and each job in them,
     ``max_wait_ms`` a fetch's long-poll. ``retention``: how long finished jobs, dead-letter
-    jobs and worker records are kept (:class:`~ojs_core.retention.Retention`).
+    jobs and worker records are kept (:class:`~ojs_core.retention.Retention`). ``exhausted``:
+    where a job whose retries are exhausted goes when its policy does not say.
     """
 
     enable_reset: bool = False
@@ -38,6 +39,9 @@ class HttpSettings:
     metrics_public: bool = True
     limits: Limits = attrs.field(factory=Limits)
     retention: Retention = attrs.field(factory=Retention)
+    exhausted: str = attrs.field(
+        default="dead_letter", validator=attrs.validators.in_(("dead_letter", "discard"))
+    )
     response_content_type: str = attrs.field(
         default="auto", validator=attrs.validators.in_(CONTENT_TYPE_MODES)
     )

@@ -45,6 +45,25 @@ class TestDeadLetter(KitTest):
         assert page.total == 1
         assert page.items[0] == await service.get(dead.id)
 
+    async def test_exhausted_jobs_are_kept_in_the_dead_letter_unless_told(
+        self, service: JobService
+    ) -> None:
+        """A policy that does not choose gets the service's default (``dead_letter``); an
+        explicit ``discard`` is honoured; a service set to discard discards the rest."""
+        unset = await push(service, retry={"max_attempts": 1})
+        assert unset.retry.on_exhaustion == "dead_letter"
+        await fetch_one(service)
+        dead = await service.nack(unset.id, job_error())
+        assert dead.state is S.DISCARDED
+        assert dead.dead_letter
+        service.exhausted = "discard"
+        other = await push(service, retry={"max_attempts": 1})
+        assert other.retry.on_exhaustion == "discard"
+        await fetch_one(service)
+        gone = await service.nack(other.id, job_error())
+        assert not gone.dead_letter
+        assert [j.id for j in (await service.dead_letter()).items] == [unset.id]
+
     async def test_newest_first_with_paging(
         self, service: JobService, ojs_time: TimeControl
     ) -> None:
@@ -125,7 +144,7 @@ class TestDeadLetter(KitTest):
 
     async def test_live_jobs_are_not_in_the_dead_letter_queue(self, service: JobService) -> None:
         """Retry and delete refuse jobs that are not dead-lettered (404)."""
-        plain = await push(service, retry={"max_attempts": 1})
+        plain = await push(service, retry={"max_attempts": 1, "on_exhaustion": "discard"})
         await fetch_one(service)
         await service.nack(plain.id, job_error())
         live = await push(service)

@@ -221,7 +221,9 @@ class TestListingsAndDeletion(KitTest):
     async def test_dead_letter_filter(self, service: JobService) -> None:
         """``dead_letter=True`` lists dead-lettered discarded jobs only, newest first."""
         dead = await job_in_state(service, "discarded", queue="q1")
-        plain = await push(service, queue="q1", retry={"max_attempts": 1})
+        plain = await push(
+            service, queue="q1", retry={"max_attempts": 1, "on_exhaustion": "discard"}
+        )
         await fetch_one(service, "q1")
         await service.nack(plain.id, job_error())
         await job_in_state(service, "completed", queue="q2")

@@ -77,7 +77,9 @@ class TestRetention(KitTest):
         done = await _completed(service, "ret")
         cancelled = await push(service, queue="ret")
         await service.cancel(cancelled.id)
-        discarded = await push(service, queue="ret", retry={"max_attempts": 1})
+        discarded = await push(
+            service, queue="ret", retry={"max_attempts": 1, "on_exhaustion": "discard"}
+        )
         await fetch_one(service, "ret")
         await service.nack(discarded.id, job_error())
         await expect_stats(ojs_time, service, "ret", completed=1, cancelled=1, discarded=1)

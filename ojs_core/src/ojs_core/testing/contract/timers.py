@@ -123,6 +123,7 @@ class TestRetryTiming(KitTest):
             "max_attempts": 3,
             "initial_interval": "PT1S",
             "backoff_coefficient": 2,
+            "on_exhaustion": "discard",
             **NO_JITTER,
         }
         job = await push(service, retry=retry)
