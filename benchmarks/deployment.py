@@ -14,7 +14,10 @@ handler) and **latency** at a fixed rate (``--rate`` jobs/s for ``--seconds``: f
 call to the start of the handler, p50/p99; both processes read the same clock). Per job, each
 process reports its CPU microseconds and the server the messages it received
 (``in_msgs`` of ``/varz``: publishes, acks, API requests), so the budget is visible.
-Optional peer rows (``--peers taskiq``) run only when the peer library is importable.
+A peer row (``--peers taskiq``: taskiq-nats's ``PullBasedJetStreamBroker`` with its defaults, the
+producer calling ``task.kiq`` and the worker running taskiq's receiver with ``max_async_tasks``
+set to the concurrency) runs when the library is importable:
+``uv run --with taskiq-nats python -m benchmarks.deployment --peers taskiq``.
 
 Not a test: no thresholds; the ratios to raw are the figures. See docs/performance.md.
 """
@@ -44,6 +47,21 @@ from ojs_nats.embedded import find_nats_server, free_port
 RAW_STREAM = "DEPLOY"
 RAW_SUBJECT = "deploy.jobs"
 PAYLOAD_PAD = "user@example.com"
+TASKIQ_STREAM = "taskiq_jetstream"
+LABELS = {"raw": "raw nats-py", "ojs": "ojs-python", "taskiq": "taskiq-nats"}
+
+
+def taskiq_broker(url: str, on_start: Any = None) -> Any:
+    """The peer: a taskiq-nats pull broker with its defaults and one no-op task."""
+    from taskiq_nats import PullBasedJetStreamBroker
+
+    broker = PullBasedJetStreamBroker(url, stream_name=TASKIQ_STREAM)
+
+    async def noop(i: int, pad: str, sent: float) -> None:
+        if on_start is not None:
+            on_start([i, pad, sent])
+
+    return broker, broker.register_task(noop, task_name="bench.noop")
 
 
 def cpu_us() -> float:
@@ -75,6 +93,14 @@ async def producer(mode: str, url: str, jobs: int, rate: float) -> dict[str, Any
             await js.publish(RAW_SUBJECT, body.encode())
 
         close = nc.close
+    elif mode == "taskiq":
+        broker, noop_task = taskiq_broker(url)
+        await broker.startup()
+
+        async def send(i: int) -> None:
+            await noop_task.kiq(i, PAYLOAD_PAD, time.time())
+
+        close = broker.shutdown
     else:
         from ojs_core import Client
         from ojs_nats import NatsBackend
@@ -156,6 +182,18 @@ async def worker(mode: str, url: str, jobs: int, concurrency: int) -> dict[str, 
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await nc.close()
+    elif mode == "taskiq":
+        from taskiq.api import run_receiver_task
+
+        broker, _ = taskiq_broker(url, on_start=started)
+        broker.is_worker_process = True
+        await broker.startup()
+        task = asyncio.ensure_future(run_receiver_task(broker, max_async_tasks=concurrency))
+        await done.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await broker.shutdown()
     else:
         from ojs_core import JobContext, JobService, Scheduler, Worker
         from ojs_nats import NatsBackend
@@ -231,8 +269,9 @@ async def fresh(server: Server) -> None:
 
     nc = await nats.connect(server.url)
     js = nc.jetstream()
-    with contextlib.suppress(Exception):
-        await js.delete_stream(RAW_STREAM)
+    for stream in (RAW_STREAM, TASKIQ_STREAM):
+        with contextlib.suppress(Exception):
+            await js.delete_stream(stream)
     await js.add_stream(name=RAW_STREAM, subjects=[RAW_SUBJECT], retention="workqueue")
     await nc.close()
     backend = NatsBackend(server.url)
@@ -291,8 +330,8 @@ async def conduct(args: argparse.Namespace) -> list[dict[str, Any]]:
     await asyncio.sleep(1.0)
     rows: list[dict[str, Any]] = []
     try:
-        for mode in ("raw", "ojs"):
-            label = "raw nats-py" if mode == "raw" else "ojs-python"
+        for mode in ("raw", "ojs", *args.peers):
+            label = LABELS[mode]
             thr = await scenario(server, mode, args.jobs, 0, args.concurrency)
             rows.append({"system": label, "scenario": "throughput", **thr})
             print(f"  {label} throughput: {thr}", flush=True)
@@ -340,8 +379,15 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="length of the latency scenario")
     p.add_argument("--concurrency", type=int, default=10, help="the worker's concurrency")
     p.add_argument("--json", help="also write the rows as JSON to this file")
+    p.add_argument(
+        "--peers",
+        nargs="*",
+        default=[],
+        choices=["taskiq"],
+        help="peer libraries to run beside (must be importable: uv run --with taskiq-nats ...)",
+    )
     p.add_argument("--role", choices=["producer", "worker"], help=argparse.SUPPRESS)
-    p.add_argument("--mode", choices=["raw", "ojs"], help=argparse.SUPPRESS)
+    p.add_argument("--mode", choices=sorted(LABELS), help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.role == "producer":
