@@ -79,14 +79,15 @@ class TestProgress(KitTest):
         self, service: JobService
     ) -> None:
         """Wrong types and empty reports are 400s naming the field; big data is 413."""
-        for body, path in [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({}, "progress"),
             ({"progress": "half"}, "progress"),
             ({"progress": True}, "progress"),
             ({"percentage": [1]}, "percentage"),
             ({"data": [1, 2]}, "data"),
             ({"message": 3}, "message"),
-        ]:
+        ]
+        for body, path in cases:
             with pytest.raises(ValidationError) as caught:
                 parse_progress(body, 1000)
             assert caught.value.path == path, body
@@ -239,12 +240,13 @@ class TestCheckpoints(KitTest):
             await _save(service, UNKNOWN_ID, {"n": 1})
         with pytest.raises(FieldTooLargeError):
             parse_checkpoint({"state": "x" * 100}, 50)
-        for body, path in [
+        bad: list[tuple[dict[str, Any], str]] = [
             ({}, "state"),
             ({"state": 1, "step_index": -1}, "step_index"),
             ({"state": 1, "metadata": "m"}, "metadata"),
             ({"state": 1, "attempt": 0}, "attempt"),
-        ]:
+        ]
+        for body, path in bad:
             with pytest.raises(ValidationError) as caught:
                 parse_checkpoint(body, 1000)
             assert caught.value.path == path
