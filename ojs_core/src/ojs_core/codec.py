@@ -318,9 +318,22 @@ def _job_in(d: dict[str, Any], _: Any) -> Job:
     extra = {
         k: v for k, v in d.items() if (k not in _JOB_FIELDS or k == "extra") and k not in _DERIVED
     }
+    for name, is_ours in _LATER_FIELDS.items():
+        if name in known and not is_ours(known[name]):
+            # Stored before this field existed: a client's unknown field of the same name.
+            extra[name] = known.pop(name)
     if extra:
         known["extra"] = extra
     return _job_base_in(known, Job)
+
+
+#: Job fields added after records were first stored, and how to tell the field's own value
+#: from a client's unknown top-level field of the same name kept by an older version.
+_LATER_FIELDS: dict[str, Any] = {
+    "progress": lambda v: isinstance(v, dict) and "updated_at" in v,
+    "checkpoint": lambda v: isinstance(v, dict) and "sequence" in v and "created_at" in v,
+    "checkpoint_seq": lambda v: isinstance(v, int) and not isinstance(v, bool),
+}
 
 
 converter.register_unstructure_hook(Job, _job_out)
