@@ -79,6 +79,22 @@ async def test_the_sdk_form_takes_a_percentage(client: httpx.AsyncClient) -> Non
     assert lower.json()["progress"] == 1.0  # never goes back within the attempt
 
 
+async def test_a_report_may_carry_a_checkpoint(client: httpx.AsyncClient) -> None:
+    job_id = await _active(client)
+    response = await client.put(
+        f"{V1}/jobs/{job_id}/progress",
+        json={"progress": 0.73, "checkpoint": {"last_file_index": 72}},
+    )
+    assert response.json()["accepted"] is True
+    got = (await client.get(f"{V1}/jobs/{job_id}/checkpoint")).json()["checkpoint"]
+    assert (got["state"], got["sequence"]) == ({"last_file_index": 72}, 1)
+    err = error_of(
+        await client.put(f"{V1}/jobs/{job_id}/progress", json={"progress": 1, "checkpoint": 3}),
+        400,
+    )
+    assert err["details"]["validation_errors"][0]["path"] == "checkpoint"
+
+
 async def test_completion_sets_progress_to_one(client: httpx.AsyncClient) -> None:
     job_id = await _active(client)
     await client.put(f"{V1}/jobs/{job_id}/progress", json={"progress": 0.87})

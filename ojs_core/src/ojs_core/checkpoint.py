@@ -44,7 +44,7 @@ from .errors import (
 )
 from .events import job_event
 from .lifecycle import extend_visibility
-from .model import Checkpoint, Job
+from .model import Checkpoint, Event, Job
 from .states import JobState
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CheckpointRequest",
     "apply_checkpoint",
+    "checkpointed_event",
     "delete_checkpoint",
     "get_checkpoint",
     "parse_checkpoint",
@@ -171,8 +172,14 @@ async def save_checkpoint(
         ) from exc
     checkpoint = after.checkpoint
     assert checkpoint is not None
-    await service.emit([job_event("job.checkpointed", after, now, sequence=checkpoint.sequence)])
+    await service.emit([checkpointed_event(after, now)])
     return checkpoint
+
+
+def checkpointed_event(job: Job, now: datetime) -> Event:
+    """The ``job.checkpointed`` event of a saved checkpoint (durable-execution DUR-R003)."""
+    assert job.checkpoint is not None
+    return job_event("job.checkpointed", job, now, sequence=job.checkpoint.sequence)
 
 
 async def get_checkpoint(service: JobService, job_id: str) -> Checkpoint | None:

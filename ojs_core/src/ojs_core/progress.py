@@ -32,9 +32,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from . import jsonio
+from .checkpoint import CheckpointRequest, apply_checkpoint, checkpointed_event
 from .errors import FieldTooLargeError, ValidationError
 from .events import job_event
 from .lifecycle import extend_visibility
+from .limits import Limits
 from .model import Event, Job, Progress
 from .states import JobState
 from .timeutil import format_ts
@@ -53,6 +55,7 @@ __all__ = [
     "report_progress",
 ]
 
+_CHECKPOINT_BYTES = Limits().max_checkpoint_bytes
 #: At most one ``job.progress`` event per job per this interval (progress spec §6.2).
 EVENT_INTERVAL = timedelta(seconds=1)
 
@@ -64,6 +67,8 @@ class ProgressReport:
     value: float | None = None
     data: Any = None
     message: str | None = None
+    #: A checkpoint saved with the report (progress spec §6.4), or ``None``.
+    checkpoint: CheckpointRequest | None = None
 
 
 @attrs.frozen
@@ -87,11 +92,16 @@ def _number(value: Any, path: str) -> float:
     return number
 
 
-def parse_progress(body: Mapping[str, Any], max_bytes: int) -> ProgressReport:
+def parse_progress(
+    body: Mapping[str, Any],
+    max_bytes: int,
+    max_checkpoint_bytes: int = _CHECKPOINT_BYTES,
+) -> ProgressReport:
     """Validate a report: ``progress`` (0.0-1.0) or ``percentage`` (0-100; ``progress`` wins
     when both are given), ``data`` (an object) and ``message`` (a string), at least one of
     them. Out-of-range numbers are clamped; ``data`` and ``message`` together may take at most
-    ``max_bytes`` of JSON (413 ``payload_too_large``)."""
+    ``max_bytes`` of JSON (413 ``payload_too_large``). An optional ``checkpoint`` object
+    (§6.4) is saved as the job's checkpoint with the report, within ``max_checkpoint_bytes``."""
     value: float | None = None
     if body.get("progress") is not None:
         value = _number(body["progress"], "progress")
@@ -114,8 +124,18 @@ def parse_progress(body: Mapping[str, Any], max_bytes: int) -> ProgressReport:
         size = len(jsonio.dumps([data, message], default=str))
         if size > max_bytes:
             raise FieldTooLargeError("data", size, max_bytes)
+    checkpoint = body.get("checkpoint")
+    if checkpoint is not None:
+        if not isinstance(checkpoint, Mapping):
+            raise ValidationError("must be an object", path="checkpoint")
+        size = len(jsonio.dumps(checkpoint, default=str))
+        if size > max_checkpoint_bytes:
+            raise FieldTooLargeError("checkpoint", size, max_checkpoint_bytes)
     return ProgressReport(
-        value=value, data=dict(data) if data is not None else None, message=message or None
+        value=value,
+        data=dict(data) if data is not None else None,
+        message=message or None,
+        checkpoint=None if checkpoint is None else CheckpointRequest(state=dict(checkpoint)),
     )
 
 
@@ -146,7 +166,11 @@ def apply_report(job: Job, report: ProgressReport, now: datetime, worker_id: str
         updated_at=now,
         event_at=event_at,
     )
-    return attrs.evolve(extend_visibility(job, now, None), progress=progress)
+    job = attrs.evolve(extend_visibility(job, now, None), progress=progress)
+    if report.checkpoint is not None:
+        # The job is active and the reporter's (checked above): the save cannot be refused.
+        job = apply_checkpoint(job, report.checkpoint, now, worker_id)
+    return job
 
 
 def _announces(before: Job, after: Job) -> bool:
@@ -189,8 +213,10 @@ async def report_progress(
     )
     if after is before:
         return ProgressOutcome(after, False, _ignored(after, worker_id) or "not_active")
-    if _announces(before, after):
-        await service.emit([progress_event(after, now)])
+    events = [progress_event(after, now)] if _announces(before, after) else []
+    if report.checkpoint is not None and after.checkpoint is not None:
+        events.append(checkpointed_event(after, now))
+    await service.emit(events)
     return ProgressOutcome(after, True)
 
 

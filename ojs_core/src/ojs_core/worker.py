@@ -137,7 +137,10 @@ class JobContext:
         """
         body: dict[str, Any] = {"progress": progress, "data": data, "message": message}
         service = self._worker.service
-        report = progress_ext.parse_progress(body, service.limits.max_progress_bytes)
+        limits = service.limits
+        report = progress_ext.parse_progress(
+            body, limits.max_progress_bytes, limits.max_checkpoint_bytes
+        )
         outcome = await progress_ext.report_progress(service, self.job.id, report, self.worker_id)
         return outcome.accepted
 

@@ -2,8 +2,9 @@
 
 Two ways to report, one meaning: the spec's ``PUT /ojs/v1/jobs/{id}/progress`` with
 ``progress`` as a fraction, and the official Python SDK's ``POST /ojs/v1/workers/progress``
-with ``job_id`` and ``percentage`` (0-100) in the body. Either may carry ``data``, ``message``
-and ``worker_id``. The rules live in :mod:`ojs_core.progress`; ``docs/extensions.md`` has them.
+with ``job_id`` and ``percentage`` (0-100) in the body. Either may carry ``data``, ``message``,
+``worker_id`` and a ``checkpoint`` object (saved with the report, progress spec §6.4). The
+rules live in :mod:`ojs_core.progress`; ``docs/extensions.md`` has them.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def _headers(job: Job) -> dict[str, str]:
 
 async def _report(request: Request, job_id: str, body: Any) -> Response:
     svc = service(request)
-    report = core.parse_progress(body, svc.limits.max_progress_bytes)
+    limits = svc.limits
+    report = core.parse_progress(body, limits.max_progress_bytes, limits.max_checkpoint_bytes)
     outcome = await core.report_progress(svc, job_id, report, worker_id_of(body))
     data = progress_body(outcome.job) | {"accepted": outcome.accepted}
     if outcome.reason is not None:
@@ -108,6 +110,7 @@ _REPORT_FIELDS = {
     "data": {"type": ["object", "null"]},
     "message": {"type": ["string", "null"]},
     "worker_id": S.STR,
+    "checkpoint": {"type": ["object", "null"]},
 }
 
 routes = [

@@ -188,6 +188,32 @@ class TestProgress(KitTest):
         )
         assert (got[1].data["progress"], got[1].data["message"]) == (60, "later")
 
+    async def test_a_report_may_carry_a_checkpoint(
+        self, service: JobService, ojs_time: TimeControl
+    ) -> None:
+        """A report with ``checkpoint`` (progress spec §6.4) saves it in the same write; an
+        ignored report saves nothing."""
+        t = ojs_time
+        waiting = await push(service)
+        ignored = await _report(service, waiting.id, progress=0.1, checkpoint={"at": 0})
+        assert not ignored.accepted
+        assert (await service.get(waiting.id)).checkpoint is None
+        job = await fetch_one(service, worker_id="w1")
+        outcome = await _report(service, job.id, progress=0.5, checkpoint={"at": 50})
+        saved = outcome.job.checkpoint
+        assert saved is not None
+        assert (saved.state, saved.sequence, saved.attempt) == ({"at": 50}, 1, 1)
+        stored = await get_checkpoint(service, job.id)
+        assert stored is not None
+        assert stored.state == {"at": 50}
+        await expect_events(t, service, ["job.checkpointed"], "job.checkpointed", job_id=job.id)
+        with pytest.raises(ValidationError) as caught:
+            parse_progress({"progress": 1, "checkpoint": [1]}, 1000)
+        assert caught.value.path == "checkpoint"
+        with pytest.raises(FieldTooLargeError) as too_big:
+            parse_progress({"progress": 1, "checkpoint": {"b": "x" * 100}}, 1000, 50)
+        assert too_big.value.details["path"] == "checkpoint"
+
 
 async def _state_is(service: JobService, job_id: str, state: JobState) -> bool:
     return (await service.get(job_id)).state is state
