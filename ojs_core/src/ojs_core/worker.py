@@ -43,12 +43,13 @@ from typing import Any, TypeVar
 import attrs
 
 from . import checkpoint as checkpoints
+from . import jsonio
 from . import progress as progress_ext
 from .backend import Backend
 from .client import as_service
 from .clock import Clock
 from .envelope import TYPE_RE, validate_queue
-from .errors import ConflictError, NotFoundError
+from .errors import ConflictError, NotFoundError, ValidationError
 from .ids import uuid7
 from .middleware import Middleware, MiddlewareChain
 from .model import Checkpoint, Job, JobError
@@ -135,7 +136,7 @@ class JobContext:
         (cancelled, say), which a handler may ignore, as progress is fire-and-forget.
         Invalid input raises :class:`~ojs_core.errors.ValidationError`.
         """
-        body: dict[str, Any] = {"progress": progress, "data": data, "message": message}
+        body = {"progress": progress, "data": _json_copy(data, "data"), "message": message}
         service = self._worker.service
         limits = service.limits
         report = progress_ext.parse_progress(
@@ -157,7 +158,11 @@ class JobContext:
         attempt's, and a 413 error over ``Limits.max_checkpoint_bytes``."""
         service = self._worker.service
         request = checkpoints.parse_checkpoint(
-            {"state": state, "step_index": step_index, "attempt": self.job.attempt},
+            {
+                "state": _json_copy(state, "state"),
+                "step_index": step_index,
+                "attempt": self.job.attempt,
+            },
             service.limits.max_checkpoint_bytes,
         )
         return await checkpoints.save_checkpoint(service, self.job.id, request, self.worker_id)
@@ -165,6 +170,17 @@ class JobContext:
     async def clear_checkpoint(self) -> bool:
         """Remove the job's checkpoint (completion removes it anyway); whether there was one."""
         return await checkpoints.delete_checkpoint(self._worker.service, self.job.id)
+
+
+def _json_copy(value: Any, path: str) -> Any:
+    """``value`` as the JSON a remote worker would have sent: a copy (the handler may go on
+    changing its own object) holding only JSON types, or a 400 naming ``path``."""
+    if value is None:
+        return None
+    try:
+        return jsonio.loads(jsonio.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"must be JSON-serializable ({exc})", path=path) from None
 
 
 @attrs.define(eq=False)
