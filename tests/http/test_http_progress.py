@@ -75,6 +75,17 @@ async def test_the_sdk_form_takes_a_percentage(client: httpx.AsyncClient) -> Non
     assert (response.json()["progress"], response.json()["message"]) == (0.3, "30 rows")
     clamped = await client.put(f"{V1}/jobs/{job_id}/progress", json={"progress": 4})
     assert clamped.json()["progress"] == 1.0
+    huge = await client.put(
+        f"{V1}/jobs/{job_id}/progress",
+        content=b'{"progress": 1' + b"0" * 400 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert huge.json()["progress"] == 1.0  # beyond any float: clamped, not a 500
+    huge_pct = b'{"job_id": "' + job_id.encode() + b'", "percentage": 1' + b"0" * 400 + b"}"
+    sdk_huge = await client.post(
+        f"{V1}/workers/progress", content=huge_pct, headers={"Content-Type": "application/json"}
+    )
+    assert sdk_huge.json()["progress"] == 1.0
     lower = await client.post(f"{V1}/workers/progress", json={"job_id": job_id, "percentage": 10})
     assert lower.json()["progress"] == 1.0  # never goes back within the attempt
 

@@ -86,7 +86,10 @@ class ProgressOutcome:
 def _number(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValidationError("must be a number", path=path)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float: out of range, so clamped anyway
+        return math.copysign(1e308, value)
     if not math.isfinite(number):
         raise ValidationError("must be a finite number", path=path)
     return number
