@@ -89,7 +89,7 @@ def _number(value: Any, path: str) -> float:
     try:
         number = float(value)
     except OverflowError:  # an integer beyond any float: out of range, so clamped anyway
-        return math.copysign(1e308, value)
+        return 1e308 if value > 0 else -1e308
     if not math.isfinite(number):
         raise ValidationError("must be a finite number", path=path)
     return number
