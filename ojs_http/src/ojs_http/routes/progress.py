@@ -9,6 +9,7 @@ rules live in :mod:`ojs_core.progress`; ``docs/extensions.md`` has them.
 
 from __future__ import annotations
 
+from datetime import UTC
 from email.utils import format_datetime
 from typing import Any
 
@@ -49,7 +50,7 @@ def _headers(job: Job) -> dict[str, str]:
     headers = {"Cache-Control": "no-cache"}
     p = job.progress
     if p is not None:
-        headers["Last-Modified"] = format_datetime(p.updated_at, usegmt=True)
+        headers["Last-Modified"] = format_datetime(p.updated_at.astimezone(UTC), usegmt=True)
         if p.value is not None:
             headers["X-OJS-Progress"] = str(p.value)
     return headers
