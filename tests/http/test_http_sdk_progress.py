@@ -1,5 +1,6 @@
-"""The official Python SDK, unchanged, against a real ``ojs-server`` process: ``report_progress``
-and ``DurableContext`` (resume, checkpoint, complete, on the SDK's doubled base path).
+"""The official Python SDK, unchanged, against a real ``ojs-server`` process (memory backend, and
+embedded NATS): ``report_progress`` and ``DurableContext`` (resume, checkpoint, complete, on the
+SDK's doubled base path).
 
 The SDK (``openjobspec`` 0.4.0, import ``ojs``) is not on PyPI. The test exports it from a git
 mirror of ``github.com/openjobspec/ojs-python-sdk`` (``OJS_SDK_GIT_DIR``, else the workspace's
@@ -55,8 +56,12 @@ def sdk_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return src
 
 
-def test_sdk_reports_progress_and_resumes_from_its_checkpoint(sdk_src: Path) -> None:
-    with server("--log-level", "warning") as (base, _lines, _proc):
+@pytest.mark.parametrize("backend", ["memory", "embedded"])
+def test_sdk_reports_progress_and_resumes_from_its_checkpoint(
+    sdk_src: Path, backend: str, tmp_path: Path
+) -> None:
+    args = ["--backend", backend, "--data-dir", str(tmp_path / "store")]
+    with server("--log-level", "warning", *args) as (base, _lines, _proc):
         run = subprocess.run(
             [sys.executable, str(WORKER), base],
             env=clean_env(PYTHONPATH=str(sdk_src)),
