@@ -64,6 +64,7 @@ EXPECTED = {
     ("PUT", "/ojs/v1/jobs/{job_id}/progress"): {"worker"},
     ("POST", "/ojs/v1/workers/progress"): {"worker"},
     ("GET", "/ojs/v1/jobs/{job_id}/progress"): {"producer", "worker"},
+    ("GET", "/ojs/v1/workflows/{workflow_id}/progress"): {"producer"},
     ("POST", "/ojs/v1/jobs/{job_id}/checkpoint"): {"worker"},
     ("PUT", "/ojs/v1/jobs/{job_id}/checkpoint"): {"worker"},
     ("GET", "/ojs/v1/jobs/{job_id}/checkpoint"): {"producer", "worker"},

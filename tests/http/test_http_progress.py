@@ -265,3 +265,51 @@ async def test_manifest_declares_both_extensions(client: httpx.AsyncClient) -> N
     official = {e["uri"]: e["version"] for e in manifest["extensions"]["official"]}
     assert official["urn:ojs:ext:progress"] == "1.0.0-rc.1"
     assert official["urn:ojs:ext:durable-execution"] == "1.0.0-rc.1"
+
+
+# -- workflows -----------------------------------------------------------------------------
+
+
+async def _fetch(client: httpx.AsyncClient) -> str:
+    fetched = await client.post(f"{V1}/workers/fetch", json={"queues": ["default"]})
+    (job,) = fetched.json()["jobs"]
+    job_id: str = job["id"]
+    return job_id
+
+
+async def test_chain_progress_is_the_average_of_its_steps(client: httpx.AsyncClient) -> None:
+    steps = [{"type": f"etl.{name}", "args": []} for name in ("extract", "transform", "load")]
+    created = await client.post(f"{V1}/workflows", json={"type": "chain", "steps": steps})
+    wf_id = created.json()["workflow"]["id"]
+    url = f"{V1}/workflows/{wf_id}/progress"
+    start = (await client.get(url)).json()
+    assert (start["type"], start["progress"], start["total_steps"]) == ("chain", 0.0, 3)
+    assert [s["progress"] for s in start["steps"]] == [None, None, None]
+    first = await _fetch(client)
+    await client.post(f"{V1}/workers/ack", json={"job_id": first})
+    second = await _fetch(client)
+    await client.put(
+        f"{V1}/jobs/{second}/progress", json={"progress": 0.73, "data": {"records": 73}}
+    )
+    body = (await client.get(url)).json()
+    assert body["progress"] == pytest.approx((1.0 + 0.73 + 0.0) / 3)
+    assert [s["state"] for s in body["steps"]] == ["completed", "active", "pending"]
+    assert [s["progress"] for s in body["steps"]] == [1.0, 0.73, None]
+    assert body["steps"][1]["data"] == {"records": 73}
+    assert body["completed_steps"] == 1
+    error_of(await client.get(f"{V1}/workflows/{UNKNOWN_ID}/progress"), 404, "not_found")
+
+
+async def test_batch_progress_is_the_share_completed(client: httpx.AsyncClient) -> None:
+    batch = {
+        "type": "batch",
+        "jobs": [{"type": "i.row", "args": [n]} for n in range(4)],
+        "callbacks": {"on_complete": {"type": "i.done", "args": []}},
+    }
+    wf_id = (await client.post(f"{V1}/workflows", json=batch)).json()["workflow"]["id"]
+    one = await _fetch(client)
+    await client.post(f"{V1}/workers/ack", json={"job_id": one})
+    other = await _fetch(client)
+    await client.put(f"{V1}/jobs/{other}/progress", json={"progress": 0.9})
+    body = (await client.get(f"{V1}/workflows/{wf_id}/progress")).json()
+    assert (body["type"], body["progress"], body["total_steps"]) == ("batch", 0.25, 4)

@@ -20,10 +20,11 @@ from ojs_core import progress as core
 from ojs_core.errors import ValidationError
 from ojs_core.model import Job
 from ojs_core.timeutil import format_ts
+from ojs_core.workflow_progress import workflow_progress
 
 from .. import schemas as S
 from ..responses import json_response, read_json
-from ..routing import ANY_ROLE, WORKER, Doc, route
+from ..routing import ANY_ROLE, PRODUCER, WORKER, Doc, route
 from ._common import body_object, service, worker_id_of
 
 __all__ = ["progress_body", "routes"]
@@ -89,6 +90,12 @@ async def get_progress(request: Request) -> Response:
     return json_response(request, progress_body(job), headers=_headers(job))
 
 
+async def get_workflow_progress(request: Request) -> Response:
+    """A workflow's progress aggregated from its steps (progress spec §9)."""
+    body = await workflow_progress(service(request), request.path_params["workflow_id"])
+    return json_response(request, body, headers={"Cache-Control": "no-cache"})
+
+
 _NUM_OR_NULL = {"type": ["number", "null"]}
 _PROGRESS = S.obj(
     {"job_id": S.STR, "state": S.STR},
@@ -143,5 +150,25 @@ routes = [
         get_progress,
         ANY_ROLE,
         Doc("A job's progress (null fields when none was reported)", responses={200: _PROGRESS}),
+    ),
+    route(
+        "GET",
+        "/ojs/v1/workflows/{workflow_id}/progress",
+        get_workflow_progress,
+        PRODUCER,
+        Doc(
+            "A workflow's progress, aggregated from its steps",
+            responses={
+                200: S.obj(
+                    {
+                        "workflow_id": S.STR,
+                        "type": S.STR,
+                        "progress": {"type": "number"},
+                        "steps": S.array(S.obj({"job_id": S.STR}, {"progress": _NUM_OR_NULL})),
+                    },
+                    {"completed_steps": S.INT, "total_steps": S.INT},
+                )
+            },
+        ),
     ),
 ]
