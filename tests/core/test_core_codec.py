@@ -18,10 +18,12 @@ from ojs_core.envelope import parse_enqueue
 from ojs_core.ids import deterministic_uuid7
 from ojs_core.model import (
     DEFAULT_UNIQUE_STATES,
+    Checkpoint,
     CronJob,
     Event,
     Job,
     JobError,
+    Progress,
     RateLimit,
     RetryPolicy,
     UniquePolicy,
@@ -464,3 +466,32 @@ def test_stored_policies_are_parsed_once_and_never_confused() -> None:
     for _ in range(2):
         with pytest.raises(Exception, match="structuring Job"):
             job_from_dict({**base, "retry": {**base["retry"], "max_attempts": True}})
+
+
+def test_a_client_field_named_like_a_later_job_field_stays_a_client_field() -> None:
+    """Records stored before ``progress``/``checkpoint`` existed may carry a client's unknown
+    top-level field of that name: it is read back as an unknown field, not as ours."""
+    base = job_to_wire(Job(id="019b76da-a800-7231-ba09-a38ab6db3851", type="a.b"))
+    legacy = {**base, "progress": 5, "checkpoint": {"x": 1}, "checkpoint_seq": "s"}
+    job = job_from_dict(legacy)
+    assert (job.progress, job.checkpoint, job.checkpoint_seq) == (None, None, 0)
+    assert job.extra == {"progress": 5, "checkpoint": {"x": 1}, "checkpoint_seq": "s"}
+    assert job_to_wire(job)["progress"] == 5
+
+
+@pytest.mark.parametrize("state", [None, {"cursor": "c"}, [1, 2]])
+def test_progress_and_checkpoint_round_trip_and_encode_alike(state: Any) -> None:
+    job = Job(
+        id="019b76da-a800-7231-ba09-a38ab6db3851",
+        type="a.b",
+        progress=Progress(value=0.25, data={"n": 1}, message="m", attempt=2, updated_at=NOW),
+        checkpoint=Checkpoint(
+            state=state, sequence=3, created_at=at(1), attempt=2, metadata={"k": "v"}
+        ),
+        checkpoint_seq=3,
+    )
+    wire = job_to_wire(job)
+    assert wire == codec._job_out_reference(job)
+    assert wire["progress"]["percentage"] == 25.0
+    assert wire["checkpoint"]["state"] == state
+    assert job_from_dict(json.loads(json.dumps(wire))) == job

@@ -61,6 +61,23 @@ EXPECTED = {
     ("GET", "/ojs/v1/cron/{name}"): {"producer"},
     ("PATCH", "/ojs/v1/cron/{name}"): {"producer"},
     ("DELETE", "/ojs/v1/cron/{name}"): {"producer"},
+    ("PUT", "/ojs/v1/jobs/{job_id}/progress"): {"worker"},
+    ("POST", "/ojs/v1/workers/progress"): {"worker"},
+    ("GET", "/ojs/v1/jobs/{job_id}/progress"): {"producer", "worker"},
+    ("GET", "/ojs/v1/workflows/{workflow_id}/progress"): {"producer"},
+    ("POST", "/ojs/v1/jobs/{job_id}/checkpoint"): {"worker"},
+    ("PUT", "/ojs/v1/jobs/{job_id}/checkpoint"): {"worker"},
+    ("GET", "/ojs/v1/jobs/{job_id}/checkpoint"): {"producer", "worker"},
+    ("DELETE", "/ojs/v1/jobs/{job_id}/checkpoint"): {"worker"},
+    **{
+        route: roles
+        for prefix in ("/ojs/v1", "/ojs/v1/ojs/v1")
+        for route, roles in {
+            ("POST", f"{prefix}/checkpoints/{{job_id}}"): {"worker"},
+            ("DELETE", f"{prefix}/checkpoints/{{job_id}}"): {"worker"},
+            ("GET", f"{prefix}/checkpoints/{{job_id}}/resume"): {"producer", "worker"},
+        }.items()
+    },
 }
 
 

@@ -16,7 +16,18 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
 from .envelope import LIFECYCLE_TIMESTAMPS, parse_rate_limit, parse_retry, parse_unique
-from .model import CronJob, Event, Job, JobError, RateLimit, RetryPolicy, UniquePolicy, Workflow
+from .model import (
+    Checkpoint,
+    CronJob,
+    Event,
+    Job,
+    JobError,
+    Progress,
+    RateLimit,
+    RetryPolicy,
+    UniquePolicy,
+    Workflow,
+)
 from .timeutil import format_duration, format_ts, parse_ts
 
 __all__ = [
@@ -133,6 +144,38 @@ converter.register_unstructure_hook(
     CronJob, _drop_none(make_dict_unstructure_fn(CronJob, converter))
 )
 
+
+def _progress_out(p: Progress) -> dict[str, Any]:
+    # ``percentage`` is derived (what the official SDK reports); it is ignored when read back.
+    out: dict[str, Any] = {
+        "value": p.value,
+        "percentage": None if p.value is None else round(p.value * 100, 2),
+        "data": _plain(p.data),
+        "message": p.message,
+        "attempt": p.attempt,
+        "updated_at": format_ts(p.updated_at),
+        "event_at": _ts(p.event_at),
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _checkpoint_out(c: Checkpoint) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "state": _plain(c.state),
+        "sequence": c.sequence,
+        "created_at": format_ts(c.created_at),
+        "attempt": c.attempt,
+        "worker_id": c.worker_id,
+        "step_index": c.step_index,
+        "metadata": _plain(c.metadata),
+    }
+    # ``state`` stays even when null: a null checkpoint state is a value the worker saved.
+    return {k: v for k, v in out.items() if v is not None or k == "state"}
+
+
+converter.register_unstructure_hook(Progress, _progress_out)
+converter.register_unstructure_hook(Checkpoint, _checkpoint_out)
+
 _job_base_out = make_dict_unstructure_fn(Job, converter)
 _job_base_in = make_dict_structure_fn(Job, converter)
 _JOB_FIELDS = frozenset(a.name for a in Job.__attrs_attrs__)
@@ -152,6 +195,8 @@ def _job_out_reference(job: Job) -> dict[str, Any]:
         del out["dead_letter"]
     if not out["workflow_pending"]:
         del out["workflow_pending"]
+    if not out["checkpoint_seq"]:
+        del out["checkpoint_seq"]
     out["max_attempts"] = job.retry.max_attempts
     for k, v in extra.items():
         out.setdefault(k, v)
@@ -244,6 +289,12 @@ def _job_out(job: Job) -> dict[str, Any]:
         out["dead_letter"] = True
     if job.workflow_pending:
         out["workflow_pending"] = True
+    if job.progress is not None:
+        out["progress"] = _progress_out(job.progress)
+    if job.checkpoint is not None:
+        out["checkpoint"] = _checkpoint_out(job.checkpoint)
+    if job.checkpoint_seq:
+        out["checkpoint_seq"] = job.checkpoint_seq
     if job.visible_until is not None:
         out["visible_until"] = format_ts(job.visible_until)
     if job.retain_until is not None:
@@ -267,9 +318,22 @@ def _job_in(d: dict[str, Any], _: Any) -> Job:
     extra = {
         k: v for k, v in d.items() if (k not in _JOB_FIELDS or k == "extra") and k not in _DERIVED
     }
+    for name, is_ours in _LATER_FIELDS.items():
+        if name in known and not is_ours(known[name]):
+            # Stored before this field existed: a client's unknown field of the same name.
+            extra[name] = known.pop(name)
     if extra:
         known["extra"] = extra
     return _job_base_in(known, Job)
+
+
+#: Job fields added after records were first stored, and how to tell the field's own value
+#: from a client's unknown top-level field of the same name kept by an older version.
+_LATER_FIELDS: dict[str, Any] = {
+    "progress": lambda v: isinstance(v, dict) and "updated_at" in v,
+    "checkpoint": lambda v: isinstance(v, dict) and "sequence" in v and "created_at" in v,
+    "checkpoint_seq": lambda v: isinstance(v, int) and not isinstance(v, bool),
+}
 
 
 converter.register_unstructure_hook(Job, _job_out)

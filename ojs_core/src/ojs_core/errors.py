@@ -13,6 +13,7 @@ __all__ = [
     "BackendUnavailableError",
     "ConflictError",
     "DuplicateJobError",
+    "FieldTooLargeError",
     "InvalidStateTransitionError",
     "NotFoundError",
     "OJSError",
@@ -101,6 +102,23 @@ class PayloadTooLargeError(OJSError):
 
     code = "envelope_too_large"
     status = 413
+
+
+class FieldTooLargeError(PayloadTooLargeError):
+    """A field of a request is larger than its limit (a checkpoint's state, a progress
+    report's data): 413 ``payload_too_large`` naming the field, its size and the limit."""
+
+    code = "payload_too_large"
+
+    def __init__(self, path: str, size: int, limit: int, message: str | None = None) -> None:
+        super().__init__(
+            message or f"{path}: {size} bytes of JSON; the limit is {limit}",
+            details={"path": path, "size": size, "limit": limit},
+            hint="Store large values elsewhere and keep a reference in the job.",
+        )
+        self.path = path
+        self.size = size
+        self.limit = limit
 
 
 class NotFoundError(OJSError):

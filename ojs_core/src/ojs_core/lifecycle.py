@@ -51,10 +51,15 @@ WORKFLOW_ADVANCE_GRACE = timedelta(seconds=2)
 
 
 def _settle(job: Job) -> Job:
-    """Mark a workflow job that just became terminal as owing its workflow an advance."""
+    """What every transition into a terminal state also does: mark a workflow job as owing its
+    workflow an advance, and drop the checkpoint (durable-execution §5.2: a finished job has
+    nothing to resume)."""
+    changes: dict[str, Any] = {}
     if job.workflow_id is not None and job.state.terminal and not job.workflow_pending:
-        return attrs.evolve(job, workflow_pending=True)
-    return job
+        changes["workflow_pending"] = True
+    if job.checkpoint is not None:
+        changes["checkpoint"] = None
+    return attrs.evolve(job, **changes) if changes else job
 
 
 def timer_deadline(job: Job) -> datetime | None:
@@ -96,6 +101,8 @@ def claim(job: Job, now: datetime, worker_id: str | None, visibility_ms: int | N
         worker_id=worker_id,
         visible_until=now + vt * _ms,
         next_attempt_at=None,
+        # Progress belongs to one attempt (progress §5.3): the new one starts with none.
+        progress=None,
     )
 
 
@@ -111,6 +118,10 @@ def ack(job: Job, now: datetime, result: Any = None, worker_id: str | None = Non
     """``active -> completed``: stores the result and clears the error."""
     check_transition(job.id, job.state, S.COMPLETED, "acknowledge")
     _check_owner(job, worker_id)
+    progress = job.progress
+    if progress is not None:
+        # A completed job is done (progress §8.1), even if its last report said 87%.
+        progress = attrs.evolve(progress, value=1.0, updated_at=now)
     return _settle(
         attrs.evolve(
             job,
@@ -119,6 +130,7 @@ def ack(job: Job, now: datetime, result: Any = None, worker_id: str | None = Non
             result=result,
             error=None,
             visible_until=None,
+            progress=progress,
         )
     )
 

@@ -38,6 +38,10 @@ class Limits:
     ``max_workflow_steps``: jobs one workflow may create (steps plus callbacks).
     ``max_workflow_depth``: nesting of chains and groups inside a workflow definition.
     ``max_event_page``: events one poll of the event log may return.
+    ``max_checkpoint_bytes``: a checkpoint's ``state`` and ``metadata`` as compact JSON (the
+    durable-execution spec caps checkpoints at 1 MiB; 413 ``payload_too_large`` over it).
+    ``max_progress_bytes``: a progress report's ``data`` and ``message`` as compact JSON (the
+    progress spec recommends at most 4 KB; over this is 413 ``payload_too_large``).
     """
 
     max_batch_jobs: int = attrs.field(default=10_000, validator=_positive)
@@ -47,6 +51,8 @@ class Limits:
     max_workflow_steps: int = attrs.field(default=1000, validator=_positive)
     max_workflow_depth: int = attrs.field(default=32, validator=_positive)
     max_event_page: int = attrs.field(default=1000, validator=_positive)
+    max_checkpoint_bytes: int = attrs.field(default=1024 * 1024, validator=_positive)
+    max_progress_bytes: int = attrs.field(default=64 * 1024, validator=_positive)
 
 
 class BatchTooLargeError(OJSError):

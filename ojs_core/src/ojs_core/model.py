@@ -16,10 +16,12 @@ from .states import JobState
 
 __all__ = [
     "DEFAULT_UNIQUE_STATES",
+    "Checkpoint",
     "CronJob",
     "Event",
     "Job",
     "JobError",
+    "Progress",
     "QueueInfo",
     "QueueStats",
     "RateLimit",
@@ -90,6 +92,43 @@ class JobError:
     occurred_at: datetime | None = None
 
 
+@attrs.frozen(kw_only=True)
+class Progress:
+    """The progress an attempt reported (progress extension, ``ojs_core.progress``).
+
+    ``value`` is the fraction done (0.0-1.0, never decreasing within ``attempt``; ``None``
+    when only ``data`` or ``message`` was reported). ``event_at`` is when the last
+    ``job.progress`` event was emitted: kept on the record so the throttle holds across
+    replicas and restarts.
+    """
+
+    value: float | None = None
+    data: Any = None
+    message: str | None = None
+    attempt: int = 0
+    updated_at: datetime
+    event_at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Checkpoint:
+    """The latest checkpoint of a job (durable-execution extension, ``ojs_core.checkpoint``).
+
+    ``state`` is the worker's JSON value; ``sequence`` counts saves for the job's whole life
+    (it never goes back, not even after a delete); ``attempt`` and ``worker_id`` say who saved
+    it. ``step_index`` and ``metadata`` carry what the official Python SDK's
+    ``DurableContext`` sends (its replay log lives in ``metadata``).
+    """
+
+    state: Any = None
+    sequence: int
+    created_at: datetime
+    attempt: int = 0
+    worker_id: str | None = None
+    step_index: int | None = None
+    metadata: dict[str, Any] | None = None
+
+
 @attrs.define(kw_only=True, slots=True)
 class Job:
     """A job envelope plus its system-managed state.
@@ -138,6 +177,13 @@ class Job:
     #: advanced: a crash in between leaves a timer (see ``lifecycle.timer_deadline``) that
     #: finishes the advancement, so no later step is stranded ``pending``.
     workflow_pending: bool = False
+    #: The current attempt's progress (cleared when an attempt starts, 1.0 on completion).
+    progress: Progress | None = None
+    #: The latest checkpoint: kept across attempts, removed when the job becomes terminal.
+    checkpoint: Checkpoint | None = None
+    #: Checkpoints saved so far (the next one's ``sequence`` is this plus one); outlives a
+    #: deleted checkpoint so that sequences never repeat.
+    checkpoint_seq: int = 0
 
     visible_until: datetime | None = None
     #: When a terminal job is removed (its state's retention, ``ojs_core.retention``).

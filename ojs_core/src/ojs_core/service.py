@@ -164,6 +164,16 @@ class JobService:
 
         return await self.backend.update_job(job_id, change)
 
+    async def update_job(self, job_id: str, fn: JobFn, now: datetime) -> tuple[Job, Job]:
+        """Apply ``fn`` to the stored job under compare-and-swap, as every operation does
+        (retention stamped); for operations written outside this class (``ojs_core.progress``,
+        ``ojs_core.checkpoint``). ``after is before`` when ``fn`` changed nothing."""
+        return await self._update(job_id, fn, now)
+
+    async def emit(self, events: Sequence[Event]) -> None:
+        """Publish events; a failure is logged, never raised (events are best-effort)."""
+        await self._emit(events)
+
     async def _after(self, before: Job | None, after: Job, now: datetime) -> None:
         """Follow-up of one stored transition: events, workflow advancement, wake-ups."""
         await self._emit(transition_events(before, after, now))

@@ -42,14 +42,17 @@ from typing import Any, TypeVar
 
 import attrs
 
+from . import checkpoint as checkpoints
+from . import jsonio
+from . import progress as progress_ext
 from .backend import Backend
 from .client import as_service
 from .clock import Clock
 from .envelope import TYPE_RE, validate_queue
-from .errors import ConflictError, NotFoundError
+from .errors import ConflictError, NotFoundError, ValidationError
 from .ids import uuid7
 from .middleware import Middleware, MiddlewareChain
-from .model import Job, JobError
+from .model import Checkpoint, Job, JobError
 from .service import JobService
 
 __all__ = ["ExecutionMiddleware", "Handler", "JobContext", "Worker"]
@@ -117,6 +120,67 @@ class JobContext:
         the handler is cancelled at its next ``await``.
         """
         return await self._worker.heartbeat()
+
+    async def report_progress(
+        self,
+        progress: float | None = None,
+        *,
+        data: Mapping[str, Any] | None = None,
+        message: str | None = None,
+    ) -> bool:
+        """Report how far the job has got (progress extension): ``progress`` is the fraction
+        done (0.0-1.0, clamped; never goes back within the attempt), ``data`` an object of
+        details and ``message`` a line for humans. The report also heartbeats this job.
+
+        Returns whether it was stored: ``False`` when the job is no longer this worker's
+        (cancelled, say), which a handler may ignore, as progress is fire-and-forget.
+        Invalid input raises :class:`~ojs_core.errors.ValidationError`.
+        """
+        body = {"progress": progress, "data": _json_copy(data, "data"), "message": message}
+        service = self._worker.service
+        limits = service.limits
+        report = progress_ext.parse_progress(
+            body, limits.max_progress_bytes, limits.max_checkpoint_bytes
+        )
+        outcome = await progress_ext.report_progress(service, self.job.id, report, self.worker_id)
+        return outcome.accepted
+
+    @property
+    def last_checkpoint(self) -> Checkpoint | None:
+        """The checkpoint the job carried when this attempt fetched it (``None`` on a fresh
+        start): resume from ``last_checkpoint.state``."""
+        return self.job.checkpoint
+
+    async def checkpoint(self, state: Any, *, step_index: int | None = None) -> Checkpoint:
+        """Save ``state`` (any JSON value) as the job's checkpoint (durable-execution
+        extension): if this attempt dies, the next one finds it in :attr:`last_checkpoint`.
+        Raises :class:`~ojs_core.errors.ConflictError` when the job is no longer this
+        attempt's, and a 413 error over ``Limits.max_checkpoint_bytes``."""
+        service = self._worker.service
+        request = checkpoints.parse_checkpoint(
+            {
+                "state": _json_copy(state, "state"),
+                "step_index": step_index,
+                "attempt": self.job.attempt,
+            },
+            service.limits.max_checkpoint_bytes,
+        )
+        return await checkpoints.save_checkpoint(service, self.job.id, request, self.worker_id)
+
+    async def clear_checkpoint(self) -> bool:
+        """Remove the job's checkpoint (completion removes it anyway); whether there was one."""
+        return await checkpoints.delete_checkpoint(self._worker.service, self.job.id)
+
+
+def _json_copy(value: Any, path: str) -> Any:
+    """``value`` as the JSON a remote worker would have sent: a copy (the handler may go on
+    changing its own object) holding only JSON types, or a 400 naming ``path``."""
+    if value is None:
+        return None
+    try:
+        return jsonio.loads(jsonio.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"must be JSON-serializable ({exc})", path=path) from None
 
 
 @attrs.define(eq=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from . import cron, jobs, queues, system, workers, workflows
+from . import checkpoints, cron, jobs, progress, queues, system, workers, workflows
 
 __all__ = ["routes"]
 
@@ -18,4 +18,6 @@ def routes(*, enable_reset: bool) -> list[BaseRoute]:
         *queues.routes,
         *workflows.routes,
         *cron.routes,
+        *progress.routes,
+        *checkpoints.routes,
     ]

@@ -13,7 +13,15 @@ from ojs_core.model import Job
 from ojs_core.service import JobService
 from ojs_core.timeutil import format_ts
 
-__all__ = ["body_object", "pagination", "prefixed", "query_int", "service", "wire"]
+__all__ = [
+    "body_object",
+    "pagination",
+    "prefixed",
+    "query_int",
+    "service",
+    "wire",
+    "worker_id_of",
+]
 
 
 def service(request: Request) -> JobService:
@@ -34,6 +42,20 @@ def body_object(body: Any) -> Mapping[str, Any]:
     if not isinstance(body, Mapping):
         raise ValidationError("request body must be a JSON object")
     return body
+
+
+def worker_id_of(body: Mapping[str, Any], *, required: bool = False) -> str | None:
+    """The request's ``worker_id`` (at most 256 characters), or ``None`` when absent."""
+    wid = body.get("worker_id")
+    if wid is None:
+        if required:
+            raise ValidationError("is required", path="worker_id")
+        return None
+    if not isinstance(wid, str) or not wid or len(wid) > 256:
+        raise ValidationError(
+            "must be a non-empty string (at most 256 characters)", path="worker_id"
+        )
+    return wid
 
 
 def query_int(request: Request, name: str, default: int, *, minimum: int, maximum: int) -> int:

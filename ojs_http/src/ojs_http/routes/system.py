@@ -62,6 +62,18 @@ async def manifest(request: Request) -> Response:
                 {"name": "unique-jobs", "uri": "urn:ojs:ext:unique-jobs", "version": "1.0"},
                 {"name": "cron", "uri": "urn:ojs:ext:cron", "version": "1.0"},
                 {"name": "workflows", "uri": "urn:ojs:ext:workflows", "version": "1.0"},
+                {
+                    "name": "progress",
+                    "uri": "urn:ojs:ext:progress",
+                    "version": "1.0.0-rc.1",
+                    "endpoint": "PUT /ojs/v1/jobs/{id}/progress",
+                },
+                {
+                    "name": "durable-execution",
+                    "uri": "urn:ojs:ext:durable-execution",
+                    "version": "1.0.0-rc.1",
+                    "endpoint": "POST /ojs/v1/jobs/{id}/checkpoint",
+                },
             ],
             "experimental": [
                 {

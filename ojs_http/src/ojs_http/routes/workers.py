@@ -17,6 +17,7 @@ from ..responses import json_response, read_json
 from ..routing import ADMIN, WORKER, Doc, route
 from ..settings import HttpSettings
 from ._common import ack_body, body_object, service, wire
+from ._common import worker_id_of as _worker_id
 
 __all__ = ["routes"]
 
@@ -35,19 +36,6 @@ def _opt_int(
     if maximum is not None and not minimum <= value <= maximum:
         raise ValidationError(f"must be between {minimum} and {maximum}", path=name)
     return value
-
-
-def _worker_id(body: Mapping[str, Any], *, required: bool = False) -> str | None:
-    wid = body.get("worker_id")
-    if wid is None:
-        if required:
-            raise ValidationError("is required", path="worker_id")
-        return None
-    if not isinstance(wid, str) or not wid or len(wid) > 256:
-        raise ValidationError(
-            "must be a non-empty string (at most 256 characters)", path="worker_id"
-        )
-    return wid
 
 
 def _job_id(body: Mapping[str, Any]) -> str:

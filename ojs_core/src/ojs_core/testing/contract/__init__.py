@@ -13,7 +13,8 @@ every state), :mod:`.claiming` (order, pause, exclusivity under races), :mod:`.t
 :mod:`.uniqueness`, :mod:`.dead_letter`, :mod:`.workflows`, :mod:`.cron`, :mod:`.batches`
 (atomic inserts), :mod:`.events`, :mod:`.names` (queue names and worker ids as opaque
 strings), :mod:`.validation` (input refused before anything is stored), :mod:`.retention` (finished
-records removed when their retention ends) and :mod:`.protocol`
+records removed when their retention ends), :mod:`.progress` (progress reports and durable
+checkpoints on the job record) and :mod:`.protocol`
 (compare-and-swap, reads, listings, claims, queues, workers, health, reset). Select a topic
 with ``-k``, e.g. ``-k TestTimeouts``.
 """
@@ -26,6 +27,7 @@ from .cron import TestCron, TestCronRecords
 from .dead_letter import TestDeadLetter
 from .events import TestEvents
 from .names import TestNames
+from .progress import TestCheckpoints, TestProgress
 from .protocol import (
     TestClaimJobs,
     TestCompareAndSwap,
@@ -43,6 +45,7 @@ from .workflows import TestWorkflowRecords, TestWorkflows
 
 __all__ = [
     "TestBatchEnqueue",
+    "TestCheckpoints",
     "TestClaimExclusivity",
     "TestClaimJobs",
     "TestClaimOrder",
@@ -57,6 +60,7 @@ __all__ = [
     "TestListingsAndDeletion",
     "TestNames",
     "TestPause",
+    "TestProgress",
     "TestQueuesAndWorkers",
     "TestReads",
     "TestRetention",
