@@ -60,6 +60,17 @@ class RequestObserver:
                 self.sink(method, route, status, elapsed)
             if self.access:
                 duration_ms = round(elapsed * 1000, 3)
+                extra: dict[str, object] = {
+                    "http.method": method,
+                    "http.route": route,
+                    "http.path": scope["path"],
+                    "http.status": status,
+                    "http.duration_ms": duration_ms,
+                }
+                # The route's log context has ended by now: name its job here.
+                job_id = scope.get("path_params", {}).get("job_id")
+                if job_id is not None:
+                    extra["job_id"] = job_id
                 # The path, never the query string or headers: those may carry tokens.
                 access_log.info(
                     "%s %s %d %.1fms",
@@ -67,11 +78,5 @@ class RequestObserver:
                     scope["path"],
                     status,
                     duration_ms,
-                    extra={
-                        "http.method": method,
-                        "http.route": route,
-                        "http.path": scope["path"],
-                        "http.status": status,
-                        "http.duration_ms": duration_ms,
-                    },
+                    extra=extra,
                 )
