@@ -6,9 +6,11 @@ Real processes (``python -m ojs_http.cli``), as in test_http_startup.
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import httpx
-from test_http_startup import clean_env, free_port, run_server, server
+from test_http_startup import SERVER, clean_env, free_port, run_server, server
 
 
 def check(*args: str, keys: str | None = "admin:KA") -> str:
@@ -55,3 +57,35 @@ def test_json_logs_access_log_metrics_and_readiness_of_a_running_server() -> Non
     assert mine["ojs.job.id"] == job["id"]
     assert mine["http.route"] == "/ojs/v1/jobs/{job_id}"
     assert all("timestamp" in r and "level" in r for r in records)
+
+
+def test_workers_report_the_counters_of_every_process(tmp_path: Path) -> None:
+    # --workers 2: the kernel spreads connections between the processes; every scrape, whichever
+    # process answers it, sums both (prometheus-client's multiprocess mode).
+    port = free_port()
+    proc = subprocess.Popen(
+        [*SERVER, "--workers", "2", "--data-dir", str(tmp_path / "d"), "--port", str(port)],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert proc.stdout is not None
+        listening = 0
+        for line in proc.stdout:
+            listening += "listening" in line
+            if listening == 2:
+                break
+        for _ in range(20):  # a new connection each: both processes get some
+            r = httpx.post(f"{base}/ojs/v1/jobs", json={"type": "w.job", "args": []})
+            assert r.status_code == 201
+        for _ in range(6):
+            text = httpx.get(f"{base}/metrics").text
+            assert 'ojs_job_enqueued_total{queue="default",type="w.job"} 20.0' in text
+            assert 'ojs_queue_depth{queue="default",state="available"} 20.0' in text
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0

@@ -15,6 +15,11 @@ the backend). An embedder without the HTTP binding::
 
 Label cardinality is bounded: at most ``max_types`` job types and ``max_queues`` queues get a
 label value of their own (the first ones seen); the rest are counted under ``_other``.
+
+In prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set before it is first
+imported; ``ojs-server --workers N`` does this) the counters and histograms are written to
+per-process files and :attr:`JobMetrics.registry` sums every process's files, so a scrape
+answered by any process reports the whole server.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from .model import Event
@@ -44,6 +50,7 @@ __all__ = [
     "QUEUE_TIME_BUCKETS",
     "JobMetrics",
     "LabelCap",
+    "multiprocess",
 ]
 
 log = logging.getLogger("ojs.metrics")
@@ -65,6 +72,11 @@ _COUNTED = {
     "job.cancelled": "cancelled",
     "job.expired": "expired",
 }
+
+
+def multiprocess() -> bool:
+    """Whether prometheus-client runs in multiprocess mode (chosen when it was imported)."""
+    return values.ValueClass is not values.MutexValue
 
 
 class LabelCap:
@@ -96,7 +108,13 @@ class JobMetrics:
         refresh_interval: float = 5.0,
         worker_stale_after: float = 60.0,
     ) -> None:
+        #: The registry to expose. In multiprocess mode it reads every process's files, and
+        #: the metrics themselves are registered nowhere (:attr:`metric_registry` is None).
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.metric_registry: CollectorRegistry | None = self.registry
+        if multiprocess():
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+            self.metric_registry = None
         self.type_label = LabelCap(max_types)
         self.queue_label = LabelCap(max_queues)
         #: How long the backend-read gauges are reused before a scrape reads them again.
@@ -105,7 +123,7 @@ class JobMetrics:
         self.worker_stale_after = worker_stale_after
         labels = ("queue", "type")
         self._counters = {
-            name: Counter(f"ojs_job_{name}", help, labels, registry=self.registry)
+            name: Counter(f"ojs_job_{name}", help, labels, registry=self.metric_registry)
             for name, help in (
                 ("enqueued", "Total jobs enqueued"),
                 ("completed", "Total jobs that reached the completed state"),
@@ -120,14 +138,14 @@ class JobMetrics:
             "Job processing duration (active to completed, retryable or discarded)",
             ("queue", "type", "state"),
             buckets=DURATION_BUCKETS,
-            registry=self.registry,
+            registry=self.metric_registry,
         )
         self.queue_time = Histogram(
             "ojs_job_queue_time_seconds",
             "Time from enqueue (or scheduled time) to the first execution start",
             labels,
             buckets=QUEUE_TIME_BUCKETS,
-            registry=self.registry,
+            registry=self.metric_registry,
         )
         self._service: JobService | None = None
         self._depth: dict[tuple[str, str], int] = {}

@@ -8,10 +8,12 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from importlib import metadata
 from typing import Any
@@ -52,6 +54,9 @@ from .startup import (
 __all__ = ["build_backend", "main", "mounted", "parse_args"]
 
 log = logging.getLogger("ojs.server")
+
+#: prometheus-client's multiprocess directory (see :func:`_share_metrics`).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -288,6 +293,35 @@ async def serve(args: argparse.Namespace) -> None:
             flush=True,
         )
         return
+    shared_metrics = _share_metrics(args, settings)
+    try:
+        await _serve(args, backend, settings, authenticate, keys)
+    finally:
+        if shared_metrics is not None:
+            shutil.rmtree(shared_metrics, ignore_errors=True)
+
+
+def _share_metrics(args: argparse.Namespace, settings: HttpSettings) -> str | None:
+    """``--workers N``: a directory where every process writes its metrics, so that a scrape
+    answered by any of them sums them all (prometheus-client's multiprocess mode). Set in the
+    environment before prometheus-client is first imported, and inherited by the siblings.
+    Returns the directory this process created (to remove at exit), else ``None``."""
+    if args.workers < 2 or not settings.metrics or not metrics_installed():
+        return None
+    if os.environ.get(MULTIPROC_ENV):
+        return None  # an operator's own directory: used, and left alone
+    directory = tempfile.mkdtemp(prefix="ojs-metrics-")
+    os.environ[MULTIPROC_ENV] = directory
+    return directory
+
+
+async def _serve(
+    args: argparse.Namespace,
+    backend: Backend,
+    settings: HttpSettings,
+    authenticate: Any,
+    keys: Any,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -4,7 +4,8 @@ Served when ``prometheus-client`` is installed (``pip install 'ojs-http[metrics]
 ``HttpSettings.metrics`` is on. The job metrics are :class:`ojs_core.prometheus.JobMetrics`;
 this module adds ``ojs_http_requests_total`` and ``ojs_http_request_duration_seconds`` by
 method, route template and status. Every app has its own registry, so two apps in one process
-(tests, say) never share counters; with ``ojs-server --workers N`` each process has its own
+(tests, say) never share counters; ``ojs-server --workers N`` runs prometheus-client's
+multiprocess mode so that every process's scrape reports all of them
 (``docs/observability.md``).
 """
 
@@ -32,7 +33,7 @@ class AppMetrics:
     def __init__(self, service: JobService, *, max_types: int = 200, max_queues: int = 100):
         self.jobs = JobMetrics(max_types=max_types, max_queues=max_queues)
         self.jobs.attach(service)
-        registry = self.jobs.registry
+        registry = self.jobs.metric_registry
         self.requests = Counter(
             "ojs_http_requests",
             "HTTP requests answered, by method, route template and status",
