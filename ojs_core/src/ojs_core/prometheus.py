@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -77,6 +77,10 @@ _COUNTED = {
 def multiprocess() -> bool:
     """Whether prometheus-client runs in multiprocess mode (chosen when it was imported)."""
     return values.ValueClass is not values.MutexValue
+
+
+#: Every event type :meth:`JobMetrics.observe` looks at.
+_OBSERVED = frozenset({*_COUNTED, "job.failed", "job.started"})
 
 
 class LabelCap:
@@ -148,6 +152,8 @@ class JobMetrics:
             registry=self.metric_registry,
         )
         self._service: JobService | None = None
+        #: Labelled children by (metric, label values...): as bounded as the label caps.
+        self._series: dict[tuple[str, ...], Any] = {}
         self._depth: dict[tuple[str, str], int] = {}
         self._workers: int | None = None
         self._refreshed = -float("inf")
@@ -161,27 +167,40 @@ class JobMetrics:
 
     def observe(self, events: Sequence[Event]) -> None:
         """Count one batch of lifecycle events (the :mod:`ojs_core.observe` hook)."""
+        series = self._series
         for event in events:
-            data = event.data
             kind = event.type
-            counter = _COUNTED.get(kind)
-            if counter is None and kind not in ("job.failed", "job.started"):
+            if kind not in _OBSERVED:
                 continue
+            data = event.data
             queue, job_type = data.get("queue"), data.get("job_type")
             if not isinstance(queue, str) or not isinstance(job_type, str):
                 continue
             q, t = self.queue_label(queue), self.type_label(job_type)
+            if kind == "job.started":
+                value = data.get("queue_time_ms")
+                key: tuple[str, ...] = ("queue_time", q, t)
+            elif kind in ("job.completed", "job.failed"):
+                value = data.get("duration_ms")
+                key = ("duration", q, t, str(data.get("state", "")))
+            else:
+                value = None
+                key = ()
+            counter = _COUNTED.get(kind)
             if counter is not None:
-                self._counters[counter].labels(q, t).inc()
-            if kind in ("job.completed", "job.failed"):
-                duration = data.get("duration_ms")
-                if isinstance(duration, int | float):
-                    state = str(data.get("state", ""))
-                    self.duration.labels(q, t, state).observe(duration / 1000)
-            elif kind == "job.started":
-                wait = data.get("queue_time_ms")
-                if isinstance(wait, int | float):
-                    self.queue_time.labels(q, t).observe(wait / 1000)
+                # A labelled child is looked up once per label set: labels() validates and
+                # locks on every call, which costs more than the increment itself.
+                ckey = (counter, q, t)
+                child = series.get(ckey)
+                if child is None:
+                    child = series[ckey] = self._counters[counter].labels(q, t)
+                child.inc()
+            if isinstance(value, int | float):
+                child = series.get(key)
+                if child is None:
+                    metric = self.queue_time if key[0] == "queue_time" else self.duration
+                    child = series[key] = metric.labels(*key[1:])
+                child.observe(value / 1000)
 
     async def refresh(self, *, force: bool = False) -> None:
         """Read queue depths and live workers from the backend, unless read recently.

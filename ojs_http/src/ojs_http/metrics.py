@@ -11,6 +11,8 @@ multiprocess mode so that every process's scrape reports all of them
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
@@ -47,11 +49,21 @@ class AppMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request (the :class:`~ojs_http.access.RequestObserver` sink)."""
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        # Children are looked up once per label set (labels() validates and locks each call);
+        # methods, route templates and status codes are all bounded sets.
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 async def metrics(request: Request) -> Response:
