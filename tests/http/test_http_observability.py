@@ -176,6 +176,9 @@ async def test_worker_failures_are_logged_with_the_job_ids() -> None:
         assert line["ojs.job.queue"] == "mail"
         assert line["ojs.worker.id"] == worker.worker_id
     assert failure["level"] == "warn"
+    assert failure["ojs.job.type"] == "mail.send"
+    assert failure["ojs.job.attempt"] == 1
+    assert failure["error.type"] == "ConnectionError"
     assert failure["logger"] == "ojs.worker"
     assert "mail.send" in failure["message"]
     assert "attempt 1" in failure["message"]

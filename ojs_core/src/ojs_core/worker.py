@@ -133,14 +133,15 @@ class _InFlight:
 def _log_failure(job: Job, error: JobError) -> None:
     """One warning per failed attempt: the job, its type and attempt, and the error."""
     message = error.message if len(error.message) <= 500 else error.message[:500] + "..."
+    kind = error.type or error.code
     log.warning(
         "job %s (%s) attempt %d failed: %s: %s",
         job.id,
         job.type,
         job.attempt,
-        error.type or error.code,
+        kind,
         message,
-        extra={"job_type": job.type, "attempt": job.attempt, "error_code": error.code},
+        extra={"job_type": job.type, "attempt": job.attempt, "error_type": kind},
     )
 
 

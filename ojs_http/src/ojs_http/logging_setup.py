@@ -3,7 +3,8 @@
 Both formats carry the ids bound by :mod:`ojs_core.logcontext` (request id, job id, queue,
 worker id) on every line that has them. JSON lines follow the observability spec's field
 names (§9.1: ``timestamp``, ``level``, ``message``, ``ojs.job.id``, ``ojs.job.queue``,
-``ojs.worker.id``) plus ``logger`` and ``request_id``; access-log lines add the request's
+``ojs.worker.id``) plus ``logger`` and ``request_id``; a failed attempt adds
+``ojs.job.type``, ``ojs.job.attempt`` and ``error.type``, access-log lines the request's
 ``http.*`` fields.
 """
 
@@ -27,8 +28,14 @@ _JSON_KEYS = {
     "queue": "ojs.job.queue",
     "worker_id": "ojs.worker.id",
 }
-#: Access-log attributes (``extra=`` of :mod:`ojs_http.access`).
-_HTTP_KEYS = ("http.method", "http.route", "http.path", "http.status", "http.duration_ms")
+#: Attributes some lines carry (``extra=``): the worker's failure line, the access log.
+_EXTRA_KEYS = {
+    "job_type": "ojs.job.type",
+    "attempt": "ojs.job.attempt",
+    "error_type": "error.type",
+    **{key: key for key in ("http.method", "http.route", "http.path", "http.status")},
+    "http.duration_ms": "http.duration_ms",
+}
 _LEVELS = {"WARNING": "warn", "CRITICAL": "error"}
 
 
@@ -49,8 +56,8 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, attr, None)
             if value is not None:
                 body[key] = value
-        for key in _HTTP_KEYS:
-            value = getattr(record, key, None)
+        for attr, key in _EXTRA_KEYS.items():
+            value = getattr(record, attr, None)
             if value is not None:
                 body[key] = value
         if record.exc_info:
