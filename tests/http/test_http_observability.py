@@ -196,3 +196,23 @@ async def test_text_lines_end_with_the_ids() -> None:
 def test_configure_logging_refuses_an_unknown_format() -> None:
     with pytest.raises(ValueError, match="log format"):
         configure_logging("info", "xml")
+
+
+async def test_worker_calls_name_the_job_and_worker_from_the_body() -> None:
+    with captured(JsonFormatter()) as out:
+        async with serve(access_log=True) as client:
+            await client.post(f"{V1}/jobs", json={"type": "a.b", "args": []})
+            fetch = {"queues": ["default"], "worker_id": "w-1"}
+            job = (await client.post(f"{V1}/workers/fetch", json=fetch)).json()["jobs"][0]
+            await client.post(f"{V1}/workers/ack", json={"job_id": job["id"], "worker_id": "w-1"})
+            # An id that could forge a text line is left out of the log, not logged.
+            forged = {"job_id": "x\nFAKE LINE", "worker_id": "w-1"}
+            assert (await client.post(f"{V1}/workers/ack", json=forged)).status_code == 404
+    access = [line for line in json_lines(out) if line["logger"] == "ojs.access"]
+    fetched, acked, refused = access[1:]
+    assert fetched["ojs.worker.id"] == "w-1"
+    assert "ojs.job.id" not in fetched
+    assert acked["ojs.job.id"] == job["id"]
+    assert acked["ojs.worker.id"] == "w-1"
+    assert "ojs.job.id" not in refused
+    assert "FAKE" not in out.getvalue()

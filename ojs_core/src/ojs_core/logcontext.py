@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
 
-__all__ = ["FIELDS", "ContextFilter", "current", "log_context"]
+__all__ = ["FIELDS", "ContextFilter", "bind", "current", "log_context"]
 
 #: The fields a record may carry, in the order they are printed.
 FIELDS = ("request_id", "job_id", "queue", "worker_id")
@@ -29,15 +29,29 @@ def current() -> Mapping[str, str]:
     return _context.get() or _EMPTY
 
 
+def _loggable(fields: Mapping[str, str | None]) -> dict[str, str]:
+    # Ids may come from clients: one that could forge a text log line (a newline, a control
+    # character) or flood it is left out rather than logged.
+    return {k: v for k, v in fields.items() if v is not None and len(v) <= 256 and v.isprintable()}
+
+
 @contextlib.contextmanager
 def log_context(**fields: str | None) -> Iterator[None]:
     """Bind ``fields`` (``None`` values skipped) for the code run inside the block."""
-    bound = {k: v for k, v in fields.items() if v is not None}
-    token = _context.set({**current(), **bound})
+    token = _context.set({**current(), **_loggable(fields)})
     try:
         yield
     finally:
         _context.reset(token)
+
+
+def bind(**fields: str | None) -> None:
+    """Bind ``fields`` until the enclosing :func:`log_context` ends (or the task does).
+
+    For a request handler that learns an id from the body: the request's log lines written
+    after it, its access-log line included, carry the id.
+    """
+    _context.set({**current(), **_loggable(fields)})
 
 
 class ContextFilter(logging.Filter):
