@@ -77,6 +77,50 @@ def test_no_forbidden_imports(package: str) -> None:
     )
 
 
+#: prometheus-client is an optional extra (``metrics``): only these modules may import it, and
+#: nothing imports them unless metrics are asked for.
+OPTIONAL_METRICS = {
+    "ojs_core": {"ojs_core/src/ojs_core/prometheus.py"},
+    "ojs_http": {"ojs_http/src/ojs_http/metrics.py"},
+    "ojs_memory": set(),
+    "ojs_nats": set(),
+}
+
+
+@pytest.mark.parametrize("package", sorted(OPTIONAL_METRICS))
+def test_prometheus_client_stays_optional(package: str) -> None:
+    importers = {
+        str(path.relative_to(ROOT))
+        for path in source_files(package)
+        for _, module in imported_modules(path)
+        if module.split(".")[0] == "prometheus_client"
+    }
+    assert importers == OPTIONAL_METRICS[package]
+    modules = {Path(p).stem for p in OPTIONAL_METRICS[package]}
+    eager = [
+        f"{path.relative_to(ROOT)}:{line}: imports {module}"
+        for path in source_files(package)
+        if str(path.relative_to(ROOT)) not in OPTIONAL_METRICS[package]
+        for line, module in _top_level_imports(path)
+        if module.split(".")[-1] in modules and module.split(".")[0] in (package, "")
+    ]
+    assert not eager, "imported at module level:\n" + "\n".join(eager)
+
+
+def _top_level_imports(path: Path) -> Iterator[tuple[int, str]]:
+    """Module-level imports only (relative ones as ``.name``), not those inside functions."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = ("." * node.level) + (node.module or "")
+            yield node.lineno, base
+            for alias in node.names:  # ``from . import metrics``
+                yield node.lineno, f"{base}.{alias.name}".replace("..", ".")
+
+
 def test_detector_sees_every_import_form(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text(

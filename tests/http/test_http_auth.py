@@ -30,6 +30,8 @@ TOKENS = {"admin": "KA", "producer": "KP", "worker": "KW"}
 EXPECTED = {
     ("GET", "/ojs/manifest"): {"producer", "worker"},
     ("GET", "/ojs/v1/health"): "public",
+    ("GET", "/ojs/v1/ready"): "public",
+    ("GET", "/metrics"): {"producer", "worker"},
     ("GET", "/ojs/v1/events"): {"producer"},
     ("GET", "/ojs/v1/openapi.json"): {"producer", "worker"},
     ("POST", "/ojs/v1/admin/reset"): set(),
@@ -141,8 +143,9 @@ async def test_done_when_matrix_every_route_401_403_and_admin() -> None:
     # The done-when: with OJS_API_KEYS="admin:KA,producer:KP,worker:KW", every route
     # but health answers 401 without a key and with a wrong one, 403 for a role that may not,
     # and works for admin (and for each role that may).
+    # /metrics is public by default; ojs-server asks for a key on a non-loopback bind.
     app = make_app(ApiKeys.load(KEYS))
-    async with serve(ApiKeys.load(KEYS)) as client:
+    async with serve(ApiKeys.load(KEYS), metrics_public=False) as client:
         for route in ojs_routes(app):
             if route.path == "/ojs/v1/admin/reset":
                 continue  # wipes the store; checked on its own below

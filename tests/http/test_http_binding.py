@@ -616,7 +616,7 @@ async def test_manifest_and_health(client: httpx.AsyncClient) -> None:
     assert health.status_code == 200
     assert health.json()["status"] == "ok"
     assert health.json()["backend"]["type"] == "memory"
-    assert health.json()["backend"]["status"] == "connected"
+    assert health.json()["backend"]["status"] == "ok"
 
 
 # -- headers and content negotiation ------------------------------------------------------------

@@ -390,7 +390,7 @@ def test_ojs_server_with_flags_and_env(nats_tls: Any, tls: Tls) -> None:
                 pass
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        assert health.json()["backend"]["status"] == "connected"
+        assert health.json()["backend"]["status"] == "ok"
         assert PASSWORD not in health.text
         created = httpx.post(
             f"http://127.0.0.1:{port}/ojs/v1/jobs", json={"type": "t", "args": []}, timeout=10

@@ -16,6 +16,7 @@ __all__ = [
     "event_type_matches",
     "job_event",
     "make_event",
+    "started_event",
     "transition_events",
 ]
 
@@ -60,6 +61,18 @@ def job_event(event_type: str, job: Job, now: datetime, **extra: Any) -> Event:
     return make_event(event_type, now, data, subject=job.id)
 
 
+def started_event(job: Job, now: datetime, worker_id: str | None) -> Event:
+    """``job.started`` for a job just claimed; a first attempt carries ``queue_time_ms``, the
+    time since it could first run (enqueued, or its ``scheduled_at`` if later)."""
+    extra: dict[str, Any] = {"worker_id": worker_id}
+    ready = job.enqueued_at
+    if ready is not None and job.scheduled_at is not None and job.scheduled_at > ready:
+        ready = job.scheduled_at
+    if job.attempt <= 1 and ready is not None:
+        extra["queue_time_ms"] = max(0, ms_between(ready, now))
+    return job_event("job.started", job, now, **extra)
+
+
 def transition_events(before: Job | None, after: Job, now: datetime) -> list[Event]:
     """The events implied by ``before -> after`` (``before`` is ``None`` for a new job)."""
     if before is not None and before.state is after.state:
@@ -73,7 +86,7 @@ def transition_events(before: Job | None, after: Job, now: datetime) -> list[Eve
             )
         return out
     if state is S.ACTIVE:
-        return [job_event("job.started", after, now, worker_id=after.worker_id)]
+        return [started_event(after, now, after.worker_id)]
     if state is S.COMPLETED:
         duration = ms_between(after.started_at, now) if after.started_at else 0
         return [job_event("job.completed", after, now, duration_ms=duration, result=after.result)]
@@ -106,8 +119,9 @@ def transition_events(before: Job | None, after: Job, now: datetime) -> list[Eve
                     expired_at=format_ts(now),
                 )
             ]
+        duration = ms_between(after.started_at, now) if after.started_at else 0
         return [
-            job_event("job.failed", after, now, error=err_data),
+            job_event("job.failed", after, now, error=err_data, duration_ms=duration),
             job_event(
                 "job.discarded",
                 after,

@@ -277,6 +277,12 @@ class QueueStats:
     counts: dict[JobState, int]
     completed_last_hour: int = 0
     failed_last_hour: int = 0
+    #: Recent activity (:mod:`ojs_core.activity`): mean run time of finished attempts and mean
+    #: first-attempt queue time over the last hour, and jobs finished per second over the last
+    #: minute. Per process; backends leave them 0 and the service fills them in.
+    avg_duration_ms: float = 0.0
+    avg_wait_ms: float = 0.0
+    throughput_per_second: float = 0.0
 
 
 @attrs.define(kw_only=True, slots=True)

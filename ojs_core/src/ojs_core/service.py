@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from . import lifecycle
+from .activity import QueueActivity
 from .backend import Backend, ConflictFn, EventFilter, JobArrivals, JobFilter, JobFn, Page
 from .clock import Clock, SystemClock
 from .cron import next_fire, parse_cron_request
@@ -32,7 +33,7 @@ from .errors import (
     OJSError,
     ValidationError,
 )
-from .events import EVENT_PATTERN, job_event, make_event, transition_events
+from .events import EVENT_PATTERN, job_event, make_event, started_event, transition_events
 from .ids import deterministic_uuid7
 from .limits import BatchTooLargeError, Limits, check_count
 from .model import (
@@ -46,6 +47,7 @@ from .model import (
     WorkerInfo,
     Workflow,
 )
+from .observe import Observers
 from .ratelimit import RateLimiter
 from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
@@ -140,6 +142,10 @@ class JobService:
         self._job_arrived = asyncio.Event()
         self._arrivals = backend if isinstance(backend, JobArrivals) else None
         self._timer_log = RateLimitedLog(log, self.clock)
+        #: Called with every event batch this service publishes (:mod:`ojs_core.observe`).
+        self.observers = Observers()
+        self.activity = QueueActivity()
+        self.observers.add(self.activity.observe)
 
     def now(self) -> datetime:
         """The service clock's current time."""
@@ -148,6 +154,7 @@ class JobService:
     async def _emit(self, events: Sequence[Event]) -> None:
         if not events:
             return
+        self.observers.notify(events)
         try:
             await self.backend.publish_events(events)
         except OJSError:
@@ -392,7 +399,7 @@ class JobService:
         for job in stored:
             if job.state is S.ACTIVE:
                 claimed.append(job)
-                events.append(job_event("job.started", job, now, worker_id=worker_id))
+                events.append(started_event(job, now, worker_id))
             else:
                 events.append(job_event("job.expired", job, now, expired_at=format_ts(now)))
         await self._emit(events)
@@ -545,7 +552,7 @@ class JobService:
     async def queue_stats(self, queue: str) -> QueueStats:
         """Per-state counts of one queue."""
         validate_queue(queue, "queue")
-        return await self.backend.queue_stats(queue)
+        return self.activity.fill(await self.backend.queue_stats(queue), self.now())
 
     async def set_paused(self, queue: str, paused: bool) -> QueueInfo:
         """Pause (enqueue still accepted, nothing fetched) or resume a queue."""

@@ -51,6 +51,7 @@ from .clock import Clock
 from .envelope import TYPE_RE, validate_queue
 from .errors import ConflictError, NotFoundError, ValidationError
 from .ids import uuid7
+from .logcontext import log_context
 from .middleware import Middleware, MiddlewareChain
 from .model import Checkpoint, Job, JobError
 from .service import JobService
@@ -191,6 +192,21 @@ class _InFlight:
     phase: str = "running"
     #: Why the worker cancelled the handler: ``shutdown`` (requeue) or ``lost`` (drop).
     cancel_reason: str | None = None
+
+
+def _log_failure(job: Job, error: JobError) -> None:
+    """One warning per failed attempt: the job, its type and attempt, and the error."""
+    message = error.message if len(error.message) <= 500 else error.message[:500] + "..."
+    kind = error.type or error.code
+    log.warning(
+        "job %s (%s) attempt %d failed: %s: %s",
+        job.id,
+        job.type,
+        job.attempt,
+        kind,
+        message,
+        extra={"job_type": job.type, "attempt": job.attempt, "error_type": kind},
+    )
 
 
 def _error_from_exception(exc: BaseException) -> JobError:
@@ -567,6 +583,11 @@ class Worker:
 
     async def _execute(self, entry: _InFlight) -> None:
         job = entry.job
+        # Every line logged while the job runs (the handler's own too) carries its ids.
+        with log_context(job_id=job.id, queue=job.queue, worker_id=self.worker_id):
+            await self._execute_in_context(entry, job)
+
+    async def _execute_in_context(self, entry: _InFlight, job: Job) -> None:
         ctx = JobContext(job, self.worker_id, worker=self)
         try:
             try:
@@ -589,6 +610,8 @@ class Worker:
                     raise
                 return
             entry.phase = "settling"
+            if not ok:
+                _log_failure(job, value)
             try:
                 if ok:
                     await self.service.ack(job.id, value, self.worker_id)

@@ -18,7 +18,9 @@ from ojs_core.errors import NotFoundError, OJSError, ValidationError
 from ojs_core.scheduler import Scheduler
 from ojs_core.service import JobService
 
+from .access import RequestObserver, RequestSink
 from .auth import ApiKeys, Authenticator
+from .metrics_probe import installed as metrics_installed
 from .middleware import OJSHeadersMiddleware
 from .responses import check_version, error_response
 from .routes import routes
@@ -76,16 +78,34 @@ def create_app(
         exhausted=settings.exhausted,
     )
     scheduler = Scheduler(service, interval=settings.scheduler_interval)
+    app_routes = routes(enable_reset=settings.enable_reset)
+    app_metrics = None
+    if settings.metrics and metrics_installed():
+        from .metrics import AppMetrics, metrics_route
+
+        app_metrics = AppMetrics(
+            service,
+            max_types=settings.metrics_max_types,
+            max_queues=settings.metrics_max_queues,
+        )
+        app_routes.append(metrics_route())
+    sink: RequestSink | None = app_metrics.observe_request if app_metrics else None
+    observing = [Middleware(RequestObserver, sink=sink, access=settings.access_log)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # GET /ojs/v1/ready answers 503 until the backend is open and the scheduler runs,
+        # and again from the moment shutdown begins (or ojs-server starts draining).
+        app.state.phase = "starting"
         if manage_backend:
             await backend.open()
         if settings.run_scheduler:
             scheduler.start()
+        app.state.phase = "ready"
         try:
             yield
         finally:
+            app.state.phase = "draining"
             await scheduler.stop()
             if manage_backend:
                 await backend.close()
@@ -106,9 +126,11 @@ def create_app(
         return error_response(request, err)
 
     app = Starlette(
-        routes=routes(enable_reset=settings.enable_reset),
+        routes=app_routes,
         middleware=[
             Middleware(OJSHeadersMiddleware),
+            # Only when something consumes it: a request costs nothing extra otherwise.
+            *(observing if sink is not None or settings.access_log else []),
             Middleware(_VersionCheck),
             Middleware(_Unexpected),
         ],
@@ -121,6 +143,8 @@ def create_app(
     app.state.service = service
     app.state.scheduler = scheduler
     app.state.authenticate = auth
+    app.state.metrics = app_metrics
+    app.state.phase = "starting"
     return app
 
 

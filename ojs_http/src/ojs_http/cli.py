@@ -8,10 +8,12 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from importlib import metadata
 from typing import Any
@@ -31,6 +33,8 @@ from ojs_core.plugins import (
 from . import reasons
 from .app import create_app, lifespan
 from .flags import env_flag
+from .logging_setup import LOG_FORMATS, configure_logging
+from .metrics_probe import installed as metrics_installed
 from .settings import CONTENT_TYPE_MODES, HttpSettings
 from .startup import (
     add_auth_flags,
@@ -40,6 +44,7 @@ from .startup import (
     build_authenticator,
     check_exposure,
     install_key_reload,
+    is_loopback,
     limit_settings,
     nats_options,
     nats_storage_options,
@@ -49,6 +54,9 @@ from .startup import (
 __all__ = ["build_backend", "main", "mounted", "parse_args"]
 
 log = logging.getLogger("ojs.server")
+
+#: prometheus-client's multiprocess directory (see :func:`_share_metrics`).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -161,6 +169,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=["debug", "info", "warning", "error"],
         help="least severe log level printed",
     )
+    env_flag(
+        p,
+        "--log-format",
+        env="OJS_LOG_FORMAT",
+        default="text",
+        choices=LOG_FORMATS,
+        help="log lines as text or as JSON objects; both carry the request id, job id, queue "
+        "and worker id where there is one",
+    )
+    env_flag(
+        p,
+        "--access-log",
+        env="OJS_ACCESS_LOG",
+        action="store_true",
+        help="log one line per request (method, path, status, duration, request id)",
+    )
+    env_flag(
+        p,
+        "--no-metrics",
+        env="OJS_NO_METRICS",
+        action="store_true",
+        help="do not serve GET /metrics (served when prometheus-client is installed: the "
+        "ojs-http[metrics] extra)",
+    )
+    env_flag(
+        p,
+        "--metrics-public",
+        env="OJS_METRICS_PUBLIC",
+        action="store_true",
+        help="serve /metrics without a key on a non-loopback bind with authentication (by "
+        "default it then needs a key of any role; on a loopback bind it is always public)",
+    )
     add_auth_flags(p)
     add_nats_flags(p)
     add_retention_flags(p)
@@ -239,14 +279,49 @@ async def serve(args: argparse.Namespace) -> None:
         **http_limits,
         response_content_type=args.response_content_type,
         default_visibility_timeout_ms=args.default_visibility_timeout_ms,
+        metrics=not args.no_metrics,
+        # Queue names and job types are no secret on a loopback bind; elsewhere a server with
+        # credentials asks for them on /metrics too, unless told otherwise.
+        metrics_public=args.metrics_public or is_loopback(args.host),
+        access_log=args.access_log,
     )
     if args.check_config:
         print(
             f"ojs-server: configuration ok (backend: {backend.name} {redact_url(args.backend)}, "
-            f"{_auth_note(authenticate, keys)[2:]}{', test mode' if args.enable_reset else ''})",
+            f"{_auth_note(authenticate, keys)[2:]}{', test mode' if args.enable_reset else ''}; "
+            f"{_metrics_note(settings, authenticate)})",
             flush=True,
         )
         return
+    shared_metrics = _share_metrics(args, settings)
+    try:
+        await _serve(args, backend, settings, authenticate, keys)
+    finally:
+        if shared_metrics is not None:
+            shutil.rmtree(shared_metrics, ignore_errors=True)
+
+
+def _share_metrics(args: argparse.Namespace, settings: HttpSettings) -> str | None:
+    """``--workers N``: a directory where every process writes its metrics, so that a scrape
+    answered by any of them sums them all (prometheus-client's multiprocess mode). Set in the
+    environment before prometheus-client is first imported, and inherited by the siblings.
+    Returns the directory this process created (to remove at exit), else ``None``."""
+    if args.workers < 2 or not settings.metrics or not metrics_installed():
+        return None
+    if os.environ.get(MULTIPROC_ENV):
+        return None  # an operator's own directory: used, and left alone
+    directory = tempfile.mkdtemp(prefix="ojs-metrics-")
+    os.environ[MULTIPROC_ENV] = directory
+    return directory
+
+
+async def _serve(
+    args: argparse.Namespace,
+    backend: Backend,
+    settings: HttpSettings,
+    authenticate: Any,
+    keys: Any,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -299,7 +374,7 @@ async def _serve_open(
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
-    app = create_app(backend, settings, auth=authenticate, manage_backend=False)
+    app = inner = create_app(backend, settings, auth=authenticate, manage_backend=False)
     prefix = "/" + args.path_prefix.strip("/") if args.path_prefix.strip("/") else ""
     if prefix:
         app = mounted(app, prefix)
@@ -330,8 +405,14 @@ async def _serve_open(
         flush=True,
     )
     siblings = _start_siblings(args) if args.workers > 1 else []
+
+    async def draining() -> None:
+        await stop.wait()
+        # From the signal on, /ojs/v1/ready answers 503 to the requests still being served.
+        inner.state.phase = "draining"
+
     try:
-        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        await hypercorn_serve(app, config, shutdown_trigger=draining)  # type: ignore[arg-type]
     finally:
         await asyncio.to_thread(_stop_siblings, siblings)
 
@@ -376,12 +457,20 @@ def _auth_note(authenticate: Any, keys: Any) -> str:
     return f", {len(keys)} API key(s)"
 
 
+def _metrics_note(settings: HttpSettings, authenticate: Any) -> str:
+    if not settings.metrics:
+        return "metrics off"
+    if not metrics_installed():
+        return "metrics off: install ojs-http[metrics]"
+    if authenticate is None or settings.metrics_public:
+        return "metrics public on /metrics"
+    return "metrics on /metrics with a key"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     with contextlib.suppress(KeyboardInterrupt):
         run_loop(serve(args), args.loop)
     sys.exit(0)

@@ -60,7 +60,12 @@ def _operation(route: OJSRoute, auth: bool) -> dict[str, Any]:
             "content": {"application/json": {"schema": dict(doc.body)}},
         }
     responses: dict[str, Any] = {
-        str(status): {"description": "success", "content": _content(schema)}
+        str(status): {
+            "description": "success",
+            "content": (
+                {doc.media_type: {"schema": dict(schema)}} if doc.media_type else _content(schema)
+            ),
+        }
         for status, schema in sorted(doc.responses.items())
     }
     if 503 not in doc.responses:

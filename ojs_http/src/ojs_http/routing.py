@@ -18,6 +18,9 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from ojs_core.logcontext import log_context
+
+from .access import ROUTE_KEY
 from .auth import ForbiddenError, Role, UnauthorizedError, bearer_token, roles_of
 
 __all__ = [
@@ -85,7 +88,8 @@ class Param:
 @attrs.frozen
 class Doc:
     """A route's OpenAPI operation: a summary, the request body, query parameters and the
-    success responses (status to body schema). Error responses are added for every route."""
+    success responses (status to body schema). Error responses are added for every route.
+    ``media_type``: the success responses' one media type, when not the negotiated JSON ones."""
 
     summary: str
     body: Schema | None = None
@@ -93,6 +97,7 @@ class Doc:
     query: tuple[Param, ...] = ()
     responses: Mapping[int, Schema] = attrs.field(factory=dict)
     path_params: Mapping[str, Schema] = attrs.field(factory=dict)
+    media_type: str | None = None
 
 
 async def authorize(request: Request, access: Access) -> None:
@@ -137,12 +142,22 @@ class OJSRoute(Route):
         self.method = method
         self.access = access
         self.doc = doc
+        #: Routes whose ``{id}`` is a job id bind it to the log lines of the request.
+        self.job_param = (
+            "id" if path.startswith(("/ojs/v1/jobs/{id}", "/ojs/v1/dead-letter/{id}")) else None
+        )
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the caller's roles, then run the handler (a wrong method is still a 405)."""
+        # The template, not the raw path, labels the request's metrics and access-log line.
+        scope[ROUTE_KEY] = self.path
         if self.methods and scope["method"] in self.methods:
             await authorize(Request(scope, receive), self.access)
-        await super().handle(scope, receive, send)
+        if self.job_param is None:
+            await super().handle(scope, receive, send)
+            return
+        with log_context(job_id=scope["path_params"].get(self.job_param)):
+            await super().handle(scope, receive, send)
 
 
 def route(

@@ -26,7 +26,10 @@ class HttpSettings:
 
     ``enable_reset`` serves ``POST /ojs/v1/admin/reset`` and ``test_directives`` honours the
     conformance hook ``meta.test_directive``; both are test-mode switches (``docs/security.md``).
-    ``metrics_public``: whether ``/metrics`` needs no key when the app has an authenticator.
+    ``metrics``: serve ``GET /metrics`` when ``prometheus-client`` is installed;
+    ``metrics_public``: whether ``/metrics`` needs no key when the app has an authenticator;
+    ``metrics_max_types`` and ``metrics_max_queues`` cap the distinct label values (beyond
+    them: ``_other``). ``access_log``: log one ``ojs.access`` line per request.
     ``limits``: the per-request ceilings of the service (:class:`~ojs_core.limits.Limits`);
     ``max_body_bytes`` and ``max_envelope_bytes`` bound request bodies and each job in them,
     ``max_wait_ms`` a fetch's long-poll. ``retention``: how long finished jobs, dead-letter
@@ -36,7 +39,11 @@ class HttpSettings:
 
     enable_reset: bool = False
     test_directives: bool = False
+    metrics: bool = True
     metrics_public: bool = True
+    metrics_max_types: int = 200
+    metrics_max_queues: int = 100
+    access_log: bool = False
     limits: Limits = attrs.field(factory=Limits)
     retention: Retention = attrs.field(factory=Retention)
     exhausted: str = attrs.field(

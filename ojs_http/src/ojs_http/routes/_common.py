@@ -9,6 +9,7 @@ from starlette.requests import Request
 
 from ojs_core.codec import job_to_wire
 from ojs_core.errors import ValidationError
+from ojs_core.logcontext import bind
 from ojs_core.model import Job
 from ojs_core.service import JobService
 from ojs_core.timeutil import format_ts
@@ -55,6 +56,7 @@ def worker_id_of(body: Mapping[str, Any], *, required: bool = False) -> str | No
         raise ValidationError(
             "must be a non-empty string (at most 256 characters)", path="worker_id"
         )
+    bind(worker_id=wid)
     return wid
 
 

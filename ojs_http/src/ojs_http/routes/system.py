@@ -100,10 +100,13 @@ async def manifest(request: Request) -> Response:
     return json_response(request, body)
 
 
-async def health(request: Request) -> Response:
-    """200 ``ok`` when the backend answers; 503 ``degraded`` when it does not."""
+#: A backend that answers, but slower than this, is ``degraded`` in the health body.
+DEGRADED_MS = 1000.0
+
+
+async def _probe(request: Request) -> tuple[str, float, str | None]:
+    """The backend's state (``ok``, ``degraded`` or ``down``), probe latency and error."""
     svc = service(request)
-    settings: HttpSettings = request.app.state.settings
     started = time.perf_counter()
     try:
         status = await svc.backend.health()
@@ -111,21 +114,49 @@ async def health(request: Request) -> Response:
     except OJSError as exc:
         ok, error = False, exc.message
     latency = round((time.perf_counter() - started) * 1000, 3)
+    if not ok:
+        return "down", latency, error
+    return ("degraded" if latency > DEGRADED_MS else "ok"), latency, error
+
+
+async def health(request: Request) -> Response:
+    """200 ``ok`` when the backend answers; 503 ``degraded`` when it does not.
+
+    ``backend.status`` is ``ok``, ``degraded`` (it answered, slowly) or ``down``.
+    """
+    svc = service(request)
+    settings: HttpSettings = request.app.state.settings
+    backend, latency, error = await _probe(request)
+    ok = backend != "down"
     uptime = (svc.now() - svc.started_at).total_seconds()
     body: dict[str, Any] = {
         "status": "ok" if ok else "degraded",
         "version": settings.implementation_version,
         "uptime_seconds": int(uptime),
-        "backend": {
-            "type": svc.backend.name,
-            "status": "connected" if ok else "disconnected",
-            "latency_ms": latency,
-        },
+        "backend": {"type": svc.backend.name, "status": backend, "latency_ms": latency},
     }
     if error:
         body["backend"]["error"] = error
     headers = {} if ok else {"Retry-After": "1"}
     return json_response(request, body, 200 if ok else 503, headers)
+
+
+async def ready(request: Request) -> Response:
+    """Whether to send traffic here: 503 while starting, draining or without a backend.
+
+    Health says whether the process lives (restart it if not); readiness says whether it
+    should get requests now (a load balancer's check).
+    """
+    phase = getattr(request.app.state, "phase", "ready")
+    backend = "unknown"
+    if phase == "ready":
+        backend, _, _ = await _probe(request)
+        if backend == "down":
+            phase = "disconnected"
+    body = {"ready": phase == "ready", "status": phase, "backend": {"status": backend}}
+    if phase == "ready":
+        return json_response(request, body)
+    return json_response(request, body, 503, {"Retry-After": "1"})
 
 
 def _csv(request: Request, *names: str) -> tuple[str, ...]:
@@ -190,9 +221,21 @@ async def openapi(request: Request) -> Response:
 _HEALTH = S.obj(
     {
         "status": {"type": "string", "enum": ["ok", "degraded"]},
-        "backend": S.obj({"type": S.STR, "status": S.STR}),
+        "backend": S.obj(
+            {"type": S.STR, "status": {"type": "string", "enum": ["ok", "degraded", "down"]}}
+        ),
     },
     {"version": S.STR, "uptime_seconds": S.INT},
+)
+_READY = S.obj(
+    {
+        "ready": S.BOOL,
+        "status": {
+            "type": "string",
+            "enum": ["ready", "starting", "draining", "disconnected"],
+        },
+    },
+    {"backend": S.ANY_OBJECT},
 )
 
 
@@ -226,6 +269,16 @@ def routes(*, enable_reset: bool) -> list[BaseRoute]:
             Doc(
                 "Liveness and backend reachability (503 when degraded)",
                 responses={200: _HEALTH, 503: _HEALTH},
+            ),
+        ),
+        route(
+            "GET",
+            "/ojs/v1/ready",
+            ready,
+            PUBLIC,
+            Doc(
+                "Readiness: 503 while starting, draining or without the backend",
+                responses={200: _READY, 503: _READY},
             ),
         ),
         route(

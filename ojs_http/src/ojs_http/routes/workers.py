@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from ojs_core.envelope import parse_job_error
 from ojs_core.errors import OJSError, ValidationError
+from ojs_core.logcontext import bind
 from ojs_core.timeutil import format_ts
 
 from .. import schemas as S
@@ -42,6 +43,7 @@ def _job_id(body: Mapping[str, Any]) -> str:
     jid = body.get("job_id", body.get("id"))
     if not isinstance(jid, str) or not jid:
         raise ValidationError("is required", path="job_id")
+    bind(job_id=jid)
     return jid
 
 
