@@ -19,6 +19,7 @@ from ojs_core.scheduler import Scheduler
 from ojs_core.service import JobService
 
 from .auth import ApiKeys, Authenticator
+from .fanout import EventHub
 from .middleware import OJSHeadersMiddleware
 from .responses import check_version, error_response
 from .routes import routes
@@ -76,6 +77,12 @@ def create_app(
         exhausted=settings.exhausted,
     )
     scheduler = Scheduler(service, interval=settings.scheduler_interval)
+    # Started by the first event stream; one backend subscription for all of them.
+    hub = EventHub(
+        service.backend,
+        max_streams=settings.max_event_streams,
+        max_pending=settings.event_queue,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -86,6 +93,7 @@ def create_app(
         try:
             yield
         finally:
+            await hub.close()
             await scheduler.stop()
             if manage_backend:
                 await backend.close()
@@ -120,6 +128,7 @@ def create_app(
     app.state.settings = settings
     app.state.service = service
     app.state.scheduler = scheduler
+    app.state.event_hub = hub
     app.state.authenticate = auth
     return app
 

@@ -147,6 +147,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     env_flag(
         p,
+        "--max-event-streams",
+        env="OJS_MAX_EVENT_STREAMS",
+        default=1000,
+        type=int,
+        help="SSE streams and WebSocket connections one server process serves at once (503 "
+        "beyond); docs/events.md",
+    )
+    env_flag(
+        p,
+        "--event-heartbeat",
+        env="OJS_EVENT_HEARTBEAT",
+        default=15.0,
+        type=float,
+        help="seconds between the heartbeats of an idle event stream",
+    )
+    env_flag(
+        p,
         "--loop",
         env="OJS_LOOP",
         default="auto",
@@ -239,6 +256,8 @@ async def serve(args: argparse.Namespace) -> None:
         **http_limits,
         response_content_type=args.response_content_type,
         default_visibility_timeout_ms=args.default_visibility_timeout_ms,
+        max_event_streams=args.max_event_streams,
+        event_heartbeat_s=args.event_heartbeat,
     )
     if args.check_config:
         print(
@@ -300,6 +319,7 @@ async def _serve_open(
     from hypercorn.config import Config
 
     app = create_app(backend, settings, auth=authenticate, manage_backend=False)
+    hub = app.state.event_hub
     prefix = "/" + args.path_prefix.strip("/") if args.path_prefix.strip("/") else ""
     if prefix:
         app = mounted(app, prefix)
@@ -320,6 +340,7 @@ async def _serve_open(
     config.errorlog = logging.getLogger("hypercorn.error")
     config.loglevel = args.log_level.upper()
     config.graceful_timeout = 10.0
+    config.websocket_ping_interval = settings.event_heartbeat_s
     if keys is not None:
         install_key_reload(keys, args.api_keys_file, os.environ)
     host = f"[{args.host}]" if ":" in args.host else args.host
@@ -331,7 +352,14 @@ async def _serve_open(
     )
     siblings = _start_siblings(args) if args.workers > 1 else []
     try:
-        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+        async def shutdown_trigger() -> None:
+            await stop.wait()
+            # Event streams never end by themselves: end them, so that they do not hold the
+            # graceful shutdown for its whole timeout (clients resume with Last-Event-ID).
+            hub.end_all()
+
+        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
     finally:
         await asyncio.to_thread(_stop_siblings, siblings)
 

@@ -20,10 +20,12 @@ from starlette.routing import BaseRoute
 from . import schemas as S
 from .routing import OJSRoute
 
-__all__ = ["MEDIA_TYPES", "openapi_document"]
+__all__ = ["EVENT_STREAM", "MEDIA_TYPES", "openapi_document"]
 
 #: The response media types the binding negotiates (see ``HttpSettings.response_content_type``).
 MEDIA_TYPES = ("application/json", "application/openjobspec+json")
+#: The media type of the Server-Sent Events routes (``Doc(stream=True)``).
+EVENT_STREAM = "text/event-stream"
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 
 
@@ -60,7 +62,10 @@ def _operation(route: OJSRoute, auth: bool) -> dict[str, Any]:
             "content": {"application/json": {"schema": dict(doc.body)}},
         }
     responses: dict[str, Any] = {
-        str(status): {"description": "success", "content": _content(schema)}
+        str(status): {
+            "description": "success",
+            "content": {EVENT_STREAM: {"schema": dict(schema)}} if doc.stream else _content(schema),
+        }
         for status, schema in sorted(doc.responses.items())
     }
     if 503 not in doc.responses:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from . import cron, jobs, queues, system, workers, workflows
+from . import cron, jobs, queues, stream, system, workers, workflows, ws
 
 __all__ = ["routes"]
 
@@ -18,4 +18,6 @@ def routes(*, enable_reset: bool) -> list[BaseRoute]:
         *queues.routes,
         *workflows.routes,
         *cron.routes,
+        *stream.routes,
+        *ws.routes,
     ]

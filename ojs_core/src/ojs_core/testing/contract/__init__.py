@@ -24,7 +24,7 @@ from .batches import TestBatchEnqueue, TestInsertJobs
 from .claiming import TestClaimExclusivity, TestClaimOrder, TestPause
 from .cron import TestCron, TestCronRecords
 from .dead_letter import TestDeadLetter
-from .events import TestEvents
+from .events import TestEventFeed, TestEvents
 from .names import TestNames
 from .protocol import (
     TestClaimJobs,
@@ -50,6 +50,7 @@ __all__ = [
     "TestCron",
     "TestCronRecords",
     "TestDeadLetter",
+    "TestEventFeed",
     "TestEvents",
     "TestExpiry",
     "TestInsertJobs",
