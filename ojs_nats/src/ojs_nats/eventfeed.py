@@ -12,6 +12,7 @@ a reconnect or an overflowing subscription loses messages, which listeners notic
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -41,20 +42,22 @@ class EventFeed:
         self.conn = conn
         self._listeners: list[EventListener] = []
         self._sub: Subscription | None = None
+        self._subscribing = asyncio.Lock()  # two first listeners: one subscription
 
     async def subscribe(self, listener: EventListener) -> Unsubscribe:
         """Call ``listener`` with every event stored from now on (subscribing first if this is
         the first listener; the server has the subscription once this returns)."""
-        self._listeners.append(listener)
-        if self._sub is None:
-            nc = self.conn.nc
-            self._sub = await nc.subscribe(
-                names.EVENT_FEED_SUBJECTS,
-                cb=self._heard,
-                pending_msgs_limit=PENDING_MSGS,
-                pending_bytes_limit=PENDING_BYTES,
-            )
-            await nc.flush()
+        async with self._subscribing:
+            if self._sub is None:
+                nc = self.conn.nc
+                self._sub = await nc.subscribe(
+                    names.EVENT_FEED_SUBJECTS,
+                    cb=self._heard,
+                    pending_msgs_limit=PENDING_MSGS,
+                    pending_bytes_limit=PENDING_BYTES,
+                )
+                await nc.flush()
+            self._listeners.append(listener)
 
         async def unsubscribe() -> None:
             if listener in self._listeners:

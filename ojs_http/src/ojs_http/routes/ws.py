@@ -113,11 +113,14 @@ class _Connection:
             )
             return
         self.sub.channels.add(channel)
+        # Live events of the channel are queued from here on: the replay reaches at least
+        # what the hub had fanned out by now.
+        live_from = self.hub.cursor
         await self.send({"type": "subscribed", "channel": str(channel)})
         if resume is not None:
             self._sent[channel] = resume
             # The replay reads the whole log after ``resume``: only this channel's events.
-            probe = Subscription([channel], 0, self.sub.start)
+            probe = Subscription([channel], 0, live_from)
             async for event in self.hub.replay(probe, resume):
                 await self.send_event(channel, event)
 
