@@ -198,9 +198,10 @@ class EventHub:
     async def subscribe(self, channels: Iterable[Channel]) -> Subscription:
         """A new subscription, hearing every event the hub fans out from now on. Raises
         :class:`TooManyStreamsError` beyond ``max_streams``."""
+        await self._start()
+        # Checked after the (first) start, which awaits: concurrent first streams count too.
         if len(self._subs) >= self.max_streams or self._closing:
             raise TooManyStreamsError(self.max_streams)
-        await self._start()
         sub = Subscription(channels, self.max_pending, self.cursor)
         self._subs.add(sub)
         return sub

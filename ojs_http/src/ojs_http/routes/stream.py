@@ -9,11 +9,14 @@ that reconnects with ``Last-Event-ID`` gets what it missed from the log, then li
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
+from starlette.types import Message, Send
 
 from ojs_core import jsonio
 from ojs_core.codec import event_to_wire
@@ -34,7 +37,13 @@ from ..routing import PRODUCER, Doc, Param, route
 from ..settings import HttpSettings
 from ._common import service
 
-__all__ = ["event_hub", "routes", "sse_frame"]
+__all__ = ["WRITE_TIMEOUT_S", "EventStreamResponse", "event_hub", "routes", "sse_frame"]
+
+log = logging.getLogger("ojs.http")
+
+#: A write that the client does not take within this long ends its stream: a client that
+#: stopped reading (its TCP window full) must not hold a stream slot forever.
+WRITE_TIMEOUT_S = 30.0
 
 #: The event a terminal job's one-event stream carries, by state.
 _SNAPSHOT_TYPES = {
@@ -57,6 +66,25 @@ def sse_frame(event: Event, *, with_id: bool = True) -> str:
     data = jsonio.dumps(event_to_wire(event), default=str).decode()
     head = f"id: {event.seq}\n" if with_id else ""
     return f"{head}event: {event.type}\ndata: {data}\n\n"
+
+
+class EventStreamResponse(StreamingResponse):
+    """A ``text/event-stream`` response whose every write must be taken within
+    :data:`WRITE_TIMEOUT_S`; the stream ends otherwise (the connection is then closed)."""
+
+    async def stream_response(self, send: Send) -> None:
+        """Stream the frames, bounding each write."""
+
+        async def bounded(message: Message) -> None:
+            await asyncio.wait_for(send(message), WRITE_TIMEOUT_S)
+
+        try:
+            await super().stream_response(bounded)
+        except TimeoutError:
+            log.info("an event stream's client stopped reading; stream ended")
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()  # its subscription is released now, not at garbage collection
 
 
 def last_event_id(request: Request) -> int | None:
@@ -131,7 +159,7 @@ async def stream(request: Request, channel: Channel) -> Response:
         finally:
             hub.unsubscribe(sub)
 
-    return StreamingResponse(
+    return EventStreamResponse(
         frames(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -34,6 +34,7 @@ from ..fanout import (
 )
 from ..routing import PRODUCER, OJSWebSocketRoute
 from ..settings import HttpSettings
+from .stream import WRITE_TIMEOUT_S
 
 __all__ = ["MAX_CHANNELS", "SUBPROTOCOL", "routes"]
 
@@ -60,7 +61,9 @@ class _Connection:
         self._sent: dict[Channel, int] = {}
 
     async def send(self, message: dict[str, Any]) -> None:
-        await self.ws.send_text(jsonio.dumps(message, default=str).decode())
+        # A client that stopped reading must not hold its slot forever (TimeoutError ends it).
+        text = jsonio.dumps(message, default=str).decode()
+        await asyncio.wait_for(self.ws.send_text(text), WRITE_TIMEOUT_S)
 
     async def error(self, code: str, message: str, **extra: Any) -> None:
         await self.send({"type": "error", "code": code, "message": message, **extra})
