@@ -3,11 +3,14 @@ process. Real nats-server (the session fixture) and real ojs-server processes.""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import httpx
+import websockets
 from fault_support import V1, OjsServer, http_client
+from websockets.typing import Subprotocol
 
 from ojs_http import create_app
 from ojs_http.settings import HttpSettings
@@ -16,6 +19,8 @@ from ojs_nats.backend import NatsBackend
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "http"))
 from stream_support import SSEReader, serving
+
+SUB = Subprotocol("ojs.v1")
 
 
 async def enqueue(client: httpx.AsyncClient, queue: str) -> str:
@@ -60,6 +65,16 @@ async def test_a_subscriber_on_one_replica_sees_a_job_processed_through_another(
             ) as response:
                 rest = [f for f in await SSEReader(response).rest() if f.event]
             assert [(f.id, f.event) for f in rest] == [(f.id, f.event) for f in frames[1:]]
+            # The WebSocket of A hears a job of B too, with the same numbering.
+            ws_url = a.url.replace("http://", "ws://") + f"{V1}/ws"
+            async with websockets.connect(ws_url, subprotocols=[SUB], open_timeout=10) as ws:
+                await ws.send(json.dumps({"action": "subscribe", "channel": "queue:xw"}))
+                assert json.loads(await ws.recv())["type"] == "subscribed"
+                other = await enqueue(on_b, "xw")
+                message = json.loads(await ws.recv())
+                assert (message["type"], message["event"]) == ("event", "job.enqueued")
+                assert message["data"]["data"]["job_id"] == other
+                assert int(message["id"]) > int(frames[-1].id or 0)
     finally:
         a.stop()
         b.stop()

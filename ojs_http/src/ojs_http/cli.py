@@ -340,7 +340,8 @@ async def _serve_open(
     config.errorlog = logging.getLogger("hypercorn.error")
     config.loglevel = args.log_level.upper()
     config.graceful_timeout = 10.0
-    config.websocket_ping_interval = settings.event_heartbeat_s
+    # No websocket_ping_interval: Hypercorn 0.18's ping task outlives a closed WebSocket and
+    # holds the graceful shutdown for its whole timeout; the app sends ping messages instead.
     if keys is not None:
         install_key_reload(keys, args.api_keys_file, os.environ)
     host = f"[{args.host}]" if ":" in args.host else args.host
