@@ -342,6 +342,23 @@ async def test_the_hub_reads_back_what_the_feed_skipped() -> None:
     await hub.close()
 
 
+async def test_a_quiet_feed_is_checked_against_the_log() -> None:
+    # The feed lost the last events before a quiet spell: the hub's idle check finds them.
+    backend = MemoryBackend()
+    hub = EventHub(backend)
+    sub = await hub.subscribe([Channel("all")])
+    await backend.publish_events([event(0)])
+    assert (await sub.next(5.0)) is not None
+    assert hub._unsubscribe is not None
+    await hub._unsubscribe()  # deaf from here on
+    await backend.publish_events([event(0), event(0)])
+    hub.idle_check_s = 0.05
+    hub._wake.set()  # the loop picks up the shorter check now
+    got = [await sub.next(5.0) for _ in range(2)]
+    assert [e.seq for e in got if e] == [2, 3]
+    await hub.close()
+
+
 async def test_websocket_handshake_needs_a_role_that_may_read_events() -> None:
     keys = ApiKeys.load("admin:KA,producer:KP,worker:KW")
     async with serving(create_app(MemoryBackend(), settings(), auth=keys)) as url:

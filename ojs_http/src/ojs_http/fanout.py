@@ -53,6 +53,8 @@ INBOX_LIMIT = 10_000
 #: (a stream replica that serves reads may lag its leader by a moment).
 LAG_WAIT_S = 2.0
 _LAG_STEP_S = 0.05
+#: A feed quiet this long is checked against the log (one read) while streams are open.
+IDLE_CHECK_S = 5.0
 _JOB_ID_MAX = 256
 
 
@@ -179,6 +181,7 @@ class EventHub:
         self.max_streams = max_streams
         self.max_pending = max_pending
         self.poll_interval_s = poll_interval_s
+        self.idle_check_s = IDLE_CHECK_S
         #: The number of the last event fanned out (``None``: none yet).
         self.cursor: int | None = None
         self._subs: set[Subscription] = set()
@@ -271,12 +274,18 @@ class EventHub:
 
     async def _run_feed(self) -> None:
         while True:
-            await self._wake.wait()
+            woken = True
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.idle_check_s)
+            except TimeoutError:
+                woken = False
             self._wake.clear()
             try:
                 while self._inbox:
                     await self._deliver(self._inbox.popleft())
-                if self._overflowed:
+                if self._overflowed or (not woken and self._subs):
+                    # An overflow, or a quiet feed: an event the feed lost just before the
+                    # quiet would otherwise wait for the next one to reveal the gap.
                     self._overflowed = False
                     await self._repair(None)
             except asyncio.CancelledError:
