@@ -21,7 +21,7 @@ abort, in which case nothing is written. Backends raise
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -34,18 +34,25 @@ __all__ = [
     "Backend",
     "BackendHealth",
     "ConflictFn",
+    "EventFeed",
     "EventFilter",
+    "EventListener",
     "JobArrivals",
     "JobFilter",
     "JobFn",
     "Page",
     "UniqueConflict",
+    "Unsubscribe",
 ]
 
 #: ``update_job``'s function: the next version of a job, or its argument itself for "no change".
 JobFn = Callable[[Job], Job]
 #: ``claim_jobs``'s function: the version to store for a candidate, or ``None`` to skip it.
 ActivateFn = Callable[[Job], "Job | None"]
+#: :meth:`EventFeed.subscribe_events`'s listener: called with each event as it is appended.
+EventListener = Callable[[Event], None]
+#: Ends an :meth:`EventFeed.subscribe_events` subscription.
+Unsubscribe = Callable[[], Awaitable[None]]
 #: ``insert_jobs``'s predicate: whether the holder (second) of a unique key blocks the new job.
 ConflictFn = Callable[[Job, Job], bool]
 
@@ -314,4 +321,27 @@ class JobArrivals(Protocol):
     async def wait_for_arrivals(self, queues: Sequence[str], mark: int, timeout_s: float) -> None:
         """Return once :meth:`arrivals_mark` of ``queues`` differs from ``mark``, or after
         ``timeout_s``."""
+        ...
+
+
+@runtime_checkable
+class EventFeed(Protocol):
+    """Optional capability: events as they are appended to the log, from every process.
+
+    A backend shared by several processes (NATS) implements it so that a server process hears
+    the events of jobs that other processes moved, without polling the log; the HTTP binding
+    holds *one* subscription per process and fans it out to its streaming clients
+    (``ojs_http.fanout``). Backends without it are polled with :meth:`Backend.read_events`.
+
+    Contract: ``listener`` is called on the event loop (never concurrently with itself) with
+    each event appended after ``subscribe_events`` returned, by any process, with its ``seq``
+    (the same number :meth:`Backend.read_events` gives it), in increasing ``seq``. Delivery
+    is at most once and may skip events (a reconnect, a slow subscriber): a listener that sees
+    ``seq`` jump reads the skipped ones from the log. A ``seq`` lower than one already seen
+    means the log restarted (:meth:`Backend.reset`). ``listener`` must not block: it should
+    only queue the event.
+    """
+
+    async def subscribe_events(self, listener: EventListener) -> Unsubscribe:
+        """Start calling ``listener``; returns the coroutine function that stops it."""
         ...

@@ -20,6 +20,7 @@ from ojs_core.service import JobService
 
 from .access import RequestObserver, RequestSink
 from .auth import ApiKeys, Authenticator
+from .fanout import EventHub
 from .metrics_probe import installed as metrics_installed
 from .middleware import OJSHeadersMiddleware
 from .responses import check_version, error_response
@@ -91,6 +92,12 @@ def create_app(
         app_routes.append(metrics_route())
     sink: RequestSink | None = app_metrics.observe_request if app_metrics else None
     observing = [Middleware(RequestObserver, sink=sink, access=settings.access_log)]
+    # Started by the first event stream; one backend subscription for all of them.
+    hub = EventHub(
+        service.backend,
+        max_streams=settings.max_event_streams,
+        max_pending=settings.event_queue,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -106,6 +113,7 @@ def create_app(
             yield
         finally:
             app.state.phase = "draining"
+            await hub.close()
             await scheduler.stop()
             if manage_backend:
                 await backend.close()
@@ -142,6 +150,7 @@ def create_app(
     app.state.settings = settings
     app.state.service = service
     app.state.scheduler = scheduler
+    app.state.event_hub = hub
     app.state.authenticate = auth
     app.state.metrics = app_metrics
     app.state.phase = "starting"

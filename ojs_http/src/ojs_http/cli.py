@@ -155,6 +155,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     env_flag(
         p,
+        "--max-event-streams",
+        env="OJS_MAX_EVENT_STREAMS",
+        default=1000,
+        type=int,
+        help="SSE streams and WebSocket connections one server process serves at once (503 "
+        "beyond); docs/events.md",
+    )
+    env_flag(
+        p,
+        "--event-heartbeat",
+        env="OJS_EVENT_HEARTBEAT",
+        default=15.0,
+        type=float,
+        help="seconds between the heartbeats of an idle event stream",
+    )
+    env_flag(
+        p,
         "--loop",
         env="OJS_LOOP",
         default="auto",
@@ -284,6 +301,8 @@ async def serve(args: argparse.Namespace) -> None:
         # credentials asks for them on /metrics too, unless told otherwise.
         metrics_public=args.metrics_public or is_loopback(args.host),
         access_log=args.access_log,
+        max_event_streams=args.max_event_streams,
+        event_heartbeat_s=args.event_heartbeat,
     )
     if args.check_config:
         print(
@@ -375,6 +394,7 @@ async def _serve_open(
     from hypercorn.config import Config
 
     app = inner = create_app(backend, settings, auth=authenticate, manage_backend=False)
+    hub = inner.state.event_hub
     prefix = "/" + args.path_prefix.strip("/") if args.path_prefix.strip("/") else ""
     if prefix:
         app = mounted(app, prefix)
@@ -395,6 +415,8 @@ async def _serve_open(
     config.errorlog = logging.getLogger("hypercorn.error")
     config.loglevel = args.log_level.upper()
     config.graceful_timeout = 10.0
+    # No websocket_ping_interval: Hypercorn 0.18's ping task outlives a closed WebSocket and
+    # holds the graceful shutdown for its whole timeout; the app sends ping messages instead.
     if keys is not None:
         install_key_reload(keys, args.api_keys_file, os.environ)
     host = f"[{args.host}]" if ":" in args.host else args.host
@@ -410,6 +432,9 @@ async def _serve_open(
         await stop.wait()
         # From the signal on, /ojs/v1/ready answers 503 to the requests still being served.
         inner.state.phase = "draining"
+        # Event streams never end by themselves: end them, so that they do not hold the
+        # graceful shutdown for its whole timeout (clients resume with Last-Event-ID).
+        hub.end_all()
 
     try:
         await hypercorn_serve(app, config, shutdown_trigger=draining)  # type: ignore[arg-type]

@@ -20,10 +20,12 @@ from starlette.routing import BaseRoute
 from . import schemas as S
 from .routing import OJSRoute
 
-__all__ = ["MEDIA_TYPES", "openapi_document"]
+__all__ = ["EVENT_STREAM", "MEDIA_TYPES", "openapi_document"]
 
 #: The response media types the binding negotiates (see ``HttpSettings.response_content_type``).
 MEDIA_TYPES = ("application/json", "application/openjobspec+json")
+#: The media type of the Server-Sent Events routes (``Doc(media_type=EVENT_STREAM)``).
+EVENT_STREAM = "text/event-stream"
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 
 

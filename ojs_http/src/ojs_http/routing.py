@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 from starlette.requests import Request
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from ojs_core.logcontext import log_context
@@ -33,6 +33,7 @@ __all__ = [
     "Access",
     "Doc",
     "OJSRoute",
+    "OJSWebSocketRoute",
     "Param",
     "authorize",
     "route",
@@ -165,3 +166,28 @@ def route(
 ) -> OJSRoute:
     """Declare one route: ``route("POST", "/ojs/v1/jobs", enqueue, PRODUCER, Doc(...))``."""
     return OJSRoute(path, endpoint, method=method, access=access, doc=doc)
+
+
+class OJSWebSocketRoute(WebSocketRoute):
+    """A WebSocket route that knows who may call it (checked on the handshake: a caller who
+    may not is refused before the connection is accepted, which the server answers with 403).
+    Not in the OpenAPI document, which has no WebSockets; ``docs/events.md`` describes it."""
+
+    def __init__(
+        self, path: str, endpoint: Callable[..., Any], *, access: Access, summary: str
+    ) -> None:
+        super().__init__(path, endpoint)
+        self.method = "GET"
+        self.access = access
+        self.summary = summary
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the caller's roles, then run the handler."""
+        # ``authorize`` reads the request line; the handshake is a GET.
+        request = Request({**scope, "type": "http", "method": "GET"}, receive)
+        try:
+            await authorize(request, self.access)
+        except (UnauthorizedError, ForbiddenError):
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await super().handle(scope, receive, send)

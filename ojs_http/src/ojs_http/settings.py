@@ -35,6 +35,12 @@ class HttpSettings:
     ``max_wait_ms`` a fetch's long-poll. ``retention``: how long finished jobs, dead-letter
     jobs and worker records are kept (:class:`~ojs_core.retention.Retention`). ``exhausted``:
     where a job whose retries are exhausted goes when its policy does not say.
+
+    Event streams (``docs/events.md``): at most ``max_event_streams`` SSE streams and WebSocket
+    connections per process (503 beyond), each holding at most ``event_queue`` undelivered
+    events (a slower client is disconnected and resumes with ``Last-Event-ID``); a comment
+    heartbeat every ``event_heartbeat_s`` seconds; ``event_retry_ms`` is the reconnection delay
+    the streams advise (``retry:``).
     """
 
     enable_reset: bool = False
@@ -55,6 +61,10 @@ class HttpSettings:
     max_envelope_bytes: int = 1024 * 1024
     max_body_bytes: int = 64 * 1024 * 1024
     max_wait_ms: int = 30_000
+    max_event_streams: int = 1000
+    event_queue: int = 1000
+    event_heartbeat_s: float = 15.0
+    event_retry_ms: int = 3000
     default_visibility_timeout_ms: int = 1_800_000
     run_scheduler: bool = True
     scheduler_interval: float = 0.02

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -21,10 +22,12 @@ from ojs_core.backend import (
     BackendHealth,
     ConflictFn,
     EventFilter,
+    EventListener,
     JobFilter,
     JobFn,
     Page,
     UniqueConflict,
+    Unsubscribe,
 )
 from ojs_core.errors import DuplicateJobError, NotFoundError
 from ojs_core.events import event_type_matches
@@ -33,6 +36,8 @@ from ojs_core.model import CronJob, Event, Job, QueueInfo, QueueStats, WorkerInf
 from ojs_core.states import JobState
 
 __all__ = ["MemoryBackend"]
+
+log = logging.getLogger("ojs.memory")
 
 S = JobState
 _ReadyKey = tuple[int, int, str]
@@ -49,6 +54,9 @@ class MemoryBackend:
     def __init__(self, *, max_events: int = 100_000) -> None:
         self.max_events = max_events
         self._seq = itertools.count(1)
+        #: :meth:`subscribe_events` listeners; they outlive a reset, as subscribers of a
+        #: shared store would.
+        self._listeners: list[EventListener] = []
         self._clear()
 
     def _clear(self) -> None:
@@ -354,12 +362,31 @@ class MemoryBackend:
 
         for event in events:
             self._event_seq += 1
-            self._events.append(evolve(event, seq=self._event_seq))
+            numbered = evolve(event, seq=self._event_seq)
+            self._events.append(numbered)
+            for listener in tuple(self._listeners):
+                try:
+                    listener(numbered)
+                except Exception:  # a listener's bug must not fail the transition
+                    log.exception("event listener failed")
+
+    async def subscribe_events(self, listener: EventListener) -> Unsubscribe:
+        """Call ``listener`` with every event published from now on (the
+        :class:`~ojs_core.backend.EventFeed` capability, within this process)."""
+        self._listeners.append(listener)
+
+        async def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
 
     async def read_events(self, flt: EventFilter) -> list[Event]:
         """Matching events after ``flt.after``, oldest first."""
         out: list[Event] = []
-        for event in self._events:
+        # Sequence numbers in the log are dense: skip straight to the first one after ``after``.
+        start = max(0, flt.after - self._events[0].seq + 1) if self._events else 0
+        for event in itertools.islice(self._events, start, None):
             if event.seq <= flt.after:
                 continue
             if flt.types and not any(event_type_matches(p, event.type) for p in flt.types):

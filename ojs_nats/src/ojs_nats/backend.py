@@ -16,6 +16,7 @@ Each concern lives in a module of its own and owns its state (the table is in
 ``mirror``     watched copies of the queue and cron buckets; the reset announcement
 ``stats``      counters for queue stats; the event log
 ``arrivals``   wake-ups of long-polling fetches across processes
+``eventfeed``  the live event feed: one shared subscription per process
 ``jetstream``  helpers nats-py lacks: pipelined writes, atomic batches, pulls, retries
 ============== ===========================================================================
 
@@ -38,10 +39,12 @@ from ojs_core.backend import (
     BackendHealth,
     ConflictFn,
     EventFilter,
+    EventListener,
     JobFilter,
     JobFn,
     Page,
     UniqueConflict,
+    Unsubscribe,
 )
 from ojs_core.model import CronJob, Event, Job, QueueInfo, QueueStats, WorkerInfo, Workflow
 
@@ -50,6 +53,7 @@ from .arrivals import Arrivals
 from .connection import CONNECT_WAIT_S, MIN_SERVER_VERSION, Connection
 from .crons import CronStore
 from .embedded import EmbeddedNatsServer
+from .eventfeed import EventFeed
 from .jetstream import guard
 from .jobs import JobWriter
 from .mirror import Mirror
@@ -97,6 +101,7 @@ class NatsBackend:
         self.counters = Counters(self.conn)
         self.arrivals = Arrivals(self.conn)
         self.events = EventLog(self.conn)
+        self.feed = EventFeed(self.conn)
         self.writer = JobWriter(
             self.conn, self.store, self.queues, self.timers, self.counters, self.arrivals
         )
@@ -151,6 +156,7 @@ class NatsBackend:
         await self.mirror.stop()
         self.timers.drop_pull()
         self.arrivals.forget_all()
+        self.feed.forget_all()
         await self.conn.close()
 
     async def health(self) -> BackendHealth:
@@ -352,6 +358,12 @@ class NatsBackend:
     async def publish_events(self, events: Sequence[Event]) -> None:
         """Core-NATS publish to ``ojs.events.<type>`` (the events stream keeps them a day)."""
         await self.events.publish(events)
+
+    @guard
+    async def subscribe_events(self, listener: EventListener) -> Unsubscribe:
+        """Events of every replica as they are stored (:class:`~ojs_core.backend.EventFeed`):
+        one shared core-NATS subscription per process."""
+        return await self.feed.subscribe(listener)
 
     @guard
     async def read_events(self, flt: EventFilter) -> list[Event]:

@@ -27,6 +27,7 @@ __all__ = [
     "COUNTER_STREAM",
     "CRON_BUCKET",
     "EVENTS_STREAM",
+    "EVENT_FEED_SUBJECTS",
     "EVENT_PREFIX",
     "JOBS_BUCKET",
     "QUEUES_BUCKET",
@@ -95,6 +96,9 @@ TIMER_FIRE_SUBJECTS = "ojs.tfire.*"
 _TIMER_FIRE_PREFIX = "ojs.tfire."
 EVENT_PREFIX = "ojs.events"
 EVENT_SUBJECTS = f"{EVENT_PREFIX}.>"
+#: Where the events stream republishes each event once stored, with its stream sequence in
+#: the ``Nats-Sequence`` header: the live feed (``eventfeed``) that every process subscribes to.
+EVENT_FEED_SUBJECTS = "ojs.feed.events.>"
 COUNTER_SUBJECTS = "ojs.count.>"
 #: Core-NATS subject on which a replica that reset the store tells the others.
 CONTROL_RESET = "ojs.control.reset"

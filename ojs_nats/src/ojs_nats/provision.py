@@ -15,6 +15,7 @@ from nats.js.api import (
     ConsumerConfig,
     DiscardPolicy,
     KeyValueConfig,
+    RePublish,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -88,6 +89,8 @@ def stream_configs(replicas: int) -> list[StreamConfig]:
             max_bytes=EVENTS_MAX_BYTES,
             discard=DiscardPolicy.OLD,
             allow_direct=True,  # read by batched direct gets, without a consumer
+            # Each stored event again on core NATS with its sequence: the live feed.
+            republish=RePublish(src=names.EVENT_SUBJECTS, dest=names.EVENT_FEED_SUBJECTS),
         ),
         StreamConfig(
             name=names.COUNTER_STREAM,

@@ -25,7 +25,7 @@ from . import names
 from .connection import Connection
 from .jetstream import direct_get_batch, publish
 
-__all__ = ["Counters", "EventLog"]
+__all__ = ["Counters", "EventLog", "decode_event"]
 
 #: Transitions are summed for this long, then flushed as one increment per counter.
 FLUSH_DELAY_S = 0.005
@@ -137,7 +137,7 @@ class EventLog:
             for msg in msgs:
                 headers = msg.headers or {}
                 seq = int(headers.get(names.DIRECT_SEQUENCE, seq)) + 1
-                event = _decode_event(msg.data, seq - 1)
+                event = decode_event(msg.data, seq - 1)
                 if event is None or (
                     flt.types and not any(event_type_matches(p, event.type) for p in flt.types)
                 ):
@@ -152,7 +152,8 @@ class EventLog:
         return out
 
 
-def _decode_event(data: bytes, seq: int) -> Event | None:
+def decode_event(data: bytes, seq: int) -> Event | None:
+    """An event as :meth:`EventLog.publish` wrote it, numbered ``seq``; ``None`` if not one."""
     try:
         raw = jsonio.loads(data)
         return Event(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from . import checkpoints, cron, jobs, progress, queues, system, workers, workflows
+from . import checkpoints, cron, jobs, progress, queues, stream, system, workers, workflows, ws
 
 __all__ = ["routes"]
 
@@ -20,4 +20,6 @@ def routes(*, enable_reset: bool) -> list[BaseRoute]:
         *cron.routes,
         *progress.routes,
         *checkpoints.routes,
+        *stream.routes,
+        *ws.routes,
     ]

@@ -25,7 +25,7 @@ from .batches import TestBatchEnqueue, TestInsertJobs
 from .claiming import TestClaimExclusivity, TestClaimOrder, TestPause
 from .cron import TestCron, TestCronRecords
 from .dead_letter import TestDeadLetter
-from .events import TestEvents
+from .events import TestEventFeed, TestEvents
 from .names import TestNames
 from .progress import TestCheckpoints, TestProgress
 from .protocol import (
@@ -53,6 +53,7 @@ __all__ = [
     "TestCron",
     "TestCronRecords",
     "TestDeadLetter",
+    "TestEventFeed",
     "TestEvents",
     "TestExpiry",
     "TestInsertJobs",

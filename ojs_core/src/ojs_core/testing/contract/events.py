@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from ...backend import EventFilter
+import pytest
+
+from ...backend import EventFeed, EventFilter
 from ...events import make_event
+from ...model import Event
 from ...service import JobService
 from ..helpers import expect_events, fetch_one, job_error, push
 from ..timecontrol import TimeControl
 from ._base import KitTest
 
-__all__ = ["TestEvents"]
+__all__ = ["TestEventFeed", "TestEvents"]
 
 
 class TestEvents(KitTest):
@@ -123,3 +126,56 @@ class TestEvents(KitTest):
         ]
         assert [e.time for e in got] == [e.time for e in sent]
         assert got[0].seq < got[1].seq < got[2].seq
+
+
+class TestEventFeed(KitTest):
+    """The optional :class:`~ojs_core.backend.EventFeed`: live events numbered as the log numbers
+    them, and the log read back from any number (how streams resume)."""
+
+    async def test_feed_delivers_events_numbered_as_the_log(
+        self, service: JobService, ojs_time: TimeControl
+    ) -> None:
+        """Each event of a job comes through the feed with the ``seq`` the log gives it."""
+        backend = service.backend
+        if not isinstance(backend, EventFeed):
+            pytest.skip("the backend has no live event feed (it is polled)")
+        heard: list[Event] = []
+        unsubscribe = await backend.subscribe_events(heard.append)
+        try:
+            job = await push(service, "feed.job", queue="feed")
+            await fetch_one(service, "feed")
+            await service.ack(job.id)
+            logged = await expect_events(
+                ojs_time, service, ["job.enqueued", "job.started", "job.completed"], job_id=job.id
+            )
+
+            def mine() -> list[Event] | None:
+                got = [e for e in heard if e.data.get("job_id") == job.id]
+                return got if len(got) >= len(logged) else None
+
+            live = await ojs_time.until(mine, what="the job's events through the feed")
+            assert [(e.seq, e.id, e.type) for e in live] == [(e.seq, e.id, e.type) for e in logged]
+            assert [e.seq for e in heard] == sorted({e.seq for e in heard})
+        finally:
+            await unsubscribe()
+        other = await push(service, queue="feed")
+        await expect_events(ojs_time, service, ["job.enqueued"], job_id=other.id)
+        assert all(e.data.get("job_id") != other.id for e in heard), "heard after unsubscribe"
+
+    async def test_read_from_any_number_resumes_without_gap_or_duplicate(
+        self, service: JobService, ojs_time: TimeControl
+    ) -> None:
+        """Reading the whole log in small pages, each after the last number read, yields every
+        event once, in order (what a stream resuming with ``Last-Event-ID`` relies on)."""
+        jobs = [await push(service, queue="resume") for _ in range(7)]
+        everything = await expect_events(ojs_time, service, ["job.enqueued"] * 7, "job.*")
+        paged: list[Event] = []
+        after = 0
+        while page := await service.events(EventFilter(after=after, limit=3)):
+            paged.extend(page)
+            after = page[-1].seq
+        assert [e.id for e in paged] == [e.id for e in everything]
+        assert [e.data["job_id"] for e in paged] == [j.id for j in jobs]
+        middle = everything[3].seq
+        rest = await service.events(EventFilter(after=middle, limit=100))
+        assert [e.id for e in rest] == [e.id for e in everything[4:]]
