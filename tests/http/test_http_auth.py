@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from ojs_http import create_app
 from ojs_http.auth import ApiKeys, AuthConfigError, Role, first_of
+from ojs_http.openapi import EVENT_STREAM
 from ojs_http.routing import METRICS, PRODUCER, OJSRoute, OJSWebSocketRoute
 from ojs_http.settings import HttpSettings
 from ojs_memory import MemoryBackend
@@ -158,7 +159,7 @@ async def test_done_when_matrix_every_route_401_403_and_admin() -> None:
             want = EXPECTED[(route.method, route.path)]
 
             async def call(headers: dict[str, str], r: OJSRoute = route, p: str = path) -> int:
-                if r.doc.stream:
+                if r.doc.media_type == EVENT_STREAM:
                     # An event stream never ends: an invalid resume point makes it a 400
                     # once the caller's roles were checked.
                     headers = headers | {"Last-Event-ID": "not-a-number"}
