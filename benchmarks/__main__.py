@@ -255,6 +255,30 @@ async def http_single(port: int, conns: int, duration: float, path: str = "/ojs/
     )
 
 
+async def httpx_single(port: int, conns: int, duration: float, path: str = "/ojs/v1/jobs") -> float:
+    """POST one job per request through httpx, the client most Python users (and the official
+    SDK) use, ``conns`` requests in flight; requests per second."""
+    import httpx
+
+    done = 0
+    limits = httpx.Limits(max_connections=conns, max_keepalive_connections=conns)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits) as client:
+        deadline = time.perf_counter() + duration
+
+        async def loop(k: int) -> None:
+            nonlocal done
+            i = k
+            while time.perf_counter() < deadline:
+                response = await client.post(path, json=_job_body(i))
+                response.raise_for_status()
+                done += 1
+                i += conns
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(k) for k in range(conns)))
+        return done / (time.perf_counter() - started)
+
+
 async def http_batch(port: int, conns: int, duration: float) -> Stats:
     """POST 100 jobs per request."""
     body = {"jobs": [_job_body(i) for i in range(100)]}
@@ -590,7 +614,9 @@ async def http_scenarios(table: Table, url: str, dur: float, quick: bool) -> Non
         {"BASELINE_NATS_URL": url, "PYTHONPATH": str(ROOT)},
     ):
         base = await http_single(bport, 64, dur, "/publish")
+        base_httpx = await httpx_single(bport, 16, dur, "/publish")
     table.add("baseline: Starlette+Hypercorn, 1 js.publish/request", base.rate, "req/s")
+    table.add("baseline through httpx, 16 in flight", base_httpx, "req/s")
     port = free_port()
     async with server_process(ojs_server_argv(url, port), port):
         single = await http_single(port, 64, dur)
@@ -604,6 +630,14 @@ async def http_scenarios(table: Table, url: str, dur: float, quick: bool) -> Non
         )
         table.add("  p50 latency", single.pct(50), "ms")
         table.add("  p99 latency", single.pct(99), "ms")
+        by_httpx = await httpx_single(port, 16, dur)
+        table.add(
+            "HTTP single enqueue through httpx, 16 in flight",
+            by_httpx,
+            "req/s",
+            base_httpx,
+            ">= 0.80 of baseline",
+        )
         batch = await http_batch(port, 16, dur)
         table.add(
             "HTTP batch enqueue, 100/request, 16 conns",
