@@ -51,6 +51,7 @@ NOT_RUN_HERE = {
     "uv run --with httpx python ../shared/conformance/": "CI runs the conformance suite",
     "python ../shared/conformance/": "CI runs the conformance suite",
     "uv run python -m benchmarks": "CI smoke-runs the benchmarks (--quick)",
+    "uv run --with taskiq-nats python -m benchmarks": "a peer comparison, run by hand",
     "pip install": ".ci/install-check installs the wheels with pip",
     "kill -HUP": "tests/http/test_http_startup.py reloads keys on SIGHUP",
     "bash .ci/run": "is CI",

@@ -313,3 +313,13 @@ async def test_batch_progress_is_the_share_completed(client: httpx.AsyncClient) 
     await client.put(f"{V1}/jobs/{other}/progress", json={"progress": 0.9})
     body = (await client.get(f"{V1}/workflows/{wf_id}/progress")).json()
     assert (body["type"], body["progress"], body["total_steps"]) == ("batch", 0.25, 4)
+
+
+async def test_an_attempt_that_is_not_a_plain_number_is_not_a_500(
+    client: httpx.AsyncClient,
+) -> None:
+    # "²".isdigit() is true but int("²") raises: the SDK's metadata attempt is only a hint.
+    job_id = await _active(client)
+    body = {"state": 1, "metadata": {"attempt": "²"}}
+    saved = await client.post(f"{V1}/checkpoints/{job_id}", json=body)
+    assert saved.status_code == 200, saved.text

@@ -305,6 +305,11 @@ async def test_websocket_subscribe_events_unsubscribe_and_errors(
         assert (await receive(ws, "ping"))["type"] == "error"
         await ws.send(json.dumps({"action": "dance", "channel": "all"}))
         assert (await receive(ws, "ping"))["type"] == "error"
+        # A "digit" int() refuses (superscript two) is an error too, not a dead connection.
+        await ws.send(json.dumps({"action": "subscribe", "channel": "all", "last_event_id": "²"}))
+        bad_id = await receive(ws, "ping")
+        assert bad_id["type"] == "error"
+        assert bad_id["details"]["validation_errors"][0]["path"] == "last_event_id"
         # Resume: the job's enqueue again, from the log, then live events.
         await ws.send(
             json.dumps({"action": "subscribe", "channel": f"job:{job_id}", "last_event_id": 0})

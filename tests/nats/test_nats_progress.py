@@ -134,3 +134,26 @@ async def test_in_process_worker_reports_and_checkpoints(new_backend: Any) -> No
     assert (done.progress.value, done.progress.data) == (1.0, {"half": True})
     assert done.checkpoint is None
     assert seen == [None]
+
+
+async def test_a_nack_lands_when_the_checkpoint_leaves_no_room_for_the_error(
+    nats_url: str, new_backend: Any
+) -> None:
+    """A checkpoint that fits, then a failure whose error no longer fits beside it: the job
+    must still leave ``active`` (it used to stay there forever, every nack and timer refused
+    with 413); it retries without its checkpoint instead."""
+    backend: NatsBackend = await new_backend()
+    max_payload = backend.conn.nc.max_payload
+    limits = Limits(max_checkpoint_bytes=8 * 1024 * 1024)
+    async with serve(nats_url, limits=limits) as client:
+        job_id = await _active(client, "progress-c")
+        state = {"blob": "x" * (max_payload - 8_000)}
+        saved = await client.post(f"{V1}/jobs/{job_id}/checkpoint", json={"state": state})
+        assert saved.status_code == 200, saved.text
+        error = {"code": "boom", "message": "m", "details": {"traceback": "t" * 9_000}}
+        nack = await client.post(f"{V1}/workers/nack", json={"job_id": job_id, "error": error})
+        assert nack.status_code == 200, nack.text
+        job = (await client.get(f"{V1}/jobs/{job_id}")).json()["job"]
+        assert job["state"] == "retryable"
+        assert job.get("checkpoint") is None
+        assert job["errors"][-1]["code"] == "boom"

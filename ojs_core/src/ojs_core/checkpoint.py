@@ -43,7 +43,7 @@ from .errors import (
     ValidationError,
 )
 from .events import job_event
-from .lifecycle import extend_visibility
+from .lifecycle import prolong_visibility
 from .model import Checkpoint, Event, Job
 from .states import JobState
 
@@ -82,7 +82,7 @@ def _attempt(body: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> int
     raw = (metadata or {}).get("attempt")
     if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
         return raw
-    if isinstance(raw, str) and raw.isdigit() and int(raw) >= 1:
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and int(raw) >= 1:
         return int(raw)
     return None
 
@@ -142,7 +142,7 @@ def apply_checkpoint(
         metadata=request.metadata,
     )
     return attrs.evolve(
-        extend_visibility(job, now, None), checkpoint=checkpoint, checkpoint_seq=sequence
+        prolong_visibility(job, now), checkpoint=checkpoint, checkpoint_seq=sequence
     )
 
 

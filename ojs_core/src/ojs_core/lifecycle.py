@@ -28,9 +28,11 @@ __all__ = [
     "extend_visibility",
     "fail",
     "on_timer",
+    "prolong_visibility",
     "promote",
     "requeue",
     "retry_dead_letter",
+    "slimmed",
     "timer_deadline",
 ]
 
@@ -285,6 +287,29 @@ def extend_visibility(job: Job, now: datetime, visibility_ms: int | None) -> Job
         raise ConflictError(f"Job '{job.id}' is not active", details={"job_id": job.id})
     vt = visibility_ms or job.visibility_timeout_ms or DEFAULT_VISIBILITY_MS
     return attrs.evolve(job, visible_until=now + vt * _ms)
+
+
+def slimmed(job: Job) -> Job:
+    """``job`` without what only adds detail: the error history but its latest entry, the
+    progress report's ``data`` and the checkpoint.
+
+    For a state change the store refused as too large (a checkpoint or progress data close to
+    the store's per-record bound, then an error recorded on a nack or a timeout): the change
+    must land even so, or the job would stay ``active`` forever; the next attempt then starts
+    without the checkpoint, which is less bad than never starting."""
+    changes: dict[str, Any] = {"checkpoint": None, "errors": job.errors[-1:]}
+    if job.progress is not None:
+        changes["progress"] = attrs.evolve(job.progress, data=None)
+    return attrs.evolve(job, **changes)
+
+
+def prolong_visibility(job: Job, now: datetime) -> Job:
+    """A sign of life that is not a heartbeat (progress, a checkpoint): push the deadline to at
+    least ``now`` + the job's visibility timeout, never earlier than a fetch or heartbeat set it
+    (a worker that fetched with four hours must not lose its job by reporting progress)."""
+    extended = extend_visibility(job, now, None)
+    old, new = job.visible_until, extended.visible_until
+    return job if old is not None and new is not None and old >= new else extended
 
 
 def on_timer(job: Job, now: datetime, rng: random.Random | None = None) -> Job:

@@ -35,7 +35,7 @@ from . import jsonio
 from .checkpoint import CheckpointRequest, apply_checkpoint, checkpointed_event
 from .errors import FieldTooLargeError, ValidationError
 from .events import job_event
-from .lifecycle import extend_visibility
+from .lifecycle import prolong_visibility
 from .limits import Limits
 from .model import Event, Job, Progress
 from .states import JobState
@@ -169,7 +169,7 @@ def apply_report(job: Job, report: ProgressReport, now: datetime, worker_id: str
         updated_at=now,
         event_at=event_at,
     )
-    job = attrs.evolve(extend_visibility(job, now, None), progress=progress)
+    job = attrs.evolve(prolong_visibility(job, now), progress=progress)
     if report.checkpoint is not None:
         # The job is active and the reporter's (checked above): the save cannot be refused.
         job = apply_checkpoint(job, report.checkpoint, now, worker_id)

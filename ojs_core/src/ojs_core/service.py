@@ -31,6 +31,7 @@ from .errors import (
     InvalidStateTransitionError,
     NotFoundError,
     OJSError,
+    PayloadTooLargeError,
     ValidationError,
 )
 from .events import EVENT_PATTERN, job_event, make_event, started_event, transition_events
@@ -169,7 +170,22 @@ class JobService:
             new = fn(job)
             return new if new is job else stamp(job, new, retention, now)
 
-        return await self.backend.update_job(job_id, change)
+        try:
+            return await self.backend.update_job(job_id, change)
+        except PayloadTooLargeError:
+            # Only a state change must land whatever it costs (see lifecycle.slimmed); any
+            # other write that does not fit is refused again, as it was.
+            def shed(job: Job) -> Job:
+                new = change(job)
+                return new if new.state is job.state else lifecycle.slimmed(new)
+
+            before, after = await self.backend.update_job(job_id, shed)
+            log.warning(
+                "job %s no longer fit the store: its state change was stored without its "
+                "checkpoint, progress data and older errors",
+                job_id,
+            )
+            return before, after
 
     async def update_job(self, job_id: str, fn: JobFn, now: datetime) -> tuple[Job, Job]:
         """Apply ``fn`` to the stored job under compare-and-swap, as every operation does

@@ -97,11 +97,16 @@ def last_event_id(request: Request) -> int | None:
         raw, path = request.query_params.get("last_event_id"), "last_event_id"
     if raw is None or raw.strip() == "":
         return None
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ValidationError("must be the id of an event this server sent", path=path) from None
-    if not 0 <= value <= _MAX_EVENT_ID:
+    return parse_event_id(raw.strip(), path)
+
+
+def parse_event_id(raw: object, path: str) -> int:
+    """An event's log number as a client sent it back (a number, or its digits as a string);
+    a 400 naming ``path`` when it is not one this server could have sent."""
+    value = raw
+    if isinstance(raw, str):
+        value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_EVENT_ID:
         raise ValidationError("must be the id of an event this server sent", path=path)
     return value
 

@@ -34,7 +34,7 @@ from ..fanout import (
 )
 from ..routing import PRODUCER, OJSWebSocketRoute
 from ..settings import HttpSettings
-from .stream import WRITE_TIMEOUT_S
+from .stream import WRITE_TIMEOUT_S, parse_event_id
 
 __all__ = ["MAX_CHANNELS", "SUBPROTOCOL", "routes"]
 
@@ -144,13 +144,7 @@ class _Connection:
 
 
 def _resume(raw: object) -> int | None:
-    if raw is None:
-        return None
-    if isinstance(raw, str) and raw.isdigit():
-        raw = int(raw)
-    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
-        raise ValidationError("must be the id of an event this server sent", path="last_event_id")
-    return raw
+    return None if raw is None else parse_event_id(raw, "last_event_id")
 
 
 async def websocket_events(ws: WebSocket) -> None:

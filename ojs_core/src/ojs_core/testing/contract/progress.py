@@ -138,6 +138,18 @@ class TestProgress(KitTest):
             lambda: _state_is(service, job.id, S.AVAILABLE), what="expiry after the report"
         )
 
+    async def test_a_report_never_shortens_a_longer_deadline(self, service: JobService) -> None:
+        """A worker that fetched with a long visibility keeps it through progress reports and
+        checkpoint saves (they extend by the job's own timeout only when that is later)."""
+        job = await push(service, visibility_timeout_ms=30_000)
+        claimed = await fetch_one(service, worker_id="w1", visibility_ms=4 * 3600 * 1000)
+        assert claimed.visible_until is not None
+        reported = (await _report(service, job.id, progress=0.5)).job
+        assert reported.visible_until == claimed.visible_until
+        await _save(service, job.id, {"step": 1})
+        saved = await service.get(job.id)
+        assert saved.visible_until == claimed.visible_until
+
     async def test_each_attempt_starts_afresh_and_completion_is_whole(
         self, service: JobService, ojs_time: TimeControl
     ) -> None:
