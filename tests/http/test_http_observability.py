@@ -216,3 +216,35 @@ async def test_worker_calls_name_the_job_and_worker_from_the_body() -> None:
     assert acked["ojs.worker.id"] == "w-1"
     assert "ojs.job.id" not in refused
     assert "FAKE" not in out.getvalue()
+
+
+async def test_a_path_cannot_forge_a_text_log_line() -> None:
+    # A percent-encoded newline in the path (decoded by the server) must stay on its line.
+    forged = "x%0A2026-12-03 ERROR forged"
+    with captured(TextFormatter()) as out:
+        async with serve(access_log=True) as client:
+            await client.get(f"{V1}/jobs/{forged}")
+            await client.get(f"{V1}/nowhere/{forged}")
+    lines = out.getvalue().splitlines()
+    access = [line for line in lines if "ojs.access" in line and "forged" in line]
+    assert len(access) == 2
+    assert not [line for line in lines if line.startswith("2026-12-03 ERROR forged")]
+    assert all("\\n2026-12-03 ERROR forged" in line for line in access)
+
+
+async def test_lines_logged_while_a_job_route_runs_name_the_job() -> None:
+    app = create_app(MemoryBackend(), HttpSettings(run_scheduler=False))
+    probe = logging.getLogger("ojs.test.probe")
+    # An observer runs inside the request: what it logs carries the route's job id.
+    app.state.service.observers.add(lambda events: probe.info("observed %d", len(events)))
+    transport = httpx.ASGITransport(app=app)
+    with captured(JsonFormatter()) as out:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        ):
+            r = await client.post(f"{V1}/jobs", json={"type": "a.b", "args": []})
+            job_id = r.json()["job"]["id"]
+            assert (await client.delete(f"{V1}/jobs/{job_id}")).status_code == 200
+    probes = [line for line in json_lines(out) if line["logger"] == "ojs.test.probe"]
+    assert probes[-1].get("ojs.job.id") == job_id

@@ -5,6 +5,7 @@ the WebSocket protocol. The app runs on Hypercorn in the test's event loop
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -377,3 +378,37 @@ async def test_websocket_handshake_needs_a_role_that_may_read_events() -> None:
         ) as ws:
             await ws.send(json.dumps({"action": "subscribe", "channel": "all"}))
             assert await receive(ws, "ping") == {"type": "subscribed", "channel": "all"}
+
+
+async def test_a_client_gone_before_the_first_frame_gives_its_stream_back() -> None:
+    # The disconnect arrives before the body's generator ever starts (its finally never runs):
+    # the subscription must still be released, or such clients use up max_event_streams.
+    app = create_app(MemoryBackend(), settings())
+    hub: EventHub = app.state.event_hub
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/ojs/v1/events/stream",
+        "raw_path": b"/ojs/v1/events/stream",
+        "query_string": b"channel=all",
+        "root_path": "",
+        "headers": [(b"host", b"t")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            raise OSError("connection reset by peer")
+
+    async with app.router.lifespan_context(app):
+        for _ in range(3):
+            with contextlib.suppress(OSError):
+                await app(scope, receive, send)
+        assert hub.streams == 0

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
 
-__all__ = ["FIELDS", "ContextFilter", "bind", "current", "log_context"]
+__all__ = ["FIELDS", "ContextFilter", "bind", "current", "log_context", "loggable_text"]
 
 #: The fields a record may carry, in the order they are printed.
 FIELDS = ("request_id", "job_id", "queue", "worker_id")
@@ -33,6 +33,14 @@ def _loggable(fields: Mapping[str, str | None]) -> dict[str, str]:
     # Ids may come from clients: one that could forge a text log line (a newline, a control
     # character) or flood it is left out rather than logged.
     return {k: v for k, v in fields.items() if v is not None and len(v) <= 256 and v.isprintable()}
+
+
+def loggable_text(value: str, limit: int = 512) -> str:
+    """``value`` safe to print in a text log line: control characters escaped (a client's
+    ``%0A`` in a path cannot start a forged line), at most ``limit`` characters."""
+    if not value.isprintable():
+        value = value.encode("unicode_escape").decode("ascii")
+    return value if len(value) <= limit else value[:limit] + "..."
 
 
 @contextlib.contextmanager

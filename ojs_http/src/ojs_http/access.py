@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ojs_core.logcontext import loggable_text
+
 __all__ = ["ROUTE_KEY", "UNMATCHED", "RequestObserver", "RequestSink"]
 
 access_log = logging.getLogger("ojs.access")
@@ -60,22 +62,23 @@ class RequestObserver:
                 self.sink(method, route, status, elapsed)
             if self.access:
                 duration_ms = round(elapsed * 1000, 3)
+                path = loggable_text(scope["path"])
                 extra: dict[str, object] = {
                     "http.method": method,
                     "http.route": route,
-                    "http.path": scope["path"],
+                    "http.path": path,
                     "http.status": status,
                     "http.duration_ms": duration_ms,
                 }
                 # The route's log context has ended by now: name its job here.
                 job_id = scope.get("path_params", {}).get("job_id")
                 if job_id is not None:
-                    extra["job_id"] = job_id
+                    extra["job_id"] = loggable_text(job_id, 256)
                 # The path, never the query string or headers: those may carry tokens.
                 access_log.info(
                     "%s %s %d %.1fms",
                     method,
-                    scope["path"],
+                    path,
                     status,
                     duration_ms,
                     extra=extra,

@@ -143,10 +143,8 @@ class OJSRoute(Route):
         self.method = method
         self.access = access
         self.doc = doc
-        #: Routes whose ``{id}`` is a job id bind it to the log lines of the request.
-        self.job_param = (
-            "id" if path.startswith(("/ojs/v1/jobs/{id}", "/ojs/v1/dead-letter/{id}")) else None
-        )
+        #: Routes whose ``{job_id}`` names a job bind it to the log lines of the request.
+        self.job_param = "job_id" if "{job_id}" in path else None
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the caller's roles, then run the handler (a wrong method is still a 405)."""

@@ -10,13 +10,15 @@ that reconnects with ``Last-Event-ID`` gets what it missed from the log, then li
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
-from starlette.types import Message, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ojs_core import jsonio
 from ojs_core.codec import event_to_wire
@@ -71,7 +73,22 @@ def sse_frame(event: Event, *, with_id: bool = True) -> str:
 
 class EventStreamResponse(StreamingResponse):
     """A ``text/event-stream`` response whose every write must be taken within
-    :data:`WRITE_TIMEOUT_S`; the stream ends otherwise (the connection is then closed)."""
+    :data:`WRITE_TIMEOUT_S`; the stream ends otherwise (the connection is then closed).
+
+    ``release`` runs when the response is done however it ends: a client that disconnects
+    before the first frame never starts the body's generator, so its ``finally`` cannot be
+    what gives the subscription back."""
+
+    def __init__(self, *args: Any, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the stream, then release what it held."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
 
     async def stream_response(self, send: Send) -> None:
         """Stream the frames, bounding each write."""
@@ -167,6 +184,7 @@ async def stream(request: Request, channel: Channel) -> Response:
 
     return EventStreamResponse(
         frames(),
+        release=functools.partial(hub.unsubscribe, sub),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
