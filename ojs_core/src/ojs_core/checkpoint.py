@@ -43,7 +43,7 @@ from .errors import (
     ValidationError,
 )
 from .events import job_event
-from .lifecycle import prolong_visibility
+from .lifecycle import check_owner, prolong_visibility
 from .model import Checkpoint, Event, Job
 from .states import JobState
 
@@ -120,11 +120,7 @@ def apply_checkpoint(
             f"Job '{job.id}' is {job.state.value}; only an active job can save a checkpoint",
             details=details | {"expected_state": JobState.ACTIVE.value},
         )
-    if worker_id and job.worker_id and worker_id != job.worker_id:
-        raise ConflictError(
-            f"Job '{job.id}' is reserved by worker '{job.worker_id}', not '{worker_id}'",
-            details=details | {"worker_id": job.worker_id},
-        )
+    check_owner(job, worker_id, details)
     if request.attempt is not None and request.attempt != job.attempt:
         raise ConflictError(
             f"Attempt {request.attempt} of job '{job.id}' is over (the job is on attempt "

@@ -149,7 +149,7 @@ def _progress_out(p: Progress) -> dict[str, Any]:
     # ``percentage`` is derived (what the official SDK reports); it is ignored when read back.
     out: dict[str, Any] = {
         "value": p.value,
-        "percentage": None if p.value is None else round(p.value * 100, 2),
+        "percentage": p.percentage,
         "data": _plain(p.data),
         "message": p.message,
         "attempt": p.attempt,

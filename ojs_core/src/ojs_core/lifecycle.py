@@ -23,10 +23,12 @@ __all__ = [
     "ack",
     "activate_pending",
     "cancel",
+    "check_owner",
     "claim",
     "expire",
     "extend_visibility",
     "fail",
+    "held_by_another",
     "on_timer",
     "prolong_visibility",
     "promote",
@@ -108,18 +110,25 @@ def claim(job: Job, now: datetime, worker_id: str | None, visibility_ms: int | N
     )
 
 
-def _check_owner(job: Job, worker_id: str | None) -> None:
-    if worker_id and job.worker_id and worker_id != job.worker_id:
+def held_by_another(job: Job, worker_id: str | None) -> bool:
+    """Whether ``worker_id`` names a worker other than the job's holder (a caller that names
+    none, or a job that records none, is taken at its word)."""
+    return bool(worker_id and job.worker_id and worker_id != job.worker_id)
+
+
+def check_owner(job: Job, worker_id: str | None, details: dict[str, Any] | None = None) -> None:
+    """409 when ``worker_id`` is not the job's holder (see :func:`held_by_another`)."""
+    if held_by_another(job, worker_id):
         raise ConflictError(
             f"Job '{job.id}' is reserved by worker '{job.worker_id}', not '{worker_id}'",
-            details={"job_id": job.id, "worker_id": job.worker_id},
+            details=(details or {"job_id": job.id}) | {"worker_id": job.worker_id},
         )
 
 
 def ack(job: Job, now: datetime, result: Any = None, worker_id: str | None = None) -> Job:
     """``active -> completed``: stores the result and clears the error."""
     check_transition(job.id, job.state, S.COMPLETED, "acknowledge")
-    _check_owner(job, worker_id)
+    check_owner(job, worker_id)
     progress = job.progress
     if progress is not None:
         # A completed job is done (progress §8.1), even if its last report said 87%.
@@ -157,7 +166,7 @@ def fail(
 ) -> Job:
     """``active -> retryable`` (attempts remain) or ``active -> discarded`` (the FAIL decision)."""
     check_transition(job.id, job.state, S.RETRYABLE, "fail")
-    _check_owner(job, worker_id)
+    check_owner(job, worker_id)
     entry, history = _record(job, error, now)
     decision = decide_failure(job.retry, job.attempt, entry, rng)
     if decision.retry:
@@ -194,7 +203,7 @@ def requeue(
         err = InvalidStateTransitionError(job.id, job.state.value, S.AVAILABLE.value, "requeue")
         err.details["expected_state"] = S.ACTIVE.value
         raise err
-    _check_owner(job, worker_id)
+    check_owner(job, worker_id)
     changes: dict[str, Any] = {}
     if error is not None:
         entry, history = _record(job, error, now)

@@ -109,6 +109,11 @@ class Progress:
     updated_at: datetime
     event_at: datetime | None = None
 
+    @property
+    def percentage(self) -> float | None:
+        """``value`` in percent, as the official SDK reports it (two decimals)."""
+        return None if self.value is None else round(self.value * 100, 2)
+
 
 @attrs.frozen(kw_only=True)
 class Checkpoint:

@@ -35,7 +35,7 @@ from . import jsonio
 from .checkpoint import CheckpointRequest, apply_checkpoint, checkpointed_event
 from .errors import FieldTooLargeError, ValidationError
 from .events import job_event
-from .lifecycle import prolong_visibility
+from .lifecycle import held_by_another, prolong_visibility
 from .limits import Limits
 from .model import Event, Job, Progress
 from .states import JobState
@@ -145,7 +145,7 @@ def parse_progress(
 def _ignored(job: Job, worker_id: str | None) -> str | None:
     if job.state is not JobState.ACTIVE:
         return "not_active"
-    if worker_id and job.worker_id and worker_id != job.worker_id:
+    if held_by_another(job, worker_id):
         return "not_owner"
     return None
 

@@ -38,7 +38,7 @@ def progress_body(job: Job) -> dict[str, Any]:
         "job_id": job.id,
         "state": job.state.value,
         "progress": None if p is None else p.value,
-        "percentage": None if p is None or p.value is None else round(p.value * 100, 2),
+        "percentage": None if p is None else p.percentage,
         "data": None if p is None else p.data,
         "message": None if p is None else p.message,
         "attempt": None if p is None else p.attempt,
