@@ -7,7 +7,6 @@ Every other part of the backend reaches NATS through one :class:`Connection`: it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -39,6 +38,12 @@ MIN_SERVER_VERSION = (2, 12)
 JS_API_TIMEOUT_S = 10.0
 #: How long :meth:`Connection.open` keeps trying to reach a server before it gives up.
 CONNECT_WAIT_S = 30.0
+#: How long :meth:`Connection.close` lets nats-py drain (callbacks finish what is queued,
+#: publishes flush) before it closes outright. nats-py's drain also waits until every queued
+#: message is *read*, which never happens on a reply inbox whose reader gave up (a request
+#: cancelled by a stopping worker): without a bound, a SIGTERM'd process hung for its 30 s
+#: ``drain_timeout`` and then had ``CancelledError`` raised out of ``drain()``.
+CLOSE_DRAIN_S = 5.0
 
 
 class Connection:
@@ -164,8 +169,7 @@ class Connection:
         the embedded server, if any."""
         self.closing = True
         if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.drain()
+            await _drain_or_close(self._nc)
             self._nc = None
             self._js = None
         if self._pipe is not None:
@@ -261,3 +265,18 @@ def _where(nc: Client) -> str:
     if url is None or url.hostname is None:
         return ""
     return f"{url.hostname}:{url.port}" if url.port else url.hostname
+
+
+async def _drain_or_close(nc: Client) -> None:
+    """Drain ``nc`` for at most :data:`CLOSE_DRAIN_S`, then close it outright."""
+    drain = asyncio.ensure_future(nc.drain())
+    try:
+        await asyncio.wait_for(asyncio.shield(drain), CLOSE_DRAIN_S)
+    except TimeoutError:
+        log.warning("NATS connection did not drain within %g s; closing it", CLOSE_DRAIN_S)
+        drain.cancel()
+        await asyncio.gather(drain, return_exceptions=True)
+    except Exception as exc:  # closed or reconnecting: nothing left to drain
+        log.debug("NATS drain skipped: %r", exc)
+    if not nc.is_closed:
+        await nc.close()
