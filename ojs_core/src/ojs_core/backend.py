@@ -75,10 +75,11 @@ class Page:
 
 @attrs.frozen(kw_only=True)
 class JobFilter:
-    """Selects jobs for a listing; ``None`` means any."""
+    """Selects jobs for a listing, newest first; ``None`` means any. ``type`` is exact."""
 
     state: str | None = None
     queue: str | None = None
+    type: str | None = None
     dead_letter: bool | None = None
     limit: int = 50
     offset: int = 0

@@ -229,6 +229,7 @@ class MemoryBackend:
             for j in source
             if (flt.state is None or j.state.value == flt.state)
             and (flt.queue is None or j.queue == flt.queue)
+            and (flt.type is None or j.type == flt.type)
             and (flt.dead_letter is None or j.dead_letter == flt.dead_letter)
         ]
         matches.reverse()

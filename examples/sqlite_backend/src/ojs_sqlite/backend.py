@@ -498,6 +498,9 @@ class SqliteBackend:
         if flt.queue is not None:
             where.append("queue = ?")
             args.append(flt.queue)
+        if flt.type is not None:
+            where.append("json_extract(body, '$.type') = ?")  # an example: not indexed
+            args.append(flt.type)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
 
         def listing(conn: sqlite3.Connection) -> Page:
