@@ -553,6 +553,12 @@ class JobService:
         )
         return after
 
+    async def revive(self, job_id: str) -> Job:
+        """Put any discarded job (dead-lettered or not) back to ``available`` with attempt 0;
+        409 for other states (cancelled is final in the core state machine)."""
+        _, after = await self._transition(job_id, lifecycle.retry_dead_letter)
+        return after
+
     async def delete_dead_letter(self, job_id: str) -> None:
         """Remove a dead-letter job for good."""
         await self._dead(job_id)
