@@ -38,6 +38,8 @@ EXPECTED = {
     ("GET", "/ojs/v1/jobs/{job_id}/events"): {"producer"},
     ("GET", "/ojs/v1/queues/{name}/events"): {"producer"},
     ("GET", "/ojs/v1/openapi.json"): {"producer", "worker"},
+    ("GET", "/ojs/docs"): "public",
+    ("GET", "/ojs/docs/{name}"): "public",
     ("POST", "/ojs/v1/admin/reset"): set(),
     ("POST", "/ojs/v1/jobs"): {"producer"},
     ("POST", "/ojs/v1/jobs/batch"): {"producer"},
@@ -112,6 +114,8 @@ def ojs_routes(app: Starlette) -> list[OJSRoute]:
 
 
 def concrete(path: str) -> str:
+    if path == "/ojs/docs/{name}":
+        return "/ojs/docs/ojs-docs.js"
     return re.sub(
         r"{directive}", "quiet", re.sub(r"{(job_id|workflow_id|worker_id|name)}", "x", path)
     )
