@@ -43,6 +43,7 @@ __all__ = [
     "Page",
     "UniqueConflict",
     "Unsubscribe",
+    "WorkflowListing",
 ]
 
 #: ``update_job``'s function: the next version of a job, or its argument itself for "no change".
@@ -345,4 +346,17 @@ class EventFeed(Protocol):
 
     async def subscribe_events(self, listener: EventListener) -> Unsubscribe:
         """Start calling ``listener``; returns the coroutine function that stops it."""
+        ...
+
+
+@runtime_checkable
+class WorkflowListing(Protocol):
+    """Optional capability: workflows newest first, for the admin API and the dashboard.
+
+    Without it, the admin API answers 501 for the workflow listing; a workflow is still found
+    by its id.
+    """
+
+    async def list_workflows(self, limit: int, offset: int) -> tuple[list[Workflow], int]:
+        """A page of workflow records, newest first, and how many there are in all."""
         ...

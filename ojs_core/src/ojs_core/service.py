@@ -54,6 +54,7 @@ from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
 from .states import JobState
 from .timeutil import format_ts
+from .tracing import JobTracer
 from .unique import is_conflict, unique_key
 from .workflow import compile_workflow, next_actions, workflow_state, workflow_to_wire
 
@@ -145,6 +146,8 @@ class JobService:
         self._timer_log = RateLimitedLog(log, self.clock)
         #: Called with every event batch this service publishes (:mod:`ojs_core.observe`).
         self.observers = Observers()
+        #: Set by :func:`ojs_core.tracing.instrument`: traces enqueues and worker runs.
+        self.tracer: JobTracer | None = None
         self.activity = QueueActivity()
         self.observers.add(self.activity.observe)
 
@@ -264,6 +267,12 @@ class JobService:
         return await self._insert(jobs)
 
     async def _insert(self, jobs: list[Job]) -> list[EnqueueOutcome]:
+        if self.tracer is not None:
+            outcomes: list[EnqueueOutcome] = await self.tracer.enqueue(jobs, self._store_new)
+            return outcomes
+        return await self._store_new(jobs)
+
+    async def _store_new(self, jobs: list[Job]) -> list[EnqueueOutcome]:
         results: dict[int, EnqueueOutcome] = {}
         pending = dict(enumerate(jobs))
         for _ in range(8):
@@ -551,6 +560,12 @@ class JobService:
         _, after = await self._transition(
             job_id, lambda j, now: lifecycle.retry_dead_letter(j, now, changes)
         )
+        return after
+
+    async def revive(self, job_id: str) -> Job:
+        """Put any discarded job (dead-lettered or not) back to ``available`` with attempt 0;
+        409 for other states (cancelled is final in the core state machine)."""
+        _, after = await self._transition(job_id, lifecycle.retry_dead_letter)
         return after
 
     async def delete_dead_letter(self, job_id: str) -> None:

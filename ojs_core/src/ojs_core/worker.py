@@ -538,6 +538,16 @@ class Worker:
         limits = [t for t in (self.handler_timeout, (job.timeout_ms or 0) / 1000) if t]
         return min(limits) if limits else None
 
+    async def _traced_invoke(self, ctx: JobContext) -> tuple[bool, Any]:
+        """:meth:`_invoke`, inside the run's span when the service is traced."""
+        tracer = self.service.tracer
+        if tracer is None:
+            return await self._invoke(ctx)
+        with tracer.process(ctx.job, self.worker_id) as outcome:
+            ok, value = await self._invoke(ctx)
+            outcome(None if ok else value)
+            return ok, value
+
     async def _invoke(self, ctx: JobContext) -> tuple[bool, Any]:
         """Run the middleware chain and handler; ``(True, result)`` or ``(False, JobError)``."""
         job = ctx.job
@@ -591,7 +601,7 @@ class Worker:
         ctx = JobContext(job, self.worker_id, worker=self)
         try:
             try:
-                ok, value = await self._invoke(ctx)
+                ok, value = await self._traced_invoke(ctx)
             except asyncio.CancelledError:
                 entry.phase = "settling"
                 reason = entry.cancel_reason

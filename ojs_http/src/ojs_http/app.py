@@ -141,10 +141,20 @@ def create_app(
             err.status = exc.status_code  # type: ignore[misc]
         return error_response(request, err)
 
+    tracing: list[Middleware] = []
+    if settings.tracing:
+        from ojs_core.tracing import instrument
+
+        from .tracing import TraceContextMiddleware
+
+        if service.tracer is None:
+            instrument(service)
+        tracing.append(Middleware(TraceContextMiddleware))
     app = Starlette(
         routes=app_routes,
         middleware=[
             Middleware(OJSHeadersMiddleware),
+            *tracing,
             # Only when something consumes it: a request costs nothing extra otherwise.
             *(observing if sink is not None or settings.access_log else []),
             Middleware(_VersionCheck),

@@ -204,6 +204,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     env_flag(
         p,
+        "--tracing",
+        env="OJS_TRACING",
+        action="store_true",
+        help="OpenTelemetry spans of enqueues, joined to the caller's traceparent and stored in "
+        "meta.traceparent for workers (needs ojs-http[otel]; configure the SDK and exporter "
+        "with opentelemetry-instrument or OTEL_* variables)",
+    )
+    env_flag(
+        p,
         "--no-metrics",
         env="OJS_NO_METRICS",
         action="store_true",
@@ -334,6 +343,7 @@ async def serve(args: argparse.Namespace) -> None:
         # credentials asks for them on /metrics too, unless told otherwise.
         metrics_public=args.metrics_public or is_loopback(args.host),
         access_log=args.access_log,
+        tracing=args.tracing,
         max_event_streams=args.max_event_streams,
         event_heartbeat_s=args.event_heartbeat,
         dashboard=not args.no_dashboard,

@@ -31,6 +31,8 @@ class HttpSettings:
     ``metrics_public``: whether ``/metrics`` needs no key when the app has an authenticator;
     ``metrics_max_types`` and ``metrics_max_queues`` cap the distinct label values (beyond
     them: ``_other``). ``access_log``: log one ``ojs.access`` line per request.
+    ``tracing``: OpenTelemetry spans of enqueues and in-process runs (:mod:`ojs_core.tracing`;
+    needs ``ojs-http[otel]``), joined to the caller's ``traceparent`` header.
     ``limits``: the per-request ceilings of the service (:class:`~ojs_core.limits.Limits`);
     ``max_body_bytes`` and ``max_envelope_bytes`` bound request bodies and each job in them,
     ``max_wait_ms`` a fetch's long-poll. ``retention``: how long finished jobs, dead-letter
@@ -56,6 +58,7 @@ class HttpSettings:
     metrics_max_types: int = 200
     metrics_max_queues: int = 100
     access_log: bool = False
+    tracing: bool = False
     limits: Limits = attrs.field(factory=Limits)
     retention: Retention = attrs.field(factory=Retention)
     exhausted: str = attrs.field(

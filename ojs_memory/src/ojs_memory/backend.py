@@ -289,6 +289,11 @@ class MemoryBackend:
         """The record or ``None``."""
         return self._workflows.get(workflow_id)
 
+    async def list_workflows(self, limit: int, offset: int) -> tuple[list[Workflow], int]:
+        """Newest first (insertion order, reversed)."""
+        newest = list(reversed(self._workflows.values()))
+        return newest[offset : offset + limit], len(newest)
+
     async def delete_workflow(self, workflow_id: str) -> bool:
         """Forget a workflow record."""
         return self._workflows.pop(workflow_id, None) is not None

@@ -282,6 +282,11 @@ class NatsBackend:
         return await self.store.remove(names.JOBS_BUCKET, key) is not None
 
     @guard
+    async def list_workflows(self, limit: int, offset: int) -> tuple[list[Workflow], int]:
+        """Workflow records newest first, and how many there are."""
+        return await self.writer.list_workflows(limit, offset)
+
+    @guard
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
         """The record or ``None``."""
         return await self.writer.get_workflow(workflow_id)

@@ -377,6 +377,16 @@ class JobWriter:
             self.counters.count(None, job)
         await self.arrivals.notify(j.queue for j in jobs if j.state is S.AVAILABLE)
 
+    async def list_workflows(self, limit: int, offset: int) -> tuple[list[Workflow], int]:
+        """Newest first: workflow ids are UUIDv7, so key order is creation order. Costs the
+        list of workflow keys (subjects only, filtered by the server) plus one batched read of
+        the page; ``total`` counts keys, deleted records still holding a marker included."""
+        keys = await self.store.keys(names.JOBS_BUCKET, f"{names.WORKFLOW_PREFIX}>")
+        keys.sort(reverse=True)
+        page = keys[offset : offset + limit]
+        got = await asyncio.gather(*(self.store.get(names.JOBS_BUCKET, k) for k in page))
+        return [WORKFLOW.decode(g[0]) for g in got if g], len(keys)
+
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
         """The record or ``None``."""
         got = await self.store.get(names.JOBS_BUCKET, names.workflow_key(workflow_id))

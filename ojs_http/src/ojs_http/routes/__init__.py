@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from . import checkpoints, cron, jobs, progress, queues, stream, system, workers, workflows, ws
+from . import (
+    admin,
+    checkpoints,
+    cron,
+    jobs,
+    progress,
+    queues,
+    stream,
+    system,
+    workers,
+    workflows,
+    ws,
+)
 
 __all__ = ["routes"]
 
@@ -22,4 +34,5 @@ def routes(*, enable_reset: bool) -> list[BaseRoute]:
         *checkpoints.routes,
         *stream.routes,
         *ws.routes,
+        *admin.routes,
     ]
