@@ -49,7 +49,7 @@ export function deadLetterView({ query, navigate, notify }) {
 
   async function purge() {
     const out = await api(`${ADMIN}/dead-letter`, { method: "DELETE", body: { confirm: true } });
-    notify(`Purged ${out?.succeeded ?? out?.deleted ?? out?.matched ?? "all"} dead-letter jobs`, "ok");
+    notify(`Purged ${out?.purged_count ?? 0} dead-letter jobs`, "ok");
     await refresh();
   }
 

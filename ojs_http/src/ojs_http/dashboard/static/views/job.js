@@ -8,6 +8,7 @@ import { subscribe } from "../live.js";
 import { ADMIN, navLink, section } from "./common.js";
 
 const TERMINAL = new Set(["completed", "cancelled", "discarded"]);
+const TERMINAL_EVENTS = new Set(["job.completed", "job.cancelled", "job.discarded"]);
 const TIMES = ["created_at", "enqueued_at", "scheduled_at", "started_at", "completed_at", "cancelled_at", "discarded_at"];
 
 export function jobView({ params, notify }) {
@@ -19,7 +20,9 @@ export function jobView({ params, notify }) {
   const node = h("div", {}, navLink("/jobs", "‹ Jobs", { class: "back" }), head, body, section("Timeline", null, timeline));
 
   function addEvent(event) {
-    const key = event.id || `${event.type}|${event.time}`;
+    // The history and the live stream both carry an event (a finished job's stream repeats
+    // its last one): one entry per type and time.
+    const key = `${event.type}|${event.time || event.timestamp}`;
     if (seen.has(key)) return;
     seen.add(key);
     const data = event.data || {};
@@ -31,8 +34,23 @@ export function jobView({ params, notify }) {
     timeline.insertBefore(item, after || null);
   }
 
+  // The job's stream ends with its terminal event (the browser would reconnect and get that
+  // event again, forever): close it then, and open it again when the job is retried.
+  let close = null;
+  function listen() {
+    close?.();
+    close = subscribe(`job:${id}`, (event) => {
+      addEvent(event);
+      if (TERMINAL_EVENTS.has(event.type)) {
+        close?.();
+        close = null;
+      }
+    });
+  }
+
   async function act(action) {
     await api(`${ADMIN}/jobs/${seg(id)}/${action}`, { method: "POST" });
+    if (action === "retry") listen();
     notify(`Job ${action === "retry" ? "retried" : "cancelled"}`, "ok");
     await refresh();
   }
@@ -57,7 +75,7 @@ export function jobView({ params, notify }) {
         "div",
         { class: "actions" },
         badge(job.state),
-        ["retryable", "discarded", "cancelled"].includes(job.state) ? actionButton("Retry", () => act("retry"), { cls: "primary" }) : null,
+        job.state === "discarded" ? actionButton("Retry", () => act("retry"), { cls: "primary" }) : null,
         TERMINAL.has(job.state) ? null : actionButton("Cancel", () => act("cancel"), { cls: "danger" }),
       ),
     );
@@ -99,8 +117,8 @@ export function jobView({ params, notify }) {
 
   // History first, then the job's own live channel (the app's "all" stream refreshes the rest).
   history().catch(() => {});
-  const close = subscribe(`job:${id}`, addEvent);
-  return { title: `Job ${id}`, node, refresh, dispose: close };
+  listen();
+  return { title: `Job ${id}`, node, refresh, dispose: () => close?.() };
 }
 
 function fact(label, value) {
