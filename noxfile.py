@@ -7,10 +7,14 @@ conformance suite against the memory backend (slow: tests wait on real time), an
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -52,6 +56,53 @@ def tests(session: nox.Session) -> None:
 def build(session: nox.Session) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         session.run("uv", "build", "--all-packages", "-o", str(Path(tmp) / "dist"), external=True)
+
+
+#: The Swagger UI behind ``GET /ojs/docs``: the npm package ``swagger-ui-dist``, pinned by
+#: version and by the registry's integrity digest of its tarball (``npm view
+#: swagger-ui-dist@VERSION dist.integrity``).
+SWAGGER_UI_VERSION = "5.35.0"
+SWAGGER_UI_INTEGRITY = (
+    "sha512-U06rpMtW9V3XPGOBeamTUSr0Z09jMX4IJuANpE/EZbAhw0G8CgwrzU4Ym"
+    "Xkn/h0wCDNsXdGarTNNHC3sU8yVUQ=="
+)
+#: The files of the tarball the page uses, and their licences; nothing else is vendored.
+SWAGGER_UI_FILES = (
+    "swagger-ui-bundle.js",
+    "swagger-ui.css",
+    "favicon-32x32.png",
+    "LICENSE",
+    "NOTICE",
+    "swagger-ui-bundle.js.LICENSE.txt",
+)
+APIDOCS = ROOT / "ojs_http" / "src" / "ojs_http" / "static" / "apidocs" / "swagger-ui"
+
+
+@nox.session(name="vendor-swagger-ui")
+def vendor_swagger_ui(session: nox.Session) -> None:
+    """Refresh the vendored Swagger UI files (``uv run nox -s vendor-swagger-ui``; needs npm).
+
+    To upgrade: change the version and the integrity above, run this, then update the version in
+    ``ojs_http/src/ojs_http/static/apidocs/README.md`` and check the page in a browser.
+    """
+    if shutil.which("npm") is None:
+        session.error("npm is needed to fetch swagger-ui-dist from the npm registry")
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = f"swagger-ui-dist@{SWAGGER_UI_VERSION}"
+        session.run("npm", "pack", spec, "--pack-destination", tmp, "--silent", external=True)
+        tarball = Path(tmp) / f"swagger-ui-dist-{SWAGGER_UI_VERSION}.tgz"
+        digest = hashlib.sha512(tarball.read_bytes()).digest()
+        integrity = "sha512-" + base64.b64encode(digest).decode()
+        if integrity != SWAGGER_UI_INTEGRITY:
+            session.error(f"{spec}: integrity {integrity} is not the pinned one")
+        APIDOCS.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tarball) as tar:
+            for name in SWAGGER_UI_FILES:
+                member = tar.extractfile(f"package/{name}")
+                if member is None:
+                    session.error(f"{spec} has no {name}")
+                (APIDOCS / name).write_bytes(member.read())
+    session.log(f"vendored {spec} into {APIDOCS.relative_to(ROOT)}")
 
 
 def _free_port() -> int:

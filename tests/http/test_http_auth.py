@@ -39,6 +39,8 @@ EXPECTED = {
     ("GET", "/ojs/v1/jobs/{job_id}/events"): {"producer"},
     ("GET", "/ojs/v1/queues/{name}/events"): {"producer"},
     ("GET", "/ojs/v1/openapi.json"): {"producer", "worker"},
+    ("GET", "/ojs/docs"): "public",
+    ("GET", "/ojs/docs/{name}"): "public",
     ("POST", "/ojs/v1/admin/reset"): set(),
     ("POST", "/ojs/v1/jobs"): {"producer"},
     ("POST", "/ojs/v1/jobs/batch"): {"producer"},
@@ -76,6 +78,34 @@ EXPECTED = {
     ("PUT", "/ojs/v1/jobs/{job_id}/checkpoint"): {"worker"},
     ("GET", "/ojs/v1/jobs/{job_id}/checkpoint"): {"producer", "worker"},
     ("DELETE", "/ojs/v1/jobs/{job_id}/checkpoint"): {"worker"},
+    # The admin API (docs/admin.md): the admin role only.
+    **{
+        (method, f"/ojs/v1/admin{path}"): set()
+        for method, path in (
+            ("GET", "/stats"),
+            ("GET", "/queues"),
+            ("GET", "/queues/{name}"),
+            ("POST", "/queues/{name}/pause"),
+            ("POST", "/queues/{name}/resume"),
+            ("DELETE", "/queues/{name}/jobs"),
+            ("GET", "/jobs"),
+            ("POST", "/jobs/bulk/{action}"),
+            ("GET", "/jobs/{job_id}"),
+            ("POST", "/jobs/{job_id}/retry"),
+            ("POST", "/jobs/{job_id}/cancel"),
+            ("GET", "/dead-letter"),
+            ("DELETE", "/dead-letter"),
+            ("GET", "/dead-letter/stats"),
+            ("POST", "/dead-letter/retry"),
+            ("POST", "/dead-letter/{job_id}/retry"),
+            ("DELETE", "/dead-letter/{job_id}"),
+            ("GET", "/workflows"),
+            ("PATCH", "/cron/{name}"),
+            ("GET", "/workers"),
+            ("GET", "/workers/{worker_id}"),
+            ("DELETE", "/workers/{worker_id}"),
+        )
+    },
     **{
         route: roles
         for prefix in ("/ojs/v1", "/ojs/v1/ojs/v1")
@@ -113,6 +143,8 @@ def ojs_routes(app: Starlette) -> list[OJSRoute]:
 
 
 def concrete(path: str) -> str:
+    if path == "/ojs/docs/{name}":
+        return "/ojs/docs/ojs-docs.js"
     return re.sub(
         r"{directive}", "quiet", re.sub(r"{(job_id|workflow_id|worker_id|name)}", "x", path)
     )

@@ -75,6 +75,19 @@ async def test_a_subscriber_on_one_replica_sees_a_job_processed_through_another(
                 assert (message["type"], message["event"]) == ("event", "job.enqueued")
                 assert message["data"]["data"]["job_id"] == other
                 assert int(message["id"]) > int(frames[-1].id or 0)
+                await work(on_b, "xw", other)
+                heard = [json.loads(await ws.recv()) for _ in range(2)]
+                assert [m["event"] for m in heard] == ["job.started", "job.completed"]
+                assert {m["data"]["data"]["job_id"] for m in heard} == {other}
+            # The replica the jobs went through counts them under their queues.
+            metrics = (await on_b.get("/metrics")).text
+            for queue in ("xr", "xw"):
+                assert any(
+                    line.startswith("ojs_job_completed_total{")
+                    and f'queue="{queue}"' in line
+                    and line.endswith(" 1.0")
+                    for line in metrics.splitlines()
+                ), metrics
     finally:
         a.stop()
         b.stop()

@@ -18,6 +18,7 @@ from ojs_core.errors import NotFoundError, OJSError, ValidationError
 from ojs_core.scheduler import Scheduler
 from ojs_core.service import JobService
 
+from . import apidocs
 from .access import RequestObserver, RequestSink
 from .auth import ApiKeys, Authenticator
 from .fanout import EventHub
@@ -84,6 +85,8 @@ def create_app(
     )
     scheduler = Scheduler(service, interval=settings.scheduler_interval)
     app_routes = routes(enable_reset=settings.enable_reset)
+    if settings.api_docs:
+        app_routes.extend(apidocs.routes())
     if settings.dashboard:
         from .dashboard.pages import dashboard_routes
 

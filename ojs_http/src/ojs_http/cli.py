@@ -221,6 +221,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     env_flag(
         p,
+        "--no-api-docs",
+        env="OJS_NO_API_DOCS",
+        action="store_true",
+        help="do not serve the API reference page GET /ojs/docs",
+    )
+    env_flag(
+        p,
         "--metrics-public",
         env="OJS_METRICS_PUBLIC",
         action="store_true",
@@ -344,6 +351,7 @@ async def serve(args: argparse.Namespace) -> None:
         metrics_public=args.metrics_public or is_loopback(args.host),
         access_log=args.access_log,
         tracing=args.tracing,
+        api_docs=not args.no_api_docs,
         max_event_streams=args.max_event_streams,
         event_heartbeat_s=args.event_heartbeat,
         dashboard=not args.no_dashboard,
@@ -354,7 +362,8 @@ async def serve(args: argparse.Namespace) -> None:
         print(
             f"ojs-server: configuration ok (backend: {backend.name} {redact_url(args.backend)}, "
             f"{_auth_note(authenticate, keys)[2:]}{', test mode' if args.enable_reset else ''}; "
-            f"{_metrics_note(settings, authenticate)})",
+            f"{_metrics_note(settings, authenticate)}; "
+            f"{'api docs on /ojs/docs' if settings.api_docs else 'api docs off'})",
             flush=True,
         )
         return

@@ -90,10 +90,11 @@ def openapi_document(
     server_url: str = "/",
     auth: bool = False,
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of ``routes`` (every :class:`OJSRoute` among them)."""
+    """The OpenAPI 3.1 document of ``routes`` (every :class:`OJSRoute` among them, but those
+    whose ``Doc`` says ``in_document=False``)."""
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        if isinstance(route, OJSRoute):
+        if isinstance(route, OJSRoute) and route.doc.in_document:
             path = _PARAM.sub(r"{\1}", route.path)
             paths.setdefault(path, {})[route.method.lower()] = _operation(route, auth)
     doc: dict[str, Any] = {

@@ -91,7 +91,9 @@ class Param:
 class Doc:
     """A route's OpenAPI operation: a summary, the request body, query parameters and the
     success responses (status to body schema). Error responses are added for every route.
-    ``media_type``: the success responses' one media type, when not the negotiated JSON ones."""
+    ``media_type``: the success responses' one media type, when not the negotiated JSON ones.
+    ``in_document``: whether the route is an operation of the OpenAPI document; false only for
+    routes that are not part of the API (the files of the reference page, ``/ojs/docs``)."""
 
     summary: str
     body: Schema | None = None
@@ -100,6 +102,7 @@ class Doc:
     responses: Mapping[int, Schema] = attrs.field(factory=dict)
     path_params: Mapping[str, Schema] = attrs.field(factory=dict)
     media_type: str | None = None
+    in_document: bool = True
 
 
 async def authorize(request: Request, access: Access) -> None:

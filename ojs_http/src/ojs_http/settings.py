@@ -33,6 +33,8 @@ class HttpSettings:
     them: ``_other``). ``access_log``: log one ``ojs.access`` line per request.
     ``tracing``: OpenTelemetry spans of enqueues and in-process runs (:mod:`ojs_core.tracing`;
     needs ``ojs-http[otel]``), joined to the caller's ``traceparent`` header.
+    ``api_docs``: serve the API reference page ``GET /ojs/docs`` (public: static files; the
+    document it shows keeps the access of ``/ojs/v1/openapi.json``, see ``docs/security.md``).
     ``limits``: the per-request ceilings of the service (:class:`~ojs_core.limits.Limits`);
     ``max_body_bytes`` and ``max_envelope_bytes`` bound request bodies and each job in them,
     ``max_wait_ms`` a fetch's long-poll. ``retention``: how long finished jobs, dead-letter
@@ -59,6 +61,7 @@ class HttpSettings:
     metrics_max_queues: int = 100
     access_log: bool = False
     tracing: bool = False
+    api_docs: bool = True
     limits: Limits = attrs.field(factory=Limits)
     retention: Retention = attrs.field(factory=Retention)
     exhausted: str = attrs.field(
