@@ -68,9 +68,11 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def ojs_server(nats_url: str) -> Iterator[ServerProcess]:
-    """``ojs-server`` with API keys on the module's nats-server."""
-    server = ServerProcess(["--backend", nats_url], free_port())
+def ojs_server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """``ojs-server`` with API keys on the module's nats-server (``$OJS_BROWSER_BACKEND``, e.g.
+    ``memory``, names another backend for a quick local run)."""
+    backend = os.environ.get("OJS_BROWSER_BACKEND") or request.getfixturevalue("nats_url")
+    server = ServerProcess(["--backend", backend], free_port())
     try:
         wait_healthy(server.url)
         yield server
