@@ -142,12 +142,10 @@ def _has_session(request: Request) -> bool:
 def _page(request: Request, title: str, main: str, *, auth: str, script: bool) -> str:
     root = html.escape(_root(request))
     static = f"{root}{BASE}/static"
-    scripts = (
-        f'<script src="{static}/theme.js"></script>\n'
-        f'<script type="module" src="{static}/app.js"></script>\n'
-        if script
-        else f'<script src="{static}/theme.js"></script>\n'
-    )
+    # theme.js applies the saved theme before the first paint (login page included).
+    scripts = f'<script src="{static}/theme.js"></script>\n'
+    if script:
+        scripts += f'<script type="module" src="{static}/app.js"></script>\n'
     return (
         "<!doctype html>\n"
         f'<html lang="en" data-root="{root}" data-auth="{html.escape(auth)}">\n'
