@@ -78,6 +78,16 @@ EXPECTED = {
     ("PUT", "/ojs/v1/jobs/{job_id}/checkpoint"): {"worker"},
     ("GET", "/ojs/v1/jobs/{job_id}/checkpoint"): {"producer", "worker"},
     ("DELETE", "/ojs/v1/jobs/{job_id}/checkpoint"): {"worker"},
+    # The schema registry (docs/extensions.md).
+    ("GET", "/ojs/v1/schemas"): {"producer", "worker"},
+    ("POST", "/ojs/v1/schemas"): {"producer"},
+    ("GET", "/ojs/v1/schemas/{job_type}/versions"): {"producer", "worker"},
+    ("DELETE", "/ojs/v1/schemas/{job_type}/{version}"): {"producer"},
+    ("GET", "/ojs/v1/schemas/{ref:path}"): {"producer", "worker"},
+    ("DELETE", "/ojs/v1/schemas/{ref:path}"): {"producer"},
+    ("GET", "/ojs/v1/admin/schemas"): set(),
+    ("GET", "/ojs/v1/admin/schemas/{job_type}"): set(),
+    ("GET", "/ojs/v1/admin/schemas/{job_type}/{version}"): set(),
     # The admin API (docs/admin.md): the admin role only.
     **{
         (method, f"/ojs/v1/admin{path}"): set()

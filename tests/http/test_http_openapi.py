@@ -5,6 +5,7 @@ The NATS run of the same fuzzer is ``tests/nats/test_nats_api_fuzz.py``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -49,7 +50,9 @@ async def test_every_route_is_documented_and_every_documented_path_is_served(
     assert doc["openapi"] == "3.1.0"
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     served = {
-        (r.method, r.path) for r in app.routes if isinstance(r, OJSRoute) and r.doc.in_document
+        (r.method, re.sub(r":\w+}", "}", r.path))  # the document has no path convertors
+        for r in app.routes
+        if isinstance(r, OJSRoute) and r.doc.in_document
     }
     # Only the files of the reference page stay out of the document: they are not the API.
     hidden = {r.path for r in app.routes if isinstance(r, OJSRoute) and not r.doc.in_document}

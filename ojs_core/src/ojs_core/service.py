@@ -52,6 +52,7 @@ from .observe import Observers
 from .ratelimit import RateLimiter
 from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
+from .schema_registry import SchemaRegistry
 from .states import JobState
 from .timeutil import format_ts
 from .tracing import JobTracer
@@ -93,6 +94,9 @@ class EnqueueOutcome:
 
     job: Job
     created: bool = True
+    #: Schema registry warnings (``warn`` mode): the job was stored although its ``args``
+    #: do not match its schema.
+    warnings: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -119,6 +123,7 @@ class JobService:
         arrival_poll_s: float = ARRIVAL_POLL_S,
         retention: Retention | None = None,
         exhausted: str = "dead_letter",
+        schema_validation: str = "warn",
     ) -> None:
         if exhausted not in ("dead_letter", "discard"):
             raise ValueError("exhausted must be 'dead_letter' or 'discard'")
@@ -146,6 +151,9 @@ class JobService:
         self._timer_log = RateLimitedLog(log, self.clock)
         #: Called with every event batch this service publishes (:mod:`ojs_core.observe`).
         self.observers = Observers()
+        #: The schema registry (``ojs_core.schema_registry``): ``schema_validation`` is what a
+        #: job whose ``args`` do not match its schema gets (``strict``, ``warn`` or ``off``).
+        self.schemas = SchemaRegistry(backend, self.now, mode=schema_validation)
         #: Set by :func:`ojs_core.tracing.instrument`: traces enqueues and worker runs.
         self.tracer: JobTracer | None = None
         self.activity = QueueActivity()
@@ -267,10 +275,17 @@ class JobService:
         return await self._insert(jobs)
 
     async def _insert(self, jobs: list[Job]) -> list[EnqueueOutcome]:
+        warnings = await self.schemas.check(jobs)
         if self.tracer is not None:
             outcomes: list[EnqueueOutcome] = await self.tracer.enqueue(jobs, self._store_new)
-            return outcomes
-        return await self._store_new(jobs)
+        else:
+            outcomes = await self._store_new(jobs)
+        if any(warnings):
+            outcomes = [
+                attrs.evolve(o, warnings=tuple(w)) if w else o
+                for o, w in zip(outcomes, warnings, strict=True)
+            ]
+        return outcomes
 
     async def _store_new(self, jobs: list[Job]) -> list[EnqueueOutcome]:
         results: dict[int, EnqueueOutcome] = {}
@@ -953,6 +968,7 @@ class JobService:
         """Wipe all state (tests and the conformance runner)."""
         await self.backend.reset()
         self.limiter.reset()
+        self.schemas.forget()
 
 
 def _reschedule(job: Job, scheduled_at: datetime, now: datetime) -> Job:

@@ -82,6 +82,7 @@ def create_app(
         test_directives=settings.test_directives,
         retention=settings.retention,
         exhausted=settings.exhausted,
+        schema_validation=settings.schema_validation,
     )
     scheduler = Scheduler(service, interval=settings.scheduler_interval)
     app_routes = routes(enable_reset=settings.enable_reset)

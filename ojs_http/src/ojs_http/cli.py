@@ -145,6 +145,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     env_flag(
         p,
+        "--schema-validation",
+        env="OJS_SCHEMA_VALIDATION",
+        default="warn",
+        choices=["strict", "warn", "off"],
+        help="a job whose args do not match its registered JSON Schema: refused with 422 "
+        "(strict), stored with warnings in the response (warn, the spec's default), or not "
+        "checked (off)",
+    )
+    env_flag(
+        p,
         "--workers",
         env="OJS_WORKERS",
         default=1,
@@ -342,6 +352,7 @@ async def serve(args: argparse.Namespace) -> None:
         limits=limits,
         retention=retention_settings(args),
         exhausted=args.exhausted_jobs,
+        schema_validation=args.schema_validation,
         **http_limits,
         response_content_type=args.response_content_type,
         default_visibility_timeout_ms=args.default_visibility_timeout_ms,

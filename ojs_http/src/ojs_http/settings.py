@@ -67,6 +67,9 @@ class HttpSettings:
     exhausted: str = attrs.field(
         default="dead_letter", validator=attrs.validators.in_(("dead_letter", "discard"))
     )
+    schema_validation: str = attrs.field(
+        default="warn", validator=attrs.validators.in_(("strict", "warn", "off"))
+    )
     response_content_type: str = attrs.field(
         default="auto", validator=attrs.validators.in_(CONTENT_TYPE_MODES)
     )

@@ -33,6 +33,7 @@ from ojs_core.errors import DuplicateJobError, NotFoundError
 from ojs_core.events import event_type_matches
 from ojs_core.lifecycle import timer_deadline
 from ojs_core.model import CronJob, Event, Job, QueueInfo, QueueStats, WorkerInfo, Workflow
+from ojs_core.schema_registry import SchemaRecord
 from ojs_core.states import JobState
 
 __all__ = ["MemoryBackend"]
@@ -70,6 +71,7 @@ class MemoryBackend:
         self._counts: dict[str, Counter[JobState]] = {}
         self._dead: dict[str, None] = {}
         self._workflows: dict[str, Workflow] = {}
+        self._schemas: dict[str, SchemaRecord] = {}
         self._crons: dict[str, CronJob] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._events: deque[Event] = deque(maxlen=self.max_events)
@@ -288,6 +290,21 @@ class MemoryBackend:
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
         """The record or ``None``."""
         return self._workflows.get(workflow_id)
+
+    async def put_schema(self, record: SchemaRecord) -> bool:
+        """Store a schema unless its URI is taken."""
+        if record.uri in self._schemas:
+            return False
+        self._schemas[record.uri] = record
+        return True
+
+    async def list_schemas(self) -> list[SchemaRecord]:
+        """Every schema, in registration order."""
+        return list(self._schemas.values())
+
+    async def delete_schema(self, uri: str) -> bool:
+        """Forget a schema."""
+        return self._schemas.pop(uri, None) is not None
 
     async def list_workflows(self, limit: int, offset: int) -> tuple[list[Workflow], int]:
         """Newest first (insertion order, reversed)."""

@@ -47,6 +47,7 @@ from ojs_core.backend import (
     Unsubscribe,
 )
 from ojs_core.model import CronJob, Event, Job, QueueInfo, QueueStats, WorkerInfo, Workflow
+from ojs_core.schema_registry import SchemaRecord
 
 from . import names, provision
 from .arrivals import Arrivals
@@ -60,6 +61,7 @@ from .mirror import Mirror
 from .queues import Queues
 from .ready import Claimer
 from .records import WORKER, RecordStore
+from .schemas import SchemaBucket
 from .stats import Counters, EventLog
 from .timers import Timers
 
@@ -109,6 +111,7 @@ class NatsBackend:
             self.conn, self.store, self.queues, self.timers, self.counters, self.writer
         )
         self.crons = CronStore(self.conn, self.store, self.mirror)
+        self.schemas = SchemaBucket(self.conn, self.store)
 
     @property
     def servers(self) -> list[str]:
@@ -327,6 +330,23 @@ class NatsBackend:
     ) -> tuple[CronJob, CronJob]:
         """Compare-and-swap; of several replicas firing one tick, one swap wins."""
         return await self.crons.update(name, fn)
+
+    # -- schemas ----------------------------------------------------------------------------
+
+    @guard
+    async def put_schema(self, record: SchemaRecord) -> bool:
+        """Store a schema unless its URI is taken."""
+        return await self.schemas.put(record)
+
+    @guard
+    async def list_schemas(self) -> list[SchemaRecord]:
+        """Every stored schema."""
+        return await self.schemas.list()
+
+    @guard
+    async def delete_schema(self, uri: str) -> bool:
+        """Remove a schema."""
+        return await self.schemas.delete(uri)
 
     # -- workers and events ----------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from . import (
     jobs,
     progress,
     queues,
+    schema_registry,
     stream,
     system,
     workers,
@@ -35,4 +36,5 @@ def routes(*, enable_reset: bool) -> list[BaseRoute]:
         *stream.routes,
         *ws.routes,
         *admin.routes,
+        *schema_registry.routes,
     ]

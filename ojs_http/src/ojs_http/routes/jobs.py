@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -44,11 +46,13 @@ async def enqueue(request: Request) -> Response:
     if request.state.body_size > settings.max_envelope_bytes:
         _check_size(request, body)
     outcome = await service(request).enqueue(body)
-    job = wire(outcome.job)
+    body_out: dict[str, Any] = {"job": wire(outcome.job)}
+    if outcome.warnings:
+        body_out["warnings"] = list(outcome.warnings)  # the schema registry's warn mode
     if not outcome.created:
-        return json_response(request, {"job": job, "deduplicated": True}, 200)
+        return json_response(request, {**body_out, "deduplicated": True}, 200)
     location = prefixed(request, f"/ojs/v1/jobs/{outcome.job.id}")
-    return json_response(request, {"job": job}, 201, {"Location": location})
+    return json_response(request, body_out, 201, {"Location": location})
 
 
 async def enqueue_batch(request: Request) -> Response:
@@ -63,7 +67,12 @@ async def enqueue_batch(request: Request) -> Response:
     for i, envelope in enumerate(jobs):
         _check_size(request, envelope, i)
     outcomes = await service(request).enqueue_batch(jobs)
-    out = [wire(o.job) | ({} if o.created else {"deduplicated": True}) for o in outcomes]
+    out = [
+        wire(o.job)
+        | ({} if o.created else {"deduplicated": True})
+        | ({"warnings": list(o.warnings)} if o.warnings else {})
+        for o in outcomes
+    ]
     return json_response(request, {"jobs": out, "count": len(out)}, 201)
 
 

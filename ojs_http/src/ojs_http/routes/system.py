@@ -37,10 +37,52 @@ CAPABILITIES = {
 }
 
 
+#: The official extensions every backend has (the schema registry is added when it does).
+_OFFICIAL: list[dict[str, str]] = [
+    {"name": "retry", "uri": "urn:ojs:ext:retry", "version": "1.0"},
+    {"name": "dead-letter", "uri": "urn:ojs:ext:dead-letter", "version": "1.0"},
+    {"name": "unique-jobs", "uri": "urn:ojs:ext:unique-jobs", "version": "1.0"},
+    {"name": "cron", "uri": "urn:ojs:ext:cron", "version": "1.0"},
+    {"name": "workflows", "uri": "urn:ojs:ext:workflows", "version": "1.0"},
+    {
+        "name": "progress",
+        "uri": "urn:ojs:ext:progress",
+        "version": "1.0.0-rc.1",
+        "endpoint": "PUT /ojs/v1/jobs/{id}/progress",
+    },
+    {
+        "name": "durable-execution",
+        "uri": "urn:ojs:ext:durable-execution",
+        "version": "1.0.0-rc.1",
+        "endpoint": "POST /ojs/v1/jobs/{id}/checkpoint",
+    },
+    {
+        "name": "admin-api",
+        "uri": "urn:ojs:ext:admin-api",
+        "version": "1.0.0-rc.1",
+        "endpoint": "GET /ojs/v1/admin/stats",
+    },
+]
+
+
 async def manifest(request: Request) -> Response:
     """The union of the conformance-spec and binding manifest shapes."""
     settings: HttpSettings = request.app.state.settings
-    backend = service(request).backend.name
+    svc = service(request)
+    backend = svc.backend.name
+    registry = svc.schemas
+    validating = registry.available and registry.mode != "off"
+    official = list(_OFFICIAL)
+    if registry.available:
+        official.append(
+            {
+                "name": "schema-registry",
+                "uri": "urn:ojs:ext:schema-registry",
+                "version": "1.0.0-rc.1",
+                "endpoint": "POST /ojs/v1/schemas",
+                "validation_mode": registry.mode,
+            }
+        )
     body: dict[str, Any] = {
         "specversion": "1.0",
         "ojs_version": "1.0",
@@ -54,27 +96,9 @@ async def manifest(request: Request) -> Response:
         "conformance_tier": "runtime",
         "protocols": ["http"],
         "backend": backend,
-        "capabilities": CAPABILITIES,
+        "capabilities": {**CAPABILITIES, "schema_validation": validating},
         "extensions": {
-            "official": [
-                {"name": "retry", "uri": "urn:ojs:ext:retry", "version": "1.0"},
-                {"name": "dead-letter", "uri": "urn:ojs:ext:dead-letter", "version": "1.0"},
-                {"name": "unique-jobs", "uri": "urn:ojs:ext:unique-jobs", "version": "1.0"},
-                {"name": "cron", "uri": "urn:ojs:ext:cron", "version": "1.0"},
-                {"name": "workflows", "uri": "urn:ojs:ext:workflows", "version": "1.0"},
-                {
-                    "name": "progress",
-                    "uri": "urn:ojs:ext:progress",
-                    "version": "1.0.0-rc.1",
-                    "endpoint": "PUT /ojs/v1/jobs/{id}/progress",
-                },
-                {
-                    "name": "durable-execution",
-                    "uri": "urn:ojs:ext:durable-execution",
-                    "version": "1.0.0-rc.1",
-                    "endpoint": "POST /ojs/v1/jobs/{id}/checkpoint",
-                },
-            ],
+            "official": official,
             "experimental": [
                 {
                     "name": "batch-ack",
@@ -84,7 +108,7 @@ async def manifest(request: Request) -> Response:
                 },
             ],
         },
-        "schema_validation": False,
+        "schema_validation": validating,
         "unique_job_strength": "strong",
         "unique_jobs": {
             "strength": "strong",

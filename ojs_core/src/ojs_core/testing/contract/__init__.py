@@ -36,6 +36,7 @@ from .protocol import (
     TestQueuesAndWorkers,
     TestReads,
 )
+from .registries import TestSchemaStore, TestWorkflowListing
 from .retention import TestRetention
 from .timers import TestExpiry, TestRetryTiming, TestScheduled, TestTimeouts, TestTimerIndex
 from .transitions import TestTransitionDetails, TestTransitionMatrix
@@ -67,6 +68,7 @@ __all__ = [
     "TestRetention",
     "TestRetryTiming",
     "TestScheduled",
+    "TestSchemaStore",
     "TestTimeouts",
     "TestTimerIndex",
     "TestTransitionDetails",
@@ -74,6 +76,7 @@ __all__ = [
     "TestUniqueJobs",
     "TestUniqueRaces",
     "TestValidation",
+    "TestWorkflowListing",
     "TestWorkflowRecords",
     "TestWorkflows",
 ]
