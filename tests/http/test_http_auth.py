@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from ojs_http import create_app
 from ojs_http.auth import ApiKeys, AuthConfigError, Role, first_of
+from ojs_http.dashboard.pages import DashboardRoute
 from ojs_http.openapi import EVENT_STREAM
 from ojs_http.routing import METRICS, PRODUCER, OJSRoute, OJSWebSocketRoute
 from ojs_http.settings import HttpSettings
@@ -165,8 +166,21 @@ def concrete(path: str) -> str:
 def test_every_route_of_the_app_declares_who_may_call_it() -> None:
     app = make_app(ApiKeys.load(KEYS))
     assert app.routes, "the app has no routes"
-    undeclared = [r for r in app.routes if not isinstance(r, OJSRoute | OJSWebSocketRoute)]
+    undeclared = [
+        r for r in app.routes if not isinstance(r, OJSRoute | OJSWebSocketRoute | DashboardRoute)
+    ]
     assert undeclared == [], f"routes without a declared access: {undeclared}"
+    # The dashboard's pages hold no data (tests/http/test_http_dashboard.py): public.
+    pages = {(r.method, r.path) for r in app.routes if isinstance(r, DashboardRoute)}
+    assert pages == {
+        ("GET", "/ojs/admin"),
+        ("GET", "/ojs/admin/{view:path}"),
+        ("GET", "/ojs/admin/static/{path:path}"),
+        ("GET", "/ojs/admin/login"),
+        ("POST", "/ojs/admin/login"),
+        ("POST", "/ojs/admin/logout"),
+    }
+    assert {r.access for r in app.routes if isinstance(r, DashboardRoute)} == {"public"}
     sockets = {r.path: r.access for r in app.routes if isinstance(r, OJSWebSocketRoute)}
     assert sockets == {"/ojs/v1/ws": PRODUCER}
     declared = {(r.method, r.path): r.access for r in ojs_routes(app)}

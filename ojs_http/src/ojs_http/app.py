@@ -52,6 +52,7 @@ def create_app(
     service: JobService | None = None,
     manage_backend: bool = True,
     auth: ApiKeys | Authenticator | None = None,
+    session_keys: ApiKeys | None = None,
 ) -> Starlette:
     """Build the OJS HTTP app over ``backend``.
 
@@ -64,6 +65,9 @@ def create_app(
     ``authenticate(request) -> role | roles | None`` callable (plain or async) so a host app
     can reuse its own sessions or tokens. Without it every route is open, which is only safe
     on a loopback bind; ``ojs-server`` refuses a public bind without keys.
+
+    ``session_keys``: the API keys whose admin entries may log in to the dashboard
+    (``docs/dashboard.md``); by default ``auth`` itself when it is an :class:`ApiKeys`.
 
     The app may be mounted inside a host ASGI app (``Mount("/jobs-api", app=ojs_app)``): its
     routes then answer under the prefix and ``Location`` headers include it. Starlette does not
@@ -84,6 +88,10 @@ def create_app(
     app_routes = routes(enable_reset=settings.enable_reset)
     if settings.api_docs:
         app_routes.extend(apidocs.routes())
+    if settings.dashboard:
+        from .dashboard.pages import dashboard_routes
+
+        app_routes.extend(dashboard_routes())
     app_metrics = None
     if settings.metrics and metrics_installed():
         from .metrics import AppMetrics, metrics_route
@@ -166,6 +174,9 @@ def create_app(
     app.state.scheduler = scheduler
     app.state.event_hub = hub
     app.state.authenticate = auth
+    if session_keys is None and isinstance(auth, ApiKeys):
+        session_keys = auth
+    app.state.session_keys = session_keys
     app.state.metrics = app_metrics
     app.state.phase = "starting"
     return app

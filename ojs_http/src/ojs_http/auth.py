@@ -34,6 +34,7 @@ __all__ = [
     "UnauthorizedError",
     "bearer_token",
     "first_of",
+    "key_digest",
     "roles_of",
 ]
 
@@ -106,6 +107,11 @@ def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
 
 
+def key_digest(key: str) -> bytes:
+    """The SHA-256 digest under which :class:`ApiKeys` holds ``key``."""
+    return _digest(key)
+
+
 def _role(name: str, where: str) -> Role:
     try:
         return Role(name.strip().lower())
@@ -163,6 +169,12 @@ class ApiKeys:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def secrets_of(self, role: Role) -> list[bytes]:
+        """The SHA-256 digests of the keys holding ``role``: the per-key secrets that sign
+        dashboard sessions (:mod:`ojs_http.dashboard.session`), so that removing a key (and
+        ``SIGHUP``) also ends every session it opened. Never log or send them."""
+        return [digest for digest, held in self._entries if held is role]
 
     def roles_for(self, token: str) -> frozenset[Role]:
         """The roles of ``token`` (empty when it matches no entry), in constant time."""

@@ -35,7 +35,7 @@ from .app import create_app, lifespan
 from .flags import env_flag
 from .logging_setup import LOG_FORMATS, configure_logging
 from .metrics_probe import installed as metrics_installed
-from .settings import CONTENT_TYPE_MODES, HttpSettings
+from .settings import CONTENT_TYPE_MODES, COOKIE_SECURE_MODES, HttpSettings
 from .startup import (
     add_auth_flags,
     add_limit_flag,
@@ -244,6 +244,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="serve /metrics without a key on a non-loopback bind with authentication (by "
         "default it then needs a key of any role; on a loopback bind it is always public)",
     )
+    add_dashboard_flags(p)
     add_auth_flags(p)
     add_nats_flags(p)
     add_retention_flags(p)
@@ -251,6 +252,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
+
+
+def add_dashboard_flags(p: argparse.ArgumentParser) -> None:
+    """The web dashboard's flags (``docs/dashboard.md``)."""
+    g = p.add_argument_group("web dashboard at /ojs/admin (docs/dashboard.md)")
+    env_flag(
+        g,
+        "--no-dashboard",
+        env="OJS_NO_DASHBOARD",
+        action="store_true",
+        help="do not serve the web dashboard",
+    )
+    env_flag(
+        g,
+        "--dashboard-session-ttl",
+        env="OJS_DASHBOARD_SESSION_TTL",
+        type=int,
+        default=12 * 3600,
+        metavar="SECONDS",
+        help="how long a dashboard sign-in lasts",
+    )
+    env_flag(
+        g,
+        "--dashboard-cookie-secure",
+        env="OJS_DASHBOARD_COOKIE_SECURE",
+        choices=COOKIE_SECURE_MODES,
+        default="auto",
+        help="mark the session cookie Secure: auto (unless served over plain http from "
+        "localhost), always, never",
+    )
 
 
 def version_line() -> str:
@@ -301,6 +332,8 @@ async def serve(args: argparse.Namespace) -> None:
     if refusal:
         print(f"ojs-server: {refusal}", file=sys.stderr, flush=True)
         raise SystemExit(2)
+    if args.dashboard_session_ttl < 60:
+        raise SystemExit("ojs-server: --dashboard-session-ttl must be at least 60 seconds")
     if args.workers < 1:
         raise SystemExit("ojs-server: --workers must be at least 1")
     if args.workers > 1 and url_scheme(args.backend) == "memory":
@@ -332,6 +365,9 @@ async def serve(args: argparse.Namespace) -> None:
         api_docs=not args.no_api_docs,
         max_event_streams=args.max_event_streams,
         event_heartbeat_s=args.event_heartbeat,
+        dashboard=not args.no_dashboard,
+        dashboard_session_ttl_s=args.dashboard_session_ttl,
+        dashboard_cookie_secure=args.dashboard_cookie_secure,
     )
     if args.check_config:
         print(
@@ -423,7 +459,9 @@ async def _serve_open(
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
-    app = inner = create_app(backend, settings, auth=authenticate, manage_backend=False)
+    app = inner = create_app(
+        backend, settings, auth=authenticate, session_keys=keys, manage_backend=False
+    )
     hub = inner.state.event_hub
     prefix = "/" + args.path_prefix.strip("/") if args.path_prefix.strip("/") else ""
     if prefix:

@@ -22,6 +22,7 @@ from ojs_core.logcontext import log_context
 
 from .access import ROUTE_KEY
 from .auth import ForbiddenError, Role, UnauthorizedError, bearer_token, roles_of
+from .dashboard.session import session_roles
 
 __all__ = [
     "ADMIN",
@@ -107,15 +108,19 @@ class Doc:
 async def authorize(request: Request, access: Access) -> None:
     """Raise 401 or 403 unless the caller may use a route with ``access``.
 
-    Nothing is checked when the app has no authenticator (an open server).
+    Nothing is checked when the app has no authenticator (an open server). A request without
+    credentials may be authorised by a dashboard session cookie on the routes the dashboard
+    uses (:mod:`ojs_http.dashboard.session`).
     """
     state = request.app.state
     authenticate = getattr(state, "authenticate", None)
     if authenticate is None or access.is_public(state.settings):
         return
     roles = await roles_of(authenticate, request)
+    given = bearer_token(request) is not None
+    if not roles and not given:
+        roles = session_roles(request)
     if not roles:
-        given = bearer_token(request) is not None
         raise UnauthorizedError(
             "the credentials are not valid" if given else "authentication required",
             token_given=given,

@@ -9,9 +9,10 @@ import attrs
 from ojs_core.limits import Limits
 from ojs_core.retention import Retention
 
-__all__ = ["CONTENT_TYPE_MODES", "HttpSettings"]
+__all__ = ["CONTENT_TYPE_MODES", "COOKIE_SECURE_MODES", "HttpSettings"]
 
 CONTENT_TYPE_MODES = ("auto", "json", "openjobspec")
+COOKIE_SECURE_MODES = ("auto", "always", "never")
 
 
 @attrs.frozen(kw_only=True)
@@ -45,6 +46,11 @@ class HttpSettings:
     events (a slower client is disconnected and resumes with ``Last-Event-ID``); a comment
     heartbeat every ``event_heartbeat_s`` seconds; ``event_retry_ms`` is the reconnection delay
     the streams advise (``retry:``).
+
+    The web dashboard (``docs/dashboard.md``): ``dashboard`` serves it at ``/ojs/admin``;
+    a login lasts ``dashboard_session_ttl_s`` seconds; ``dashboard_cookie_secure`` marks the
+    session cookie ``Secure``: ``auto`` does unless the page was requested over plain HTTP
+    from a loopback host (``http://localhost``), ``always`` and ``never`` say so outright.
     """
 
     enable_reset: bool = False
@@ -74,6 +80,11 @@ class HttpSettings:
     event_queue: int = 1000
     event_heartbeat_s: float = 15.0
     event_retry_ms: int = 3000
+    dashboard: bool = True
+    dashboard_session_ttl_s: int = 12 * 3600
+    dashboard_cookie_secure: str = attrs.field(
+        default="auto", validator=attrs.validators.in_(COOKIE_SECURE_MODES)
+    )
     default_visibility_timeout_ms: int = 1_800_000
     run_scheduler: bool = True
     scheduler_interval: float = 0.02
