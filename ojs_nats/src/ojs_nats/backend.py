@@ -46,7 +46,16 @@ from ojs_core.backend import (
     UniqueConflict,
     Unsubscribe,
 )
-from ojs_core.model import CronJob, Event, Job, QueueInfo, QueueStats, WorkerInfo, Workflow
+from ojs_core.model import (
+    Backpressure,
+    CronJob,
+    Event,
+    Job,
+    QueueInfo,
+    QueueStats,
+    WorkerInfo,
+    Workflow,
+)
 
 from . import names, provision
 from .arrivals import Arrivals
@@ -259,6 +268,17 @@ class NatsBackend:
         if not paused:
             await self.arrivals.notify([queue])
         return info
+
+    @guard
+    async def get_backpressure(self, queue: str) -> Backpressure | None:
+        """The queue's bound (:class:`~ojs_core.backend.QueueBounds`), from the watched copy
+        of ``OJS_QUEUES``: every replica enforces a bound any replica set."""
+        return await self.queues.backpressure(queue)
+
+    @guard
+    async def set_backpressure(self, queue: str, bound: Backpressure | None) -> None:
+        """Store the queue's bound in its ``OJS_QUEUES`` record, by compare-and-swap."""
+        await self.queues.set_backpressure(queue, bound)
 
     @guard
     async def queue_stats(self, queue: str) -> QueueStats:

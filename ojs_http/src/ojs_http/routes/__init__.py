@@ -10,6 +10,7 @@ from . import (
     cron,
     jobs,
     progress,
+    queue_config,
     queues,
     stream,
     system,
@@ -35,4 +36,5 @@ def routes(*, enable_reset: bool) -> list[BaseRoute]:
         *stream.routes,
         *ws.routes,
         *admin.routes,
+        *queue_config.routes,
     ]

@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from ojs_core.backend import EventFilter
+from ojs_core.backend import Backend, EventFilter, QueueBounds
+from ojs_core.backpressure import STRATEGIES
 from ojs_core.codec import event_to_wire
 from ojs_core.errors import OJSError
 
@@ -37,10 +38,26 @@ CAPABILITIES = {
 }
 
 
+def _backpressure(backend: Backend) -> list[dict[str, Any]]:
+    """The backpressure extension, declared only where the backend stores queue bounds."""
+    if not isinstance(backend, QueueBounds):
+        return []
+    return [
+        {
+            "name": "backpressure",
+            "uri": "urn:ojs:ext:backpressure",
+            "version": "1.0.0-rc.1",
+            "endpoint": "PUT /ojs/v1/admin/queues/{name}/config",
+            "strategies": list(STRATEGIES),
+        }
+    ]
+
+
 async def manifest(request: Request) -> Response:
     """The union of the conformance-spec and binding manifest shapes."""
     settings: HttpSettings = request.app.state.settings
-    backend = service(request).backend.name
+    svc = service(request)
+    backend = svc.backend.name
     body: dict[str, Any] = {
         "specversion": "1.0",
         "ojs_version": "1.0",
@@ -74,6 +91,13 @@ async def manifest(request: Request) -> Response:
                     "version": "1.0.0-rc.1",
                     "endpoint": "POST /ojs/v1/jobs/{id}/checkpoint",
                 },
+                {
+                    "name": "graceful-shutdown",
+                    "uri": "urn:ojs:ext:graceful-shutdown",
+                    "version": "1.0.0-rc.1",
+                    "endpoint": "POST /ojs/v1/workers/heartbeat",
+                },
+                *_backpressure(svc.backend),
             ],
             "experimental": [
                 {
