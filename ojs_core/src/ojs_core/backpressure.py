@@ -56,6 +56,9 @@ DEPTH_STATES = (JobState.AVAILABLE, JobState.SCHEDULED, JobState.RETRYABLE, JobS
 STRATEGIES = ("reject", "block")
 #: How often a blocked enqueue looks at the depth again.
 BLOCK_POLL_S = 0.05
+#: Longest wait for admissions in flight before a refusal is reconsidered (a safety net: their
+#: end wakes the waiter at once).
+_SETTLE_WAIT_S = 1.0
 #: Upper bound of ``retry_after_s``.
 MAX_RETRY_AFTER_S = 3600
 
@@ -159,6 +162,8 @@ class Gate:
         #: One check at a time per bounded queue: otherwise two requests could both read the
         #: same depth and both take the last slot, within one process.
         self._locks: dict[str, asyncio.Lock] = {}
+        #: Set (and replaced) whenever an admission to the queue ends; see :meth:`_reserve`.
+        self._released: dict[str, asyncio.Event] = {}
 
     @property
     def supported(self) -> bool:
@@ -212,9 +217,7 @@ class Gate:
             yield pressures
         finally:
             for queue, n in reserved.items():
-                self._admitting[queue] -= n
-                if self._admitting[queue] <= 0:
-                    del self._admitting[queue]
+                self._release(queue, n)
 
     async def _reserve(
         self, queue: str, bound: Backpressure, n: int, types: list[str], deadline: float
@@ -222,8 +225,12 @@ class Gate:
         lock = self._locks.setdefault(queue, asyncio.Lock())
         loop = asyncio.get_running_loop()
         while True:
+            released: asyncio.Event | None = None
             async with lock:
-                depth = await self.depth(queue) + self._admitting[queue]
+                # Taken before the read: an admission that ends during it is then counted
+                # (twice at worst), never missed.
+                inflight = self._admitting[queue]
+                depth = await self.depth(queue) + inflight
                 if depth + n <= bound.max_depth:
                     self._admitting[queue] += n
                     pressure = Pressure(queue, depth + n, bound.max_depth, bound.warning_threshold)
@@ -231,6 +238,16 @@ class Gate:
                     if depth < crossing <= depth + n:
                         await self._event("backpressure.warning", pressure)
                     return pressure
+                if self._admitting[queue]:
+                    # Jobs admitted here and stored already are counted twice until their
+                    # insert returns, and an admission may yet fail: decide once they settle.
+                    released = self._released.setdefault(queue, asyncio.Event())
+            if released is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(released.wait(), _SETTLE_WAIT_S)
+                continue
+            if inflight:
+                continue  # they ended during the read, perhaps counted twice: read again
             left = deadline - loop.time()
             # A request larger than the bound never fits: waiting for it would only hold the
             # connection until the timeout.
@@ -246,6 +263,14 @@ class Gate:
                     details={"requested": n},
                 )
             await asyncio.sleep(min(BLOCK_POLL_S, left))
+
+    def _release(self, queue: str, n: int) -> None:
+        self._admitting[queue] -= n
+        if self._admitting[queue] <= 0:
+            del self._admitting[queue]
+        event = self._released.pop(queue, None)
+        if event is not None:
+            event.set()
 
     async def _event(self, kind: str, pressure: Pressure, **extra: Any) -> None:
         data: dict[str, Any] = {
