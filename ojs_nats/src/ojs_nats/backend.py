@@ -27,6 +27,7 @@ Errors are mapped to :class:`~ojs_core.errors.BackendUnavailableError` at this e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -73,6 +74,9 @@ from .stats import Counters, EventLog
 from .timers import Timers
 
 __all__ = ["MIN_SERVER_VERSION", "NatsBackend"]
+
+#: How long closing waits for the counters' last flush.
+CLOSE_FLUSH_S = 2.0
 
 
 class NatsBackend:
@@ -160,7 +164,12 @@ class NatsBackend:
         await self.mirror.start()
 
     async def close(self) -> None:
-        """Drain the connection and stop the embedded server, if any."""
+        """Flush the counters, drain the connection and stop the embedded server, if any."""
+        if self.conn.is_open and self.conn.connected:
+            # The last few milliseconds of transitions: without them queue stats, and the
+            # depth that bounded queues are checked against, would stay off after a restart.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.counters.settle(), CLOSE_FLUSH_S)
         self.conn.closing = True  # a reset announced meanwhile must not start watchers again
         await self.mirror.stop()
         self.timers.drop_pull()
