@@ -21,6 +21,7 @@ from ojs_core import (
     DuplicateJobError,
     JobService,
     NotFoundError,
+    QueueFullError,
     RetryPolicy,
     UniquePolicy,
     ValidationError,
@@ -391,3 +392,21 @@ async def test_dead_letter_list_retry_delete(harness: Harness) -> None:
     assert (await h.client.dead_letter()).total == 0
     with pytest.raises(NotFoundError):
         await h.client.retry_dead_letter(ids[0])  # no longer in the dead letter
+
+
+async def test_a_full_queue_raises_queue_full_error() -> None:
+    """Backpressure: the client raises :class:`QueueFullError` (429 ``queue_full``) with the
+    queue, its depth and bound, and the suggested wait."""
+    client = Client(MemoryBackend())
+    await client.set_queue_bound("mail", max_depth=1, retry_after_s=3)
+    bound = await client.queue_bound("mail")
+    assert bound is not None
+    assert bound.max_depth == 1
+    await client.enqueue("mail.send", queue="mail")
+    with pytest.raises(QueueFullError) as exc:
+        await client.enqueue("mail.send", queue="mail")
+    assert (exc.value.queue, exc.value.depth, exc.value.bound) == ("mail", 1, 1)
+    assert exc.value.retry_after_s == 3
+    await client.set_queue_bound("mail", max_depth=0)
+    assert await client.queue_bound("mail") is None
+    await client.enqueue("mail.send", queue="mail")

@@ -695,3 +695,39 @@ async def test_long_handlers_never_keep_free_slots_idle(harness: Harness) -> Non
     assert done.result == "quick"
     assert all([await h.state(j.id) is S.ACTIVE for j in slow if j is not None])
     release.set()
+
+
+async def test_a_stopping_worker_reports_quiet_then_terminate(harness: Harness) -> None:
+    """Graceful-shutdown extension: the drain is announced at once (``state: quiet``), so the
+    server hands the worker nothing more; the last heartbeat says ``terminate``."""
+    h = harness
+    worker = h.worker(concurrency=1, grace_period=30)
+    started: list[str] = []
+    release = asyncio.Event()
+    worker.register("work.item", blocking_handler(started, release))
+    job = await h.client.enqueue("work.item")
+    assert job is not None
+    worker.start()
+    await eventually(lambda: started == [job.id])
+
+    async def reported() -> str | None:
+        record = await h.backend.get_worker(worker.worker_id)
+        return record.state if record else None
+
+    assert await reported() == "running"
+    assert worker.reported_state == "running"
+    stopping = asyncio.ensure_future(worker.stop())
+    await eventually(lambda: worker.state == "stopping")
+    assert worker.reported_state == "quiet"
+    for _ in range(50):
+        if await reported() == "quiet":
+            break
+        await asyncio.sleep(0.01)
+    assert await reported() == "quiet"
+    other = await h.client.enqueue("work.item")
+    assert other is not None
+    assert await h.service.fetch(["default"], worker_id=worker.worker_id) == []
+    release.set()
+    await stopping
+    assert await reported() == "terminate"
+    assert await h.state(other.id) is S.AVAILABLE

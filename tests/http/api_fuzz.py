@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,9 @@ async def seed(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, 
     """Create a job, a dead-letter job, a workflow, a cron entry and a worker, so that fuzzed
     paths also name things that exist; returns path parameters by route prefix."""
     v1 = "/ojs/v1"
+    # Fresh per run: a run on a shared store (NATS) may have told an earlier run's worker to
+    # terminate, and a terminated worker is handed no job (graceful-shutdown extension).
+    worker = f"seed-{uuid.uuid4().hex[:8]}"
 
     async def post(path: str, body: dict[str, Any]) -> Any:
         response = await client.post(v1 + path, json=body, headers=headers)
@@ -50,19 +54,21 @@ async def seed(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, 
         "/jobs",
         {"type": "seed.dead", "args": [], "queue": "seed-dead", "retry": {"max_attempts": 1}},
     )
-    [claimed] = (await post("/workers/fetch", {"queues": ["seed-dead"], "worker_id": "w1"}))["jobs"]
+    [claimed] = (await post("/workers/fetch", {"queues": ["seed-dead"], "worker_id": worker}))[
+        "jobs"
+    ]
     await post("/workers/nack", {"job_id": claimed["id"], "error": {"message": "x"}})
     workflow = await post("/workflows", {"type": "chain", "steps": [{"type": "seed.step"}]})
     cron = {"name": "seed-cron", "expression": "0 0 * * *", "job_template": {"type": "seed.cron"}}
     await post("/cron", cron)
-    await post("/workers/heartbeat", {"worker_id": "w1", "active_jobs": []})
+    await post("/workers/heartbeat", {"worker_id": worker, "active_jobs": []})
     return {
         "/ojs/v1/dead-letter": {"job_id": dead["job"]["id"]},
         "/ojs/v1/jobs": {"job_id": job},
         "/ojs/v1/workflows": {"workflow_id": workflow["workflow"]["id"]},
         "/ojs/v1/cron": {"name": "seed-cron"},
         "/ojs/v1/queues": {"name": "default"},
-        "/ojs/v1/admin/workers": {"worker_id": "w1"},
+        "/ojs/v1/admin/workers": {"worker_id": worker},
     }
 
 

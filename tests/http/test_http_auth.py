@@ -59,6 +59,8 @@ EXPECTED = {
     ("GET", "/ojs/v1/queues/{name}/stats"): {"producer", "worker"},
     ("POST", "/ojs/v1/queues/{name}/pause"): set(),
     ("POST", "/ojs/v1/queues/{name}/resume"): set(),
+    ("GET", "/ojs/v1/admin/queues/{name}/config"): set(),
+    ("PUT", "/ojs/v1/admin/queues/{name}/config"): set(),
     ("GET", "/ojs/v1/dead-letter"): set(),
     ("POST", "/ojs/v1/dead-letter/{job_id}/retry"): set(),
     ("DELETE", "/ojs/v1/dead-letter/{job_id}"): set(),

@@ -17,6 +17,7 @@ from .errors import (
     InvalidStateTransitionError,
     NotFoundError,
     OJSError,
+    QueueFullError,
     ValidationError,
 )
 from .middleware import MiddlewareChain
@@ -49,6 +50,7 @@ __all__ = [
     "NotFoundError",
     "OJSError",
     "Page",
+    "QueueFullError",
     "RetryPolicy",
     "Scheduler",
     "SystemClock",

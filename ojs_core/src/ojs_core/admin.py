@@ -26,6 +26,7 @@ from .envelope import validate_queue
 from .errors import ConflictError, NotFoundError, OJSError, UnsupportedError, ValidationError
 from .model import Job, QueueStats, WorkerInfo
 from .service import JobService
+from .shutdown import effective_state
 from .states import TERMINAL, JobState
 from .timeutil import parse_ts
 from .workflow import workflow_to_wire
@@ -323,9 +324,10 @@ class Admin:
     # -- workers --------------------------------------------------------------------------------
 
     def worker_state(self, worker: WorkerInfo) -> str:
-        """``running``, ``quiet``, ``terminate`` (its directive), or ``stale`` when silent."""
+        """``running``, ``quiet``, ``terminate`` (the stronger of what the worker reported in
+        its heartbeat and the directive it was given), or ``stale`` when silent."""
         horizon = self.service.now() - timedelta(seconds=self.worker_stale_after)
-        return "stale" if worker.last_seen < horizon else worker.directive
+        return "stale" if worker.last_seen < horizon else effective_state(worker)
 
     async def workers(self) -> list[WorkerInfo]:
         """Every known worker, most recently heard from first."""

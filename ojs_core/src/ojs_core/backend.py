@@ -27,7 +27,16 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from .model import CronJob, Event, Job, QueueInfo, QueueStats, WorkerInfo, Workflow
+from .model import (
+    Backpressure,
+    CronJob,
+    Event,
+    Job,
+    QueueInfo,
+    QueueStats,
+    WorkerInfo,
+    Workflow,
+)
 
 __all__ = [
     "ActivateFn",
@@ -41,6 +50,7 @@ __all__ = [
     "JobFilter",
     "JobFn",
     "Page",
+    "QueueBounds",
     "UniqueConflict",
     "Unsubscribe",
     "WorkflowListing",
@@ -359,4 +369,24 @@ class WorkflowListing(Protocol):
 
     async def list_workflows(self, limit: int, offset: int) -> tuple[list[Workflow], int]:
         """A page of workflow records, newest first, and how many there are in all."""
+        ...
+
+
+@runtime_checkable
+class QueueBounds(Protocol):
+    """Optional capability: per-queue bounds (the backpressure extension).
+
+    The bound is stored with the queue's other flags, so it holds for every process sharing
+    the store. :class:`~ojs_core.service.JobService` asks for it on every enqueue, so
+    :meth:`get_backpressure` must be cheap (a watched copy, as for pause flags, never a round
+    trip per call). The depth is read with :meth:`Backend.queue_stats`. Without the capability
+    queues are unbounded and the admin API answers 422 ``unsupported`` to a bound.
+    """
+
+    async def get_backpressure(self, queue: str) -> Backpressure | None:
+        """The queue's bound, or ``None`` when it has none."""
+        ...
+
+    async def set_backpressure(self, queue: str, bound: Backpressure | None) -> None:
+        """Store (``None``: remove) the queue's bound, creating the queue's record."""
         ...

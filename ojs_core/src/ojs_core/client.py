@@ -32,7 +32,15 @@ from .clock import Clock
 from .errors import OJSError, ValidationError
 from .ids import uuid7
 from .middleware import Middleware, MiddlewareChain
-from .model import CronJob, Job, QueueInfo, QueueStats, RetryPolicy, UniquePolicy
+from .model import (
+    Backpressure,
+    CronJob,
+    Job,
+    QueueInfo,
+    QueueStats,
+    RetryPolicy,
+    UniquePolicy,
+)
 from .service import JobService
 from .timeutil import format_duration, format_ts
 
@@ -265,8 +273,10 @@ class Client:
 
     Every method raises the same :class:`~ojs_core.errors.OJSError` subclasses the HTTP binding
     maps to status codes: :class:`~ojs_core.errors.ValidationError` for bad input,
-    :class:`~ojs_core.errors.NotFoundError`, :class:`~ojs_core.errors.DuplicateJobError`, and
-    so on. The backend must be open (``await backend.open()``) before the client is used.
+    :class:`~ojs_core.errors.NotFoundError`, :class:`~ojs_core.errors.DuplicateJobError`,
+    :class:`~ojs_core.errors.QueueFullError` when a bounded queue is full (backpressure; its
+    ``retry_after_s`` suggests when to try again), and so on. The backend must be open
+    (``await backend.open()``) before the client is used.
     """
 
     def __init__(
@@ -550,6 +560,33 @@ class Client:
     async def resume(self, queue: str) -> QueueInfo:
         """Resume a paused queue."""
         return await self.service.set_paused(queue, False)
+
+    async def set_queue_bound(
+        self,
+        queue: str,
+        *,
+        max_depth: int,
+        strategy: str = "reject",
+        warning_threshold: float = 0.8,
+        retry_after_s: int = 5,
+    ) -> Backpressure | None:
+        """Bound ``queue`` to ``max_depth`` waiting jobs (backpressure; 0 removes the bound):
+        enqueues that would exceed it raise :class:`~ojs_core.errors.QueueFullError`
+        (``strategy="block"`` lets an enqueue given time wait for room). Stored in the backend,
+        so every process sharing it enforces the bound."""
+        return await self.service.set_backpressure(
+            queue,
+            {
+                "max_depth": max_depth,
+                "strategy": strategy,
+                "warning_threshold": warning_threshold,
+                "retry_after_s": retry_after_s,
+            },
+        )
+
+    async def queue_bound(self, queue: str) -> Backpressure | None:
+        """``queue``'s bound, or ``None`` when it is unbounded."""
+        return await self.service.backpressure(queue)
 
     # -- dead letter ----------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ __all__ = [
     "NotFoundError",
     "OJSError",
     "PayloadTooLargeError",
+    "QueueFullError",
     "UnsupportedError",
     "ValidationError",
 ]
@@ -196,3 +197,48 @@ class BackendUnavailableError(OJSError):
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class QueueFullError(OJSError):
+    """An enqueue refused because the queue reached its bound (backpressure extension).
+
+    ``queue``, ``depth`` (the jobs the queue holds waiting, plus those being admitted) and
+    ``bound`` say which bound was hit; ``retry_after_s`` is the suggested wait. A batch is
+    refused whole; the error names the first of its queues (by name) found over its bound.
+    """
+
+    code = "queue_full"
+    status = 429
+    retryable = True
+
+    def __init__(
+        self,
+        queue: str,
+        depth: int,
+        bound: int,
+        *,
+        strategy: str = "reject",
+        retry_after_s: int = 5,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            f"Queue '{queue}' has reached its depth bound ({bound})",
+            details={"queue": queue, "depth": depth, "bound": bound, "strategy": strategy}
+            | (details or {}),
+        )
+        self.queue = queue
+        self.depth = depth
+        self.bound = bound
+        self.strategy = strategy
+        self.retry_after_s = retry_after_s
+        #: The spec's headers (ojs-backpressure.md §7.2), added by the HTTP binding.
+        self.headers = {"X-OJS-Queue-Depth": str(depth), "X-OJS-Queue-Bound": str(bound)}
+
+    def to_wire(self, request_id: str | None = None) -> dict[str, Any]:
+        """The wrapped body, with the spec's ``queue``, ``depth``, ``bound`` and ``strategy``
+        also at the top of the error object (§7.1), where the spec's clients look."""
+        body = super().to_wire(request_id)
+        body["error"].update(
+            queue=self.queue, depth=self.depth, bound=self.bound, strategy=self.strategy
+        )
+        return body

@@ -16,6 +16,7 @@ from .states import JobState
 
 __all__ = [
     "DEFAULT_UNIQUE_STATES",
+    "Backpressure",
     "Checkpoint",
     "CronJob",
     "Event",
@@ -264,6 +265,25 @@ class Event:
     seq: int = 0
 
 
+@attrs.frozen(kw_only=True)
+class Backpressure:
+    """A queue's bound (backpressure extension, :mod:`ojs_core.backpressure`).
+
+    ``max_depth`` is the most jobs the queue may hold waiting (``available``, ``scheduled``,
+    ``retryable`` and ``pending``); 0 means unbounded. ``strategy`` is ``reject`` (refuse at
+    once) or ``block`` (a request that sends ``OJS-Block-Timeout`` waits that long for room).
+    ``warning_threshold`` is the fill ratio from which successful enqueues carry the pressure
+    headers; ``retry_after_s`` is the ``Retry-After`` a refusal suggests. ``max_size_bytes``
+    is the spec's size bound: only 0 (none) is accepted, as no backend counts bytes per queue.
+    """
+
+    max_depth: int = 0
+    max_size_bytes: int = 0
+    strategy: str = "reject"
+    warning_threshold: float = 0.8
+    retry_after_s: int = 5
+
+
 @attrs.define(kw_only=True, slots=True)
 class QueueInfo:
     """A queue as listed: name, whether it is paused, when it was first seen."""
@@ -296,7 +316,11 @@ class WorkerInfo:
 
     worker_id: str
     last_seen: datetime
+    #: What the server asks of the worker (``running``, ``quiet``, ``terminate``).
     directive: str = "running"
+    #: What the worker last reported of itself (graceful-shutdown extension): ``running``,
+    #: ``quiet`` (shutting down: draining its jobs, fetching none) or ``terminate`` (gone).
+    state: str = "running"
     hostname: str | None = None
     pid: int | None = None
     queues: list[str] = attrs.field(factory=list)

@@ -21,7 +21,17 @@ import attrs
 
 from . import lifecycle
 from .activity import QueueActivity
-from .backend import Backend, ConflictFn, EventFilter, JobArrivals, JobFilter, JobFn, Page
+from .backend import (
+    Backend,
+    ConflictFn,
+    EventFilter,
+    JobArrivals,
+    JobFilter,
+    JobFn,
+    Page,
+    QueueBounds,
+)
+from .backpressure import Gate, Pressure, parse_backpressure
 from .clock import Clock, SystemClock
 from .cron import next_fire, parse_cron_request
 from .envelope import parse_enqueue, parse_retry, parse_worker_fields, validate_queue
@@ -32,12 +42,15 @@ from .errors import (
     NotFoundError,
     OJSError,
     PayloadTooLargeError,
+    QueueFullError,
+    UnsupportedError,
     ValidationError,
 )
 from .events import EVENT_PATTERN, job_event, make_event, started_event, transition_events
 from .ids import deterministic_uuid7
 from .limits import BatchTooLargeError, Limits, check_count
 from .model import (
+    Backpressure,
     CronJob,
     Event,
     Job,
@@ -53,6 +66,7 @@ from .ratelimit import RateLimiter
 from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
 from .schema_registry import SchemaRegistry
+from .shutdown import accepts_jobs, parse_worker_state
 from .states import JobState
 from .timeutil import format_ts
 from .tracing import JobTracer
@@ -97,6 +111,8 @@ class EnqueueOutcome:
     #: Schema registry warnings (``warn`` mode): the job was stored although its ``args``
     #: do not match its schema.
     warnings: tuple[str, ...] = ()
+    #: The job's queue's fill once it was admitted, when the queue has a bound.
+    pressure: Pressure | None = None
 
 
 @attrs.frozen
@@ -158,6 +174,8 @@ class JobService:
         self.tracer: JobTracer | None = None
         self.activity = QueueActivity()
         self.observers.add(self.activity.observe)
+        #: Admission into bounded queues (:mod:`ojs_core.backpressure`).
+        self.gate = Gate(backend, self.now, self._emit)
 
     def now(self) -> datetime:
         """The service clock's current time."""
@@ -246,18 +264,22 @@ class JobService:
 
         return check
 
-    async def enqueue(self, body: Any) -> EnqueueOutcome:
-        """Validate one enqueue request and store the job (PUSH)."""
-        now = self.now()
-        return await self.enqueue_job(parse_enqueue(body, now=now))
+    async def enqueue(self, body: Any, *, block_s: float = 0.0) -> EnqueueOutcome:
+        """Validate one enqueue request and store the job (PUSH).
 
-    async def enqueue_job(self, job: Job) -> EnqueueOutcome:
+        Into a full bounded queue, :class:`~ojs_core.errors.QueueFullError`; ``block_s`` is
+        how long a queue with the ``block`` strategy may be waited for (0: not at all)."""
+        now = self.now()
+        return await self.enqueue_job(parse_enqueue(body, now=now), block_s=block_s)
+
+    async def enqueue_job(self, job: Job, *, block_s: float = 0.0) -> EnqueueOutcome:
         """Store an already-parsed job, resolving unique-key conflicts by its policy."""
-        outcomes = await self._insert([self._prepare(job)])
+        outcomes = await self._insert([self._prepare(job)], block_s)
         return outcomes[0]
 
-    async def enqueue_batch(self, bodies: Any) -> list[EnqueueOutcome]:
-        """Validate every job first, then store all of them atomically (or none)."""
+    async def enqueue_batch(self, bodies: Any, *, block_s: float = 0.0) -> list[EnqueueOutcome]:
+        """Validate every job first, then store all of them atomically (or none): a batch
+        that does not fit in a bounded queue is refused whole (``QueueFullError``)."""
         if not isinstance(bodies, list) or not bodies:
             raise ValidationError("must be a non-empty array", path="jobs")
         if len(bodies) > self.limits.max_batch_jobs:
@@ -272,14 +294,15 @@ class JobService:
                 if exc.path:
                     exc.details.setdefault("field", exc.path)
                 raise
-        return await self._insert(jobs)
+        return await self._insert(jobs, block_s)
 
-    async def _insert(self, jobs: list[Job]) -> list[EnqueueOutcome]:
+    async def _insert(self, jobs: list[Job], block_s: float = 0.0) -> list[EnqueueOutcome]:
         warnings = await self.schemas.check(jobs)
+        store = functools.partial(self._store_new, block_s=block_s)
         if self.tracer is not None:
-            outcomes: list[EnqueueOutcome] = await self.tracer.enqueue(jobs, self._store_new)
+            outcomes: list[EnqueueOutcome] = await self.tracer.enqueue(jobs, store)
         else:
-            outcomes = await self._store_new(jobs)
+            outcomes = await store(jobs)
         if any(warnings):
             outcomes = [
                 attrs.evolve(o, warnings=tuple(w)) if w else o
@@ -287,18 +310,23 @@ class JobService:
             ]
         return outcomes
 
-    async def _store_new(self, jobs: list[Job]) -> list[EnqueueOutcome]:
+    async def _store_new(self, jobs: list[Job], block_s: float = 0.0) -> list[EnqueueOutcome]:
         results: dict[int, EnqueueOutcome] = {}
         pending = dict(enumerate(jobs))
         for _ in range(8):
             now = self.now()
             order = sorted(pending)
-            conflicts = await self.backend.insert_jobs(
-                [pending[i] for i in order], self._conflict_fn(now)
-            )
+            batch = [pending[i] for i in order]
+            # Admitted around the insert only: the reservation ends once the jobs are stored
+            # (and so counted), and a retry after a unique conflict is admitted again.
+            async with self.gate.admit(batch, block_s) as pressures:
+                conflicts = await self.backend.insert_jobs(batch, self._conflict_fn(now))
             if not conflicts:
+                by_queue = {p.queue: p for p in pressures}
                 for i in order:
-                    results[i] = EnqueueOutcome(pending[i], True)
+                    results[i] = EnqueueOutcome(
+                        pending[i], True, pressure=by_queue.get(pending[i].queue)
+                    )
                     await self._after(None, pending[i], now)
                 return [results[i] for i in range(len(jobs))]
             for conflict in conflicts:
@@ -383,7 +411,12 @@ class JobService:
         while True:
             self._job_arrived.clear()
             mark = await arrivals.arrivals_mark(queues) if arrivals is not None and wait_ms else 0
-            jobs = await self._claim_shielded(queues, count, worker_id, visibility_ms)
+            if worker_id is not None and not accepts_jobs(await self.backend.get_worker(worker_id)):
+                # Quiet or terminating (graceful shutdown, ojs_core.shutdown): no job, but the
+                # long-poll is still honoured, so a client that fetches anyway does not spin.
+                jobs = []
+            else:
+                jobs = await self._claim_shielded(queues, count, worker_id, visibility_ms)
             remaining = deadline - self.clock.now().timestamp()
             if jobs or remaining <= 0:
                 return jobs
@@ -494,6 +527,7 @@ class JobService:
         """BEAT: record the worker, extend its jobs' visibility, return its directive."""
         check_count(len(active_jobs), self.limits.max_heartbeat_jobs, "active_jobs", "job ids")
         fields = parse_worker_fields(info or {})  # refused before anything is changed
+        fields["state"] = parse_worker_state((info or {}).get("state"))
         now = self.now()
         extended: list[str] = []
         requested: str | None = None
@@ -600,6 +634,22 @@ class JobService:
         validate_queue(queue, "queue")
         return self.activity.fill(await self.backend.queue_stats(queue), self.now())
 
+    async def backpressure(self, queue: str) -> Backpressure | None:
+        """The queue's bound (backpressure extension), or ``None`` when it is unbounded."""
+        validate_queue(queue, "queue")
+        return await self.gate.bound(queue)
+
+    async def set_backpressure(self, queue: str, raw: Any) -> Backpressure | None:
+        """Set a queue's bound from the admin API's ``backpressure`` object (``None`` or
+        ``max_depth: 0`` removes it); 422 ``unsupported`` on a backend that cannot store it."""
+        validate_queue(queue, "queue")
+        bound = parse_backpressure(raw)
+        backend = self.backend
+        if not isinstance(backend, QueueBounds):
+            raise UnsupportedError(f"the {backend.name} backend does not support queue bounds")
+        await backend.set_backpressure(queue, bound)
+        return bound
+
     async def set_paused(self, queue: str, paused: bool) -> QueueInfo:
         """Pause (enqueue still accepted, nothing fetched) or resume a queue."""
         validate_queue(queue, "queue")
@@ -623,7 +673,8 @@ class JobService:
             max_depth=self.limits.max_workflow_depth,
         )
         jobs = [self._prepare(j) for j in jobs]
-        await self.backend.insert_workflow(workflow, jobs)
+        async with self.gate.admit(jobs):
+            await self.backend.insert_workflow(workflow, jobs)
         events = [
             make_event(
                 "workflow.started",
@@ -814,6 +865,8 @@ class JobService:
             try:
                 await self.enqueue(body)
                 fired = True
+            except QueueFullError:
+                skip_reason = "queue_full"  # the tick is skipped, not retried every pass
             except DuplicateJobError:
                 # Another replica fired this tick (same deterministic id): record its job too,
                 # so whichever replica advances the entry keeps last_job_id and run_count right.
@@ -843,6 +896,7 @@ class JobService:
         }
         if skip_reason:
             data["reason"] = skip_reason
+        if skip_reason == "overlap_skip":
             data["active_job_id"] = cron.last_job_id
         kind = "cron.triggered" if skip_reason is None else "cron.skipped"
         await self._emit([make_event(kind, now, data, subject=cron.name)])

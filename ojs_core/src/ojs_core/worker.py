@@ -20,7 +20,9 @@ the OJS worker protocol (ojs-worker-protocol.md):
   :meth:`Worker.install_signal_handlers`) stops fetching, lets the jobs in flight finish for up
   to ``grace_period`` seconds while still heartbeating, then cancels the handlers still running
   and requeues their jobs (``nack`` with ``requeue: true``): nothing is lost and the interrupted
-  attempt is not counted.
+  attempt is not counted. Each heartbeat reports the worker's own ``state`` (graceful-shutdown
+  extension): ``quiet`` from the moment shutdown begins (announced at once, so the server hands
+  this worker no job) and ``terminate`` in the last one.
 
 Times (heartbeat interval, grace period, error back-off) run on the worker's
 :class:`~ojs_core.clock.Clock`, so tests can drive them with a
@@ -285,6 +287,8 @@ class Worker:
         self._state = "new"
         self._directive = "running"
         self._stop_requested = False
+        #: Set for the last heartbeat, sent once every job in flight is settled.
+        self._terminated = False
         self._grace: float | None = None
         self._changed = asyncio.Event()
         self._force = asyncio.Event()
@@ -334,6 +338,15 @@ class Worker:
         return self._directive
 
     @property
+    def reported_state(self) -> str:
+        """What the heartbeat reports (graceful-shutdown extension): ``running``; ``quiet``
+        from the moment shutdown begins (no more fetches; the jobs in flight drain);
+        ``terminate`` in the last heartbeat, once they are settled."""
+        if self._terminated:
+            return "terminate"
+        return "quiet" if self._stop_requested else "running"
+
+    @property
     def active_jobs(self) -> list[str]:
         """Ids of the jobs in flight."""
         return list(self._inflight)
@@ -376,12 +389,16 @@ class Worker:
             if current is not None and current.cancelling():
                 self._force.set()
             try:
+                # Announce the quiet phase at once (graceful shutdown §5.1): the server then
+                # hands this worker no job, whichever replica it asks.
+                await self._beat_safely()
                 await self._drain()
             finally:
                 if heartbeats is not None:
                     heartbeats.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await heartbeats
+                self._terminated = True
                 await self._beat_safely()  # report that no job is in flight any more
                 self.remove_signal_handlers()
                 self._state = "stopped"
@@ -699,6 +716,7 @@ class Worker:
             "pid": os.getpid(),
             "queues": list(self.queues),
             "concurrency": self.concurrency,
+            "state": self.reported_state,
         }
         if self.labels:
             info["labels"] = dict(self.labels)

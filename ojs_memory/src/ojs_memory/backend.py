@@ -32,7 +32,16 @@ from ojs_core.backend import (
 from ojs_core.errors import DuplicateJobError, NotFoundError
 from ojs_core.events import event_type_matches
 from ojs_core.lifecycle import timer_deadline
-from ojs_core.model import CronJob, Event, Job, QueueInfo, QueueStats, WorkerInfo, Workflow
+from ojs_core.model import (
+    Backpressure,
+    CronJob,
+    Event,
+    Job,
+    QueueInfo,
+    QueueStats,
+    WorkerInfo,
+    Workflow,
+)
 from ojs_core.schema_registry import SchemaRecord
 from ojs_core.states import JobState
 
@@ -68,6 +77,7 @@ class MemoryBackend:
         self._timer_key: dict[str, datetime] = {}
         self._unique: dict[str, str] = {}
         self._queues: dict[str, QueueInfo] = {"default": QueueInfo(name="default")}
+        self._bounds: dict[str, Backpressure] = {}
         self._counts: dict[str, Counter[JobState]] = {}
         self._dead: dict[str, None] = {}
         self._workflows: dict[str, Workflow] = {}
@@ -265,6 +275,19 @@ class MemoryBackend:
         info = QueueInfo(name=queue, paused=paused, created_at=info.created_at)
         self._queues[queue] = info
         return info
+
+    async def get_backpressure(self, queue: str) -> Backpressure | None:
+        """The queue's bound (the :class:`~ojs_core.backend.QueueBounds` capability)."""
+        return self._bounds.get(queue)
+
+    async def set_backpressure(self, queue: str, bound: Backpressure | None) -> None:
+        """Store or remove the queue's bound; the queue is listed from then on."""
+        if queue not in self._queues:
+            self._queues[queue] = QueueInfo(name=queue)
+        if bound is None:
+            self._bounds.pop(queue, None)
+        else:
+            self._bounds[queue] = bound
 
     async def queue_stats(self, queue: str) -> QueueStats:
         """Counts kept incrementally by :meth:`_store`: no scan."""

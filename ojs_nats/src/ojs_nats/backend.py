@@ -27,6 +27,7 @@ Errors are mapped to :class:`~ojs_core.errors.BackendUnavailableError` at this e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -46,7 +47,16 @@ from ojs_core.backend import (
     UniqueConflict,
     Unsubscribe,
 )
-from ojs_core.model import CronJob, Event, Job, QueueInfo, QueueStats, WorkerInfo, Workflow
+from ojs_core.model import (
+    Backpressure,
+    CronJob,
+    Event,
+    Job,
+    QueueInfo,
+    QueueStats,
+    WorkerInfo,
+    Workflow,
+)
 from ojs_core.schema_registry import SchemaRecord
 
 from . import names, provision
@@ -66,6 +76,9 @@ from .stats import Counters, EventLog
 from .timers import Timers
 
 __all__ = ["MIN_SERVER_VERSION", "NatsBackend"]
+
+#: How long closing waits for the counters' last flush.
+CLOSE_FLUSH_S = 2.0
 
 
 class NatsBackend:
@@ -154,7 +167,12 @@ class NatsBackend:
         await self.mirror.start()
 
     async def close(self) -> None:
-        """Drain the connection and stop the embedded server, if any."""
+        """Flush the counters, drain the connection and stop the embedded server, if any."""
+        if self.conn.is_open and self.conn.connected:
+            # The last few milliseconds of transitions: without them queue stats, and the
+            # depth that bounded queues are checked against, would stay off after a restart.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.counters.settle(), CLOSE_FLUSH_S)
         self.conn.closing = True  # a reset announced meanwhile must not start watchers again
         await self.mirror.stop()
         self.timers.drop_pull()
@@ -262,6 +280,17 @@ class NatsBackend:
         if not paused:
             await self.arrivals.notify([queue])
         return info
+
+    @guard
+    async def get_backpressure(self, queue: str) -> Backpressure | None:
+        """The queue's bound (:class:`~ojs_core.backend.QueueBounds`), from the watched copy
+        of ``OJS_QUEUES``: every replica enforces a bound any replica set."""
+        return await self.queues.backpressure(queue)
+
+    @guard
+    async def set_backpressure(self, queue: str, bound: Backpressure | None) -> None:
+        """Store the queue's bound in its ``OJS_QUEUES`` record, by compare-and-swap."""
+        await self.queues.set_backpressure(queue, bound)
 
     @guard
     async def queue_stats(self, queue: str) -> QueueStats:

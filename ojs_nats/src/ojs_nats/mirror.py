@@ -30,6 +30,8 @@ log = logging.getLogger("ojs.nats")
 _WATCH_RESTART_S = 0.2
 #: How long a cron listing waits for the watcher's initial values.
 CRON_SYNC_WAIT_S = 10.0
+#: How long a bound lookup waits for them before it reads the record instead.
+QUEUE_SYNC_WAIT_S = 2.0
 
 
 class Mirror:
@@ -50,6 +52,7 @@ class Mirror:
         #: behind this replica's own writes cannot bring an older version back.
         self._crons: dict[str, tuple[CronJob | None, int]] = {}
         self._crons_synced = asyncio.Event()
+        self._queues_synced = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
         #: Tells this replica's own control messages from other replicas'.
@@ -85,8 +88,11 @@ class Mirror:
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
         self._crons_synced.clear()
+        self._queues_synced.clear()
         self._tasks = [
-            loop.create_task(self._watch(names.QUEUES_BUCKET, self._on_queue_entry, None)),
+            loop.create_task(
+                self._watch(names.QUEUES_BUCKET, self._on_queue_entry, self._queues_synced)
+            ),
             loop.create_task(
                 self._watch(names.CRON_BUCKET, self._on_cron_entry, self._crons_synced)
             ),
@@ -134,6 +140,17 @@ class Mirror:
             self.queues[name] = QUEUE.decode(value)
         else:
             self.queues.pop(name, None)
+
+    async def queues_synced(self) -> bool:
+        """Whether :attr:`queues` holds every queue record (the watcher delivered the initial
+        values), waiting a little for it after a start; ``False`` if it did not come."""
+        if self._queues_synced.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._queues_synced.wait(), QUEUE_SYNC_WAIT_S)
+        except TimeoutError:
+            return False
+        return True
 
     # -- cron ------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import attrs
 import nats.js.errors
 
-from ojs_core.model import QueueInfo
+from ojs_core.model import Backpressure, QueueInfo
 from ojs_core.timeutil import format_ts
 
 from . import names
@@ -109,6 +109,26 @@ class Queues:
             ),
         )
         return record.info(queue)
+
+    async def backpressure(self, queue: str) -> Backpressure | None:
+        """The queue's bound from the watched copy: no round trip, which matters because every
+        enqueue asks (a read only while the watcher has not delivered the bucket yet)."""
+        if await self.mirror.queues_synced():
+            record = self.mirror.queues.get(queue)
+        else:
+            record = await self.record(queue)
+        return record.backpressure if record is not None else None
+
+    async def set_backpressure(self, queue: str, bound: Backpressure | None) -> None:
+        """Store the queue's bound; every replica's watcher sees it within milliseconds."""
+        await self.update(
+            queue,
+            lambda r: (
+                None
+                if r.backpressure == bound and r.created_at
+                else attrs.evolve(r, backpressure=bound)
+            ),
+        )
 
     def paused(self, queue: str) -> bool:
         """The watched pause flag."""

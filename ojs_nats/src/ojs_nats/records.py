@@ -28,7 +28,7 @@ from nats.js.kv import KeyValue
 from ojs_core import jsonio
 from ojs_core.codec import converter, job_from_dict, job_to_wire
 from ojs_core.errors import BackendUnavailableError, ConflictError, NotFoundError
-from ojs_core.model import CronJob, Job, QueueInfo, WorkerInfo, Workflow
+from ojs_core.model import Backpressure, CronJob, Job, QueueInfo, WorkerInfo, Workflow
 from ojs_core.timeutil import parse_ts
 
 from . import names
@@ -97,11 +97,13 @@ def _sorted_priorities(values: Sequence[int]) -> tuple[int, ...]:
 @attrs.frozen
 class QueueRecord:
     """What ``OJS_QUEUES`` holds per queue: the pause flag, the priority levels in use
-    (highest first; each has a ready consumer), and when the queue was first seen."""
+    (highest first; each has a ready consumer), when the queue was first seen, and its bound
+    (backpressure extension; watched by every replica, as the pause flag is)."""
 
     paused: bool = False
     priorities: tuple[int, ...] = attrs.field(default=(), converter=_sorted_priorities)
     created_at: str | None = None
+    backpressure: Backpressure | None = None
 
     def info(self, name: str) -> QueueInfo:
         """The queue as listed."""

@@ -68,21 +68,30 @@ class Counters:
         if not wait:
             await asyncio.sleep(FLUSH_DELAY_S)
         deltas, self._deltas = self._deltas, {}
-        with contextlib.suppress(Exception):
-            for subject, delta in deltas.items():
-                if not delta:
-                    continue
-                headers = {names.INCR: f"{delta:+d}"}
-                if wait:  # acknowledged: a read that follows sees it
-                    await publish(self.conn.js, subject, b"", headers=headers)
-                else:
-                    await self.conn.nc.publish(subject, b"", headers=headers)
+
+        async def add(subject: str, delta: int) -> None:
+            headers = {names.INCR: f"{delta:+d}"}
+            with contextlib.suppress(Exception):
+                await publish(self.conn.js, subject, b"", headers=headers)
+
+        # Acknowledged (concurrently): once a flush returns, a read sees its deltas. A read
+        # must see this replica's own transitions: the backpressure check reads the depth
+        # right after the inserts it admitted.
+        await asyncio.gather(*(add(s, d) for s, d in deltas.items() if d))
+
+    async def settle(self) -> None:
+        """Make this replica's transitions so far visible to reads: wait for the flush in
+        progress (whose deltas are no longer pending), then flush what is left."""
+        task = self._flush_task
+        if task is not None and not task.done():
+            await asyncio.shield(task)
+        if self._deltas:
+            await self._flush(wait=True)
 
     async def counts(self, queue: str) -> dict[JobState, int]:
         """Per-state counts of one queue: one direct read per state, no scan. This
         replica's own transitions are flushed first, so they are visible."""
-        if self._deltas:
-            await self._flush(wait=True)
+        await self.settle()
         js = self.conn.js
 
         async def read(state: JobState) -> int:

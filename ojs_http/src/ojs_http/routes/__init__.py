@@ -10,6 +10,7 @@ from . import (
     cron,
     jobs,
     progress,
+    queue_config,
     queues,
     schema_registry,
     stream,
@@ -37,4 +38,5 @@ def routes(*, enable_reset: bool) -> list[BaseRoute]:
         *ws.routes,
         *admin.routes,
         *schema_registry.routes,
+        *queue_config.routes,
     ]

@@ -21,6 +21,7 @@ from ojs_core.admin import (
     parse_states,
 )
 from ojs_core.backend import Page
+from ojs_core.backpressure import backpressure_to_wire
 from ojs_core.codec import cron_to_wire
 from ojs_core.errors import ValidationError
 from ojs_core.model import Job, QueueStats, WorkerInfo
@@ -139,7 +140,8 @@ async def get_queue(request: Request) -> Response:
     svc = service(request)
     stats_ = await svc.queue_stats(request.path_params["name"])
     body = _queue(stats_)
-    body["configuration"] = {}
+    bound = await svc.backpressure(stats_.name)
+    body["configuration"] = {"backpressure": backpressure_to_wire(bound)}
     return json_response(request, body)
 
 
@@ -340,6 +342,7 @@ def _worker(adm: Admin, worker: WorkerInfo) -> dict[str, Any]:
         "hostname": worker.hostname,
         "pid": worker.pid,
         "state": adm.worker_state(worker),
+        "reported_state": worker.state,
         "directive": worker.directive,
         "queues": list(worker.queues),
         "concurrency": worker.concurrency,

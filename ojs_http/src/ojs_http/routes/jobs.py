@@ -8,8 +8,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ojs_core import jsonio
+from ojs_core.backpressure import Pressure
 from ojs_core.errors import PayloadTooLargeError, ValidationError
 from ojs_core.limits import BatchTooLargeError
+from ojs_core.service import EnqueueOutcome
 
 from .. import schemas as S
 from ..responses import json_response, read_json
@@ -39,20 +41,53 @@ def _check_size(request: Request, envelope: object, index: int | None = None) ->
         )
 
 
+def _block_timeout(request: Request) -> float:
+    """``OJS-Block-Timeout`` (seconds, backpressure §5.2): how long an enqueue into a full
+    queue whose strategy is ``block`` may wait; capped at the fetch long-poll ceiling, so no
+    request holds a connection longer than the server allows any request to wait."""
+    raw = request.headers.get("ojs-block-timeout")
+    if raw is None or not raw.strip():
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also NaN
+        raise ValidationError("must be a number of seconds >= 0", path="headers.OJS-Block-Timeout")
+    settings: HttpSettings = request.app.state.settings
+    return min(value, settings.max_wait_ms / 1000)
+
+
+def _pressure_headers(outcomes: list[EnqueueOutcome]) -> dict[str, str]:
+    """The warning headers (backpressure §7.3) of the most pressed queue over its warning
+    threshold; none when every queue is below it (or unbounded)."""
+    pressures: list[Pressure] = [o.pressure for o in outcomes if o.pressure is not None]
+    warned = [p for p in pressures if p.warning]
+    if not warned:
+        return {}
+    top = max(warned, key=lambda p: p.ratio)
+    return {
+        "X-OJS-Queue-Depth": str(top.depth),
+        "X-OJS-Queue-Bound": str(top.bound),
+        "X-OJS-Queue-Pressure": f"{top.ratio:.2f}",
+    }
+
+
 async def enqueue(request: Request) -> Response:
     """PUSH one job: 201 and ``Location``; 200 with ``deduplicated`` for a unique ``ignore``."""
     settings: HttpSettings = request.app.state.settings
     body = await read_json(request)
     if request.state.body_size > settings.max_envelope_bytes:
         _check_size(request, body)
-    outcome = await service(request).enqueue(body)
+    outcome = await service(request).enqueue(body, block_s=_block_timeout(request))
     body_out: dict[str, Any] = {"job": wire(outcome.job)}
     if outcome.warnings:
         body_out["warnings"] = list(outcome.warnings)  # the schema registry's warn mode
+    headers = _pressure_headers([outcome])
     if not outcome.created:
-        return json_response(request, {**body_out, "deduplicated": True}, 200)
-    location = prefixed(request, f"/ojs/v1/jobs/{outcome.job.id}")
-    return json_response(request, body_out, 201, {"Location": location})
+        return json_response(request, {**body_out, "deduplicated": True}, 200, headers)
+    headers["Location"] = prefixed(request, f"/ojs/v1/jobs/{outcome.job.id}")
+    return json_response(request, body_out, 201, headers)
 
 
 async def enqueue_batch(request: Request) -> Response:
@@ -66,14 +101,16 @@ async def enqueue_batch(request: Request) -> Response:
         raise BatchTooLargeError(len(jobs), maximum)
     for i, envelope in enumerate(jobs):
         _check_size(request, envelope, i)
-    outcomes = await service(request).enqueue_batch(jobs)
+    outcomes = await service(request).enqueue_batch(jobs, block_s=_block_timeout(request))
     out = [
         wire(o.job)
         | ({} if o.created else {"deduplicated": True})
         | ({"warnings": list(o.warnings)} if o.warnings else {})
         for o in outcomes
     ]
-    return json_response(request, {"jobs": out, "count": len(out)}, 201)
+    return json_response(
+        request, {"jobs": out, "count": len(out)}, 201, _pressure_headers(outcomes)
+    )
 
 
 async def get_job(request: Request) -> Response:

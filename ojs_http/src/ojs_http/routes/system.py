@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from ojs_core.backend import EventFilter
+from ojs_core.backend import Backend, EventFilter, QueueBounds
+from ojs_core.backpressure import STRATEGIES
 from ojs_core.codec import event_to_wire
 from ojs_core.errors import OJSError
 
@@ -57,12 +58,33 @@ _OFFICIAL: list[dict[str, str]] = [
         "endpoint": "POST /ojs/v1/jobs/{id}/checkpoint",
     },
     {
+        "name": "graceful-shutdown",
+        "uri": "urn:ojs:ext:graceful-shutdown",
+        "version": "1.0.0-rc.1",
+        "endpoint": "POST /ojs/v1/workers/heartbeat",
+    },
+    {
         "name": "admin-api",
         "uri": "urn:ojs:ext:admin-api",
         "version": "1.0.0-rc.1",
         "endpoint": "GET /ojs/v1/admin/stats",
     },
 ]
+
+
+def _backpressure(backend: Backend) -> list[dict[str, Any]]:
+    """The backpressure extension, declared only where the backend stores queue bounds."""
+    if not isinstance(backend, QueueBounds):
+        return []
+    return [
+        {
+            "name": "backpressure",
+            "uri": "urn:ojs:ext:backpressure",
+            "version": "1.0.0-rc.1",
+            "endpoint": "PUT /ojs/v1/admin/queues/{name}/config",
+            "strategies": list(STRATEGIES),
+        }
+    ]
 
 
 async def manifest(request: Request) -> Response:
@@ -72,7 +94,7 @@ async def manifest(request: Request) -> Response:
     backend = svc.backend.name
     registry = svc.schemas
     validating = registry.available and registry.mode != "off"
-    official = list(_OFFICIAL)
+    official = [*_OFFICIAL, *_backpressure(svc.backend)]
     if registry.available:
         official.append(
             {

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from ojs_core.envelope import parse_job_error
 from ojs_core.errors import OJSError, ValidationError
 from ojs_core.logcontext import bind
+from ojs_core.shutdown import effective_state
 from ojs_core.timeutil import format_ts
 
 from .. import schemas as S
@@ -183,6 +184,8 @@ async def list_workers(request: Request) -> Response:
             "workers": [
                 {
                     "worker_id": w.worker_id,
+                    "state": effective_state(w),
+                    "reported_state": w.state,
                     "directive": w.directive,
                     "last_seen": format_ts(w.last_seen),
                     "active_jobs": w.active_jobs,
@@ -205,7 +208,7 @@ async def set_directive(request: Request) -> Response:
 
 
 _WORKER = S.obj(
-    {"worker_id": S.STR, "directive": S.STR},
+    {"worker_id": S.STR, "state": S.STR, "directive": S.STR},
     {"last_seen": S.TS, "active_jobs": {"type": ["array", "integer", "null"]}},
 )
 
@@ -283,7 +286,14 @@ routes = [
             "Extend active jobs and read the worker's directive",
             body=S.obj(
                 {"worker_id": {"type": "string", "minLength": 1, "maxLength": 256}},
-                {"active_jobs": S.array(S.STR), "visibility_timeout_ms": S.INT},
+                {
+                    "active_jobs": S.array(S.STR),
+                    "visibility_timeout_ms": S.INT,
+                    "state": {
+                        "type": "string",
+                        "enum": ["running", "quiet", "draining", "terminate"],
+                    },
+                },
             ),
             responses={200: S.HEARTBEAT},
         ),

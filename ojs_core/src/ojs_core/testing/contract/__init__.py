@@ -13,8 +13,9 @@ every state), :mod:`.claiming` (order, pause, exclusivity under races), :mod:`.t
 :mod:`.uniqueness`, :mod:`.dead_letter`, :mod:`.workflows`, :mod:`.cron`, :mod:`.batches`
 (atomic inserts), :mod:`.events`, :mod:`.names` (queue names and worker ids as opaque
 strings), :mod:`.validation` (input refused before anything is stored), :mod:`.retention` (finished
-records removed when their retention ends), :mod:`.progress` (progress reports and durable
-checkpoints on the job record) and :mod:`.protocol`
+records removed when their retention ends), :mod:`.flow` (bounded queues and draining
+workers), :mod:`.progress` (progress reports and durable checkpoints on the job record) and
+:mod:`.protocol`
 (compare-and-swap, reads, listings, claims, queues, workers, health, reset). Select a topic
 with ``-k``, e.g. ``-k TestTimeouts``.
 """
@@ -26,6 +27,7 @@ from .claiming import TestClaimExclusivity, TestClaimOrder, TestPause
 from .cron import TestCron, TestCronRecords
 from .dead_letter import TestDeadLetter
 from .events import TestEventFeed, TestEvents
+from .flow import TestBackpressure, TestDrainingWorkers
 from .names import TestNames
 from .progress import TestCheckpoints, TestProgress
 from .protocol import (
@@ -45,6 +47,7 @@ from .validation import TestValidation
 from .workflows import TestWorkflowRecords, TestWorkflows
 
 __all__ = [
+    "TestBackpressure",
     "TestBatchEnqueue",
     "TestCheckpoints",
     "TestClaimExclusivity",
@@ -54,6 +57,7 @@ __all__ = [
     "TestCron",
     "TestCronRecords",
     "TestDeadLetter",
+    "TestDrainingWorkers",
     "TestEventFeed",
     "TestEvents",
     "TestExpiry",

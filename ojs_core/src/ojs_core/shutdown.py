@@ -1,0 +1,47 @@
+"""Worker states of the graceful-shutdown extension (``ojs-graceful-shutdown.md``).
+
+A worker reports its own state with each heartbeat (``state``): ``running``; ``quiet`` from
+the moment it begins to shut down (it fetches no more and drains the jobs it holds; the spec's
+quiet and drain phases); ``terminate`` in its final heartbeat. The server also sends a
+*directive* (``running``, ``quiet``, ``terminate``) that an operator sets. A worker is handed
+no job while either says anything but ``running`` (spec §5.1: "the backend MUST NOT assign new
+jobs to a quiet worker"): :func:`accepts_jobs`, checked by every fetch that names a worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ValidationError
+from .model import WorkerInfo
+
+__all__ = ["WORKER_STATES", "accepts_jobs", "effective_state", "parse_worker_state"]
+
+#: The states a worker may report, weakest first.
+WORKER_STATES = ("running", "quiet", "terminate")
+#: The spec's second shutdown phase is "drain"; a worker may name it, and is quiet then.
+_ALIASES = {"draining": "quiet"}
+_STRENGTH = {state: rank for rank, state in enumerate(WORKER_STATES)}
+
+
+def parse_worker_state(raw: Any, path: str = "state") -> str:
+    """The state a heartbeat reports. Absent means ``running``: a worker that does not speak
+    the extension (the official SDKs) is running whenever it heartbeats, and a worker id
+    reused by a new process must not stay quiet because its predecessor said so."""
+    if raw is None:
+        return "running"
+    if isinstance(raw, str):
+        state = _ALIASES.get(raw, raw)
+        if state in _STRENGTH:
+            return state
+    raise ValidationError("must be running, quiet (or draining) or terminate", path=path)
+
+
+def effective_state(worker: WorkerInfo) -> str:
+    """The stronger of what the worker reported and what the server asked of it."""
+    return max((worker.state, worker.directive), key=lambda s: _STRENGTH.get(s, 0))
+
+
+def accepts_jobs(worker: WorkerInfo | None) -> bool:
+    """Whether a fetch by this worker may be handed jobs (an unknown worker may)."""
+    return worker is None or effective_state(worker) == "running"
