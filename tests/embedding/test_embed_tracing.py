@@ -188,3 +188,32 @@ async def test_over_http_the_traceparent_header_parents_the_enqueue_span(
     assert untraced.json()["job"]["meta"]["traceparent"].split("-")[1] != (
         "0af7651916cd43dd8448eb211c80319c"
     )
+
+
+async def test_a_malformed_tracestate_neither_fails_the_enqueue_nor_strands_the_run(
+    harness: Harness, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    # OpenTelemetry's propagator raises on a non-string tracestate; tracing must not turn a
+    # client's odd meta into a failed enqueue or a job that stays active.
+    provider, spans = exporter
+    instrument(harness.service, provider)
+    sdk = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    job = await harness.client.enqueue("odd", [], meta={"traceparent": sdk, "tracestate": 5})
+    assert job is not None
+    other = await harness.client.enqueue("odd", [], meta={"traceparent": sdk, "tracestate": [None]})
+    assert other is not None
+    worker = harness.worker()
+
+    @worker.handler("odd")
+    async def odd(ctx: JobContext) -> str:
+        return "ran"
+
+    worker.start()
+
+    async def both_done() -> bool:
+        states = [await harness.state(j) for j in (job.id, other.id)]
+        return states == [JobState.COMPLETED, JobState.COMPLETED]
+
+    await eventually(both_done, what="both jobs completed")
+    await worker.stop()
+    assert len([s for s in spans.get_finished_spans() if s.name == "default process"]) == 2

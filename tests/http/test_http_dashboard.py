@@ -272,6 +272,27 @@ async def test_login_never_redirects_off_the_dashboard(target: str) -> None:
         assert response.headers["Location"] == "/ojs/admin"
 
 
+async def test_behind_a_proxy_that_rewrites_host_the_https_origin_decides_secure() -> None:
+    # nginx's proxy_pass http://127.0.0.1:8080 sends Host: 127.0.0.1:8080 for a page the
+    # browser loaded over https: the Origin says https, so the cookie is Secure.
+    async with serve(ApiKeys.load(KEYS), base_url="http://127.0.0.1:8080") as client:
+        response = await client.post(
+            "/ojs/admin/login",
+            data={"key": ADMIN_KEY},
+            headers={"Sec-Fetch-Site": "same-origin", "Origin": "https://ojs.example.com"},
+        )
+        assert response.status_code == 303
+        assert "Secure" in response.headers["set-cookie"]
+
+
+async def test_a_login_form_with_extra_fields_is_a_400_not_a_500() -> None:
+    async with serve(ApiKeys.load(KEYS)) as client:
+        fields = {"key": ADMIN_KEY, **{f"f{i}": "x" for i in range(6)}}
+        response = await client.post("/ojs/admin/login", data=fields, headers={"Origin": ORIGIN})
+        assert response.status_code == 400
+        assert "set-cookie" not in response.headers
+
+
 async def test_an_oversized_login_form_is_refused() -> None:
     async with serve(ApiKeys.load(KEYS)) as client:
         response = await client.post(
@@ -453,8 +474,9 @@ async def test_neither_the_key_nor_the_cookie_is_logged(caplog: pytest.LogCaptur
 def test_the_session_format() -> None:
     secret = key_digest("k")
     value = session.issue(secret, 60, now=1000)
-    version, kid, expiry, _ = value.split(".")
-    assert (version, kid, expiry) == ("v1", session.key_id(secret), "1060")
+    version, expiry, mac = value.split(".")
+    assert (version, expiry, len(mac)) == ("v2", "1060", 43)
+    assert secret.hex()[:16] not in value  # it names no key
     assert session.verify(value, [secret], 60, now=1059)
     assert not session.verify(value, [secret], 60, now=1060)
     assert not session.verify(value, [key_digest("other")], 60, now=1000)
@@ -495,3 +517,29 @@ async def test_under_a_mount_prefix_every_url_and_the_cookie_path_follow_it() ->
         assert (await client.get("/jobs-api/ojs/admin/static/app.js")).status_code == 200
         manifest = await client.get("/jobs-api/ojs/manifest", headers={"X-OJS-Dashboard": "1"})
         assert manifest.status_code == 200
+
+
+def test_malformed_cookies_are_no_session_not_a_500() -> None:
+    secret = key_digest("k")
+    good = session.issue(secret, 60, now=1000)
+    _, expiry, mac = good.split(".")
+    for value in (
+        f"v2.{'²' * 4}.{mac}",  # a Unicode digit: int() refuses it
+        f"v2.{expiry}.{'é' * 43}",  # non-ASCII: compare_digest raises on str
+        f"v2.{expiry}.{mac}=",
+        f"v1.{expiry}.{mac}",
+    ):
+        assert not session.verify(value, [secret], 60, now=1000), value
+
+
+def test_a_session_needs_the_slow_derivation_to_forge() -> None:
+    # The cookie is signed with PBKDF2(sha256(key)), not sha256(key) itself: a cookie does not
+    # let a fast hash of a guessed key be checked against it.
+    import base64
+    import hashlib
+    import hmac
+
+    secret = key_digest("admin2024")
+    value = session.issue(secret, 60, now=1000)
+    fast = hmac.new(secret, b"ojs-session|1060", hashlib.sha256).digest()
+    assert base64.urlsafe_b64encode(fast).rstrip(b"=").decode() not in value

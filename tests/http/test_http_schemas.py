@@ -199,3 +199,76 @@ async def test_a_job_naming_its_schema_uri_is_checked_against_it() -> None:
         assert named.status_code == 201, named.text
         latest = await client.post(f"{V1}/jobs", json={"type": "t", "args": ["a"]})
         error_of(latest, 422)  # checked against 2.0.0, the latest
+
+
+# -- hostile schemas (each failed before ojs_core.json_schema) ------------------------------
+
+
+async def test_a_deleted_and_reregistered_schema_is_the_one_checked() -> None:
+    async with serve(schema_validation="strict") as (_, client):
+        ints = {"type": "array", "prefixItems": [{"type": "integer"}]}
+        strings = {"type": "array", "prefixItems": [{"type": "string"}]}
+        await _register(client, job_type="t", version="1.0.0", schema=ints)
+        error_of(await client.post(f"{V1}/jobs", json={"type": "t", "args": ["x"]}), 422)
+        assert (await client.delete(f"{V1}/schemas/t/1.0.0")).status_code == 200
+        assert (
+            await _register(client, job_type="t", version="1.0.0", schema=strings)
+        ).status_code == 201
+        assert (
+            await client.post(f"{V1}/jobs", json={"type": "t", "args": ["x"]})
+        ).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("schema", "reason"),
+    [
+        ({"$ref": "http://169.254.169.254/latest/meta-data"}, "points outside"),
+        ({"$ref": "#/$defs/missing"}, "cannot be evaluated"),
+        ({"$ref": "#"}, "recurse"),
+        ({"type": "string", "pattern": "(a)\\1"}, "not supported (RE2)"),
+    ],
+)
+async def test_schemas_that_fetch_loop_or_backtrack_are_refused(
+    schema: dict[str, Any], reason: str
+) -> None:
+    async with serve() as (_, client):
+        err = error_of(await _register(client, job_type="t", version="1.0.0", schema=schema), 400)
+        assert reason in err["message"], err
+
+
+async def test_a_deeply_nested_schema_is_a_400_not_a_500() -> None:
+    nested: dict[str, Any] = {"type": "array"}
+    for _ in range(150):
+        nested = {"allOf": [nested]}
+    async with serve() as (_, client):
+        err = error_of(await _register(client, job_type="t", version="1.0.0", schema=nested), 400)
+        assert "deeper" in err["message"]
+
+
+async def test_a_catastrophic_pattern_runs_in_linear_time() -> None:
+    # ^(a+)+$ on "aaaa...!" takes exponential time with Python's re; RE2 answers at once.
+    schema = {"type": "array", "items": {"type": "string", "pattern": "^(a+)+$"}}
+    async with serve(schema_validation="strict") as (_, client):
+        assert (
+            await _register(client, job_type="t", version="1.0.0", schema=schema)
+        ).status_code == 201
+        refused = await client.post(f"{V1}/jobs", json={"type": "t", "args": ["a" * 5000 + "!"]})
+        assert error_of(refused, 422)["details"]["validation_errors"][0]["path"] == "args[0]"
+
+
+async def test_an_oversized_version_is_a_400() -> None:
+    async with serve() as (_, client):
+        body = {"job_type": "t", "version": "1.0." + "9" * 5000, "schema": {}}
+        err = error_of(await client.post(f"{V1}/schemas", json=body), 400)
+        assert err["details"]["validation_errors"][0]["path"] == "version"
+
+
+async def test_a_job_naming_an_unregistered_version_is_not_checked_against_another() -> None:
+    async with serve(schema_validation="strict") as (_, client):
+        await _register(
+            client, job_type="t", version="2.0.0", schema={"type": "array", "maxItems": 0}
+        )
+        old = await client.post(
+            f"{V1}/jobs", json={"type": "t", "args": [1], "meta": {"version": "1.0.0"}}
+        )
+        assert old.status_code == 201, old.text

@@ -12,7 +12,8 @@ its type's latest version. What a mismatch does is the registry's mode:
 Registering a version that breaks the previous one (a required field added, a field removed or
 retyped, a constraint narrowed, ``additionalProperties`` closed) without a major bump is
 refused with the breaking changes listed (§8). Validation uses the ``jsonschema`` library
-(draft 2020-12): ``pip install "ojs-core[schemas]"``.
+(draft 2020-12) made safe against hostile schemas (:mod:`ojs_core.json_schema`: no remote
+``$ref``, bounded depth, RE2 patterns): ``pip install "ojs-core[schemas]"``.
 
 Schemas are read through a per-process cache that is refreshed at most every
 ``cache_s`` seconds (2 by default): a schema registered through another replica applies here
@@ -30,6 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from .errors import ConflictError, NotFoundError, OJSError, UnsupportedError, ValidationError
+from .json_schema import args_problems, compile_validator, schema_problem
 from .model import Job
 from .timeutil import format_ts, parse_ts
 
@@ -46,6 +48,8 @@ __all__ = [
 MODES = ("strict", "warn", "off")
 #: The largest schema document accepted, in bytes of its JSON text.
 MAX_SCHEMA_BYTES = 256 * 1024
+#: The longest version string (SemVer sets no bound; huge numbers cost time to compare).
+MAX_VERSION_CHARS = 64
 _SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?"
@@ -193,7 +197,7 @@ class SchemaRegistry:
         self.cache_s = cache_s
         self._cached: list[SchemaRecord] | None = None
         self._read_at = 0.0
-        self._validators: dict[str, Any] = {}
+        self._validators: dict[tuple[str, datetime, str], Any] = {}
 
     @property
     def available(self) -> bool:
@@ -214,8 +218,9 @@ class SchemaRegistry:
         return self._cached
 
     def forget(self) -> None:
-        """Drop the cached records (the next read goes to the store)."""
+        """Drop the cached records (the next read goes to the store) and validators."""
         self._cached = None
+        self._validators.clear()
 
     # -- registration ----------------------------------------------------------------------
 
@@ -245,7 +250,11 @@ class SchemaRegistry:
         if not isinstance(job_type, str) or not 0 < len(job_type) <= 255:
             raise ValidationError("must be a job type (1-255 characters)", path="job_type")
         version = body.get("version")
-        if not isinstance(version, str) or _SEMVER.match(version) is None:
+        if (
+            not isinstance(version, str)
+            or len(version) > MAX_VERSION_CHARS
+            or _SEMVER.match(version) is None
+        ):
             raise ValidationError("must be a SemVer version such as 1.0.0", path="version")
         schema = body.get("schema")
         if not isinstance(schema, Mapping):
@@ -257,7 +266,7 @@ class SchemaRegistry:
             raise ValidationError(
                 f"must be at most {MAX_SCHEMA_BYTES} bytes of JSON", path="schema"
             )
-        problem = _schema_problem(schema)
+        problem = schema_problem(schema)
         if problem is not None:
             raise ValidationError(f"is not a valid JSON Schema: {problem}", path="schema")
         uri = body.get("uri") or f"urn:ojs:schema:{job_type}:{version}"
@@ -357,35 +366,15 @@ class SchemaRegistry:
         return out
 
     def _problems(self, record: SchemaRecord, args: Any) -> list[dict[str, str]]:
-        validator = self._validators.get(record.uri)
+        # Keyed by the record's identity, not its URI alone: a URI deleted and registered
+        # again with another schema must not be checked against the old one.
+        key = (record.uri, record.created_at, record.version)
+        validator = self._validators.get(key)
         if validator is None:
-            from jsonschema import Draft202012Validator
-
-            validator = self._validators[record.uri] = Draft202012Validator(record.schema)
-        problems = []
-        for error in sorted(validator.iter_errors(args), key=lambda e: list(e.absolute_path)):
-            path = "args" + "".join(
-                f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path
-            )
-            problems.append({"path": path, "message": error.message})
-            if len(problems) >= 20:
-                break
-        return problems
-
-
-def _schema_problem(schema: Mapping[str, Any]) -> str | None:
-    try:
-        from jsonschema import Draft202012Validator
-        from jsonschema.exceptions import SchemaError
-    except ImportError:  # pragma: no cover - the extra is missing
-        raise UnsupportedError(
-            'the schema registry needs jsonschema: pip install "ojs-core[schemas]"'
-        ) from None
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        return str(exc.message)
-    return None
+            if len(self._validators) > 4 * max(len(self._cached or ()), 64):
+                self._validators.clear()  # records deleted elsewhere leave theirs behind
+            validator = self._validators[key] = compile_validator(record.schema)
+        return args_problems(validator, args)
 
 
 def _latest(records: Sequence[SchemaRecord]) -> SchemaRecord | None:
@@ -398,7 +387,7 @@ def _schema_for(job: Job, records: Sequence[SchemaRecord]) -> SchemaRecord | Non
     same_type = [r for r in records if r.job_type == job.type]
     version = job.extra.get("version", job.meta.get("version"))
     if isinstance(version, str):
-        exact = [r for r in same_type if r.version == version]
-        if exact:
-            return exact[0]
+        # A version nobody registered checks nothing: another version's schema would refuse
+        # jobs that were never meant for it.
+        return next((r for r in same_type if r.version == version), None)
     return _latest(same_type)

@@ -25,6 +25,9 @@ Attributes: ``messaging.system`` (``ojs``), ``messaging.operation.type`` (``publ
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
     from .service import JobService
 
 __all__ = ["JobTracer", "instrument"]
+
+log = logging.getLogger("ojs.tracing")
 
 #: The instrumentation scope's name.
 SCOPE = "ojs"
@@ -66,15 +71,40 @@ class JobTracer:
 
     async def enqueue(self, jobs: list[Job], store: Callable[[list[Job]], Awaitable[Any]]) -> Any:
         """Run ``store(jobs)`` inside one ``PRODUCER`` span per job, each job carrying its
-        span's context in ``meta`` (unless the client put a ``traceparent`` there)."""
+        span's context in ``meta`` (unless the client put a ``traceparent`` there). Tracing
+        never fails an enqueue: if it breaks, the jobs are stored untraced."""
+        from opentelemetry import trace
+
+        try:
+            spans, stamped = self._start_enqueue(jobs)
+        except Exception:
+            log.warning("tracing the enqueue failed; storing untraced", exc_info=True)
+            return await store(jobs)
+        try:
+            result = await store(stamped)
+        except BaseException as exc:
+            for span in spans:
+                with contextlib.suppress(Exception):
+                    _failed(span, type(exc).__name__, str(exc))
+                    span.end()
+            raise
+        for span, job in zip(spans, stamped, strict=True):
+            with contextlib.suppress(Exception):
+                span.set_attribute("ojs.job.state", job.state.value)
+                span.set_status(trace.StatusCode.OK)
+                span.end()
+        return result
+
+    def _start_enqueue(self, jobs: list[Job]) -> tuple[list[Span], list[Job]]:
         from opentelemetry import context, propagate, trace
 
         spans: list[Span] = []
         stamped: list[Job] = []
         for job in jobs:
             parent = None
-            if not trace.get_current_span().get_span_context().is_valid and _has_trace(job):
-                parent = propagate.extract(job.meta)  # the SDK's enqueue span
+            carrier = _carrier(job)
+            if carrier and not trace.get_current_span().get_span_context().is_valid:
+                parent = propagate.extract(carrier)  # the SDK's enqueue span
             span = self._tracer.start_span(
                 f"{job.queue} enqueue",
                 context=parent,
@@ -82,63 +112,74 @@ class JobTracer:
                 attributes=_attributes(job, "publish"),
             )
             spans.append(span)
-            if _has_trace(job):
+            if carrier:
                 stamped.append(job)
                 continue
-            carrier: dict[str, str] = {}
+            injected: dict[str, str] = {}
             propagate.inject(
-                carrier, context=trace.set_span_in_context(span, context.get_current())
+                injected, context=trace.set_span_in_context(span, context.get_current())
             )
-            stamped.append(attrs.evolve(job, meta={**job.meta, **carrier}))
-        try:
-            result = await store(stamped)
-        except BaseException as exc:
-            for span in spans:
-                _failed(span, type(exc).__name__, str(exc))
-                span.end()
-            raise
-        for span, job in zip(spans, stamped, strict=True):
-            span.set_attribute("ojs.job.state", job.state.value)
-            span.set_status(trace.StatusCode.OK)
-            span.end()
-        return result
+            stamped.append(attrs.evolve(job, meta={**job.meta, **injected}))
+        return spans, stamped
 
     @contextmanager
     def process(self, job: Job, worker_id: str) -> Iterator[Callable[[JobError | None], None]]:
         """The ``CONSUMER`` span of one run, current while the handler runs. Yields a function
-        to call with the run's error (``None`` for success)."""
+        to call with the run's error (``None`` for success). Tracing never fails a run: if the
+        span cannot be started, the run goes on untraced."""
+        with contextlib.ExitStack() as stack:
+            try:
+                span = stack.enter_context(self._process_span(job, worker_id))
+            except Exception:
+                log.warning("tracing job %s failed; running it untraced", job.id, exc_info=True)
+                yield _untraced
+                return
+            yield functools.partial(_outcome, span, job)
+
+    def _process_span(self, job: Job, worker_id: str) -> Any:
         from opentelemetry import propagate, trace
 
         links = []
-        if _has_trace(job):
-            linked = trace.get_current_span(propagate.extract(job.meta)).get_span_context()
+        carrier = _carrier(job)
+        if carrier:
+            linked = trace.get_current_span(propagate.extract(carrier)).get_span_context()
             if linked.is_valid:
                 links.append(trace.Link(linked))
         attributes = _attributes(job, "process")
         attributes["ojs.job.attempt"] = job.attempt
         attributes["ojs.worker.id"] = worker_id
-        with self._tracer.start_as_current_span(
+        return self._tracer.start_as_current_span(
             f"{job.queue} process",
             kind=trace.SpanKind.CONSUMER,
             links=links,
             attributes=attributes,
             record_exception=False,
             set_status_on_exception=False,
-        ) as span:
-
-            def outcome(error: JobError | None) -> None:
-                if error is None:
-                    span.set_attribute("ojs.job.state", "completed")
-                    span.set_status(trace.StatusCode.OK)
-                else:
-                    _failed(span, error.type or error.code, error.message)
-                    span.set_attribute("ojs.job.error.attempt", error.attempt or job.attempt)
-
-            yield outcome
+        )
 
 
-def _has_trace(job: Job) -> bool:
-    return isinstance(job.meta.get("traceparent"), str)
+def _untraced(error: JobError | None) -> None:
+    """The outcome function of a run whose span could not be started."""
+
+
+def _outcome(span: Span, job: Job, error: JobError | None) -> None:
+    from opentelemetry import trace
+
+    with contextlib.suppress(Exception):
+        if error is None:
+            span.set_attribute("ojs.job.state", "completed")
+            span.set_status(trace.StatusCode.OK)
+        else:
+            _failed(span, error.type or error.code, error.message)
+            span.set_attribute("ojs.job.error.attempt", error.attempt or job.attempt)
+
+
+def _carrier(job: Job) -> dict[str, str]:
+    """The job's W3C trace context from ``meta``: string values only (a client's ``5`` or
+    ``[null]`` must not reach the propagator, which raises on them)."""
+    if not isinstance(job.meta.get("traceparent"), str):
+        return {}
+    return {k: v for k in ("traceparent", "tracestate") if isinstance(v := job.meta.get(k), str)}
 
 
 def _attributes(job: Job, operation: str) -> dict[str, Any]:

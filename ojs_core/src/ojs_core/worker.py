@@ -619,6 +619,9 @@ class Worker:
         try:
             try:
                 ok, value = await self._traced_invoke(ctx)
+            except Exception as exc:  # not the handler's (its errors are values): ours
+                log.exception("job %s: running it failed in %s", job.id, self.worker_id)
+                ok, value = False, _error_from_exception(exc)
             except asyncio.CancelledError:
                 entry.phase = "settling"
                 reason = entry.cancel_reason

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -240,9 +240,18 @@ def _secure(request: Request) -> bool:
         return mode == "always"
     if request.url.scheme == "https":
         return True
+    # The browser's Origin says how the user reached us; the Host may be a proxy's rewrite
+    # (nginx's proxy_pass http://127.0.0.1:8080 sends that Host for an https:// page).
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        parts = urlsplit(origin)
+        if parts.scheme != "http":
+            return True
+        host = (parts.hostname or "").lower()
+    else:
+        host = (request.url.hostname or "").strip("[]").lower()
     # Plain HTTP: a Secure cookie would never come back, which is right on a public address
     # (use TLS) and only in the way on a developer's http://localhost.
-    host = (request.url.hostname or "").strip("[]").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return False
     try:
@@ -265,7 +274,10 @@ async def login(request: Request) -> Response:
     body = await _read_limited(request)
     if body is None:
         return _html(_login_page(request, error="The form is too large."), 413)
-    fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
+    except ValueError:  # more fields than the form has
+        return _html(_login_page(request, error="The form is not this page's form."), 400)
     key = (fields.get("key") or [""])[0].strip()
     next_path = _safe_next((fields.get("next") or [""])[0])
     keys: ApiKeys = request.app.state.session_keys

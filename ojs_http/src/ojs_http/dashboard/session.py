@@ -1,11 +1,14 @@
 """Stateless dashboard sessions: an admin API key logs in once, a signed cookie follows.
 
-The cookie is ``v1.<key_id>.<expiry>.<mac>``: ``key_id`` names the admin key that logged in
-(a hash of its digest, which tells nothing about the key), ``expiry`` is a Unix time, and
-``mac`` is ``HMAC-SHA256(sha256(key), "ojs-session|key_id|expiry")``. Nothing is stored on the
-server, so a cookie issued by one process is valid on every replica and ``--workers N``
-sibling that holds the same keys; removing the key (and ``SIGHUP``) ends its sessions, and a
-session never outlives its expiry (12 h by default).
+The cookie is ``v2.<expiry>.<mac>``: ``expiry`` is a Unix time and ``mac`` is
+``HMAC-SHA256(k, "ojs-session|expiry")`` where ``k`` is PBKDF2-SHA256 (100,000 rounds, a fixed
+salt) of the admin key's digest. The cookie names no key (the server tries each admin key), and
+the slow derivation makes a stolen cookie a poor oracle for guessing the key offline: each
+guess costs 100,000 hash rounds instead of two (``v1`` cookies carried a fast hash of the key;
+they are no longer accepted). Nothing is stored on the server, so a cookie issued by one
+process is valid on every replica and ``--workers N`` sibling that holds the same keys;
+removing the key (and ``SIGHUP``) ends its sessions, and a session never outlives its expiry
+(12 h by default).
 
 A cookie authorises only what the dashboard needs (the admin API and the reads it shows) and
 only for the dashboard's own requests: a cross-site page can neither read those answers (no
@@ -17,8 +20,10 @@ change anything. ``SameSite=Strict`` keeps browsers from sending the cookie cros
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -34,7 +39,6 @@ __all__ = [
     "SAFE_METHODS",
     "cookie_accepted",
     "issue",
-    "key_id",
     "same_origin",
     "session_roles",
     "verify",
@@ -62,41 +66,51 @@ _DASHBOARD_READS = frozenset(
 _NEVER = frozenset({"/ojs/v1/admin/reset"})
 
 
-def key_id(secret: bytes) -> str:
-    """A short public name of the key whose digest is ``secret`` (a one-way hash of it)."""
-    return hashlib.sha256(b"ojs-session-key-id|" + secret).hexdigest()[:16]
+#: Rounds of PBKDF2 between an admin key's digest and the key that signs its sessions.
+_ROUNDS = 100_000
+_SALT = b"ojs-dashboard-session-v2"
+_COOKIE_SHAPE = re.compile(r"v2\.([0-9]{1,12})\.([A-Za-z0-9_-]{43})")
 
 
-def _mac(secret: bytes, kid: str, expiry: int) -> str:
-    digest = hmac.new(secret, f"ojs-session|{kid}|{expiry}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+@functools.lru_cache(maxsize=256)
+def _signing_key(secret: bytes) -> bytes:
+    """The key sessions of the admin key with digest ``secret`` are signed with (slow once,
+    then cached: the server derives it for its own keys only)."""
+    return hashlib.pbkdf2_hmac("sha256", secret, _SALT, _ROUNDS)
+
+
+def _mac(secret: bytes, expiry: int) -> bytes:
+    digest = hmac.new(
+        _signing_key(secret), f"ojs-session|{expiry}".encode(), hashlib.sha256
+    ).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=")
 
 
 def issue(secret: bytes, ttl_s: int, now: float | None = None) -> str:
     """A cookie value for the key whose digest is ``secret``, valid for ``ttl_s`` seconds."""
     expiry = int(now if now is not None else time.time()) + ttl_s
-    kid = key_id(secret)
-    return f"v1.{kid}.{expiry}.{_mac(secret, kid, expiry)}"
+    return f"v2.{expiry}.{_mac(secret, expiry).decode('ascii')}"
 
 
 def verify(value: str, secrets: Iterable[bytes], ttl_s: int, now: float | None = None) -> bool:
     """Whether ``value`` is an unexpired session signed with one of ``secrets``.
 
     An expiry further ahead than ``ttl_s`` (plus clock skew) is refused too, so a lifetime
-    shortened by configuration applies to sessions already issued.
+    shortened by configuration applies to sessions already issued. Anything not shaped like a
+    cookie this server issues (other characters, other lengths) is simply not a session.
     """
-    parts = value.split(".")
-    if len(parts) != 4 or parts[0] != "v1" or not parts[2].isdigit() or len(parts[2]) > 12:
+    shape = _COOKIE_SHAPE.fullmatch(value)
+    if shape is None:
         return False
-    _, kid, raw_expiry, mac = parts
-    expiry = int(raw_expiry)
+    expiry = int(shape.group(1))
+    mac = shape.group(2).encode("ascii")
     current = now if now is not None else time.time()
     if not current < expiry <= current + ttl_s + _SKEW_S:
         return False
     ok = False
     for secret in secrets:
         # Every candidate is checked, so the time taken does not tell which one matched.
-        if key_id(secret) == kid and hmac.compare_digest(_mac(secret, kid, expiry), mac):
+        if hmac.compare_digest(_mac(secret, expiry), mac):
             ok = True
     return ok
 

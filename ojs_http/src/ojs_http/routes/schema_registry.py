@@ -14,7 +14,7 @@ from ojs_core.schema_registry import SchemaRecord, SchemaRegistry, semver_key
 
 from .. import schemas as S
 from ..responses import json_response, read_json
-from ..routing import ADMIN, ANY_ROLE, PRODUCER, Doc, Param, route
+from ..routing import ADMIN, ANY_ROLE, Doc, Param, route
 from ._common import pagination, query_int, service
 
 __all__ = ["routes"]
@@ -143,7 +143,7 @@ routes = [
         "POST",
         "/ojs/v1/schemas",
         register,
-        PRODUCER,
+        ADMIN,
         Doc("Register a schema", body=_REGISTRATION, responses={201: _ONE}),
     ),
     route(
@@ -160,7 +160,7 @@ routes = [
         "DELETE",
         "/ojs/v1/schemas/{job_type}/{version}",
         delete_version,
-        PRODUCER,
+        ADMIN,
         Doc("Delete a schema version", responses={200: _ONE}),
     ),
     route(
@@ -174,7 +174,7 @@ routes = [
         "DELETE",
         "/ojs/v1/schemas/{ref:path}",
         delete_schema,
-        PRODUCER,
+        ADMIN,
         Doc("Delete a schema by URI", responses={200: _ONE}),
     ),
     route(
