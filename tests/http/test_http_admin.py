@@ -13,6 +13,7 @@ import pytest
 from admin_support import seed_queue
 from test_http_binding import UNKNOWN_ID, V1, error_of, serve
 
+from ojs_core.errors import ConflictError
 from ojs_core.states import JobState
 from ojs_http import HttpSettings, create_app
 from ojs_http.auth import ApiKeys
@@ -152,6 +153,7 @@ async def test_bulk_actions_need_confirm_and_report_each_job(client: httpx.Async
         "succeeded": 3,
         "failed": 0,
         "errors": [],
+        "errors_truncated": False,
     }
     mixed = await client.post(
         f"{A}/jobs/bulk/retry", json={"filter": {"queue": "mail"}, "confirm": True}
@@ -282,3 +284,53 @@ async def test_workflows_newest_first_and_cron_toggle(client: httpx.AsyncClient)
     off = await client.patch(f"{A}/cron/nightly", json={"enabled": False})
     assert off.json()["cron"]["enabled"] is False
     error_of(await client.patch(f"{A}/cron/nightly", json={"enabled": "no"}), 400)
+
+
+async def test_a_bulk_filter_with_an_unknown_key_changes_nothing(client: httpx.AsyncClient) -> None:
+    await seed_queue(client)
+    typo = await client.post(
+        f"{A}/jobs/bulk/cancel", json={"filter": {"queu": "mail"}, "confirm": True}
+    )
+    assert _field(error_of(typo, 400)) == "filter.queu"
+    wildcard = await client.post(
+        f"{A}/jobs/bulk/cancel", json={"filter": {"type": "mail.*"}, "confirm": True}
+    )
+    assert _field(error_of(wildcard, 400)) == "filter.type"
+    assert (await _get(client, "/jobs", state="available"))["pagination"]["total"] == 3
+
+
+async def test_bulk_time_bounds_select_by_creation(client: httpx.AsyncClient) -> None:
+    await seed_queue(client)
+    # Every seeded job was created now: "until 2000" matches none of them (the spec's own
+    # example of a bulk delete), "since 2000" matches all the completed ones.
+    none = await client.post(
+        f"{A}/jobs/bulk/delete",
+        json={"filter": {"state": "completed", "until": "2000-01-01T00:00:00Z"}, "confirm": True},
+    )
+    assert (none.json()["matched"], none.json()["succeeded"]) == (0, 0)
+    assert (await _get(client, "/jobs", state="completed"))["pagination"]["total"] == 1
+    some = await client.post(
+        f"{A}/jobs/bulk/delete",
+        json={"filter": {"state": "completed", "since": "2000-01-01T00:00:00Z"}, "confirm": True},
+    )
+    assert some.json()["succeeded"] == 1
+    error_of(await client.get(f"{A}/jobs", params={"since": "2000-01-01T00:00:00Z"}), 400)
+
+
+async def test_a_bulk_change_leaves_a_job_that_left_the_filter() -> None:
+    # A bulk cancel lists the available jobs, then a worker claims one before the cancel
+    # reaches it: the cancel re-checks the filter in its compare-and-swap and refuses it.
+    from ojs_core.admin import JobQuery
+
+    async with serve() as (app, client):
+        seeded = await seed_queue(client)
+        service = app.state.service
+        query = JobQuery(state=JobState.AVAILABLE, queue="mail")
+        (claimed,) = await service.fetch(["mail"], count=1, worker_id="w-race")
+        assert claimed.id == seeded["available"][0]
+        with pytest.raises(ConflictError):
+            await service.cancel(claimed.id, only_if=query.matches)
+        assert (await service.get(claimed.id)).state is JobState.ACTIVE
+        (done,) = [seeded["completed"]]
+        with pytest.raises(ConflictError):
+            await service.revive(done, only_if=JobQuery(queue="other").matches)

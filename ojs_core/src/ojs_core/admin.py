@@ -58,11 +58,26 @@ BULK_ACTIONS = ("retry", "cancel", "delete")
 
 @attrs.frozen(kw_only=True)
 class JobQuery:
-    """A validated job filter: ``None`` means any."""
+    """A validated job filter: ``None`` means any. ``since``/``until`` bound ``created_at``
+    (bulk filters only: listings page through the backend's order, which they would break)."""
 
     state: JobState | None = None
     queue: str | None = None
     type: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def matches(self, job: Job) -> bool:
+        """Whether ``job`` (as it is now) is one this filter selects."""
+        return (
+            (self.state is None or job.state is self.state)
+            and (self.queue is None or job.queue == self.queue)
+            and (self.type is None or job.type == self.type)
+            and (
+                self.since is None or (job.created_at is not None and job.created_at >= self.since)
+            )
+            and (self.until is None or (job.created_at is not None and job.created_at < self.until))
+        )
 
     def to_filter(self, *, dead_letter: bool | None = None, limit: int, offset: int) -> JobFilter:
         """The backend's :class:`JobFilter` for one page."""
@@ -76,9 +91,28 @@ class JobQuery:
         )
 
 
-def parse_job_query(source: Mapping[str, Any], path: str = "") -> JobQuery:
+#: The keys a bulk request's ``filter`` may have.
+FILTER_KEYS = frozenset({"state", "queue", "type", "since", "until"})
+
+
+def parse_job_query(source: Mapping[str, Any], path: str = "", *, bulk: bool = False) -> JobQuery:
     """A :class:`JobQuery` from query parameters or a bulk request's ``filter`` object; 400
-    naming the field when a value is malformed (``path`` prefixes the field name)."""
+    naming the field when a value is malformed (``path`` prefixes the field name).
+
+    A bulk filter (``bulk=True``) may also bound ``created_at`` with ``since``/``until``, and
+    any other key is refused: a misspelt key must not widen a bulk change to every job.
+    """
+    if bulk:
+        for key in source:
+            if key not in FILTER_KEYS:
+                raise ValidationError(
+                    f"unknown filter key; use {', '.join(sorted(FILTER_KEYS))}", path=path + key
+                )
+    elif source.get("since") or source.get("until"):
+        raise ValidationError(
+            "time bounds apply to bulk filters only; page through the listing instead",
+            path="since" if source.get("since") else "until",
+        )
     state = source.get("state") or None
     if state is not None:
         try:
@@ -91,9 +125,28 @@ def parse_job_query(source: Mapping[str, Any], path: str = "") -> JobQuery:
     if queue is not None:
         queue = validate_queue(queue, path + "queue")
     kind = source.get("type") or None
-    if kind is not None and (not isinstance(kind, str) or len(kind) > 255):
-        raise ValidationError("must be a string of at most 255 characters", path=path + "type")
-    return JobQuery(state=state, queue=queue, type=kind)
+    if kind is not None and (not isinstance(kind, str) or len(kind) > 255 or "*" in kind):
+        raise ValidationError(
+            "must be an exact job type (at most 255 characters; no wildcards)", path=path + "type"
+        )
+    return JobQuery(
+        state=state,
+        queue=queue,
+        type=kind,
+        since=_bound(source.get("since"), path + "since"),
+        until=_bound(source.get("until"), path + "until"),
+    )
+
+
+def _bound(raw: Any, path: str) -> datetime | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ValidationError("must be an RFC 3339 timestamp", path=path)
+    try:
+        return parse_ts(raw)
+    except ValueError:
+        raise ValidationError("must be an RFC 3339 timestamp", path=path) from None
 
 
 @attrs.frozen(kw_only=True)
@@ -212,10 +265,13 @@ class Admin:
                 path="filter.state",
             )
         jobs, matched = await self._collect(query, dead_letter=dead_letter)
+        # Each change re-checks the filter in its own compare-and-swap: a job that left the
+        # filter since it was listed (a worker claimed it, say) is refused, not changed.
+        still = query.matches
         act: Callable[[Job], Awaitable[object]] = {
-            "retry": lambda j: self.service.revive(j.id),
-            "cancel": lambda j: self.service.cancel(j.id),
-            "delete": self._delete,
+            "retry": lambda j: self.service.revive(j.id, only_if=still),
+            "cancel": lambda j: self.service.cancel(j.id, only_if=still),
+            "delete": lambda j: self._delete(j, still),
         }[action]
         errors = await _each(jobs, act)
         return BulkOutcome(
@@ -226,29 +282,40 @@ class Admin:
             errors=errors,
         )
 
-    async def _delete(self, job: Job) -> None:
+    async def _delete(self, job: Job, still: Callable[[Job], bool] | None = None) -> None:
         if job.state not in TERMINAL:
             raise ValidationError(
                 f"Job '{job.id}' is {job.state.value}; only terminal jobs can be deleted"
             )
-        if not await self.service.backend.delete_job(job.id, only_if=_terminal):
+
+        def deletable(current: Job) -> bool:
+            return _terminal(current) and (still is None or still(current))
+
+        if not await self.service.backend.delete_job(job.id, only_if=deletable):
             raise NotFoundError("job", job.id)
 
     async def _collect(self, query: JobQuery, *, dead_letter: bool) -> tuple[list[Job], int]:
-        """Up to :attr:`bulk_limit` matching jobs, newest first, and how many match in all."""
+        """Up to :attr:`bulk_limit` matching jobs, newest first, and how many match in all
+        (exact when every match was read; the backend's count for the filter otherwise)."""
         jobs: list[Job] = []
-        total = 0
+        total = offset = 0
         while len(jobs) < self.bulk_limit:
             flt = query.to_filter(
                 dead_letter=True if dead_letter else None,
                 limit=min(_COLLECT_PAGE, self.bulk_limit - len(jobs)),
-                offset=len(jobs),
+                offset=offset,
             )
             page = await self.service.backend.list_jobs(flt)
             total = max(total, page.total)
-            jobs.extend(page.items)
+            # The backend's filter is trusted for paging only: each job is checked again, so a
+            # backend that ignores a criterion (or the time bounds it has no index for) can
+            # never widen a bulk change.
+            jobs.extend(
+                j for j in page.items if query.matches(j) and (not dead_letter or j.dead_letter)
+            )
             if len(page.items) < flt.limit:
-                break
+                return jobs, len(jobs)  # every match was read
+            offset += len(page.items)
         return jobs, max(total, len(jobs))
 
     # -- dead letter ---------------------------------------------------------------------------

@@ -380,9 +380,13 @@ class JobService:
             await self._after(before, after, now)
         return before, after
 
-    async def cancel(self, job_id: str) -> tuple[Job, Job]:
-        """CANCEL a non-terminal job; 409 for terminal ones."""
-        return await self._transition(job_id, lifecycle.cancel)
+    async def cancel(
+        self, job_id: str, *, only_if: Callable[[Job], bool] | None = None
+    ) -> tuple[Job, Job]:
+        """CANCEL a non-terminal job; 409 for terminal ones, and when ``only_if`` refuses the
+        current version (checked in the same compare-and-swap: a bulk cancel by filter never
+        cancels a job that left the filter meanwhile)."""
+        return await self._transition(job_id, _guarded(lifecycle.cancel, only_if))
 
     async def activate(self, job_id: str) -> tuple[Job, Job]:
         """ACTIVATE a pending job."""
@@ -611,10 +615,11 @@ class JobService:
         )
         return after
 
-    async def revive(self, job_id: str) -> Job:
+    async def revive(self, job_id: str, *, only_if: Callable[[Job], bool] | None = None) -> Job:
         """Put any discarded job (dead-lettered or not) back to ``available`` with attempt 0;
-        409 for other states (cancelled is final in the core state machine)."""
-        _, after = await self._transition(job_id, lifecycle.retry_dead_letter)
+        409 for other states (cancelled is final in the core state machine) and when
+        ``only_if`` refuses the current version."""
+        _, after = await self._transition(job_id, _guarded(lifecycle.retry_dead_letter, only_if))
         return after
 
     async def delete_dead_letter(self, job_id: str) -> None:
@@ -1023,6 +1028,22 @@ class JobService:
         await self.backend.reset()
         self.limiter.reset()
         self.schemas.forget()
+
+
+def _guarded(fn: TimedFn, only_if: Callable[[Job], bool] | None) -> TimedFn:
+    """``fn``, refused with 409 when ``only_if`` rejects the version it is applied to."""
+    if only_if is None:
+        return fn
+
+    def guarded(job: Job, now: datetime) -> Job:
+        if not only_if(job):
+            raise ConflictError(
+                f"Job '{job.id}' no longer matches the filter (it is {job.state.value})",
+                details={"job_id": job.id, "current_state": job.state.value},
+            )
+        return fn(job, now)
+
+    return guarded
 
 
 def _reschedule(job: Job, scheduled_at: datetime, now: datetime) -> Job:

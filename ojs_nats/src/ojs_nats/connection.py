@@ -276,6 +276,14 @@ async def _drain_or_close(nc: Client) -> None:
         log.warning("NATS connection did not drain within %g s; closing it", CLOSE_DRAIN_S)
         drain.cancel()
         await asyncio.gather(drain, return_exceptions=True)
+    except asyncio.CancelledError:
+        # Whoever closes us is being cancelled: end the drain rather than leave it running
+        # unbounded in the background, close, and let the cancellation go on.
+        drain.cancel()
+        await asyncio.gather(drain, return_exceptions=True)
+        if not nc.is_closed:
+            await nc.close()
+        raise
     except Exception as exc:  # closed or reconnecting: nothing left to drain
         log.debug("NATS drain skipped: %r", exc)
     if not nc.is_closed:

@@ -35,6 +35,9 @@ from ._common import body_object, query_int, service, wire
 
 __all__ = ["routes"]
 
+#: How many refusals a bulk answer lists.
+MAX_ERRORS = 100
+
 
 def admin(request: Request) -> Admin:
     """The app's :class:`Admin` (made on first use, over the app's service)."""
@@ -231,7 +234,9 @@ def _bulk_body(outcome: BulkOutcome) -> dict[str, Any]:
         "attempted": outcome.attempted,
         "succeeded": outcome.succeeded,
         "failed": outcome.failed,
-        "errors": [{"job_id": jid, "error": why} for jid, why in outcome.errors],
+        # The first refusals only: a bulk call over 10,000 jobs must not answer megabytes.
+        "errors": [{"job_id": jid, "error": why} for jid, why in outcome.errors[:MAX_ERRORS]],
+        "errors_truncated": len(outcome.errors) > MAX_ERRORS,
     }
 
 
@@ -242,7 +247,7 @@ async def _bulk(request: Request, action: str, *, dead_letter: bool) -> Response
         raise ValidationError("must be an object", path="filter")
     outcome = await admin(request).bulk(
         action,
-        parse_job_query(flt, "filter."),
+        parse_job_query(flt, "filter.", bulk=True),
         confirm=body.get("confirm") is True,
         dead_letter=dead_letter,
     )
@@ -306,7 +311,7 @@ async def purge_dead_letter(request: Request) -> Response:
     if not isinstance(flt, Mapping):
         raise ValidationError("must be an object", path="filter")
     purged = await admin(request).purge_dead_letter(
-        parse_job_query(flt, "filter."),
+        parse_job_query(flt, "filter.", bulk=True),
         older_than=parse_older_than(body.get("older_than")),
         confirm=body.get("confirm") is True,
     )
