@@ -66,7 +66,7 @@ from .ratelimit import RateLimiter
 from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
 from .schema_registry import SchemaRegistry
-from .shutdown import accepts_jobs, parse_worker_state
+from .shutdown import WorkerGate, parse_worker_state
 from .states import JobState
 from .timeutil import format_ts
 from .tracing import JobTracer
@@ -176,6 +176,8 @@ class JobService:
         self.observers.add(self.activity.observe)
         #: Admission into bounded queues (:mod:`ojs_core.backpressure`).
         self.gate = Gate(backend, self.now, self._emit)
+        #: Whether a worker may be handed jobs (graceful shutdown), cached for a second.
+        self.workers_gate = WorkerGate(backend.get_worker)
 
     def now(self) -> datetime:
         """The service clock's current time."""
@@ -415,7 +417,7 @@ class JobService:
         while True:
             self._job_arrived.clear()
             mark = await arrivals.arrivals_mark(queues) if arrivals is not None and wait_ms else 0
-            if worker_id is not None and not accepts_jobs(await self.backend.get_worker(worker_id)):
+            if worker_id is not None and not await self.workers_gate.accepts(worker_id):
                 # Quiet or terminating (graceful shutdown, ojs_core.shutdown): no job, but the
                 # long-poll is still honoured, so a client that fetches anyway does not spin.
                 jobs = []
@@ -559,6 +561,7 @@ class JobService:
             return attrs.evolve(base, last_seen=now, active_jobs=list(active_jobs), **fields)
 
         worker = await self.backend.upsert_worker(touch)
+        self.workers_gate.note(worker)
         directive = worker.directive
         if directive == "running" and requested:
             directive = requested
@@ -576,7 +579,9 @@ class JobService:
                 return base
             return attrs.evolve(base, directive=directive)
 
-        return await self.backend.upsert_worker(setd)
+        worker = await self.backend.upsert_worker(setd)
+        self.workers_gate.note(worker)
+        return worker
 
     # -- dead letter ----------------------------------------------------------------------
 
@@ -1028,6 +1033,7 @@ class JobService:
         await self.backend.reset()
         self.limiter.reset()
         self.schemas.forget()
+        self.workers_gate.forget()
 
 
 def _guarded(fn: TimedFn, only_if: Callable[[Job], bool] | None) -> TimedFn:

@@ -10,12 +10,20 @@ jobs to a quiet worker"): :func:`accepts_jobs`, checked by every fetch that name
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .errors import ValidationError
 from .model import WorkerInfo
 
-__all__ = ["WORKER_STATES", "accepts_jobs", "effective_state", "parse_worker_state"]
+__all__ = [
+    "WORKER_STATES",
+    "WorkerGate",
+    "accepts_jobs",
+    "effective_state",
+    "parse_worker_state",
+]
 
 #: The states a worker may report, weakest first.
 WORKER_STATES = ("running", "quiet", "terminate")
@@ -45,3 +53,47 @@ def effective_state(worker: WorkerInfo) -> str:
 def accepts_jobs(worker: WorkerInfo | None) -> bool:
     """Whether a fetch by this worker may be handed jobs (an unknown worker may)."""
     return worker is None or effective_state(worker) == "running"
+
+
+class WorkerGate:
+    """:func:`accepts_jobs` for the fetches of one process, reading each worker's record at
+    most every ``ttl_s`` seconds: a fetch is the hot path, and a worker record changes only
+    with a heartbeat or an operator's directive. What this process writes (heartbeats,
+    directives) applies at once; what another replica writes, within ``ttl_s``.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[str], Awaitable[WorkerInfo | None]],
+        *,
+        ttl_s: float = 1.0,
+        max_workers: int = 10_000,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read = read
+        self.ttl_s = ttl_s
+        self._max = max_workers
+        self._monotonic = monotonic
+        self._seen: dict[str, tuple[float, bool]] = {}
+
+    async def accepts(self, worker_id: str) -> bool:
+        """Whether a fetch by ``worker_id`` may be handed jobs now."""
+        hit = self._seen.get(worker_id)
+        if hit is not None and hit[0] > self._monotonic():
+            return hit[1]
+        worker = await self._read(worker_id)
+        return self._remember(worker_id, accepts_jobs(worker))
+
+    def note(self, worker: WorkerInfo) -> None:
+        """A record this process just wrote: it applies to the next fetch at once."""
+        self._remember(worker.worker_id, accepts_jobs(worker))
+
+    def forget(self) -> None:
+        """Drop every remembered answer."""
+        self._seen.clear()
+
+    def _remember(self, worker_id: str, ok: bool) -> bool:
+        if len(self._seen) >= self._max:
+            self._seen.clear()  # bounded: thousands of short-lived worker ids
+        self._seen[worker_id] = (self._monotonic() + self.ttl_s, ok)
+        return ok
