@@ -1,6 +1,7 @@
-"""The official Python SDK's ``ojs.subscribe`` functions, unchanged, against a real ``ojs-server``
-process: ``subscribe_job`` receives a job's events (its stream ends after the terminal one) and
-``subscribe_queue`` receives the events of jobs enqueued into a queue while it listens.
+"""The official Python SDK's ``ojs.subscribe`` functions, unchanged, against a real
+``ojs-server`` process (memory backend and the embedded NATS default): ``subscribe_job``
+receives a job's events (its stream ends after the terminal one) and ``subscribe_queue``
+receives the events of jobs enqueued into a queue while it listens.
 
 Skipped like ``test_http_sdk_progress.py`` when the SDK's git mirror is not available.
 """
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from test_http_sdk_progress import sdk_src
 from test_http_startup import clean_env, server
 
@@ -41,8 +43,12 @@ def _events(proc: subprocess.Popen[str]) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.splitlines()]
 
 
-def test_subscribe_job_receives_the_events_of_a_finished_job(sdk_src: Path) -> None:
-    with server("--log-level", "warning") as (base, _lines, _proc):
+@pytest.mark.parametrize("backend", ["memory", "embedded"])
+def test_subscribe_job_receives_the_events_of_a_finished_job(
+    sdk_src: Path, backend: str, tmp_path: Path
+) -> None:
+    store = ["--backend", backend, "--data-dir", str(tmp_path / "store")]
+    with server("--log-level", "warning", *store) as (base, _lines, _proc):
         created = httpx.post(f"{base}/ojs/v1/jobs", json={"type": "sdk.sub", "args": []})
         job_id = created.json()["job"]["id"]
         fetched = httpx.post(f"{base}/ojs/v1/workers/fetch", json={"queues": ["default"]})
@@ -58,8 +64,12 @@ def test_subscribe_job_receives_the_events_of_a_finished_job(sdk_src: Path) -> N
     assert len(events) == 1  # a finished job: its final state once, then the stream ends
 
 
-def test_subscribe_queue_receives_new_jobs_of_the_queue(sdk_src: Path) -> None:
-    with server("--log-level", "warning") as (base, _lines, _proc):
+@pytest.mark.parametrize("backend", ["memory", "embedded"])
+def test_subscribe_queue_receives_new_jobs_of_the_queue(
+    sdk_src: Path, backend: str, tmp_path: Path
+) -> None:
+    store = ["--backend", backend, "--data-dir", str(tmp_path / "store")]
+    with server("--log-level", "warning", *store) as (base, _lines, _proc):
         proc = _subscriber(sdk_src, base, "queue", "sdkq", "1")
         enqueued = []
         deadline = time.monotonic() + 30
