@@ -40,6 +40,8 @@ __all__ = [
     "dead_key",
     "event_subject",
     "hex_key",
+    "index_filter",
+    "index_key",
     "is_job_id",
     "is_kv_key",
     "job_key",
@@ -48,6 +50,7 @@ __all__ = [
     "kv_subject",
     "name_key",
     "notify_subject",
+    "parse_index_key",
     "priority_token",
     "queue_token",
     "ready_consumer",
@@ -55,6 +58,8 @@ __all__ = [
     "timer_fire_subject",
     "timer_job_id",
     "timer_schedule_subject",
+    "type_counter_subject",
+    "type_token",
     "unique_key",
     "workflow_key",
 ]
@@ -99,7 +104,11 @@ EVENT_SUBJECTS = f"{EVENT_PREFIX}.>"
 #: Where the events stream republishes each event once stored, with its stream sequence in
 #: the ``Nats-Sequence`` header: the live feed (``eventfeed``) that every process subscribes to.
 EVENT_FEED_SUBJECTS = "ojs.feed.events.>"
-COUNTER_SUBJECTS = "ojs.count.>"
+COUNTER_PREFIX = "ojs.count"
+COUNTER_SUBJECTS = f"{COUNTER_PREFIX}.>"
+#: Per-type counters (``ojs.tcount.<type>.<queue>.<state>``), in the counter stream too.
+TYPE_COUNTER_PREFIX = "ojs.tcount"
+TYPE_COUNTER_SUBJECTS = f"{TYPE_COUNTER_PREFIX}.>"
 #: Core-NATS subject on which a replica that reset the store tells the others.
 CONTROL_RESET = "ojs.control.reset"
 
@@ -151,7 +160,23 @@ def event_subject(event_type: str) -> str:
 
 def counter_subject(queue: str, state: str) -> str:
     """Per-queue, per-state counter subject."""
-    return f"ojs.count.{queue_token(queue)}.{state}"
+    return f"{COUNTER_PREFIX}.{queue_token(queue)}.{state}"
+
+
+def type_counter_subject(job_type: str, queue: str, state: str) -> str:
+    """Per-type, per-queue, per-state counter subject (totals of listings by type)."""
+    return f"{TYPE_COUNTER_PREFIX}.{type_token(job_type)}.{queue_token(queue)}.{state}"
+
+
+_TYPE_TOKEN = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
+
+
+def type_token(job_type: str) -> str:
+    """A job type as one subject token: ``.`` becomes ``=`` (which no type holds); a type
+    outside the OJS alphabet becomes ``/`` and its hex (no type starts with ``/``)."""
+    if len(job_type) <= 255 and _TYPE_TOKEN.fullmatch(job_type):
+        return job_type.replace(".", "=")
+    return "/" + job_type.encode().hex()
 
 
 # -- keys of the jobs bucket ----------------------------------------------------------------
@@ -160,6 +185,7 @@ JOB_PREFIX = "j."
 UNIQUE_PREFIX = "u."
 WORKFLOW_PREFIX = "w."
 DEAD_PREFIX = "d."
+INDEX_PREFIX = "x."
 
 
 def job_key(job_id: str) -> str:
@@ -180,6 +206,42 @@ def workflow_key(workflow_id: str) -> str:
 def dead_key(job_id: str) -> str:
     """Key of a dead-letter marker."""
     return DEAD_PREFIX + job_id
+
+
+def index_key(state: str, queue: str, job_type: str, job_id: str) -> str:
+    """Key of a listing index entry: ``x.<state>.<queue>.<type>.<id>`` (its value is the
+    job's birth, the sequence of its first entry; empty on that first entry itself)."""
+    return f"{INDEX_PREFIX}{state}.{queue_token(queue)}.{type_token(job_type)}.{job_id}"
+
+
+def _list_token(value: str | None, token: str | None) -> str:
+    """A filter token (``*`` for any): ``token`` is the value's subject token."""
+    return "*" if value is None or token is None else token
+
+
+def index_filter(state: str | None, queue: str | None, job_type: str | None) -> str | None:
+    """The subject filter (within the jobs bucket) of the entries of a listing; ``None``
+    when a value cannot be stored (a name from a URL that no job can have)."""
+    tokens = [
+        _list_token(state, state),
+        _list_token(queue, queue_token(queue) if queue is not None else None),
+        _list_token(job_type, type_token(job_type) if job_type is not None else None),
+    ]
+    for value, token in zip((state, queue, job_type), tokens, strict=True):
+        if value is not None and (not token or not _TOKEN.fullmatch(token)):
+            return None
+    return INDEX_PREFIX + ".".join(tokens) + ".>"
+
+
+_TOKEN = re.compile(r"[-/_=A-Za-z0-9]{1,600}")
+
+
+def parse_index_key(key: str) -> tuple[str, str] | None:
+    """``(key without the id, job id)`` of an index key, or ``None`` if it is not one."""
+    parts = key.split(".", 4)
+    if len(parts) != 5 or parts[0] + "." != INDEX_PREFIX:
+        return None
+    return ".".join(parts[:4]), parts[4]
 
 
 _JOB_ID = re.compile(r"[-_=.A-Za-z0-9]{1,200}")
@@ -238,6 +300,11 @@ def stream_info_subject(stream: str) -> str:
     return f"$JS.API.STREAM.INFO.{stream}"
 
 
+def purge_subject(stream: str) -> str:
+    """Purge of a stream (with ``filter`` and ``seq``: one subject below a sequence)."""
+    return f"$JS.API.STREAM.PURGE.{stream}"
+
+
 def consumer_next_subject(stream: str, consumer: str) -> str:
     """Pull request to a durable consumer."""
     return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
@@ -259,3 +326,5 @@ KV_OPERATION = KV_OP
 #: Headers of a direct-get answer: the subject and sequence of the message returned.
 DIRECT_SUBJECT = "Nats-Subject"
 DIRECT_SEQUENCE = "Nats-Sequence"
+DIRECT_TIMESTAMP = "Nats-Time-Stamp"
+DIRECT_NUM_PENDING = "Nats-Num-Pending"

@@ -1,0 +1,291 @@
+"""The listing index: one entry per job in the jobs bucket, keyed by state, queue and type.
+
+An entry ``x.<state>.<queue>.<type>.<id>`` says "this job may be in this state, queue and
+type"; its value is the job's *birth* (the sequence of its first entry, which the record
+keeps as ``b``; empty on the first entry itself). The record is the truth, the entry a hint:
+
+* An entry is published **before** the record write it announces, pipelined on the same
+  connection into the same stream, so the stream stores it first: a record in a state always
+  has an entry for it (a crash in between leaves an entry that points at a job in another
+  state, which listings skip).
+* The entry of the version a write replaced is removed **after** the write, by its sequence
+  (a purge of its subject below the next sequence: nothing left behind), off the hot path.
+  Such a removal cannot remove a newer entry of the same key. A crash or a lost removal
+  leaves a stale entry: listings skip it and remove it then (:meth:`Index.page`).
+* Listings read entries newest first from the stream (server-side subject filters, batched
+  direct gets), read the records of a page in one batched get, and keep the entries whose
+  record matches. Order is by birth (insertion order, like the memory backend): every job
+  born after sequence ``S`` has its current entry after ``S``, so scanning back to ``S``
+  finds all of them (see ``docs/nats-design.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import attrs
+from nats.aio.msg import Msg
+
+from ojs_core.model import Job
+from ojs_core.states import JobState
+
+from . import names
+from .connection import Connection
+from .jetstream import Op, direct_get_batch
+from .records import RecordStore
+
+__all__ = ["Index", "index_key_of", "listable"]
+
+log = logging.getLogger("ojs.nats")
+
+#: Entries read per batched direct get while scanning back.
+SCAN_BATCH = 512
+#: The first window scanned back is this many times the entries wanted (then it doubles).
+_FIRST_WINDOW = 4
+#: An entry whose record is in another state, but older than its record's version is
+#: unknown, is left alone this long: the write it announces may still be on its way.
+GRACE = timedelta(minutes=2)
+_STREAM = names.kv_stream(names.JOBS_BUCKET)
+_PREFIX = names.kv_subject(names.JOBS_BUCKET, "")
+
+
+def index_key_of(job: Job) -> str:
+    """The key of ``job``'s index entry."""
+    return names.index_key(job.state.value, job.queue, job.type, job.id)
+
+
+@attrs.define
+class _Entry:
+    """An entry read by a listing."""
+
+    key: str
+    seq: int
+    birth: int
+    stamp: datetime | None
+
+
+@attrs.define
+class _Found:
+    """Per job: its entries seen so far, and its record once read."""
+
+    entries: list[_Entry] = attrs.field(factory=list)
+    read: bool = False
+    job: Job | None = None
+    birth: int = 0
+
+
+class Index:
+    """Index entries: written with each record write, removed after, read by listings."""
+
+    def __init__(self, conn: Connection, store: RecordStore) -> None:
+        self.conn = conn
+        self.store = store
+        #: Entries to remove: (key, sequence or 0 when unknown, revision that replaced them).
+        self._unlinks: list[tuple[str, int, int]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    @staticmethod
+    def entry_op(job: Job, birth: int) -> Op:
+        """The write of ``job``'s entry (``birth`` 0: this is its first entry)."""
+        subject = names.kv_subject(names.JOBS_BUCKET, index_key_of(job))
+        return subject, str(birth).encode() if birth else b"", {}
+
+    async def add_new(self, jobs: Sequence[Job]) -> list[int]:
+        """The first entries of new jobs, pipelined in order; their sequences (the births)."""
+        outcomes = await self.conn.pipe.publish_each([self.entry_op(j, 0) for j in jobs])
+        seqs: list[int] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            seqs.append(outcome)
+        return seqs
+
+    def unlink(self, job: Job, entry: int, revision: int) -> None:
+        """Remove ``job``'s entry (sequence ``entry``, 0 if unknown) soon: the version it
+        indexes was replaced by the write stored at ``revision`` (or removed by it)."""
+        self._unlinks.append((index_key_of(job), entry, revision))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._unlinks:
+            batch, self._unlinks = self._unlinks, []
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*(self._unlink(*u) for u in batch))
+
+    async def _unlink(self, key: str, entry: int, revision: int) -> None:
+        if not entry:
+            # Unknown: the entry stored now, if it is older than the write that replaced it
+            # (a newer one was published by a later write of the same state: it stays).
+            _, entry = await self.store.entry(names.JOBS_BUCKET, key)
+            if not entry or entry >= revision:
+                return
+        await self.remove(key, entry)
+
+    async def remove(self, key: str, seq: int) -> None:
+        """Remove the entry ``key`` if its sequence is still ``seq`` or older (a newer entry
+        of the key stays): a purge of the key's subject below ``seq + 1``, which leaves no
+        marker behind (key-value streams deny deleting a message by its sequence)."""
+        with contextlib.suppress(Exception):
+            await self.conn.nc.request(
+                names.purge_subject(_STREAM),
+                json.dumps({"filter": _PREFIX + key, "seq": seq + 1}).encode(),
+                timeout=5.0,
+            )
+
+    def forget_all(self) -> None:
+        """Drop pending removals (after a reset)."""
+        self._unlinks.clear()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def page(
+        self,
+        state: str | None,
+        queue: str | None,
+        job_type: str | None,
+        keep: Callable[[Job], bool],
+        offset: int,
+        limit: int,
+    ) -> list[Job]:
+        """Jobs ``offset .. offset + limit`` of the listing, newest (latest birth) first.
+
+        Scans entries back from the end of the stream in windows that double, reading the
+        records of the candidates as they become eligible, until ``offset + limit`` matching
+        jobs born inside the scanned range are known (or the start is reached)."""
+        subject = names.index_filter(state, queue, job_type)
+        if subject is None or not listable(state, queue, job_type) or limit <= 0:
+            return []
+        need = offset + limit
+        top = await self._last_seq()
+        found: dict[str, _Found] = {}
+        stop = top + 1
+        width = max(_FIRST_WINDOW * need, SCAN_BATCH)
+        while stop > 1:
+            start = max(1, stop - width)
+            for msg in await self._scan(_PREFIX + subject, start, stop):
+                entry = _parse(msg)
+                if entry is not None:
+                    found.setdefault(entry[0], _Found()).entries.append(entry[1])
+            frontier = start if start > 1 else 0
+            await self._read(found, frontier, keep)
+            eligible = sum(1 for f in found.values() if f.job is not None and f.birth >= frontier)
+            if eligible >= need:
+                break
+            stop = start
+            width *= 2
+        live = [f for f in found.values() if f.job is not None]
+        live.sort(key=lambda f: f.birth, reverse=True)
+        return [f.job for f in live[offset:need] if f.job is not None]
+
+    async def _last_seq(self) -> int:
+        info = await self.conn.js.stream_info(_STREAM)
+        return int(info.state.last_seq or 0)
+
+    async def _scan(self, subject: str, start: int, stop: int) -> list[Msg]:
+        """Entries matching ``subject`` with sequences in ``[start, stop)``, oldest first."""
+        out: list[Msg] = []
+        seq = start
+        while seq < stop:
+            batch = min(SCAN_BATCH, stop - seq)
+            msgs = await direct_get_batch(
+                self.conn.nc, _STREAM, {"seq": seq, "next_by_subj": subject, "batch": batch}
+            )
+            for msg in msgs:
+                got = int((msg.headers or {}).get(names.DIRECT_SEQUENCE, "0"))
+                if got >= stop:
+                    return out
+                out.append(msg)
+                seq = got + 1
+            if len(msgs) < batch:
+                break
+        return out
+
+    async def _read(
+        self, found: dict[str, _Found], frontier: int, keep: Callable[[Job], bool]
+    ) -> None:
+        """Read the records of the candidates born at or after ``frontier`` not read yet;
+        keep each job whose record matches one of its entries; remove stale entries."""
+        ids = [
+            job_id
+            for job_id, f in found.items()
+            if not f.read and max(e.birth for e in f.entries) >= frontier
+        ]
+        if not ids:
+            return
+        recs = await self.store.read_jobs(ids)
+        stale: list[_Entry] = []
+        missing: list[str] = []
+        for job_id, rec in zip(ids, recs, strict=True):
+            f = found[job_id]
+            f.read = True
+            if rec is None:
+                missing.append(job_id)
+                continue
+            key = index_key_of(rec.job)
+            for entry in f.entries:
+                if entry.key == key:
+                    if keep(rec.job):
+                        f.job = rec.job
+                        f.birth = rec.birth or entry.birth
+                elif _stale(entry, rec.revision):
+                    stale.append(entry)
+        if missing:
+            # Deleted (a deletion marker newer than the entry), or an insert on its way.
+            got = await asyncio.gather(
+                *(self.store.entry(names.JOBS_BUCKET, names.job_key(j)) for j in missing)
+            )
+            for job_id, (_, revision) in zip(missing, got, strict=True):
+                stale.extend(e for e in found[job_id].entries if _stale(e, revision))
+        if stale:
+            await asyncio.gather(*(self.remove(e.key, e.seq) for e in stale))
+
+
+_STATES = frozenset(s.value for s in JobState)
+
+
+def listable(state: str | None, queue: str | None, job_type: str | None) -> bool:
+    """Whether a stored job can have these values (a value from a URL may be anything)."""
+    if state is not None and state not in _STATES:
+        return False
+    return names.index_filter(state, queue, job_type) is not None
+
+
+def _parse(msg: Msg) -> tuple[str, _Entry] | None:
+    """``(job id, entry)`` of a scanned message; ``None`` for a deletion marker."""
+    headers = msg.headers or {}
+    if headers.get(names.KV_OPERATION):
+        return None
+    parsed = names.parse_index_key(headers.get(names.DIRECT_SUBJECT, "")[len(_PREFIX) :])
+    if parsed is None:
+        return None
+    seq = int(headers.get(names.DIRECT_SEQUENCE, "0"))
+    stamp = _stamp(headers.get(names.DIRECT_TIMESTAMP, ""))
+    data = msg.data or b""
+    birth = int(data) if data.isdigit() else seq
+    return parsed[1], _Entry(key=f"{parsed[0]}.{parsed[1]}", seq=seq, birth=birth, stamp=stamp)
+
+
+def _stamp(text: str) -> datetime | None:
+    """The time of a direct-get answer (RFC 3339 with nanoseconds), to the microsecond."""
+    head, dot, frac = text.rstrip("Z").partition(".")
+    try:
+        return datetime.fromisoformat(head + (dot + frac[:6] if dot else "")).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _stale(entry: _Entry, revision: int) -> bool:
+    """Whether an entry whose record does not match it can go: the record (or its deletion
+    marker) was written after the entry, so no write announced by the entry can still land;
+    or the entry is older than :data:`GRACE`."""
+    if revision > entry.seq:
+        return True
+    return entry.stamp is not None and datetime.now(UTC) - entry.stamp > GRACE
