@@ -8,9 +8,9 @@ keeps as ``b``; empty on the first entry itself). The record is the truth, the e
   connection into the same stream, so the stream stores it first: a record in a state always
   has an entry for it (a crash in between leaves an entry that points at a job in another
   state, which listings skip).
-* The entry of the version a write replaced is removed **after** the write, by its sequence
-  (a purge of its subject below the next sequence: nothing left behind), off the hot path.
-  Such a removal cannot remove a newer entry of the same key. A crash or a lost removal
+* The entry of the version a write replaced is removed **after** the write, off the hot path,
+  by a deletion marker that expects the entry's sequence and expires a second later: it
+  cannot remove a newer entry of the same key. A crash or a lost removal
   leaves a stale entry: listings skip it and remove it then (:meth:`Index.page`).
 * Listings read entries newest first from the stream (server-side subject filters, batched
   direct gets), read the records of a page in one batched get, and keep the entries whose
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -50,6 +49,8 @@ _FIRST_WINDOW = 4
 #: An entry whose record is in another state, but older than its record's version is
 #: unknown, is left alone this long: the write it announces may still be on its way.
 GRACE = timedelta(minutes=2)
+#: How long the marker that removes an entry stays (listings skip markers).
+MARKER_TTL = "1s"
 _STREAM = names.kv_stream(names.JOBS_BUCKET)
 _PREFIX = names.kv_subject(names.JOBS_BUCKET, "")
 
@@ -118,27 +119,31 @@ class Index:
         while self._unlinks:
             batch, self._unlinks = self._unlinks, []
             with contextlib.suppress(Exception):
-                await asyncio.gather(*(self._unlink(*u) for u in batch))
+                unknown = [u for u in batch if not u[1]]
+                known = [(key, entry) for key, entry, _ in batch if entry]
+                if unknown:
+                    known += await self._current(unknown)
+                # All in flight together; a marker that finds a newer entry (or none) fails.
+                await self.conn.pipe.publish_each([_removal(key, seq) for key, seq in known])
 
-    async def _unlink(self, key: str, entry: int, revision: int) -> None:
-        if not entry:
-            # Unknown: the entry stored now, if it is older than the write that replaced it
-            # (a newer one was published by a later write of the same state: it stays).
-            _, entry = await self.store.entry(names.JOBS_BUCKET, key)
-            if not entry or entry >= revision:
-                return
-        await self.remove(key, entry)
+    async def _current(self, unlinks: Sequence[tuple[str, int, int]]) -> list[tuple[str, int]]:
+        """For entries of unknown sequence: the entry stored now, if it is older than the
+        write that replaced it (a newer one was published by a later write of the same
+        state, and stays)."""
+        got = await asyncio.gather(
+            *(self.store.entry(names.JOBS_BUCKET, key) for key, _, _ in unlinks)
+        )
+        return [
+            (key, seq)
+            for (key, _, revision), (_, seq) in zip(unlinks, got, strict=True)
+            if seq and seq < revision
+        ]
 
     async def remove(self, key: str, seq: int) -> None:
-        """Remove the entry ``key`` if its sequence is still ``seq`` or older (a newer entry
-        of the key stays): a purge of the key's subject below ``seq + 1``, which leaves no
-        marker behind (key-value streams deny deleting a message by its sequence)."""
-        with contextlib.suppress(Exception):
-            await self.conn.nc.request(
-                names.purge_subject(_STREAM),
-                json.dumps({"filter": _PREFIX + key, "seq": seq + 1}).encode(),
-                timeout=5.0,
-            )
+        """Remove the entry ``key`` if its sequence is still ``seq`` (a newer entry of the key
+        stays): :func:`_removal`, published."""
+        with contextlib.suppress(Exception):  # WrongSequenceError: replaced or gone already
+            await self.conn.pipe.publish(*_removal(key, seq))
 
     def forget_all(self) -> None:
         """Drop pending removals (after a reset)."""
@@ -271,6 +276,19 @@ def _parse(msg: Msg) -> tuple[str, _Entry] | None:
     data = msg.data or b""
     birth = int(data) if data.isdigit() else seq
     return parsed[1], _Entry(key=f"{parsed[0]}.{parsed[1]}", seq=seq, birth=birth, stamp=stamp)
+
+
+def _removal(key: str, seq: int) -> Op:
+    """A deletion marker of entry ``key`` that expects its sequence ``seq`` and expires a
+    second later (:data:`MARKER_TTL`): a plain pipelined publish. (A purge of the subject
+    below ``seq + 1`` would leave nothing at all, but a JetStream API request costs the
+    server several times a publish; key-value streams deny deleting a message by sequence.)"""
+    headers = {
+        names.KV_OPERATION: "DEL",
+        names.MSG_TTL: MARKER_TTL,
+        names.EXPECTED_SUBJECT_SEQUENCE: str(seq),
+    }
+    return _PREFIX + key, b"", headers
 
 
 def _stamp(text: str) -> datetime | None:

@@ -300,11 +300,6 @@ def stream_info_subject(stream: str) -> str:
     return f"$JS.API.STREAM.INFO.{stream}"
 
 
-def purge_subject(stream: str) -> str:
-    """Purge of a stream (with ``filter`` and ``seq``: one subject below a sequence)."""
-    return f"$JS.API.STREAM.PURGE.{stream}"
-
-
 def consumer_next_subject(stream: str, consumer: str) -> str:
     """Pull request to a durable consumer."""
     return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
