@@ -18,7 +18,7 @@ from ojs_core.states import JobState
 from ojs_nats import index as index_module
 from ojs_nats import names
 from ojs_nats.backend import NatsBackend
-from ojs_nats.index import index_key_of
+from ojs_nats.index import birth_key_of, index_key_of
 
 BackendFactory = Callable[[], Awaitable[NatsBackend]]
 S = JobState
@@ -30,9 +30,9 @@ def nats_of(svc: JobService) -> NatsBackend:
     return backend
 
 
-async def entry_keys(backend: NatsBackend, job_id: str) -> list[str]:
+async def entry_keys(backend: NatsBackend, job_id: str, prefix: str = "x.*.*.*") -> list[str]:
     """The index keys stored for one job (not those whose removal marker is still there)."""
-    keys = await backend.store.keys(names.JOBS_BUCKET, f"x.*.*.*.{job_id}")
+    keys = await backend.store.keys(names.JOBS_BUCKET, f"{prefix}.{job_id}")
     stream = names.kv_stream(names.JOBS_BUCKET)
     live = []
     for key in keys:
@@ -55,6 +55,7 @@ async def test_every_job_has_one_entry_through_its_lifecycle(svc: JobService) ->
     backend = nats_of(svc)
     job = (await svc.enqueue({"type": "life.job", "args": []})).job
     assert await entry_keys(backend, job.id) == [index_key_of(job)]
+    assert await entry_keys(backend, job.id, "y.*.*") == [birth_key_of(job)]
     active = (await svc.fetch(["default"], worker_id="w"))[0]
 
     async def only(expected: str) -> bool:
@@ -69,6 +70,11 @@ async def test_every_job_has_one_entry_through_its_lifecycle(svc: JobService) ->
         return await entry_keys(backend, job.id) == []
 
     await eventually(none_left, what="the completed entry removed with the job")
+
+    async def no_birth_entry() -> bool:
+        return await entry_keys(backend, job.id, "y.*.*") == []
+
+    await eventually(no_birth_entry, what="the birth entry removed with the job")
 
 
 async def test_an_entry_whose_record_never_landed_is_skipped_then_removed(
@@ -110,6 +116,7 @@ async def test_an_entry_left_behind_by_a_lost_removal_is_repaired(
     assert await entry_keys(backend, old.id) == [index_key_of(active)]
     assert await backend.delete_job(new.id)  # its entry stays ("lost" removal)
     assert await listed(svc, type="left.job") == ([old.id], 1)
+    assert await listed(svc, state="available", type="left.job") == ([], 0)
     assert await entry_keys(backend, new.id) == []
 
 

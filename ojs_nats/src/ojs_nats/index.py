@@ -1,8 +1,11 @@
-"""The listing index: one entry per job in the jobs bucket, keyed by state, queue and type.
+"""The listing index: two entries per job in the jobs bucket.
 
-An entry ``x.<state>.<queue>.<type>.<id>`` says "this job may be in this state, queue and
-type"; its value is the job's *birth* (the sequence of its first entry, which the record
-keeps as ``b``; empty on the first entry itself). The record is the truth, the entry a hint:
+A *birth entry* ``y.<queue>.<type>.<id>`` is written once, before the job's first record,
+and never rewritten: its sequence is the job's *birth* (the record keeps it as ``b``), so
+birth entries are in enqueue order, and listings without a state filter read them. An
+*index entry* ``x.<state>.<queue>.<type>.<id>`` says "this job may be in this state, queue and
+type" (its value is the birth); listings by state read them. The record is the truth, an
+entry a hint:
 
 * An entry is published **before** the record write it announces, pipelined on the same
   connection into the same stream, so the stream stores it first: a record in a state always
@@ -38,7 +41,7 @@ from .connection import Connection
 from .jetstream import Op, direct_get_batch
 from .records import RecordStore
 
-__all__ = ["Index", "index_key_of", "listable"]
+__all__ = ["Index", "birth_key_of", "index_key_of", "listable"]
 
 log = logging.getLogger("ojs.nats")
 
@@ -60,6 +63,11 @@ def index_key_of(job: Job) -> str:
     return names.index_key(job.state.value, job.queue, job.type, job.id)
 
 
+def birth_key_of(job: Job) -> str:
+    """The key of ``job``'s birth entry."""
+    return names.birth_key(job.queue, job.type, job.id)
+
+
 @attrs.define
 class _Entry:
     """An entry read by a listing."""
@@ -68,6 +76,15 @@ class _Entry:
     seq: int
     birth: int
     stamp: datetime | None
+
+
+@attrs.frozen
+class _Check:
+    """How a listing checks a record against an entry: the key the record's job has, and
+    whether the listing keeps the job."""
+
+    key_of: Callable[[Job], str]
+    keep: Callable[[Job], bool]
 
 
 @attrs.define
@@ -98,15 +115,26 @@ class Index:
         subject = names.kv_subject(names.JOBS_BUCKET, index_key_of(job))
         return subject, str(birth).encode() if birth else b"", {}
 
-    async def add_new(self, jobs: Sequence[Job]) -> list[int]:
-        """The first entries of new jobs, pipelined in order; their sequences (the births)."""
-        outcomes = await self.conn.pipe.publish_each([self.entry_op(j, 0) for j in jobs])
+    async def add_new(self, jobs: Sequence[Job]) -> list[tuple[int, int]]:
+        """The birth entry and the first index entry of each new job, pipelined in order;
+        per job the sequences of both (the first is the birth the record keeps)."""
+        ops: list[Op] = []
+        for job in jobs:
+            ops.append((names.kv_subject(names.JOBS_BUCKET, birth_key_of(job)), b"", {}))
+            ops.append(self.entry_op(job, 0))
         seqs: list[int] = []
-        for outcome in outcomes:
+        for outcome in await self.conn.pipe.publish_each(ops):
             if isinstance(outcome, BaseException):
                 raise outcome
             seqs.append(outcome)
-        return seqs
+        return list(zip(seqs[0::2], seqs[1::2], strict=True))
+
+    def unlink_birth(self, job: Job, birth: int) -> None:
+        """Remove a deleted job's birth entry soon (if it is still the one of ``birth``)."""
+        if birth:
+            self._unlinks.append((birth_key_of(job), birth, 0))
+            if self._task is None or self._task.done():
+                self._task = asyncio.get_running_loop().create_task(self._drain())
 
     def unlink(self, job: Job, entry: int, revision: int) -> None:
         """Remove ``job``'s entry (sequence ``entry``, 0 if unknown) soon: the version it
@@ -165,7 +193,10 @@ class Index:
         Scans entries back from the end of the stream in windows that double, reading the
         records of the candidates as they become eligible, until ``offset + limit`` matching
         jobs born inside the scanned range are known (or the start is reached)."""
-        subject = names.index_filter(state, queue, job_type)
+        if state is None:  # birth entries: in birth order already, never rewritten
+            subject, key_of = names.birth_filter(queue, job_type), birth_key_of
+        else:
+            subject, key_of = names.index_filter(state, queue, job_type), index_key_of
         if subject is None or not listable(state, queue, job_type) or limit <= 0:
             return []
         need = offset + limit
@@ -180,9 +211,7 @@ class Index:
                 if entry is not None:
                     found.setdefault(entry[0], _Found()).entries.append(entry[1])
             frontier = start if start > 1 else 0
-            await self._read(found, frontier, keep)
-            eligible = sum(1 for f in found.values() if f.job is not None and f.birth >= frontier)
-            if eligible >= need:
+            if await self._settle(found, frontier, need, _Check(key_of, keep)) >= need:
                 break
             stop = start
             width *= 2
@@ -213,18 +242,38 @@ class Index:
                 break
         return out
 
-    async def _read(
-        self, found: dict[str, _Found], frontier: int, keep: Callable[[Job], bool]
-    ) -> None:
-        """Read the records of the candidates born at or after ``frontier`` not read yet;
-        keep each job whose record matches one of its entries; remove stale entries."""
-        ids = [
-            job_id
-            for job_id, f in found.items()
-            if not f.read and max(e.birth for e in f.entries) >= frontier
-        ]
-        if not ids:
-            return
+    async def _settle(
+        self, found: dict[str, _Found], frontier: int, need: int, check: _Check
+    ) -> int:
+        """How many listed jobs born at or after ``frontier`` are known, up to ``need``.
+
+        Walks the candidates born since ``frontier`` newest first and reads the records of
+        those not read yet, only as far as ``need`` listed jobs reach: an early page reads
+        about a page of records however many entries the window held."""
+        while True:
+            pool = [
+                (f.birth if f.read else max(e.birth for e in f.entries), job_id, f)
+                for job_id, f in found.items()
+                if (f.job is not None and f.birth >= frontier)
+                or (not f.read and max(e.birth for e in f.entries) >= frontier)
+            ]
+            pool.sort(key=lambda p: p[0], reverse=True)
+            listed = 0
+            unread: list[str] = []
+            for _, job_id, f in pool:
+                if f.read:
+                    listed += 1
+                else:
+                    unread.append(job_id)
+                if listed + len(unread) >= need:
+                    break
+            if not unread:
+                return listed
+            await self._read(found, unread, check)
+
+    async def _read(self, found: dict[str, _Found], ids: list[str], check: _Check) -> None:
+        """Read the records of ``ids``; keep each job whose record matches one of its
+        entries; remove stale entries."""
         recs = await self.store.read_jobs(ids)
         stale: list[_Entry] = []
         missing: list[str] = []
@@ -234,10 +283,10 @@ class Index:
             if rec is None:
                 missing.append(job_id)
                 continue
-            key = index_key_of(rec.job)
+            key = check.key_of(rec.job)
             for entry in f.entries:
                 if entry.key == key:
-                    if keep(rec.job):
+                    if check.keep(rec.job):
                         f.job = rec.job
                         f.birth = rec.birth or entry.birth
                 elif _stale(entry, rec.revision):

@@ -173,10 +173,10 @@ class JobWriter:
                 )
             # Index entries first (their sequences are the births the records keep), with
             # the hints and timers.
-            births, _ = await asyncio.gather(self.index.add_new(jobs), self.announce_new(jobs))
+            entries, _ = await asyncio.gather(self.index.add_new(jobs), self.announce_new(jobs))
             ops = [
                 store.job_op(job, _first_epoch(job), expect.get(job.id, 0), birth)
-                for job, birth in zip(jobs, births, strict=True)
+                for job, (birth, _) in zip(jobs, entries, strict=True)
             ]
             for key in keys:
                 ops.append(
@@ -200,8 +200,8 @@ class JobWriter:
                 if landed is None:
                     raise
                 seqs = list(range(landed, landed + len(ops)))
-            for job, seq, birth in zip(jobs, seqs, births, strict=False):
-                store.remember(JobRecord(job, _first_epoch(job), seq, birth, birth))
+            for job, seq, (birth, entry) in zip(jobs, seqs, entries, strict=False):
+                store.remember(JobRecord(job, _first_epoch(job), seq, birth, entry))
                 self.counters.count(None, job)
             await self.arrivals.notify(j.queue for j in jobs if j.state is S.AVAILABLE)
             return []
@@ -372,6 +372,7 @@ class JobWriter:
         self.timers.done(job_id)  # a retention timer, if this removal answers one
         self.counters.count(rec.job, None)
         self.index.unlink(rec.job, rec.entry, removed)
+        self.index.unlink_birth(rec.job, rec.birth)
         job = rec.job
         # What pointed at the job: a marker or holder left behind is skipped when read.
         with contextlib.suppress(OJSError, *UNKNOWN_OUTCOME):
@@ -406,10 +407,11 @@ class JobWriter:
         """The workflow record and all its jobs in one atomic batch."""
         if len(jobs) + 1 > MAX_BATCH:
             raise PayloadTooLargeError(f"a workflow on NATS holds at most {MAX_BATCH - 1} jobs")
-        births, _ = await asyncio.gather(self.index.add_new(jobs), self.announce_new(jobs))
+        entries, _ = await asyncio.gather(self.index.add_new(jobs), self.announce_new(jobs))
         ops = [self._workflow_op(workflow, 0)]
         ops.extend(
-            self.store.job_op(j, _first_epoch(j), 0, b) for j, b in zip(jobs, births, strict=True)
+            self.store.job_op(j, _first_epoch(j), 0, e[0])
+            for j, e in zip(jobs, entries, strict=True)
         )
         try:
             await commit(self.conn.nc, self.conn.js, ops)

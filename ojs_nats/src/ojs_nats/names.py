@@ -36,6 +36,8 @@ __all__ = [
     "TIMER_CONSUMER",
     "TIMER_STREAM",
     "WORKERS_BUCKET",
+    "birth_filter",
+    "birth_key",
     "counter_subject",
     "dead_key",
     "event_subject",
@@ -186,6 +188,7 @@ UNIQUE_PREFIX = "u."
 WORKFLOW_PREFIX = "w."
 DEAD_PREFIX = "d."
 INDEX_PREFIX = "x."
+BIRTH_PREFIX = "y."
 
 
 def job_key(job_id: str) -> str:
@@ -236,12 +239,26 @@ def index_filter(state: str | None, queue: str | None, job_type: str | None) -> 
 _TOKEN = re.compile(r"[-/_=A-Za-z0-9]{1,600}")
 
 
+def birth_key(queue: str, job_type: str, job_id: str) -> str:
+    """Key of a job's birth entry ``y.<queue>.<type>.<id>``: written once, before the job's
+    record, never rewritten; its sequence is the job's birth."""
+    return f"{BIRTH_PREFIX}{queue_token(queue)}.{type_token(job_type)}.{job_id}"
+
+
+def birth_filter(queue: str | None, job_type: str | None) -> str | None:
+    """The subject filter of the birth entries of a listing by queue and type (or neither);
+    ``None`` when a value cannot be stored."""
+    full = index_filter(None, queue, job_type)
+    return None if full is None else BIRTH_PREFIX + full[len(INDEX_PREFIX) + 2 :]
+
+
 def parse_index_key(key: str) -> tuple[str, str] | None:
-    """``(key without the id, job id)`` of an index key, or ``None`` if it is not one."""
-    parts = key.split(".", 4)
-    if len(parts) != 5 or parts[0] + "." != INDEX_PREFIX:
+    """``(key without the id, job id)`` of an index or birth key, or ``None``."""
+    tokens = 5 if key.startswith(INDEX_PREFIX) else 4 if key.startswith(BIRTH_PREFIX) else 0
+    parts = key.split(".", tokens - 1)
+    if not tokens or len(parts) != tokens:
         return None
-    return ".".join(parts[:4]), parts[4]
+    return ".".join(parts[:-1]), parts[-1]
 
 
 _JOB_ID = re.compile(r"[-_=.A-Za-z0-9]{1,200}")
