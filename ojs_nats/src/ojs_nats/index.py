@@ -151,8 +151,12 @@ class Index:
                 known = [(key, entry) for key, entry, _ in batch if entry]
                 if unknown:
                     known += await self._current(unknown)
-                # All in flight together; a marker that finds a newer entry (or none) fails.
-                await self.conn.pipe.publish_each([_removal(key, seq) for key, seq in known])
+                # Without acknowledgement (a lost removal leaves a stale entry, which listings
+                # repair): a marker that finds a newer entry (or none) is refused, unseen.
+                nc = self.conn.nc
+                for key, seq in known:
+                    subject, data, headers = _removal(key, seq)
+                    await nc.publish(subject, data, headers=headers)
 
     async def _current(self, unlinks: Sequence[tuple[str, int, int]]) -> list[tuple[str, int]]:
         """For entries of unknown sequence: the entry stored now, if it is older than the
