@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -204,18 +205,20 @@ class Index:
         if subject is None or not listable(state, queue, job_type) or limit <= 0:
             return []
         need = offset + limit
-        top = await self._last_seq()
+        subject = _PREFIX + subject
+        top = await self._last_seq(subject)
         found: dict[str, _Found] = {}
         stop = top + 1
         width = max(_FIRST_WINDOW * need, SCAN_BATCH)
         while stop > 1:
             start = max(1, stop - width)
-            for msg in await self._scan(_PREFIX + subject, start, stop):
+            for msg in await self._scan(subject, start, stop):
                 entry = _parse(msg)
                 if entry is not None:
                     found.setdefault(entry[0], _Found()).entries.append(entry[1])
             frontier = start if start > 1 else 0
-            if await self._settle(found, frontier, need, _Check(key_of, keep)) >= need:
+            listed = await self._settle(found, frontier, need, _Check(key_of, keep))
+            if listed >= need:
                 break
             stop = start
             width *= 2
@@ -223,9 +226,23 @@ class Index:
         live.sort(key=lambda f: f.birth, reverse=True)
         return [f.job for f in live[offset:need] if f.job is not None]
 
-    async def _last_seq(self) -> int:
-        info = await self.conn.js.stream_info(_STREAM)
-        return int(info.state.last_seq or 0)
+    async def _last_seq(self, subject: str) -> int:
+        """The sequence of the newest message matching ``subject`` (0: none), so that the
+        scan starts there rather than at the end of the stream (past every later write)."""
+        try:
+            reply = await self.conn.nc.request(
+                names.direct_get_subject(_STREAM),
+                json.dumps({"last_by_subj": subject}).encode(),
+                timeout=5.0,
+            )
+        except Exception:
+            log.debug("last_by_subj failed; scanning from the end", exc_info=True)
+            info = await self.conn.js.stream_info(_STREAM)
+            return int(info.state.last_seq or 0)
+        headers = reply.headers or {}
+        if headers.get(names.STATUS):
+            return 0  # 404: no entry matches
+        return int(headers.get(names.DIRECT_SEQUENCE, "0"))
 
     async def _scan(self, subject: str, start: int, stop: int) -> list[Msg]:
         """Entries matching ``subject`` with sequences in ``[start, stop)``, oldest first."""
