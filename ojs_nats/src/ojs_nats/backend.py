@@ -9,6 +9,7 @@ Each concern lives in a module of its own and owns its state (the table is in
 ``connection`` connect, health, close
 ``records``    the storage format of every record; the store, its cache, compare-and-swap
 ``jobs``       job and workflow writes with their hints, timers and markers; dead letter
+``index``      listing index entries: written with records, read newest first by listings
 ``ready``      ready hints and claiming
 ``timers``     schedules, the local deadline heap, the fired-timer pull
 ``queues``     queue records and the ready consumer of each priority level
@@ -59,12 +60,13 @@ from ojs_core.model import (
 )
 from ojs_core.schema_registry import SchemaRecord
 
-from . import names, provision
+from . import listing, names, provision
 from .arrivals import Arrivals
 from .connection import CONNECT_WAIT_S, MIN_SERVER_VERSION, Connection
 from .crons import CronStore
 from .embedded import EmbeddedNatsServer
 from .eventfeed import EventFeed
+from .index import Index
 from .jetstream import guard
 from .jobs import JobWriter
 from .mirror import Mirror
@@ -117,8 +119,15 @@ class NatsBackend:
         self.arrivals = Arrivals(self.conn)
         self.events = EventLog(self.conn)
         self.feed = EventFeed(self.conn)
+        self.index = Index(self.conn, self.store)
         self.writer = JobWriter(
-            self.conn, self.store, self.queues, self.timers, self.counters, self.arrivals
+            self.conn,
+            self.store,
+            self.queues,
+            self.timers,
+            self.counters,
+            self.arrivals,
+            self.index,
         )
         self.claimer = Claimer(
             self.conn, self.store, self.queues, self.timers, self.counters, self.writer
@@ -172,7 +181,7 @@ class NatsBackend:
             # The last few milliseconds of transitions: without them queue stats, and the
             # depth that bounded queues are checked against, would stay off after a restart.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.counters.settle(), CLOSE_FLUSH_S)
+                await asyncio.wait_for(self.counters.sync(), CLOSE_FLUSH_S)
         self.conn.closing = True  # a reset announced meanwhile must not start watchers again
         await self.mirror.stop()
         self.timers.drop_pull()
@@ -202,6 +211,7 @@ class NatsBackend:
         self.queues.forget_all()
         self.timers.forget_all()
         self.store.forget_all()
+        self.index.forget_all()
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -252,11 +262,10 @@ class NatsBackend:
 
     @guard
     async def list_jobs(self, flt: JobFilter) -> Page:
-        """Dead-letter listing from the ``d.`` markers (other listings are not indexed)."""
-        if not flt.dead_letter:
-            return Page(items=[], total=0)
-        jobs = await self.writer.dead_letter(flt.queue)
-        return Page(items=jobs[flt.offset : flt.offset + flt.limit], total=len(jobs))
+        """Newest first, from the listing index (a page costs about a page of reads; see
+        ``docs/nats-design.md``); totals from the counters. The dead letter is listed from
+        its ``d.`` markers."""
+        return await listing.list_jobs(self.writer, self.index, self.counters, flt)
 
     @guard
     async def delete_job(

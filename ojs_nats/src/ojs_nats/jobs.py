@@ -31,6 +31,7 @@ from ojs_core.states import JobState
 from . import names
 from .arrivals import Arrivals
 from .connection import Connection
+from .index import Index, index_key_of
 from .jetstream import MAX_BATCH, UNKNOWN_OUTCOME, Op, WrongSequenceError, commit
 from .queues import Queues
 from .ready import hint_op
@@ -72,7 +73,8 @@ def _first_epoch(job: Job) -> int:
 
 
 class JobWriter:
-    """The write path of job records, with their hints, timers, markers and counters."""
+    """The write path of job records, with their hints, timers, markers, index entries and
+    counters."""
 
     def __init__(
         self,
@@ -82,7 +84,9 @@ class JobWriter:
         timers: Timers,
         counters: Counters,
         arrivals: Arrivals,
+        index: Index,
     ) -> None:
+        self.index = index
         self.conn = conn
         self.store = store
         self.queues = queues
@@ -162,7 +166,18 @@ class JobWriter:
                 local[ukey] = job
             if conflicts:
                 return conflicts
-            ops = [store.job_op(job, _first_epoch(job), expect.get(job.id, 0)) for job in jobs]
+            if len(jobs) + len(keys) > MAX_BATCH:
+                raise PayloadTooLargeError(
+                    f"an atomic enqueue on NATS holds at most {MAX_BATCH} records "
+                    f"(jobs plus unique keys); this one needs {len(jobs) + len(keys)}"
+                )
+            # Index entries first (their sequences are the births the records keep), with
+            # the hints and timers.
+            entries, _ = await asyncio.gather(self.index.add_new(jobs), self.announce_new(jobs))
+            ops = [
+                store.job_op(job, _first_epoch(job), expect.get(job.id, 0), birth)
+                for job, (birth, _) in zip(jobs, entries, strict=True)
+            ]
             for key in keys:
                 ops.append(
                     (
@@ -171,12 +186,6 @@ class JobWriter:
                         {names.EXPECTED_SUBJECT_SEQUENCE: str(holders[key][1])},
                     )
                 )
-            if len(ops) > MAX_BATCH:
-                raise PayloadTooLargeError(
-                    f"an atomic enqueue on NATS holds at most {MAX_BATCH} records "
-                    f"(jobs plus unique keys); this one needs {len(ops)}"
-                )
-            await self.announce_new(jobs)
             try:
                 seqs = await self.conn.commit(ops)
             except WrongSequenceError:
@@ -191,8 +200,8 @@ class JobWriter:
                 if landed is None:
                     raise
                 seqs = list(range(landed, landed + len(ops)))
-            for job, seq in zip(jobs, seqs, strict=False):
-                store.remember(JobRecord(job, _first_epoch(job), seq))
+            for job, seq, (birth, entry) in zip(jobs, seqs, entries, strict=False):
+                store.remember(JobRecord(job, _first_epoch(job), seq, birth, entry))
                 self.counters.count(None, job)
             await self.arrivals.notify(j.queue for j in jobs if j.state is S.AVAILABLE)
             return []
@@ -213,23 +222,38 @@ class JobWriter:
 
     # -- updating --------------------------------------------------------------------------
 
-    async def write(self, before: Job, after: Job, epoch: int, revision: int) -> JobRecord:
-        """Store ``after`` over ``before`` (read at ``revision``), announced first; raises
-        :class:`WrongSequenceError` when the record changed meanwhile."""
+    async def write(self, rec: JobRecord, after: Job) -> JobRecord:
+        """Store ``after`` over the version ``rec``, announced first; raises
+        :class:`WrongSequenceError` when the record changed meanwhile.
+
+        When the job moves to another state (queue, type), its new index entry goes just
+        before the record, on the same connection into the same stream (stored first); the
+        entry of the old version is removed once the write landed."""
+        before, epoch, revision = rec.job, rec.epoch, rec.revision
         entered = after.state is S.AVAILABLE and before.state is not S.AVAILABLE
         new_epoch = epoch + 1 if entered else epoch
         await self.announce(before, after, epoch, new_epoch)
-        ops = [self.store.job_op(after, new_epoch, revision)]
-        if is_dead(before) != is_dead(after):
-            subject = names.kv_subject(names.JOBS_BUCKET, names.dead_key(after.id))
-            if is_dead(after):
-                ops.append((subject, b"1", {}))
-            else:
-                ops.append(
-                    (subject, b"", {names.KV_OPERATION: "DEL", names.MSG_TTL: TOMBSTONE_TTL})
-                )
+        moved = index_key_of(before) != index_key_of(after)
+        ops = [self.store.job_op(after, new_epoch, revision, rec.birth)]
+        if moved:
+            ops.append(self.index.entry_op(after, rec.birth))
+        entry = rec.entry
         try:
-            seqs = await self.conn.commit(ops)
+            if is_dead(before) != is_dead(after):
+                subject = names.kv_subject(names.JOBS_BUCKET, names.dead_key(after.id))
+                if is_dead(after):
+                    ops.append((subject, b"1", {}))
+                else:
+                    ops.append(
+                        (subject, b"", {names.KV_OPERATION: "DEL", names.MSG_TTL: TOMBSTONE_TTL})
+                    )
+                seqs = await self.conn.commit(ops)  # atomic: record, entry and marker
+                if moved:
+                    entry = seqs[1]
+            elif moved:
+                seqs, entry = await self._write_indexed(ops[0], ops[1])
+            else:
+                seqs = await self.conn.commit(ops)
         except WrongSequenceError:
             self.store.forget(after.id)
             raise
@@ -239,12 +263,25 @@ class JobWriter:
                 self.store.forget(after.id)
                 raise WrongSequenceError("the write timed out and was fenced") from None
             seqs = [landed]
-        rec = JobRecord(after, new_epoch, seqs[0])
-        self.store.remember(rec)
+            entry = 0
+        new = JobRecord(after, new_epoch, seqs[0], rec.birth, entry)
+        if moved:
+            self.index.unlink(before, rec.entry, new.revision)
+        self.store.remember(new)
         self.counters.count(before, after)
         if entered:
             await self.arrivals.notify([after.queue])
-        return rec
+        return new
+
+    async def _write_indexed(self, record: Op, entry: Op) -> tuple[list[int], int]:
+        """The entry, then the record, pipelined: the record's outcome decides; an entry
+        the stream refused while the record landed is written again."""
+        entry_outcome, outcome = await self.conn.pipe.publish_each([entry, record])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if isinstance(entry_outcome, BaseException):
+            entry_outcome = await self.conn.pipe.publish(*entry)
+        return [outcome], entry_outcome
 
     async def update(self, job_id: str, fn: JobFn) -> tuple[Job, Job]:
         """Compare-and-swap on the record's revision, retried on contention.
@@ -292,7 +329,7 @@ class JobWriter:
                         self.timers.done(job_id)
                     return before, before
                 try:
-                    await self.write(before, after, rec.epoch, rec.revision)
+                    await self.write(rec, after)
                 except WrongSequenceError:
                     lost = True
                     continue
@@ -325,13 +362,17 @@ class JobWriter:
             rec = store.take_fresh(job_id) or await store.read_job(job_id)
             if rec is None or (only_if is not None and not only_if(rec.job)):
                 return False
-            if await store.remove(names.JOBS_BUCKET, names.job_key(job_id), rec.revision):
+            removed = await store.remove(names.JOBS_BUCKET, names.job_key(job_id), rec.revision)
+            if removed:
                 break
         else:
             raise ConflictError(f"job {job_id!r} is being changed concurrently; try again")
+        assert removed is not None
         store.forget(job_id)
         self.timers.done(job_id)  # a retention timer, if this removal answers one
         self.counters.count(rec.job, None)
+        self.index.unlink(rec.job, rec.entry, removed)
+        self.index.unlink_birth(rec.job, rec.birth)
         job = rec.job
         # What pointed at the job: a marker or holder left behind is skipped when read.
         with contextlib.suppress(OJSError, *UNKNOWN_OUTCOME):
@@ -364,11 +405,14 @@ class JobWriter:
 
     async def insert_workflow(self, workflow: Workflow, jobs: Sequence[Job]) -> None:
         """The workflow record and all its jobs in one atomic batch."""
-        ops = [self._workflow_op(workflow, 0)]
-        ops.extend(self.store.job_op(j, _first_epoch(j), 0) for j in jobs)
-        if len(ops) > MAX_BATCH:
+        if len(jobs) + 1 > MAX_BATCH:
             raise PayloadTooLargeError(f"a workflow on NATS holds at most {MAX_BATCH - 1} jobs")
-        await self.announce_new(jobs)
+        entries, _ = await asyncio.gather(self.index.add_new(jobs), self.announce_new(jobs))
+        ops = [self._workflow_op(workflow, 0)]
+        ops.extend(
+            self.store.job_op(j, _first_epoch(j), 0, e[0])
+            for j, e in zip(jobs, entries, strict=True)
+        )
         try:
             await commit(self.conn.nc, self.conn.js, ops)
         except WrongSequenceError:

@@ -37,10 +37,14 @@ __all__ = [
     "TIMER_CONSUMER",
     "TIMER_STREAM",
     "WORKERS_BUCKET",
+    "birth_filter",
+    "birth_key",
     "counter_subject",
     "dead_key",
     "event_subject",
     "hex_key",
+    "index_filter",
+    "index_key",
     "is_job_id",
     "is_kv_key",
     "job_key",
@@ -49,6 +53,7 @@ __all__ = [
     "kv_subject",
     "name_key",
     "notify_subject",
+    "parse_index_key",
     "priority_token",
     "queue_token",
     "ready_consumer",
@@ -56,6 +61,8 @@ __all__ = [
     "timer_fire_subject",
     "timer_job_id",
     "timer_schedule_subject",
+    "type_counter_subject",
+    "type_token",
     "unique_key",
     "workflow_key",
 ]
@@ -101,7 +108,11 @@ EVENT_SUBJECTS = f"{EVENT_PREFIX}.>"
 #: Where the events stream republishes each event once stored, with its stream sequence in
 #: the ``Nats-Sequence`` header: the live feed (``eventfeed``) that every process subscribes to.
 EVENT_FEED_SUBJECTS = "ojs.feed.events.>"
-COUNTER_SUBJECTS = "ojs.count.>"
+COUNTER_PREFIX = "ojs.count"
+COUNTER_SUBJECTS = f"{COUNTER_PREFIX}.>"
+#: Per-type counters (``ojs.tcount.<type>.<queue>.<state>``), in the counter stream too.
+TYPE_COUNTER_PREFIX = "ojs.tcount"
+TYPE_COUNTER_SUBJECTS = f"{TYPE_COUNTER_PREFIX}.>"
 #: Core-NATS subject on which a replica that reset the store tells the others.
 CONTROL_RESET = "ojs.control.reset"
 
@@ -153,7 +164,23 @@ def event_subject(event_type: str) -> str:
 
 def counter_subject(queue: str, state: str) -> str:
     """Per-queue, per-state counter subject."""
-    return f"ojs.count.{queue_token(queue)}.{state}"
+    return f"{COUNTER_PREFIX}.{queue_token(queue)}.{state}"
+
+
+def type_counter_subject(job_type: str, queue: str, state: str) -> str:
+    """Per-type, per-queue, per-state counter subject (totals of listings by type)."""
+    return f"{TYPE_COUNTER_PREFIX}.{type_token(job_type)}.{queue_token(queue)}.{state}"
+
+
+_TYPE_TOKEN = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
+
+
+def type_token(job_type: str) -> str:
+    """A job type as one subject token: ``.`` becomes ``=`` (which no type holds); a type
+    outside the OJS alphabet becomes ``/`` and its hex (no type starts with ``/``)."""
+    if len(job_type) <= 255 and _TYPE_TOKEN.fullmatch(job_type):
+        return job_type.replace(".", "=")
+    return "/" + job_type.encode().hex()
 
 
 # -- keys of the jobs bucket ----------------------------------------------------------------
@@ -162,6 +189,8 @@ JOB_PREFIX = "j."
 UNIQUE_PREFIX = "u."
 WORKFLOW_PREFIX = "w."
 DEAD_PREFIX = "d."
+INDEX_PREFIX = "x."
+BIRTH_PREFIX = "y."
 
 
 def job_key(job_id: str) -> str:
@@ -182,6 +211,56 @@ def workflow_key(workflow_id: str) -> str:
 def dead_key(job_id: str) -> str:
     """Key of a dead-letter marker."""
     return DEAD_PREFIX + job_id
+
+
+def index_key(state: str, queue: str, job_type: str, job_id: str) -> str:
+    """Key of a listing index entry: ``x.<state>.<queue>.<type>.<id>`` (its value is the
+    job's birth, the sequence of its first entry; empty on that first entry itself)."""
+    return f"{INDEX_PREFIX}{state}.{queue_token(queue)}.{type_token(job_type)}.{job_id}"
+
+
+def _list_token(value: str | None, token: str | None) -> str:
+    """A filter token (``*`` for any): ``token`` is the value's subject token."""
+    return "*" if value is None or token is None else token
+
+
+def index_filter(state: str | None, queue: str | None, job_type: str | None) -> str | None:
+    """The subject filter (within the jobs bucket) of the entries of a listing; ``None``
+    when a value cannot be stored (a name from a URL that no job can have)."""
+    tokens = [
+        _list_token(state, state),
+        _list_token(queue, queue_token(queue) if queue is not None else None),
+        _list_token(job_type, type_token(job_type) if job_type is not None else None),
+    ]
+    for value, token in zip((state, queue, job_type), tokens, strict=True):
+        if value is not None and (not token or not _TOKEN.fullmatch(token)):
+            return None
+    return INDEX_PREFIX + ".".join(tokens) + ".>"
+
+
+_TOKEN = re.compile(r"[-/_=A-Za-z0-9]{1,600}")
+
+
+def birth_key(queue: str, job_type: str, job_id: str) -> str:
+    """Key of a job's birth entry ``y.<queue>.<type>.<id>``: written once, before the job's
+    record, never rewritten; its sequence is the job's birth."""
+    return f"{BIRTH_PREFIX}{queue_token(queue)}.{type_token(job_type)}.{job_id}"
+
+
+def birth_filter(queue: str | None, job_type: str | None) -> str | None:
+    """The subject filter of the birth entries of a listing by queue and type (or neither);
+    ``None`` when a value cannot be stored."""
+    full = index_filter(None, queue, job_type)
+    return None if full is None else BIRTH_PREFIX + full[len(INDEX_PREFIX) + 2 :]
+
+
+def parse_index_key(key: str) -> tuple[str, str] | None:
+    """``(key without the id, job id)`` of an index or birth key, or ``None``."""
+    tokens = 5 if key.startswith(INDEX_PREFIX) else 4 if key.startswith(BIRTH_PREFIX) else 0
+    parts = key.split(".", tokens - 1)
+    if not tokens or len(parts) != tokens:
+        return None
+    return ".".join(parts[:-1]), parts[-1]
 
 
 _JOB_ID = re.compile(r"[-_=.A-Za-z0-9]{1,200}")
@@ -261,3 +340,5 @@ KV_OPERATION = KV_OP
 #: Headers of a direct-get answer: the subject and sequence of the message returned.
 DIRECT_SUBJECT = "Nats-Subject"
 DIRECT_SEQUENCE = "Nats-Sequence"
+DIRECT_TIMESTAMP = "Nats-Time-Stamp"
+DIRECT_NUM_PENDING = "Nats-Num-Pending"

@@ -94,10 +94,11 @@ def stream_configs(replicas: int) -> list[StreamConfig]:
         ),
         StreamConfig(
             name=names.COUNTER_STREAM,
-            subjects=[names.COUNTER_SUBJECTS],
+            subjects=[names.COUNTER_SUBJECTS, names.TYPE_COUNTER_SUBJECTS],
             storage=file,
             num_replicas=replicas,
             allow_msg_counter=True,
+            allow_direct=True,  # listing totals: the last value of many counters at once
         ),
     ]
 

@@ -29,6 +29,7 @@ from ojs_core.states import JobState
 
 from . import names
 from .connection import Connection
+from .index import index_key_of
 from .jetstream import UNKNOWN_OUTCOME, ConsumerGoneError, Op, WrongSequenceError, pull_now
 from .queues import Queues
 from .records import JobRecord, RecordStore
@@ -208,12 +209,17 @@ class Claimer:
             if deadline is not None:
                 timers.append(schedule_op(after.id, deadline))
                 self.timers.soon_add(after.id, deadline)
-        ops = [self.store.job_op(after, rec.epoch, rec.revision) for _, rec, after in writes]
+        ops = [
+            self.store.job_op(after, rec.epoch, rec.revision, rec.birth) for _, rec, after in writes
+        ]
         # Timers first (a visibility deadline must exist before the claim it guards), then
         # each claim as its own compare-and-swap, all in flight together: a lost race costs
-        # only its own job a careful retry.
+        # only its own job a careful retry. Each claim's index entry goes just before it.
         await self.conn.publish_all(timers)
-        outcomes = await self.conn.pipe.publish_each(ops)
+        entries = [self.writer.index.entry_op(after, rec.birth) for _, rec, after in writes]
+        pairs = [op for pair in zip(entries, ops, strict=True) for op in pair]
+        both = await self.conn.pipe.publish_each(pairs)
+        entry_outcomes, outcomes = both[0::2], both[1::2]
         unknown = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, UNKNOWN_OUTCOME)]
         if unknown:  # timed out: stored or not? A claim that landed must reach the caller.
             settled = await asyncio.gather(
@@ -227,12 +233,17 @@ class Claimer:
                 if isinstance(landed, int):
                     outcomes[i] = landed
         done: list[Msg] = []
-        for (msg, rec, after), outcome in zip(writes, outcomes, strict=True):
+        for i, ((msg, rec, after), outcome) in enumerate(zip(writes, outcomes, strict=True)):
             if isinstance(outcome, BaseException):
                 self.store.forget(rec.job.id)
                 slow.append(msg)
                 continue
-            self.store.remember(JobRecord(after, rec.epoch, outcome))
+            entry = entry_outcomes[i]
+            if isinstance(entry, BaseException):  # refused while the claim landed: again
+                entry = await self.conn.pipe.publish(*entries[i])
+            if index_key_of(rec.job) != index_key_of(after):
+                self.writer.index.unlink(rec.job, rec.entry, outcome)
+            self.store.remember(JobRecord(after, rec.epoch, outcome, rec.birth, entry))
             claimed.append(after)
             out.append(after)
             done.append(msg)
@@ -272,7 +283,7 @@ class Claimer:
                 await msg.nak(delay=_RETRY_DELAY_S)  # not admitted now: try again shortly
                 return None
             try:
-                await self.writer.write(rec.job, after, rec.epoch, rec.revision)
+                await self.writer.write(rec, after)
             except WrongSequenceError:
                 continue
             # The claim is stored: it must reach the caller even if the hint's ack cannot be

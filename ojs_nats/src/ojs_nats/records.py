@@ -83,11 +83,18 @@ TOMBSTONE_TTL = "60s"
 
 @attrs.frozen
 class JobRecord:
-    """A job as stored: the job, its epoch, and the revision to compare-and-swap against."""
+    """A job as stored: the job, its epoch, and the revision to compare-and-swap against.
+
+    ``birth`` orders listings (the sequence of the job's first index entry, stored in the
+    record; 0 for a record written before listings were indexed). ``entry`` is the sequence
+    of the index entry of this version when this process knows it (0 otherwise): the write
+    that replaces the version removes that entry by its sequence."""
 
     job: Job
     epoch: int
     revision: int
+    birth: int = 0
+    entry: int = 0
 
 
 def _sorted_priorities(values: Sequence[int]) -> tuple[int, ...]:
@@ -135,15 +142,17 @@ WORKER = Codec(WorkerInfo)
 QUEUE = Codec(QueueRecord)
 
 
-def encode_job(job: Job, epoch: int) -> bytes:
+def encode_job(job: Job, epoch: int, birth: int = 0) -> bytes:
     """A job record's bytes (the job's hand-written wire encoder: it is the hot path)."""
+    if birth:
+        return jsonio.dumps({"e": epoch, "b": birth, "j": job_to_wire(job)})
     return jsonio.dumps({"e": epoch, "j": job_to_wire(job)})
 
 
 def decode_job(data: bytes, revision: int) -> JobRecord:
     """A job record from its bytes and revision."""
     raw = jsonio.loads(data)
-    return JobRecord(job_from_dict(raw["j"]), int(raw["e"]), revision)
+    return JobRecord(job_from_dict(raw["j"]), int(raw["e"]), revision, int(raw.get("b", 0)))
 
 
 class RecordStore:
@@ -435,11 +444,11 @@ class RecordStore:
             found[job_id] = rec
         return found
 
-    def job_op(self, job: Job, epoch: int, expect: int) -> Op:
+    def job_op(self, job: Job, epoch: int, expect: int, birth: int = 0) -> Op:
         """The write of a job record, expecting revision ``expect`` (0: must not exist)."""
         return (
             names.kv_subject(names.JOBS_BUCKET, names.job_key(job.id)),
-            encode_job(job, epoch),
+            encode_job(job, epoch, birth),
             {names.EXPECTED_SUBJECT_SEQUENCE: str(expect)},
         )
 

@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import nats.js.errors
+from nats.aio.msg import Msg
 
 from ojs_core import jsonio
 from ojs_core.backend import EventFilter
@@ -32,6 +34,8 @@ FLUSH_DELAY_S = 0.005
 #: Events read per request, and at most per listing (the filter may reject most).
 _EVENT_PULL = 500
 _EVENT_SCAN_MAX = 20_000
+#: Counter subjects read per batched direct get.
+_MULTI_LAST = 1000
 
 
 class Counters:
@@ -41,6 +45,8 @@ class Counters:
         self.conn = conn
         self._deltas: dict[str, int] = {}
         self._flush_task: asyncio.Task[None] | None = None
+        #: A subject published without acknowledgement since the last acknowledged flush.
+        self._unacked: str | None = None
 
     def count(self, before: Job | None, after: Job | None) -> None:
         """Account a transition (``None``: the job did not exist, or was deleted).
@@ -52,15 +58,17 @@ class Counters:
             and after is not None
             and before.state is after.state
             and before.queue == after.queue
+            and before.type == after.type
         ):
             return
         deltas = self._deltas
-        if before is not None:
-            key = names.counter_subject(before.queue, before.state.value)
-            deltas[key] = deltas.get(key, 0) - 1
-        if after is not None:
-            key = names.counter_subject(after.queue, after.state.value)
-            deltas[key] = deltas.get(key, 0) + 1
+        for job, delta in ((before, -1), (after, 1)):
+            if job is not None:
+                state = job.state.value
+                key = names.counter_subject(job.queue, state)
+                deltas[key] = deltas.get(key, 0) + delta
+                key = names.type_counter_subject(job.type, job.queue, state)
+                deltas[key] = deltas.get(key, 0) + delta
         if self._flush_task is None or self._flush_task.done():
             self._flush_task = asyncio.get_running_loop().create_task(self._flush())
 
@@ -68,30 +76,72 @@ class Counters:
         if not wait:
             await asyncio.sleep(FLUSH_DELAY_S)
         deltas, self._deltas = self._deltas, {}
+        with contextlib.suppress(Exception):
+            for subject, delta in deltas.items():
+                if not delta:
+                    continue
+                headers = {names.INCR: f"{delta:+d}"}
+                if wait:  # acknowledged: a read that follows sees it
+                    await publish(self.conn.js, subject, b"", headers=headers)
+                    self._unacked = None
+                else:
+                    await self.conn.nc.publish(subject, b"", headers=headers)
+                    self._unacked = subject
 
-        async def add(subject: str, delta: int) -> None:
-            headers = {names.INCR: f"{delta:+d}"}
-            with contextlib.suppress(Exception):
-                await publish(self.conn.js, subject, b"", headers=headers)
-
-        # Acknowledged (concurrently): once a flush returns, a read sees its deltas. A read
-        # must see this replica's own transitions: the backpressure check reads the depth
-        # right after the inserts it admitted.
-        await asyncio.gather(*(add(s, d) for s, d in deltas.items() if d))
-
-    async def settle(self) -> None:
-        """Make this replica's transitions so far visible to reads: wait for the flush in
-        progress (whose deltas are no longer pending), then flush what is left."""
+    async def sync(self) -> None:
+        """Make this replica's transitions so far visible to a read that follows: pending
+        deltas are published with acknowledgement; increments a flush already sent without
+        one are stored before an acknowledged ``+0`` sent after them on this connection."""
         task = self._flush_task
         if task is not None and not task.done():
-            await asyncio.shield(task)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
         if self._deltas:
             await self._flush(wait=True)
+        subject = self._unacked
+        if subject is not None:
+            with contextlib.suppress(Exception):
+                await publish(self.conn.js, subject, b"", headers={names.INCR: "+0"})
+            self._unacked = None
+
+    async def total(self, state: str | None, queue: str | None, job_type: str | None) -> int:
+        """The number of jobs in ``state``, ``queue`` and of ``job_type`` (``None``: any),
+        summed from the counters: one batched direct get of the last value of each counter
+        subject that matches (``multi_last``), whatever the number of jobs."""
+        await self.sync()
+        state_token = state or "*"
+        queue_token = names.queue_token(queue) if queue is not None else "*"
+        if job_type is None:
+            subject = f"{names.COUNTER_PREFIX}.{queue_token}.{state_token}"
+        else:
+            subject = f"{names.TYPE_COUNTER_PREFIX}.{names.type_token(job_type)}"
+            subject += f".{queue_token}.{state_token}"
+        total = 0
+        for msg in await self._last_values(subject):
+            with contextlib.suppress(ValueError, TypeError):
+                total += max(0, int(json.loads(msg.data or b"{}").get("val", "0")))
+        return total
+
+    async def _last_values(self, subject: str) -> list[Msg]:
+        """The last message of each counter subject matching ``subject``."""
+        found: dict[str, Msg] = {}
+        seq = 0
+        while True:  # multi_last answers at most _MULTI_LAST subjects a time: page on
+            request: dict[str, Any] = {"multi_last": [subject], "batch": _MULTI_LAST}
+            if seq:
+                request["seq"] = seq
+            page = await direct_get_batch(self.conn.nc, names.COUNTER_STREAM, request)
+            before = len(found)
+            for msg in page:
+                found[(msg.headers or {}).get(names.DIRECT_SUBJECT, "")] = msg
+            if len(page) < _MULTI_LAST or len(found) == before:
+                return list(found.values())
+            seq = int((page[-1].headers or {}).get(names.DIRECT_SEQUENCE, "0")) + 1
 
     async def counts(self, queue: str) -> dict[JobState, int]:
         """Per-state counts of one queue: one direct read per state, no scan. This
         replica's own transitions are flushed first, so they are visible."""
-        await self.settle()
+        await self.sync()
         js = self.conn.js
 
         async def read(state: JobState) -> int:

@@ -14,8 +14,8 @@ every state), :mod:`.claiming` (order, pause, exclusivity under races), :mod:`.t
 (atomic inserts), :mod:`.events`, :mod:`.names` (queue names and worker ids as opaque
 strings), :mod:`.validation` (input refused before anything is stored), :mod:`.retention` (finished
 records removed when their retention ends), :mod:`.flow` (bounded queues and draining
-workers), :mod:`.progress` (progress reports and durable checkpoints on the job record) and
-:mod:`.protocol`
+workers), :mod:`.progress` (progress reports and durable checkpoints on the job record),
+:mod:`.listing` (``list_jobs`` by state, queue and type, pages and order) and :mod:`.protocol`
 (compare-and-swap, reads, listings, claims, queues, workers, health, reset). Select a topic
 with ``-k``, e.g. ``-k TestTimeouts``.
 """
@@ -28,6 +28,7 @@ from .cron import TestCron, TestCronRecords
 from .dead_letter import TestDeadLetter
 from .events import TestEventFeed, TestEvents
 from .flow import TestBackpressure, TestDrainingWorkers
+from .listing import TestListJobs
 from .names import TestNames
 from .progress import TestCheckpoints, TestProgress
 from .protocol import (
@@ -63,6 +64,7 @@ __all__ = [
     "TestExpiry",
     "TestInsertJobs",
     "TestLifecycleAndReset",
+    "TestListJobs",
     "TestListingsAndDeletion",
     "TestNames",
     "TestPause",
