@@ -103,11 +103,13 @@ async def test_a_worker_quiet_on_one_replica_gets_nothing_from_the_other(
         assert len(other.json()["jobs"]) == 1
 
 
-async def test_racing_replicas_overshoot_by_at_most_one_request_each(
+async def test_racing_replicas_overshoot_by_a_few_jobs_at_most(
     replicas: tuple[JobService, JobService],
 ) -> None:
-    """Each replica is exact on its own; together they may both take the last slot, so a
-    bound of N ends with at most N + 1 jobs from two replicas enqueueing one at a time."""
+    """Each replica is exact on its own; together they do not coordinate: both may take the
+    last slots, each seeing the other's admissions only once its counters are flushed (a few
+    milliseconds). Forty racing enqueues into a bound of 10 end with 10 and a few more, never
+    with the 40 an unchecked queue would take (docs/extensions.md, backpressure)."""
     first, second = replicas
     await first.set_backpressure("race", {"max_depth": 10})
     await eventually(lambda: second.backpressure("race"), what="the second replica sees the bound")
@@ -120,9 +122,13 @@ async def test_racing_replicas_overshoot_by_at_most_one_request_each(
         return True
 
     admitted = await asyncio.gather(*(push(s) for _ in range(20) for s in (first, second)))
-    assert 10 <= sum(admitted) <= 11
-    await eventually(lambda: _depth(first, "race"), what="counters flushed")
-    assert 10 <= await first.gate.depth("race") <= 11
+    total = sum(admitted)
+    assert 10 <= total <= 15
+
+    async def counted() -> bool:
+        return await first.gate.depth("race") == total
+
+    await eventually(counted, what="the depth counts every admitted job")
 
 
 async def _depth(svc: JobService, queue: str) -> bool:
