@@ -22,7 +22,6 @@ from ojs_core.admin import (
 )
 from ojs_core.backend import Page
 from ojs_core.backpressure import backpressure_to_wire
-from ojs_core.codec import cron_to_wire
 from ojs_core.errors import ValidationError
 from ojs_core.model import Job, QueueStats, WorkerInfo
 from ojs_core.states import JobState
@@ -32,6 +31,7 @@ from .. import schemas as S
 from ..responses import json_response, read_json
 from ..routing import ADMIN, Doc, Param, route
 from ._common import body_object, query_int, service, wire
+from .cron import patch_cron
 
 __all__ = ["routes"]
 
@@ -328,16 +328,6 @@ async def list_workflows(request: Request) -> Response:
     return json_response(request, _paginated(items, total, page, per_page))
 
 
-async def set_cron_enabled(request: Request) -> Response:
-    """``{"enabled": bool}``: stop or restart a cron entry's firing."""
-    body = body_object(await read_json(request))
-    enabled = body.get("enabled")
-    if not isinstance(enabled, bool):
-        raise ValidationError("must be a boolean", path="enabled")
-    cron = await service(request).set_cron_enabled(request.path_params["name"], enabled)
-    return json_response(request, {"cron": cron_to_wire(cron)})
-
-
 # -- workers -------------------------------------------------------------------------------
 
 
@@ -604,7 +594,7 @@ routes = [
     route(
         "PATCH",
         "/ojs/v1/admin/cron/{name}",
-        set_cron_enabled,
+        patch_cron,  # the same operation as PATCH /ojs/v1/cron/{name}, under the admin prefix
         ADMIN,
         Doc(
             "Enable or disable a cron entry",
