@@ -27,7 +27,13 @@ export function loginUrl() {
 }
 
 /** A URL path segment from untrusted text (ids and names). */
-export const seg = (value) => encodeURIComponent(String(value));
+export const seg = (value) => {
+  const text = String(value);
+  // URL parsers treat "." and ".." (encoded or not) as dot segments: such a name would send
+  // the request to another route, so it is refused rather than sent.
+  if (text === "." || text === "..") throw new Error(`cannot address ${JSON.stringify(text)} in a URL`);
+  return encodeURIComponent(text);
+};
 
 /**
  * Call the API: api("/ojs/v1/admin/stats"), api(path, {query: {page: 2}}),
