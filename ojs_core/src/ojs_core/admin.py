@@ -434,14 +434,7 @@ def parse_states(raw: Any) -> list[JobState]:
 
 def parse_older_than(raw: Any) -> datetime | None:
     """A purge's optional ``older_than`` timestamp."""
-    if raw is None:
-        return None
-    if not isinstance(raw, str):
-        raise ValidationError("must be an RFC 3339 timestamp", path="older_than")
-    try:
-        return parse_ts(raw)
-    except ValueError:
-        raise ValidationError("must be an RFC 3339 timestamp", path="older_than") from None
+    return _bound(raw, "older_than")
 
 
 def _require_confirm(confirm: bool) -> None:

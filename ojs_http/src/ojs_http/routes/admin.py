@@ -227,6 +227,14 @@ async def cancel_job(request: Request) -> Response:
     return json_response(request, {"job": wire(job)})
 
 
+def _filter_of(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A bulk or purge request's ``filter`` object (``{}`` when absent)."""
+    flt = body.get("filter", {})
+    if not isinstance(flt, Mapping):
+        raise ValidationError("must be an object", path="filter")
+    return flt
+
+
 def _bulk_body(outcome: BulkOutcome) -> dict[str, Any]:
     return {
         "action": outcome.action,
@@ -242,9 +250,7 @@ def _bulk_body(outcome: BulkOutcome) -> dict[str, Any]:
 
 async def _bulk(request: Request, action: str, *, dead_letter: bool) -> Response:
     body = body_object(await read_json(request))
-    flt = body.get("filter", {})
-    if not isinstance(flt, Mapping):
-        raise ValidationError("must be an object", path="filter")
+    flt = _filter_of(body)
     outcome = await admin(request).bulk(
         action,
         parse_job_query(flt, "filter.", bulk=True),
@@ -307,9 +313,7 @@ async def bulk_retry_dead_letter(request: Request) -> Response:
 async def purge_dead_letter(request: Request) -> Response:
     """Delete dead-letter jobs (optionally only those discarded before ``older_than``)."""
     body = body_object(await read_json(request))
-    flt = body.get("filter", {})
-    if not isinstance(flt, Mapping):
-        raise ValidationError("must be an object", path="filter")
+    flt = _filter_of(body)
     purged = await admin(request).purge_dead_letter(
         parse_job_query(flt, "filter.", bulk=True),
         older_than=parse_older_than(body.get("older_than")),
