@@ -406,8 +406,10 @@ async def test_an_expired_tampered_or_revoked_cookie_is_refused() -> None:
     expired = session.issue(secret, ttl, now=time.time() - ttl - 1)
     far = session.issue(secret, ttl * 10)
     good = session.issue(secret, ttl)
-    kid_mac = good.rsplit(".", 1)
-    tampered = kid_mac[0][:-1] + "9." + kid_mac[1]
+    head, mac = good.rsplit(".", 1)
+    # Always a different digit (a fixed "9" left a cookie whose expiry ends in 9 untouched).
+    other_digit = "1" if head[-1] != "1" else "2"
+    tampered = head[:-1] + other_digit + "." + mac
     producer = session.issue(key_digest("KP-producer-key"), ttl)
     async with serve(keys) as client:
         for value in (expired, far, tampered, producer, "v1.x.1.y", "garbage", good + "x"):
