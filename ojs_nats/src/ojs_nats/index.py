@@ -1,25 +1,27 @@
-"""The listing index: two entries per job in the jobs bucket.
+"""The listing index: a stream of its own (``OJS_INDEX``) with few subjects.
 
-A *birth entry* ``y.<queue>.<type>.<id>`` is written once, before the job's first record,
-and never rewritten: its sequence is the job's *birth* (the record keeps it as ``b``), so
-birth entries are in enqueue order, and listings without a state filter read them. An
-*index entry* ``x.<state>.<queue>.<type>.<id>`` says "this job may be in this state, queue and
-type" (its value is the birth); listings by state read them. The record is the truth, an
-entry a hint:
+A *birth entry* on ``ojs.ix.b.<queue>.<type>`` (data: the job id) is written once, before the
+job's first record: its sequence is the job's *birth* (the record keeps it as ``b``), so birth
+entries are in enqueue order, and listings without a state filter read them. An *index entry*
+on ``ojs.ix.s.<state>.<queue>.<type>`` (data: the job id and its birth) says "this job is in
+this state, queue and type"; the record keeps the sequence of its current one as ``x``, and
+listings by state read them. One subject per state, queue and type, not per job: a listing's
+wildcard filter matches few subjects, so the server answers it at the same cost with a
+million stored jobs as with a thousand (per-job subjects made every wildcard request walk the
+server's index of all matching subjects). The record is the truth, an entry a hint:
 
-* An entry is published **before** the record write it announces, pipelined on the same
-  connection into the same stream, so the stream stores it first: a record in a state always
-  has an entry for it (a crash in between leaves an entry that points at a job in another
-  state, which listings skip).
+* An entry is published and **acknowledged before** the record write that names it, so a
+  stored record always has its entry (a crash in between leaves an entry no record names,
+  which listings skip and remove).
 * The entry of the version a write replaced is removed **after** the write, off the hot path,
-  by a deletion marker that expects the entry's sequence and expires a second later: it
-  cannot remove a newer entry of the same key. A crash or a lost removal
-  leaves a stale entry: listings skip it and remove it then (:meth:`Index.page`).
+  by deleting its sequence (a JetStream API request sent without waiting for the answer). A
+  crash or a lost removal leaves a stale entry: listings skip it and remove it then
+  (:meth:`Index.page`). A write that lost its compare-and-swap removes the entry it added.
 * Listings read entries newest first from the stream (server-side subject filters, batched
-  direct gets), read the records of a page in one batched get, and keep the entries whose
-  record matches. Order is by birth (insertion order, like the memory backend): every job
-  born after sequence ``S`` has its current entry after ``S``, so scanning back to ``S``
-  finds all of them (see ``docs/nats-design.md``).
+  direct gets), read the records of a page in one batched get, and keep the entries their
+  record names. Order is by birth (insertion order, like the memory backend): every job born
+  after sequence ``S`` has its current entry after ``S``, so scanning back to ``S`` finds all
+  of them (see ``docs/nats-design.md``).
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ from ojs_core.states import JobState
 from . import names
 from .connection import Connection
 from .jetstream import Op, direct_get_batch
-from .records import RecordStore
+from .records import JobRecord, RecordStore
 
-__all__ = ["Index", "birth_key_of", "index_key_of", "listable"]
+__all__ = ["Index", "listable", "moved"]
 
 log = logging.getLogger("ojs.nats")
 
@@ -50,42 +52,40 @@ log = logging.getLogger("ojs.nats")
 SCAN_BATCH = 512
 #: The first window scanned back is this many times the entries wanted (then it doubles).
 _FIRST_WINDOW = 4
-#: An entry whose record is in another state, but older than its record's version is
-#: unknown, is left alone this long: the write it announces may still be on its way.
+#: An entry that no record names, but which a write still on its way may yet name (it is
+#: newer than the record's entry, or the record is missing), is left alone this long.
 GRACE = timedelta(minutes=2)
-#: How long the marker that removes an entry stays (listings skip markers).
-MARKER_TTL = "1s"
-_STREAM = names.kv_stream(names.JOBS_BUCKET)
-_PREFIX = names.kv_subject(names.JOBS_BUCKET, "")
+#: Age classes of index entries: an entry written at least ``AGES[k]`` index sequences after
+#: its job's birth (and less than ``AGES[k + 1]``) is of class ``k`` and goes on a subject of
+#: its own. A listing by state that has covered every birth down to ``F`` needs the entries
+#: of class ``k`` only from ``F + AGES[k]`` on: entries of old jobs that changed state
+#: recently (a backlog worked off, a retry of old jobs) are not read for a page of young
+#: ones. A job writes ~5 entries through its life, so the classes start at about 800,
+#: 13,000 and 200,000 jobs' worth of activity.
+AGES = (0, 4_096, 65_536, 1_048_576)
+_STREAM = names.INDEX_STREAM
+_DELETE = f"$JS.API.STREAM.MSG.DELETE.{_STREAM}"
 
 
-def index_key_of(job: Job) -> str:
-    """The key of ``job``'s index entry."""
-    return names.index_key(job.state.value, job.queue, job.type, job.id)
+def moved(before: Job, after: Job) -> bool:
+    """Whether a write from ``before`` to ``after`` needs a new index entry."""
+    return (before.state, before.queue, before.type) != (after.state, after.queue, after.type)
 
 
-def birth_key_of(job: Job) -> str:
-    """The key of ``job``'s birth entry."""
-    return names.birth_key(job.queue, job.type, job.id)
+def _entry_data(job: Job, birth: int) -> bytes:
+    return f"{job.id} {birth}".encode() if birth else job.id.encode()
 
 
 @attrs.define
 class _Entry:
     """An entry read by a listing."""
 
-    key: str
     seq: int
+    #: The job's birth as the entry says (a first entry does not know it: its own sequence,
+    #: a little later than the birth entry published just before it).
     birth: int
+    birth_entry: bool
     stamp: datetime | None
-
-
-@attrs.frozen
-class _Check:
-    """How a listing checks a record against an entry: the key the record's job has, and
-    whether the listing keeps the job."""
-
-    key_of: Callable[[Job], str]
-    keep: Callable[[Job], bool]
 
 
 @attrs.define
@@ -98,85 +98,109 @@ class _Found:
     birth: int = 0
 
 
+@attrs.define
+class _Scan:
+    """A listing's scan back from ``top``: what it reads, how far it got, what it found."""
+
+    #: The subject filter of each class read (one, ``None``-keyed, for birth entries).
+    subjects: dict[int, str]
+    top: int
+    need: int
+    keep: Callable[[Job], bool]
+    found: dict[str, _Found] = attrs.field(factory=dict)
+    #: Per class: its entries at sequences ``>= stops[k]`` were read.
+    stops: dict[int, int] = attrs.field(factory=dict)
+    #: Every birth at or above it is covered.
+    frontier: int = 0
+    width: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        self.stops = dict.fromkeys(self.subjects, self.top + 1)
+        self.frontier = self.top + 1
+        self.width = max(_FIRST_WINDOW * self.need, SCAN_BATCH)
+
+    def add(self, msg: Msg) -> None:
+        """Note a scanned entry."""
+        parsed = _parse(msg)
+        if parsed is not None:
+            self.found.setdefault(parsed[0], _Found()).entries.append(parsed[1])
+
+
 class Index:
-    """Index entries: written with each record write, removed after, read by listings."""
+    """Index entries: added before each record write that needs one, removed after, read by
+    listings."""
 
     def __init__(self, conn: Connection, store: RecordStore) -> None:
         self.conn = conn
         self.store = store
-        #: Entries to remove: (key, sequence or 0 when unknown, revision that replaced them).
-        self._unlinks: list[tuple[str, int, int]] = []
+        #: Sequences of entries to remove.
+        self._unlinks: list[int] = []
+        #: The highest sequence of the index stream this process has seen: at most the
+        #: sequence the next entry gets, so an entry is never put in a class older than it.
+        self.tail = 0
         self._task: asyncio.Task[None] | None = None
 
     # -- writing ---------------------------------------------------------------------------
 
-    @staticmethod
-    def entry_op(job: Job, birth: int) -> Op:
-        """The write of ``job``'s entry (``birth`` 0: this is its first entry)."""
-        subject = names.kv_subject(names.JOBS_BUCKET, index_key_of(job))
-        return subject, str(birth).encode() if birth else b"", {}
+    def entry_op(self, job: Job, birth: int) -> Op:
+        """The write of ``job``'s index entry (``birth`` 0: this is its first entry)."""
+        # A replica that has not seen the birth's sequence yet calls the entry young.
+        age = max(0, self.tail - birth) if birth else 0
+        subject = names.state_entry_subject(job.state.value, job.queue, job.type, _age_class(age))
+        return subject, _entry_data(job, birth), {}
+
+    async def add(self, job: Job, birth: int) -> int:
+        """Store ``job``'s index entry; its sequence (the record about to be written names
+        it)."""
+        seq = await self.conn.pipe.publish(*self.entry_op(job, birth))
+        self.tail = max(self.tail, seq)
+        return seq
+
+    async def add_each(self, pairs: Sequence[tuple[Job, int]]) -> list[int | BaseException]:
+        """:meth:`add` for many ``(job, birth)``, pipelined; per entry its sequence or what
+        failed."""
+        outcomes = await self.conn.pipe.publish_each([self.entry_op(j, b) for j, b in pairs])
+        self.tail = max([self.tail, *(o for o in outcomes if isinstance(o, int))])
+        return outcomes
 
     async def add_new(self, jobs: Sequence[Job]) -> list[tuple[int, int]]:
         """The birth entry and the first index entry of each new job, pipelined in order;
         per job the sequences of both (the first is the birth the record keeps)."""
         ops: list[Op] = []
         for job in jobs:
-            ops.append((names.kv_subject(names.JOBS_BUCKET, birth_key_of(job)), b"", {}))
+            ops.append((names.birth_entry_subject(job.queue, job.type), job.id.encode(), {}))
             ops.append(self.entry_op(job, 0))
-        seqs: list[int] = []
-        for outcome in await self.conn.pipe.publish_each(ops):
-            if isinstance(outcome, BaseException):
-                raise outcome
-            seqs.append(outcome)
+        outcomes = await self.conn.pipe.publish_each(ops)
+        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failed is not None:
+            self.unlink(*(o for o in outcomes if isinstance(o, int)))
+            raise failed
+        seqs = [o for o in outcomes if isinstance(o, int)]
+        self.tail = max(self.tail, *seqs) if seqs else self.tail
         return list(zip(seqs[0::2], seqs[1::2], strict=True))
 
-    def unlink_birth(self, job: Job, birth: int) -> None:
-        """Remove a deleted job's birth entry soon (if it is still the one of ``birth``)."""
-        if birth:
-            self._unlinks.append((birth_key_of(job), birth, 0))
-            if self._task is None or self._task.done():
-                self._task = asyncio.get_running_loop().create_task(self._drain())
+    def unlink_record(self, rec: JobRecord) -> None:
+        """Remove a deleted job's entries soon: its birth entry and its index entry."""
+        self.unlink(rec.birth, rec.entry)
 
-    def unlink(self, job: Job, entry: int, revision: int) -> None:
-        """Remove ``job``'s entry (sequence ``entry``, 0 if unknown) soon: the version it
-        indexes was replaced by the write stored at ``revision`` (or removed by it)."""
-        self._unlinks.append((index_key_of(job), entry, revision))
-        if self._task is None or self._task.done():
+    def unlink(self, *seqs: int) -> None:
+        """Remove the entries of these sequences soon (0: none)."""
+        self._unlinks.extend(s for s in seqs if s)
+        if self._unlinks and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
         while self._unlinks:
             batch, self._unlinks = self._unlinks, []
             with contextlib.suppress(Exception):
-                unknown = [u for u in batch if not u[1]]
-                known = [(key, entry) for key, entry, _ in batch if entry]
-                if unknown:
-                    known += await self._current(unknown)
-                # Without acknowledgement (a lost removal leaves a stale entry, which listings
-                # repair): a marker that finds a newer entry (or none) is refused, unseen.
-                nc = self.conn.nc
-                for key, seq in known:
-                    subject, data, headers = _removal(key, seq)
-                    await nc.publish(subject, data, headers=headers)
+                await self.remove(batch)
 
-    async def _current(self, unlinks: Sequence[tuple[str, int, int]]) -> list[tuple[str, int]]:
-        """For entries of unknown sequence: the entry stored now, if it is older than the
-        write that replaced it (a newer one was published by a later write of the same
-        state, and stays)."""
-        got = await asyncio.gather(
-            *(self.store.entry(names.JOBS_BUCKET, key) for key, _, _ in unlinks)
-        )
-        return [
-            (key, seq)
-            for (key, _, revision), (_, seq) in zip(unlinks, got, strict=True)
-            if seq and seq < revision
-        ]
-
-    async def remove(self, key: str, seq: int) -> None:
-        """Remove the entry ``key`` if its sequence is still ``seq`` (a newer entry of the key
-        stays): :func:`_removal`, published."""
-        with contextlib.suppress(Exception):  # WrongSequenceError: replaced or gone already
-            await self.conn.pipe.publish(*_removal(key, seq))
+    async def remove(self, seqs: Sequence[int]) -> None:
+        """Delete the entries of these sequences, without waiting for the answers (a lost
+        removal leaves a stale entry, which listings repair)."""
+        nc = self.conn.nc
+        for seq in seqs:
+            await nc.publish(_DELETE, b'{"seq":%d,"no_erase":true}' % seq)
 
     def forget_all(self) -> None:
         """Drop pending removals (after a reset)."""
@@ -195,40 +219,44 @@ class Index:
     ) -> list[Job]:
         """Jobs ``offset .. offset + limit`` of the listing, newest (latest birth) first.
 
-        Scans entries back from the end of the stream in windows that double, reading the
-        records of the candidates as they become eligible, until ``offset + limit`` matching
-        jobs born inside the scanned range are known (or the start is reached)."""
+        Scans entries back from the newest match in windows that grow, reading the records
+        of the candidates as they become eligible, until ``offset + limit`` matching jobs
+        born inside the scanned range are known (or the start is reached). By state, each
+        age class is read only as far as it can hold jobs born inside the range
+        (:data:`AGES`)."""
         if state is None:  # birth entries: in birth order already, never rewritten
-            subject, key_of = names.birth_filter(queue, job_type), birth_key_of
+            subject = names.birth_filter(queue, job_type)
+            subjects = {0: subject} if subject is not None else {}
         else:
-            subject, key_of = names.index_filter(state, queue, job_type), index_key_of
+            subject = names.index_filter(state, queue, job_type)
+            subjects = {k: _class_filter(subject, k) for k in range(len(AGES))} if subject else {}
         if subject is None or not listable(state, queue, job_type) or limit <= 0:
             return []
         need = offset + limit
-        subject = _PREFIX + subject
-        top = await self._last_seq(subject)
-        found: dict[str, _Found] = {}
-        stop = top + 1
-        width = max(_FIRST_WINDOW * need, SCAN_BATCH)
-        while stop > 1:
-            start = max(1, stop - width)
-            for msg in await self._scan(subject, start, stop):
-                entry = _parse(msg)
-                if entry is not None:
-                    found.setdefault(entry[0], _Found()).entries.append(entry[1])
-            frontier = start if start > 1 else 0
-            listed = await self._settle(found, frontier, need, _Check(key_of, keep))
-            if listed >= need:
+        scan = _Scan(subjects, await self._last_seq(subject), need, keep)
+        ages = AGES if state is not None else (0,)
+        while scan.frontier > 1:
+            frontier = max(1, scan.frontier - scan.width)
+            read = 0
+            for k, sub in scan.subjects.items():
+                start = max(1, frontier + ages[k])
+                if start < scan.stops[k]:
+                    for msg in await self._scan(sub, start, scan.stops[k]):
+                        scan.add(msg)
+                        read += 1
+                    scan.stops[k] = start
+            scan.frontier = frontier
+            if await self._settle(scan, frontier if frontier > 1 else 0) >= need:
                 break
-            stop = start
-            width *= 2
-        live = [f for f in found.values() if f.job is not None]
+            # Few matches in the window (a sparse filter): grow faster than doubling.
+            scan.width *= max(2, min(64, need // max(1, read)))
+        live = [f for f in scan.found.values() if f.job is not None]
         live.sort(key=lambda f: f.birth, reverse=True)
         return [f.job for f in live[offset:need] if f.job is not None]
 
     async def _last_seq(self, subject: str) -> int:
-        """The sequence of the newest message matching ``subject`` (0: none), so that the
-        scan starts there rather than at the end of the stream (past every later write)."""
+        """The sequence of the newest entry matching ``subject`` (0: none), where the scan
+        starts."""
         try:
             reply = await self.conn.nc.request(
                 names.direct_get_subject(_STREAM),
@@ -263,14 +291,13 @@ class Index:
                 break
         return out
 
-    async def _settle(
-        self, found: dict[str, _Found], frontier: int, need: int, check: _Check
-    ) -> int:
+    async def _settle(self, scan: _Scan, frontier: int) -> int:
         """How many listed jobs born at or after ``frontier`` are known, up to ``need``.
 
         Walks the candidates born since ``frontier`` newest first and reads the records of
         those not read yet, only as far as ``need`` listed jobs reach: an early page reads
         about a page of records however many entries the window held."""
+        found, need = scan.found, scan.need
         while True:
             pool = [
                 (f.birth if f.read else max(e.birth for e in f.entries), job_id, f)
@@ -290,40 +317,43 @@ class Index:
                     break
             if not unread:
                 return listed
-            await self._read(found, unread, check)
+            await self._read(found, unread, scan.keep)
 
-    async def _read(self, found: dict[str, _Found], ids: list[str], check: _Check) -> None:
-        """Read the records of ``ids``; keep each job whose record matches one of its
-        entries; remove stale entries."""
+    async def _read(
+        self, found: dict[str, _Found], ids: list[str], keep: Callable[[Job], bool]
+    ) -> None:
+        """Read the records of ``ids``; keep each job whose record names one of its entries;
+        remove stale entries."""
         recs = await self.store.read_jobs(ids)
-        stale: list[_Entry] = []
-        missing: list[str] = []
+        stale: list[int] = []
+        now = datetime.now(UTC)
         for job_id, rec in zip(ids, recs, strict=True):
             f = found[job_id]
             f.read = True
-            if rec is None:
-                missing.append(job_id)
-                continue
-            key = check.key_of(rec.job)
             for entry in f.entries:
-                if entry.key == key:
-                    if check.keep(rec.job):
+                named = 0 if rec is None else rec.birth if entry.birth_entry else rec.entry
+                if rec is not None and entry.seq == named:
+                    if keep(rec.job):
                         f.job = rec.job
                         f.birth = rec.birth or entry.birth
-                elif _stale(entry, rec.revision):
-                    stale.append(entry)
-        if missing:
-            # Deleted (a deletion marker newer than the entry), or an insert on its way.
-            got = await asyncio.gather(
-                *(self.store.entry(names.JOBS_BUCKET, names.job_key(j)) for j in missing)
-            )
-            for job_id, (_, revision) in zip(missing, got, strict=True):
-                stale.extend(e for e in found[job_id].entries if _stale(e, revision))
+                elif _stale(entry, rec, now):
+                    stale.append(entry.seq)
         if stale:
-            await asyncio.gather(*(self.remove(e.key, e.seq) for e in stale))
+            await self.remove(stale)
 
 
 _STATES = frozenset(s.value for s in JobState)
+
+
+def _age_class(age: int) -> int:
+    """The class of an entry written ``age`` index sequences after its job's birth."""
+    return next(k for k in range(len(AGES) - 1, -1, -1) if age >= AGES[k])
+
+
+def _class_filter(subject: str, k: int) -> str:
+    """The filter of the entries of class ``k`` of a listing's filter ``subject`` (whose last
+    token, the age class, is ``*``)."""
+    return subject[:-1] + str(k)
 
 
 def listable(state: str | None, queue: str | None, job_type: str | None) -> bool:
@@ -334,31 +364,17 @@ def listable(state: str | None, queue: str | None, job_type: str | None) -> bool
 
 
 def _parse(msg: Msg) -> tuple[str, _Entry] | None:
-    """``(job id, entry)`` of a scanned message; ``None`` for a deletion marker."""
+    """``(job id, entry)`` of a scanned message; ``None`` for something else."""
     headers = msg.headers or {}
-    if headers.get(names.KV_OPERATION):
-        return None
-    parsed = names.parse_index_key(headers.get(names.DIRECT_SUBJECT, "")[len(_PREFIX) :])
-    if parsed is None:
-        return None
     seq = int(headers.get(names.DIRECT_SEQUENCE, "0"))
+    job_id, _, birth = (msg.data or b"").decode(errors="replace").partition(" ")
+    if not seq or not job_id:
+        return None
     stamp = _stamp(headers.get(names.DIRECT_TIMESTAMP, ""))
-    data = msg.data or b""
-    birth = int(data) if data.isdigit() else seq
-    return parsed[1], _Entry(key=f"{parsed[0]}.{parsed[1]}", seq=seq, birth=birth, stamp=stamp)
-
-
-def _removal(key: str, seq: int) -> Op:
-    """A deletion marker of entry ``key`` that expects its sequence ``seq`` and expires a
-    second later (:data:`MARKER_TTL`): a plain pipelined publish. (A purge of the subject
-    below ``seq + 1`` would leave nothing at all, but a JetStream API request costs the
-    server several times a publish; key-value streams deny deleting a message by sequence.)"""
-    headers = {
-        names.KV_OPERATION: "DEL",
-        names.MSG_TTL: MARKER_TTL,
-        names.EXPECTED_SUBJECT_SEQUENCE: str(seq),
-    }
-    return _PREFIX + key, b"", headers
+    if names.is_birth_subject(headers.get(names.DIRECT_SUBJECT, "")):
+        return job_id, _Entry(seq=seq, birth=seq, birth_entry=True, stamp=stamp)
+    born = int(birth) if birth.isdigit() else seq
+    return job_id, _Entry(seq=seq, birth=born, birth_entry=False, stamp=stamp)
 
 
 def _stamp(text: str) -> datetime | None:
@@ -370,10 +386,14 @@ def _stamp(text: str) -> datetime | None:
         return None
 
 
-def _stale(entry: _Entry, revision: int) -> bool:
-    """Whether an entry whose record does not match it can go: the record (or its deletion
-    marker) was written after the entry, so no write announced by the entry can still land;
-    or the entry is older than :data:`GRACE`."""
-    if revision > entry.seq:
+def _stale(entry: _Entry, rec: JobRecord | None, now: datetime) -> bool:
+    """Whether an entry that its job's record does not name can go.
+
+    A record's birth never changes, so a birth entry it does not name is an orphan (of an
+    insert that failed). Entries of a job are added in the order of its writes, so an index
+    entry older than the one its record names was replaced. An entry newer than the
+    record's, or of a job with no record, may belong to a write still on its way: it goes once
+    older than :data:`GRACE`."""
+    if rec is not None and (entry.birth_entry or entry.seq < rec.entry):
         return True
-    return entry.stamp is not None and datetime.now(UTC) - entry.stamp > GRACE
+    return entry.stamp is not None and now - entry.stamp > GRACE

@@ -31,7 +31,7 @@ from ojs_core.states import JobState
 from . import names
 from .arrivals import Arrivals
 from .connection import Connection
-from .index import Index, index_key_of
+from .index import Index, moved
 from .jetstream import MAX_BATCH, UNKNOWN_OUTCOME, Op, WrongSequenceError, commit
 from .queues import Queues
 from .ready import hint_op
@@ -175,8 +175,8 @@ class JobWriter:
             # the hints and timers.
             entries, _ = await asyncio.gather(self.index.add_new(jobs), self.announce_new(jobs))
             ops = [
-                store.job_op(job, _first_epoch(job), expect.get(job.id, 0), birth)
-                for job, (birth, _) in zip(jobs, entries, strict=True)
+                store.job_op(job, _first_epoch(job), expect.get(job.id, 0), birth, entry)
+                for job, (birth, entry) in zip(jobs, entries, strict=True)
             ]
             for key in keys:
                 ops.append(
@@ -191,6 +191,7 @@ class JobWriter:
             except WrongSequenceError:
                 # A job exists (refused), a job key holds a fence marker (expected next time),
                 # or a unique-key holder changed meanwhile: decide again.
+                self.index.unlink(*(seq for pair in entries for seq in pair))
                 await self._refuse_existing(jobs, expect)
                 continue
             except UNKNOWN_OUTCOME:
@@ -198,6 +199,7 @@ class JobWriter:
                 first = jobs[0]
                 landed = await store.settle_unknown(first.id, ops[0][1], expect.get(first.id, 0))
                 if landed is None:
+                    self.index.unlink(*(seq for pair in entries for seq in pair))
                     raise
                 seqs = list(range(landed, landed + len(ops)))
             for job, seq, (birth, entry) in zip(jobs, seqs, entries, strict=False):
@@ -226,18 +228,21 @@ class JobWriter:
         """Store ``after`` over the version ``rec``, announced first; raises
         :class:`WrongSequenceError` when the record changed meanwhile.
 
-        When the job moves to another state (queue, type), its new index entry goes just
-        before the record, on the same connection into the same stream (stored first); the
-        entry of the old version is removed once the write landed."""
+        When the job moves to another state (queue, type), its new index entry is stored
+        first (the record names it); the entry of the old version is removed once the write
+        landed, the new one if it did not."""
         before, epoch, revision = rec.job, rec.epoch, rec.revision
         entered = after.state is S.AVAILABLE and before.state is not S.AVAILABLE
         new_epoch = epoch + 1 if entered else epoch
-        await self.announce(before, after, epoch, new_epoch)
-        moved = index_key_of(before) != index_key_of(after)
-        ops = [self.store.job_op(after, new_epoch, revision, rec.birth)]
-        if moved:
-            ops.append(self.index.entry_op(after, rec.birth))
-        entry = rec.entry
+        changed = moved(before, after)
+        if changed:
+            _, entry = await asyncio.gather(
+                self.announce(before, after, epoch, new_epoch), self.index.add(after, rec.birth)
+            )
+        else:
+            await self.announce(before, after, epoch, new_epoch)
+            entry = rec.entry
+        ops = [self.store.job_op(after, new_epoch, revision, rec.birth, entry)]
         try:
             if is_dead(before) != is_dead(after):
                 subject = names.kv_subject(names.JOBS_BUCKET, names.dead_key(after.id))
@@ -247,41 +252,30 @@ class JobWriter:
                     ops.append(
                         (subject, b"", {names.KV_OPERATION: "DEL", names.MSG_TTL: TOMBSTONE_TTL})
                     )
-                seqs = await self.conn.commit(ops)  # atomic: record, entry and marker
-                if moved:
-                    entry = seqs[1]
-            elif moved:
-                seqs, entry = await self._write_indexed(ops[0], ops[1])
+                seqs = await self.conn.commit(ops)  # atomic: record and marker
             else:
                 seqs = await self.conn.commit(ops)
         except WrongSequenceError:
             self.store.forget(after.id)
+            if changed:
+                self.index.unlink(entry)
             raise
         except UNKNOWN_OUTCOME:
             landed = await self.store.settle_unknown(after.id, ops[0][1], revision)
             if landed is None:
                 self.store.forget(after.id)
+                if changed:
+                    self.index.unlink(entry)
                 raise WrongSequenceError("the write timed out and was fenced") from None
             seqs = [landed]
-            entry = 0
         new = JobRecord(after, new_epoch, seqs[0], rec.birth, entry)
-        if moved:
-            self.index.unlink(before, rec.entry, new.revision)
+        if changed:
+            self.index.unlink(rec.entry)
         self.store.remember(new)
         self.counters.count(before, after)
         if entered:
             await self.arrivals.notify([after.queue])
         return new
-
-    async def _write_indexed(self, record: Op, entry: Op) -> tuple[list[int], int]:
-        """The entry, then the record, pipelined: the record's outcome decides; an entry
-        the stream refused while the record landed is written again."""
-        entry_outcome, outcome = await self.conn.pipe.publish_each([entry, record])
-        if isinstance(outcome, BaseException):
-            raise outcome
-        if isinstance(entry_outcome, BaseException):
-            entry_outcome = await self.conn.pipe.publish(*entry)
-        return [outcome], entry_outcome
 
     async def update(self, job_id: str, fn: JobFn) -> tuple[Job, Job]:
         """Compare-and-swap on the record's revision, retried on contention.
@@ -371,8 +365,7 @@ class JobWriter:
         store.forget(job_id)
         self.timers.done(job_id)  # a retention timer, if this removal answers one
         self.counters.count(rec.job, None)
-        self.index.unlink(rec.job, rec.entry, removed)
-        self.index.unlink_birth(rec.job, rec.birth)
+        self.index.unlink_record(rec)
         job = rec.job
         # What pointed at the job: a marker or holder left behind is skipped when read.
         with contextlib.suppress(OJSError, *UNKNOWN_OUTCOME):
@@ -410,12 +403,13 @@ class JobWriter:
         entries, _ = await asyncio.gather(self.index.add_new(jobs), self.announce_new(jobs))
         ops = [self._workflow_op(workflow, 0)]
         ops.extend(
-            self.store.job_op(j, _first_epoch(j), 0, e[0])
-            for j, e in zip(jobs, entries, strict=True)
+            self.store.job_op(j, _first_epoch(j), 0, birth, entry)
+            for j, (birth, entry) in zip(jobs, entries, strict=True)
         )
         try:
             await commit(self.conn.nc, self.conn.js, ops)
         except WrongSequenceError:
+            self.index.unlink(*(seq for pair in entries for seq in pair))
             raise DuplicateJobError("a job or workflow with one of these ids exists") from None
         for job in jobs:
             self.counters.count(None, job)

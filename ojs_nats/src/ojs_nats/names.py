@@ -29,6 +29,8 @@ __all__ = [
     "EVENTS_STREAM",
     "EVENT_FEED_SUBJECTS",
     "EVENT_PREFIX",
+    "INDEX_STREAM",
+    "INDEX_SUBJECTS",
     "JOBS_BUCKET",
     "QUEUES_BUCKET",
     "READY_STREAM",
@@ -37,14 +39,14 @@ __all__ = [
     "TIMER_CONSUMER",
     "TIMER_STREAM",
     "WORKERS_BUCKET",
+    "birth_entry_subject",
     "birth_filter",
-    "birth_key",
     "counter_subject",
     "dead_key",
     "event_subject",
     "hex_key",
     "index_filter",
-    "index_key",
+    "is_birth_subject",
     "is_job_id",
     "is_kv_key",
     "job_key",
@@ -53,11 +55,11 @@ __all__ = [
     "kv_subject",
     "name_key",
     "notify_subject",
-    "parse_index_key",
     "priority_token",
     "queue_token",
     "ready_consumer",
     "ready_subject",
+    "state_entry_subject",
     "timer_fire_subject",
     "timer_job_id",
     "timer_schedule_subject",
@@ -73,8 +75,9 @@ READY_STREAM = "OJS_READY"
 TIMER_STREAM = "OJS_TIMERS"
 EVENTS_STREAM = "OJS_EVENTS"
 COUNTER_STREAM = "OJS_COUNTERS"
+INDEX_STREAM = "OJS_INDEX"
 #: The plain streams (each KV bucket also has its stream, :func:`kv_stream`).
-STREAMS = (READY_STREAM, TIMER_STREAM, EVENTS_STREAM, COUNTER_STREAM)
+STREAMS = (READY_STREAM, TIMER_STREAM, EVENTS_STREAM, COUNTER_STREAM, INDEX_STREAM)
 
 JOBS_BUCKET = "OJS_JOBS"
 QUEUES_BUCKET = "OJS_QUEUES"
@@ -113,6 +116,10 @@ COUNTER_SUBJECTS = f"{COUNTER_PREFIX}.>"
 #: Per-type counters (``ojs.tcount.<type>.<queue>.<state>``), in the counter stream too.
 TYPE_COUNTER_PREFIX = "ojs.tcount"
 TYPE_COUNTER_SUBJECTS = f"{TYPE_COUNTER_PREFIX}.>"
+#: The listing index: state entries and birth entries (:mod:`ojs_nats.index`).
+INDEX_SUBJECTS = "ojs.ix.>"
+_STATE_ENTRY_PREFIX = "ojs.ix.s."
+_BIRTH_ENTRY_PREFIX = "ojs.ix.b."
 #: Core-NATS subject on which a replica that reset the store tells the others.
 CONTROL_RESET = "ojs.control.reset"
 
@@ -189,8 +196,6 @@ JOB_PREFIX = "j."
 UNIQUE_PREFIX = "u."
 WORKFLOW_PREFIX = "w."
 DEAD_PREFIX = "d."
-INDEX_PREFIX = "x."
-BIRTH_PREFIX = "y."
 
 
 def job_key(job_id: str) -> str:
@@ -213,20 +218,12 @@ def dead_key(job_id: str) -> str:
     return DEAD_PREFIX + job_id
 
 
-def index_key(state: str, queue: str, job_type: str, job_id: str) -> str:
-    """Key of a listing index entry: ``x.<state>.<queue>.<type>.<id>`` (its value is the
-    job's birth, the sequence of its first entry; empty on that first entry itself)."""
-    return f"{INDEX_PREFIX}{state}.{queue_token(queue)}.{type_token(job_type)}.{job_id}"
-
-
 def _list_token(value: str | None, token: str | None) -> str:
     """A filter token (``*`` for any): ``token`` is the value's subject token."""
     return "*" if value is None or token is None else token
 
 
-def index_filter(state: str | None, queue: str | None, job_type: str | None) -> str | None:
-    """The subject filter (within the jobs bucket) of the entries of a listing; ``None``
-    when a value cannot be stored (a name from a URL that no job can have)."""
+def _filter_tokens(state: str | None, queue: str | None, job_type: str | None) -> list[str] | None:
     tokens = [
         _list_token(state, state),
         _list_token(queue, queue_token(queue) if queue is not None else None),
@@ -235,32 +232,43 @@ def index_filter(state: str | None, queue: str | None, job_type: str | None) -> 
     for value, token in zip((state, queue, job_type), tokens, strict=True):
         if value is not None and (not token or not _TOKEN.fullmatch(token)):
             return None
-    return INDEX_PREFIX + ".".join(tokens) + ".>"
+    return tokens
 
 
 _TOKEN = re.compile(r"[-/_=A-Za-z0-9]{1,600}")
 
 
-def birth_key(queue: str, job_type: str, job_id: str) -> str:
-    """Key of a job's birth entry ``y.<queue>.<type>.<id>``: written once, before the job's
-    record, never rewritten; its sequence is the job's birth."""
-    return f"{BIRTH_PREFIX}{queue_token(queue)}.{type_token(job_type)}.{job_id}"
+def state_entry_subject(state: str, queue: str, job_type: str, age: int = 0) -> str:
+    """Subject of the index entries of the jobs in one state, queue and type, of one age
+    class (:data:`ojs_nats.index.AGES`): ``ojs.ix.s.<state>.<queue>.<type>.<age>`` (each
+    entry's data is the job id and its birth)."""
+    return f"{_STATE_ENTRY_PREFIX}{state}.{queue_token(queue)}.{type_token(job_type)}.{age}"
+
+
+def birth_entry_subject(queue: str, job_type: str) -> str:
+    """Subject of the birth entries of the jobs of one queue and type:
+    ``ojs.ix.b.<queue>.<type>`` (each entry's data is the job id; its sequence the birth)."""
+    return f"{_BIRTH_ENTRY_PREFIX}{queue_token(queue)}.{type_token(job_type)}"
+
+
+def index_filter(state: str | None, queue: str | None, job_type: str | None) -> str | None:
+    """The subject filter of the index entries of a listing by state, queue and type (any of
+    them ``None``: any; every age class, the last token); ``None`` when a value cannot be
+    stored (a name from a URL that no job can have)."""
+    tokens = _filter_tokens(state, queue, job_type)
+    return None if tokens is None else f"{_STATE_ENTRY_PREFIX}{'.'.join(tokens)}.*"
 
 
 def birth_filter(queue: str | None, job_type: str | None) -> str | None:
     """The subject filter of the birth entries of a listing by queue and type (or neither);
     ``None`` when a value cannot be stored."""
-    full = index_filter(None, queue, job_type)
-    return None if full is None else BIRTH_PREFIX + full[len(INDEX_PREFIX) + 2 :]
+    tokens = _filter_tokens(None, queue, job_type)
+    return None if tokens is None else _BIRTH_ENTRY_PREFIX + ".".join(tokens[1:])
 
 
-def parse_index_key(key: str) -> tuple[str, str] | None:
-    """``(key without the id, job id)`` of an index or birth key, or ``None``."""
-    tokens = 5 if key.startswith(INDEX_PREFIX) else 4 if key.startswith(BIRTH_PREFIX) else 0
-    parts = key.split(".", tokens - 1)
-    if not tokens or len(parts) != tokens:
-        return None
-    return ".".join(parts[:-1]), parts[-1]
+def is_birth_subject(subject: str) -> bool:
+    """Whether an index stream subject is a birth entry's (else a state entry's)."""
+    return subject.startswith(_BIRTH_ENTRY_PREFIX)
 
 
 _JOB_ID = re.compile(r"[-_=.A-Za-z0-9]{1,200}")

@@ -100,6 +100,16 @@ def stream_configs(replicas: int) -> list[StreamConfig]:
             allow_msg_counter=True,
             allow_direct=True,  # listing totals: the last value of many counters at once
         ),
+        StreamConfig(
+            # The listing index: few subjects (one per state, queue and type), so a listing's
+            # wildcard filter matches few; entries are removed by sequence.
+            name=names.INDEX_STREAM,
+            subjects=[names.INDEX_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=file,
+            num_replicas=replicas,
+            allow_direct=True,  # listings read entries by batched direct gets
+        ),
     ]
 
 

@@ -29,7 +29,6 @@ from ojs_core.states import JobState
 
 from . import names
 from .connection import Connection
-from .index import index_key_of
 from .jetstream import UNKNOWN_OUTCOME, ConsumerGoneError, Op, WrongSequenceError, pull_now
 from .queues import Queues
 from .records import JobRecord, RecordStore
@@ -209,17 +208,26 @@ class Claimer:
             if deadline is not None:
                 timers.append(schedule_op(after.id, deadline))
                 self.timers.soon_add(after.id, deadline)
+        # Timers and index entries first (a visibility deadline must exist before the claim
+        # it guards; a record names its entry), then each claim as its own compare-and-swap,
+        # all in flight together: a lost race costs only its own job a careful retry.
+        index = self.writer.index
+        _, entries = await asyncio.gather(
+            self.conn.publish_all(timers),
+            index.add_each([(after, rec.birth) for _, rec, after in writes]),
+        )
+        failed = next((e for e in entries if isinstance(e, BaseException)), None)
+        if failed is not None:  # the index stream cannot take them now: no claim
+            index.unlink(*(e for e in entries if isinstance(e, int)))
+            slow.extend(msg for msg, _, _ in writes)
+            log.warning("claims postponed: index entries refused: %r", failed)
+            return
+        seqs = [e for e in entries if isinstance(e, int)]
         ops = [
-            self.store.job_op(after, rec.epoch, rec.revision, rec.birth) for _, rec, after in writes
+            self.store.job_op(after, rec.epoch, rec.revision, rec.birth, entry)
+            for (_, rec, after), entry in zip(writes, seqs, strict=True)
         ]
-        # Timers first (a visibility deadline must exist before the claim it guards), then
-        # each claim as its own compare-and-swap, all in flight together: a lost race costs
-        # only its own job a careful retry. Each claim's index entry goes just before it.
-        await self.conn.publish_all(timers)
-        entries = [self.writer.index.entry_op(after, rec.birth) for _, rec, after in writes]
-        pairs = [op for pair in zip(entries, ops, strict=True) for op in pair]
-        both = await self.conn.pipe.publish_each(pairs)
-        entry_outcomes, outcomes = both[0::2], both[1::2]
+        outcomes = await self.conn.pipe.publish_each(ops)
         unknown = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, UNKNOWN_OUTCOME)]
         if unknown:  # timed out: stored or not? A claim that landed must reach the caller.
             settled = await asyncio.gather(
@@ -236,14 +244,11 @@ class Claimer:
         for i, ((msg, rec, after), outcome) in enumerate(zip(writes, outcomes, strict=True)):
             if isinstance(outcome, BaseException):
                 self.store.forget(rec.job.id)
+                index.unlink(seqs[i])
                 slow.append(msg)
                 continue
-            entry = entry_outcomes[i]
-            if isinstance(entry, BaseException):  # refused while the claim landed: again
-                entry = await self.conn.pipe.publish(*entries[i])
-            if index_key_of(rec.job) != index_key_of(after):
-                self.writer.index.unlink(rec.job, rec.entry, outcome)
-            self.store.remember(JobRecord(after, rec.epoch, outcome, rec.birth, entry))
+            index.unlink(rec.entry)  # the record names the claim's entry now
+            self.store.remember(JobRecord(after, rec.epoch, outcome, rec.birth, seqs[i]))
             claimed.append(after)
             out.append(after)
             done.append(msg)

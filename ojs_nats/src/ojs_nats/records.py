@@ -85,10 +85,11 @@ TOMBSTONE_TTL = "60s"
 class JobRecord:
     """A job as stored: the job, its epoch, and the revision to compare-and-swap against.
 
-    ``birth`` orders listings (the sequence of the job's first index entry, stored in the
-    record; 0 for a record written before listings were indexed). ``entry`` is the sequence
-    of the index entry of this version when this process knows it (0 otherwise): the write
-    that replaces the version removes that entry by its sequence."""
+    ``birth`` orders listings: the sequence of the job's birth entry in the index stream,
+    stored in the record (``"b"``). ``entry`` is the sequence of the index entry of this
+    version's state, queue and type, stored in the record too (``"x"``): the write that
+    replaces the version removes that entry by its sequence, and a listing keeps an entry only
+    if the record names it. Both are 0 in records written before the index had its stream."""
 
     job: Job
     epoch: int
@@ -142,17 +143,19 @@ WORKER = Codec(WorkerInfo)
 QUEUE = Codec(QueueRecord)
 
 
-def encode_job(job: Job, epoch: int, birth: int = 0) -> bytes:
+def encode_job(job: Job, epoch: int, birth: int = 0, entry: int = 0) -> bytes:
     """A job record's bytes (the job's hand-written wire encoder: it is the hot path)."""
-    if birth:
-        return jsonio.dumps({"e": epoch, "b": birth, "j": job_to_wire(job)})
+    if birth or entry:
+        return jsonio.dumps({"e": epoch, "b": birth, "x": entry, "j": job_to_wire(job)})
     return jsonio.dumps({"e": epoch, "j": job_to_wire(job)})
 
 
 def decode_job(data: bytes, revision: int) -> JobRecord:
     """A job record from its bytes and revision."""
     raw = jsonio.loads(data)
-    return JobRecord(job_from_dict(raw["j"]), int(raw["e"]), revision, int(raw.get("b", 0)))
+    return JobRecord(
+        job_from_dict(raw["j"]), int(raw["e"]), revision, int(raw.get("b", 0)), int(raw.get("x", 0))
+    )
 
 
 class RecordStore:
@@ -444,11 +447,12 @@ class RecordStore:
             found[job_id] = rec
         return found
 
-    def job_op(self, job: Job, epoch: int, expect: int, birth: int = 0) -> Op:
-        """The write of a job record, expecting revision ``expect`` (0: must not exist)."""
+    def job_op(self, job: Job, epoch: int, expect: int, birth: int = 0, entry: int = 0) -> Op:
+        """The write of a job record, expecting revision ``expect`` (0: must not exist), with
+        its birth and the sequence of its index entry (:class:`JobRecord`)."""
         return (
             names.kv_subject(names.JOBS_BUCKET, names.job_key(job.id)),
-            encode_job(job, epoch, birth),
+            encode_job(job, epoch, birth, entry),
             {names.EXPECTED_SUBJECT_SEQUENCE: str(expect)},
         )
 
