@@ -100,23 +100,25 @@ class _Found:
 
 @attrs.define
 class _Scan:
-    """A listing's scan back from ``top``: what it reads, how far it got, what it found."""
+    """A listing's scan back from the newest entries: what it reads (a subject filter and
+    the age of each class), how far it got, what it found."""
 
-    #: The subject filter of each class read (one, ``None``-keyed, for birth entries).
-    subjects: dict[int, str]
-    top: int
+    #: Per class: its subject filter, its age (:data:`AGES`), its newest entry's sequence.
+    classes: list[tuple[str, int, int]]
     need: int
     keep: Callable[[Job], bool]
     found: dict[str, _Found] = attrs.field(factory=dict)
     #: Per class: its entries at sequences ``>= stops[k]`` were read.
-    stops: dict[int, int] = attrs.field(factory=dict)
-    #: Every birth at or above it is covered.
+    stops: list[int] = attrs.field(factory=list)
+    #: Every job of the listing born at or above it is among :attr:`found`.
     frontier: int = 0
     width: int = 0
 
     def __attrs_post_init__(self) -> None:
-        self.stops = dict.fromkeys(self.subjects, self.top + 1)
-        self.frontier = self.top + 1
+        self.stops = [last + 1 for _, _, last in self.classes]
+        # No job born after this can have an entry: its class's entries would be newer
+        # than that class's newest.
+        self.frontier = max((last - age + 1 for _, age, last in self.classes if last), default=0)
         self.width = max(_FIRST_WINDOW * self.need, SCAN_BATCH)
 
     def add(self, msg: Msg) -> None:
@@ -226,30 +228,30 @@ class Index:
         (:data:`AGES`)."""
         if state is None:  # birth entries: in birth order already, never rewritten
             subject = names.birth_filter(queue, job_type)
-            subjects = {0: subject} if subject is not None else {}
+            filters = [(subject, 0)] if subject else []
         else:
             subject = names.index_filter(state, queue, job_type)
-            subjects = {k: _class_filter(subject, k) for k in range(len(AGES))} if subject else {}
-        if subject is None or not listable(state, queue, job_type) or limit <= 0:
+            filters = (
+                [(_class_filter(subject, k), age) for k, age in enumerate(AGES)] if subject else []
+            )
+        if not filters or not listable(state, queue, job_type) or limit <= 0:
             return []
         need = offset + limit
-        scan = _Scan(subjects, await self._last_seq(subject), need, keep)
-        ages = AGES if state is not None else (0,)
+        lasts = await asyncio.gather(*(self._last_seq(f) for f, _ in filters))
+        classes = [(f, age, last) for (f, age), last in zip(filters, lasts, strict=True)]
+        scan = _Scan(classes, need, keep)
         while scan.frontier > 1:
             frontier = max(1, scan.frontier - scan.width)
-            read = 0
-            for k, sub in scan.subjects.items():
-                start = max(1, frontier + ages[k])
+            for k, (sub, age, _) in enumerate(scan.classes):
+                start = max(1, frontier + age)
                 if start < scan.stops[k]:
                     for msg in await self._scan(sub, start, scan.stops[k]):
                         scan.add(msg)
-                        read += 1
                     scan.stops[k] = start
             scan.frontier = frontier
             if await self._settle(scan, frontier if frontier > 1 else 0) >= need:
                 break
-            # Few matches in the window (a sparse filter): grow faster than doubling.
-            scan.width *= max(2, min(64, need // max(1, read)))
+            scan.width *= 2
         live = [f for f in scan.found.values() if f.job is not None]
         live.sort(key=lambda f: f.birth, reverse=True)
         return [f.job for f in live[offset:need] if f.job is not None]
