@@ -115,7 +115,7 @@ async def manifest(request: Request) -> Response:
         },
         "conformance_level": 4,
         "conformance_tier": "runtime",
-        "protocols": ["http"],
+        "protocols": list(settings.protocols),
         "backend": backend,
         "capabilities": {**CAPABILITIES, "schema_validation": validating},
         "extensions": {
