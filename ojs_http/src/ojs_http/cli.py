@@ -70,7 +70,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "environment variable; a flag given on the command line wins. docs/configuration.md "
         "has the details.",
     )
-    p.add_argument("--version", action="version", version=version_line())
+    p.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     p.add_argument(
         "--check-config",
         action="store_true",
@@ -285,6 +285,14 @@ def add_dashboard_flags(p: argparse.ArgumentParser) -> None:
         help="mark the session cookie Secure: auto (unless served over plain http from "
         "localhost), always, never",
     )
+
+
+class _Version(argparse.Action):
+    """``--version``: the line unwrapped (argparse's own action wraps it to the terminal)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(version_line())
+        parser.exit()
 
 
 def version_line() -> str:
