@@ -1,9 +1,10 @@
 """The distributions depend on each other in one direction only.
 
-ojs-http, ojs-memory and ojs-nats depend on ojs-core; ojs-core depends on none of them and on no
-web framework or NATS client, so a backend can be written and tested without either. Backends
-never import the HTTP binding. Checked statically: every source file is parsed with ``ast``, and
-nothing is imported or executed.
+ojs-http, ojs-grpc, ojs-memory and ojs-nats depend on ojs-core; ojs-core depends on none of them
+and on no web framework, gRPC or NATS client, so a backend can be written and tested without
+either. Backends never import a binding; the gRPC binding imports no web framework, NATS client
+or other distribution (ojs-http's CLI imports it, lazily, for ``--grpc-port``). Checked
+statically: every source file is parsed with ``ast``, and nothing is imported or executed.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 WEB = {"starlette", "hypercorn"}
 NATS = {"nats"}
+GRPC = {"grpc", "grpc_health", "grpc_reflection", "grpc_status", "ojs_grpc"}
 FORBIDDEN: dict[str, set[str]] = {
-    "ojs_core": WEB | NATS | {"ojs_http", "ojs_memory", "ojs_nats"},
-    "ojs_memory": WEB | NATS | {"ojs_http", "ojs_nats"},
-    "ojs_nats": WEB | {"ojs_http", "ojs_memory"},
+    "ojs_core": WEB | NATS | GRPC | {"ojs_http", "ojs_memory", "ojs_nats"},
+    "ojs_memory": WEB | NATS | GRPC | {"ojs_http", "ojs_nats"},
+    "ojs_nats": WEB | GRPC | {"ojs_http", "ojs_memory"},
+    "ojs_grpc": WEB | NATS | {"ojs_http", "ojs_memory", "ojs_nats"},
 }
 
 
@@ -84,6 +87,7 @@ OPTIONAL_METRICS = {
     "ojs_http": {"ojs_http/src/ojs_http/metrics.py"},
     "ojs_memory": set(),
     "ojs_nats": set(),
+    "ojs_grpc": set(),
 }
 
 
@@ -158,3 +162,14 @@ def test_version_attribute_matches_the_distribution(package: str) -> None:
     )
     project = (ROOT / package / "pyproject.toml").read_text()
     assert f'version = "{declared}"' in project
+
+
+def test_ojs_http_imports_the_grpc_binding_only_lazily() -> None:
+    """``ojs-http`` works without ``ojs-grpc`` (an extra): no module imports it at load time."""
+    eager = [
+        f"{path.relative_to(ROOT)}:{line}: imports {module}"
+        for path in source_files("ojs_http")
+        for line, module in _top_level_imports(path)
+        if module.split(".")[0] in GRPC
+    ]
+    assert not eager, "imported at module level:\n" + "\n".join(eager)

@@ -15,13 +15,13 @@ from starlette.responses import Response
 from ojs_core.backend import Backend
 from ojs_core.clock import Clock
 from ojs_core.errors import NotFoundError, OJSError, ValidationError
+from ojs_core.fanout import EventHub
 from ojs_core.scheduler import Scheduler
 from ojs_core.service import JobService
 
 from . import apidocs
 from .access import RequestObserver, RequestSink
 from .auth import ApiKeys, Authenticator
-from .fanout import EventHub
 from .metrics_probe import installed as metrics_installed
 from .middleware import OJSHeadersMiddleware
 from .responses import check_version, error_response

@@ -33,6 +33,7 @@ from ojs_core.plugins import (
 from . import reasons
 from .app import create_app, lifespan
 from .flags import env_flag
+from .grpc_serve import add_grpc_flags, check_grpc_flags, start_grpc, token_authenticator
 from .logging_setup import LOG_FORMATS, configure_logging
 from .metrics_probe import installed as metrics_installed
 from .settings import CONTENT_TYPE_MODES, COOKIE_SECURE_MODES, HttpSettings
@@ -41,7 +42,8 @@ from .startup import (
     add_limit_flag,
     add_nats_flags,
     add_retention_flags,
-    build_authenticator,
+    authenticator_of,
+    build_credentials,
     check_exposure,
     install_key_reload,
     is_loopback,
@@ -68,7 +70,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "environment variable; a flag given on the command line wins. docs/configuration.md "
         "has the details.",
     )
-    p.add_argument("--version", action="version", version=version_line())
+    p.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     p.add_argument(
         "--check-config",
         action="store_true",
@@ -245,6 +247,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "default it then needs a key of any role; on a loopback bind it is always public)",
     )
     add_dashboard_flags(p)
+    add_grpc_flags(p)
     add_auth_flags(p)
     add_nats_flags(p)
     add_retention_flags(p)
@@ -284,10 +287,18 @@ def add_dashboard_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _Version(argparse.Action):
+    """``--version``: the line unwrapped (argparse's own action wraps it to the terminal)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(version_line())
+        parser.exit()
+
+
 def version_line() -> str:
     """``ojs-server X (ojs-core Y, ojs-nats Z, ...)``: what ``--version`` prints."""
     found = []
-    for dist in ("ojs-core", "ojs-memory", "ojs-nats"):
+    for dist in ("ojs-core", "ojs-memory", "ojs-nats", "ojs-grpc"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             found.append(f"{dist} {metadata.version(dist)}")
     return f"ojs-server {metadata.version('ojs-http')} ({', '.join(found)})"
@@ -322,8 +333,9 @@ def build_backend(
 
 async def serve(args: argparse.Namespace) -> None:
     """Open the backend, serve until SIGINT or SIGTERM, then shut down cleanly."""
-    keys, authenticate = build_authenticator(args)
-    refusal = check_exposure(
+    keys, verifier = build_credentials(args)
+    authenticate = authenticator_of(keys, verifier)
+    refusal = check_grpc_flags(args) or check_exposure(
         args.host,
         has_auth=authenticate is not None,
         insecure_no_auth=args.insecure_no_auth,
@@ -368,19 +380,22 @@ async def serve(args: argparse.Namespace) -> None:
         dashboard=not args.no_dashboard,
         dashboard_session_ttl_s=args.dashboard_session_ttl,
         dashboard_cookie_secure=args.dashboard_cookie_secure,
+        protocols=("http", "grpc") if args.grpc_port is not None else ("http",),
     )
     if args.check_config:
         print(
             f"ojs-server: configuration ok (backend: {backend.name} {redact_url(args.backend)}, "
             f"{_auth_note(authenticate, keys)[2:]}{', test mode' if args.enable_reset else ''}; "
             f"{_metrics_note(settings, authenticate)}; "
-            f"{'api docs on /ojs/docs' if settings.api_docs else 'api docs off'})",
+            f"{'api docs on /ojs/docs' if settings.api_docs else 'api docs off'}"
+            f"{f'; gRPC on port {args.grpc_port}' if args.grpc_port is not None else ''})",
             flush=True,
         )
         return
     shared_metrics = _share_metrics(args, settings)
     try:
-        await _serve(args, backend, settings, authenticate, keys)
+        grpc_auth = token_authenticator(keys, verifier)
+        await _serve(args, backend, settings, authenticate, keys, grpc_auth)
     finally:
         if shared_metrics is not None:
             shutil.rmtree(shared_metrics, ignore_errors=True)
@@ -406,6 +421,7 @@ async def _serve(
     settings: HttpSettings,
     authenticate: Any,
     keys: Any,
+    grpc_auth: Any = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -420,7 +436,7 @@ async def _serve(
     if not await _open_or_stop(backend, stop):
         return
     try:
-        await _serve_open(args, backend, settings, authenticate, keys, stop)
+        await _serve_open(args, backend, settings, authenticate, keys, stop, grpc_auth)
     finally:
         await backend.close()
 
@@ -454,8 +470,10 @@ async def _serve_open(
     authenticate: Any,
     keys: Any,
     stop: asyncio.Event,
+    grpc_auth: Any = None,
 ) -> None:
-    """Bind, say so, and serve the app over the open ``backend`` until ``stop`` is set."""
+    """Bind, say so, and serve the app over the open ``backend`` until ``stop`` is set (and
+    the gRPC binding beside it with ``--grpc-port``: same service, same event fan-out)."""
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
@@ -495,6 +513,9 @@ async def _serve_open(
         flush=True,
     )
     siblings = _start_siblings(args) if args.workers > 1 else []
+    grpc_server = None
+    if args.grpc_port is not None:
+        grpc_server = await start_grpc(args, inner.state.service, hub, settings, grpc_auth)
 
     async def draining() -> None:
         await stop.wait()
@@ -503,10 +524,14 @@ async def _serve_open(
         # Event streams never end by themselves: end them, so that they do not hold the
         # graceful shutdown for its whole timeout (clients resume with Last-Event-ID).
         hub.end_all()
+        if grpc_server is not None:
+            await grpc_server.stop(config.graceful_timeout)
 
     try:
         await hypercorn_serve(app, config, shutdown_trigger=draining)  # type: ignore[arg-type]
     finally:
+        if grpc_server is not None:
+            await grpc_server.stop(0)
         await asyncio.to_thread(_stop_siblings, siblings)
 
 

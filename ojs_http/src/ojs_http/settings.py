@@ -88,6 +88,8 @@ class HttpSettings:
     default_visibility_timeout_ms: int = 1_800_000
     run_scheduler: bool = True
     scheduler_interval: float = 0.02
+    #: What the manifest declares (``ojs-server --grpc-port`` adds ``grpc``).
+    protocols: tuple[str, ...] = ("http",)
     implementation_name: str = "ojs-python"
     implementation_version: str = attrs.field(factory=lambda: _version())
     docs_base: str = "https://openjobspec.org"

@@ -19,7 +19,7 @@ import logging
 import signal
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -30,13 +30,18 @@ from ojs_core.timeutil import parse_duration_ms
 from .auth import API_KEYS_ENV, ApiKeys, AuthConfigError, Authenticator, first_of
 from .flags import env_flag
 
+if TYPE_CHECKING:
+    from .jwt_auth import JwtVerifier
+
 __all__ = [
     "HTTP_LIMITS",
     "add_auth_flags",
     "add_limit_flag",
     "add_nats_flags",
     "add_retention_flags",
+    "authenticator_of",
     "build_authenticator",
+    "build_credentials",
     "check_exposure",
     "install_key_reload",
     "is_loopback",
@@ -312,12 +317,27 @@ def build_authenticator(args: argparse.Namespace) -> tuple[ApiKeys | None, Authe
 
     Raises ``SystemExit`` with the reason for malformed keys or incomplete JWT settings.
     """
+    keys, verifier = build_credentials(args)
+    return keys, authenticator_of(keys, verifier)
+
+
+def authenticator_of(keys: ApiKeys | None, verifier: JwtVerifier | None) -> Authenticator | None:
+    """The app's authenticator: the keys, then the JWT verifier (``None``: no credentials)."""
+    if keys is not None and verifier is not None:
+        return first_of(keys, verifier)
+    # Not ``keys or verifier``: an empty keys file still means "authenticate" (nobody may).
+    return keys if keys is not None else verifier
+
+
+def build_credentials(args: argparse.Namespace) -> tuple[ApiKeys | None, JwtVerifier | None]:
+    """The API keys (``None`` when none are configured) and the JWT verifier the flags set
+    up; both bindings authenticate with them. ``SystemExit`` as :func:`build_authenticator`."""
     try:
         keys = ApiKeys.from_environ(args.api_keys_file)
     except AuthConfigError as exc:
         raise SystemExit(f"ojs-server: {exc}") from None
     jwt_settings = (args.jwt_issuer, args.jwt_audience, args.jwt_jwks_url)
-    verifier: Authenticator | None = None
+    verifier: JwtVerifier | None = None
     if any(jwt_settings):
         if not all(jwt_settings):
             raise SystemExit(
@@ -335,11 +355,7 @@ def build_authenticator(args: argparse.Namespace) -> tuple[ApiKeys | None, Authe
         except RuntimeError as exc:
             raise SystemExit(f"ojs-server: {exc}") from None
     has_keys = len(keys) > 0 or args.api_keys_file is not None
-    if has_keys and verifier is not None:
-        return keys, first_of(keys, verifier)
-    if has_keys:
-        return keys, keys
-    return None, verifier
+    return (keys if has_keys else None), verifier
 
 
 def install_key_reload(keys: ApiKeys, file: str | None, environ: Mapping[str, str]) -> None:

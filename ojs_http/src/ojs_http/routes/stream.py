@@ -24,10 +24,7 @@ from ojs_core import jsonio
 from ojs_core.codec import event_to_wire
 from ojs_core.errors import ValidationError
 from ojs_core.events import job_event
-from ojs_core.model import Event, Job
-from ojs_core.states import JobState
-
-from ..fanout import (
+from ojs_core.fanout import (
     TERMINAL_EVENTS,
     Channel,
     EventHub,
@@ -35,6 +32,9 @@ from ..fanout import (
     StreamEndedError,
     parse_channel,
 )
+from ojs_core.model import Event, Job
+from ojs_core.states import JobState
+
 from ..openapi import EVENT_STREAM
 from ..routing import PRODUCER, Doc, Param, route
 from ..settings import HttpSettings
@@ -58,7 +58,7 @@ _MAX_EVENT_ID = 2**62
 
 
 def event_hub(request: Request) -> EventHub:
-    """The app's :class:`~ojs_http.fanout.EventHub`."""
+    """The app's :class:`~ojs_core.fanout.EventHub`."""
     hub: EventHub = request.app.state.event_hub
     return hub
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from starlette.requests import Request
@@ -12,7 +11,7 @@ from starlette.routing import BaseRoute
 from ojs_core.backend import Backend, EventFilter, QueueBounds
 from ojs_core.backpressure import STRATEGIES
 from ojs_core.codec import event_to_wire
-from ojs_core.errors import OJSError
+from ojs_core.health import probe_backend
 
 from .. import schemas as S
 from ..openapi import openapi_document
@@ -116,7 +115,7 @@ async def manifest(request: Request) -> Response:
         },
         "conformance_level": 4,
         "conformance_tier": "runtime",
-        "protocols": ["http"],
+        "protocols": list(settings.protocols),
         "backend": backend,
         "capabilities": {**CAPABILITIES, "schema_validation": validating},
         "extensions": {
@@ -146,23 +145,10 @@ async def manifest(request: Request) -> Response:
     return json_response(request, body)
 
 
-#: A backend that answers, but slower than this, is ``degraded`` in the health body.
-DEGRADED_MS = 1000.0
-
-
 async def _probe(request: Request) -> tuple[str, float, str | None]:
     """The backend's state (``ok``, ``degraded`` or ``down``), probe latency and error."""
-    svc = service(request)
-    started = time.perf_counter()
-    try:
-        status = await svc.backend.health()
-        ok, error = status.ok, status.error
-    except OJSError as exc:
-        ok, error = False, exc.message
-    latency = round((time.perf_counter() - started) * 1000, 3)
-    if not ok:
-        return "down", latency, error
-    return ("degraded" if latency > DEGRADED_MS else "ok"), latency, error
+    probe = await probe_backend(service(request).backend)
+    return probe.status, probe.latency_ms, probe.error
 
 
 async def health(request: Request) -> Response:

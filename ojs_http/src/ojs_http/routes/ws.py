@@ -21,10 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ojs_core import jsonio
 from ojs_core.codec import event_to_wire
 from ojs_core.errors import OJSError, ValidationError
-from ojs_core.model import Event
-from ojs_core.timeutil import format_ts
-
-from ..fanout import (
+from ojs_core.fanout import (
     Channel,
     EventHub,
     SlowConsumerError,
@@ -32,6 +29,9 @@ from ..fanout import (
     Subscription,
     parse_channel,
 )
+from ojs_core.model import Event
+from ojs_core.timeutil import format_ts
+
 from ..routing import PRODUCER, OJSWebSocketRoute
 from ..settings import HttpSettings
 from .stream import WRITE_TIMEOUT_S, parse_event_id

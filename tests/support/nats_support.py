@@ -1,4 +1,4 @@
-"""Helpers shared by the NATS test modules (imported as a plain module; not a test module).
+"""Helpers shared by the NATS and gRPC test modules (a plain module on the tests' path).
 
 The backend-neutral helpers (``push``, ``fetch_one``, ``events_of`` and ``fail``, the kit's
 ``job_error``) come from :mod:`ojs_core.testing` and are re-exported for these modules.
