@@ -5,9 +5,8 @@ answered by any replica, and a follower answers with what it has applied, not ne
 latest write. On ``--nats-replicas 3`` every read that decides a write (a claim's, an ack's, a
 heartbeat's, a timer's, a get) must therefore go to the stream leader. Stale answers from a
 lagging follower cannot be produced on demand, so the test watches the wire: it counts the
-direct gets of the jobs stream that a replicated backend sends through a whole lifecycle
-(none allowed), and proves the watcher sees them by a listing (which reads its index by
-direct gets, and decides nothing).
+direct gets of the jobs stream that a replicated backend sends through a whole lifecycle and
+a listing (none allowed), and proves the watcher sees one when it is sent.
 
 Marked ``cluster``: it starts a 3-node cluster (``pytest -m cluster``, its own CI step).
 """
@@ -73,15 +72,21 @@ async def test_a_replicated_store_decides_writes_on_leader_reads_only(
         await watcher.flush()
         assert direct == [], f"reads that decide writes went to followers: {direct[:5]}"
 
-        # The watcher does see direct gets of the jobs stream: a listing sends them.
+        # A listing decides nothing: it reads its own stream (the index), then the records of
+        # the page, through the leader here too.
         page = await backend.list_jobs(JobFilter(state="completed", limit=10))
         assert [j.id for j in page.items] == [job.id]
+        await watcher.flush()
+        assert direct == []
+
+        # The watcher does see a direct get of the jobs stream when one is sent.
+        assert (await backend.store.jobs.get(names.job_key(job.id))).value
 
         async def seen() -> bool:
             await watcher.flush()
             return bool(direct)
 
-        await eventually(seen, what="the listing's direct gets seen by the watcher")
+        await eventually(seen, what="a direct get of the jobs stream seen by the watcher")
     finally:
         await watcher.close()
         await backend.close()
