@@ -337,6 +337,21 @@ async def test_the_cookie_authorises_the_dashboards_requests() -> None:
         assert fetched.status_code not in (401, 403), fetched.text
 
 
+async def test_what_a_session_reads_is_never_cached() -> None:
+    """Responses authorised by the cookie carry ``Cache-Control: no-store`` (job data stays
+    out of the browser's caches); a Bearer caller's are left as the route made them."""
+    async with serve(ApiKeys.load(KEYS)) as client:
+        await signed_in(client)
+        for path in ("/ojs/manifest", "/ojs/v1/cron", "/ojs/v1/admin/stats"):
+            got = await client.get(path, headers={"X-OJS-Dashboard": "1"})
+            assert got.status_code == 200, got.text
+            assert got.headers.get_list("cache-control") == ["no-store"], path
+        client.cookies.clear()
+        bearer = await client.get("/ojs/v1/cron", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert bearer.status_code == 200
+        assert "no-store" not in bearer.headers.get("cache-control", "")
+
+
 async def test_the_cookie_authorises_the_event_stream_from_the_dashboard_only() -> None:
     async with serve(ApiKeys.load(KEYS)) as client:
         await signed_in(client)

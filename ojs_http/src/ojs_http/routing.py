@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ojs_core.logcontext import log_context
 
@@ -105,8 +105,9 @@ class Doc:
     in_document: bool = True
 
 
-async def authorize(request: Request, access: Access) -> None:
-    """Raise 401 or 403 unless the caller may use a route with ``access``.
+async def authorize(request: Request, access: Access) -> bool:
+    """Raise 401 or 403 unless the caller may use a route with ``access``; whether a
+    dashboard session cookie is what authorised it.
 
     Nothing is checked when the app has no authenticator (an open server). A request without
     credentials may be authorised by a dashboard session cookie on the routes the dashboard
@@ -115,18 +116,20 @@ async def authorize(request: Request, access: Access) -> None:
     state = request.app.state
     authenticate = getattr(state, "authenticate", None)
     if authenticate is None or access.is_public(state.settings):
-        return
+        return False
     roles = await roles_of(authenticate, request)
     given = bearer_token(request) is not None
+    by_session = False
     if not roles and not given:
         roles = session_roles(request)
+        by_session = bool(roles)
     if not roles:
         raise UnauthorizedError(
             "the credentials are not valid" if given else "authentication required",
             token_given=given,
         )
     if Role.ADMIN in roles or roles & access.roles:
-        return
+        return by_session
     needed = " or ".join(access.role_names())
     held = ", ".join(sorted(r.value for r in roles))
     raise ForbiddenError(
@@ -158,13 +161,27 @@ class OJSRoute(Route):
         """Check the caller's roles, then run the handler (a wrong method is still a 405)."""
         # The template, not the raw path, labels the request's metrics and access-log line.
         scope[ROUTE_KEY] = self.path
-        if self.methods and scope["method"] in self.methods:
-            await authorize(Request(scope, receive), self.access)
+        allowed = self.methods is not None and scope["method"] in self.methods
+        if allowed and await authorize(Request(scope, receive), self.access):
+            send = _no_store(send)
         if self.job_param is None:
             await super().handle(scope, receive, send)
             return
         with log_context(job_id=scope["path_params"].get(self.job_param)):
             await super().handle(scope, receive, send)
+
+
+def _no_store(send: Send) -> Send:
+    """``send`` with ``Cache-Control: no-store`` on the response: what a dashboard session
+    reads (jobs, arguments, errors) stays out of the browser's caches, as its pages do."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", []) if k != b"cache-control"]
+            message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+        await send(message)
+
+    return sending
 
 
 def route(
