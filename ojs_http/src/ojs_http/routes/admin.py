@@ -32,6 +32,7 @@ from ..responses import json_response, read_json
 from ..routing import ADMIN, Doc, Param, route
 from ._common import body_object, query_int, service, wire
 from .cron import patch_cron
+from .queues import change_paused
 
 __all__ = ["routes"]
 
@@ -149,13 +150,7 @@ async def get_queue(request: Request) -> Response:
 
 
 async def _pause(request: Request, paused: bool) -> Response:
-    await read_json(request, required=False)
-    svc = service(request)
-    info = await svc.set_paused(request.path_params["name"], paused)
-    stamp = "paused_at" if paused else "resumed_at"
-    return json_response(
-        request, {"name": info.name, "paused": info.paused, stamp: format_ts(svc.now())}
-    )
+    return json_response(request, await change_paused(request, paused))
 
 
 async def pause_queue(request: Request) -> Response:

@@ -65,21 +65,23 @@ async def queue_stats(request: Request) -> Response:
     return json_response(request, _stats_body(stats, format_ts(svc.now())))
 
 
-async def _set_paused(request: Request, paused: bool) -> Response:
+async def change_paused(request: Request, paused: bool) -> dict[str, Any]:
+    """Pause or resume the queue named in the path: ``{name, paused, paused_at|resumed_at}``
+    (the admin API's answer, which the binding's answer extends)."""
     await read_json(request, required=False)
     svc = service(request)
     info = await svc.set_paused(request.path_params["name"], paused)
-    status = "paused" if paused else "active"
     stamp = "paused_at" if paused else "resumed_at"
-    return json_response(
-        request,
-        {
-            "queue": {"name": info.name, "paused": info.paused, "status": status},
-            "name": info.name,
-            "status": status,
-            stamp: format_ts(svc.now()),
-        },
-    )
+    return {"name": info.name, "paused": info.paused, stamp: format_ts(svc.now())}
+
+
+async def _set_paused(request: Request, paused: bool) -> Response:
+    changed = await change_paused(request, paused)
+    status = "paused" if paused else "active"
+    queue = {"name": changed["name"], "paused": changed["paused"], "status": status}
+    body = {"queue": queue, "status": status, **changed}
+    del body["paused"]
+    return json_response(request, body)
 
 
 async def pause(request: Request) -> Response:
