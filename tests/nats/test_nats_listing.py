@@ -12,7 +12,7 @@ import pytest
 from nats_support import eventually
 
 from ojs_core.backend import JobFilter
-from ojs_core.model import Job
+from ojs_core.model import Job, JobError
 from ojs_core.service import JobService
 from ojs_core.states import JobState
 from ojs_nats import index as index_module
@@ -226,3 +226,32 @@ async def test_late_entries_are_listed_in_birth_order(
     assert await listed(svc, state="completed", limit=1) == ([fresh.id], 5)
     assert await listed(svc, state="completed", limit=3) == ([fresh.id, *done[:1:-1]], 5)
     assert await listed(svc, state="available") == ([j.id for j in old[:3:-1]], 6)
+
+
+async def test_a_dead_letter_page_reads_about_a_page(
+    svc: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dead letter is listed from the index, the latest discarded first: a page reads
+    the records of about that page, not of every dead-letter job; the total counts markers."""
+    backend = nats_of(svc)
+    dead = []
+    for i in range(30):
+        job = (
+            await svc.enqueue({"type": "dlq.job", "args": [i], "retry": {"max_attempts": 1}})
+        ).job
+        (got,) = await svc.fetch(["default"], worker_id="w")
+        await svc.nack(got.id, JobError(code="boom", message="x"), worker_id="w")
+        dead.append(job.id)
+    await svc.retry_dead_letter(dead[-1])  # no longer dead
+    read: list[int] = []
+    original = backend.store.read_jobs
+
+    async def counting(ids: list[str]) -> list[object]:
+        read.append(len(ids))
+        return await original(ids)  # type: ignore[return-value]
+
+    monkeypatch.setattr(backend.store, "read_jobs", counting)
+    page = await svc.dead_letter(limit=5, offset=2)
+    assert [j.id for j in page.items] == dead[-4:-9:-1]
+    assert page.total == 29
+    assert sum(read) <= 10, read

@@ -256,6 +256,47 @@ class Index:
         live.sort(key=lambda f: f.birth, reverse=True)
         return [f.job for f in live[offset:need] if f.job is not None]
 
+    async def recent(
+        self,
+        state: str,
+        queue: str | None,
+        job_type: str | None,
+        keep: Callable[[Job], bool],
+        offset: int,
+        limit: int,
+    ) -> list[Job]:
+        """Jobs ``offset .. offset + limit`` of a listing by state in the order they entered
+        it, latest first (the dead letter: the latest discarded first). Entries are in that
+        order in the stream already: the scan reads them back from the newest in windows, and
+        the records of each window newest first, only as far as the page reaches."""
+        subject = names.index_filter(state, queue, job_type)
+        if subject is None or not listable(state, queue, job_type) or limit <= 0:
+            return []
+        need = offset + limit
+        stop = await self._last_seq(subject) + 1
+        width = max(_FIRST_WINDOW * need, SCAN_BATCH)
+        listed: list[Job] = []
+        now = datetime.now(UTC)
+        while stop > 1 and len(listed) < need:
+            start = max(1, stop - width)
+            entries = [p for m in await self._scan(subject, start, stop) if (p := _parse(m))]
+            entries.reverse()
+            while entries and len(listed) < need:
+                chunk, entries = entries[: need - len(listed)], entries[need - len(listed) :]
+                recs = await self.store.read_jobs([job_id for job_id, _ in chunk])
+                stale: list[int] = []
+                for (_, entry), rec in zip(chunk, recs, strict=True):
+                    if rec is not None and rec.entry == entry.seq:
+                        if keep(rec.job):
+                            listed.append(rec.job)
+                    elif _stale(entry, rec, now):
+                        stale.append(entry.seq)
+                if stale:
+                    await self.remove(stale)
+            stop = start
+            width *= 2
+        return listed[offset:need]
+
     async def _last_seq(self, subject: str) -> int:
         """The sequence of the newest entry matching ``subject`` (0: none), where the scan
         starts."""

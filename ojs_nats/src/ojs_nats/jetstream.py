@@ -54,6 +54,7 @@ __all__ = [
     "commit",
     "direct_get_batch",
     "guard",
+    "last_values",
     "publish",
     "pull_now",
     "settle",
@@ -297,6 +298,28 @@ async def direct_get_batch(
         if not done.done():
             done.cancel()
         await sub.unsubscribe()
+
+
+#: Subjects a ``multi_last`` direct get answers at a time.
+_MULTI_LAST = 1000
+
+
+async def last_values(nc: Client, stream: str, subject: str) -> list[Msg]:
+    """The last message of each subject of ``stream`` matching ``subject`` (deletion markers
+    included): batched ``multi_last`` direct gets, paged."""
+    found: dict[str, Msg] = {}
+    seq = 0
+    while True:  # multi_last answers at most _MULTI_LAST subjects a time: page on
+        request: dict[str, Any] = {"multi_last": [subject], "batch": _MULTI_LAST}
+        if seq:
+            request["seq"] = seq
+        page = await direct_get_batch(nc, stream, request)
+        before = len(found)
+        for msg in page:
+            found[(msg.headers or {}).get(names.DIRECT_SUBJECT, "")] = msg
+        if len(page) < _MULTI_LAST or len(found) == before:
+            return list(found.values())
+        seq = int((page[-1].headers or {}).get(names.DIRECT_SEQUENCE, "0")) + 1
 
 
 async def publish(

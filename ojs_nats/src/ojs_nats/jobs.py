@@ -32,7 +32,7 @@ from . import names
 from .arrivals import Arrivals
 from .connection import Connection
 from .index import Index, moved
-from .jetstream import MAX_BATCH, UNKNOWN_OUTCOME, Op, WrongSequenceError, commit
+from .jetstream import MAX_BATCH, UNKNOWN_OUTCOME, Op, WrongSequenceError, commit, last_values
 from .queues import Queues
 from .ready import hint_op
 from .records import CAS_ATTEMPTS, TOMBSTONE_TTL, WORKFLOW, JobRecord, RecordStore
@@ -377,6 +377,13 @@ class JobWriter:
                 if value is not None and value.decode() == job_id:
                     await store.remove(names.JOBS_BUCKET, key, revision)
         return True
+
+    async def dead_letter_count(self) -> int:
+        """How many jobs are in the dead letter: its live ``d.`` markers (the last message of
+        each, no record read)."""
+        subject = names.kv_subject(names.JOBS_BUCKET, f"{names.DEAD_PREFIX}>")
+        msgs = await last_values(self.conn.nc, names.kv_stream(names.JOBS_BUCKET), subject)
+        return sum(1 for m in msgs if not (m.headers or {}).get(names.KV_OPERATION))
 
     async def dead_letter(self, queue: str | None) -> list[Job]:
         """Every dead-letter job (of ``queue``), newest first, from the ``d.`` markers."""

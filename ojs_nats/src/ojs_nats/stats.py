@@ -11,10 +11,8 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Sequence
-from typing import Any
 
 import nats.js.errors
-from nats.aio.msg import Msg
 
 from ojs_core import jsonio
 from ojs_core.backend import EventFilter
@@ -25,7 +23,7 @@ from ojs_core.timeutil import format_ts, parse_ts
 
 from . import names
 from .connection import Connection
-from .jetstream import direct_get_batch, publish
+from .jetstream import direct_get_batch, last_values, publish
 
 __all__ = ["Counters", "EventLog", "decode_event"]
 
@@ -34,8 +32,6 @@ FLUSH_DELAY_S = 0.005
 #: Events read per request, and at most per listing (the filter may reject most).
 _EVENT_PULL = 500
 _EVENT_SCAN_MAX = 20_000
-#: Counter subjects read per batched direct get.
-_MULTI_LAST = 1000
 
 
 class Counters:
@@ -117,26 +113,10 @@ class Counters:
             subject = f"{names.TYPE_COUNTER_PREFIX}.{names.type_token(job_type)}"
             subject += f".{queue_token}.{state_token}"
         total = 0
-        for msg in await self._last_values(subject):
+        for msg in await last_values(self.conn.nc, names.COUNTER_STREAM, subject):
             with contextlib.suppress(ValueError, TypeError):
                 total += max(0, int(json.loads(msg.data or b"{}").get("val", "0")))
         return total
-
-    async def _last_values(self, subject: str) -> list[Msg]:
-        """The last message of each counter subject matching ``subject``."""
-        found: dict[str, Msg] = {}
-        seq = 0
-        while True:  # multi_last answers at most _MULTI_LAST subjects a time: page on
-            request: dict[str, Any] = {"multi_last": [subject], "batch": _MULTI_LAST}
-            if seq:
-                request["seq"] = seq
-            page = await direct_get_batch(self.conn.nc, names.COUNTER_STREAM, request)
-            before = len(found)
-            for msg in page:
-                found[(msg.headers or {}).get(names.DIRECT_SUBJECT, "")] = msg
-            if len(page) < _MULTI_LAST or len(found) == before:
-                return list(found.values())
-            seq = int((page[-1].headers or {}).get(names.DIRECT_SEQUENCE, "0")) + 1
 
     async def counts(self, queue: str) -> dict[JobState, int]:
         """Per-state counts of one queue: one direct read per state, no scan. This
