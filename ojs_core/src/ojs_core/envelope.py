@@ -25,6 +25,8 @@ from .timeutil import parse_duration_ms, parse_ts
 
 __all__ = [
     "LIFECYCLE_TIMESTAMPS",
+    "MAX_DURATION_MS",
+    "MAX_TIMEOUT_MS",
     "PRIORITY_NAMES",
     "QUEUE_RE",
     "TYPE_RE",

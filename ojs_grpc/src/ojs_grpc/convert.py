@@ -133,7 +133,7 @@ def _options_body(
     if options.priority:
         out["priority"] = options.priority
     if options.HasField("delay_until"):
-        out["delay_until"] = format_ts(to_datetime(options.delay_until))
+        out["delay_until"] = format_ts(to_datetime(options.delay_until, f"{path}.delay_until"))
     if options.HasField("timeout"):
         out["timeout_ms"] = duration_ms(options.timeout, f"{path}.timeout")
     retry = _retry_body(options.retry, f"{path}.retry") if options.HasField("retry") else {}
@@ -147,7 +147,11 @@ def _options_body(
         if now is None:
             raise ValidationError("is not supported in a cron template", path=f"{path}.ttl")
         ttl = duration_ms(options.ttl, f"{path}.ttl")
-        out["expires_at"] = format_ts(now + timedelta(milliseconds=ttl))
+        try:
+            expires = now + timedelta(milliseconds=ttl)
+        except OverflowError:  # within the 100-year bound, past year 9999 only in a test clock
+            raise ValidationError("is out of range", path=f"{path}.ttl") from None
+        out["expires_at"] = format_ts(expires)
     if options.tags:
         out["tags"] = list(options.tags)
     if options.HasField("visibility_timeout"):

@@ -15,7 +15,7 @@ from ojs_core.envelope import parse_job_error
 from ojs_core.errors import PayloadTooLargeError, ValidationError
 from ojs_core.fanout import EventHub
 from ojs_core.health import probe_backend
-from ojs_core.limits import BatchTooLargeError
+from ojs_core.limits import MAX_VISIBILITY_MS, BatchTooLargeError
 from ojs_core.service import JobService
 from ojs_core.states import JobState
 
@@ -280,7 +280,12 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         worker_id = _required(_worker_id(request.worker_id) or "", "worker_id")
         visibility = None
         if request.HasField("extend_by"):
-            visibility = duration_ms(request.extend_by, "extend_by") or None
+            # As over HTTP (``visibility_timeout_ms``): 1 ms to one day.
+            visibility = duration_ms(request.extend_by, "extend_by", maximum=MAX_VISIBILITY_MS)
+            if visibility < 1:
+                raise ValidationError(
+                    f"must be between 1 and {MAX_VISIBILITY_MS} ms", path="extend_by"
+                )
         info: dict[str, Any] = {}
         if request.current_state:
             if request.current_state not in _REPORTED:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ojs_core.errors import OJSError, ValidationError
 from ojs_core.events import EVENT_PATTERN, event_type_matches
 from ojs_core.fanout import Channel, SlowConsumerError, StreamEndedError, parse_channel
-from ojs_core.limits import check_count
+from ojs_core.limits import MAX_VISIBILITY_MS, check_count
 from ojs_core.model import Event, JobError
 from ojs_core.service import JobService
 from ojs_core.states import JobState
@@ -96,10 +96,10 @@ def _visibility(metadata: Any) -> int | None:
         if key == _VISIBILITY:
             if isinstance(value, str) and value.isascii() and value.isdigit():
                 ms = int(value)
-                if 1 <= ms <= 86_400_000:
+                if 1 <= ms <= MAX_VISIBILITY_MS:
                     return ms
             raise ValidationError(
-                "must be a number of milliseconds between 1 and 86400000",
+                f"must be a number of milliseconds between 1 and {MAX_VISIBILITY_MS}",
                 path=f"metadata.{_VISIBILITY}",
             )
     return None
