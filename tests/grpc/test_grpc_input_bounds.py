@@ -10,9 +10,12 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from grpc_support import Harness, as_role, field_violations
 
-from ojs_grpc._gen import job_pb2, worker_pb2
+from ojs_core.errors import NotFoundError
+from ojs_grpc._gen import events_pb2, job_pb2, worker_pb2, workflow_pb2
+from ojs_grpc.errors import status_of
 
 PRODUCER = as_role("producer")
 WORKER = as_role("worker")
@@ -76,3 +79,52 @@ async def test_heartbeat_extend_by_is_bounded_as_over_http(harness: Harness, sec
     # The whole day is still allowed.
     request.extend_by.seconds = 86_400
     assert (await h.stub.Heartbeat(request, metadata=WORKER)).HasField("new_deadline")
+
+
+async def test_long_ids_are_invalid_argument_not_a_broken_reply(harness: Harness) -> None:
+    h = harness
+    long_id = "x" * 10_000
+    for call, request, metadata, path in (
+        (
+            h.stub.GetWorkflow,
+            workflow_pb2.GetWorkflowRequest(workflow_id=long_id),
+            PRODUCER,
+            "workflow_id",
+        ),
+        (h.stub.CancelJob, job_pb2.CancelJobRequest(job_id=long_id), PRODUCER, "job_id"),
+        (h.stub.GetJob, job_pb2.GetJobRequest(job_id=long_id), PRODUCER, "job_id"),
+        (h.stub.Heartbeat, worker_pb2.HeartbeatRequest(worker_id="w", id=long_id), WORKER, "id"),
+    ):
+        error = await refused(call, request, metadata)
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        assert [f for f, _ in field_violations(error)] == [path]
+
+
+async def test_a_long_error_message_is_cut_to_fit_the_trailers(harness: Harness) -> None:
+    status = status_of(NotFoundError("job", "y" * 100_000))
+    assert len(status.details) <= 1000
+    assert sum(len(k) + len(v) for k, v in status.trailing_metadata) < 8192
+    info = error_details_pb2.ErrorInfo()
+    details = status_pb2.Status.FromString(
+        dict(status.trailing_metadata)["grpc-status-details-bin"]
+    )
+    assert details.details[0].Unpack(info)
+    assert info.metadata["resource_type"] == "job"
+    assert info.metadata["resource_id"].startswith("yyy")
+    # An id at the length limit that names nothing is still answered NOT_FOUND, whole.
+    at_limit = "z" * 256
+    error = await refused(harness.stub.GetJob, job_pb2.GetJobRequest(job_id=at_limit), PRODUCER)
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    assert at_limit in error.details()
+
+
+async def test_a_long_workflow_id_of_an_event_stream_is_invalid_argument(
+    harness: Harness,
+) -> None:
+    stream = harness.stub.StreamEvents(
+        events_pb2.StreamEventsRequest(workflow_id="w" * 10_000), metadata=PRODUCER
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stream.read()
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert [f for f, _ in field_violations(err.value)] == ["workflow_id"]

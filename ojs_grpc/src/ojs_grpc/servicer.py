@@ -30,6 +30,7 @@ from ._gen import (
     workflow_pb2,
 )
 from .auth import TokenAuthenticator
+from .fields import bounded_id, required
 from .rpc import Context, rpc
 from .settings import GrpcSettings
 from .streams import JobStreams, stream_events
@@ -55,12 +56,6 @@ _DIRECTIVES = {
     "terminate": worker_pb2.WORKER_STATE_TERMINATE,
 }
 _REPORTED = {v: k for k, v in _DIRECTIVES.items()}
-
-
-def _required(value: str, path: str) -> str:
-    if not value:
-        raise ValidationError("is required", path=path)
-    return value
 
 
 def _worker_id(value: str) -> str | None:
@@ -210,7 +205,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: job_pb2.GetJobRequest, context: Context
     ) -> job_pb2.GetJobResponse:
         """GET /ojs/v1/jobs/{id}."""
-        job = await self.service.get(_required(request.job_id, "job_id"))
+        job = await self.service.get(required(request.job_id, "job_id"))
         out = job_pb2.GetJobResponse()
         convert.job_message(job, out.job)
         return out
@@ -220,7 +215,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: job_pb2.CancelJobRequest, context: Context
     ) -> job_pb2.CancelJobResponse:
         """DELETE /ojs/v1/jobs/{id} (``reason`` is not stored: the core has no field for it)."""
-        _, job = await self.service.cancel(_required(request.job_id, "job_id"))
+        _, job = await self.service.cancel(required(request.job_id, "job_id"))
         out = job_pb2.CancelJobResponse()
         convert.job_message(job, out.job)
         return out
@@ -246,7 +241,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
     async def Ack(self, request: worker_pb2.AckRequest, context: Context) -> worker_pb2.AckResponse:
         """POST /ojs/v1/workers/ack."""
         result = struct_to_dict(request.result, "result") if request.HasField("result") else None
-        await self.service.ack(_required(request.job_id, "job_id"), result)
+        await self.service.ack(required(request.job_id, "job_id"), result)
         return worker_pb2.AckResponse(acknowledged=True)
 
     @rpc
@@ -266,7 +261,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
                 raw["backtrace"] = error.backtrace
             if error.HasField("details"):
                 raw["details"] = struct_to_dict(error.details, "error.details")
-        job = await self.service.nack(_required(request.job_id, "job_id"), parse_job_error(raw))
+        job = await self.service.nack(required(request.job_id, "job_id"), parse_job_error(raw))
         out = worker_pb2.NackResponse(state=convert.job_message(job).state)
         if job.state is JobState.RETRYABLE and job.next_attempt_at is not None:
             to_timestamp(out.next_attempt_at, job.next_attempt_at)
@@ -277,7 +272,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: worker_pb2.HeartbeatRequest, context: Context
     ) -> worker_pb2.HeartbeatResponse:
         """POST /ojs/v1/workers/heartbeat for one job (``id``), answering the directive."""
-        worker_id = _required(_worker_id(request.worker_id) or "", "worker_id")
+        worker_id = required(_worker_id(request.worker_id) or "", "worker_id")
         visibility = None
         if request.HasField("extend_by"):
             # As over HTTP (``visibility_timeout_ms``): 1 ms to one day.
@@ -291,7 +286,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
             if request.current_state not in _REPORTED:
                 raise ValidationError("is not a known worker state", path="current_state")
             info["state"] = _REPORTED[request.current_state]
-        jobs = [request.id] if request.id else []
+        jobs = [request.id] if bounded_id(request.id, "id") else []
         outcome = await self.service.heartbeat(worker_id, jobs, visibility, info)
         out = worker_pb2.HeartbeatResponse(directed_state=_DIRECTIVES[outcome.directive])
         if request.id and request.id in outcome.extended:
@@ -333,7 +328,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: queue_pb2.QueueStatsRequest, context: Context
     ) -> queue_pb2.QueueStatsResponse:
         """GET /ojs/v1/queues/{name}/stats (``dead``: the queue's discarded jobs)."""
-        stats = await self.service.queue_stats(_required(request.queue, "queue"))
+        stats = await self.service.queue_stats(required(request.queue, "queue"))
         counts = stats.counts
         return queue_pb2.QueueStatsResponse(
             queue=stats.name,
@@ -357,7 +352,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: queue_pb2.PauseQueueRequest, context: Context
     ) -> queue_pb2.PauseQueueResponse:
         """POST /ojs/v1/queues/{name}/pause."""
-        await self.service.set_paused(_required(request.queue, "queue"), True)
+        await self.service.set_paused(required(request.queue, "queue"), True)
         return queue_pb2.PauseQueueResponse()
 
     @rpc
@@ -365,7 +360,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: queue_pb2.ResumeQueueRequest, context: Context
     ) -> queue_pb2.ResumeQueueResponse:
         """POST /ojs/v1/queues/{name}/resume."""
-        await self.service.set_paused(_required(request.queue, "queue"), False)
+        await self.service.set_paused(required(request.queue, "queue"), False)
         return queue_pb2.ResumeQueueResponse()
 
     @rpc
@@ -387,7 +382,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: queue_pb2.RetryDeadLetterRequest, context: Context
     ) -> queue_pb2.RetryDeadLetterResponse:
         """POST /ojs/v1/dead-letter/{id}/retry."""
-        job = await self.service.retry_dead_letter(_required(request.job_id, "job_id"))
+        job = await self.service.retry_dead_letter(required(request.job_id, "job_id"))
         out = queue_pb2.RetryDeadLetterResponse()
         convert.job_message(job, out.job)
         return out
@@ -397,7 +392,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: queue_pb2.DeleteDeadLetterRequest, context: Context
     ) -> queue_pb2.DeleteDeadLetterResponse:
         """DELETE /ojs/v1/dead-letter/{id}."""
-        await self.service.delete_dead_letter(_required(request.job_id, "job_id"))
+        await self.service.delete_dead_letter(required(request.job_id, "job_id"))
         return queue_pb2.DeleteDeadLetterResponse()
 
     # -- cron -----------------------------------------------------------------------------
@@ -418,7 +413,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: service_pb2.UnregisterCronRequest, context: Context
     ) -> service_pb2.UnregisterCronResponse:
         """DELETE /ojs/v1/cron/{name}."""
-        await self.service.delete_cron(_required(request.name, "name"))
+        await self.service.delete_cron(required(request.name, "name"))
         return service_pb2.UnregisterCronResponse()
 
     @rpc
@@ -446,7 +441,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: workflow_pb2.GetWorkflowRequest, context: Context
     ) -> workflow_pb2.GetWorkflowResponse:
         """GET /ojs/v1/workflows/{id}."""
-        workflow = await self.service.get_workflow(_required(request.workflow_id, "workflow_id"))
+        workflow = await self.service.get_workflow(required(request.workflow_id, "workflow_id"))
         return workflow_pb2.GetWorkflowResponse(workflow=convert.workflow_message(workflow))
 
     @rpc
@@ -454,5 +449,5 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: workflow_pb2.CancelWorkflowRequest, context: Context
     ) -> workflow_pb2.CancelWorkflowResponse:
         """DELETE /ojs/v1/workflows/{id} (``reason`` is not stored)."""
-        workflow = await self.service.cancel_workflow(_required(request.workflow_id, "workflow_id"))
+        workflow = await self.service.cancel_workflow(required(request.workflow_id, "workflow_id"))
         return workflow_pb2.CancelWorkflowResponse(workflow=convert.workflow_message(workflow))

@@ -33,6 +33,7 @@ from ojs_core.states import JobState
 
 from . import convert
 from ._gen import events_pb2, worker_pb2
+from .fields import bounded_id
 from .rpc import Context
 from .settings import GrpcSettings
 from .values import to_timestamp
@@ -214,7 +215,8 @@ async def stream_events(
             )
     workflow_jobs: set[str] = set()
     if request.workflow_id:
-        workflow = await servicer.service.get_workflow(request.workflow_id)
+        workflow_id = bounded_id(request.workflow_id, "workflow_id")
+        workflow = await servicer.service.get_workflow(workflow_id)
         workflow_jobs = {step["job_id"] for step in workflow["steps"]}
 
     def wanted(event: Event) -> bool:
