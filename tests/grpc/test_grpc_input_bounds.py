@@ -9,9 +9,9 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
-from grpc_support import Harness, as_role, field_violations
+from grpc_support import Harness, as_role, error_info, field_violations
 
 from ojs_core.errors import NotFoundError
 from ojs_grpc._gen import events_pb2, job_pb2, worker_pb2, workflow_pb2
@@ -128,3 +128,16 @@ async def test_a_long_workflow_id_of_an_event_stream_is_invalid_argument(
         await stream.read()
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
     assert [f for f, _ in field_violations(err.value)] == ["workflow_id"]
+
+
+async def test_an_envelope_of_control_characters_is_measured_as_json(harness: Harness) -> None:
+    h = harness
+    limit = h.server.settings.max_envelope_bytes
+    # \x01 is one byte in protobuf, six ("\u0001") in JSON: 1/5 of the limit in protobuf
+    # bytes is over the limit as JSON.
+    arg = struct_pb2.Value(string_value="\x01" * (limit // 5))
+    request = job_pb2.EnqueueRequest(type="a.b", args=[arg])
+    assert request.ByteSize() * 4 <= limit
+    error = await refused(h.stub.Enqueue, request, PRODUCER)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert error_info(error).reason == "envelope_too_large"

@@ -91,12 +91,11 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self.authenticate = authenticate
         self.job_streams = JobStreams(service, settings)
 
-    def _check_size(self, request: Any, body: Any, index: int | None = None) -> None:
-        """Refuse a job larger than ``max_envelope_bytes`` as JSON (as HTTP measures it);
-        only measured when the message is big enough for it to matter."""
+    def _check_size(self, body: Any, index: int | None = None) -> None:
+        """Refuse a job larger than ``max_envelope_bytes`` as JSON (as HTTP measures it).
+        Always measured: the protobuf size is no bound on it (a control character is one
+        byte in protobuf and six, ``\\u0001``, in JSON)."""
         limit = self.settings.max_envelope_bytes
-        if request.ByteSize() * 4 <= limit:
-            return
         size = len(jsonio.dumps(body, default=str))
         if size > limit:
             where = f"jobs[{index}] " if index is not None else ""
@@ -170,7 +169,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         """POST /ojs/v1/jobs (a unique ``ignore`` answers the existing job)."""
         options = request.options if request.HasField("options") else None
         body = convert.enqueue_body(request.type, request.args, options, self.service.now())
-        self._check_size(request, body)
+        self._check_size(body)
         outcome = await self.service.enqueue(body)
         out = job_pb2.EnqueueResponse()
         convert.job_message(outcome.job, out.job)
@@ -192,7 +191,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         for i, entry in enumerate(request.jobs):
             options = convert.merged_options(defaults, entry.options)
             body = convert.enqueue_body(entry.type, entry.args, options, now, f"jobs[{i}]")
-            self._check_size(entry, body, i)
+            self._check_size(body, i)
             bodies.append(body)
         outcomes = await svc.enqueue_batch(bodies)
         out = job_pb2.EnqueueBatchResponse(count=len(outcomes))
