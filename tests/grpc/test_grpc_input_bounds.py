@@ -141,3 +141,13 @@ async def test_an_envelope_of_control_characters_is_measured_as_json(harness: Ha
     error = await refused(h.stub.Enqueue, request, PRODUCER)
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error.details()
     assert error_info(error).reason == "envelope_too_large"
+
+
+@pytest.mark.parametrize("coefficient", [float("nan"), float("inf")])
+async def test_a_non_finite_backoff_coefficient_is_refused(
+    harness: Harness, coefficient: float
+) -> None:
+    request = enqueue(retry=job_pb2.RetryPolicy(backoff_coefficient=coefficient))
+    error = await refused(harness.stub.Enqueue, request, PRODUCER)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert [f for f, _ in field_violations(error)] == ["options.retry.backoff_coefficient"]

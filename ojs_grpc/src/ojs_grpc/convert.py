@@ -8,6 +8,7 @@ workflow's wire form). ``docs/grpc.md`` lists how each field maps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -91,6 +92,10 @@ def _retry_body(policy: job_pb2.RetryPolicy, path: str) -> dict[str, Any]:
             policy.initial_interval, f"{path}.initial_interval"
         )
     if policy.backoff_coefficient:
+        if not math.isfinite(policy.backoff_coefficient):
+            raise ValidationError(
+                "must be a finite number >= 1.0", path=f"{path}.backoff_coefficient"
+            )
         out["backoff_coefficient"] = policy.backoff_coefficient
     if policy.HasField("max_interval"):
         out["max_interval_ms"] = duration_ms(policy.max_interval, f"{path}.max_interval")
