@@ -10,16 +10,21 @@ the slot at once; while the worker has no free slot the stream also re-reads its
 ``slot_check_s`` (acknowledgements made through another replica). Jobs are claimed with a
 visibility timeout like any fetch, so a stream that breaks loses none: a job the worker
 received comes back when its timeout expires (the worker may still ack it until then); a job
-claimed but never written to the stream is put back at once.
+claimed but never written to the stream is put back at once. The count is per stream: a
+reconnecting worker starts with a fresh allowance (``docs/grpc.md``).
 
 ``StreamEvents`` is one more subscriber of the process's event fan-out
 (:class:`ojs_core.fanout.EventHub`, shared with the HTTP binding's SSE and WebSocket streams).
+
+Both re-check the caller's credentials while they live (``StreamJobs`` before each push,
+``StreamEvents`` once per keepalive interval), so a revoked key or an expired token ends them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +38,7 @@ from ojs_core.states import JobState
 
 from . import convert
 from ._gen import events_pb2, worker_pb2
+from .auth import authorize
 from .fields import bounded_id
 from .rpc import Context
 from .settings import GrpcSettings
@@ -115,7 +121,9 @@ class JobStreams:
         self._streams: set[_Stream] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
-        service.observers.add(self._observe)
+        # One bound method, kept: ``Observers.remove`` matches by identity.
+        self._observer = self._observe
+        service.observers.add(self._observer)
 
     def _observe(self, events: Sequence[Event]) -> None:
         for stream in self._streams:
@@ -141,7 +149,8 @@ class JobStreams:
         if len(request.worker_id) > 256:
             raise ValidationError("must be at most 256 characters", path="worker_id")
         worker_id = request.worker_id or None
-        visibility = _visibility(context.invocation_metadata())
+        metadata = context.invocation_metadata() or ()
+        visibility = _visibility(metadata)
         if self._closing:
             raise StreamClosedError("the server is shutting down; reopen the stream elsewhere")
         stream = _Stream(worker_id, slots)
@@ -155,6 +164,13 @@ class JobStreams:
                 jobs = await svc.fetch(
                     queues, free, worker_id, visibility, wait_ms=self.settings.stream_wait_ms
                 )
+                # The credentials again before every push (and every idle wait): a key
+                # revoked by a reload, or a token that expired, ends the stream here.
+                try:
+                    await authorize(servicer.authenticate, "StreamJobs", metadata)
+                except OJSError:
+                    await asyncio.shield(self._put_back(jobs, worker_id))
+                    raise
                 for i, job in enumerate(jobs):
                     stream.held.add(job.id)
                     try:
@@ -181,8 +197,10 @@ class JobStreams:
                 await self.service.nack(job.id, returned, worker_id, requeue=True)
 
     def close(self) -> None:
-        """End every stream (each answers ``UNAVAILABLE``) and refuse new ones."""
+        """End every stream (each answers ``UNAVAILABLE``), refuse new ones, and stop
+        observing the service (which may outlive this server)."""
         self._closing = True
+        self.service.observers.remove(self._observer)
         for task in tuple(self._tasks):
             task.cancel()
 
@@ -238,12 +256,20 @@ async def stream_events(
         return True
 
     hub = servicer.hub
+    metadata = context.invocation_metadata() or ()
+    keepalive_s = servicer.settings.event_keepalive_s
     sub = await hub.subscribe(channels)
     keepalives = 0
+    checked = time.monotonic()
     try:
         while True:
+            if time.monotonic() - checked >= keepalive_s:
+                # The credentials again, once per keepalive interval: a key revoked by a
+                # reload, or a token that expired, ends the stream here.
+                await authorize(servicer.authenticate, "StreamEvents", metadata)
+                checked = time.monotonic()
             try:
-                event = await sub.next(servicer.settings.event_keepalive_s)
+                event = await sub.next(keepalive_s)
             except SlowConsumerError:
                 raise StreamClosedError(
                     "this client fell too far behind the events; reopen the stream"
