@@ -5,7 +5,7 @@ from __future__ import annotations
 from ojs_core.errors import ValidationError
 from ojs_core.limits import MAX_ID_LENGTH
 
-__all__ = ["bounded_id", "required"]
+__all__ = ["bounded_id", "required", "worker_id_of"]
 
 
 def bounded_id(value: str, path: str) -> str:
@@ -21,3 +21,9 @@ def required(value: str, path: str) -> str:
     if not value:
         raise ValidationError("is required", path=path)
     return bounded_id(value, path)
+
+
+def worker_id_of(value: str) -> str | None:
+    """A request's ``worker_id`` (empty: none), at most ``MAX_ID_LENGTH`` (256) characters
+    as over HTTP."""
+    return bounded_id(value, "worker_id") or None

@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from ojs_core import jsonio
-from ojs_core.backend import QueueBounds
 from ojs_core.envelope import parse_job_error
 from ojs_core.errors import PayloadTooLargeError, ValidationError
 from ojs_core.fanout import EventHub
 from ojs_core.health import probe_backend
 from ojs_core.limits import MAX_VISIBILITY_MS, BatchTooLargeError
+from ojs_core.manifest import official_extensions
 from ojs_core.service import JobService
 from ojs_core.states import JobState
 
@@ -30,7 +30,7 @@ from ._gen import (
     workflow_pb2,
 )
 from .auth import TokenAuthenticator
-from .fields import bounded_id, required
+from .fields import bounded_id, required, worker_id_of
 from .rpc import Context, rpc
 from .settings import GrpcSettings
 from .streams import JobStreams, stream_events
@@ -38,13 +38,6 @@ from .values import dict_to_struct, duration_ms, struct_to_dict, to_timestamp
 
 __all__ = ["OJSServicer"]
 
-_EXTENSIONS = (
-    "urn:ojs:ext:retry",
-    "urn:ojs:ext:dead-letter",
-    "urn:ojs:ext:unique-jobs",
-    "urn:ojs:ext:cron",
-    "urn:ojs:ext:workflows",
-)
 _HEALTH = {
     "ok": service_pb2.HEALTH_STATUS_OK,
     "degraded": service_pb2.HEALTH_STATUS_DEGRADED,
@@ -56,13 +49,6 @@ _DIRECTIVES = {
     "terminate": worker_pb2.WORKER_STATE_TERMINATE,
 }
 _REPORTED = {v: k for k, v in _DIRECTIVES.items()}
-
-
-def _worker_id(value: str) -> str | None:
-    """The request's worker id (empty: none), at most 256 characters as over HTTP."""
-    if len(value) > 256:
-        raise ValidationError("must be at most 256 characters", path="worker_id")
-    return value or None
 
 
 def _page(limit: int, cursor: str, default: int, maximum: int) -> tuple[int, int]:
@@ -114,11 +100,8 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         """GET /ojs/manifest."""
         svc = self.service
         registry = svc.schemas
-        extensions = list(_EXTENSIONS)
-        if isinstance(svc.backend, QueueBounds):
-            extensions.append("urn:ojs:ext:backpressure")
-        if registry.available:
-            extensions.append("urn:ojs:ext:schema-registry")
+        # The core's extensions (the HTTP-only ones, progress and the like, are not served).
+        extensions = [e["uri"] for e in official_extensions(svc.backend, registry)]
         return service_pb2.ManifestResponse(
             ojs_version="1.0",
             implementation=service_pb2.Implementation(
@@ -229,7 +212,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         if request.count < 0:
             raise ValidationError("must be at least 1", path="count")
         jobs = await self.service.fetch(
-            list(request.queues), request.count or 1, _worker_id(request.worker_id)
+            list(request.queues), request.count or 1, worker_id_of(request.worker_id)
         )
         out = worker_pb2.FetchResponse()
         for job in jobs:
@@ -271,7 +254,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: worker_pb2.HeartbeatRequest, context: Context
     ) -> worker_pb2.HeartbeatResponse:
         """POST /ojs/v1/workers/heartbeat for one job (``id``), answering the directive."""
-        worker_id = required(_worker_id(request.worker_id) or "", "worker_id")
+        worker_id = required(worker_id_of(request.worker_id) or "", "worker_id")
         visibility = None
         if request.HasField("extend_by"):
             # As over HTTP (``visibility_timeout_ms``): 1 ms to one day.

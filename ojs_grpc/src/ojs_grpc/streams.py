@@ -39,7 +39,7 @@ from ojs_core.states import JobState
 from . import convert
 from ._gen import events_pb2, worker_pb2
 from .auth import authorize
-from .fields import bounded_id
+from .fields import bounded_id, worker_id_of
 from .rpc import Context
 from .settings import GrpcSettings
 from .values import to_timestamp
@@ -146,9 +146,7 @@ class JobStreams:
             raise ValidationError("must be at least 1", path="max_concurrent")
         slots = request.max_concurrent or 1
         check_count(slots, svc.limits.max_fetch_count, "max_concurrent", "jobs")
-        if len(request.worker_id) > 256:
-            raise ValidationError("must be at most 256 characters", path="worker_id")
-        worker_id = request.worker_id or None
+        worker_id = worker_id_of(request.worker_id)
         metadata = context.invocation_metadata() or ()
         visibility = _visibility(metadata)
         if self._closing:
@@ -206,12 +204,12 @@ class JobStreams:
 
 
 def _channels(request: events_pb2.StreamEventsRequest) -> list[Channel]:
-    """The fan-out channels that carry everything the filters may select."""
+    """The fan-out channels that carry everything the filters may select (checking every
+    queue name, and the job id, once)."""
+    by_queue = [parse_channel("queue:" + q, f"queues[{i}]") for i, q in enumerate(request.queues)]
     if request.job_id:
         return [parse_channel("job:" + request.job_id, "job_id")]
-    if request.queues:
-        return [parse_channel("queue:" + q, f"queues[{i}]") for i, q in enumerate(request.queues)]
-    return [Channel("all")]
+    return by_queue or [Channel("all")]
 
 
 async def stream_events(
@@ -222,8 +220,6 @@ async def stream_events(
     at shutdown, ends with ``UNAVAILABLE`` (reopen it)."""
     channels = _channels(request)
     queues = set(request.queues)
-    for i, q in enumerate(request.queues):
-        parse_channel("queue:" + q, f"queues[{i}]")
     types = list(request.event_types)
     for i, kind in enumerate(types):
         if not EVENT_PATTERN.match(kind):
