@@ -151,3 +151,11 @@ async def test_a_non_finite_backoff_coefficient_is_refused(
     error = await refused(harness.stub.Enqueue, request, PRODUCER)
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error.details()
     assert [f for f, _ in field_violations(error)] == ["options.retry.backoff_coefficient"]
+
+
+async def test_an_integer_above_2_to_the_53_is_a_double_as_documented(harness: Harness) -> None:
+    # docs/grpc.md says so plainly: protobuf's Struct numbers are doubles.
+    big = struct_pb2.Value(number_value=float(2**60 + 1))
+    request = job_pb2.EnqueueRequest(type="a.b", args=[big])
+    job = (await harness.stub.Enqueue(request, metadata=PRODUCER)).job
+    assert (await harness.service.get(job.id)).args == [1.152921504606847e18]

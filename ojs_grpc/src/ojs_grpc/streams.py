@@ -69,6 +69,8 @@ class _Stream:
         self.slots = slots
         self.held: set[str] = set()
         self.hint = asyncio.Event()
+        #: Whether the stream is waiting for a slot (all ``slots`` jobs unacknowledged).
+        self.full = False
 
     def heard(self, events: Sequence[Event]) -> None:
         """Note an event about a held job (it may have left ``active``)."""
@@ -91,7 +93,9 @@ class _Stream:
             if self.hint.is_set():
                 await self.release(service)
             if len(self.held) < self.slots:
+                self.full = False
                 return self.slots - len(self.held)
+            self.full = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.hint.wait(), check_s)
             await self.release(service)
@@ -133,6 +137,11 @@ class JobStreams:
     def open_streams(self) -> int:
         """Streams being served."""
         return len(self._streams)
+
+    def holding(self) -> list[tuple[str | None, int, bool]]:
+        """Each open stream's worker id, the unacknowledged jobs it holds, and whether it is
+        waiting for a free slot (for tests and diagnostics)."""
+        return [(s.worker_id, len(s.held), s.full) for s in self._streams]
 
     async def serve(
         self, servicer: OJSServicer, request: worker_pb2.StreamJobsRequest, context: Context
