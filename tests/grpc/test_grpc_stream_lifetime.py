@@ -24,9 +24,12 @@ class Keys:
     def __init__(self) -> None:
         self.roles = {"producer-key": {"producer"}, "worker-key": {"worker"}}
         self.calls = 0
+        self.broken = False
 
     def __call__(self, token: str) -> set[str] | None:
         self.calls += 1
+        if self.broken:  # a JWKS endpoint that does not answer, say
+            raise RuntimeError("the authenticator failed")
         return self.roles.get(token)
 
     def revoke(self, key: str) -> None:
@@ -72,6 +75,26 @@ async def test_a_revoked_key_ends_the_job_stream_before_its_next_push(
         await asyncio.wait_for(stream.read(), 10)
     assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
     # The job claimed for the refused stream went back at once, its attempt not used up.
+    job = await service.get(second.job.id)
+    assert (job.state.value, job.attempt) == ("available", 0)
+
+
+@pytest.mark.parametrize("backend", ["memory"], indirect=True)
+async def test_a_failing_credential_check_puts_the_claimed_job_back(
+    served: tuple[JobService, Keys, object],
+) -> None:
+    service, keys, stub = served
+    stream = stub.StreamJobs(  # type: ignore[attr-defined]
+        worker_pb2.StreamJobsRequest(queues=["br"], worker_id="w", max_concurrent=5),
+        metadata=as_role("worker"),
+    )
+    first = await service.enqueue({"type": "a.b", "args": [], "options": {"queue": "br"}})
+    assert (await asyncio.wait_for(stream.read(), 10)).id == first.job.id
+    keys.broken = True
+    second = await service.enqueue({"type": "a.b", "args": [], "options": {"queue": "br"}})
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await asyncio.wait_for(stream.read(), 10)
+    assert err.value.code() is grpc.StatusCode.INTERNAL
     job = await service.get(second.job.id)
     assert (job.state.value, job.attempt) == ("available", 0)
 

@@ -175,7 +175,7 @@ class JobStreams:
                 # revoked by a reload, or a token that expired, ends the stream here.
                 try:
                     await authorize(servicer.authenticate, "StreamJobs", metadata)
-                except OJSError:
+                except BaseException:  # refused, or the check failed: none of them was sent
                     await asyncio.shield(self._put_back(jobs, worker_id))
                     raise
                 for i, job in enumerate(jobs):
