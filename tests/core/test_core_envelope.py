@@ -576,3 +576,10 @@ def test_unique_meta_needs_meta_keys() -> None:
 )
 def test_rate_limit_shapes(raw: dict[str, Any], expected: RateLimit) -> None:
     assert parse_rate_limit(raw) == expected
+
+
+@pytest.mark.parametrize("coefficient", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_backoff_coefficient_is_refused(coefficient: float) -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_retry({"backoff_coefficient": coefficient})
+    assert err.value.details["validation_errors"][0]["path"] == "retry.backoff_coefficient"

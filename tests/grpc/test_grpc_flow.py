@@ -76,13 +76,15 @@ async def test_the_stream_holds_no_more_jobs_than_the_worker_has_slots(harness: 
     )
     first = [await asyncio.wait_for(stream.read(), 10) for _ in range(2)]
     assert [j.id for j in first] == ids[:2]
-    # Both slots are taken: the third job is not pushed, and stays available.
-    read = asyncio.ensure_future(stream.read())
-    done, _ = await asyncio.wait({read}, timeout=0.5)
-    assert not done
+    # Both slots are taken: the server's stream is waiting for a slot, holding two jobs, and
+    # the third job, available all along, was not claimed for it.
+    streams = h.server.servicer.job_streams
+    await eventually(
+        lambda: streams.holding() == [("w2", 2, True)], what="the stream waits for a slot"
+    )
     assert (await h.service.get(ids[2])).state.value == "available"
     await h.stub.Ack(worker_pb2.AckRequest(job_id=first[0].id), metadata=WORKER)
-    third = await asyncio.wait_for(read, 10)
+    third = await asyncio.wait_for(stream.read(), 10)
     assert third.id == ids[2]
     stream.cancel()
 

@@ -9,6 +9,7 @@ e.g. ``options.retry.max_attempts``.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -25,6 +26,8 @@ from .timeutil import parse_duration_ms, parse_ts
 
 __all__ = [
     "LIFECYCLE_TIMESTAMPS",
+    "MAX_DURATION_MS",
+    "MAX_TIMEOUT_MS",
     "PRIORITY_NAMES",
     "QUEUE_RE",
     "TYPE_RE",
@@ -194,9 +197,10 @@ def parse_retry(raw: Any, path: str = "retry", base: RetryPolicy | None = None) 
                 changes[f"{name}_ms"] = _duration(value, _join(path, name), status=422)
     if raw.get("backoff_coefficient") is not None:
         c = raw["backoff_coefficient"]
-        if isinstance(c, bool) or not isinstance(c, int | float) or c < 1.0:
+        bad = isinstance(c, bool) or not isinstance(c, int | float)
+        if bad or not math.isfinite(c) or c < 1.0:
             raise ValidationError(
-                "backoff_coefficient must be a number >= 1.0",
+                "backoff_coefficient must be a finite number >= 1.0",
                 path=_join(path, "backoff_coefficient"),
                 status=422,
             )

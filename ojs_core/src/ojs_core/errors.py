@@ -14,11 +14,13 @@ __all__ = [
     "ConflictError",
     "DuplicateJobError",
     "FieldTooLargeError",
+    "ForbiddenError",
     "InvalidStateTransitionError",
     "NotFoundError",
     "OJSError",
     "PayloadTooLargeError",
     "QueueFullError",
+    "UnauthorizedError",
     "UnsupportedError",
     "ValidationError",
 ]
@@ -242,3 +244,33 @@ class QueueFullError(OJSError):
             queue=self.queue, depth=self.depth, bound=self.bound, strategy=self.strategy
         )
         return body
+
+
+class UnauthorizedError(OJSError):
+    """No credentials, or credentials that match nothing (401; gRPC ``UNAUTHENTICATED``).
+    Raised by both bindings' authorization checks. ``token_given``: a token was presented
+    (and is not valid), which the HTTP challenge says (RFC 6750 §3)."""
+
+    code = "unauthorized"
+    status = 401
+
+    def __init__(self, message: str, *, token_given: bool = False, hint: str | None = None) -> None:
+        super().__init__(
+            message,
+            hint=hint
+            or "Send Authorization: Bearer <key> with a key the server knows "
+            "(see docs/security.md).",
+        )
+        challenge = 'Bearer realm="ojs"'
+        if token_given:
+            challenge += ', error="invalid_token"'
+        #: Response headers the HTTP binding adds.
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class ForbiddenError(OJSError):
+    """A known caller whose roles do not include one the operation needs (403; gRPC
+    ``PERMISSION_DENIED``)."""
+
+    code = "forbidden"
+    status = 403

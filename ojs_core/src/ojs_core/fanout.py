@@ -28,6 +28,7 @@ import attrs
 from .backend import Backend, EventFeed, EventFilter, Unsubscribe
 from .envelope import validate_queue
 from .errors import OJSError, ValidationError
+from .limits import MAX_ID_LENGTH
 from .model import Event
 
 __all__ = [
@@ -57,7 +58,6 @@ LAG_WAIT_S = 2.0
 _LAG_STEP_S = 0.05
 #: A feed quiet this long is checked against the log (one read) while streams are open.
 IDLE_CHECK_S = 5.0
-_JOB_ID_MAX = 256
 
 
 class TooManyStreamsError(OJSError):
@@ -109,7 +109,7 @@ def parse_channel(raw: object, path: str = "channel") -> Channel:
     if raw == "all":
         return Channel("all")
     kind, sep, name = raw.partition(":")
-    if sep and kind == "job" and 0 < len(name) <= _JOB_ID_MAX and name.isprintable():
+    if sep and kind == "job" and 0 < len(name) <= MAX_ID_LENGTH and name.isprintable():
         return Channel("job", name)
     if sep and kind == "queue":
         return Channel("queue", validate_queue(name, path))

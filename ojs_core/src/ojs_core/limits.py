@@ -20,7 +20,14 @@ import attrs
 
 from .errors import OJSError, ValidationError
 
-__all__ = ["BatchTooLargeError", "Limits", "check_count"]
+__all__ = ["MAX_ID_LENGTH", "MAX_VISIBILITY_MS", "BatchTooLargeError", "Limits", "check_count"]
+
+#: The longest visibility timeout a fetch or heartbeat may ask for (one day, in milliseconds):
+#: the HTTP and gRPC bindings refuse more (a longer job should heartbeat).
+MAX_VISIBILITY_MS = 86_400_000
+#: The longest identifier (job or workflow id, cron or queue name) a binding passes on to
+#: the service: generated ids are 36 characters, names are shorter than this.
+MAX_ID_LENGTH = 256
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[int], value: int) -> None:

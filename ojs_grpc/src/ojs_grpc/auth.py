@@ -15,7 +15,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
-from ojs_core.errors import OJSError
+from ojs_core.errors import ForbiddenError, UnauthorizedError
 
 __all__ = [
     "ACCESS",
@@ -76,20 +76,6 @@ _HINT = (
     "Send the metadata 'authorization: Bearer <key>' (or 'x-ojs-api-key: <key>') with a key "
     "the server knows (see docs/security.md)."
 )
-
-
-class UnauthorizedError(OJSError):
-    """No credentials, or credentials that match nothing (``UNAUTHENTICATED``)."""
-
-    code = "unauthorized"
-    status = 401
-
-
-class ForbiddenError(OJSError):
-    """A known caller whose roles do not include one this RPC needs (``PERMISSION_DENIED``)."""
-
-    code = "forbidden"
-    status = 403
 
 
 def token_of(metadata: Iterable[tuple[str, Any]]) -> str | None:

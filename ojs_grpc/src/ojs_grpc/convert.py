@@ -8,6 +8,7 @@ workflow's wire form). ``docs/grpc.md`` lists how each field maps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -91,6 +92,10 @@ def _retry_body(policy: job_pb2.RetryPolicy, path: str) -> dict[str, Any]:
             policy.initial_interval, f"{path}.initial_interval"
         )
     if policy.backoff_coefficient:
+        if not math.isfinite(policy.backoff_coefficient):
+            raise ValidationError(
+                "must be a finite number >= 1.0", path=f"{path}.backoff_coefficient"
+            )
         out["backoff_coefficient"] = policy.backoff_coefficient
     if policy.HasField("max_interval"):
         out["max_interval_ms"] = duration_ms(policy.max_interval, f"{path}.max_interval")
@@ -133,7 +138,7 @@ def _options_body(
     if options.priority:
         out["priority"] = options.priority
     if options.HasField("delay_until"):
-        out["delay_until"] = format_ts(to_datetime(options.delay_until))
+        out["delay_until"] = format_ts(to_datetime(options.delay_until, f"{path}.delay_until"))
     if options.HasField("timeout"):
         out["timeout_ms"] = duration_ms(options.timeout, f"{path}.timeout")
     retry = _retry_body(options.retry, f"{path}.retry") if options.HasField("retry") else {}
@@ -147,7 +152,11 @@ def _options_body(
         if now is None:
             raise ValidationError("is not supported in a cron template", path=f"{path}.ttl")
         ttl = duration_ms(options.ttl, f"{path}.ttl")
-        out["expires_at"] = format_ts(now + timedelta(milliseconds=ttl))
+        try:
+            expires = now + timedelta(milliseconds=ttl)
+        except OverflowError:  # within the 100-year bound, past year 9999 only in a test clock
+            raise ValidationError("is out of range", path=f"{path}.ttl") from None
+        out["expires_at"] = format_ts(expires)
     if options.tags:
         out["tags"] = list(options.tags)
     if options.HasField("visibility_timeout"):

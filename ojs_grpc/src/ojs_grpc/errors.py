@@ -20,7 +20,7 @@ from grpc_status import rpc_status
 
 from ojs_core.errors import OJSError
 
-__all__ = ["DOMAIN", "grpc_code", "status_of"]
+__all__ = ["DOMAIN", "MAX_MESSAGE_CHARS", "grpc_code", "status_of"]
 
 log = logging.getLogger("ojs.grpc")
 
@@ -60,8 +60,22 @@ def grpc_code(error: OJSError) -> grpc.StatusCode:
     return _BY_STATUS.get(error.status, grpc.StatusCode.INTERNAL)
 
 
+#: The longest message, and the longest metadata value, an error status carries: the status
+#: travels in the trailers (``grpc-message``, ``grpc-status-details-bin``), which a client
+#: refuses beyond its metadata limit (8 KiB by default), so long echoes of a request are cut.
+MAX_MESSAGE_CHARS = 1000
+_MAX_VALUE_CHARS = 500
+_MAX_VIOLATIONS = 5
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, cut to ``limit`` characters (ending with an ellipsis when cut)."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
+    text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
+    return _cut(text, _MAX_VALUE_CHARS)
 
 
 def status_of(error: OJSError, request_id: str | None = None) -> grpc.Status:
@@ -74,7 +88,7 @@ def status_of(error: OJSError, request_id: str | None = None) -> grpc.Status:
         if key != "validation_errors":
             metadata[key] = _text(value)
     if error.hint:
-        metadata["hint"] = error.hint
+        metadata["hint"] = _text(error.hint)
     details = [error_details_pb2.ErrorInfo(reason=error.code, domain=DOMAIN, metadata=metadata)]
     violations = error.details.get("validation_errors") or []
     if violations:
@@ -82,9 +96,10 @@ def status_of(error: OJSError, request_id: str | None = None) -> grpc.Status:
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(
-                        field=str(v.get("path", "")), description=str(v.get("message", ""))
+                        field=_text(str(v.get("path", ""))),
+                        description=_text(str(v.get("message", ""))),
                     )
-                    for v in violations
+                    for v in violations[:_MAX_VIOLATIONS]
                     if isinstance(v, dict)
                 ]
             )
@@ -100,7 +115,9 @@ def status_of(error: OJSError, request_id: str | None = None) -> grpc.Status:
         item.Pack(detail)
         packed.append(item)
     proto = status_pb2.Status(
-        code=getattr(code_pb2, code.name), message=error.message, details=packed
+        code=getattr(code_pb2, code.name),
+        message=_cut(error.message, MAX_MESSAGE_CHARS),
+        details=packed,
     )
     status: grpc.Status = rpc_status.to_status(proto)
     if isinstance(retry_after, int | float) and retry_after > 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from typing import Any
 
@@ -52,13 +53,27 @@ class ServerTLS:
 
     @classmethod
     def from_files(cls, cert: str, key: str, client_ca: str | None = None) -> ServerTLS:
-        """Read the PEM files."""
+        """Read the PEM files, checking that they load (the certificate chain, a private key
+        that matches it, the client CA) before anything is bound: ``OSError`` when a file
+        cannot be read, ``ValueError`` (naming what, never quoting the files) when it does
+        not load."""
         with open(cert, "rb") as c, open(key, "rb") as k:
             chain, private = c.read(), k.read()
         ca = None
         if client_ca is not None:
             with open(client_ca, "rb") as f:
                 ca = f.read()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            # An encrypted key is refused, not prompted for: the password callable gives none.
+            context.load_cert_chain(cert, key, password=lambda: b"")
+        except ssl.SSLError as exc:
+            raise ValueError(f"cannot load the gRPC TLS certificate/key: {_reason(exc)}") from None
+        if client_ca is not None:
+            try:
+                context.load_verify_locations(cafile=client_ca)
+            except ssl.SSLError as exc:
+                raise ValueError(f"cannot load the gRPC TLS client CA: {_reason(exc)}") from None
         return cls(chain, private, ca)
 
     def credentials(self) -> grpc.ServerCredentials:
@@ -68,6 +83,15 @@ class ServerTLS:
             root_certificates=self.client_ca,
             require_client_auth=self.client_ca is not None,
         )
+
+
+def _reason(error: ssl.SSLError) -> str:
+    """OpenSSL's reason for refusing a PEM file (``PEM lib``, ``key values mismatch``), in
+    words; it never contains the file's content."""
+    reason = getattr(error, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason.lower().replace("_", " ")
+    return "not a PEM certificate chain with its private key"
 
 
 class _Health(health_aio.HealthServicer):  # type: ignore[misc]  # untyped base

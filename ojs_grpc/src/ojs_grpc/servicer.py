@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from ojs_core import jsonio
-from ojs_core.backend import QueueBounds
 from ojs_core.envelope import parse_job_error
 from ojs_core.errors import PayloadTooLargeError, ValidationError
 from ojs_core.fanout import EventHub
 from ojs_core.health import probe_backend
-from ojs_core.limits import BatchTooLargeError
+from ojs_core.limits import MAX_VISIBILITY_MS, BatchTooLargeError
+from ojs_core.manifest import official_extensions
 from ojs_core.service import JobService
 from ojs_core.states import JobState
 
@@ -30,6 +30,7 @@ from ._gen import (
     workflow_pb2,
 )
 from .auth import TokenAuthenticator
+from .fields import bounded_id, required, worker_id_of
 from .rpc import Context, rpc
 from .settings import GrpcSettings
 from .streams import JobStreams, stream_events
@@ -37,13 +38,6 @@ from .values import dict_to_struct, duration_ms, struct_to_dict, to_timestamp
 
 __all__ = ["OJSServicer"]
 
-_EXTENSIONS = (
-    "urn:ojs:ext:retry",
-    "urn:ojs:ext:dead-letter",
-    "urn:ojs:ext:unique-jobs",
-    "urn:ojs:ext:cron",
-    "urn:ojs:ext:workflows",
-)
 _HEALTH = {
     "ok": service_pb2.HEALTH_STATUS_OK,
     "degraded": service_pb2.HEALTH_STATUS_DEGRADED,
@@ -55,19 +49,6 @@ _DIRECTIVES = {
     "terminate": worker_pb2.WORKER_STATE_TERMINATE,
 }
 _REPORTED = {v: k for k, v in _DIRECTIVES.items()}
-
-
-def _required(value: str, path: str) -> str:
-    if not value:
-        raise ValidationError("is required", path=path)
-    return value
-
-
-def _worker_id(value: str) -> str | None:
-    """The request's worker id (empty: none), at most 256 characters as over HTTP."""
-    if len(value) > 256:
-        raise ValidationError("must be at most 256 characters", path="worker_id")
-    return value or None
 
 
 def _page(limit: int, cursor: str, default: int, maximum: int) -> tuple[int, int]:
@@ -96,12 +77,11 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self.authenticate = authenticate
         self.job_streams = JobStreams(service, settings)
 
-    def _check_size(self, request: Any, body: Any, index: int | None = None) -> None:
-        """Refuse a job larger than ``max_envelope_bytes`` as JSON (as HTTP measures it);
-        only measured when the message is big enough for it to matter."""
+    def _check_size(self, body: Any, index: int | None = None) -> None:
+        """Refuse a job larger than ``max_envelope_bytes`` as JSON (as HTTP measures it).
+        Always measured: the protobuf size is no bound on it (a control character is one
+        byte in protobuf and six, ``\\u0001``, in JSON)."""
         limit = self.settings.max_envelope_bytes
-        if request.ByteSize() * 4 <= limit:
-            return
         size = len(jsonio.dumps(body, default=str))
         if size > limit:
             where = f"jobs[{index}] " if index is not None else ""
@@ -120,11 +100,8 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         """GET /ojs/manifest."""
         svc = self.service
         registry = svc.schemas
-        extensions = list(_EXTENSIONS)
-        if isinstance(svc.backend, QueueBounds):
-            extensions.append("urn:ojs:ext:backpressure")
-        if registry.available:
-            extensions.append("urn:ojs:ext:schema-registry")
+        # The core's extensions (the HTTP-only ones, progress and the like, are not served).
+        extensions = [e["uri"] for e in official_extensions(svc.backend, registry)]
         return service_pb2.ManifestResponse(
             ojs_version="1.0",
             implementation=service_pb2.Implementation(
@@ -175,7 +152,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         """POST /ojs/v1/jobs (a unique ``ignore`` answers the existing job)."""
         options = request.options if request.HasField("options") else None
         body = convert.enqueue_body(request.type, request.args, options, self.service.now())
-        self._check_size(request, body)
+        self._check_size(body)
         outcome = await self.service.enqueue(body)
         out = job_pb2.EnqueueResponse()
         convert.job_message(outcome.job, out.job)
@@ -197,7 +174,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         for i, entry in enumerate(request.jobs):
             options = convert.merged_options(defaults, entry.options)
             body = convert.enqueue_body(entry.type, entry.args, options, now, f"jobs[{i}]")
-            self._check_size(entry, body, i)
+            self._check_size(body, i)
             bodies.append(body)
         outcomes = await svc.enqueue_batch(bodies)
         out = job_pb2.EnqueueBatchResponse(count=len(outcomes))
@@ -210,7 +187,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: job_pb2.GetJobRequest, context: Context
     ) -> job_pb2.GetJobResponse:
         """GET /ojs/v1/jobs/{id}."""
-        job = await self.service.get(_required(request.job_id, "job_id"))
+        job = await self.service.get(required(request.job_id, "job_id"))
         out = job_pb2.GetJobResponse()
         convert.job_message(job, out.job)
         return out
@@ -220,7 +197,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: job_pb2.CancelJobRequest, context: Context
     ) -> job_pb2.CancelJobResponse:
         """DELETE /ojs/v1/jobs/{id} (``reason`` is not stored: the core has no field for it)."""
-        _, job = await self.service.cancel(_required(request.job_id, "job_id"))
+        _, job = await self.service.cancel(required(request.job_id, "job_id"))
         out = job_pb2.CancelJobResponse()
         convert.job_message(job, out.job)
         return out
@@ -235,7 +212,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         if request.count < 0:
             raise ValidationError("must be at least 1", path="count")
         jobs = await self.service.fetch(
-            list(request.queues), request.count or 1, _worker_id(request.worker_id)
+            list(request.queues), request.count or 1, worker_id_of(request.worker_id)
         )
         out = worker_pb2.FetchResponse()
         for job in jobs:
@@ -246,7 +223,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
     async def Ack(self, request: worker_pb2.AckRequest, context: Context) -> worker_pb2.AckResponse:
         """POST /ojs/v1/workers/ack."""
         result = struct_to_dict(request.result, "result") if request.HasField("result") else None
-        await self.service.ack(_required(request.job_id, "job_id"), result)
+        await self.service.ack(required(request.job_id, "job_id"), result)
         return worker_pb2.AckResponse(acknowledged=True)
 
     @rpc
@@ -266,7 +243,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
                 raw["backtrace"] = error.backtrace
             if error.HasField("details"):
                 raw["details"] = struct_to_dict(error.details, "error.details")
-        job = await self.service.nack(_required(request.job_id, "job_id"), parse_job_error(raw))
+        job = await self.service.nack(required(request.job_id, "job_id"), parse_job_error(raw))
         out = worker_pb2.NackResponse(state=convert.job_message(job).state)
         if job.state is JobState.RETRYABLE and job.next_attempt_at is not None:
             to_timestamp(out.next_attempt_at, job.next_attempt_at)
@@ -277,16 +254,21 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: worker_pb2.HeartbeatRequest, context: Context
     ) -> worker_pb2.HeartbeatResponse:
         """POST /ojs/v1/workers/heartbeat for one job (``id``), answering the directive."""
-        worker_id = _required(_worker_id(request.worker_id) or "", "worker_id")
+        worker_id = required(worker_id_of(request.worker_id) or "", "worker_id")
         visibility = None
         if request.HasField("extend_by"):
-            visibility = duration_ms(request.extend_by, "extend_by") or None
+            # As over HTTP (``visibility_timeout_ms``): 1 ms to one day.
+            visibility = duration_ms(request.extend_by, "extend_by", maximum=MAX_VISIBILITY_MS)
+            if visibility < 1:
+                raise ValidationError(
+                    f"must be between 1 and {MAX_VISIBILITY_MS} ms", path="extend_by"
+                )
         info: dict[str, Any] = {}
         if request.current_state:
             if request.current_state not in _REPORTED:
                 raise ValidationError("is not a known worker state", path="current_state")
             info["state"] = _REPORTED[request.current_state]
-        jobs = [request.id] if request.id else []
+        jobs = [request.id] if bounded_id(request.id, "id") else []
         outcome = await self.service.heartbeat(worker_id, jobs, visibility, info)
         out = worker_pb2.HeartbeatResponse(directed_state=_DIRECTIVES[outcome.directive])
         if request.id and request.id in outcome.extended:
@@ -328,7 +310,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: queue_pb2.QueueStatsRequest, context: Context
     ) -> queue_pb2.QueueStatsResponse:
         """GET /ojs/v1/queues/{name}/stats (``dead``: the queue's discarded jobs)."""
-        stats = await self.service.queue_stats(_required(request.queue, "queue"))
+        stats = await self.service.queue_stats(required(request.queue, "queue"))
         counts = stats.counts
         return queue_pb2.QueueStatsResponse(
             queue=stats.name,
@@ -352,7 +334,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: queue_pb2.PauseQueueRequest, context: Context
     ) -> queue_pb2.PauseQueueResponse:
         """POST /ojs/v1/queues/{name}/pause."""
-        await self.service.set_paused(_required(request.queue, "queue"), True)
+        await self.service.set_paused(required(request.queue, "queue"), True)
         return queue_pb2.PauseQueueResponse()
 
     @rpc
@@ -360,7 +342,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: queue_pb2.ResumeQueueRequest, context: Context
     ) -> queue_pb2.ResumeQueueResponse:
         """POST /ojs/v1/queues/{name}/resume."""
-        await self.service.set_paused(_required(request.queue, "queue"), False)
+        await self.service.set_paused(required(request.queue, "queue"), False)
         return queue_pb2.ResumeQueueResponse()
 
     @rpc
@@ -382,7 +364,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: queue_pb2.RetryDeadLetterRequest, context: Context
     ) -> queue_pb2.RetryDeadLetterResponse:
         """POST /ojs/v1/dead-letter/{id}/retry."""
-        job = await self.service.retry_dead_letter(_required(request.job_id, "job_id"))
+        job = await self.service.retry_dead_letter(required(request.job_id, "job_id"))
         out = queue_pb2.RetryDeadLetterResponse()
         convert.job_message(job, out.job)
         return out
@@ -392,7 +374,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: queue_pb2.DeleteDeadLetterRequest, context: Context
     ) -> queue_pb2.DeleteDeadLetterResponse:
         """DELETE /ojs/v1/dead-letter/{id}."""
-        await self.service.delete_dead_letter(_required(request.job_id, "job_id"))
+        await self.service.delete_dead_letter(required(request.job_id, "job_id"))
         return queue_pb2.DeleteDeadLetterResponse()
 
     # -- cron -----------------------------------------------------------------------------
@@ -413,7 +395,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: service_pb2.UnregisterCronRequest, context: Context
     ) -> service_pb2.UnregisterCronResponse:
         """DELETE /ojs/v1/cron/{name}."""
-        await self.service.delete_cron(_required(request.name, "name"))
+        await self.service.delete_cron(required(request.name, "name"))
         return service_pb2.UnregisterCronResponse()
 
     @rpc
@@ -441,7 +423,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: workflow_pb2.GetWorkflowRequest, context: Context
     ) -> workflow_pb2.GetWorkflowResponse:
         """GET /ojs/v1/workflows/{id}."""
-        workflow = await self.service.get_workflow(_required(request.workflow_id, "workflow_id"))
+        workflow = await self.service.get_workflow(required(request.workflow_id, "workflow_id"))
         return workflow_pb2.GetWorkflowResponse(workflow=convert.workflow_message(workflow))
 
     @rpc
@@ -449,5 +431,5 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: workflow_pb2.CancelWorkflowRequest, context: Context
     ) -> workflow_pb2.CancelWorkflowResponse:
         """DELETE /ojs/v1/workflows/{id} (``reason`` is not stored)."""
-        workflow = await self.service.cancel_workflow(_required(request.workflow_id, "workflow_id"))
+        workflow = await self.service.cancel_workflow(required(request.workflow_id, "workflow_id"))
         return workflow_pb2.CancelWorkflowResponse(workflow=convert.workflow_message(workflow))

@@ -26,8 +26,9 @@ class GrpcSettings:
     ``stream_wait_ms``: how long one wait of ``StreamJobs`` for a job lasts before it looks
     again (the wait ends at once when a job arrives; this only bounds it).
     ``slot_check_s``: while a stream's worker has no free slot, how often the stream re-reads
-    its unacknowledged jobs (an acknowledgement made in this process frees a slot at once; this
-    catches those made through another replica, and expired visibility timeouts).
+    its unacknowledged jobs (one backend read of each held job). An acknowledgement made in
+    this process frees a slot at once; this fallback catches those made through another
+    replica, and expired visibility timeouts, so it may be slow: 5 seconds by default.
     ``event_keepalive_s``: an idle ``StreamEvents`` sends a ``stream.keepalive`` event this
     often (the spec asks for at least every 30 seconds).
     ``max_event_streams``/``event_queue``: the event fan-out's limits when the binding makes
@@ -40,7 +41,7 @@ class GrpcSettings:
     max_envelope_bytes: int = 1024 * 1024
     max_message_bytes: int = 64 * 1024 * 1024
     stream_wait_ms: int = 30_000
-    slot_check_s: float = 1.0
+    slot_check_s: float = 5.0
     event_keepalive_s: float = 15.0
     max_event_streams: int = 1000
     event_queue: int = 1000

@@ -10,29 +10,36 @@ the slot at once; while the worker has no free slot the stream also re-reads its
 ``slot_check_s`` (acknowledgements made through another replica). Jobs are claimed with a
 visibility timeout like any fetch, so a stream that breaks loses none: a job the worker
 received comes back when its timeout expires (the worker may still ack it until then); a job
-claimed but never written to the stream is put back at once.
+claimed but never written to the stream is put back at once. The count is per stream: a
+reconnecting worker starts with a fresh allowance (``docs/grpc.md``).
 
 ``StreamEvents`` is one more subscriber of the process's event fan-out
 (:class:`ojs_core.fanout.EventHub`, shared with the HTTP binding's SSE and WebSocket streams).
+
+Both re-check the caller's credentials while they live (``StreamJobs`` before each push,
+``StreamEvents`` once per keepalive interval), so a revoked key or an expired token ends them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ojs_core.errors import OJSError, ValidationError
 from ojs_core.events import EVENT_PATTERN, event_type_matches
 from ojs_core.fanout import Channel, SlowConsumerError, StreamEndedError, parse_channel
-from ojs_core.limits import check_count
+from ojs_core.limits import MAX_VISIBILITY_MS, check_count
 from ojs_core.model import Event, JobError
 from ojs_core.service import JobService
 from ojs_core.states import JobState
 
 from . import convert
 from ._gen import events_pb2, worker_pb2
+from .auth import authorize
+from .fields import bounded_id, worker_id_of
 from .rpc import Context
 from .settings import GrpcSettings
 from .values import to_timestamp
@@ -62,6 +69,8 @@ class _Stream:
         self.slots = slots
         self.held: set[str] = set()
         self.hint = asyncio.Event()
+        #: Whether the stream is waiting for a slot (all ``slots`` jobs unacknowledged).
+        self.full = False
 
     def heard(self, events: Sequence[Event]) -> None:
         """Note an event about a held job (it may have left ``active``)."""
@@ -84,7 +93,9 @@ class _Stream:
             if self.hint.is_set():
                 await self.release(service)
             if len(self.held) < self.slots:
+                self.full = False
                 return self.slots - len(self.held)
+            self.full = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.hint.wait(), check_s)
             await self.release(service)
@@ -96,10 +107,10 @@ def _visibility(metadata: Any) -> int | None:
         if key == _VISIBILITY:
             if isinstance(value, str) and value.isascii() and value.isdigit():
                 ms = int(value)
-                if 1 <= ms <= 86_400_000:
+                if 1 <= ms <= MAX_VISIBILITY_MS:
                     return ms
             raise ValidationError(
-                "must be a number of milliseconds between 1 and 86400000",
+                f"must be a number of milliseconds between 1 and {MAX_VISIBILITY_MS}",
                 path=f"metadata.{_VISIBILITY}",
             )
     return None
@@ -114,7 +125,9 @@ class JobStreams:
         self._streams: set[_Stream] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
-        service.observers.add(self._observe)
+        # One bound method, kept: ``Observers.remove`` matches by identity.
+        self._observer = self._observe
+        service.observers.add(self._observer)
 
     def _observe(self, events: Sequence[Event]) -> None:
         for stream in self._streams:
@@ -124,6 +137,11 @@ class JobStreams:
     def open_streams(self) -> int:
         """Streams being served."""
         return len(self._streams)
+
+    def holding(self) -> list[tuple[str | None, int, bool]]:
+        """Each open stream's worker id, the unacknowledged jobs it holds, and whether it is
+        waiting for a free slot (for tests and diagnostics)."""
+        return [(s.worker_id, len(s.held), s.full) for s in self._streams]
 
     async def serve(
         self, servicer: OJSServicer, request: worker_pb2.StreamJobsRequest, context: Context
@@ -137,10 +155,9 @@ class JobStreams:
             raise ValidationError("must be at least 1", path="max_concurrent")
         slots = request.max_concurrent or 1
         check_count(slots, svc.limits.max_fetch_count, "max_concurrent", "jobs")
-        if len(request.worker_id) > 256:
-            raise ValidationError("must be at most 256 characters", path="worker_id")
-        worker_id = request.worker_id or None
-        visibility = _visibility(context.invocation_metadata())
+        worker_id = worker_id_of(request.worker_id)
+        metadata = context.invocation_metadata() or ()
+        visibility = _visibility(metadata)
         if self._closing:
             raise StreamClosedError("the server is shutting down; reopen the stream elsewhere")
         stream = _Stream(worker_id, slots)
@@ -154,6 +171,13 @@ class JobStreams:
                 jobs = await svc.fetch(
                     queues, free, worker_id, visibility, wait_ms=self.settings.stream_wait_ms
                 )
+                # The credentials again before every push (and every idle wait): a key
+                # revoked by a reload, or a token that expired, ends the stream here.
+                try:
+                    await authorize(servicer.authenticate, "StreamJobs", metadata)
+                except BaseException:  # refused, or the check failed: none of them was sent
+                    await asyncio.shield(self._put_back(jobs, worker_id))
+                    raise
                 for i, job in enumerate(jobs):
                     stream.held.add(job.id)
                     try:
@@ -180,19 +204,21 @@ class JobStreams:
                 await self.service.nack(job.id, returned, worker_id, requeue=True)
 
     def close(self) -> None:
-        """End every stream (each answers ``UNAVAILABLE``) and refuse new ones."""
+        """End every stream (each answers ``UNAVAILABLE``), refuse new ones, and stop
+        observing the service (which may outlive this server)."""
         self._closing = True
+        self.service.observers.remove(self._observer)
         for task in tuple(self._tasks):
             task.cancel()
 
 
 def _channels(request: events_pb2.StreamEventsRequest) -> list[Channel]:
-    """The fan-out channels that carry everything the filters may select."""
+    """The fan-out channels that carry everything the filters may select (checking every
+    queue name, and the job id, once)."""
+    by_queue = [parse_channel("queue:" + q, f"queues[{i}]") for i, q in enumerate(request.queues)]
     if request.job_id:
         return [parse_channel("job:" + request.job_id, "job_id")]
-    if request.queues:
-        return [parse_channel("queue:" + q, f"queues[{i}]") for i, q in enumerate(request.queues)]
-    return [Channel("all")]
+    return by_queue or [Channel("all")]
 
 
 async def stream_events(
@@ -203,8 +229,6 @@ async def stream_events(
     at shutdown, ends with ``UNAVAILABLE`` (reopen it)."""
     channels = _channels(request)
     queues = set(request.queues)
-    for i, q in enumerate(request.queues):
-        parse_channel("queue:" + q, f"queues[{i}]")
     types = list(request.event_types)
     for i, kind in enumerate(types):
         if not EVENT_PATTERN.match(kind):
@@ -214,7 +238,8 @@ async def stream_events(
             )
     workflow_jobs: set[str] = set()
     if request.workflow_id:
-        workflow = await servicer.service.get_workflow(request.workflow_id)
+        workflow_id = bounded_id(request.workflow_id, "workflow_id")
+        workflow = await servicer.service.get_workflow(workflow_id)
         workflow_jobs = {step["job_id"] for step in workflow["steps"]}
 
     def wanted(event: Event) -> bool:
@@ -236,12 +261,20 @@ async def stream_events(
         return True
 
     hub = servicer.hub
+    metadata = context.invocation_metadata() or ()
+    keepalive_s = servicer.settings.event_keepalive_s
     sub = await hub.subscribe(channels)
     keepalives = 0
+    checked = time.monotonic()
     try:
         while True:
+            if time.monotonic() - checked >= keepalive_s:
+                # The credentials again, once per keepalive interval: a key revoked by a
+                # reload, or a token that expired, ends the stream here.
+                await authorize(servicer.authenticate, "StreamEvents", metadata)
+                checked = time.monotonic()
             try:
-                event = await sub.next(servicer.settings.event_keepalive_s)
+                event = await sub.next(keepalive_s)
             except SlowConsumerError:
                 raise StreamClosedError(
                     "this client fell too far behind the events; reopen the stream"

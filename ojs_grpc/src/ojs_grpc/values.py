@@ -15,6 +15,7 @@ from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
+from ojs_core.envelope import MAX_DURATION_MS
 from ojs_core.errors import ValidationError
 from ojs_core.timeutil import format_ts
 
@@ -105,16 +106,32 @@ def to_timestamp(target: timestamp_pb2.Timestamp, when: datetime) -> None:
     target.FromDatetime(when.astimezone(UTC))
 
 
-def to_datetime(ts: timestamp_pb2.Timestamp) -> datetime:
-    """``ts`` as an aware UTC datetime."""
-    return ts.ToDatetime(tzinfo=UTC)
+def to_datetime(ts: timestamp_pb2.Timestamp, path: str) -> datetime:
+    """``ts`` as an aware UTC datetime; one outside protobuf's range (years 1-9999, nanos
+    below 10^9) is refused naming ``path``."""
+    try:
+        return ts.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        raise ValidationError(
+            "must be a valid timestamp (years 1 to 9999, nanos 0 to 999999999)", path=path
+        ) from None
 
 
-def duration_ms(duration: duration_pb2.Duration, path: str) -> int:
-    """``duration`` in whole milliseconds; a negative one is refused naming ``path``."""
+def duration_ms(
+    duration: duration_pb2.Duration, path: str, *, maximum: int = MAX_DURATION_MS
+) -> int:
+    """``duration`` in whole milliseconds; a negative one, or one over ``maximum``
+    milliseconds (by default the core's bound on every duration, 100 years), is refused
+    naming ``path``."""
     if duration.seconds < 0 or duration.nanos < 0:
         raise ValidationError("must not be negative", path=path)
-    return int(duration.ToMilliseconds())
+    try:
+        ms = int(duration.ToMilliseconds())
+    except (ValueError, OverflowError):
+        ms = maximum + 1
+    if ms > maximum:
+        raise ValidationError(f"must be at most {maximum} ms", path=path)
+    return ms
 
 
 def ms_to_duration(target: duration_pb2.Duration, ms: int) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from starlette.requests import Request
 
-from ojs_core.errors import OJSError
+from ojs_core.errors import ForbiddenError, UnauthorizedError
 
 __all__ = [
     "API_KEYS_ENV",
@@ -61,32 +61,6 @@ Authenticator = Callable[[Request], AuthResult | Awaitable[AuthResult]]
 
 class AuthConfigError(ValueError):
     """A keys file or ``OJS_API_KEYS`` entry is malformed; the message never holds a key."""
-
-
-class UnauthorizedError(OJSError):
-    """No credentials, or credentials that match nothing (401)."""
-
-    code = "unauthorized"
-    status = 401
-
-    def __init__(self, message: str, *, token_given: bool = False) -> None:
-        super().__init__(
-            message,
-            hint="Send Authorization: Bearer <key> with a key the server knows "
-            "(see docs/security.md).",
-        )
-        challenge = 'Bearer realm="ojs"'
-        if token_given:
-            challenge += ', error="invalid_token"'
-        #: Response headers the HTTP binding adds (RFC 6750 §3).
-        self.headers = {"WWW-Authenticate": challenge}
-
-
-class ForbiddenError(OJSError):
-    """A known caller whose roles do not include one this route needs (403)."""
-
-    code = "forbidden"
-    status = 403
 
 
 def bearer_token(request: Request) -> str | None:

@@ -517,22 +517,41 @@ async def _serve_open(
     if args.grpc_port is not None:
         grpc_server = await start_grpc(args, inner.state.service, hub, settings, grpc_auth)
 
+    grpc_stopping: list[asyncio.Task[None]] = []
+
     async def draining() -> None:
         await stop.wait()
-        # From the signal on, /ojs/v1/ready answers 503 to the requests still being served.
-        inner.state.phase = "draining"
-        # Event streams never end by themselves: end them, so that they do not hold the
-        # graceful shutdown for its whole timeout (clients resume with Last-Event-ID).
-        hub.end_all()
-        if grpc_server is not None:
-            await grpc_server.stop(config.graceful_timeout)
+        task = await begin_drain(inner.state, hub, grpc_server, config.graceful_timeout)
+        if task is not None:
+            grpc_stopping.append(task)
 
     try:
         await hypercorn_serve(app, config, shutdown_trigger=draining)  # type: ignore[arg-type]
     finally:
         if grpc_server is not None:
+            for task in grpc_stopping:  # its grace period ran beside Hypercorn's drain
+                with contextlib.suppress(Exception):
+                    await task
             await grpc_server.stop(0)
         await asyncio.to_thread(_stop_siblings, siblings)
+
+
+async def begin_drain(
+    state: Any, hub: Any, grpc_server: Any, grace_s: float
+) -> asyncio.Task[None] | None:
+    """Start the graceful shutdown: ``/ojs/v1/ready`` answers 503 from now on, event streams
+    end, and the gRPC server (if any) starts its own grace period of ``grace_s`` seconds in
+    the background, so that it runs beside Hypercorn's drain rather than before it (returns
+    that task; the caller awaits it)."""
+    # From the signal on, /ojs/v1/ready answers 503 to the requests still being served.
+    state.phase = "draining"
+    # Event streams never end by themselves: end them, so that they do not hold the
+    # graceful shutdown for its whole timeout (clients resume with Last-Event-ID).
+    hub.end_all()
+    if grpc_server is None:
+        return None
+    stopping: asyncio.Task[None] = asyncio.ensure_future(grpc_server.stop(grace_s))
+    return stopping
 
 
 def _start_siblings(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:

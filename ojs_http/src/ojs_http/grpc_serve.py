@@ -23,9 +23,17 @@ from .settings import HttpSettings
 from .startup import is_loopback
 
 if TYPE_CHECKING:
+    from ojs_grpc import GrpcSettings
+
     from .jwt_auth import JwtVerifier
 
-__all__ = ["add_grpc_flags", "check_grpc_flags", "start_grpc", "token_authenticator"]
+__all__ = [
+    "add_grpc_flags",
+    "check_grpc_flags",
+    "grpc_settings",
+    "start_grpc",
+    "token_authenticator",
+]
 
 log = logging.getLogger("ojs.server")
 
@@ -105,6 +113,22 @@ def token_authenticator(keys: ApiKeys | None, verifier: JwtVerifier | None) -> A
     return authenticate
 
 
+def grpc_settings(settings: HttpSettings) -> GrpcSettings:
+    """The gRPC binding's settings from the HTTP server's: the same limits and names, and an
+    event keepalive of ``--event-heartbeat`` seconds, kept between 1 and 30 (the spec asks
+    for one at least every 30 seconds; under a second would only spin)."""
+    from ojs_grpc import GrpcSettings
+
+    return GrpcSettings(
+        implementation_name=settings.implementation_name,
+        implementation_version=settings.implementation_version,
+        protocols=("http", "grpc"),
+        max_envelope_bytes=settings.max_envelope_bytes,
+        max_message_bytes=settings.max_body_bytes,
+        event_keepalive_s=min(max(settings.event_heartbeat_s, 1.0), 30.0),
+    )
+
+
 async def start_grpc(
     args: argparse.Namespace,
     service: JobService,
@@ -114,16 +138,8 @@ async def start_grpc(
 ) -> Any:
     """Bind and start the gRPC server; returns it (``stop(grace_s)`` ends it). Exits with the
     reason when the port cannot be bound or a TLS file cannot be read."""
-    from ojs_grpc import GrpcServer, GrpcSettings, ServerTLS
+    from ojs_grpc import GrpcServer, ServerTLS
 
-    grpc_settings = GrpcSettings(
-        implementation_name=settings.implementation_name,
-        implementation_version=settings.implementation_version,
-        protocols=("http", "grpc"),
-        max_envelope_bytes=settings.max_envelope_bytes,
-        max_message_bytes=settings.max_body_bytes,
-        event_keepalive_s=min(settings.event_heartbeat_s, 30.0),
-    )
     tls = None
     if args.grpc_tls_cert:
         try:
@@ -132,7 +148,11 @@ async def start_grpc(
             )
         except OSError as exc:
             raise SystemExit(f"ojs-server: cannot read a gRPC TLS file: {exc}") from None
-    server = GrpcServer(service, settings=grpc_settings, authenticate=authenticate, hub=hub)
+        except ValueError as exc:  # the file was read, and is not a certificate/key pair
+            raise SystemExit(f"ojs-server: {exc}") from None
+    server = GrpcServer(
+        service, settings=grpc_settings(settings), authenticate=authenticate, hub=hub
+    )
     host = f"[{args.host}]" if ":" in args.host else args.host
     try:
         server.add_port(f"{host}:{args.grpc_port}", tls)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ojs_core.envelope import MAX_TIMEOUT_MS
+
 __all__ = [
     "ACK",
     "CRON",
@@ -111,7 +113,7 @@ UUID7: Schema = {
     "type": "string",
     "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$",
 }
-_MAX_TIMEOUT_MS = 30 * 86_400_000
+
 
 _OPTIONS: Schema = {
     "type": "object",
@@ -119,8 +121,8 @@ _OPTIONS: Schema = {
     "properties": {
         "queue": QUEUE_NAME,
         "priority": PRIORITY,
-        "timeout_ms": {"type": "integer", "minimum": 0, "maximum": _MAX_TIMEOUT_MS},
-        "visibility_timeout_ms": {"type": "integer", "minimum": 1, "maximum": _MAX_TIMEOUT_MS},
+        "timeout_ms": {"type": "integer", "minimum": 0, "maximum": MAX_TIMEOUT_MS},
+        "visibility_timeout_ms": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_MS},
         "tags": array(STR),
     },
 }

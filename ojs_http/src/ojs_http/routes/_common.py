@@ -9,6 +9,7 @@ from starlette.requests import Request
 
 from ojs_core.codec import job_to_wire
 from ojs_core.errors import ValidationError
+from ojs_core.limits import MAX_ID_LENGTH
 from ojs_core.logcontext import bind
 from ojs_core.model import Job
 from ojs_core.service import JobService
@@ -52,7 +53,7 @@ def worker_id_of(body: Mapping[str, Any], *, required: bool = False) -> str | No
         if required:
             raise ValidationError("is required", path="worker_id")
         return None
-    if not isinstance(wid, str) or not wid or len(wid) > 256:
+    if not isinstance(wid, str) or not wid or len(wid) > MAX_ID_LENGTH:
         raise ValidationError(
             "must be a non-empty string (at most 256 characters)", path="worker_id"
         )

@@ -8,10 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from ojs_core.backend import Backend, EventFilter, QueueBounds
-from ojs_core.backpressure import STRATEGIES
+from ojs_core.backend import EventFilter
 from ojs_core.codec import event_to_wire
 from ojs_core.health import probe_backend
+from ojs_core.manifest import official_extensions
+from ojs_core.service import JobService
 
 from .. import schemas as S
 from ..openapi import openapi_document
@@ -37,13 +38,14 @@ CAPABILITIES = {
 }
 
 
-#: The official extensions every backend has (the schema registry is added when it does).
-_OFFICIAL: list[dict[str, str]] = [
-    {"name": "retry", "uri": "urn:ojs:ext:retry", "version": "1.0"},
-    {"name": "dead-letter", "uri": "urn:ojs:ext:dead-letter", "version": "1.0"},
-    {"name": "unique-jobs", "uri": "urn:ojs:ext:unique-jobs", "version": "1.0"},
-    {"name": "cron", "uri": "urn:ojs:ext:cron", "version": "1.0"},
-    {"name": "workflows", "uri": "urn:ojs:ext:workflows", "version": "1.0"},
+#: The endpoint each official extension is used through, declared beside it.
+_ENDPOINTS = {
+    "backpressure": "PUT /ojs/v1/admin/queues/{name}/config",
+    "schema-registry": "POST /ojs/v1/schemas",
+}
+#: The official extensions only this binding serves (the core's are in
+#: :func:`ojs_core.manifest.official_extensions`).
+_HTTP_ONLY: list[dict[str, str]] = [
     {
         "name": "progress",
         "uri": "urn:ojs:ext:progress",
@@ -71,19 +73,13 @@ _OFFICIAL: list[dict[str, str]] = [
 ]
 
 
-def _backpressure(backend: Backend) -> list[dict[str, Any]]:
-    """The backpressure extension, declared only where the backend stores queue bounds."""
-    if not isinstance(backend, QueueBounds):
-        return []
-    return [
-        {
-            "name": "backpressure",
-            "uri": "urn:ojs:ext:backpressure",
-            "version": "1.0.0-rc.1",
-            "endpoint": "PUT /ojs/v1/admin/queues/{name}/config",
-            "strategies": list(STRATEGIES),
-        }
+def _official(svc: JobService) -> list[dict[str, Any]]:
+    """The core's official extensions with their endpoints, then this binding's own."""
+    core = official_extensions(svc.backend, svc.schemas)
+    with_endpoints = [
+        e | ({"endpoint": _ENDPOINTS[e["name"]]} if e["name"] in _ENDPOINTS else {}) for e in core
     ]
+    return [*with_endpoints, *_HTTP_ONLY]
 
 
 async def manifest(request: Request) -> Response:
@@ -93,17 +89,7 @@ async def manifest(request: Request) -> Response:
     backend = svc.backend.name
     registry = svc.schemas
     validating = registry.available and registry.mode != "off"
-    official = [*_OFFICIAL, *_backpressure(svc.backend)]
-    if registry.available:
-        official.append(
-            {
-                "name": "schema-registry",
-                "uri": "urn:ojs:ext:schema-registry",
-                "version": "1.0.0-rc.1",
-                "endpoint": "POST /ojs/v1/schemas",
-                "validation_mode": registry.mode,
-            }
-        )
+    official = _official(svc)
     body: dict[str, Any] = {
         "specversion": "1.0",
         "ojs_version": "1.0",

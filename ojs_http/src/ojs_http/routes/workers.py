@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from ojs_core.envelope import parse_job_error
 from ojs_core.errors import OJSError, ValidationError
+from ojs_core.limits import MAX_VISIBILITY_MS
 from ojs_core.logcontext import bind
 from ojs_core.shutdown import effective_state
 from ojs_core.timeutil import format_ts
@@ -58,7 +59,7 @@ async def fetch(request: Request) -> Response:
     if not isinstance(queues, list) or not queues or not all(isinstance(q, str) for q in queues):
         raise ValidationError("must be a non-empty array of queue names", path="queues")
     count = _opt_int(body, "count", minimum=1) or 1
-    visibility = _opt_int(body, "visibility_timeout_ms", minimum=1, maximum=86_400_000)
+    visibility = _opt_int(body, "visibility_timeout_ms", minimum=1, maximum=MAX_VISIBILITY_MS)
     wait = _opt_int(body, "wait_ms", minimum=0, maximum=settings.max_wait_ms) or 0
     jobs = await service(request).fetch(
         queues, count, _worker_id(body), visibility_ms=visibility, wait_ms=wait
@@ -159,7 +160,7 @@ async def heartbeat(request: Request) -> Response:
         ids.extend(j for j in extra_ids if isinstance(j, str))
     if isinstance(body.get("job_id"), str):
         ids.append(body["job_id"])
-    visibility = _opt_int(body, "visibility_timeout_ms", minimum=1, maximum=86_400_000)
+    visibility = _opt_int(body, "visibility_timeout_ms", minimum=1, maximum=MAX_VISIBILITY_MS)
     svc = service(request)
     outcome = await svc.heartbeat(worker_id, list(dict.fromkeys(ids)), visibility, body)
     return json_response(
