@@ -17,10 +17,10 @@ import websockets
 from stream_support import SSEReader, serving, until
 
 from ojs_core.backend import Backend, EventFeed, EventFilter
+from ojs_core.fanout import Channel, EventHub, SlowConsumerError, Subscription, parse_channel
 from ojs_core.model import Event
 from ojs_http import create_app
 from ojs_http.auth import ApiKeys
-from ojs_http.fanout import Channel, EventHub, SlowConsumerError, Subscription, parse_channel
 from ojs_http.settings import HttpSettings
 from ojs_memory import MemoryBackend
 

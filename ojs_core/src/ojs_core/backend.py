@@ -343,7 +343,7 @@ class EventFeed(Protocol):
     A backend shared by several processes (NATS) implements it so that a server process hears
     the events of jobs that other processes moved, without polling the log; the HTTP binding
     holds *one* subscription per process and fans it out to its streaming clients
-    (``ojs_http.fanout``). Backends without it are polled with :meth:`Backend.read_events`.
+    (``ojs_core.fanout``). Backends without it are polled with :meth:`Backend.read_events`.
 
     Contract: ``listener`` is called on the event loop (never concurrently with itself) with
     each event appended after ``subscribe_events`` returned, by any process, with its ``seq``
