@@ -129,12 +129,14 @@ async def test_crud_and_deleted_subscription_cancels_pending(
         f"{SUBS}/{sub['id']}", json={"events": ["job.failed"], "active": False}, headers=sc.ADMIN
     )
     assert r.status_code == 200, r.text
-    assert r.json()["events"] == ["job.failed"] and r.json()["active"] is False
+    assert r.json()["events"] == ["job.failed"]
+    assert r.json()["active"] is False
     assert r.json()["metadata"] == {"team": "a"}
     assert "secret" not in r.json()
     assert (await client.get(f"{SUBS}/nope", headers=sc.ADMIN)).status_code == 404
     r = await client.delete(f"{SUBS}/{sub['id']}", headers=sc.ADMIN)
-    assert r.status_code == 200 and r.json()["deleted"] is True
+    assert r.status_code == 200
+    assert r.json()["deleted"] is True
     assert (await client.get(f"{SUBS}/{sub['id']}", headers=sc.ADMIN)).status_code == 404
     assert (await client.get(SUBS, headers=sc.ADMIN)).json()["subscriptions"] == []
 

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from ojs_core.webhook_delivery import verify
 
-__all__ = ["Receiver", "Received", "receiving", "until"]
+__all__ = ["Received", "Receiver", "receiving", "until"]
 
 
 @attrs.frozen

@@ -155,12 +155,14 @@ async def secret_never_shown_and_rotation_signs_twice(
     r = await client.post(f"{SUBS}/{sub['id']}/rotate-secret", headers=ADMIN)
     assert r.status_code == 200, r.text
     new_secret = r.json()["secret"]
-    assert new_secret != sub["secret"] and new_secret.startswith("whsec_")
+    assert new_secret != sub["secret"]
+    assert new_secret.startswith("whsec_")
     await run_job(client)
     got = await until(lambda: receiver.of_type("job.completed"), "a delivery after rotation")
     signatures = got[0].headers["x-ojs-signature"].split(",")
     assert len(signatures) == 2
-    assert got[0].verifies(new_secret) and got[0].verifies(sub["secret"])
+    assert got[0].verifies(new_secret)
+    assert got[0].verifies(sub["secret"])
 
 
 async def producer_is_forbidden(client: httpx.AsyncClient, receiver: Receiver) -> None:
@@ -176,7 +178,8 @@ async def test_endpoint_reports(client: httpx.AsyncClient, receiver: Receiver) -
     r = await client.post(f"{SUBS}/{sub['id']}/test", headers=ADMIN)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["success"] is True and body["status_code"] == 200
+    assert body["success"] is True
+    assert body["status_code"] == 200
     assert body["response_body"] == "ok"
     assert receiver.requests[0].headers["x-ojs-event-type"] == "webhook.test"
     assert receiver.requests[0].verifies(sub["secret"])
