@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import socket
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -123,6 +124,33 @@ def test_secrets_are_never_in_the_wire_form_or_repr() -> None:
     assert Subscription.from_record(s.to_record()) == s
     assert new_secret().startswith("whsec_")
     assert len(new_secret()) > 40
+
+
+def verify_webhook(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """Whether a delivery is signed with ``secret`` and at most 5 minutes old."""
+    timestamp = headers["x-ojs-timestamp"]
+    if abs(time.time() - int(timestamp)) > 300:
+        return False
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    expected = "sha256=" + mac.hexdigest()
+    # During a secret rotation the header carries two signatures, comma-separated.
+    received = headers["x-ojs-signature"].split(",")
+    return any(hmac.compare_digest(expected, s.strip()) for s in received)
+
+
+def test_the_documented_verification_accepts_deliveries() -> None:
+    # docs/webhooks.md shows verify_webhook: it must accept what the server signs.
+    body = b'{"type":"job.completed"}'
+    now = int(time.time())
+    old = sub().rotated(NOW)
+    header = signature_header(old.signing_secrets(NOW), now, body)
+    headers = {"x-ojs-timestamp": str(now), "x-ojs-signature": header}
+    assert verify_webhook(old.secret, headers, body)
+    assert verify_webhook("whsec_current", headers, body)
+    assert not verify_webhook("whsec_other", headers, body)
+    assert not verify_webhook(old.secret, headers, body + b" ")
+    stale = {**headers, "x-ojs-timestamp": str(now - 301)}
+    assert not verify_webhook(old.secret, stale, body)
 
 
 # -- schedule and outcomes -----------------------------------------------------------------------
