@@ -27,6 +27,7 @@ import attrs
 from ojs_core import jsonio
 from ojs_core.clock import Clock, SystemClock
 from ojs_core.codec import event_to_wire
+from ojs_core.errors import OJSError
 from ojs_core.events import make_event
 from ojs_core.ids import uuid7
 from ojs_core.webhook_delivery import (
@@ -118,6 +119,9 @@ class WebhookRunner:
                     await asyncio.sleep(self.poll_s)
             except asyncio.CancelledError:
                 raise
+            except OJSError as exc:  # the backend is unreachable: no traceback each second
+                log.warning("webhook routing failed (%s); trying again", exc)
+                await asyncio.sleep(ERROR_BACKOFF_S)
             except Exception:
                 log.exception("webhook routing failed; trying again")
                 await asyncio.sleep(ERROR_BACKOFF_S)
@@ -141,6 +145,9 @@ class WebhookRunner:
                         await asyncio.wait_for(self._wake.wait(), self.poll_s)
             except asyncio.CancelledError:
                 raise
+            except OJSError as exc:
+                log.warning("claiming webhook deliveries failed (%s); trying again", exc)
+                await asyncio.sleep(ERROR_BACKOFF_S)
             except Exception:
                 log.exception("claiming webhook deliveries failed; trying again")
                 await asyncio.sleep(ERROR_BACKOFF_S)
