@@ -90,6 +90,20 @@ EXPECTED = {
     ("GET", "/ojs/v1/admin/schemas"): set(),
     ("GET", "/ojs/v1/admin/schemas/{job_type}"): set(),
     ("GET", "/ojs/v1/admin/schemas/{job_type}/{version}"): set(),
+    # The webhooks extension (docs/webhooks.md): the admin role only.
+    **{
+        (method, f"/ojs/v1/webhooks/subscriptions{path}"): set()
+        for method, path in (
+            ("POST", ""),
+            ("GET", ""),
+            ("GET", "/{id}"),
+            ("PATCH", "/{id}"),
+            ("DELETE", "/{id}"),
+            ("POST", "/{id}/test"),
+            ("POST", "/{id}/rotate-secret"),
+            ("GET", "/{id}/deliveries"),
+        )
+    },
     # The admin API (docs/admin.md): the admin role only.
     **{
         (method, f"/ojs/v1/admin{path}"): set()

@@ -18,6 +18,7 @@ from ojs_core.errors import NotFoundError, OJSError, ValidationError
 from ojs_core.fanout import EventHub
 from ojs_core.scheduler import Scheduler
 from ojs_core.service import JobService
+from ojs_core.webhook_store import WebhookStore
 
 from . import apidocs
 from .access import RequestObserver, RequestSink
@@ -27,6 +28,8 @@ from .middleware import OJSHeadersMiddleware
 from .responses import check_version, error_response
 from .routes import routes
 from .settings import HttpSettings
+from .webhook_runner import WebhookRunner
+from .webhook_sender import WebhookSender
 
 __all__ = ["create_app", "lifespan"]
 
@@ -105,6 +108,7 @@ def create_app(
     sink: RequestSink | None = app_metrics.observe_request if app_metrics else None
     observing = [Middleware(RequestObserver, sink=sink, access=settings.access_log)]
     # Started by the first event stream; one backend subscription for all of them.
+    webhooks = _webhook_runner(service, settings)
     hub = EventHub(
         service.backend,
         max_streams=settings.max_event_streams,
@@ -120,12 +124,16 @@ def create_app(
             await backend.open()
         if settings.run_scheduler:
             scheduler.start()
+        if webhooks is not None:
+            webhooks.start()
         app.state.phase = "ready"
         try:
             yield
         finally:
             app.state.phase = "draining"
             await hub.close()
+            if webhooks is not None:
+                await webhooks.stop()
             await scheduler.stop()
             if manage_backend:
                 await backend.close()
@@ -173,6 +181,7 @@ def create_app(
     app.state.service = service
     app.state.scheduler = scheduler
     app.state.event_hub = hub
+    app.state.webhooks = webhooks
     app.state.authenticate = auth
     if session_keys is None and isinstance(auth, ApiKeys):
         session_keys = auth
@@ -180,6 +189,27 @@ def create_app(
     app.state.metrics = app_metrics
     app.state.phase = "starting"
     return app
+
+
+def _webhook_runner(service: JobService, settings: HttpSettings) -> WebhookRunner | None:
+    """The webhooks loops, when enabled and the backend stores webhooks."""
+    store = service.backend
+    if not settings.webhooks or not isinstance(store, WebhookStore):
+        return None
+    sender = WebhookSender(
+        allow_http=settings.webhooks_allow_http,
+        allow_private=settings.webhooks_allow_private,
+        timeout_s=settings.webhook_timeout_s,
+    )
+    return WebhookRunner(
+        store,
+        sender,
+        user_agent=f"ojs-python-webhook/{settings.implementation_version}",
+        clock=service.clock,
+        schedule=settings.webhook_schedule,
+        poll_s=settings.webhook_poll_s,
+        concurrency=settings.webhook_concurrency,
+    )
 
 
 @contextlib.asynccontextmanager

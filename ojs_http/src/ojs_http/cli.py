@@ -42,6 +42,7 @@ from .startup import (
     add_limit_flag,
     add_nats_flags,
     add_retention_flags,
+    add_webhook_flags,
     authenticator_of,
     build_credentials,
     check_exposure,
@@ -51,6 +52,7 @@ from .startup import (
     nats_options,
     nats_storage_options,
     retention_settings,
+    webhook_settings,
 )
 
 __all__ = ["build_backend", "main", "mounted", "parse_args"]
@@ -251,6 +253,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_auth_flags(p)
     add_nats_flags(p)
     add_retention_flags(p)
+    add_webhook_flags(p)
     add_limit_flag(p)
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -381,6 +384,7 @@ async def serve(args: argparse.Namespace) -> None:
         dashboard_session_ttl_s=args.dashboard_session_ttl,
         dashboard_cookie_secure=args.dashboard_cookie_secure,
         protocols=("http", "grpc") if args.grpc_port is not None else ("http",),
+        **webhook_settings(args),
     )
     if args.check_config:
         print(

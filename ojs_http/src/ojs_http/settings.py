@@ -8,6 +8,7 @@ import attrs
 
 from ojs_core.limits import Limits
 from ojs_core.retention import Retention
+from ojs_core.webhook_delivery import DEFAULT_SCHEDULE, TIMEOUT_S
 
 __all__ = ["CONTENT_TYPE_MODES", "COOKIE_SECURE_MODES", "HttpSettings"]
 
@@ -85,6 +86,13 @@ class HttpSettings:
     dashboard_cookie_secure: str = attrs.field(
         default="auto", validator=attrs.validators.in_(COOKIE_SECURE_MODES)
     )
+    webhooks: bool = True
+    webhooks_allow_http: bool = False
+    webhooks_allow_private: bool = False
+    webhook_schedule: tuple[float, ...] = DEFAULT_SCHEDULE
+    webhook_timeout_s: float = TIMEOUT_S
+    webhook_poll_s: float = 0.2
+    webhook_concurrency: int = 16
     default_visibility_timeout_ms: int = 1_800_000
     run_scheduler: bool = True
     scheduler_interval: float = 0.02

@@ -39,6 +39,7 @@ __all__ = [
     "add_limit_flag",
     "add_nats_flags",
     "add_retention_flags",
+    "add_webhook_flags",
     "authenticator_of",
     "build_authenticator",
     "build_credentials",
@@ -49,6 +50,7 @@ __all__ = [
     "nats_options",
     "nats_storage_options",
     "retention_settings",
+    "webhook_settings",
 ]
 
 #: The request limits of :class:`~ojs_http.settings.HttpSettings` (the rest are in ``Limits``).
@@ -149,6 +151,55 @@ def add_retention_flags(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="most dead-letter jobs kept; the oldest beyond it are removed (0: no cap)",
     )
+
+
+def _on_off(text: str) -> bool:
+    """``$OJS_WEBHOOKS``-style booleans: 1/true/yes/on or 0/false/no/off."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def add_webhook_flags(p: argparse.ArgumentParser) -> None:
+    """The webhooks extension's flags (``docs/webhooks.md``)."""
+    g = p.add_argument_group("webhooks (docs/webhooks.md)")
+    env_flag(
+        g,
+        "--webhooks",
+        env="OJS_WEBHOOKS",
+        default=True,
+        type=_on_off,
+        action=argparse.BooleanOptionalAction,
+        help="serve the webhooks extension and deliver webhooks (when the backend stores them: "
+        "memory and NATS do)",
+    )
+    env_flag(
+        g,
+        "--webhooks-allow-http",
+        env="OJS_WEBHOOKS_ALLOW_HTTP",
+        action="store_true",
+        help="accept plain-http webhook URLs (development only: deliveries travel unencrypted)",
+    )
+    env_flag(
+        g,
+        "--webhooks-allow-private",
+        env="OJS_WEBHOOKS_ALLOW_PRIVATE",
+        action="store_true",
+        help="accept webhook URLs on loopback, private and link-local addresses (development "
+        "only: lets an admin make the server call its own network)",
+    )
+
+
+def webhook_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~ojs_http.settings.HttpSettings` fields of the webhook flags."""
+    return {
+        "webhooks": bool(args.webhooks),
+        "webhooks_allow_http": bool(args.webhooks_allow_http),
+        "webhooks_allow_private": bool(args.webhooks_allow_private),
+    }
 
 
 def retention_settings(args: argparse.Namespace) -> Retention:

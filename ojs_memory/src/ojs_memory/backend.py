@@ -45,6 +45,8 @@ from ojs_core.model import (
 from ojs_core.schema_registry import SchemaRecord
 from ojs_core.states import JobState
 
+from .webhooks import MemoryWebhooks
+
 __all__ = ["MemoryBackend"]
 
 log = logging.getLogger("ojs.memory")
@@ -56,7 +58,7 @@ _TimerKey = tuple[datetime, int, str]
 _MAX_SKIPS = 256
 
 
-class MemoryBackend:
+class MemoryBackend(MemoryWebhooks):
     """All state in dicts and heaps of one process; ``max_events`` bounds the event log."""
 
     name = "memory"
@@ -86,6 +88,7 @@ class MemoryBackend:
         self._workers: dict[str, WorkerInfo] = {}
         self._events: deque[Event] = deque(maxlen=self.max_events)
         self._event_seq = 0
+        self._clear_webhooks()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -410,6 +413,7 @@ class MemoryBackend:
             self._event_seq += 1
             numbered = evolve(event, seq=self._event_seq)
             self._events.append(numbered)
+            self._webhook_intake(numbered)
             for listener in tuple(self._listeners):
                 try:
                     listener(numbered)

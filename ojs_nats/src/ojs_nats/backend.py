@@ -18,6 +18,7 @@ Each concern lives in a module of its own and owns its state (the table is in
 ``stats``      counters for queue stats; the event log
 ``arrivals``   wake-ups of long-polling fetches across processes
 ``eventfeed``  the live event feed: one shared subscription per process
+``webhooks``   webhook subscriptions, the event intake and the delivery queue
 ``jetstream``  helpers nats-py lacks: pipelined writes, atomic batches, pulls, retries
 ============== ===========================================================================
 
@@ -59,6 +60,8 @@ from ojs_core.model import (
     Workflow,
 )
 from ojs_core.schema_registry import SchemaRecord
+from ojs_core.webhook_store import EventBatch
+from ojs_core.webhooks import Delivery, Subscription
 
 from . import listing, names, provision
 from .arrivals import Arrivals
@@ -76,6 +79,7 @@ from .records import WORKER, RecordStore
 from .schemas import SchemaBucket
 from .stats import Counters, EventLog
 from .timers import Timers
+from .webhooks import WebhookQueue
 
 __all__ = ["MIN_SERVER_VERSION", "NatsBackend"]
 
@@ -134,6 +138,7 @@ class NatsBackend:
         )
         self.crons = CronStore(self.conn, self.store, self.mirror)
         self.schemas = SchemaBucket(self.conn, self.store)
+        self.webhooks = WebhookQueue(self.conn, self.store)
 
     @property
     def servers(self) -> list[str]:
@@ -187,6 +192,7 @@ class NatsBackend:
         self.timers.drop_pull()
         self.arrivals.forget_all()
         self.feed.forget_all()
+        self.webhooks.forget_all()
         await self.conn.close()
 
     async def health(self) -> BackendHealth:
@@ -212,6 +218,7 @@ class NatsBackend:
         self.timers.forget_all()
         self.store.forget_all()
         self.index.forget_all()
+        self.webhooks.forget_all()
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -385,6 +392,53 @@ class NatsBackend:
     async def delete_schema(self, uri: str) -> bool:
         """Remove a schema."""
         return await self.schemas.delete(uri)
+
+    # -- webhooks (the WebhookStore capability, ojs_nats.webhooks) ---------------------------
+
+    @guard
+    async def put_subscription(self, subscription: Subscription) -> None:
+        """Create or replace a webhook subscription."""
+        await self.webhooks.put_subscription(subscription)
+
+    @guard
+    async def get_subscription(self, subscription_id: str) -> Subscription | None:
+        """A webhook subscription, or ``None``."""
+        return await self.webhooks.get_subscription(subscription_id)
+
+    @guard
+    async def list_subscriptions(self) -> list[Subscription]:
+        """Every webhook subscription."""
+        return await self.webhooks.list_subscriptions()
+
+    @guard
+    async def delete_subscription(self, subscription_id: str) -> bool:
+        """Remove a webhook subscription."""
+        return await self.webhooks.delete_subscription(subscription_id)
+
+    @guard
+    async def take_webhook_events(self, limit: int) -> EventBatch:
+        """Events to route, each handed to one replica until acknowledged."""
+        return await self.webhooks.take_webhook_events(limit)
+
+    @guard
+    async def add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Queue webhook deliveries, each id once."""
+        await self.webhooks.add_deliveries(deliveries)
+
+    @guard
+    async def claim_deliveries(self, now: datetime, limit: int) -> list[Delivery]:
+        """Due webhook deliveries claimed for this replica."""
+        return await self.webhooks.claim_deliveries(now, limit)
+
+    @guard
+    async def settle_delivery(self, delivery: Delivery) -> None:
+        """Record a claimed delivery's outcome."""
+        await self.webhooks.settle_delivery(delivery)
+
+    @guard
+    async def list_deliveries(self, subscription_id: str, limit: int) -> list[Delivery]:
+        """A subscription's recent and dead deliveries."""
+        return await self.webhooks.list_deliveries(subscription_id, limit)
 
     # -- workers and events ----------------------------------------------------------------
 

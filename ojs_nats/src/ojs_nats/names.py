@@ -66,6 +66,8 @@ __all__ = [
     "type_counter_subject",
     "type_token",
     "unique_key",
+    "webhook_log_subject",
+    "webhook_subject",
     "workflow_key",
 ]
 
@@ -76,18 +78,42 @@ TIMER_STREAM = "OJS_TIMERS"
 EVENTS_STREAM = "OJS_EVENTS"
 COUNTER_STREAM = "OJS_COUNTERS"
 INDEX_STREAM = "OJS_INDEX"
+#: Webhook deliveries waiting for an attempt (a work queue), and the log of their outcomes.
+WEBHOOK_STREAM = "OJS_WEBHOOK_DELIVERIES"
+WEBHOOK_LOG_STREAM = "OJS_WEBHOOK_LOG"
 #: The plain streams (each KV bucket also has its stream, :func:`kv_stream`).
-STREAMS = (READY_STREAM, TIMER_STREAM, EVENTS_STREAM, COUNTER_STREAM, INDEX_STREAM)
+STREAMS = (
+    READY_STREAM,
+    TIMER_STREAM,
+    EVENTS_STREAM,
+    COUNTER_STREAM,
+    INDEX_STREAM,
+    WEBHOOK_STREAM,
+    WEBHOOK_LOG_STREAM,
+)
 
 JOBS_BUCKET = "OJS_JOBS"
 QUEUES_BUCKET = "OJS_QUEUES"
 CRON_BUCKET = "OJS_CRON"
 WORKERS_BUCKET = "OJS_WORKERS"
 SCHEMAS_BUCKET = "OJS_SCHEMAS"
-BUCKETS = (JOBS_BUCKET, QUEUES_BUCKET, CRON_BUCKET, WORKERS_BUCKET, SCHEMAS_BUCKET)
+#: Webhook subscriptions, one key per subscription id.
+WEBHOOKS_BUCKET = "OJS_WEBHOOKS"
+BUCKETS = (
+    JOBS_BUCKET,
+    QUEUES_BUCKET,
+    CRON_BUCKET,
+    WORKERS_BUCKET,
+    SCHEMAS_BUCKET,
+    WEBHOOKS_BUCKET,
+)
 
 #: The durable consumer of fired timers that every replica shares.
 TIMER_CONSUMER = "ojs_timers"
+#: The durable consumers every replica shares: of webhook deliveries, and of events to route
+#: to webhook subscriptions (on ``OJS_EVENTS``, created with the first subscription).
+WEBHOOK_CONSUMER = "ojs_webhooks"
+WEBHOOK_EVENTS_CONSUMER = "ojs_webhook_events"
 
 
 def kv_stream(bucket: str) -> str:
@@ -162,6 +188,20 @@ def timer_fire_subject(job_id: str) -> str:
 def timer_job_id(subject: str) -> str:
     """The job id of a fired timer's subject."""
     return subject.rsplit(".", 1)[-1]
+
+
+WEBHOOK_SUBJECTS = "ojs.whq.>"
+WEBHOOK_LOG_SUBJECTS = "ojs.whlog.>"
+
+
+def webhook_subject(subscription_id: str) -> str:
+    """Where the deliveries of one subscription wait."""
+    return f"ojs.whq.{subscription_id}"
+
+
+def webhook_log_subject(subscription_id: str, kind: str) -> str:
+    """The outcome log of one subscription's deliveries: ``recent`` or ``dead``."""
+    return f"ojs.whlog.{subscription_id}.{kind}"
 
 
 def event_subject(event_type: str) -> str:

@@ -13,6 +13,7 @@ import nats.js.errors
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
+    DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
     RePublish,
@@ -35,6 +36,8 @@ __all__ = [
     "provision",
     "ready_consumer_config",
     "stream_configs",
+    "webhook_consumer_config",
+    "webhook_events_consumer_config",
 ]
 
 log = logging.getLogger("ojs.nats")
@@ -44,6 +47,17 @@ EVENTS_MAX_AGE_S = 86_400
 EVENTS_MAX_MSGS = 1_000_000
 #: A ready consumer nobody pulled from for this long is deleted by the server (recreated on use).
 READY_IDLE_S = 3600.0
+#: Webhooks: a redelivered event's deliveries are recognised as duplicates for this long
+#: (well beyond the routing consumer's ack wait); pending deliveries take at most this many
+#: bytes (an event is a few hundred); each subscription's log keeps this many recent and as
+#: many dead outcomes, for a week, in this many bytes in all.
+WEBHOOK_DEDUPE_S = 600.0
+WEBHOOK_MAX_BYTES = 1024 * 1024 * 1024
+WEBHOOK_LOG_PER_SUBJECT = 100
+WEBHOOK_LOG_MAX_AGE_S = 7 * 86_400
+WEBHOOK_LOG_MAX_BYTES = 256 * 1024 * 1024
+WEBHOOK_CLAIM_S = 120.0
+WEBHOOK_ROUTE_ACK_S = 30.0
 #: The event log is bounded by bytes too (an event is a few hundred bytes).
 EVENTS_MAX_BYTES = 512 * 1024 * 1024
 #: Buckets whose stream must allow atomic batches (a job with its marker, a batch enqueue).
@@ -110,6 +124,32 @@ def stream_configs(replicas: int) -> list[StreamConfig]:
             num_replicas=replicas,
             allow_direct=True,  # listings read entries by batched direct gets
         ),
+        StreamConfig(
+            # Webhook deliveries waiting for their next attempt; the id of a delivery is its
+            # message id, so routing an event twice within the window adds nothing.
+            name=names.WEBHOOK_STREAM,
+            subjects=[names.WEBHOOK_SUBJECTS],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=file,
+            num_replicas=replicas,
+            duplicate_window=WEBHOOK_DEDUPE_S,
+            max_bytes=WEBHOOK_MAX_BYTES,
+            discard=DiscardPolicy.NEW,
+        ),
+        StreamConfig(
+            # The outcomes of webhook attempts, per subscription: the last
+            # WEBHOOK_LOG_PER_SUBJECT recent ones and as many dead ones, for a week at most.
+            name=names.WEBHOOK_LOG_STREAM,
+            subjects=[names.WEBHOOK_LOG_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=file,
+            num_replicas=replicas,
+            max_msgs_per_subject=WEBHOOK_LOG_PER_SUBJECT,
+            max_age=WEBHOOK_LOG_MAX_AGE_S,
+            max_bytes=WEBHOOK_LOG_MAX_BYTES,
+            discard=DiscardPolicy.OLD,
+            allow_direct=True,
+        ),
     ]
 
 
@@ -121,6 +161,33 @@ def timer_consumer_config(ack_wait_s: float) -> ConsumerConfig:
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ack_wait_s,
         max_ack_pending=-1,
+    )
+
+
+def webhook_consumer_config() -> ConsumerConfig:
+    """The durable consumer of webhook deliveries shared by every replica: a claim lasts
+    :data:`WEBHOOK_CLAIM_S` (an attempt with its redirects takes 30 s at most); retries come
+    back by a delayed negative acknowledgement."""
+    return ConsumerConfig(
+        durable_name=names.WEBHOOK_CONSUMER,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=WEBHOOK_CLAIM_S,
+        max_ack_pending=-1,
+        max_deliver=-1,
+    )
+
+
+def webhook_events_consumer_config() -> ConsumerConfig:
+    """The durable consumer of events to route to webhook subscriptions, shared by every
+    replica; created with the first subscription, it sees the events stored from then on."""
+    return ConsumerConfig(
+        durable_name=names.WEBHOOK_EVENTS_CONSUMER,
+        filter_subject=names.EVENT_SUBJECTS,
+        deliver_policy=DeliverPolicy.NEW,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=WEBHOOK_ROUTE_ACK_S,
+        max_ack_pending=-1,
+        max_deliver=-1,
     )
 
 
@@ -186,6 +253,8 @@ async def _provision_once(
         await _stream(js, config)
     with contextlib.suppress(nats.js.errors.BadRequestError):
         await js.add_consumer(names.TIMER_STREAM, timer_consumer_config(ack_wait_s))
+    with contextlib.suppress(nats.js.errors.BadRequestError):
+        await js.add_consumer(names.WEBHOOK_STREAM, webhook_consumer_config())
     return {bucket: await _bucket(js, bucket, replicas) for bucket in names.BUCKETS}
 
 

@@ -15,6 +15,7 @@ from . import (
     schema_registry,
     stream,
     system,
+    webhooks,
     workers,
     workflows,
     ws,
@@ -39,4 +40,5 @@ def routes(*, enable_reset: bool) -> list[BaseRoute]:
         *admin.routes,
         *schema_registry.routes,
         *queue_config.routes,
+        *webhooks.routes,
     ]

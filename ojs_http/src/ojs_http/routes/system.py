@@ -90,6 +90,15 @@ async def manifest(request: Request) -> Response:
     registry = svc.schemas
     validating = registry.available and registry.mode != "off"
     official = _official(svc)
+    if getattr(request.app.state, "webhooks", None) is not None:
+        official.append(
+            {
+                "name": "webhooks",
+                "uri": "urn:ojs:ext:webhooks",
+                "version": "1.0.0-rc.1",
+                "endpoint": "POST /ojs/v1/webhooks/subscriptions",
+            }
+        )
     body: dict[str, Any] = {
         "specversion": "1.0",
         "ojs_version": "1.0",

@@ -1,0 +1,74 @@
+"""The webhook client: redirects followed by hand, each target checked, bounded in number.
+
+The real receiver serves the redirect chains; a refused target is shown with httpx's
+``MockTransport`` standing for a public endpoint (no DNS, no network), which redirects to the
+cloud metadata address.
+"""
+
+from __future__ import annotations
+
+import httpx
+from webhook_receiver import receiving
+
+from ojs_http.webhook_sender import MAX_REDIRECTS, WebhookSender
+
+
+async def test_redirects_are_followed_with_the_same_body_and_signature() -> None:
+    sender = WebhookSender(allow_http=True, allow_private=True)
+    async with receiving() as receiver:
+        receiver.answer((307, {"location": "/moved"}), 200)
+        result = await sender.post(receiver.url, {"X-OJS-Signature": "sha256=ab"}, b"{}")
+        await sender.close()
+    assert result.status_code == 200
+    assert [r.path for r in receiver.requests] == ["/hook", "/moved"]
+    assert {r.body for r in receiver.requests} == {b"{}"}
+    assert {r.headers["x-ojs-signature"] for r in receiver.requests} == {"sha256=ab"}
+
+
+async def test_more_than_three_redirects_is_a_failed_attempt() -> None:
+    sender = WebhookSender(allow_http=True, allow_private=True)
+    async with receiving() as receiver:
+        receiver.answer((302, {"location": "/again"}))
+        result = await sender.post(receiver.url, {}, b"{}")
+        await sender.close()
+    assert result.status_code is None
+    assert result.error is not None
+    assert "redirects" in result.error
+    assert len(receiver.requests) == MAX_REDIRECTS + 1
+
+
+async def test_a_redirect_into_the_private_network_is_refused_unsent() -> None:
+    seen: list[str] = []
+
+    def public_endpoint(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(302, headers={"location": "https://169.254.169.254/latest"})
+
+    sender = WebhookSender(
+        allow_http=False, allow_private=False, transport=httpx.MockTransport(public_endpoint)
+    )
+    result = await sender.post("https://93.184.215.14/hook", {}, b"{}")
+    await sender.close()
+    assert result.refused
+    assert result.status_code is None
+    assert seen == ["https://93.184.215.14/hook"]
+
+
+async def test_a_refused_url_is_not_sent_at_all() -> None:
+    sender = WebhookSender(allow_http=False, allow_private=False)
+    async with receiving() as receiver:
+        result = await sender.post(receiver.url, {}, b"{}")
+        await sender.close()
+    assert result.refused
+    assert receiver.requests == []
+
+
+async def test_a_slow_endpoint_times_out() -> None:
+    sender = WebhookSender(allow_http=True, allow_private=True, timeout_s=0.2)
+    async with receiving() as receiver:
+        receiver.delay_s = 2.0
+        result = await sender.post(receiver.url, {}, b"{}")
+        await sender.close()
+    assert result.status_code is None
+    assert result.error is not None
+    assert "timed out" in result.error

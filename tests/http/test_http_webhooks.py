@@ -1,0 +1,171 @@
+"""The webhooks extension over HTTP on the memory backend, delivering to a real endpoint.
+
+The receiver is a Starlette app on Hypercorn on a loopback port (``webhook_receiver``); the
+OJS app allows loopback http targets and retries on a short schedule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+import webhook_scenarios as sc
+from webhook_receiver import Receiver, receiving
+
+from ojs_http import create_app
+from ojs_http.settings import HttpSettings
+from ojs_memory import MemoryBackend
+
+SUBS = "/ojs/v1/webhooks/subscriptions"
+
+
+def make_app(**settings: Any) -> Any:
+    options = {"run_scheduler": True, **sc.WEBHOOK_SETTINGS, **settings}
+    return create_app(MemoryBackend(), HttpSettings(**options), auth=sc.KEYS)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with sc.client_of(make_app()) as c:
+        yield c
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with receiving() as r:
+        yield r
+
+
+Scenario = Callable[[httpx.AsyncClient, Receiver], Awaitable[None]]
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        sc.completed_delivery_is_signed,
+        sc.retry_keeps_the_delivery_id,
+        sc.gone_is_dead_at_once,
+        sc.secret_never_shown_and_rotation_signs_twice,
+        sc.producer_is_forbidden,
+        sc.test_endpoint_reports,
+    ],
+    ids=lambda f: f.__name__,
+)
+async def test_scenario(scenario: Scenario, client: httpx.AsyncClient, receiver: Receiver) -> None:
+    await scenario(client, receiver)
+
+
+async def test_manifest_declares_webhooks(client: httpx.AsyncClient) -> None:
+    r = await client.get("/ojs/manifest", headers=sc.ADMIN)
+    uris = [e["uri"] for e in r.json()["extensions"]["official"]]
+    assert "urn:ojs:ext:webhooks" in uris
+
+
+async def test_disabled_webhooks_are_unsupported_and_not_declared() -> None:
+    async with sc.client_of(make_app(webhooks=False)) as client:
+        r = await client.get("/ojs/manifest", headers=sc.ADMIN)
+        uris = [e["uri"] for e in r.json()["extensions"]["official"]]
+        assert "urn:ojs:ext:webhooks" not in uris
+        r = await client.get(SUBS, headers=sc.ADMIN)
+        assert r.status_code == 422
+        assert r.json()["error"]["code"] == "unsupported"
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"events": ["*"]}, "url"),
+        ({"url": "https://example.com/h"}, "events"),
+        ({"url": "https://example.com/h", "events": []}, "events"),
+        ({"url": "https://example.com/h", "events": [""]}, "events[0]"),
+        ({"url": "https://example.com/h", "events": ["job.*", 3]}, "events[1]"),
+        ({"url": "ftp://example.com/h", "events": ["*"]}, "url"),
+        (
+            {"url": "https://example.com/h", "events": ["*"], "filter": {"queues": "x"}},
+            "filter.queues",
+        ),
+        ({"url": "https://example.com/h", "events": ["*"], "secret": "mine"}, "secret"),
+        ({"url": "https://example.com/h", "events": ["*"], "active": "yes"}, "active"),
+    ],
+)
+async def test_invalid_subscription_is_400_with_the_path(
+    client: httpx.AsyncClient, body: dict[str, Any], path: str
+) -> None:
+    r = await client.post(SUBS, json=body, headers=sc.ADMIN)
+    assert r.status_code == 400, r.text
+    errors = r.json()["error"]["details"]["validation_errors"]
+    assert errors[0]["path"] == path
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/h",  # plain http
+        "https://127.0.0.1/h",
+        "https://[::1]/h",
+        "https://localhost/h",
+        "https://10.1.2.3/h",
+        "https://169.254.169.254/latest",
+        "https://2130706433/h",
+        "https://0x7f000001/h",
+        "https://[::ffff:127.0.0.1]/h",
+    ],
+)
+async def test_private_and_plain_http_targets_are_refused_by_default(url: str) -> None:
+    settings = {"webhooks_allow_http": False, "webhooks_allow_private": False}
+    async with sc.client_of(make_app(**settings)) as client:
+        r = await client.post(SUBS, json={"url": url, "events": ["*"]}, headers=sc.ADMIN)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["details"]["validation_errors"][0]["path"] == "url"
+
+
+async def test_crud_and_deleted_subscription_cancels_pending(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    sub = await sc.subscribe(client, receiver, ["job.completed"], metadata={"team": "a"})
+    r = await client.patch(
+        f"{SUBS}/{sub['id']}", json={"events": ["job.failed"], "active": False}, headers=sc.ADMIN
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["events"] == ["job.failed"]
+    assert r.json()["active"] is False
+    assert r.json()["metadata"] == {"team": "a"}
+    assert "secret" not in r.json()
+    assert (await client.get(f"{SUBS}/nope", headers=sc.ADMIN)).status_code == 404
+    r = await client.delete(f"{SUBS}/{sub['id']}", headers=sc.ADMIN)
+    assert r.status_code == 200
+    assert r.json()["deleted"] is True
+    assert (await client.get(f"{SUBS}/{sub['id']}", headers=sc.ADMIN)).status_code == 404
+    assert (await client.get(SUBS, headers=sc.ADMIN)).json()["subscriptions"] == []
+
+
+async def test_pending_delivery_of_a_deleted_subscription_is_not_sent() -> None:
+    backend = MemoryBackend()
+    app = create_app(backend, HttpSettings(**sc.WEBHOOK_SETTINGS), auth=sc.KEYS)
+    async with receiving() as receiver, sc.client_of(app) as client:
+        receiver.answer(500)
+        sub = await sc.subscribe(client, receiver, ["job.completed"])
+        await sc.run_job(client)
+        await sc.until(lambda: receiver.requests, "the first attempt")
+        await client.delete(f"{SUBS}/{sub['id']}", headers=sc.ADMIN)
+        # The retry is due 0.3 s later; once it is settled as cancelled nothing more is sent.
+        await sc.until(
+            lambda: any(
+                d.status == "cancelled" for log in backend._wh_recent.values() for d in log.values()
+            ),
+            "the pending delivery cancelled",
+        )
+        assert len(receiver.requests) == 1
+
+
+async def test_events_before_the_subscription_are_not_delivered(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await sc.run_job(client, "before.sub")
+    sub = await sc.subscribe(client, receiver, ["job.completed"])
+    await sc.run_job(client, "after.sub")
+    got = await sc.until(lambda: receiver.of_type("job.completed"), "the delivery")
+    assert [r.json["data"]["job_type"] for r in got] == ["after.sub"]
+    assert sub["id"] == got[0].headers["x-ojs-subscription-id"]

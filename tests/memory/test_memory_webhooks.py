@@ -1,0 +1,87 @@
+"""The webhooks storage capability of the memory backend (tests/nats has NATS's)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import attrs
+
+from ojs_core.events import make_event
+from ojs_core.model import Event
+from ojs_core.webhook_store import WebhookStore
+from ojs_core.webhooks import Subscription, deliveries_for, new_secret
+from ojs_memory import MemoryBackend
+
+NOW = datetime(2026, 2, 15, 22, 0, tzinfo=UTC)
+
+
+def subscription(**changes: object) -> Subscription:
+    base: dict[str, object] = {
+        "id": "sub_1",
+        "url": "https://example.com/h",
+        "events": ("job.*",),
+        "created_at": NOW - timedelta(seconds=1),
+        "updated_at": NOW,
+        "secret": new_secret(),
+    }
+    base.update(changes)
+    return Subscription(**base)  # type: ignore[arg-type]
+
+
+def event(event_type: str = "job.completed") -> Event:
+    return make_event(event_type, NOW, {"queue": "q"}, subject="j")
+
+
+async def test_capability_and_crud() -> None:
+    backend = MemoryBackend()
+    assert isinstance(backend, WebhookStore)
+    sub = subscription()
+    await backend.put_subscription(sub)
+    assert await backend.get_subscription("sub_1") == sub
+    assert await backend.list_subscriptions() == [sub]
+    assert await backend.delete_subscription("sub_1") is True
+    assert await backend.delete_subscription("sub_1") is False
+    await backend.reset()
+    assert await backend.list_subscriptions() == []
+
+
+async def test_events_reach_the_intake_only_while_someone_subscribes() -> None:
+    backend = MemoryBackend()
+    await backend.publish_events([event()])
+    assert (await backend.take_webhook_events(10)).events == []
+    await backend.put_subscription(subscription())
+    await backend.publish_events([event(), event("job.failed")])
+    batch = await backend.take_webhook_events(10)
+    assert [e.type for e in batch.events] == ["job.completed", "job.failed"]
+    await batch.ack()
+    assert (await backend.take_webhook_events(10)).events == []
+
+
+async def test_deliveries_are_added_once_claimed_once_and_rescheduled() -> None:
+    backend = MemoryBackend()
+    sub = subscription()
+    ev = event()
+    await backend.add_deliveries(deliveries_for(ev, [sub], NOW))
+    await backend.add_deliveries(deliveries_for(ev, [sub], NOW))  # routed again
+    (claimed,) = await backend.claim_deliveries(NOW, 10)
+    assert await backend.claim_deliveries(NOW, 10) == []  # leased
+    retry = attrs.evolve(
+        claimed, attempt=1, status="pending", next_at=NOW + timedelta(seconds=30), updated_at=NOW
+    )
+    await backend.settle_delivery(retry)
+    assert await backend.claim_deliveries(NOW + timedelta(seconds=29), 10) == []
+    (again,) = await backend.claim_deliveries(NOW + timedelta(seconds=30), 10)
+    assert again.attempt == 1
+    dead = attrs.evolve(again, attempt=2, status="dead", updated_at=NOW + timedelta(seconds=31))
+    await backend.settle_delivery(dead)
+    listed = await backend.list_deliveries("sub_1", 10)
+    assert [(d.id, d.status, d.attempt) for d in listed] == [(claimed.id, "dead", 2)]
+    assert await backend.claim_deliveries(NOW + timedelta(days=2), 10) == []
+
+
+async def test_an_unsettled_claim_comes_back_after_its_lease() -> None:
+    backend = MemoryBackend()
+    await backend.add_deliveries(deliveries_for(event(), [subscription()], NOW))
+    (claimed,) = await backend.claim_deliveries(NOW, 10)
+    (again,) = await backend.claim_deliveries(NOW + timedelta(minutes=3), 10)
+    assert again.id == claimed.id

@@ -1,0 +1,178 @@
+"""The webhooks extension on a real nats-server: storage, end to end over HTTP, replicas.
+
+No NATS mocks: the backends are connections to the session's server (``nats_fixtures``), the
+receiver a real HTTP endpoint on a loopback port (``webhook_receiver``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import webhook_scenarios as sc
+from nats_fixtures import BackendFactory
+from webhook_receiver import Receiver, receiving, until
+
+from ojs_core.events import make_event
+from ojs_core.webhook_store import WebhookStore
+from ojs_core.webhooks import Subscription, deliveries_for, new_secret
+from ojs_http import create_app
+from ojs_http.settings import HttpSettings
+from ojs_nats import names
+from ojs_nats.backend import NatsBackend
+
+
+def make_app(backend: NatsBackend, **settings: Any) -> Any:
+    options = {**sc.WEBHOOK_SETTINGS, **settings}
+    return create_app(backend, HttpSettings(**options), auth=sc.KEYS, manage_backend=False)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with receiving() as r:
+        yield r
+
+
+def subscription(now: datetime, **changes: Any) -> Subscription:
+    return Subscription(
+        id="sub_" + now.strftime("%H%M%S%f"),
+        url="https://example.com/hook",
+        events=("job.*",),
+        created_at=now,
+        updated_at=now,
+        secret=new_secret(),
+        **changes,
+    )
+
+
+async def test_backend_declares_the_capability(new_backend: BackendFactory) -> None:
+    assert isinstance(await new_backend(), WebhookStore)
+
+
+async def test_subscriptions_are_stored_and_listed(new_backend: BackendFactory) -> None:
+    one, two = await new_backend(), await new_backend()
+    now = datetime.now(UTC)
+    sub = subscription(now, queues=("q",), metadata={"k": "v"})
+    await one.put_subscription(sub)
+    assert await two.get_subscription(sub.id) == sub
+    assert await two.list_subscriptions() == [sub]
+    assert await two.delete_subscription(sub.id) is True
+    assert await one.get_subscription(sub.id) is None
+    assert await one.list_subscriptions() == []
+    assert await one.delete_subscription(sub.id) is False
+
+
+async def test_a_delivery_is_added_once_and_claimed_by_one_replica(
+    new_backend: BackendFactory,
+) -> None:
+    one, two = await new_backend(), await new_backend()
+    now = datetime.now(UTC)
+    sub = subscription(now - timedelta(seconds=1))
+    event = make_event("job.completed", now, {"queue": "q"}, subject="j1")
+    deliveries = deliveries_for(event, [sub], now)
+    # Routed twice (a replica died before acknowledging the event): the same id, added once.
+    await one.add_deliveries(deliveries)
+    await two.add_deliveries(deliveries_for(event, [sub], now))
+    claims = [*(await one.claim_deliveries(now, 10)), *(await two.claim_deliveries(now, 10))]
+    assert [d.id for d in claims] == [deliveries[0].id]
+    assert claims[0].attempt == 0
+    info = await one.js.stream_info(names.WEBHOOK_STREAM)
+    assert info.state.messages == 1
+
+
+async def test_a_rescheduled_delivery_comes_back_after_its_delay(
+    new_backend: BackendFactory,
+) -> None:
+    backend = await new_backend()
+    now = datetime.now(UTC)
+    sub = subscription(now - timedelta(seconds=1))
+    event = make_event("job.failed", now, {"queue": "q"})
+    await backend.add_deliveries(deliveries_for(event, [sub], now))
+    (claimed,) = await backend.claim_deliveries(now, 10)
+    later = datetime.now(UTC)
+    retry = attrs.evolve(
+        claimed,
+        attempt=1,
+        status="pending",
+        last_status_code=503,
+        last_error="HTTP 503",
+        updated_at=later,
+        next_at=later + timedelta(seconds=0.5),
+    )
+    await backend.settle_delivery(retry)
+    assert await backend.claim_deliveries(datetime.now(UTC), 10) == []
+    again = await until(
+        lambda: backend.claim_deliveries(datetime.now(UTC), 10), "the delayed retry"
+    )
+    assert again[0].id == claimed.id
+    assert again[0].attempt == 1
+    listed = await backend.list_deliveries(sub.id, 10)
+    assert [(d.id, d.status, d.last_status_code) for d in listed] == [(claimed.id, "pending", 503)]
+    await backend.settle_delivery(attrs.evolve(again[0], status="dead", updated_at=later))
+    listed = await backend.list_deliveries(sub.id, 10)
+    assert [(d.id, d.status) for d in listed] == [(claimed.id, "dead")]
+
+
+Scenario = Callable[[httpx.AsyncClient, Receiver], Awaitable[None]]
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        sc.completed_delivery_is_signed,
+        sc.retry_keeps_the_delivery_id,
+        sc.gone_is_dead_at_once,
+        sc.secret_never_shown_and_rotation_signs_twice,
+        sc.producer_is_forbidden,
+        sc.test_endpoint_reports,
+    ],
+    ids=lambda f: f.__name__,
+)
+async def test_scenario(
+    scenario: Scenario, new_backend: BackendFactory, receiver: Receiver
+) -> None:
+    async with sc.client_of(make_app(await new_backend())) as client:
+        await scenario(client, receiver)
+
+
+async def test_two_replicas_deliver_each_event_once(
+    new_backend: BackendFactory, receiver: Receiver
+) -> None:
+    one, two = await new_backend(), await new_backend()
+    async with (
+        sc.client_of(make_app(one)) as first,
+        sc.client_of(make_app(two)) as second,
+    ):
+        await sc.subscribe(first, receiver, ["job.completed"])
+        jobs = 6
+        for i in range(jobs):
+            await sc.run_job(first if i % 2 else second, f"replica.n{i}")
+        await until(
+            lambda: len(receiver.of_type("job.completed")) >= jobs, "every delivery", within=20
+        )
+
+        async def drained() -> bool:
+            events = await one.js.consumer_info(names.EVENTS_STREAM, names.WEBHOOK_EVENTS_CONSUMER)
+            queue = await one.js.consumer_info(names.WEBHOOK_STREAM, names.WEBHOOK_CONSUMER)
+            return not any(
+                (
+                    events.num_pending,
+                    events.num_ack_pending,
+                    queue.num_pending,
+                    queue.num_ack_pending,
+                )
+            )
+
+        # Every event routed and every delivery settled: nothing else can arrive.
+        await until(drained, "both consumers drained")
+        got = receiver.of_type("job.completed")
+        ids = [r.headers["x-ojs-delivery-id"] for r in got]
+        assert len(ids) == jobs
+        assert len(set(ids)) == jobs
+        assert sorted(r.json["data"]["job_type"] for r in got) == sorted(
+            f"replica.n{i}" for i in range(jobs)
+        )
