@@ -72,3 +72,15 @@ async def test_a_slow_endpoint_times_out() -> None:
     assert result.status_code is None
     assert result.error is not None
     assert "timed out" in result.error
+
+
+def test_an_idle_webhook_loop_polls_less_and_less_often() -> None:
+    """Idle loops back off from the poll interval to a bound: a server without webhook
+    traffic does not pull from NATS five times a second per loop."""
+    from ojs_http.webhook_runner import IDLE_MAX_S, idle_delay
+
+    delays = [idle_delay(0.2, n) for n in range(8)]
+    assert delays[0] == 0.2
+    assert delays == sorted(delays)
+    assert delays[-1] == IDLE_MAX_S
+    assert idle_delay(0.2, 10_000) == IDLE_MAX_S

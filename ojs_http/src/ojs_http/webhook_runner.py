@@ -50,6 +50,15 @@ log = logging.getLogger("ojs.webhooks")
 ROUTE_BATCH = 256
 #: How long a loop that failed waits before trying again.
 ERROR_BACKOFF_S = 1.0
+#: An idle loop polls less and less often, down to once per this many seconds (a server
+#: without webhook traffic then costs NATS one request per loop every two seconds).
+IDLE_MAX_S = 2.0
+
+
+def idle_delay(poll_s: float, empty_rounds: int) -> float:
+    """How long a loop waits after ``empty_rounds`` rounds in a row found nothing: ``poll_s``
+    doubling to :data:`IDLE_MAX_S`."""
+    return min(IDLE_MAX_S, poll_s * float(2 ** min(empty_rounds, 16)))
 
 
 class WebhookRunner:
@@ -113,10 +122,14 @@ class WebhookRunner:
         return len(batch.events)
 
     async def _route_loop(self) -> None:
+        empty = 0
         while True:
             try:
-                if not await self.route_once():
-                    await asyncio.sleep(self.poll_s)
+                if await self.route_once():
+                    empty = 0
+                else:
+                    await asyncio.sleep(idle_delay(self.poll_s, empty))
+                    empty += 1
             except asyncio.CancelledError:
                 raise
             except OJSError as exc:  # the backend is unreachable: no traceback each second
@@ -129,6 +142,7 @@ class WebhookRunner:
     # -- sending -------------------------------------------------------------------------
 
     async def _send_loop(self) -> None:
+        empty = 0
         while True:
             try:
                 free = self.concurrency - len(self._sending)
@@ -140,9 +154,12 @@ class WebhookRunner:
                     task = asyncio.create_task(self._deliver_logged(delivery))
                     self._sending.add(task)
                     task.add_done_callback(self._sending.discard)
-                if not claimed:
+                if claimed:
+                    empty = 0
+                else:  # this process's new deliveries and freed slots wake it at once
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                        await asyncio.wait_for(self._wake.wait(), idle_delay(self.poll_s, empty))
+                    empty = 0 if self._wake.is_set() else empty + 1
             except asyncio.CancelledError:
                 raise
             except OJSError as exc:
