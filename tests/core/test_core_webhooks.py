@@ -287,6 +287,9 @@ def test_events_and_filter_validation_name_the_field() -> None:
         "https://0.0.0.0/h",
         "https://100.64.0.1/h",
         "https://[fc00::1]/h",
+        "https://[2002:7f00:1::]/h",  # 6to4 carrying 127.0.0.1
+        "https://[2002:a00:1::]/h",  # 6to4 carrying 10.0.0.1
+        "https://[64:ff9b::a00:1]/h",  # NAT64 of 10.0.0.1
     ],
 )
 def test_private_targets_are_refused(url: str) -> None:
@@ -298,11 +301,28 @@ def test_private_targets_are_refused(url: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://example.com/", "example.com/h", "https:///h", "https://u:p@example.com/", "", 5],
+    [
+        "ftp://example.com/",
+        "example.com/h",
+        "https:///h",
+        "https://u:p@example.com/",
+        "",
+        5,
+        "https://x\x00.com/",  # httpx refuses such a URL at every attempt: refused here
+        "https://exa mple.com/",
+        "https://example.com/a b",
+        "https://" + "a" * 70 + ".com/",  # a label over 63 characters
+    ],
 )
 def test_malformed_urls_are_refused(url: object) -> None:
     with pytest.raises(ValidationError):
         check_url(url, allow_http=True, allow_private=True)
+
+
+def test_a_nat64_address_of_a_public_host_is_allowed() -> None:
+    """On IPv6-only networks with DNS64, receivers are reached through NAT64: judged by the
+    IPv4 address they carry, not refused as a reserved range."""
+    assert check_url("https://[64:ff9b::808:808]/h", allow_http=False, allow_private=False)
 
 
 def test_plain_http_needs_the_setting() -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import attrs
+import pytest
 
 from ojs_core.events import make_event
 from ojs_core.model import Event
 from ojs_core.webhook_store import WebhookStore
 from ojs_core.webhooks import Subscription, deliveries_for, new_secret
 from ojs_memory import MemoryBackend
+from ojs_memory import webhooks as memory_webhooks
 
 NOW = datetime(2026, 2, 15, 22, 0, tzinfo=UTC)
 
@@ -85,3 +87,22 @@ async def test_an_unsettled_claim_comes_back_after_its_lease() -> None:
     (claimed,) = await backend.claim_deliveries(NOW, 10)
     (again,) = await backend.claim_deliveries(NOW + timedelta(minutes=3), 10)
     assert again.id == claimed.id
+
+
+async def test_a_full_subscription_queue_refuses_only_its_own_deliveries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past its bound, a subscription's new deliveries are logged dead at once; another
+    subscription's are still added."""
+    monkeypatch.setattr(memory_webhooks, "MAX_PENDING_PER_SUBSCRIPTION", 2)
+    backend = MemoryBackend()
+    down, other = subscription(), subscription(id="sub_2")
+    for i in range(3):  # three for the full one, two for the other (each bound is 2)
+        event = make_event("job.completed", NOW, {"queue": "q"}, subject=f"j{i}")
+        await backend.add_deliveries(deliveries_for(event, [down, other][: 2 if i < 2 else 1], NOW))
+    logged = await backend.list_deliveries(down.id, 10)
+    assert [(d.status, d.last_error) for d in logged] == [
+        ("dead", "the subscription's queue is full")
+    ]
+    claimed = await backend.claim_deliveries(NOW, 10)
+    assert sorted(d.subscription_id for d in claimed) == sorted([down.id, other.id] * 2)

@@ -22,7 +22,7 @@ from ojs_core.webhook_store import WebhookStore
 from ojs_core.webhooks import Subscription, deliveries_for, new_secret
 from ojs_http import create_app
 from ojs_http.settings import HttpSettings
-from ojs_nats import names
+from ojs_nats import names, provision
 from ojs_nats.backend import NatsBackend
 
 
@@ -82,6 +82,24 @@ async def test_a_delivery_is_added_once_and_claimed_by_one_replica(
     assert claims[0].attempt == 0
     info = await one.js.stream_info(names.WEBHOOK_STREAM)
     assert info.state.messages == 1
+
+
+async def test_claims_never_settled_are_not_kept_forever(
+    new_backend: BackendFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim whose send failed or was cancelled is never settled: once the server has taken
+    it back, the replica forgets it (its table of claims stays bounded)."""
+    backend = await new_backend()
+    now = datetime.now(UTC)
+    sub = subscription(now - timedelta(seconds=1))
+    event = make_event("job.completed", now, {"queue": "q"}, subject="j2")
+    await backend.add_deliveries(deliveries_for(event, [sub], now))
+    assert len(await backend.claim_deliveries(now, 10)) == 1  # and never settled
+    store = backend.webhooks
+    assert len(store._claimed) == 1
+    monkeypatch.setattr(provision, "WEBHOOK_CLAIM_S", 0.0)
+    await backend.claim_deliveries(now, 10)
+    assert store._claimed == {}
 
 
 async def test_a_rescheduled_delivery_comes_back_after_its_delay(
@@ -176,3 +194,25 @@ async def test_two_replicas_deliver_each_event_once(
         assert sorted(r.json["data"]["job_type"] for r in got) == sorted(
             f"replica.n{i}" for i in range(jobs)
         )
+
+
+async def test_a_full_subscription_queue_refuses_only_its_own_deliveries(
+    new_backend: BackendFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint down for days fills only its own subscription's queue: past the bound its
+    new deliveries are logged dead at once, routing goes on (nothing raised), and another
+    subscription's deliveries are still added."""
+    monkeypatch.setattr(provision, "MAX_PENDING_PER_SUBSCRIPTION", 2)
+    backend = await new_backend()  # streams made with the small bound
+    now = datetime.now(UTC)
+    down = subscription(now - timedelta(seconds=2))
+    other = attrs.evolve(subscription(now - timedelta(seconds=1)), id="sub_other")
+    events = [make_event("job.completed", now, {"queue": "q"}, subject=f"j{i}") for i in range(3)]
+    for i, event in enumerate(events):  # three for the full one, two for the other
+        await backend.add_deliveries(deliveries_for(event, [down, other][: 2 if i < 2 else 1], now))
+    logged = await backend.list_deliveries(down.id, 10)
+    assert [(d.status, d.last_error) for d in logged] == [
+        ("dead", "the subscription's queue is full")
+    ]
+    claimed = await backend.claim_deliveries(now, 10)
+    assert sorted(d.subscription_id for d in claimed) == sorted([down.id, other.id] * 2)

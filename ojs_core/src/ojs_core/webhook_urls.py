@@ -27,6 +27,7 @@ from .errors import ValidationError
 __all__ = [
     "MAX_URL_CHARS",
     "BlockedAddressError",
+    "IPAddress",
     "blocked_ip",
     "check_resolved",
     "check_url",
@@ -58,11 +59,31 @@ def literal_ip(host: str) -> IPAddress | None:
     return None
 
 
+#: NAT64's well-known prefix: the address it carries is what is reached (RFC 6052).
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _carried(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address tunnels to, if it carries one (mapped, 6to4, Teredo
+    server side, NAT64)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def blocked_ip(ip: IPAddress) -> bool:
-    """Whether ``ip`` is inside a network webhooks may not reach (IPv4-mapped IPv6 judged as
-    the IPv4 address it carries)."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    """Whether ``ip`` is inside a network webhooks may not reach (an IPv6 address that
+    tunnels to an IPv4 one, mapped, 6to4, Teredo or NAT64, judged as that IPv4 address)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        carried = _carried(ip)
+        if carried is not None:
+            ip = carried
     return (
         ip.is_private
         or ip.is_loopback
@@ -80,6 +101,8 @@ def check_url(url: object, *, allow_http: bool, allow_private: bool, path: str =
         raise ValidationError("must be a non-empty string", path=path)
     if len(url) > MAX_URL_CHARS:
         raise ValidationError(f"must be at most {MAX_URL_CHARS} characters", path=path)
+    if any(c <= " " or c == "\x7f" for c in url):
+        raise ValidationError("must not contain spaces or control characters", path=path)
     try:
         parts = urllib.parse.urlsplit(url)
         host = parts.hostname
@@ -95,6 +118,10 @@ def check_url(url: object, *, allow_http: bool, allow_private: bool, path: str =
         )
     if not host:
         raise ValidationError("must name a host", path=path)
+    try:
+        host.encode("idna")  # every label 1-63 characters, the whole name a valid host name
+    except UnicodeError:
+        raise ValidationError("does not name a valid host", path=path) from None
     if parts.username is not None or parts.password is not None:
         raise ValidationError("must not carry credentials", path=path)
     if not allow_private:
@@ -114,24 +141,32 @@ def check_host(host: str, *, path: str = "url") -> None:
         )
 
 
-async def check_resolved(url: str, *, path: str = "url") -> None:
-    """Refuse ``url`` when its host resolves to a blocked address. A name that does not
-    resolve passes (the request then fails and is retried, re-checked each time)."""
+async def check_resolved(url: str, *, path: str = "url") -> list[IPAddress]:
+    """The addresses ``url``'s host resolves to, all allowed; refuse ``url`` when any is
+    blocked. A name that does not resolve gives none (the request then fails and is retried,
+    checked again each time). A request must go to one of these addresses, not resolve the
+    name again (DNS rebinding: a second answer may be an inside address)."""
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     check_host(host, path=path)
-    if literal_ip(host) is not None:
-        return
+    literal = literal_ip(host)
+    if literal is not None:
+        return [literal]
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(
             host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM
         )
     except (OSError, UnicodeError):
-        return
+        return []
+    found: list[IPAddress] = []
     for info in infos:
         address = str(info[4][0]).split("%", 1)[0]  # an IPv6 scope id is not part of it
         ip = literal_ip(address)
-        if ip is not None and blocked_ip(ip):
+        if ip is None:
+            continue
+        if blocked_ip(ip):
             raise BlockedAddressError(
                 "resolves to a loopback, private, link-local or reserved address", path=path
             )
+        found.append(ip)
+    return found

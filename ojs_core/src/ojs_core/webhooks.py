@@ -32,6 +32,7 @@ __all__ = [
     "DELIVERY_STATUSES",
     "MAX_EVENTS",
     "MAX_FILTER_VALUES",
+    "MAX_PENDING_PER_SUBSCRIPTION",
     "ROTATION_OVERLAP",
     "Delivery",
     "Subscription",
@@ -48,6 +49,10 @@ __all__ = [
 ROTATION_OVERLAP = timedelta(hours=24)
 #: Bounds of one subscription's lists and metadata (a subscription is read per event batch).
 MAX_EVENTS = 100
+#: Deliveries of one subscription waiting at once: past it, a new one is dead at once ("the
+#: subscription's queue is full"), so an endpoint that is down for days cannot fill the store
+#: or hold up the others' deliveries.
+MAX_PENDING_PER_SUBSCRIPTION = 10_000
 MAX_FILTER_VALUES = 100
 MAX_METADATA_BYTES = 8192
 #: ``pending``: waiting for its next attempt; ``delivered``: a 2xx answered; ``dead``: no more

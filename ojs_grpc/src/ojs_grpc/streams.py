@@ -96,8 +96,9 @@ class _Stream:
                 self.full = False
                 return self.slots - len(self.held)
             self.full = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.hint.wait(), check_s)
+            with contextlib.suppress(TimeoutError):  # not wait_for: see ojs_http.webhook_runner
+                async with asyncio.timeout(check_s):
+                    await self.hint.wait()
             await self.release(service)
 
 

@@ -51,14 +51,16 @@ ROUTE_BATCH = 256
 #: How long a loop that failed waits before trying again.
 ERROR_BACKOFF_S = 1.0
 #: An idle loop polls less and less often, down to once per this many seconds (a server
-#: without webhook traffic then costs NATS one request per loop every two seconds).
+#: without webhook traffic then costs NATS one request per loop every two seconds), or ten
+#: poll intervals if that is less.
 IDLE_MAX_S = 2.0
 
 
 def idle_delay(poll_s: float, empty_rounds: int) -> float:
     """How long a loop waits after ``empty_rounds`` rounds in a row found nothing: ``poll_s``
-    doubling to :data:`IDLE_MAX_S`."""
-    return min(IDLE_MAX_S, poll_s * float(2 ** min(empty_rounds, 16)))
+    doubling to :data:`IDLE_MAX_S` (or ten times ``poll_s``, if less)."""
+    cap = min(IDLE_MAX_S, poll_s * 10)
+    return min(cap, poll_s * float(2 ** min(empty_rounds, 16)))
 
 
 class WebhookRunner:
@@ -99,8 +101,13 @@ class WebhookRunner:
         """Stop the loops; sends in flight are cancelled (their claims expire and come back)."""
         tasks = [*self._tasks, *self._sending]
         self._tasks = []
-        for task in tasks:
-            task.cancel()
+        # Cancelled again until done: on Python 3.11 a ``wait_for`` inside nats-py (a
+        # subscription's ``next_msg``) can swallow a cancellation that races its wake-up, and
+        # the loop would then go on while this waits for it.
+        while pending := [t for t in tasks if not t.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=0.5)
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -157,8 +164,12 @@ class WebhookRunner:
                 if claimed:
                     empty = 0
                 else:  # this process's new deliveries and freed slots wake it at once
+                    # ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` can
+                    # swallow a cancellation that races the wake-up, and stop() then waits on
+                    # a loop that goes on forever.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), idle_delay(self.poll_s, empty))
+                        async with asyncio.timeout(idle_delay(self.poll_s, empty)):
+                            await self._wake.wait()
                     empty = 0 if self._wake.is_set() else empty + 1
             except asyncio.CancelledError:
                 raise
@@ -203,6 +214,9 @@ class WebhookRunner:
                     settled.last_error,
                 )
         await self.store.settle_delivery(settled)
+        if settled.status == "pending":  # wake for the retry this process scheduled
+            delay = max(0.0, (settled.next_at - self.clock.now()).total_seconds())
+            asyncio.get_running_loop().call_later(delay, self._wake.set)
         return settled
 
     def _outcome(self, result: SendResult) -> Outcome:

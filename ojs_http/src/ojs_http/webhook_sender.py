@@ -14,19 +14,28 @@ import asyncio
 import time
 import urllib.parse
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import httpx
 
 from ojs_core.errors import ValidationError
 from ojs_core.webhook_delivery import TIMEOUT_S
-from ojs_core.webhook_urls import check_resolved, check_url
+from ojs_core.webhook_urls import IPAddress, check_resolved, check_url
 
-__all__ = ["MAX_REDIRECTS", "RESPONSE_BODY_CHARS", "SendResult", "WebhookSender"]
+__all__ = [
+    "MAX_REDIRECTS",
+    "RESPONSE_BODY_BYTES",
+    "RESPONSE_BODY_CHARS",
+    "SendResult",
+    "WebhookSender",
+]
 
 MAX_REDIRECTS = 3
-#: The part of a response body kept (the test route shows it; nothing else reads it).
+#: The part of a response body kept (the test route shows it; nothing else reads it), and
+#: the most of it read off the connection.
 RESPONSE_BODY_CHARS = 1024
+RESPONSE_BODY_BYTES = 4096
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -79,11 +88,47 @@ class WebhookSender:
         if client is not None:
             await client.aclose()
 
-    async def check(self, url: str) -> None:
-        """Raise :class:`~ojs_core.errors.ValidationError` unless ``url`` may be targeted now."""
+    async def check(self, url: str) -> list[IPAddress]:
+        """Raise :class:`~ojs_core.errors.ValidationError` unless ``url`` may be targeted now;
+        the checked addresses its host resolves to (none when private targets are allowed:
+        the request resolves the name itself then)."""
         check_url(url, allow_http=self.allow_http, allow_private=self.allow_private)
-        if not self.allow_private:
-            await check_resolved(url)
+        if self.allow_private:
+            return []
+        return await check_resolved(url)
+
+    async def _send(
+        self, url: str, addresses: list[IPAddress], headers: Mapping[str, str], body: bytes
+    ) -> SendResult:
+        """One request, to a checked address when there is one (the name is not resolved
+        again: DNS rebinding), its answer read only as far as :data:`RESPONSE_BODY_BYTES`."""
+        request_url = httpx.URL(url)
+        extensions: dict[str, Any] = {}
+        sent_headers = dict(headers)
+        if addresses:
+            ip = addresses[0]
+            sent_headers["Host"] = request_url.netloc.decode("ascii")
+            extensions["sni_hostname"] = request_url.host  # TLS still checks the name
+            request_url = request_url.copy_with(host=str(ip))
+        request = self._pool().build_request(
+            "POST", request_url, content=body, headers=sent_headers, extensions=extensions
+        )
+        response = await self._pool().send(request, stream=True)
+        kept = bytearray()
+        try:
+            async for chunk in response.aiter_raw():
+                kept += chunk[: RESPONSE_BODY_BYTES - len(kept)]
+                if len(kept) >= RESPONSE_BODY_BYTES:
+                    break  # a receiver's answer is not ours to hold: the rest is dropped
+        except httpx.StreamConsumed:  # a transport that hands over a body already read
+            kept = bytearray(response.content[:RESPONSE_BODY_BYTES])
+        finally:
+            await response.aclose()
+        return SendResult(
+            status_code=response.status_code,
+            headers={k.lower(): v for k, v in response.headers.items()},
+            body=kept.decode("utf-8", "replace")[:RESPONSE_BODY_CHARS],
+        )
 
     async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> SendResult:
         """POST ``body`` to ``url`` (following redirects); never raises for the endpoint's
@@ -98,23 +143,19 @@ class WebhookSender:
             async with asyncio.timeout(self.timeout_s):
                 for _ in range(MAX_REDIRECTS + 1):
                     try:
-                        await self.check(url)
+                        addresses = await self.check(url)
                     except ValidationError as exc:
                         return result(status_code=None, error=f"refused URL: {exc}", refused=True)
-                    response = await self._pool().post(url, content=body, headers=dict(headers))
-                    location = response.headers.get("location")
-                    if response.status_code in _REDIRECTS and location:
+                    got = await self._send(url, addresses, headers, body)
+                    location = got.headers.get("location")
+                    if got.status_code in _REDIRECTS and location:
                         url = urllib.parse.urljoin(url, location)
-                        await response.aclose()
                         continue
-                    text = response.text[:RESPONSE_BODY_CHARS]
-                    return result(
-                        status_code=response.status_code,
-                        headers={k.lower(): v for k, v in response.headers.items()},
-                        body=text,
-                    )
+                    return result(status_code=got.status_code, headers=got.headers, body=got.body)
                 return result(status_code=None, error=f"more than {MAX_REDIRECTS} redirects")
         except TimeoutError:
             return result(status_code=None, error=f"timed out after {self.timeout_s:g} s")
-        except httpx.HTTPError as exc:
-            return result(status_code=None, error=f"{type(exc).__name__}: {exc}"[:500])
+        except Exception as exc:  # the endpoint's failure, whatever it is: the attempt failed
+            # Only the kind of failure: the text of a connection error names inside hosts and
+            # ports, which the test route would hand back to its caller.
+            return result(status_code=None, error=type(exc).__name__)

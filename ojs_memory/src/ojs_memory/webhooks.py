@@ -7,7 +7,7 @@ and dead deliveries of each subscription are kept, :data:`LOG_PER_SUBSCRIPTION` 
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -15,7 +15,7 @@ import attrs
 
 from ojs_core.model import Event
 from ojs_core.webhook_store import EventBatch
-from ojs_core.webhooks import Delivery, Subscription
+from ojs_core.webhooks import MAX_PENDING_PER_SUBSCRIPTION, Delivery, Subscription
 
 __all__ = ["CLAIM_LEASE", "LOG_PER_SUBSCRIPTION", "MemoryWebhooks"]
 
@@ -70,14 +70,21 @@ class MemoryWebhooks:
         return EventBatch(out)
 
     async def add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
-        """Queue each delivery whose id was not seen recently."""
+        """Queue each delivery whose id was not seen recently (one past its subscription's
+        :data:`~ojs_core.webhooks.MAX_PENDING_PER_SUBSCRIPTION` is logged dead at once)."""
         seen = self._wh_seen
+        waiting = Counter(d.subscription_id for d in self._wh_pending.values())
         for delivery in deliveries:
             if delivery.id in seen:
                 continue
             seen[delivery.id] = None
             if len(seen) > MAX_SEEN:
                 seen.popitem(last=False)
+            if waiting[delivery.subscription_id] >= MAX_PENDING_PER_SUBSCRIPTION:
+                why = "the subscription's queue is full"
+                await self.settle_delivery(attrs.evolve(delivery, status="dead", last_error=why))
+                continue
+            waiting[delivery.subscription_id] += 1
             self._wh_pending[delivery.id] = delivery
 
     async def claim_deliveries(self, now: datetime, limit: int) -> list[Delivery]:

@@ -24,6 +24,8 @@ from nats.js.api import (
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
+from ojs_core.webhooks import MAX_PENDING_PER_SUBSCRIPTION
+
 from . import names
 from .jetstream import settle
 
@@ -134,7 +136,10 @@ def stream_configs(replicas: int) -> list[StreamConfig]:
             num_replicas=replicas,
             duplicate_window=WEBHOOK_DEDUPE_S,
             max_bytes=WEBHOOK_MAX_BYTES,
+            # One subject per subscription: a full one refuses its own new deliveries only.
+            max_msgs_per_subject=MAX_PENDING_PER_SUBSCRIPTION,
             discard=DiscardPolicy.NEW,
+            discard_new_per_subject=True,
         ),
         StreamConfig(
             # The outcomes of webhook attempts, per subscription: the last

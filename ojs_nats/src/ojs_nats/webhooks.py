@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -29,6 +30,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 
 from ojs_core import jsonio
+from ojs_core.errors import PayloadTooLargeError
 from ojs_core.model import Event
 from ojs_core.webhook_store import EventBatch
 from ojs_core.webhooks import Delivery, Subscription
@@ -55,7 +57,9 @@ class WebhookQueue:
         self.conn = conn
         self.store = store
         #: Claimed deliveries by id, settled by acknowledging (or delaying) their message.
-        self._claimed: dict[str, Msg] = {}
+        #: Claimed messages by delivery id, with when they were claimed: a claim that was
+        #: never settled (a failed send, a stop) is dropped once the server has taken it back.
+        self._claimed: dict[str, tuple[Msg, float]] = {}
 
     def forget_all(self) -> None:
         """Drop what refers to the old streams (a reset, a close)."""
@@ -87,6 +91,9 @@ class WebhookQueue:
             names.kv_stream(names.WEBHOOKS_BUCKET),
             names.kv_subject(names.WEBHOOKS_BUCKET, ">"),
         )
+        horizon = time.monotonic() - provision.WEBHOOK_CLAIM_S
+        for stale in [k for k, (_, at) in self._claimed.items() if at < horizon]:
+            del self._claimed[stale]
         out = []
         for msg in msgs:
             if (msg.headers or {}).get(names.KV_OPERATION) in _DELETED or not msg.data:
@@ -130,7 +137,9 @@ class WebhookQueue:
         return EventBatch(events, ack)
 
     async def add_deliveries(self, deliveries: Sequence[Delivery]) -> None:
-        """Queue deliveries, each once: its id is its message id."""
+        """Queue deliveries, each once: its id is its message id. One the stream refuses for
+        good (its subscription's queue is full, it is too large) is logged dead, not retried:
+        the event is still acknowledged, so one endpoint cannot hold up the others."""
         ops: list[Op] = [
             (
                 names.webhook_subject(d.subscription_id),
@@ -139,7 +148,18 @@ class WebhookQueue:
             )
             for d in deliveries
         ]
-        await self.conn.publish_all(ops)
+        outcomes = await self.conn.pipe.publish_each(ops)
+        for delivery, outcome in zip(deliveries, outcomes, strict=True):
+            if not isinstance(outcome, BaseException):
+                continue
+            if not isinstance(outcome, (nats.js.errors.APIError, PayloadTooLargeError)):
+                raise outcome  # NATS unreachable: route the event again later
+            why = (
+                "the subscription's queue is full"
+                if "maximum" in str(outcome).lower()
+                else (f"refused by the store: {type(outcome).__name__}")
+            )
+            await self._log(attrs.evolve(delivery, status="dead", last_error=why))
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -153,6 +173,9 @@ class WebhookQueue:
                     names.WEBHOOK_STREAM, provision.webhook_consumer_config()
                 )
             return []
+        horizon = time.monotonic() - provision.WEBHOOK_CLAIM_S
+        for stale in [k for k, (_, at) in self._claimed.items() if at < horizon]:
+            del self._claimed[stale]
         out = []
         for msg in msgs:
             try:
@@ -164,14 +187,15 @@ class WebhookQueue:
             # whose replica died mid-attempt).
             attempt = max(0, (msg.metadata.num_delivered or 1) - 1)
             delivery = attrs.evolve(delivery, attempt=attempt, next_at=now)
-            self._claimed[delivery.id] = msg
+            self._claimed[delivery.id] = (msg, time.monotonic())
             out.append(delivery)
         return out
 
     async def settle_delivery(self, delivery: Delivery) -> None:
         """Delay the message until the next attempt, or acknowledge it; log the outcome."""
-        msg = self._claimed.pop(delivery.id, None)
-        if msg is not None:
+        claimed = self._claimed.pop(delivery.id, None)
+        if claimed is not None:
+            msg = claimed[0]
             if delivery.status == "pending":
                 # The delay the outcome chose (``next_at`` is counted from ``updated_at``),
                 # not read from this process's clock, which a test may control.
@@ -180,6 +204,10 @@ class WebhookQueue:
                 await msg.nak(delay=max(0.0, delay))
             else:
                 await msg.ack()
+        await self._log(delivery)
+
+    async def _log(self, delivery: Delivery) -> None:
+        """Append a delivery's outcome to its subscription's log (recent or dead)."""
         kind = "dead" if delivery.status == "dead" else "recent"
         record = delivery.to_record()
         record.pop("event", None)  # the log keeps outcomes, not payloads
