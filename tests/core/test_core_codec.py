@@ -18,6 +18,7 @@ from ojs_core.envelope import parse_enqueue
 from ojs_core.ids import deterministic_uuid7
 from ojs_core.model import (
     DEFAULT_UNIQUE_STATES,
+    ON_LIMIT,
     Checkpoint,
     CronJob,
     Event,
@@ -27,6 +28,7 @@ from ojs_core.model import (
     RateLimit,
     RetryPolicy,
     UniquePolicy,
+    Window,
 )
 from ojs_core.states import JobState
 
@@ -234,7 +236,19 @@ def test_unique_and_rate_limit_wire_forms() -> None:
     assert job_from_dict(wire) == job
 
 
+def test_a_policy_stored_by_an_older_version_reads_back() -> None:
+    """Records written before the extension's shapes (``{limit, period_ms, key}`` as the
+    ``rate``/``max_per_second`` form, any key) stay readable."""
+    job = new_job()
+    wire = job_to_wire(job)
+    wire["rate_limit"] = {"rate": {"limit": 2, "period": "PT1S"}, "max_per_second": 2, "key": "a b"}
+    back = job_from_dict(wire)
+    assert back.rate_limit == RateLimit(key="a b", rate=Window(limit=2, period_ms=1000))
+
+
 # --- property round trip ----------------------------------------------------------------------
+
+windows = st.builds(Window, limit=st.integers(1, 1000), period_ms=st.integers(1, 10**8))
 
 aware = st.datetimes(
     min_value=datetime(2000, 1, 1),
@@ -321,10 +335,12 @@ def jobs(draw) -> Job:
             st.none()
             | st.builds(
                 RateLimit,
-                limit=st.integers(1, 1000),
-                period_ms=st.integers(1, 10**8),
+                rate=st.none() | windows,
+                throttle=st.none() | windows,
+                concurrency=st.none() | st.integers(0, 10_000),
+                on_limit=st.sampled_from(ON_LIMIT),
                 key=st.none() | st.text(max_size=5),
-            )
+            ).filter(lambda r: (r.rate, r.throttle, r.concurrency) != (None, None, None))
         ),
         extra=draw(
             st.dictionaries(

@@ -21,7 +21,7 @@ from ojs_core.envelope import (
 )
 from ojs_core.errors import ValidationError
 from ojs_core.ids import deterministic_uuid7, is_uuid7, uuid7
-from ojs_core.model import DEFAULT_UNIQUE_STATES, RateLimit, RetryPolicy, UniquePolicy
+from ojs_core.model import DEFAULT_UNIQUE_STATES, RateLimit, RetryPolicy, UniquePolicy, Window
 from ojs_core.states import JobState
 
 SETTINGS = settings(max_examples=200, deadline=None)
@@ -564,18 +564,63 @@ def test_unique_meta_needs_meta_keys() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ({"max_per_second": 10}, RateLimit(limit=10, period_ms=1000)),
-        ({"max_per_second": 0.5}, RateLimit(limit=1, period_ms=2000)),
-        ({"limit": 5, "period": "PT1M"}, RateLimit(limit=5, period_ms=60_000)),
+        ({"max_per_second": 10}, RateLimit(rate=Window(limit=10, period_ms=1000))),
+        ({"max_per_second": 0.5}, RateLimit(rate=Window(limit=1, period_ms=2000))),
+        ({"limit": 5, "period": "PT1M"}, RateLimit(rate=Window(limit=5, period_ms=60_000))),
         (
             {"rate": {"limit": 3, "period": 250}, "key": "tenant"},
-            RateLimit(limit=3, period_ms=250, key="tenant"),
+            RateLimit(rate=Window(limit=3, period_ms=250), key="tenant"),
         ),
-        ({"rate": {"limit": 3}}, RateLimit(limit=3, period_ms=1000)),
+        ({"rate": {"limit": 3}}, RateLimit(rate=Window(limit=3, period_ms=1000))),
+        (
+            {
+                "key": "stripe-api",
+                "concurrency": 5,
+                "rate": {"limit": 100, "period": "PT1M"},
+                "throttle": {"limit": 10, "period": "PT1S"},
+                "on_limit": "reschedule",
+            },
+            RateLimit(
+                key="stripe-api",
+                concurrency=5,
+                rate=Window(limit=100, period_ms=60_000),
+                throttle=Window(limit=10, period_ms=1000),
+                on_limit="reschedule",
+            ),
+        ),
+        ({"key": "db", "concurrency": 0}, RateLimit(key="db", concurrency=0)),
     ],
 )
 def test_rate_limit_shapes(raw: dict[str, Any], expected: RateLimit) -> None:
     assert parse_rate_limit(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        ({}, "rate_limit"),
+        ({"key": "has space", "concurrency": 1}, "rate_limit.key"),
+        ({"key": ".dot", "concurrency": 1}, "rate_limit.key"),
+        ({"key": "k" * 256, "concurrency": 1}, "rate_limit.key"),
+        ({"key": 5, "concurrency": 1}, "rate_limit.key"),
+        ({"concurrency": -1}, "rate_limit.concurrency"),
+        ({"concurrency": 10_001}, "rate_limit.concurrency"),
+        ({"concurrency": 1, "on_limit": "later"}, "rate_limit.on_limit"),
+        ({"rate": {"period": "PT1S"}}, "rate_limit.rate.limit"),
+        ({"rate": {"limit": 0}}, "rate_limit.rate.limit"),
+        ({"throttle": {"limit": 1, "period": "soon"}}, "rate_limit.throttle.period"),
+        ({"throttle": "fast"}, "rate_limit.throttle"),
+    ],
+)
+def test_bad_rate_limits_name_the_field(raw: dict[str, Any], path: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_rate_limit(raw)
+    assert err.value.path == path
+
+
+def test_a_stored_policy_keeps_any_key() -> None:
+    """Keys were not checked before: a stored job must stay readable."""
+    assert parse_rate_limit({"key": "old key", "limit": 1}, stored=True).key == "old key"
 
 
 @pytest.mark.parametrize("coefficient", [float("nan"), float("inf"), float("-inf")])

@@ -37,9 +37,11 @@ from .model import (
     WorkerInfo,
     Workflow,
 )
+from .rate_limit_rules import KeyState
 
 __all__ = [
     "ActivateFn",
+    "AdmitFn",
     "Backend",
     "BackendHealth",
     "ConflictFn",
@@ -51,6 +53,8 @@ __all__ = [
     "JobFn",
     "Page",
     "QueueBounds",
+    "RateLimitFn",
+    "RateLimitStore",
     "UniqueConflict",
     "Unsubscribe",
     "WorkflowListing",
@@ -59,7 +63,11 @@ __all__ = [
 #: ``update_job``'s function: the next version of a job, or its argument itself for "no change".
 JobFn = Callable[[Job], Job]
 #: ``claim_jobs``'s function: the version to store for a candidate, or ``None`` to skip it.
+#: It may carry an ``admit`` attribute (see :class:`RateLimitStore`).
 ActivateFn = Callable[[Job], "Job | None"]
+#: ``activate.admit``: the service's rate-limit admission of candidates, awaited before
+#: ``activate`` is called on them.
+AdmitFn = Callable[[Sequence[Job]], Awaitable[None]]
 #: :meth:`EventFeed.subscribe_events`'s listener: called with each event as it is appended.
 EventListener = Callable[[Event], None]
 #: Ends an :meth:`EventFeed.subscribe_events` subscription.
@@ -369,6 +377,37 @@ class WorkflowListing(Protocol):
 
     async def list_workflows(self, limit: int, offset: int) -> tuple[list[Workflow], int]:
         """A page of workflow records, newest first, and how many there are in all."""
+        ...
+
+
+#: A change of one rate-limit key's state: the new state (``None`` or the state itself: no
+#: change). Pure: a store may call it again after losing a compare-and-swap.
+RateLimitFn = Callable[["KeyState | None"], "KeyState | None"]
+
+
+@runtime_checkable
+class RateLimitStore(Protocol):
+    """Optional capability: rate-limit keys stored for every process sharing the store (the
+    rate-limiting extension, :mod:`ojs_core.rate_limit_rules`).
+
+    A backend with it also honours ``activate.admit`` in :meth:`Backend.claim_jobs`: the
+    service's admission, awaited with the rate-limited candidates before ``activate`` is
+    called on them, so a start is admitted by the shared state (one compare-and-swap per key
+    and batch) before the claim that uses it. Without the capability, limits are counted per
+    process.
+    """
+
+    async def change_rate_limit(self, key: str, fn: RateLimitFn) -> KeyState | None:
+        """Apply ``fn`` to ``key``'s state atomically (compare-and-swap, re-applied on
+        contention); the state stored afterwards."""
+        ...
+
+    async def get_rate_limit(self, key: str) -> KeyState | None:
+        """``key``'s state, or ``None``."""
+        ...
+
+    async def list_rate_limits(self) -> list[KeyState]:
+        """Every key's state."""
         ...
 
 

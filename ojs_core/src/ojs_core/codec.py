@@ -26,6 +26,7 @@ from .model import (
     RateLimit,
     RetryPolicy,
     UniquePolicy,
+    Window,
     Workflow,
 )
 from .timeutil import format_duration, format_ts, parse_ts
@@ -74,12 +75,24 @@ def _unique_out(p: UniquePolicy) -> dict[str, Any]:
     return out
 
 
+def _window_out(w: Window) -> dict[str, Any]:
+    return {"limit": w.limit, "period": format_duration(w.period_ms)}
+
+
 def _rate_out(r: RateLimit) -> dict[str, Any]:
-    out: dict[str, Any] = {"rate": {"limit": r.limit, "period": format_duration(r.period_ms)}}
-    if r.period_ms == 1000:
-        out["max_per_second"] = r.limit
+    out: dict[str, Any] = {}
     if r.key is not None:
         out["key"] = r.key
+    if r.concurrency is not None:
+        out["concurrency"] = r.concurrency
+    if r.rate is not None:
+        out["rate"] = _window_out(r.rate)
+        if r.rate.period_ms == 1000:
+            out["max_per_second"] = r.rate.limit
+    if r.throttle is not None:
+        out["throttle"] = _window_out(r.throttle)
+    if r.on_limit != "wait":
+        out["on_limit"] = r.on_limit
     return out
 
 
@@ -124,7 +137,9 @@ converter.register_structure_hook(RetryPolicy, _cached_parse(parse_retry))
 converter.register_unstructure_hook(UniquePolicy, _unique_out)
 converter.register_structure_hook(UniquePolicy, _cached_parse(parse_unique))
 converter.register_unstructure_hook(RateLimit, _rate_out)
-converter.register_structure_hook(RateLimit, _cached_parse(parse_rate_limit))
+converter.register_structure_hook(
+    RateLimit, _cached_parse(functools.partial(parse_rate_limit, stored=True))
+)
 
 
 def _drop_none(fn: Any) -> Any:

@@ -19,7 +19,16 @@ import attrs
 
 from .errors import ValidationError
 from .ids import is_uuid7, uuid7
-from .model import DEFAULT_UNIQUE_STATES, Job, JobError, RateLimit, RetryPolicy, UniquePolicy
+from .model import (
+    DEFAULT_UNIQUE_STATES,
+    ON_LIMIT,
+    Job,
+    JobError,
+    RateLimit,
+    RetryPolicy,
+    UniquePolicy,
+    Window,
+)
 from .retry import BACKOFF_STRATEGIES
 from .states import JobState
 from .timeutil import parse_duration_ms, parse_ts
@@ -34,6 +43,7 @@ __all__ = [
     "parse_enqueue",
     "parse_job_error",
     "parse_rate_limit",
+    "parse_rate_limit_key",
     "parse_retry",
     "parse_unique",
     "validate_queue",
@@ -285,32 +295,93 @@ def parse_unique(raw: Any, path: str = "unique") -> UniquePolicy:
     return policy
 
 
-def parse_rate_limit(raw: Any, path: str = "rate_limit") -> RateLimit:
-    """Accept ``{max_per_second}``, ``{limit, period}`` or ``{rate: {limit, period}}``."""
+#: A rate-limit key (rate-limiting extension §6.2), at most :data:`MAX_RATE_LIMIT_KEY` long.
+RATE_LIMIT_KEY_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._:-]*\Z")
+MAX_RATE_LIMIT_KEY = 255
+#: The largest ``concurrency``: every holder is kept in the key's record.
+MAX_CONCURRENCY = 10_000
+#: The largest ``limit`` of a rate window or throttle.
+MAX_WINDOW_LIMIT = 1_000_000_000
+
+
+def parse_rate_limit_key(value: Any, path: str) -> str:
+    """A rate-limit key, or 400 naming ``path``."""
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_RATE_LIMIT_KEY
+        or not RATE_LIMIT_KEY_RE.match(value)
+    ):
+        raise ValidationError(
+            f"must be 1-{MAX_RATE_LIMIT_KEY} characters of letters, digits and ._:- "
+            "starting with a letter or digit",
+            path=path,
+        )
+    return value
+
+
+def _window(raw: Any, path: str) -> Window:
+    if not isinstance(raw, Mapping):
+        raise ValidationError("must be an object", path=path)
+    if raw.get("limit") is None:
+        raise ValidationError("is required", path=_join(path, "limit"))
+    limit = _int(raw["limit"], _join(path, "limit"), minimum=1)
+    if limit > MAX_WINDOW_LIMIT:
+        raise ValidationError(f"must be at most {MAX_WINDOW_LIMIT}", path=_join(path, "limit"))
+    period = raw.get("period", "PT1S")
+    period_ms = (
+        _ms(period, _join(path, "period"), minimum=1)
+        if isinstance(period, int)
+        else _duration(period, _join(path, "period"))
+    )
+    return Window(limit=limit, period_ms=max(1, period_ms))
+
+
+def parse_rate_limit(raw: Any, path: str = "rate_limit", *, stored: bool = False) -> RateLimit:
+    """The extension's ``{key, concurrency, rate: {limit, period}, throttle: {limit, period},
+    on_limit}``; also the conformance suite's ``{max_per_second}`` and a bare ``{limit,
+    period}`` (both a rate window). A ``stored`` policy (read back from a store) keeps any
+    string key: older versions did not check keys, and a stored job must always be readable."""
     if not isinstance(raw, Mapping):
         raise ValidationError("must be an object", path=path)
     key = raw.get("key")
-    if key is not None and not isinstance(key, str):
-        raise ValidationError("must be a string", path=_join(path, "key"))
+    if key is not None:
+        if not stored:
+            key = parse_rate_limit_key(key, _join(path, "key"))
+        elif not isinstance(key, str):
+            raise ValidationError("must be a string", path=_join(path, "key"))
+    rate: Window | None = None
     if raw.get("max_per_second") is not None:
         mps = raw["max_per_second"]
-        if isinstance(mps, bool) or not isinstance(mps, int | float) or mps <= 0:
+        if isinstance(mps, bool) or not isinstance(mps, int | float) or not 0 < mps <= 1e9:
             raise ValidationError("must be a positive number", path=_join(path, "max_per_second"))
         if float(mps).is_integer():
-            return RateLimit(limit=int(mps), period_ms=1000, key=key)
-        return RateLimit(limit=1, period_ms=max(1, round(1000 / mps)), key=key)
-    rate = raw.get("rate", raw)
-    if isinstance(rate, Mapping) and rate.get("limit") is not None:
-        rpath = _join(path, "rate") if "rate" in raw else path
-        limit = _int(rate["limit"], _join(rpath, "limit"), minimum=1)
-        period = rate.get("period", "PT1S")
-        period_ms = (
-            _ms(period, _join(rpath, "period"), minimum=1)
-            if isinstance(period, int)
-            else _duration(period, _join(rpath, "period"))
+            rate = Window(limit=int(mps), period_ms=1000)
+        else:
+            rate = Window(limit=1, period_ms=max(1, round(1000 / mps)))
+    elif raw.get("rate") is not None:
+        rate = _window(raw["rate"], _join(path, "rate"))
+    elif raw.get("limit") is not None:
+        rate = _window(raw, path)
+    throttle = None
+    if raw.get("throttle") is not None:
+        throttle = _window(raw["throttle"], _join(path, "throttle"))
+    concurrency = None
+    if raw.get("concurrency") is not None:
+        concurrency = _int(raw["concurrency"], _join(path, "concurrency"), minimum=0)
+        if concurrency > MAX_CONCURRENCY:
+            raise ValidationError(
+                f"must be at most {MAX_CONCURRENCY}", path=_join(path, "concurrency")
+            )
+    on_limit = raw.get("on_limit", "wait")
+    if on_limit not in ON_LIMIT:
+        raise ValidationError("must be one of " + ", ".join(ON_LIMIT), path=_join(path, "on_limit"))
+    if rate is None and throttle is None and concurrency is None:
+        raise ValidationError(
+            "needs at least one of concurrency, rate, throttle or max_per_second", path=path
         )
-        return RateLimit(limit=limit, period_ms=max(1, period_ms), key=key)
-    raise ValidationError("needs max_per_second or rate.limit", path=path)
+    return RateLimit(
+        key=key, concurrency=concurrency, rate=rate, throttle=throttle, on_limit=on_limit
+    )
 
 
 def _priority(value: Any, path: str) -> int:
@@ -560,6 +631,19 @@ def parse_job_error(raw: Any, path: str = "error") -> JobError:
     if etype is None and isinstance(details, Mapping):
         cls = details.get("error_class")
         etype = cls if isinstance(cls, str) else None
+    until = raw.get("rate_limit_until")
+    if until is None and isinstance(details, Mapping):
+        until = details.get("rate_limit_until")
+    if until is not None:
+        # Rate-limiting extension §9: no job of the failed job's key starts before then.
+        upath = f"{path}.rate_limit_until"
+        if not isinstance(until, str):
+            raise ValidationError("must be an RFC 3339 timestamp", path=upath)
+        try:
+            parse_ts(until)
+        except ValueError:
+            raise ValidationError("must be an RFC 3339 timestamp", path=upath) from None
+        details = {**(details or {}), "rate_limit_until": until}
     return JobError(
         code=code or "handler_error",
         message=message,

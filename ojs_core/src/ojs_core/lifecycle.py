@@ -268,6 +268,37 @@ def expire(job: Job, now: datetime) -> Job:
     )
 
 
+def rate_limited(job: Job, now: datetime, on_limit: str, until: datetime | None) -> Job:
+    """An ``available`` job a rate limit holds back (rate-limiting extension §6.2):
+    ``reschedule`` moves it to ``scheduled`` until ``until`` (when the limit should allow
+    it; a second from now when that is unknown), ``drop`` discards it, never executed."""
+    if on_limit == "reschedule":
+        # The extension's own edge (its §6.2), outside core's table: only a claim takes it,
+        # on a job it just read as available.
+        check_transition(job.id, job.state, S.ACTIVE, "rate limit")
+        at = until if until is not None and until > now else now + 1000 * _ms
+        return attrs.evolve(job, state=S.SCHEDULED, scheduled_at=at)
+    check_transition(job.id, job.state, S.DISCARDED, "rate limit")
+    error = JobError(
+        code="rate_limited",
+        type="rate_limit_dropped",
+        message="dropped by its rate limit (on_limit: drop) before it started",
+        retryable=False,
+        attempt=job.attempt,
+        occurred_at=now,
+    )
+    return _settle(
+        attrs.evolve(
+            job,
+            state=S.DISCARDED,
+            discarded_at=now,
+            error=error,
+            errors=[*job.errors, error][-MAX_ERROR_HISTORY:],
+            next_attempt_at=None,
+        )
+    )
+
+
 def retry_dead_letter(job: Job, now: datetime, overrides: dict[str, Any] | None = None) -> Job:
     """``discarded -> available`` by hand: attempt reset to 0, history kept."""
     if job.state is not S.DISCARDED:

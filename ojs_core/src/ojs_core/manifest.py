@@ -1,7 +1,8 @@
 """The extensions a server's manifest declares, for every binding.
 
 The extensions here are the core's behaviour (retries, dead letter, unique jobs, cron,
-workflows, and where the backend or service has them, backpressure and the schema registry),
+workflows, rate limiting, and where the backend or service has them, backpressure and the
+schema registry),
 so every binding that serves them declares the same list: the HTTP binding adds its endpoints
 and its HTTP-only extensions, the gRPC binding declares the URIs.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backend import Backend, QueueBounds
+from .backend import Backend, QueueBounds, RateLimitStore
 from .backpressure import STRATEGIES
 from .schema_registry import SchemaRegistry
 
@@ -34,6 +35,18 @@ def official_extensions(backend: Backend, schemas: SchemaRegistry) -> list[dict[
         {"name": name, "uri": f"urn:ojs:ext:{name}", "version": version}
         for name, version in _ALWAYS
     ]
+    out.append(
+        {
+            "name": "rate-limiting",
+            "uri": "urn:ojs:ext:rate-limiting",
+            "version": "1.0.0-rc.1",
+            "strategies": ["concurrency", "rate", "throttle"],
+            "on_limit": ["wait", "reschedule", "drop"],
+            # Shared: counted in the store, for every replica; else per process.
+            "shared": isinstance(backend, RateLimitStore),
+            "queue_level": False,
+        }
+    )
     if isinstance(backend, QueueBounds):
         out.append(
             {

@@ -16,6 +16,7 @@ from .states import JobState
 
 __all__ = [
     "DEFAULT_UNIQUE_STATES",
+    "ON_LIMIT",
     "Backpressure",
     "Checkpoint",
     "CronJob",
@@ -28,6 +29,7 @@ __all__ = [
     "RateLimit",
     "RetryPolicy",
     "UniquePolicy",
+    "Window",
     "WorkerInfo",
     "Workflow",
     "WorkflowNode",
@@ -71,12 +73,31 @@ class UniquePolicy:
 
 
 @attrs.frozen(kw_only=True)
-class RateLimit:
-    """At most ``limit`` fetches per ``period_ms`` for jobs sharing ``key`` (default: the queue)."""
+class Window:
+    """At most ``limit`` job starts per ``period_ms`` (a rate window or a throttle)."""
 
     limit: int
     period_ms: int = 1000
+
+
+#: What a job that a rate limit holds back gets (rate-limiting extension §6.2).
+ON_LIMIT = ("wait", "reschedule", "drop")
+
+
+@attrs.frozen(kw_only=True)
+class RateLimit:
+    """A job's rate-limit policy (``options.rate_limit``, rate-limiting extension §6): jobs
+    sharing ``key`` (default: ``queue:<queue>``) share its counters; every limit given must
+    allow a start before the job is handed to a worker."""
+
     key: str | None = None
+    #: Jobs of the key ``active`` at once, at most (``0`` pauses the key).
+    concurrency: int | None = None
+    #: Starts per window (a sliding window, see ``ojs_core.rate_limit_rules``).
+    rate: Window | None = None
+    #: Starts evenly spaced: one per ``period_ms / limit``.
+    throttle: Window | None = None
+    on_limit: str = "wait"
 
 
 @attrs.frozen(kw_only=True)

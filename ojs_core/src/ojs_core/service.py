@@ -62,7 +62,7 @@ from .model import (
     Workflow,
 )
 from .observe import Observers
-from .ratelimit import RateLimiter
+from .rate_limiting import RateLimiting
 from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
 from .schema_registry import SchemaRegistry
@@ -160,7 +160,6 @@ class JobService:
         #: runs it to go quiet or terminate). Off by default: it lets whoever enqueues a job
         #: stop workers, so only a test server turns it on (see docs/security.md).
         self.test_directives = test_directives
-        self.limiter = RateLimiter()
         self.started_at = self.clock.now()
         self._job_arrived = asyncio.Event()
         self._arrivals = backend if isinstance(backend, JobArrivals) else None
@@ -174,6 +173,8 @@ class JobService:
         self.tracer: JobTracer | None = None
         self.activity = QueueActivity()
         self.observers.add(self.activity.observe)
+        #: The rate-limiting extension (:mod:`ojs_core.rate_limiting`).
+        self.rate_limits = RateLimiting(backend, self.now, self._emit)
         #: Admission into bounded queues (:mod:`ojs_core.backpressure`).
         self.gate = Gate(backend, self.now, self._emit)
         #: Whether a worker may be handed jobs (graceful shutdown), cached for a second.
@@ -231,6 +232,8 @@ class JobService:
     async def _after(self, before: Job | None, after: Job, now: datetime) -> None:
         """Follow-up of one stored transition: events, workflow advancement, wake-ups."""
         await self._emit(transition_events(before, after, now))
+        if before is not None and before.rate_limit is not None:
+            await self.rate_limits.left_active(before, after)
         if after.state is S.AVAILABLE:
             self._job_arrived.set()
         if after.workflow_id and after.state.terminal:
@@ -458,27 +461,31 @@ class JobService:
         self, queues: Sequence[str], count: int, worker_id: str | None, visibility_ms: int | None
     ) -> list[Job]:
         now = self.now()
-        limiter = self.limiter
         default_vt = self.default_visibility_ms
+        admission = self.rate_limits.admission(now)
 
         def activate(job: Job) -> Job | None:
             if job.expires_at is not None and job.expires_at <= now:
                 return lifecycle.expire(job, now)
             rl = job.rate_limit
-            if rl is not None and not limiter.try_acquire(
-                rl.key or f"queue:{job.queue}", rl.limit, rl.period_ms, now
-            ):
-                return None
+            if rl is not None and not admission.decide(job).admitted:
+                if rl.on_limit == "wait":
+                    return None
+                return lifecycle.rate_limited(job, now, rl.on_limit, admission.until(job))
             vt = visibility_ms or job.visibility_timeout_ms or default_vt
             return lifecycle.claim(job, now, worker_id, vt)
 
+        activate.admit = admission.admit  # type: ignore[attr-defined]
         stored = await self.backend.claim_jobs(queues, count, activate)
+        await admission.finish(stored)
         claimed: list[Job] = []
         events: list[Event] = []
         for job in stored:
             if job.state is S.ACTIVE:
                 claimed.append(job)
                 events.append(started_event(job, now, worker_id))
+            elif job.id in admission.refused:
+                events.append(_held_back_event(job, now))
             else:
                 events.append(job_event("job.expired", job, now, expired_at=format_ts(now)))
         await self._emit(events)
@@ -1031,9 +1038,24 @@ class JobService:
     async def reset(self) -> None:
         """Wipe all state (tests and the conformance runner)."""
         await self.backend.reset()
-        self.limiter.reset()
+        self.rate_limits.reset()
         self.schemas.forget()
         self.workers_gate.forget()
+
+
+def _held_back_event(job: Job, now: datetime) -> Event:
+    """The event of a job its rate limit moved on (``on_limit``): rescheduled or dropped."""
+    if job.state is S.SCHEDULED and job.scheduled_at is not None:
+        return job_event("job.scheduled", job, now, scheduled_at=format_ts(job.scheduled_at))
+    err = job.error
+    return job_event(
+        "job.discarded",
+        job,
+        now,
+        total_attempts=job.attempt,
+        last_error=None if err is None else {"code": err.code, "message": err.message},
+        dead_letter=job.dead_letter,
+    )
 
 
 def _guarded(fn: TimedFn, only_if: Callable[[Job], bool] | None) -> TimedFn:

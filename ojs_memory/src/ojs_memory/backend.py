@@ -19,6 +19,7 @@ import attrs
 
 from ojs_core.backend import (
     ActivateFn,
+    AdmitFn,
     BackendHealth,
     ConflictFn,
     EventFilter,
@@ -26,6 +27,7 @@ from ojs_core.backend import (
     JobFilter,
     JobFn,
     Page,
+    RateLimitFn,
     UniqueConflict,
     Unsubscribe,
 )
@@ -42,6 +44,8 @@ from ojs_core.model import (
     WorkerInfo,
     Workflow,
 )
+from ojs_core.rate_limit_rules import KeyState
+from ojs_core.rate_limiting import LocalRateLimits
 from ojs_core.schema_registry import SchemaRecord
 from ojs_core.states import JobState
 
@@ -88,6 +92,7 @@ class MemoryBackend(MemoryWebhooks):
         self._workers: dict[str, WorkerInfo] = {}
         self._events: deque[Event] = deque(maxlen=self.max_events)
         self._event_seq = 0
+        self._rate_limits = LocalRateLimits()
         self._clear_webhooks()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -105,6 +110,20 @@ class MemoryBackend(MemoryWebhooks):
     async def reset(self) -> None:
         """Drop everything."""
         self._clear()
+
+    # -- rate limits (RateLimitStore) -----------------------------------------------------
+
+    async def change_rate_limit(self, key: str, fn: RateLimitFn) -> KeyState | None:
+        """Apply ``fn`` to ``key``'s state (nothing interleaves in one process)."""
+        return self._rate_limits.change(key, fn)
+
+    async def get_rate_limit(self, key: str) -> KeyState | None:
+        """``key``'s state, or ``None``."""
+        return await self._rate_limits.get_rate_limit(key)
+
+    async def list_rate_limits(self) -> list[KeyState]:
+        """Every key's state."""
+        return await self._rate_limits.list_rate_limits()
 
     # -- the one write path for jobs ------------------------------------------------------
 
@@ -195,6 +214,7 @@ class MemoryBackend(MemoryWebhooks):
         self, queues: Sequence[str], count: int, activate: ActivateFn
     ) -> list[Job]:
         """Pop from each queue's priority heap, left to right; see the protocol."""
+        admit: AdmitFn | None = getattr(activate, "admit", None)
         out: list[Job] = []
         claimed = 0
         for queue in dict.fromkeys(queues):
@@ -209,6 +229,8 @@ class MemoryBackend(MemoryWebhooks):
                 if self._ready_key.get(jid) != key:
                     continue  # stale entry: the job left 'available' or was re-queued
                 job = self._jobs[jid]
+                if admit is not None and job.rate_limit is not None:
+                    await admit([job])  # never suspends here: the store is this process's
                 new = activate(job)
                 if new is None:
                     skipped.append(key)

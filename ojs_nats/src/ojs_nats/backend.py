@@ -46,6 +46,7 @@ from ojs_core.backend import (
     JobFilter,
     JobFn,
     Page,
+    RateLimitFn,
     UniqueConflict,
     Unsubscribe,
 )
@@ -59,6 +60,7 @@ from ojs_core.model import (
     WorkerInfo,
     Workflow,
 )
+from ojs_core.rate_limit_rules import KeyState
 from ojs_core.schema_registry import SchemaRecord
 from ojs_core.webhook_store import EventBatch
 from ojs_core.webhooks import Delivery, Subscription
@@ -74,6 +76,7 @@ from .jetstream import guard
 from .jobs import JobWriter
 from .mirror import Mirror
 from .queues import Queues
+from .ratelimits import RateLimitBucket
 from .ready import Claimer
 from .records import WORKER, RecordStore
 from .schemas import SchemaBucket
@@ -139,6 +142,7 @@ class NatsBackend:
         self.crons = CronStore(self.conn, self.store, self.mirror)
         self.schemas = SchemaBucket(self.conn, self.store)
         self.webhooks = WebhookQueue(self.conn, self.store)
+        self.rate_limits = RateLimitBucket(self.store)
 
     @property
     def servers(self) -> list[str]:
@@ -375,6 +379,23 @@ class NatsBackend:
     ) -> tuple[CronJob, CronJob]:
         """Compare-and-swap; of several replicas firing one tick, one swap wins."""
         return await self.crons.update(name, fn)
+
+    # -- rate limits (the RateLimitStore capability, ojs_nats.ratelimits) -------------------
+
+    @guard
+    async def change_rate_limit(self, key: str, fn: RateLimitFn) -> KeyState | None:
+        """Change ``key``'s record by compare-and-swap; the record stored afterwards."""
+        return await self.rate_limits.change(key, fn)
+
+    @guard
+    async def get_rate_limit(self, key: str) -> KeyState | None:
+        """``key``'s record, or ``None``."""
+        return await self.rate_limits.get(key)
+
+    @guard
+    async def list_rate_limits(self) -> list[KeyState]:
+        """Every key's record."""
+        return await self.rate_limits.list()
 
     # -- schemas ----------------------------------------------------------------------------
 

@@ -99,6 +99,8 @@ WORKERS_BUCKET = "OJS_WORKERS"
 SCHEMAS_BUCKET = "OJS_SCHEMAS"
 #: Webhook subscriptions, one key per subscription id.
 WEBHOOKS_BUCKET = "OJS_WEBHOOKS"
+#: Rate-limit keys (``ojs_nats.ratelimits``), one record per key.
+LIMITS_BUCKET = "OJS_LIMITS"
 BUCKETS = (
     JOBS_BUCKET,
     QUEUES_BUCKET,
@@ -106,6 +108,7 @@ BUCKETS = (
     WORKERS_BUCKET,
     SCHEMAS_BUCKET,
     WEBHOOKS_BUCKET,
+    LIMITS_BUCKET,
 )
 
 #: The durable consumer of fired timers that every replica shares.
@@ -326,7 +329,7 @@ def is_kv_key(text: str) -> bool:
 
 
 def name_key(name: str) -> str:
-    """A queue or cron name as a KV key: itself when valid, else ``=`` + hex."""
+    """A queue, cron or rate-limit name as a KV key: itself when valid, else ``=`` + hex."""
     if is_kv_key(name) and not name.endswith(".") and ".." not in name:
         return name
     return "=" + name.encode().hex()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import nats.errors
 from nats.aio.msg import Msg
 
-from ojs_core.backend import ActivateFn
+from ojs_core.backend import ActivateFn, AdmitFn
 from ojs_core.lifecycle import timer_deadline
 from ojs_core.model import Job
 from ojs_core.states import JobState
@@ -159,7 +159,7 @@ class Claimer:
             else:
                 parsed.append((msg, *hint))
         recs = await self.store.read_jobs([p[1] for p in parsed], cached=True)
-        writes: list[tuple[Msg, JobRecord, Job]] = []
+        fast: list[tuple[Msg, JobRecord]] = []
         slow: list[Msg] = []
         batched: set[str] = set()
         for (msg, job_id, hint_epoch), rec in zip(parsed, recs, strict=True):
@@ -172,6 +172,13 @@ class Claimer:
                 slow.append(msg)  # unknown, in flight or stale: decide carefully, one by one
                 continue
             batched.add(job_id)
+            fast.append((msg, rec))
+        admit: AdmitFn | None = getattr(activate, "admit", None)
+        limited = [rec.job for _, rec in fast if rec.job.rate_limit is not None]
+        if admit is not None and limited:
+            await admit(limited)  # one compare-and-swap per rate-limit key
+        writes: list[tuple[Msg, JobRecord, Job]] = []
+        for msg, rec in fast:
             after = activate(rec.job)
             if after is None:
                 await msg.nak(delay=_RETRY_DELAY_S)
@@ -283,6 +290,9 @@ class Claimer:
             if rec.job.state is not S.AVAILABLE or rec.epoch != hint_epoch:
                 await msg.ack()  # stale: the job moved on
                 return None
+            admit: AdmitFn | None = getattr(activate, "admit", None)
+            if admit is not None and rec.job.rate_limit is not None:
+                await admit([rec.job])
             after = activate(rec.job)
             if after is None:
                 await msg.nak(delay=_RETRY_DELAY_S)  # not admitted now: try again shortly

@@ -12,6 +12,7 @@ from . import (
     progress,
     queue_config,
     queues,
+    rate_limits,
     schema_registry,
     stream,
     system,
@@ -40,5 +41,6 @@ def routes(*, enable_reset: bool) -> list[BaseRoute]:
         *admin.routes,
         *schema_registry.routes,
         *queue_config.routes,
+        *rate_limits.routes,
         *webhooks.routes,
     ]

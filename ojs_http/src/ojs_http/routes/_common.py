@@ -17,6 +17,8 @@ from ojs_core.timeutil import format_ts
 
 __all__ = [
     "body_object",
+    "pages",
+    "paginated",
     "pagination",
     "prefixed",
     "query_int",
@@ -73,6 +75,18 @@ def query_int(request: Request, name: str, default: int, *, minimum: int, maximu
     if not minimum <= value <= maximum:
         raise ValidationError(f"must be between {minimum} and {maximum}", path=name)
     return value
+
+
+def pages(request: Request) -> tuple[int, int]:
+    """The admin-style ``page`` (from 1) and ``per_page`` (1-100, default 20) of a listing."""
+    page = query_int(request, "page", 1, minimum=1, maximum=10**7)
+    per_page = query_int(request, "per_page", 20, minimum=1, maximum=100)
+    return page, per_page
+
+
+def paginated(items: list[Any], total: int, page: int, per_page: int) -> dict[str, Any]:
+    """An admin-style listing body: ``{items, pagination: {total, page, per_page}}``."""
+    return {"items": items, "pagination": {"total": total, "page": page, "per_page": per_page}}
 
 
 def wire(job: Job, **extra: Any) -> dict[str, Any]:

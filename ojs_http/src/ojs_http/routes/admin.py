@@ -30,7 +30,7 @@ from ojs_core.timeutil import format_ts
 from .. import schemas as S
 from ..responses import json_response, read_json
 from ..routing import ADMIN, Doc, Param, route
-from ._common import body_object, query_int, service, wire
+from ._common import body_object, pages, paginated, service, wire
 from .cron import patch_cron
 from .queues import change_paused
 
@@ -51,16 +51,6 @@ def admin(request: Request) -> Admin:
 
 def _ts(value: Any) -> str | None:
     return format_ts(value) if value is not None else None
-
-
-def _pages(request: Request) -> tuple[int, int]:
-    page = query_int(request, "page", 1, minimum=1, maximum=10**7)
-    per_page = query_int(request, "per_page", 20, minimum=1, maximum=100)
-    return page, per_page
-
-
-def _paginated(items: list[Any], total: int, page: int, per_page: int) -> dict[str, Any]:
-    return {"items": items, "pagination": {"total": total, "page": page, "per_page": per_page}}
 
 
 def _counts(stats: QueueStats | Mapping[JobState, int]) -> dict[str, int]:
@@ -105,7 +95,7 @@ def summary(job: Job) -> dict[str, Any]:
 
 
 def _page_body(page: Page, number: int, per_page: int) -> dict[str, Any]:
-    return _paginated([summary(j) for j in page.items], page.total, number, per_page)
+    return paginated([summary(j) for j in page.items], page.total, number, per_page)
 
 
 # -- stats and queues --------------------------------------------------------------------------
@@ -131,11 +121,11 @@ async def stats(request: Request) -> Response:
 
 async def list_queues(request: Request) -> Response:
     """Every queue with its counts, paused flag and throughput."""
-    page, per_page = _pages(request)
+    page, per_page = pages(request)
     queues = await admin(request).queue_summaries()
     chunk = queues[(page - 1) * per_page : page * per_page]
     return json_response(
-        request, _paginated([_queue(q) for q in chunk], len(queues), page, per_page)
+        request, paginated([_queue(q) for q in chunk], len(queues), page, per_page)
     )
 
 
@@ -181,7 +171,7 @@ async def purge_queue(request: Request) -> Response:
 
 async def list_jobs(request: Request) -> Response:
     """Jobs by state, queue and type, newest first, paginated."""
-    page, per_page = _pages(request)
+    page, per_page = pages(request)
     query = parse_job_query(request.query_params)
     found = await admin(request).jobs(query, page, per_page)
     return json_response(request, _page_body(found, page, per_page))
@@ -265,7 +255,7 @@ async def bulk_jobs(request: Request) -> Response:
 
 async def list_dead_letter(request: Request) -> Response:
     """Dead-letter jobs by queue and type, newest first, paginated."""
-    page, per_page = _pages(request)
+    page, per_page = pages(request)
     query = parse_job_query({k: v for k, v in request.query_params.items() if k != "state"})
     found = await admin(request).jobs(query, page, per_page, dead_letter=True)
     return json_response(request, _page_body(found, page, per_page))
@@ -322,9 +312,9 @@ async def purge_dead_letter(request: Request) -> Response:
 
 async def list_workflows(request: Request) -> Response:
     """Workflows newest first, each with its state and steps."""
-    page, per_page = _pages(request)
+    page, per_page = pages(request)
     items, total = await admin(request).workflows(page, per_page)
-    return json_response(request, _paginated(items, total, page, per_page))
+    return json_response(request, paginated(items, total, page, per_page))
 
 
 # -- workers -------------------------------------------------------------------------------
@@ -349,11 +339,11 @@ def _worker(adm: Admin, worker: WorkerInfo) -> dict[str, Any]:
 
 async def list_workers(request: Request) -> Response:
     """Workers with their state (running, quiet, terminate, stale) and a summary."""
-    page, per_page = _pages(request)
+    page, per_page = pages(request)
     adm = admin(request)
     workers = await adm.workers()
     states = [adm.worker_state(w) for w in workers]
-    body = _paginated(
+    body = paginated(
         [_worker(adm, w) for w in workers[(page - 1) * per_page : page * per_page]],
         len(workers),
         page,

@@ -42,6 +42,7 @@ CAPABILITIES = {
 _ENDPOINTS = {
     "backpressure": "PUT /ojs/v1/admin/queues/{name}/config",
     "schema-registry": "POST /ojs/v1/schemas",
+    "rate-limiting": "GET /ojs/v1/rate-limits/{key}",
 }
 #: The official extensions only this binding serves (the core's are in
 #: :func:`ojs_core.manifest.official_extensions`).

@@ -15,7 +15,8 @@ every state), :mod:`.claiming` (order, pause, exclusivity under races), :mod:`.t
 strings), :mod:`.validation` (input refused before anything is stored), :mod:`.retention` (finished
 records removed when their retention ends), :mod:`.flow` (bounded queues and draining
 workers), :mod:`.progress` (progress reports and durable checkpoints on the job record),
-:mod:`.listing` (``list_jobs`` by state, queue and type, pages and order) and :mod:`.protocol`
+:mod:`.listing` (``list_jobs`` by state, queue and type, pages and order), :mod:`.rate_limits`
+(the rate-limiting extension's limits, ``on_limit`` and overrides) and :mod:`.protocol`
 (compare-and-swap, reads, listings, claims, queues, workers, health, reset). Select a topic
 with ``-k``, e.g. ``-k TestTimeouts``.
 """
@@ -39,6 +40,7 @@ from .protocol import (
     TestQueuesAndWorkers,
     TestReads,
 )
+from .rate_limits import TestRateLimits
 from .registries import TestSchemaStore, TestWorkflowListing
 from .retention import TestRetention
 from .timers import TestExpiry, TestRetryTiming, TestScheduled, TestTimeouts, TestTimerIndex
@@ -70,6 +72,7 @@ __all__ = [
     "TestPause",
     "TestProgress",
     "TestQueuesAndWorkers",
+    "TestRateLimits",
     "TestReads",
     "TestRetention",
     "TestRetryTiming",

@@ -1,0 +1,419 @@
+"""The rate-limiting extension (``urn:ojs:ext:rate-limiting``) around a fetch: admission,
+release, handler feedback, inspection and overrides.
+
+The rules are :mod:`ojs_core.rate_limit_rules`; this module applies them to a store. A
+backend with :class:`~ojs_core.backend.RateLimitStore` keeps every key in one record shared
+by every process (the limits hold across replicas); any other backend gets
+:class:`LocalRateLimits`, counted in this process.
+
+A fetch opens an :class:`Admission`: the backend awaits ``admission.admit(candidates)``
+before claiming rate-limited candidates (one compare-and-swap per key), and the service's
+``activate`` asks ``admission.decide(job)``. A start admitted but not claimed after all (the
+claim lost a race, the job expired) is released at once; a job that leaves ``active``
+releases its slot when its transition is stored; a release lost to a crash is repaired the
+next time the key is full (its holder is found not ``active``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from .backend import Backend, RateLimitFn, RateLimitStore
+from .envelope import parse_rate_limit, parse_rate_limit_key
+from .errors import NotFoundError, ValidationError
+from .events import make_event
+from .model import Event, Job, JobError, RateLimit
+from .rate_limit_rules import (
+    Decision,
+    KeyState,
+    Override,
+    admit,
+    hold,
+    key_of,
+    release,
+    repair,
+    view,
+)
+from .states import JobState
+from .timeutil import from_epoch_ms, parse_ts
+
+__all__ = ["Admission", "LocalRateLimits", "RateLimiting"]
+
+S = JobState
+EmitFn = Callable[[Sequence[Event]], Awaitable[None]]
+
+#: A refused job counts as waiting (``waiting_count``) this long after its last refusal; a
+#: waiting job is refused again every fetch that pulls it, well within this.
+_WAITING_S = 30.0
+#: Waiting jobs remembered per key, at most.
+_MAX_WAITING = 10_000
+#: ``rate_limit.exceeded`` is emitted at most once per key, strategy and this many seconds.
+_EXCEEDED_EVERY_S = 1.0
+#: A full key's holders are checked (repair) at most once per key and this many seconds.
+_REPAIR_EVERY_S = 1.0
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+class LocalRateLimits:
+    """Rate-limit keys kept in this process (the memory backend's store, and the service's
+    for a backend without :class:`~ojs_core.backend.RateLimitStore`)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, KeyState] = {}
+
+    def change(self, key: str, fn: RateLimitFn) -> KeyState | None:
+        """Apply ``fn`` to ``key``'s state (synchronously: nothing interleaves)."""
+        current = self._keys.get(key)
+        new = fn(current)
+        if new is None or new is current:
+            return current
+        self._keys[key] = new
+        return new
+
+    async def change_rate_limit(self, key: str, fn: RateLimitFn) -> KeyState | None:
+        """:meth:`change`, for the store protocol."""
+        return self.change(key, fn)
+
+    async def get_rate_limit(self, key: str) -> KeyState | None:
+        """``key``'s state, or ``None``."""
+        return self._keys.get(key)
+
+    async def list_rate_limits(self) -> list[KeyState]:
+        """Every key's state."""
+        return list(self._keys.values())
+
+    def reset(self) -> None:
+        """Forget every key."""
+        self._keys.clear()
+
+
+@attrs.define
+class _Refusal:
+    key: str
+    decision: Decision
+
+
+class Admission:
+    """One fetch's rate-limit decisions (see the module docstring)."""
+
+    def __init__(self, limits: RateLimiting, now: datetime) -> None:
+        self._limits = limits
+        self.now = now
+        self.now_ms = _ms(now)
+        #: job id -> decision, for every rate-limited candidate seen.
+        self.decisions: dict[str, Decision] = {}
+        #: job id -> key, for candidates admitted.
+        self.admitted: dict[str, str] = {}
+        #: job id -> refusal, for candidates refused.
+        self.refused: dict[str, _Refusal] = {}
+        #: The hook a backend with a shared store awaits (``activate.admit``).
+        self.admit: Callable[[Sequence[Job]], Awaitable[None]] | None = (
+            self._admit if limits.shared else None
+        )
+
+    def _record(self, job: Job, key: str, decision: Decision) -> None:
+        self.decisions[job.id] = decision
+        if decision.admitted:
+            self.admitted[job.id] = key
+            self.refused.pop(job.id, None)
+        else:
+            self.refused[job.id] = _Refusal(key, decision)
+
+    async def _admit(self, jobs: Sequence[Job]) -> None:
+        by_key: dict[str, list[Job]] = {}
+        for job in jobs:
+            if job.rate_limit is not None:
+                by_key.setdefault(key_of(job.rate_limit, job.queue), []).append(job)
+        if len(by_key) == 1:
+            # Awaited in place: a store that never suspends (the memory backend's) then
+            # admits without yielding to the event loop in the middle of its claim.
+            for key, group in by_key.items():
+                await self._admit_key(key, group)
+        else:
+            await asyncio.gather(*(self._admit_key(k, g) for k, g in by_key.items()))
+
+    async def _admit_key(self, key: str, jobs: Sequence[Job]) -> None:
+        decisions = await self._limits.admit_shared(key, jobs, self.now_ms)
+        for job, decision in zip(jobs, decisions, strict=True):
+            self._record(job, key, decision)
+
+    def decide(self, job: Job) -> Decision:
+        """The decision for a rate-limited candidate: the shared store's, or (when the
+        backend did not ask the store) one counted in this process."""
+        decision = self.decisions.get(job.id)
+        if decision is not None:
+            return decision
+        assert job.rate_limit is not None
+        key = key_of(job.rate_limit, job.queue)
+        decision = self._limits.admit_local(key, job, self.now_ms)
+        self._record(job, key, decision)
+        return decision
+
+    def until(self, job: Job) -> datetime | None:
+        """When a refused job's limit should allow it (``None``: unknown)."""
+        refusal = self.refused.get(job.id)
+        if refusal is None or refusal.decision.retry_ms is None:
+            return None
+        return from_epoch_ms(refusal.decision.retry_ms)
+
+    async def finish(self, stored: Sequence[Job]) -> None:
+        """After the claim: release starts admitted but not claimed, note waiting jobs, and
+        emit the extension's events."""
+        if not self.decisions:
+            return
+        active = {job.id for job in stored if job.state is S.ACTIVE}
+        dropped = [job for job in stored if job.id in self.refused and job.state is S.DISCARDED]
+        unused: dict[str, list[str]] = {}
+        for job_id, key in self.admitted.items():
+            if job_id not in active:
+                unused.setdefault(key, []).append(job_id)
+        await asyncio.gather(*(self._limits.release_ids(key, ids) for key, ids in unused.items()))
+        events = self._limits.note(self, active, dropped)
+        await self._limits.emit(events)
+
+
+class RateLimiting:
+    """The extension for one :class:`~ojs_core.service.JobService`."""
+
+    def __init__(self, backend: Backend, now: Callable[[], datetime], emit: EmitFn) -> None:
+        self.shared = isinstance(backend, RateLimitStore)
+        self.local = LocalRateLimits()
+        self.store: RateLimitStore = backend if isinstance(backend, RateLimitStore) else self.local
+        self._backend = backend
+        self._now = now
+        self.emit = emit
+        #: key -> {job id: monotonic time of its last refusal} (this process).
+        self._waiting: dict[str, dict[str, float]] = {}
+        self._exceeded_at: dict[tuple[str, str], float] = {}
+        self._repaired_at: dict[str, float] = {}
+
+    def admission(self, now: datetime) -> Admission:
+        """The decisions of one fetch at ``now``."""
+        return Admission(self, now)
+
+    # -- admission ------------------------------------------------------------------------
+
+    def admit_local(self, key: str, job: Job, now_ms: int) -> Decision:
+        """Admit one start in this process's store."""
+        assert job.rate_limit is not None
+        out: list[Decision] = []
+        request = [(job.rate_limit, job.id, job.attempt + 1)]
+
+        def change(state: KeyState | None) -> KeyState:
+            new, decisions = admit(state, key, request, now_ms)
+            out[:] = decisions
+            return new
+
+        self.local.change(key, change)
+        return out[0]
+
+    async def admit_shared(self, key: str, jobs: Sequence[Job], now_ms: int) -> list[Decision]:
+        """Admit starts of one key in the shared store (one compare-and-swap); a key found
+        full is repaired first if a holder is not ``active`` any more."""
+        requests = [(j.rate_limit, j.id, j.attempt + 1) for j in jobs if j.rate_limit]
+        out: list[Decision] = []
+
+        def change(state: KeyState | None) -> KeyState:
+            new, decisions = admit(state, key, requests, now_ms)
+            out[:] = decisions
+            return new
+
+        state = await self.store.change_rate_limit(key, change)
+        if any(d.strategy == "concurrency" for d in out) and await self._repair(key, state):
+            state = await self.store.change_rate_limit(key, change)
+        return out
+
+    async def _repair(self, key: str, state: KeyState | None) -> bool:
+        """Drop holders whose job is not ``active`` in their attempt; whether any was."""
+        if state is None or not state.holders:
+            return False
+        clock = time.monotonic()
+        if clock - self._repaired_at.get(key, -_REPAIR_EVERY_S) < _REPAIR_EVERY_S:
+            return False
+        self._repaired_at[key] = clock
+        ids = list(state.holders)
+        jobs = await self._backend.get_jobs(ids)
+        live = {j.id: j.attempt for j in jobs if j is not None and j.state is S.ACTIVE}
+        if all(live.get(k) == v for k, v in state.holders.items()):
+            return False
+        await self.store.change_rate_limit(key, lambda st: repair(st, live))
+        return True
+
+    async def release_ids(self, key: str, job_ids: Sequence[str]) -> None:
+        """Free the concurrency slots ``job_ids`` hold in ``key``."""
+        await self.store.change_rate_limit(key, lambda st: release(st, job_ids))
+
+    async def left_active(self, before: Job, after: Job) -> None:
+        """Follow-up of a stored transition: a job leaving ``active`` frees its slot, and a
+        failure reporting ``rate_limit_until`` holds its key until then (§9)."""
+        policy = before.rate_limit
+        if policy is None or before.state is not S.ACTIVE or after.state is S.ACTIVE:
+            return
+        key = key_of(policy, before.queue)
+        if policy.concurrency is not None:
+            await self.release_ids(key, [before.id])
+        until = _rate_limit_until(after.error) if after.error is not before.error else None
+        if until is not None and until > self._now():
+            reason = after.error.message if after.error is not None else None
+            await self.store.change_rate_limit(
+                key, lambda st: hold(st, key, _ms(until), reason or None)
+            )
+            event = make_event(
+                "rate_limit.dynamic_adjusted",
+                self._now(),
+                {"key": key, "until": after.error.details["rate_limit_until"], "reason": reason}
+                if after.error is not None and after.error.details
+                else {"key": key},
+            )
+            await self.emit([event])
+
+    # -- bookkeeping and events ------------------------------------------------------------
+
+    def note(self, admission: Admission, active: set[str], dropped: Sequence[Job]) -> list[Event]:
+        """Update the waiting sets after a fetch; the events it calls for."""
+        clock = time.monotonic()
+        now = admission.now
+        events: list[Event] = []
+        for job_id, key in admission.admitted.items():
+            waiting = self._waiting.get(key)
+            if job_id in active and waiting is not None and job_id in waiting:
+                del waiting[job_id]
+                events.append(
+                    make_event(
+                        "rate_limit.released",
+                        now,
+                        {"key": key, "strategy": "wait", "job_id": job_id},
+                        subject=job_id,
+                    )
+                )
+        dropped_ids = {job.id for job in dropped}
+        for job_id, refusal in admission.refused.items():
+            d = refusal.decision
+            if job_id not in dropped_ids:
+                waiting = self._waiting.setdefault(refusal.key, {})
+                if job_id in waiting or len(waiting) < _MAX_WAITING:
+                    waiting[job_id] = clock
+            strategy = d.strategy or "rate"
+            mark = (refusal.key, strategy)
+            if clock - self._exceeded_at.get(mark, -_EXCEEDED_EVERY_S) >= _EXCEEDED_EVERY_S:
+                self._exceeded_at[mark] = clock
+                events.append(
+                    make_event(
+                        "rate_limit.exceeded",
+                        now,
+                        {
+                            "key": refusal.key,
+                            "strategy": strategy,
+                            "limit": d.limit,
+                            "current": d.current,
+                        },
+                    )
+                )
+        for job in dropped:
+            events.append(
+                make_event(
+                    "rate_limit.dropped",
+                    now,
+                    {"key": admission.refused[job.id].key, "job_id": job.id, "job_type": job.type},
+                    subject=job.id,
+                )
+            )
+        return events
+
+    def _waiting_count(self, key: str) -> int:
+        waiting = self._waiting.get(key)
+        if not waiting:
+            return 0
+        horizon = time.monotonic() - _WAITING_S
+        for job_id in [j for j, at in waiting.items() if at < horizon]:
+            del waiting[job_id]
+        return len(waiting)
+
+    # -- inspection and overrides (HTTP §10) ------------------------------------------------
+
+    async def get(self, key: str) -> dict[str, Any]:
+        """``GET /ojs/v1/rate-limits/{key}``: the key's state, 404 when it has none."""
+        parse_rate_limit_key(key, "key")
+        state = await self.store.get_rate_limit(key)
+        if state is None:
+            raise NotFoundError("rate limit", key)
+        return view(state, _ms(self._now()), self._waiting_count(key))
+
+    async def list(self) -> list[dict[str, Any]]:
+        """``GET /ojs/v1/rate-limits``: every key, by key."""
+        now_ms = _ms(self._now())
+        states = await self.store.list_rate_limits()
+        return [
+            view(s, now_ms, self._waiting_count(s.key)) for s in sorted(states, key=lambda s: s.key)
+        ]
+
+    async def override(self, key: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``PUT /ojs/v1/rate-limits/{key}``: limits replacing the jobs' own until
+        ``expires_at`` (a body with none of them removes the override)."""
+        parse_rate_limit_key(key, "key")
+        new = parse_override(body, self._now())
+        now_ms = _ms(self._now())
+
+        def change(state: KeyState | None) -> KeyState:
+            return attrs.evolve(state or KeyState(key=key), override=new)
+
+        state = await self.store.change_rate_limit(key, change)
+        assert state is not None
+        return view(state, now_ms, self._waiting_count(key))
+
+    def reset(self) -> None:
+        """Forget this process's keys and bookkeeping (tests)."""
+        self.local.reset()
+        self._waiting.clear()
+        self._exceeded_at.clear()
+        self._repaired_at.clear()
+
+
+def _rate_limit_until(error: JobError | None) -> datetime | None:
+    if error is None or not error.details:
+        return None
+    raw = error.details.get("rate_limit_until")
+    if not isinstance(raw, str):
+        return None
+    try:
+        return parse_ts(raw)
+    except ValueError:
+        return None
+
+
+def parse_override(body: Mapping[str, Any], now: datetime) -> Override | None:
+    """A ``PUT /ojs/v1/rate-limits/{key}`` body: ``concurrency``, ``rate``, ``throttle``
+    (the job policy's shapes) and ``expires_at``; ``None`` when it sets no limit."""
+    if not isinstance(body, Mapping):
+        raise ValidationError("must be an object", path="")
+    expires = body.get("expires_at")
+    expires_ms: int | None = None
+    if expires is not None:
+        if not isinstance(expires, str):
+            raise ValidationError("must be an RFC 3339 timestamp", path="expires_at")
+        try:
+            at = parse_ts(expires)
+        except ValueError:
+            raise ValidationError("must be an RFC 3339 timestamp", path="expires_at") from None
+        if at <= now:
+            raise ValidationError("must be in the future", path="expires_at")
+        expires_ms = _ms(at)
+    limits = {k: body[k] for k in ("concurrency", "rate", "throttle") if body.get(k) is not None}
+    if not limits:
+        return None
+    policy: RateLimit = parse_rate_limit(limits, "")
+    return Override(
+        concurrency=policy.concurrency,
+        rate=policy.rate,
+        throttle=policy.throttle,
+        expires_ms=expires_ms,
+    )

@@ -1,0 +1,175 @@
+"""The rate-limiting extension's rules (``ojs_core.rate_limit_rules``): properties over random
+sequences of starts and releases, and the documented edges."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ojs_core.model import RateLimit, Window
+from ojs_core.rate_limit_rules import (
+    EXACT_LOG_LIMIT,
+    KeyState,
+    Override,
+    admit,
+    hold,
+    release,
+    repair,
+    view,
+)
+
+SETTINGS = settings(max_examples=200, deadline=None)
+
+# A step: (ms since the previous step, "start" a new job or "release" the oldest holder).
+steps = st.lists(
+    st.tuples(st.integers(0, 400), st.sampled_from(["start", "start", "release"])),
+    max_size=80,
+)
+
+
+def _run(policy: RateLimit, plan: list[tuple[int, str]]) -> tuple[list[int], int]:
+    """Apply ``plan``; the admitted start times and the most holders seen at once."""
+    state: KeyState | None = None
+    now, n, peak = 1_000_000, 0, 0
+    started: list[int] = []
+    for gap, action in plan:
+        now += gap
+        if action == "release" and state is not None and state.holders:
+            state = release(state, [next(iter(state.holders))])
+            continue
+        n += 1
+        state, (decision,) = admit(state, "k", [(policy, f"j{n}", 1)], now)
+        if decision.admitted:
+            started.append(now)
+        peak = max(peak, len(state.holders))
+    return started, peak
+
+
+@SETTINGS
+@given(st.integers(0, 5), steps)
+def test_concurrency_is_never_exceeded(limit: int, plan: list[tuple[int, str]]) -> None:
+    _, peak = _run(RateLimit(key="k", concurrency=limit), plan)
+    assert peak <= limit
+
+
+@SETTINGS
+@given(st.integers(1, EXACT_LOG_LIMIT), st.integers(1, 2000), steps)
+def test_an_exact_window_never_holds_more_than_its_limit(
+    limit: int, period: int, plan: list[tuple[int, str]]
+) -> None:
+    started, _ = _run(RateLimit(key="k", rate=Window(limit=limit, period_ms=period)), plan)
+    for i, t in enumerate(started):
+        assert sum(1 for s in started[i:] if s < t + period) <= limit
+
+
+@SETTINGS
+@given(st.integers(EXACT_LOG_LIMIT + 1, 200), st.integers(1, 2000), steps)
+def test_a_counted_window_never_exceeds_its_limit_per_fixed_window(
+    limit: int, period: int, plan: list[tuple[int, str]]
+) -> None:
+    started, _ = _run(RateLimit(key="k", rate=Window(limit=limit, period_ms=period)), plan)
+    per_window: dict[int, int] = {}
+    for t in started:
+        per_window[t // period] = per_window.get(t // period, 0) + 1
+    assert all(count <= limit for count in per_window.values())
+
+
+@SETTINGS
+@given(st.integers(1, 20), st.integers(1, 2000), steps)
+def test_a_throttle_spaces_every_start(
+    limit: int, period: int, plan: list[tuple[int, str]]
+) -> None:
+    started, _ = _run(RateLimit(key="k", throttle=Window(limit=limit, period_ms=period)), plan)
+    gap = max(1, period // limit)
+    assert all(b - a >= gap for a, b in itertools.pairwise(started))
+
+
+def test_a_holder_is_admitted_again_without_counting_twice() -> None:
+    policy = RateLimit(key="k", concurrency=1, rate=Window(limit=5, period_ms=1000))
+    state, (first,) = admit(None, "k", [(policy, "a", 1)], 0)
+    again, (second,) = admit(state, "k", [(policy, "a", 1)], 1)
+    assert first.admitted
+    assert second.admitted
+    assert again == state
+    _, (other,) = admit(again, "k", [(policy, "b", 1)], 2)
+    assert (other.admitted, other.strategy) == (False, "concurrency")
+
+
+def test_a_refusal_changes_nothing() -> None:
+    """A refused start leaves the stored state alone (no write per refused poll)."""
+    policy = RateLimit(key="k", concurrency=0)
+    state, _ = admit(None, "k", [(policy, "a", 1)], 0)
+    again, (decision,) = admit(state, "k", [(policy, "b", 1)], 5)
+    assert not decision.admitted
+    assert again is state
+
+
+def test_refusals_say_when_to_come_back() -> None:
+    rate = RateLimit(key="k", rate=Window(limit=2, period_ms=1000))
+    state, _ = admit(None, "k", [(rate, "a", 1), (rate, "b", 1)], 100)
+    _, (d,) = admit(state, "k", [(rate, "c", 1)], 300)
+    assert (d.strategy, d.retry_ms) == ("rate", 1100)
+    throttle = RateLimit(key="k", throttle=Window(limit=4, period_ms=1000))
+    state, _ = admit(None, "k", [(throttle, "a", 1)], 100)
+    _, (d,) = admit(state, "k", [(throttle, "b", 1)], 200)
+    assert (d.strategy, d.retry_ms) == ("throttle", 350)
+
+
+def test_an_override_replaces_limits_until_it_expires() -> None:
+    policy = RateLimit(key="k", concurrency=5)
+    state = KeyState(key="k", override=Override(concurrency=0, expires_ms=1000))
+    state, (d,) = admit(state, "k", [(policy, "a", 1)], 500)
+    assert (d.admitted, d.strategy) == (False, "concurrency")
+    state, (d,) = admit(state, "k", [(policy, "a", 1)], 1000)
+    assert d.admitted
+    assert state.override is None  # expired overrides are dropped when next written
+
+
+def test_a_hold_refuses_until_its_time_and_only_extends() -> None:
+    policy = RateLimit(key="k", concurrency=5)
+    state = hold(None, "k", 2000, "429")
+    assert hold(state, "k", 1000, "earlier") is state
+    _, (d,) = admit(state, "k", [(policy, "a", 1)], 1999)
+    assert (d.strategy, d.retry_ms) == ("dynamic", 2000)
+    after, (d,) = admit(state, "k", [(policy, "a", 1)], 2000)
+    assert d.admitted
+    assert after.hold_until_ms is None
+
+
+def test_repair_keeps_only_live_holders() -> None:
+    state = KeyState(key="k", holders={"a": 1, "b": 2, "c": 1})
+    repaired = repair(state, {"a": 1, "b": 3})
+    assert repaired is not None
+    assert dict(repaired.holders) == {"a": 1}
+    assert repair(repaired, {"a": 1}) is repaired
+
+
+def test_the_state_survives_its_stored_form() -> None:
+    state = KeyState(
+        key="tenant:acme",
+        concurrency=3,
+        rate=Window(limit=100, period_ms=60_000),
+        throttle=Window(limit=1, period_ms=1000),
+        holders={"a": 1},
+        starts=(5, 6),
+        window_ms=60_000,
+        count=7,
+        previous=9,
+        last_start_ms=6,
+        override=Override(concurrency=0, rate=Window(limit=1, period_ms=10), expires_ms=99),
+        hold_until_ms=50,
+        hold_reason="429",
+    )
+    assert KeyState.from_wire(state.to_wire()) == state
+
+
+def test_the_view_has_the_extension_shape() -> None:
+    policy = RateLimit(key="k", concurrency=5, rate=Window(limit=100, period_ms=60_000))
+    state, _ = admit(None, "k", [(policy, "a", 1), (policy, "b", 1)], 60_000)
+    shown = view(state, 60_000, waiting=4)
+    assert shown["concurrency"] == {"limit": 5, "active": 2, "available": 3}
+    assert shown["rate"]["current_count"] == 2
+    assert shown["rate"]["period"] == "PT60S"
+    assert shown["waiting_count"] == 4

@@ -1,0 +1,86 @@
+"""Rate limits across replicas: two JobServices on one NATS admit against one record per key,
+so the limits hold for the deployment, not per process (rate-limiting extension §4.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from nats_support import push
+
+from ojs_core.service import JobService
+from ojs_core.states import JobState
+
+S = JobState
+
+
+async def test_concurrency_holds_across_replicas(replicas: tuple[JobService, JobService]) -> None:
+    """Six workers, three on each replica, never run more than three jobs of a key at once,
+    and every job runs."""
+    a, b = replicas
+    policy = {"key": "shared-db", "concurrency": 3}
+    ids = {(await push(a, queue="rlx", rate_limit=policy)).id for _ in range(30)}
+    running: set[str] = set()
+    peak = 0
+    done: set[str] = set()
+    deadline = time.monotonic() + 60
+
+    async def worker(svc: JobService, n: int) -> None:
+        nonlocal peak
+        while len(done) < len(ids) and time.monotonic() < deadline:
+            jobs = await svc.fetch(["rlx"], count=1, worker_id=f"w{n}")
+            if not jobs:
+                await asyncio.sleep(0.01)
+                continue
+            job = jobs[0]
+            running.add(job.id)
+            peak = max(peak, len(running))
+            await asyncio.sleep(0.02)
+            running.discard(job.id)  # before the ack: the slot is freed by the ack
+            await svc.ack(job.id, worker_id=f"w{n}")
+            done.add(job.id)
+
+    await asyncio.gather(*(worker(svc, n) for n, svc in enumerate([a, b] * 3)))
+    assert done == ids
+    assert peak <= 3
+    assert peak == 3  # the limit is reached, not just respected
+    view = await b.rate_limits.get("shared-db")
+    assert view["concurrency"] == {"limit": 3, "active": 0, "available": 3}
+
+
+async def test_a_rate_window_holds_across_replicas(
+    replicas: tuple[JobService, JobService],
+) -> None:
+    """``rate: {limit: 4, period: PT30S}``: both replicas together start four jobs."""
+    a, b = replicas
+    policy = {"key": "partner-api", "rate": {"limit": 4, "period": "PT30S"}}
+    for _ in range(10):
+        await push(a, queue="rlw", rate_limit=policy)
+    claimed: list[str] = []
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        for svc in (a, b):
+            claimed.extend(j.id for j in await svc.fetch(["rlw"], count=10))
+        await asyncio.sleep(0.02)
+    assert len(claimed) == 4
+    assert len(set(claimed)) == 4
+    view = await a.rate_limits.get("partner-api")
+    assert view["rate"]["current_count"] == 4
+
+
+async def test_an_override_on_one_replica_binds_the_other(
+    replicas: tuple[JobService, JobService],
+) -> None:
+    """An operator's override stored through one replica stops starts on the other."""
+    a, b = replicas
+    job = await push(a, queue="rlo", rate_limit={"key": "mail", "concurrency": 10})
+    await a.rate_limits.override("mail", {"concurrency": 0})
+    assert await b.fetch(["rlo"], count=1) == []
+    assert (await b.get(job.id)).state is S.AVAILABLE
+    await a.rate_limits.override("mail", {})
+    got: list[str] = []
+    end = time.monotonic() + 10
+    while not got and time.monotonic() < end:
+        got = [j.id for j in await b.fetch(["rlo"], count=1)]
+        await asyncio.sleep(0.02)
+    assert got == [job.id]
