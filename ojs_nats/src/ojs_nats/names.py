@@ -29,6 +29,7 @@ __all__ = [
     "EVENTS_STREAM",
     "EVENT_FEED_SUBJECTS",
     "EVENT_PREFIX",
+    "IDEMPOTENCY_BUCKET",
     "INDEX_STREAM",
     "INDEX_SUBJECTS",
     "JOBS_BUCKET",
@@ -99,6 +100,8 @@ WORKERS_BUCKET = "OJS_WORKERS"
 SCHEMAS_BUCKET = "OJS_SCHEMAS"
 #: Webhook subscriptions, one key per subscription id.
 WEBHOOKS_BUCKET = "OJS_WEBHOOKS"
+#: Idempotency records of bulk requests, one key per scoped key, each with a message TTL.
+IDEMPOTENCY_BUCKET = "OJS_IDEMPOTENCY"
 BUCKETS = (
     JOBS_BUCKET,
     QUEUES_BUCKET,
@@ -106,6 +109,7 @@ BUCKETS = (
     WORKERS_BUCKET,
     SCHEMAS_BUCKET,
     WEBHOOKS_BUCKET,
+    IDEMPOTENCY_BUCKET,
 )
 
 #: The durable consumer of fired timers that every replica shares.
