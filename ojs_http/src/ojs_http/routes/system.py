@@ -90,6 +90,17 @@ async def manifest(request: Request) -> Response:
     registry = svc.schemas
     validating = registry.available and registry.mode != "off"
     official = _official(svc)
+    if svc.bulk.idempotent:
+        # Declared only where idempotency keys are stored (the IdempotencyStore capability).
+        official.append(
+            {
+                "name": "bulk-operations",
+                "uri": "urn:ojs:ext:bulk-operations",
+                "version": "1.0.0-rc.1",
+                "endpoint": "POST /ojs/v1/jobs/bulk",
+                "max_batch_size": svc.bulk.max_items,
+            }
+        )
     if getattr(request.app.state, "webhooks", None) is not None:
         official.append(
             {
