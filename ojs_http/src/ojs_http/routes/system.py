@@ -133,6 +133,13 @@ async def manifest(request: Request) -> Response:
                     "version": "0.1",
                     "endpoint": "POST /ojs/v1/workers/ack/batch",
                 },
+                {
+                    # Client-side codecs: args and meta are stored and returned exactly as
+                    # sent and never decoded here (tests/support/encryption_scenarios.py).
+                    "name": "encryption",
+                    "uri": "urn:ojs:ext:experimental:encryption",
+                    "version": "0.1.0",
+                },
             ],
         },
         "schema_validation": validating,
