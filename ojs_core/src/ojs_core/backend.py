@@ -48,6 +48,7 @@ __all__ = [
     "EventFeed",
     "EventFilter",
     "EventListener",
+    "IdempotencyStore",
     "JobArrivals",
     "JobFilter",
     "JobFn",
@@ -428,4 +429,29 @@ class QueueBounds(Protocol):
 
     async def set_backpressure(self, queue: str, bound: Backpressure | None) -> None:
         """Store (``None``: remove) the queue's bound, creating the queue's record."""
+        ...
+
+
+@runtime_checkable
+class IdempotencyStore(Protocol):
+    """Optional capability: small records by key that expire (idempotency keys of the
+    bulk-operations extension, ``ojs_core.bulk``).
+
+    Values are opaque bytes (the core encodes them); a record holds for at least ``ttl_s``
+    seconds after its last write, then is gone (a later read is ``None`` and a write
+    expecting revision 0 creates it again). Writes are compare-and-swap on a revision, so
+    every process sharing the store agrees on who reserved a key. Without the capability the
+    HTTP binding answers 422 ``unsupported`` to a request that carries an idempotency key.
+    """
+
+    async def get_idempotency(self, key: str) -> tuple[bytes, int] | None:
+        """The record of ``key`` and its revision (> 0), or ``None`` (never written, or
+        expired)."""
+        ...
+
+    async def put_idempotency(
+        self, key: str, value: bytes, expect: int, ttl_s: float
+    ) -> int | None:
+        """Store ``value`` under ``key`` if its revision is still ``expect`` (0: no record);
+        the new revision, or ``None`` when another write came first (nothing stored)."""
         ...

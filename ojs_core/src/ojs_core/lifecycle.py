@@ -34,6 +34,7 @@ __all__ = [
     "promote",
     "requeue",
     "retry_dead_letter",
+    "retry_now",
     "slimmed",
     "timer_deadline",
 ]
@@ -319,6 +320,21 @@ def retry_dead_letter(job: Job, now: datetime, overrides: dict[str, Any] | None 
         dead_letter=False,
         next_attempt_at=None,
     )
+
+
+def retry_now(job: Job, now: datetime) -> Job:
+    """A retry by hand (the bulk-operations extension): a ``discarded`` job as
+    :func:`retry_dead_letter` does, a ``retryable`` one without waiting for its back-off
+    (attempts kept: it was not exhausted). Other states are 409."""
+    if job.state is S.RETRYABLE:
+        return promote(job, now)
+    if job.state is not S.DISCARDED:
+        raise ConflictError(
+            f"Job '{job.id}' is {job.state.value}; only discarded and retryable jobs can be "
+            "retried",
+            details={"job_id": job.id, "current_state": job.state.value},
+        )
+    return retry_dead_letter(job, now)
 
 
 def extend_visibility(job: Job, now: datetime, visibility_ms: int | None) -> Job:

@@ -32,6 +32,7 @@ from .backend import (
     QueueBounds,
 )
 from .backpressure import Gate, Pressure, parse_backpressure
+from .bulk import BulkOperations
 from .clock import Clock, SystemClock
 from .cron import next_fire, parse_cron_request
 from .envelope import parse_enqueue, parse_retry, parse_worker_fields, validate_queue
@@ -179,6 +180,8 @@ class JobService:
         self.gate = Gate(backend, self.now, self._emit)
         #: Whether a worker may be handed jobs (graceful shutdown), cached for a second.
         self.workers_gate = WorkerGate(backend.get_worker)
+        #: The bulk-operations extension (:mod:`ojs_core.bulk`).
+        self.bulk = BulkOperations(self)
 
     def now(self) -> datetime:
         """The service clock's current time."""
@@ -301,6 +304,12 @@ class JobService:
                 raise
         return await self._insert(jobs, block_s)
 
+    async def enqueue_jobs(
+        self, jobs: Sequence[Job], *, block_s: float = 0.0
+    ) -> list[EnqueueOutcome]:
+        """Store already-parsed jobs atomically (or none), as a batch enqueue does."""
+        return await self._insert([self._prepare(j) for j in jobs], block_s)
+
     async def _insert(self, jobs: list[Job], block_s: float = 0.0) -> list[EnqueueOutcome]:
         warnings = await self.schemas.check(jobs)
         store = functools.partial(self._store_new, block_s=block_s)
@@ -384,6 +393,11 @@ class JobService:
         if after is not before:
             await self._after(before, after, now)
         return before, after
+
+    async def transition(self, job_id: str, fn: TimedFn) -> tuple[Job, Job]:
+        """Apply ``fn(job, now)`` under compare-and-swap with its follow-up (events, workflow
+        advancement); for operations written outside this class (``ojs_core.bulk``)."""
+        return await self._transition(job_id, fn)
 
     async def cancel(
         self, job_id: str, *, only_if: Callable[[Job], bool] | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -60,6 +61,8 @@ _ReadyKey = tuple[int, int, str]
 _TimerKey = tuple[datetime, int, str]
 #: How many rate-limited candidates one claim looks past in a queue before giving up on it.
 _MAX_SKIPS = 256
+#: Idempotency records held before a write sweeps out the expired ones.
+_IDEMPOTENCY_SWEEP = 4096
 
 
 class MemoryBackend(MemoryWebhooks):
@@ -73,6 +76,8 @@ class MemoryBackend(MemoryWebhooks):
         #: :meth:`subscribe_events` listeners; they outlive a reset, as subscribers of a
         #: shared store would.
         self._listeners: list[EventListener] = []
+        #: Revisions of idempotency records: never reused, not even across a reset.
+        self._idem_revisions = itertools.count(1)
         self._clear()
 
     def _clear(self) -> None:
@@ -93,6 +98,8 @@ class MemoryBackend(MemoryWebhooks):
         self._events: deque[Event] = deque(maxlen=self.max_events)
         self._event_seq = 0
         self._rate_limits = LocalRateLimits()
+        #: Idempotency records: value, revision and when they expire (``time.monotonic``).
+        self._idempotency: dict[str, tuple[bytes, int, float]] = {}
         self._clear_webhooks()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -353,6 +360,36 @@ class MemoryBackend(MemoryWebhooks):
     async def delete_schema(self, uri: str) -> bool:
         """Forget a schema."""
         return self._schemas.pop(uri, None) is not None
+
+    # -- idempotency records ------------------------------------------------------------
+
+    def _idempotency_record(self, key: str) -> tuple[bytes, int, float] | None:
+        record = self._idempotency.get(key)
+        if record is not None and record[2] <= time.monotonic():
+            del self._idempotency[key]
+            return None
+        return record
+
+    async def get_idempotency(self, key: str) -> tuple[bytes, int] | None:
+        """The live record of ``key`` and its revision, or ``None``."""
+        record = self._idempotency_record(key)
+        return None if record is None else (record[0], record[1])
+
+    async def put_idempotency(
+        self, key: str, value: bytes, expect: int, ttl_s: float
+    ) -> int | None:
+        """Compare-and-swap on the revision (0: no live record); expired records are swept
+        once the store holds many."""
+        record = self._idempotency_record(key)
+        if (0 if record is None else record[1]) != expect:
+            return None
+        now = time.monotonic()
+        if len(self._idempotency) >= _IDEMPOTENCY_SWEEP:
+            for stale in [k for k, r in self._idempotency.items() if r[2] <= now]:
+                del self._idempotency[stale]
+        revision = next(self._idem_revisions)
+        self._idempotency[key] = (value, revision, now + ttl_s)
+        return revision
 
     async def list_workflows(self, limit: int, offset: int) -> tuple[list[Workflow], int]:
         """Newest first (insertion order, reversed)."""

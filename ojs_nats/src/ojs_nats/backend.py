@@ -71,6 +71,7 @@ from .connection import CONNECT_WAIT_S, MIN_SERVER_VERSION, Connection
 from .crons import CronStore
 from .embedded import EmbeddedNatsServer
 from .eventfeed import EventFeed
+from .idempotency import IdempotencyBucket
 from .index import Index
 from .jetstream import guard
 from .jobs import JobWriter
@@ -141,6 +142,7 @@ class NatsBackend:
         )
         self.crons = CronStore(self.conn, self.store, self.mirror)
         self.schemas = SchemaBucket(self.conn, self.store)
+        self.idempotency = IdempotencyBucket(self.conn, self.store)
         self.webhooks = WebhookQueue(self.conn, self.store)
         self.rate_limits = RateLimitBucket(self.store)
 
@@ -413,6 +415,20 @@ class NatsBackend:
     async def delete_schema(self, uri: str) -> bool:
         """Remove a schema."""
         return await self.schemas.delete(uri)
+
+    # -- idempotency records (the IdempotencyStore capability, ojs_nats.idempotency) -------
+
+    @guard
+    async def get_idempotency(self, key: str) -> tuple[bytes, int] | None:
+        """An idempotency record and its revision, or ``None``."""
+        return await self.idempotency.get(key)
+
+    @guard
+    async def put_idempotency(
+        self, key: str, value: bytes, expect: int, ttl_s: float
+    ) -> int | None:
+        """Compare-and-swap an idempotency record, which expires ``ttl_s`` after this write."""
+        return await self.idempotency.put(key, value, expect, ttl_s)
 
     # -- webhooks (the WebhookStore capability, ojs_nats.webhooks) ---------------------------
 

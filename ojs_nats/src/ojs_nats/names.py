@@ -29,6 +29,7 @@ __all__ = [
     "EVENTS_STREAM",
     "EVENT_FEED_SUBJECTS",
     "EVENT_PREFIX",
+    "IDEMPOTENCY_BUCKET",
     "INDEX_STREAM",
     "INDEX_SUBJECTS",
     "JOBS_BUCKET",
@@ -101,6 +102,8 @@ SCHEMAS_BUCKET = "OJS_SCHEMAS"
 WEBHOOKS_BUCKET = "OJS_WEBHOOKS"
 #: Rate-limit keys (``ojs_nats.ratelimits``), one record per key.
 LIMITS_BUCKET = "OJS_LIMITS"
+#: Idempotency records of bulk requests, one key per scoped key, each with a message TTL.
+IDEMPOTENCY_BUCKET = "OJS_IDEMPOTENCY"
 BUCKETS = (
     JOBS_BUCKET,
     QUEUES_BUCKET,
@@ -109,6 +112,7 @@ BUCKETS = (
     SCHEMAS_BUCKET,
     WEBHOOKS_BUCKET,
     LIMITS_BUCKET,
+    IDEMPOTENCY_BUCKET,
 )
 
 #: The durable consumer of fired timers that every replica shares.

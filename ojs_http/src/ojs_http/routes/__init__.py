@@ -6,6 +6,7 @@ from starlette.routing import BaseRoute
 
 from . import (
     admin,
+    bulk,
     checkpoints,
     cron,
     jobs,
@@ -29,6 +30,7 @@ def routes(*, enable_reset: bool) -> list[BaseRoute]:
     """Every route of levels 0-4 (plus the reset hook when enabled)."""
     return [
         *system.routes(enable_reset=enable_reset),
+        *bulk.routes,
         *jobs.routes,
         *workers.routes,
         *queues.routes,

@@ -91,6 +91,17 @@ async def manifest(request: Request) -> Response:
     registry = svc.schemas
     validating = registry.available and registry.mode != "off"
     official = _official(svc)
+    if svc.bulk.idempotent:
+        # Declared only where idempotency keys are stored (the IdempotencyStore capability).
+        official.append(
+            {
+                "name": "bulk-operations",
+                "uri": "urn:ojs:ext:bulk-operations",
+                "version": "1.0.0-rc.1",
+                "endpoint": "POST /ojs/v1/jobs/bulk",
+                "max_batch_size": svc.bulk.max_items,
+            }
+        )
     if getattr(request.app.state, "webhooks", None) is not None:
         official.append(
             {
@@ -122,6 +133,13 @@ async def manifest(request: Request) -> Response:
                     "uri": "urn:ojs:ext:experimental:batch-ack",
                     "version": "0.1",
                     "endpoint": "POST /ojs/v1/workers/ack/batch",
+                },
+                {
+                    # Client-side codecs: args and meta are stored and returned exactly as
+                    # sent and never decoded here (tests/support/encryption_scenarios.py).
+                    "name": "encryption",
+                    "uri": "urn:ojs:ext:experimental:encryption",
+                    "version": "0.1.0",
                 },
             ],
         },
