@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -38,6 +38,10 @@ from .model import (
     Workflow,
 )
 from .rate_limit_rules import KeyState
+from .states import JobState
+
+if TYPE_CHECKING:
+    from .tenancy import TenantConfig
 
 __all__ = [
     "ActivateFn",
@@ -56,6 +60,9 @@ __all__ = [
     "QueueBounds",
     "RateLimitFn",
     "RateLimitStore",
+    "TenantCounts",
+    "TenantFn",
+    "TenantStore",
     "UniqueConflict",
     "Unsubscribe",
     "WorkflowListing",
@@ -454,4 +461,48 @@ class IdempotencyStore(Protocol):
     ) -> int | None:
         """Store ``value`` under ``key`` if its revision is still ``expect`` (0: no record);
         the new revision, or ``None`` when another write came first (nothing stored)."""
+        ...
+
+
+#: A change of one tenant's configuration: the new record. Pure (re-applied on contention).
+TenantFn = Callable[["TenantConfig | None"], "TenantConfig"]
+
+
+@runtime_checkable
+class TenantStore(Protocol):
+    """Optional capability: tenant configurations (the multi-tenancy extension,
+    :mod:`ojs_core.tenancy`), stored for every process sharing the store. Without it the
+    tenant admin API answers 422 ``unsupported`` and no tenant has limits."""
+
+    async def change_tenant(
+        self, tenant_id: str, fn: TenantFn
+    ) -> tuple[TenantConfig | None, TenantConfig]:
+        """Apply ``fn`` to the tenant's record by compare-and-swap; ``(before, after)``."""
+        ...
+
+    async def get_tenant(self, tenant_id: str) -> TenantConfig | None:
+        """The tenant's record, or ``None``."""
+        ...
+
+    async def list_tenants(self) -> list[TenantConfig]:
+        """Every tenant's record."""
+        ...
+
+    async def delete_tenant(self, tenant_id: str) -> TenantConfig | None:
+        """Remove and return the tenant's record (``None``: there was none)."""
+        ...
+
+
+@runtime_checkable
+class TenantCounts(Protocol):
+    """Optional capability: per-state counts of the jobs of each tenant (jobs whose
+    ``meta.tenant_id`` is set), kept with the per-queue counters, never a scan.
+
+    A backend with it also keeps the ready index sharded by tenant and honours
+    ``activate.dispatch`` (an :class:`ojs_core.fairness.Dispatch`) in
+    :meth:`Backend.claim_jobs`: only the shards the dispatch allows are claimed from, and
+    within a priority level the shards are served in the order of ``dispatch.grants``."""
+
+    async def tenant_counts(self, tenant_id: str, queue: str | None = None) -> dict[JobState, int]:
+        """Per-state counts of the tenant's jobs (in ``queue``, or in all queues)."""
         ...

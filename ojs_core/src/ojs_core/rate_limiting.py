@@ -30,6 +30,7 @@ from .errors import NotFoundError, ValidationError
 from .events import make_event
 from .model import Event, Job, JobError, RateLimit
 from .rate_limit_rules import (
+    ADMITTED,
     Decision,
     KeyState,
     Override,
@@ -103,7 +104,12 @@ class _Refusal:
 
 
 class Admission:
-    """One fetch's rate-limit decisions (see the module docstring)."""
+    """One fetch's rate-limit decisions (see the module docstring).
+
+    A candidate may count against two keys: its own policy's, and its tenant's
+    ``max_concurrency`` (``tenant:<id>``, the multi-tenancy extension). It is admitted when
+    every key admits it; a key that admitted a job another key refused is released in
+    :meth:`finish` (a rate window's start, once counted, stays counted)."""
 
     def __init__(self, limits: RateLimiting, now: datetime) -> None:
         self._limits = limits
@@ -111,8 +117,8 @@ class Admission:
         self.now_ms = _ms(now)
         #: job id -> decision, for every rate-limited candidate seen.
         self.decisions: dict[str, Decision] = {}
-        #: job id -> key, for candidates admitted.
-        self.admitted: dict[str, str] = {}
+        #: job id -> the keys that admitted it.
+        self.admitted: dict[str, list[str]] = {}
         #: job id -> refusal, for candidates refused.
         self.refused: dict[str, _Refusal] = {}
         #: The hook a backend with a shared store awaits (``activate.admit``).
@@ -120,19 +126,45 @@ class Admission:
             self._admit if limits.shared else None
         )
 
+    def needs(self, job: Job) -> bool:
+        """Whether ``job`` must be admitted before it is claimed (``activate.limited``)."""
+        if job.rate_limit is not None:
+            return True
+        limited = self._limits.tenant_limited
+        return limited is not None and limited(job)
+
+    def keys(self, job: Job) -> list[tuple[str, RateLimit]]:
+        """The keys ``job`` counts against, with the policy of each."""
+        out: list[tuple[str, RateLimit]] = []
+        if job.rate_limit is not None:
+            out.append((key_of(job.rate_limit, job.queue), job.rate_limit))
+        policy = self._limits.tenant_policy
+        if policy is not None:
+            extra = policy(job)
+            if extra is not None:
+                out.append(extra)
+        return out
+
     def _record(self, job: Job, key: str, decision: Decision) -> None:
-        self.decisions[job.id] = decision
         if decision.admitted:
-            self.admitted[job.id] = key
-            self.refused.pop(job.id, None)
-        else:
+            keys = self.admitted.setdefault(job.id, [])
+            if key not in keys:
+                keys.append(key)
+            self.decisions.setdefault(job.id, decision)
+        elif job.id not in self.refused:
             self.refused[job.id] = _Refusal(key, decision)
+            self.decisions[job.id] = decision
 
     async def _admit(self, jobs: Sequence[Job]) -> None:
-        by_key: dict[str, list[Job]] = {}
+        load = self._limits.load_tenants
+        if load is not None:
+            await load(jobs)
+        by_key: dict[str, list[tuple[Job, RateLimit]]] = {}
         for job in jobs:
-            if job.rate_limit is not None:
-                by_key.setdefault(key_of(job.rate_limit, job.queue), []).append(job)
+            self.decisions.pop(job.id, None)
+            self.refused.pop(job.id, None)
+            for key, policy in self.keys(job):
+                by_key.setdefault(key, []).append((job, policy))
         if len(by_key) == 1:
             # Awaited in place: a store that never suspends (the memory backend's) then
             # admits without yielding to the event loop in the middle of its claim.
@@ -141,22 +173,23 @@ class Admission:
         else:
             await asyncio.gather(*(self._admit_key(k, g) for k, g in by_key.items()))
 
-    async def _admit_key(self, key: str, jobs: Sequence[Job]) -> None:
-        decisions = await self._limits.admit_shared(key, jobs, self.now_ms)
-        for job, decision in zip(jobs, decisions, strict=True):
+    async def _admit_key(self, key: str, items: Sequence[tuple[Job, RateLimit]]) -> None:
+        decisions = await self._limits.admit_shared(key, items, self.now_ms)
+        for (job, _), decision in zip(items, decisions, strict=True):
             self._record(job, key, decision)
 
     def decide(self, job: Job) -> Decision:
-        """The decision for a rate-limited candidate: the shared store's, or (when the
-        backend did not ask the store) one counted in this process."""
+        """The decision for a candidate: the shared store's, or (when the backend did not
+        ask the store) one counted in this process."""
         decision = self.decisions.get(job.id)
         if decision is not None:
             return decision
-        assert job.rate_limit is not None
-        key = key_of(job.rate_limit, job.queue)
-        decision = self._limits.admit_local(key, job, self.now_ms)
-        self._record(job, key, decision)
-        return decision
+        keys = self.keys(job)
+        if not keys:
+            return ADMITTED
+        for key, policy in keys:
+            self._record(job, key, self._limits.admit_local(key, job, policy, self.now_ms))
+        return self.decisions[job.id]
 
     def until(self, job: Job) -> datetime | None:
         """When a refused job's limit should allow it (``None``: unknown)."""
@@ -173,9 +206,10 @@ class Admission:
         active = {job.id for job in stored if job.state is S.ACTIVE}
         dropped = [job for job in stored if job.id in self.refused and job.state is S.DISCARDED]
         unused: dict[str, list[str]] = {}
-        for job_id, key in self.admitted.items():
+        for job_id, keys in self.admitted.items():
             if job_id not in active:
-                unused.setdefault(key, []).append(job_id)
+                for key in keys:
+                    unused.setdefault(key, []).append(job_id)
         await asyncio.gather(*(self._limits.release_ids(key, ids) for key, ids in unused.items()))
         events = self._limits.note(self, active, dropped)
         await self._limits.emit(events)
@@ -195,6 +229,12 @@ class RateLimiting:
         self._waiting: dict[str, dict[str, float]] = {}
         self._exceeded_at: dict[tuple[str, str], float] = {}
         self._repaired_at: dict[str, float] = {}
+        #: Set by the multi-tenancy extension (``ojs_core.tenancy``): the key and policy of a
+        #: job's tenant's concurrency limit, whether a job may have one, and the loading of
+        #: the tenants' records before an admission.
+        self.tenant_policy: Callable[[Job], tuple[str, RateLimit] | None] | None = None
+        self.tenant_limited: Callable[[Job], bool] | None = None
+        self.load_tenants: Callable[[Sequence[Job]], Awaitable[None]] | None = None
 
     def admission(self, now: datetime) -> Admission:
         """The decisions of one fetch at ``now``."""
@@ -202,11 +242,10 @@ class RateLimiting:
 
     # -- admission ------------------------------------------------------------------------
 
-    def admit_local(self, key: str, job: Job, now_ms: int) -> Decision:
+    def admit_local(self, key: str, job: Job, policy: RateLimit, now_ms: int) -> Decision:
         """Admit one start in this process's store."""
-        assert job.rate_limit is not None
         out: list[Decision] = []
-        request = [(job.rate_limit, job.id, job.attempt + 1)]
+        request = [(policy, job.id, job.attempt + 1)]
 
         def change(state: KeyState | None) -> KeyState:
             new, decisions = admit(state, key, request, now_ms)
@@ -216,10 +255,12 @@ class RateLimiting:
         self.local.change(key, change)
         return out[0]
 
-    async def admit_shared(self, key: str, jobs: Sequence[Job], now_ms: int) -> list[Decision]:
+    async def admit_shared(
+        self, key: str, items: Sequence[tuple[Job, RateLimit]], now_ms: int
+    ) -> list[Decision]:
         """Admit starts of one key in the shared store (one compare-and-swap); a key found
         full is repaired first if a holder is not ``active`` any more."""
-        requests = [(j.rate_limit, j.id, j.attempt + 1) for j in jobs if j.rate_limit]
+        requests = [(policy, j.id, j.attempt + 1) for j, policy in items]
         out: list[Decision] = []
 
         def change(state: KeyState | None) -> KeyState:
@@ -255,8 +296,13 @@ class RateLimiting:
     async def left_active(self, before: Job, after: Job) -> None:
         """Follow-up of a stored transition: a job leaving ``active`` frees its slot, and a
         failure reporting ``rate_limit_until`` holds its key until then (§9)."""
+        if before.state is not S.ACTIVE or after.state is S.ACTIVE:
+            return
+        tenant = self.tenant_policy(before) if self.tenant_policy is not None else None
+        if tenant is not None:
+            await self.release_ids(tenant[0], [before.id])
         policy = before.rate_limit
-        if policy is None or before.state is not S.ACTIVE or after.state is S.ACTIVE:
+        if policy is None:
             return
         key = key_of(policy, before.queue)
         if policy.concurrency is not None:
@@ -283,18 +329,19 @@ class RateLimiting:
         clock = time.monotonic()
         now = admission.now
         events: list[Event] = []
-        for job_id, key in admission.admitted.items():
-            waiting = self._waiting.get(key)
-            if job_id in active and waiting is not None and job_id in waiting:
-                del waiting[job_id]
-                events.append(
-                    make_event(
-                        "rate_limit.released",
-                        now,
-                        {"key": key, "strategy": "wait", "job_id": job_id},
-                        subject=job_id,
+        for job_id, keys in admission.admitted.items():
+            for key in keys:
+                waiting = self._waiting.get(key)
+                if job_id in active and waiting is not None and job_id in waiting:
+                    del waiting[job_id]
+                    events.append(
+                        make_event(
+                            "rate_limit.released",
+                            now,
+                            {"key": key, "strategy": "wait", "job_id": job_id},
+                            subject=job_id,
+                        )
                     )
-                )
         dropped_ids = {job.id for job in dropped}
         for job_id, refusal in admission.refused.items():
             d = refusal.decision
@@ -306,6 +353,19 @@ class RateLimiting:
             mark = (refusal.key, strategy)
             if clock - self._exceeded_at.get(mark, -_EXCEEDED_EVERY_S) >= _EXCEEDED_EVERY_S:
                 self._exceeded_at[mark] = clock
+                if refusal.key.startswith("tenant:"):
+                    events.append(
+                        make_event(
+                            "tenant.limit_exceeded",
+                            now,
+                            {
+                                "tenant_id": refusal.key[len("tenant:") :],
+                                "limit": "max_concurrency",
+                                "current": d.current,
+                                "maximum": d.limit,
+                            },
+                        )
+                    )
                 events.append(
                     make_event(
                         "rate_limit.exceeded",

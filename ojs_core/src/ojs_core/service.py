@@ -69,6 +69,7 @@ from .retention import Retention, stamp
 from .schema_registry import SchemaRegistry
 from .shutdown import WorkerGate, parse_worker_state
 from .states import JobState
+from .tenancy import DEFAULT_TENANT, Tenancy
 from .timeutil import format_ts
 from .tracing import JobTracer
 from .unique import is_conflict, unique_key
@@ -141,6 +142,8 @@ class JobService:
         retention: Retention | None = None,
         exhausted: str = "dead_letter",
         schema_validation: str = "warn",
+        default_tenant: str = DEFAULT_TENANT,
+        require_tenant: bool = False,
     ) -> None:
         if exhausted not in ("dead_letter", "discard"):
             raise ValueError("exhausted must be 'dead_letter' or 'discard'")
@@ -176,6 +179,14 @@ class JobService:
         self.observers.add(self.activity.observe)
         #: The rate-limiting extension (:mod:`ojs_core.rate_limiting`).
         self.rate_limits = RateLimiting(backend, self.now, self._emit)
+        #: The multi-tenancy extension (:mod:`ojs_core.tenancy`); its tenants' concurrency
+        #: limits are admitted with the rate limits.
+        self.tenancy = Tenancy(
+            backend, self.now, self._emit, default=default_tenant, require=require_tenant
+        )
+        self.rate_limits.tenant_policy = self.tenancy.concurrency_policy
+        self.rate_limits.tenant_limited = self.tenancy.may_be_limited
+        self.rate_limits.load_tenants = self._load_tenants
         #: Admission into bounded queues (:mod:`ojs_core.backpressure`).
         self.gate = Gate(backend, self.now, self._emit)
         #: Whether a worker may be handed jobs (graceful shutdown), cached for a second.
@@ -186,6 +197,9 @@ class JobService:
     def now(self) -> datetime:
         """The service clock's current time."""
         return self.clock.now()
+
+    async def _load_tenants(self, jobs: Sequence[Job]) -> None:
+        await self.tenancy.load([self.tenancy.tenant_of(j) for j in jobs])
 
     async def _emit(self, events: Sequence[Event]) -> None:
         if not events:
@@ -235,7 +249,9 @@ class JobService:
     async def _after(self, before: Job | None, after: Job, now: datetime) -> None:
         """Follow-up of one stored transition: events, workflow advancement, wake-ups."""
         await self._emit(transition_events(before, after, now))
-        if before is not None and before.rate_limit is not None:
+        if before is not None and (
+            before.rate_limit is not None or self.tenancy.may_be_limited(before)
+        ):
             await self.rate_limits.left_active(before, after)
         if after.state is S.AVAILABLE:
             self._job_arrived.set()
@@ -311,6 +327,10 @@ class JobService:
         return await self._insert([self._prepare(j) for j in jobs], block_s)
 
     async def _insert(self, jobs: list[Job], block_s: float = 0.0) -> list[EnqueueOutcome]:
+        async with self.tenancy.admitting(jobs) as jobs:
+            return await self._insert_admitted(jobs, block_s)
+
+    async def _insert_admitted(self, jobs: list[Job], block_s: float) -> list[EnqueueOutcome]:
         warnings = await self.schemas.check(jobs)
         store = functools.partial(self._store_new, block_s=block_s)
         if self.tracer is not None:
@@ -380,10 +400,10 @@ class JobService:
 
     # -- reading and cancelling -----------------------------------------------------------
 
-    async def get(self, job_id: str) -> Job:
-        """INFO: the job, or :class:`NotFoundError`."""
+    async def get(self, job_id: str, *, tenant: str | None = None) -> Job:
+        """INFO: the job, or :class:`NotFoundError` (also when ``tenant`` does not own it)."""
         job = await self.backend.get_job(job_id)
-        if job is None:
+        if job is None or not self.tenancy.owns(job, tenant):
             raise NotFoundError("job", job_id)
         return job
 
@@ -400,11 +420,17 @@ class JobService:
         return await self._transition(job_id, fn)
 
     async def cancel(
-        self, job_id: str, *, only_if: Callable[[Job], bool] | None = None
+        self,
+        job_id: str,
+        *,
+        only_if: Callable[[Job], bool] | None = None,
+        tenant: str | None = None,
     ) -> tuple[Job, Job]:
         """CANCEL a non-terminal job; 409 for terminal ones, and when ``only_if`` refuses the
         current version (checked in the same compare-and-swap: a bulk cancel by filter never
-        cancels a job that left the filter meanwhile)."""
+        cancels a job that left the filter meanwhile); 404 when ``tenant`` does not own it."""
+        if tenant is not None:
+            await self.get(job_id, tenant=tenant)
         return await self._transition(job_id, _guarded(lifecycle.cancel, only_if))
 
     async def activate(self, job_id: str) -> tuple[Job, Job]:
@@ -420,8 +446,10 @@ class JobService:
         worker_id: str | None = None,
         visibility_ms: int | None = None,
         wait_ms: int = 0,
+        tenant: str | None = None,
     ) -> list[Job]:
-        """FETCH: claim up to ``count`` jobs; with ``wait_ms`` wait that long for one to arrive."""
+        """FETCH: claim up to ``count`` jobs; with ``wait_ms`` wait that long for one to arrive;
+        with ``tenant`` only that tenant's jobs (multi-tenancy)."""
         if not queues:
             raise ValidationError("must list at least one queue", path="queues")
         check_count(len(queues), self.limits.max_fetch_queues, "queues", "queues")
@@ -439,7 +467,7 @@ class JobService:
                 # long-poll is still honoured, so a client that fetches anyway does not spin.
                 jobs = []
             else:
-                jobs = await self._claim_shielded(queues, count, worker_id, visibility_ms)
+                jobs = await self._claim_shielded(queues, count, worker_id, visibility_ms, tenant)
             remaining = deadline - self.clock.now().timestamp()
             if jobs or remaining <= 0:
                 return jobs
@@ -450,7 +478,12 @@ class JobService:
                 await asyncio.wait_for(self._job_arrived.wait(), timeout=min(remaining, _POLL_S))
 
     async def _claim_shielded(
-        self, queues: Sequence[str], count: int, worker_id: str | None, visibility_ms: int | None
+        self,
+        queues: Sequence[str],
+        count: int,
+        worker_id: str | None,
+        visibility_ms: int | None,
+        tenant: str | None = None,
     ) -> list[Job]:
         """Claim, such that cancelling the caller never strands what was claimed.
 
@@ -458,7 +491,7 @@ class JobService:
         the claim finish and hands the jobs straight back (``requeue``: no attempt consumed);
         otherwise they would sit ``active`` until their visibility timeout.
         """
-        claim = asyncio.ensure_future(self._claim(queues, count, worker_id, visibility_ms))
+        claim = asyncio.ensure_future(self._claim(queues, count, worker_id, visibility_ms, tenant))
         try:
             return await asyncio.shield(claim)
         except asyncio.CancelledError:
@@ -472,24 +505,33 @@ class JobService:
             raise
 
     async def _claim(
-        self, queues: Sequence[str], count: int, worker_id: str | None, visibility_ms: int | None
+        self,
+        queues: Sequence[str],
+        count: int,
+        worker_id: str | None,
+        visibility_ms: int | None,
+        tenant: str | None = None,
     ) -> list[Job]:
         now = self.now()
         default_vt = self.default_visibility_ms
         admission = self.rate_limits.admission(now)
+        limited = admission.needs
+        await self.tenancy.refresh_default()
 
         def activate(job: Job) -> Job | None:
             if job.expires_at is not None and job.expires_at <= now:
                 return lifecycle.expire(job, now)
-            rl = job.rate_limit
-            if rl is not None and not admission.decide(job).admitted:
-                if rl.on_limit == "wait":
+            if limited(job) and not admission.decide(job).admitted:
+                rl = job.rate_limit
+                if rl is None or rl.on_limit == "wait":
                     return None
                 return lifecycle.rate_limited(job, now, rl.on_limit, admission.until(job))
             vt = visibility_ms or job.visibility_timeout_ms or default_vt
             return lifecycle.claim(job, now, worker_id, vt)
 
         activate.admit = admission.admit  # type: ignore[attr-defined]
+        activate.limited = limited  # type: ignore[attr-defined]
+        activate.dispatch = self.tenancy.dispatch(tenant)  # type: ignore[attr-defined]
         stored = await self.backend.claim_jobs(queues, count, activate)
         await admission.finish(stored)
         claimed: list[Job] = []
@@ -694,8 +736,9 @@ class JobService:
 
     # -- workflows ------------------------------------------------------------------------
 
-    async def create_workflow(self, body: Any) -> dict[str, Any]:
-        """Compile and store a workflow; its root jobs are available at once."""
+    async def create_workflow(self, body: Any, *, tenant: str | None = None) -> dict[str, Any]:
+        """Compile and store a workflow; its root jobs are available at once. Its jobs belong
+        to one tenant (``tenant``, or the one its steps name)."""
         now = self.now()
         workflow, jobs = compile_workflow(
             body,
@@ -703,8 +746,8 @@ class JobService:
             max_steps=self.limits.max_workflow_steps,
             max_depth=self.limits.max_workflow_depth,
         )
-        jobs = [self._prepare(j) for j in jobs]
-        async with self.gate.admit(jobs):
+        jobs = self.tenancy.unify_workflow([self._prepare(j) for j in jobs], tenant)
+        async with self.tenancy.admitting(jobs) as jobs, self.gate.admit(jobs):
             await self.backend.insert_workflow(workflow, jobs)
         events = [
             make_event(
@@ -1055,6 +1098,7 @@ class JobService:
         self.rate_limits.reset()
         self.schemas.forget()
         self.workers_gate.forget()
+        self.tenancy.forget()
 
 
 def _held_back_event(job: Job, now: datetime) -> Event:

@@ -29,11 +29,13 @@ from ojs_core.backend import (
     JobFn,
     Page,
     RateLimitFn,
+    TenantFn,
     UniqueConflict,
     Unsubscribe,
 )
 from ojs_core.errors import DuplicateJobError, NotFoundError
 from ojs_core.events import event_type_matches
+from ojs_core.fairness import Dispatch
 from ojs_core.lifecycle import timer_deadline
 from ojs_core.model import (
     Backpressure,
@@ -49,6 +51,7 @@ from ojs_core.rate_limit_rules import KeyState
 from ojs_core.rate_limiting import LocalRateLimits
 from ojs_core.schema_registry import SchemaRecord
 from ojs_core.states import JobState
+from ojs_core.tenancy import TenantConfig, shard_of
 
 from .webhooks import MemoryWebhooks
 
@@ -90,6 +93,12 @@ class MemoryBackend(MemoryWebhooks):
         self._queues: dict[str, QueueInfo] = {"default": QueueInfo(name="default")}
         self._bounds: dict[str, Backpressure] = {}
         self._counts: dict[str, Counter[JobState]] = {}
+        #: The ready heaps of tenant shards (multi-tenancy): queue -> tenant -> heap; the
+        #: jobs without a tenant stay in ``_ready``.
+        self._tready: dict[str, dict[str, list[_ReadyKey]]] = {}
+        #: Per-state counts of tagged jobs: (tenant, queue) -> counts.
+        self._tcounts: dict[tuple[str, str], Counter[JobState]] = {}
+        self._tenants: dict[str, TenantConfig] = {}
         self._dead: dict[str, None] = {}
         self._workflows: dict[str, Workflow] = {}
         self._schemas: dict[str, SchemaRecord] = {}
@@ -141,13 +150,20 @@ class MemoryBackend(MemoryWebhooks):
             if old is not None:
                 self._counts[old.queue][old.state] -= 1
             self._counts.setdefault(new.queue, Counter())[new.state] += 1
+        if "tenant_id" in new.meta or (old is not None and "tenant_id" in old.meta):
+            self._count_tenant(old, new)
             if new.queue not in self._queues:
                 self._queues[new.queue] = QueueInfo(name=new.queue, created_at=new.created_at)
         if new.state is S.AVAILABLE:
             if old is None or old.state is not S.AVAILABLE or jid not in self._ready_key:
                 key = (-new.priority, next(self._seq), jid)
                 self._ready_key[jid] = key
-                heapq.heappush(self._ready.setdefault(new.queue, []), key)
+                shard = shard_of(new)
+                if shard:
+                    heap = self._tready.setdefault(new.queue, {}).setdefault(shard, [])
+                else:
+                    heap = self._ready.setdefault(new.queue, [])
+                heapq.heappush(heap, key)
         else:
             self._ready_key.pop(jid, None)
         deadline = timer_deadline(new)
@@ -217,16 +233,30 @@ class MemoryBackend(MemoryWebhooks):
         self._store(old, new)
         return old, new
 
+    def _count_tenant(self, old: Job | None, new: Job | None) -> None:
+        if old is not None and shard_of(old):
+            self._tcounts[(shard_of(old), old.queue)][old.state] -= 1
+        if new is not None and shard_of(new):
+            self._tcounts.setdefault((shard_of(new), new.queue), Counter())[new.state] += 1
+
     async def claim_jobs(
         self, queues: Sequence[str], count: int, activate: ActivateFn
     ) -> list[Job]:
-        """Pop from each queue's priority heap, left to right; see the protocol."""
+        """Pop from each queue's priority heap, left to right; see the protocol. Tenant
+        shards are served by ``activate.dispatch`` within each priority."""
         admit: AdmitFn | None = getattr(activate, "admit", None)
+        limited: Callable[[Job], bool] | None = getattr(activate, "limited", None)
+        dispatch: Dispatch | None = getattr(activate, "dispatch", None)
         out: list[Job] = []
         claimed = 0
         for queue in dict.fromkeys(queues):
             info = self._queues.get(queue)
             if info is not None and info.paused:
+                continue
+            if self._tready.get(queue) or (dispatch is not None and not dispatch.allows("")):
+                claimed += await self._claim_fair(queue, count - claimed, activate, dispatch, out)
+                if claimed >= count:
+                    break
                 continue
             heap = self._ready.get(queue)
             skipped: list[_ReadyKey] = []
@@ -236,7 +266,9 @@ class MemoryBackend(MemoryWebhooks):
                 if self._ready_key.get(jid) != key:
                     continue  # stale entry: the job left 'available' or was re-queued
                 job = self._jobs[jid]
-                if admit is not None and job.rate_limit is not None:
+                if admit is not None and (
+                    job.rate_limit is not None or (limited is not None and limited(job))
+                ):
                     await admit([job])  # never suspends here: the store is this process's
                 new = activate(job)
                 if new is None:
@@ -251,6 +283,89 @@ class MemoryBackend(MemoryWebhooks):
             if claimed >= count:
                 break
         return out
+
+    async def _claim_fair(
+        self,
+        queue: str,
+        count: int,
+        activate: ActivateFn,
+        dispatch: Dispatch | None,
+        out: list[Job],
+    ) -> int:
+        """Claim from the shards of ``queue`` the dispatch allows: the highest priority among
+        the shards' heads first, ties served in the dispatch's order."""
+        admit: AdmitFn | None = getattr(activate, "admit", None)
+        limited: Callable[[Job], bool] | None = getattr(activate, "limited", None)
+        heaps: dict[str, list[_ReadyKey]] = {}
+        if dispatch is None or dispatch.allows(""):
+            heaps[""] = self._ready.setdefault(queue, [])
+        for shard, heap in self._tready.get(queue, {}).items():
+            if dispatch is None or dispatch.allows(shard):
+                heaps[shard] = heap
+        skipped: list[tuple[list[_ReadyKey], _ReadyKey]] = []
+        claimed = 0
+        while claimed < count and len(skipped) < _MAX_SKIPS:
+            heads: dict[str, int] = {}
+            for shard, heap in heaps.items():
+                while heap and self._ready_key.get(heap[0][2]) != heap[0]:
+                    heapq.heappop(heap)  # stale entry
+                if heap:
+                    heads[shard] = heap[0][0]
+            if not heads:
+                break
+            top = min(heads.values())
+            tied = sorted(s for s, k in heads.items() if k == top)
+            shard = tied[0]
+            if len(tied) > 1 and dispatch is not None:
+                shard = dispatch.grants((queue, -top), tied, 1)[0][0]
+            heap = heaps[shard]
+            key = heapq.heappop(heap)
+            job = self._jobs[key[2]]
+            if admit is not None and (
+                job.rate_limit is not None or (limited is not None and limited(job))
+            ):
+                await admit([job])  # never suspends here: the store is this process's
+            new = activate(job)
+            if new is None:
+                skipped.append((heap, key))
+                continue
+            self._store(job, new)
+            out.append(new)
+            if new.state is S.ACTIVE:
+                claimed += 1
+        for heap, key in skipped:
+            heapq.heappush(heap, key)
+        return claimed
+
+    # -- tenants (TenantStore, TenantCounts) ----------------------------------------------
+
+    async def change_tenant(
+        self, tenant_id: str, fn: TenantFn
+    ) -> tuple[TenantConfig | None, TenantConfig]:
+        """Apply ``fn`` to the tenant's record."""
+        before = self._tenants.get(tenant_id)
+        after = self._tenants[tenant_id] = fn(before)
+        return before, after
+
+    async def get_tenant(self, tenant_id: str) -> TenantConfig | None:
+        """The tenant's record, or ``None``."""
+        return self._tenants.get(tenant_id)
+
+    async def list_tenants(self) -> list[TenantConfig]:
+        """Every tenant's record."""
+        return list(self._tenants.values())
+
+    async def delete_tenant(self, tenant_id: str) -> TenantConfig | None:
+        """Remove and return the tenant's record."""
+        return self._tenants.pop(tenant_id, None)
+
+    async def tenant_counts(self, tenant_id: str, queue: str | None = None) -> dict[JobState, int]:
+        """Per-state counts of the tenant's jobs."""
+        total: Counter[JobState] = Counter()
+        for (tenant, q), counts in self._tcounts.items():
+            if tenant == tenant_id and (queue is None or q == queue):
+                total.update(counts)
+        return {s: max(0, total.get(s, 0)) for s in JobState}
 
     async def due_jobs(self, now: datetime, limit: int) -> list[str]:
         """Ids whose timer deadline has passed, earliest first (entries stay until re-timed)."""
@@ -288,6 +403,8 @@ class MemoryBackend(MemoryWebhooks):
             return False
         del self._jobs[job_id]
         self._counts[job.queue][job.state] -= 1
+        if "tenant_id" in job.meta:
+            self._count_tenant(job, None)
         self._ready_key.pop(job_id, None)
         self._timer_key.pop(job_id, None)
         self._dead.pop(job_id, None)

@@ -16,7 +16,8 @@ strings), :mod:`.validation` (input refused before anything is stored), :mod:`.r
 records removed when their retention ends), :mod:`.flow` (bounded queues and draining
 workers), :mod:`.progress` (progress reports and durable checkpoints on the job record),
 :mod:`.listing` (``list_jobs`` by state, queue and type, pages and order), :mod:`.rate_limits`
-(the rate-limiting extension's limits, ``on_limit`` and overrides) and :mod:`.protocol`
+(the rate-limiting extension's limits, ``on_limit`` and overrides), :mod:`.tenancy` (tenant
+isolation, limits and fair dispatch) and :mod:`.protocol`
 (compare-and-swap, reads, listings, claims, queues, workers, health, reset). Select a topic
 with ``-k``, e.g. ``-k TestTimeouts``.
 """
@@ -43,6 +44,7 @@ from .protocol import (
 from .rate_limits import TestRateLimits
 from .registries import TestSchemaStore, TestWorkflowListing
 from .retention import TestRetention
+from .tenancy import TestTenancy, TestTenantFairness
 from .timers import TestExpiry, TestRetryTiming, TestScheduled, TestTimeouts, TestTimerIndex
 from .transitions import TestTransitionDetails, TestTransitionMatrix
 from .uniqueness import TestUniqueJobs, TestUniqueRaces
@@ -78,6 +80,8 @@ __all__ = [
     "TestRetryTiming",
     "TestScheduled",
     "TestSchemaStore",
+    "TestTenancy",
+    "TestTenantFairness",
     "TestTimeouts",
     "TestTimerIndex",
     "TestTransitionDetails",
