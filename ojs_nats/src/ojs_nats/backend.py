@@ -47,6 +47,7 @@ from ojs_core.backend import (
     JobFn,
     Page,
     RateLimitFn,
+    TenantFn,
     UniqueConflict,
     Unsubscribe,
 )
@@ -62,6 +63,8 @@ from ojs_core.model import (
 )
 from ojs_core.rate_limit_rules import KeyState
 from ojs_core.schema_registry import SchemaRecord
+from ojs_core.states import JobState
+from ojs_core.tenancy import TenantConfig
 from ojs_core.webhook_store import EventBatch
 from ojs_core.webhooks import Delivery, Subscription
 
@@ -82,6 +85,7 @@ from .ready import Claimer
 from .records import WORKER, RecordStore
 from .schemas import SchemaBucket
 from .stats import Counters, EventLog
+from .tenants import TenantBucket
 from .timers import Timers
 from .webhooks import WebhookQueue
 
@@ -145,6 +149,7 @@ class NatsBackend:
         self.idempotency = IdempotencyBucket(self.conn, self.store)
         self.webhooks = WebhookQueue(self.conn, self.store)
         self.rate_limits = RateLimitBucket(self.store)
+        self.tenants = TenantBucket(self.store)
 
     @property
     def servers(self) -> list[str]:
@@ -398,6 +403,35 @@ class NatsBackend:
     async def list_rate_limits(self) -> list[KeyState]:
         """Every key's record."""
         return await self.rate_limits.list()
+
+    # -- tenants (TenantStore and TenantCounts, ojs_nats.tenants and stats) -----------------
+
+    @guard
+    async def change_tenant(
+        self, tenant_id: str, fn: TenantFn
+    ) -> tuple[TenantConfig | None, TenantConfig]:
+        """Change the tenant's record by compare-and-swap."""
+        return await self.tenants.change(tenant_id, fn)
+
+    @guard
+    async def get_tenant(self, tenant_id: str) -> TenantConfig | None:
+        """The tenant's record, or ``None``."""
+        return await self.tenants.get(tenant_id)
+
+    @guard
+    async def list_tenants(self) -> list[TenantConfig]:
+        """Every tenant's record."""
+        return await self.tenants.list()
+
+    @guard
+    async def delete_tenant(self, tenant_id: str) -> TenantConfig | None:
+        """Remove and return the tenant's record."""
+        return await self.tenants.delete(tenant_id)
+
+    @guard
+    async def tenant_counts(self, tenant_id: str, queue: str | None = None) -> dict[JobState, int]:
+        """Per-state counts of the tenant's jobs, from the counter stream."""
+        return await self.counters.tenant_counts(tenant_id, queue)
 
     # -- schemas ----------------------------------------------------------------------------
 

@@ -60,7 +60,10 @@ __all__ = [
     "queue_token",
     "ready_consumer",
     "ready_subject",
+    "shard_token",
     "state_entry_subject",
+    "tenant_counter_filter",
+    "tenant_counter_subject",
     "timer_fire_subject",
     "timer_job_id",
     "timer_schedule_subject",
@@ -104,6 +107,8 @@ WEBHOOKS_BUCKET = "OJS_WEBHOOKS"
 LIMITS_BUCKET = "OJS_LIMITS"
 #: Idempotency records of bulk requests, one key per scoped key, each with a message TTL.
 IDEMPOTENCY_BUCKET = "OJS_IDEMPOTENCY"
+#: Tenant configurations (multi-tenancy, ``ojs_nats.tenants``), one key per tenant.
+TENANTS_BUCKET = "OJS_TENANTS"
 BUCKETS = (
     JOBS_BUCKET,
     QUEUES_BUCKET,
@@ -113,6 +118,7 @@ BUCKETS = (
     WEBHOOKS_BUCKET,
     LIMITS_BUCKET,
     IDEMPOTENCY_BUCKET,
+    TENANTS_BUCKET,
 )
 
 #: The durable consumer of fired timers that every replica shares.
@@ -167,14 +173,34 @@ def priority_token(priority: int) -> str:
     return f"{priority + 100:03d}"
 
 
-def ready_subject(queue: str, priority: int) -> str:
-    """Subject of the ready hints of one queue and priority."""
-    return f"ojs.ready.{queue_token(queue)}.{priority_token(priority)}"
+def shard_token(shard: str) -> str:
+    """A tenant id (multi-tenancy) as one subject token and consumer-name fragment: ``t``
+    and its UTF-8 in hex (tenant ids hold ``.`` and ``:``)."""
+    return "t" + shard.encode().hex()
 
 
-def ready_consumer(queue: str, priority: int) -> str:
-    """Durable consumer that hands out one queue's jobs of one priority."""
-    return f"r_{queue_token(queue)}_{priority_token(priority)}"
+def ready_subject(queue: str, priority: int, shard: str = "") -> str:
+    """Subject of the ready hints of one queue and priority; of one tenant's shard (a fifth
+    token) for a job with ``meta.tenant_id``."""
+    base = f"ojs.ready.{queue_token(queue)}.{priority_token(priority)}"
+    return f"{base}.{shard_token(shard)}" if shard else base
+
+
+def ready_consumer(queue: str, priority: int, shard: str = "") -> str:
+    """Durable consumer that hands out one queue's jobs of one priority (of one tenant)."""
+    base = f"r_{queue_token(queue)}_{priority_token(priority)}"
+    return f"{base}_{shard_token(shard)}" if shard else base
+
+
+def tenant_counter_subject(tenant: str, queue: str, state: str) -> str:
+    """Counter of one tenant's jobs in one queue and state (in the counter stream)."""
+    return f"{COUNTER_PREFIX}.{shard_token(tenant)}.x.{queue_token(queue)}.{state}"
+
+
+def tenant_counter_filter(tenant: str, queue: str | None = None) -> str:
+    """Every counter subject of one tenant (of one queue)."""
+    q = queue_token(queue) if queue is not None else "*"
+    return f"{COUNTER_PREFIX}.{shard_token(tenant)}.x.{q}.*"
 
 
 def notify_subject(queue: str) -> str:

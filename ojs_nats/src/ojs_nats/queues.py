@@ -38,7 +38,7 @@ class Queues:
         self.mirror = mirror
         self.ack_wait_s = ack_wait_s
         #: Levels whose record entry and consumer this replica knows to exist.
-        self._ready: set[tuple[str, int]] = set()
+        self._ready: set[tuple[str, int, str]] = set()
 
     async def record(self, queue: str) -> QueueRecord | None:
         """The queue's record: the watched copy, or a read for a queue not seen yet."""
@@ -67,27 +67,33 @@ class Queues:
         self.mirror.queues[queue] = after
         return after
 
-    async def ensure_ready(self, queue: str, priority: int) -> None:
-        """Record the priority level and create its consumer, once per replica."""
-        if (queue, priority) in self._ready:
+    async def ensure_ready(self, queue: str, priority: int, shard: str = "") -> None:
+        """Record the priority level (of a tenant's shard) and create its consumer, once per
+        replica."""
+        if (queue, priority, shard) in self._ready:
             return
 
         def add(record: QueueRecord) -> QueueRecord | None:
-            if priority in record.priorities:
+            if not shard:
+                if priority in record.priorities:
+                    return None
+                return attrs.evolve(record, priorities=(*record.priorities, priority))
+            levels = record.shards.get(shard, [])
+            if priority in levels:
                 return None
-            return attrs.evolve(record, priorities=(*record.priorities, priority))
+            return attrs.evolve(record, shards={**record.shards, shard: [*levels, priority]})
 
         await self.update(queue, add)
         with contextlib.suppress(nats.js.errors.BadRequestError):
             await self.conn.js.add_consumer(
-                names.READY_STREAM, ready_consumer_config(queue, priority, self.ack_wait_s)
+                names.READY_STREAM, ready_consumer_config(queue, priority, self.ack_wait_s, shard)
             )
-        self._ready.add((queue, priority))
+        self._ready.add((queue, priority, shard))
 
-    async def recreate(self, queue: str, priority: int) -> None:
+    async def recreate(self, queue: str, priority: int, shard: str = "") -> None:
         """Create a level's consumer again (the server reaped it when it was idle)."""
-        self._ready.discard((queue, priority))
-        await self.ensure_ready(queue, priority)
+        self._ready.discard((queue, priority, shard))
+        await self.ensure_ready(queue, priority, shard)
 
     async def list(self) -> list[QueueInfo]:
         """Queues that have held a job or been paused, plus ``default``."""

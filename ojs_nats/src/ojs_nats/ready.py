@@ -16,16 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import nats.errors
 from nats.aio.msg import Msg
 
 from ojs_core.backend import ActivateFn, AdmitFn
+from ojs_core.fairness import Dispatch
 from ojs_core.lifecycle import timer_deadline
 from ojs_core.model import Job
 from ojs_core.states import JobState
+from ojs_core.tenancy import shard_of
 
 from . import names
 from .connection import Connection
@@ -54,14 +56,19 @@ _HINT_BACKOFF_MAX_S = 5.0
 MAX_PULLS = 32
 #: Careful claim attempts of one hint before it is set aside.
 _CLAIM_ATTEMPTS = 8
+#: A tenant shard found empty is not pulled again by an unscoped fetch of this replica for
+#: this long while other shards of its level may have jobs (see docs/extensions.md).
+EMPTY_SHARD_S = 0.1
 #: Delay before a hint set aside comes back: not admitted now (rate limit), or it lost too
 #: many races.
 _RETRY_DELAY_S = 0.1
 
 
 def hint_op(job: Job, epoch: int) -> Op:
-    """The ready hint announcing that ``job`` entered ``available`` for the ``epoch``-th time."""
-    return (names.ready_subject(job.queue, job.priority), f"{job.id} {epoch}".encode(), {})
+    """The ready hint announcing that ``job`` entered ``available`` for the ``epoch``-th time
+    (on its tenant's shard when it has ``meta.tenant_id``)."""
+    subject = names.ready_subject(job.queue, job.priority, shard_of(job))
+    return (subject, f"{job.id} {epoch}".encode(), {})
 
 
 def _parse_hint(msg: Msg) -> tuple[str, int] | None:
@@ -93,6 +100,8 @@ class Claimer:
         #: Tunable for tests: when a hint whose write never landed is fenced and dropped.
         self.fence_after_deliveries = FENCE_AFTER_DELIVERIES
         self.hint_backoff_s = HINT_BACKOFF_S
+        #: (queue, priority, shard) -> monotonic time until which it is taken as empty.
+        self._empty: dict[tuple[str, int, str], float] = {}
 
     async def claim(self, queues: Sequence[str], count: int, activate: ActivateFn) -> list[Job]:
         """Pull hints per queue, highest priority first; claim each by compare-and-swap.
@@ -113,9 +122,23 @@ class Claimer:
         self, out: list[Job], queues: Sequence[str], count: int, activate: ActivateFn
     ) -> None:
         claimed = 0
+        dispatch: Dispatch | None = getattr(activate, "dispatch", None)
         for queue in dict.fromkeys(queues):
             record = await self.queues.record(queue)
             if record is None or record.paused:
+                continue
+            if record.shards or (dispatch is not None and not dispatch.allows("")):
+                claimed += await self._claim_shards(
+                    out,
+                    queue,
+                    record.priorities,
+                    record.shards,
+                    count - claimed,
+                    activate,
+                    dispatch,
+                )
+                if claimed >= count:
+                    return
                 continue
             for priority in record.priorities:
                 # Pull again only to move past hints that could not be claimed (stale, in
@@ -139,13 +162,83 @@ class Claimer:
                 if claimed >= count:
                     return
 
-    async def _pull(self, queue: str, priority: int, wanted: int) -> list[Msg]:
+    async def _claim_shards(
+        self,
+        out: list[Job],
+        queue: str,
+        priorities: Sequence[int],
+        shards: dict[str, list[int]],
+        count: int,
+        activate: ActivateFn,
+        dispatch: Dispatch | None,
+    ) -> int:
+        """Claim from a queue with tenant shards: levels highest first; within a level the
+        shards the dispatch allows, in its (weighted round-robin) order, each pulled for its
+        grant (the grants of a round pulled together)."""
+        levels: dict[int, list[str]] = {}
+        if dispatch is None or dispatch.allows(""):
+            for p in priorities:
+                levels.setdefault(p, []).append("")
+        for shard, prios in shards.items():
+            if dispatch is None or dispatch.allows(shard):
+                for p in prios:
+                    levels.setdefault(p, []).append(shard)
+        claimed = 0
+        clock = asyncio.get_running_loop().time
+        for priority in sorted(levels, reverse=True):
+            every = sorted(levels[priority])
+            # An unscoped fetch skips shards found empty a moment ago (a scoped one has few).
+            live = [s for s in every if self._empty.get((queue, priority, s), 0.0) <= clock()]
+            if not live:
+                live = every
+            idle_rounds = 0
+            while claimed < count and live and idle_rounds < MAX_PULLS:
+                wanted = count - claimed
+                grants = (
+                    dispatch.grants((queue, priority), live, wanted)
+                    if dispatch is not None
+                    else [(live[0], wanted)]
+                )
+                results = await asyncio.gather(
+                    *(self._pull_claim(queue, priority, s, n, activate, out) for s, n in grants)
+                )
+                shrunk = False
+                for (shard, n), (pulled, gained) in zip(grants, results, strict=True):
+                    claimed += gained
+                    if pulled < n:
+                        live.remove(shard)  # drained for now
+                        shrunk = True
+                        if pulled == 0:
+                            self._empty[(queue, priority, shard)] = clock() + EMPTY_SHARD_S
+                            if dispatch is not None:
+                                dispatch.idle((queue, priority), shard)
+                    else:
+                        self._empty.pop((queue, priority, shard), None)
+                if not shrunk:
+                    idle_rounds += 1
+            if claimed >= count:
+                break
+        return claimed
+
+    async def _pull_claim(
+        self, queue: str, priority: int, shard: str, n: int, activate: ActivateFn, out: list[Job]
+    ) -> tuple[int, int]:
+        """Pull up to ``n`` hints of one shard and claim them: (hints pulled, claimed)."""
+        try:
+            msgs = await self._pull(queue, priority, n, shard)
+        except nats.errors.TimeoutError:
+            msgs = []
+        if not msgs:
+            return 0, 0
+        return len(msgs), await self._claim_batch(msgs, activate, out)
+
+    async def _pull(self, queue: str, priority: int, wanted: int, shard: str = "") -> list[Msg]:
         """Hints of one level; its consumer is created again if the server reaped it."""
-        consumer = names.ready_consumer(queue, priority)
+        consumer = names.ready_consumer(queue, priority, shard)
         try:
             return await pull_now(self.conn.nc, names.READY_STREAM, consumer, wanted)
         except ConsumerGoneError:
-            await self.queues.recreate(queue, priority)
+            await self.queues.recreate(queue, priority, shard)
             return await pull_now(self.conn.nc, names.READY_STREAM, consumer, wanted)
 
     async def _claim_batch(self, msgs: Sequence[Msg], activate: ActivateFn, out: list[Job]) -> int:
@@ -174,7 +267,12 @@ class Claimer:
             batched.add(job_id)
             fast.append((msg, rec))
         admit: AdmitFn | None = getattr(activate, "admit", None)
-        limited = [rec.job for _, rec in fast if rec.job.rate_limit is not None]
+        needs: Callable[[Job], bool] | None = getattr(activate, "limited", None)
+        limited = [
+            rec.job
+            for _, rec in fast
+            if rec.job.rate_limit is not None or (needs is not None and needs(rec.job))
+        ]
         if admit is not None and limited:
             await admit(limited)  # one compare-and-swap per rate-limit key
         writes: list[tuple[Msg, JobRecord, Job]] = []
@@ -291,7 +389,10 @@ class Claimer:
                 await msg.ack()  # stale: the job moved on
                 return None
             admit: AdmitFn | None = getattr(activate, "admit", None)
-            if admit is not None and rec.job.rate_limit is not None:
+            needs: Callable[[Job], bool] | None = getattr(activate, "limited", None)
+            if admit is not None and (
+                rec.job.rate_limit is not None or (needs is not None and needs(rec.job))
+            ):
                 await admit([rec.job])
             after = activate(rec.job)
             if after is None:

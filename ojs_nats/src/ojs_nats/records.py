@@ -112,6 +112,9 @@ class QueueRecord:
     priorities: tuple[int, ...] = attrs.field(default=(), converter=_sorted_priorities)
     created_at: str | None = None
     backpressure: Backpressure | None = None
+    #: Tenant shards (multi-tenancy): tenant id -> the priority levels it has used (each
+    #: has a ready consumer of its own).
+    shards: dict[str, list[int]] = attrs.field(factory=dict)
 
     def info(self, name: str) -> QueueInfo:
         """The queue as listed."""

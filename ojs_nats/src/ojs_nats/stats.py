@@ -55,6 +55,7 @@ class Counters:
             and before.state is after.state
             and before.queue == after.queue
             and before.type == after.type
+            and before.meta.get("tenant_id") == after.meta.get("tenant_id")
         ):
             return
         deltas = self._deltas
@@ -65,6 +66,10 @@ class Counters:
                 deltas[key] = deltas.get(key, 0) + delta
                 key = names.type_counter_subject(job.type, job.queue, state)
                 deltas[key] = deltas.get(key, 0) + delta
+                tenant = job.meta.get("tenant_id")
+                if isinstance(tenant, str):
+                    key = names.tenant_counter_subject(tenant, job.queue, state)
+                    deltas[key] = deltas.get(key, 0) + delta
         if self._flush_task is None or self._flush_task.done():
             self._flush_task = asyncio.get_running_loop().create_task(self._flush())
 
@@ -117,6 +122,20 @@ class Counters:
             with contextlib.suppress(ValueError, TypeError):
                 total += max(0, int(json.loads(msg.data or b"{}").get("val", "0")))
         return total
+
+    async def tenant_counts(self, tenant: str, queue: str | None) -> dict[JobState, int]:
+        """Per-state counts of one tenant's jobs (multi-tenancy): the last value of each of
+        its counter subjects (``multi_last``), summed over queues."""
+        await self.sync()
+        out = dict.fromkeys(JobState, 0)
+        for msg in await last_values(
+            self.conn.nc, names.COUNTER_STREAM, names.tenant_counter_filter(tenant, queue)
+        ):
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                subject = (msg.headers or {})[names.DIRECT_SUBJECT]
+                state = JobState(subject.rsplit(".", 1)[1])
+                out[state] += max(0, int(json.loads(msg.data or b"{}").get("val", "0")))
+        return out
 
     async def counts(self, queue: str) -> dict[JobState, int]:
         """Per-state counts of one queue: one direct read per state, no scan. This
