@@ -57,6 +57,9 @@ def job_event(event_type: str, job: Job, now: datetime, **extra: Any) -> Event:
         "attempt": job.attempt,
         "priority": job.priority,
     }
+    tenant = job.meta.get("tenant_id")
+    if tenant is not None:
+        data["tenant_id"] = tenant  # multi-tenancy: per-tenant metrics and event filters
     data.update(extra)
     return make_event(event_type, now, data, subject=job.id)
 

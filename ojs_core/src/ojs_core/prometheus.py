@@ -16,6 +16,12 @@ the backend). An embedder without the HTTP binding::
 Label cardinality is bounded: at most ``max_types`` job types and ``max_queues`` queues get a
 label value of their own (the first ones seen); the rest are counted under ``_other``.
 
+Multi-tenancy (spec §11.2): jobs with ``meta.tenant_id`` are also counted per tenant
+(``ojs_tenant_jobs_enqueued_total``, ``..._processed_total``, ``..._failed_total`` by
+``tenant_id`` and ``queue``), and the configured tenants' active jobs and queue depth are
+gauges (``ojs_tenant_jobs_active``, ``ojs_tenant_queue_depth`` by ``tenant_id``); at most
+``max_tenants`` (1,000) tenant ids get a label value of their own, the rest ``_other``.
+
 In prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set before it is first
 imported; ``ojs-server --workers N`` does this) the counters and histograms are written to
 per-process files and :attr:`JobMetrics.registry` sums every process's files, so a scrape
@@ -74,6 +80,14 @@ _COUNTED = {
 }
 
 
+_TENANT_COUNTED = {
+    "job.enqueued": "enqueued",
+    "job.completed": "processed",
+    "job.discarded": "failed",
+}
+_DEPTH_STATES = (JobState.AVAILABLE, JobState.SCHEDULED, JobState.RETRYABLE, JobState.PENDING)
+
+
 def multiprocess() -> bool:
     """Whether prometheus-client runs in multiprocess mode (chosen when it was imported)."""
     return values.ValueClass is not values.MutexValue
@@ -111,6 +125,7 @@ class JobMetrics:
         max_queues: int = 100,
         refresh_interval: float = 5.0,
         worker_stale_after: float = 60.0,
+        max_tenants: int = 1000,
     ) -> None:
         #: The registry to expose. In multiprocess mode it reads every process's files, and
         #: the metrics themselves are registered nowhere (:attr:`metric_registry` is None).
@@ -121,6 +136,21 @@ class JobMetrics:
             self.metric_registry = None
         self.type_label = LabelCap(max_types)
         self.queue_label = LabelCap(max_queues)
+        self.tenant_label = LabelCap(max_tenants)
+        self._tenant_counters = {
+            name: Counter(
+                f"ojs_tenant_jobs_{name}",
+                help,
+                ("tenant_id", "queue"),
+                registry=self.metric_registry,
+            )
+            for name, help in (
+                ("enqueued", "Total jobs enqueued per tenant"),
+                ("processed", "Total jobs that completed per tenant"),
+                ("failed", "Total jobs discarded after failing per tenant"),
+            )
+        }
+        self._tenant_gauges: dict[tuple[str, str], int] = {}
         #: How long the backend-read gauges are reused before a scrape reads them again.
         self.refresh_interval = refresh_interval
         #: A worker counts as active while its last heartbeat is this recent.
@@ -177,6 +207,9 @@ class JobMetrics:
             if not isinstance(queue, str) or not isinstance(job_type, str):
                 continue
             q, t = self.queue_label(queue), self.type_label(job_type)
+            tenant = data.get("tenant_id")
+            if isinstance(tenant, str):
+                self._count_tenant(kind, tenant, q)
             if kind == "job.started":
                 value = data.get("queue_time_ms")
                 key: tuple[str, ...] = ("queue_time", q, t)
@@ -201,6 +234,16 @@ class JobMetrics:
                     metric = self.queue_time if key[0] == "queue_time" else self.duration
                     child = series[key] = metric.labels(*key[1:])
                 child.observe(value / 1000)
+
+    def _count_tenant(self, kind: str, tenant: str, queue: str) -> None:
+        name = _TENANT_COUNTED.get(kind)
+        if name is None:
+            return
+        key = ("tenant", name, self.tenant_label(tenant), queue)
+        child = self._series.get(key)
+        if child is None:
+            child = self._series[key] = self._tenant_counters[name].labels(key[2], queue)
+        child.inc()
 
     async def refresh(self, *, force: bool = False) -> None:
         """Read queue depths and live workers from the backend, unless read recently.
@@ -237,6 +280,29 @@ class JobMetrics:
         workers = await backend.list_workers()
         self._workers = sum(1 for w in workers if w.last_seen >= horizon)
         self._depth = depth
+        self._tenant_gauges = await self._read_tenants(service)
+
+    async def _read_tenants(self, service: JobService) -> dict[tuple[str, str], int]:
+        """Active jobs and queue depth of each configured tenant (at most ``max_tenants``
+        read; the label of any beyond the cap is ``_other``)."""
+        tenancy = service.tenancy
+        if not tenancy.supported or tenancy.counts is None:
+            return {}
+        configs = (await tenancy.configs())[: self.tenant_label.limit]
+        gate = asyncio.Semaphore(8)
+
+        async def counts(tenant: str) -> tuple[str, dict[JobState, int]]:
+            async with gate:
+                return tenant, await tenancy.stats_counts(tenant)
+
+        out: dict[tuple[str, str], int] = {}
+        for tenant, got in await asyncio.gather(*(counts(c.tenant_id) for c in configs)):
+            label = self.tenant_label(tenant)
+            active = got.get(JobState.ACTIVE, 0)
+            depth = sum(got.get(s, 0) for s in _DEPTH_STATES)
+            out[(label, "active")] = out.get((label, "active"), 0) + active
+            out[(label, "depth")] = out.get((label, "depth"), 0) + depth
+        return out
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format (:data:`CONTENT_TYPE`)."""
@@ -251,6 +317,19 @@ class JobMetrics:
         for (queue, state), count in sorted(self._depth.items()):
             depth.add_metric((queue, state), count)
         yield depth
+        if self._tenant_gauges:
+            active = GaugeMetricFamily(
+                "ojs_tenant_jobs_active", "Active jobs per tenant", labels=("tenant_id",)
+            )
+            waiting = GaugeMetricFamily(
+                "ojs_tenant_queue_depth",
+                "Waiting jobs (available, scheduled, retryable, pending) per tenant",
+                labels=("tenant_id",),
+            )
+            for (tenant, kind), value in sorted(self._tenant_gauges.items()):
+                (active if kind == "active" else waiting).add_metric((tenant,), value)
+            yield active
+            yield waiting
         if self._workers is not None:
             yield GaugeMetricFamily(
                 "ojs_workers_active",

@@ -17,6 +17,7 @@ from . import (
     schema_registry,
     stream,
     system,
+    tenants,
     webhooks,
     workers,
     workflows,
@@ -44,5 +45,6 @@ def routes(*, enable_reset: bool) -> list[BaseRoute]:
         *schema_registry.routes,
         *queue_config.routes,
         *rate_limits.routes,
+        *tenants.routes,
         *webhooks.routes,
     ]

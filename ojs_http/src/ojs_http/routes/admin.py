@@ -33,6 +33,7 @@ from ..routing import ADMIN, Doc, Param, route
 from ._common import body_object, pages, paginated, service, wire
 from .cron import patch_cron
 from .queues import change_paused
+from .tenants import scoped_jobs, tenant_header
 
 __all__ = ["routes"]
 
@@ -170,7 +171,11 @@ async def purge_queue(request: Request) -> Response:
 
 
 async def list_jobs(request: Request) -> Response:
-    """Jobs by state, queue and type, newest first, paginated."""
+    """Jobs by state, queue and type, newest first, paginated (with ``X-OJS-Tenant``, only
+    that tenant's)."""
+    tenant = tenant_header(request)
+    if tenant is not None:
+        return await scoped_jobs(request, tenant)
     page, per_page = pages(request)
     query = parse_job_query(request.query_params)
     found = await admin(request).jobs(query, page, per_page)
@@ -196,7 +201,7 @@ def _detail(job: Job) -> dict[str, Any]:
 
 async def get_job(request: Request) -> Response:
     """The whole envelope, errors and timestamps included."""
-    job = await service(request).get(request.path_params["job_id"])
+    job = await service(request).get(request.path_params["job_id"], tenant=tenant_header(request))
     return json_response(request, _detail(job))
 
 

@@ -12,12 +12,14 @@ from ojs_core.backpressure import Pressure
 from ojs_core.errors import PayloadTooLargeError, ValidationError
 from ojs_core.limits import BatchTooLargeError
 from ojs_core.service import EnqueueOutcome
+from ojs_core.tenancy import inject
 
 from .. import schemas as S
 from ..responses import json_response, read_json
 from ..routing import ANY_ROLE, PRODUCER, WORKER, Doc, route
 from ..settings import HttpSettings
 from ._common import ack_body, body_object, prefixed, service, wire
+from .tenants import tenant_header
 
 __all__ = ["routes"]
 
@@ -79,6 +81,7 @@ async def enqueue(request: Request) -> Response:
     body = await read_json(request)
     if request.state.body_size > settings.max_envelope_bytes:
         _check_size(request, body)
+    body = inject(body, tenant_header(request))
     outcome = await service(request).enqueue(body, block_s=_block_timeout(request))
     body_out: dict[str, Any] = {"job": wire(outcome.job)}
     if outcome.warnings:
@@ -101,6 +104,9 @@ async def enqueue_batch(request: Request) -> Response:
         raise BatchTooLargeError(len(jobs), maximum)
     for i, envelope in enumerate(jobs):
         _check_size(request, envelope, i)
+    tenant = tenant_header(request)
+    if tenant is not None:
+        jobs = [inject(envelope, tenant, f"jobs[{i}]") for i, envelope in enumerate(jobs)]
     outcomes = await service(request).enqueue_batch(jobs, block_s=_block_timeout(request))
     out = [
         wire(o.job)
@@ -115,13 +121,15 @@ async def enqueue_batch(request: Request) -> Response:
 
 async def get_job(request: Request) -> Response:
     """INFO."""
-    job = await service(request).get(request.path_params["job_id"])
+    job = await service(request).get(request.path_params["job_id"], tenant=tenant_header(request))
     return json_response(request, {"job": wire(job)})
 
 
 async def cancel_job(request: Request) -> Response:
     """CANCEL: 200 with the cancelled job; 409 when already terminal."""
-    before, after = await service(request).cancel(request.path_params["job_id"])
+    before, after = await service(request).cancel(
+        request.path_params["job_id"], tenant=tenant_header(request)
+    )
     return json_response(request, {"job": wire(after, previous_state=before.state.value)})
 
 

@@ -111,6 +111,44 @@ async def manifest(request: Request) -> Response:
                 "endpoint": "POST /ojs/v1/webhooks/subscriptions",
             }
         )
+    experimental: list[dict[str, Any]] = [
+        {
+            "name": "batch-ack",
+            "uri": "urn:ojs:ext:experimental:batch-ack",
+            "version": "0.1",
+            "endpoint": "POST /ojs/v1/workers/ack/batch",
+        },
+        {
+            # Client-side codecs: args and meta are stored and returned exactly as
+            # sent and never decoded here (tests/support/encryption_scenarios.py).
+            "name": "encryption",
+            "uri": "urn:ojs:ext:experimental:encryption",
+            "version": "0.1.0",
+        },
+    ]
+    tenancy = svc.tenancy
+    if tenancy.supported and tenancy.counts is not None:
+        # Declared where tenant configurations and per-tenant counts are stored (the
+        # TenantStore and TenantCounts capabilities: memory, NATS).
+        experimental.append(
+            {
+                "name": "multi-tenancy",
+                "uri": "urn:ojs:ext:experimental:multi-tenancy",
+                "version": "0.1.0",
+                "endpoint": "GET /ojs/v1/admin/tenants",
+                "header": "X-OJS-Tenant",
+                "isolation_model": "hybrid",
+                "fairness": ["round-robin", "weighted"],
+                "default_tenant": tenancy.default,
+                "tenant_required": tenancy.require,
+                "limits": [
+                    "max_concurrency",
+                    "max_enqueue_rate",
+                    "max_queue_depth",
+                    "max_scheduled",
+                ],
+            }
+        )
     body: dict[str, Any] = {
         "specversion": "1.0",
         "ojs_version": "1.0",
@@ -127,21 +165,7 @@ async def manifest(request: Request) -> Response:
         "capabilities": {**CAPABILITIES, "schema_validation": validating},
         "extensions": {
             "official": official,
-            "experimental": [
-                {
-                    "name": "batch-ack",
-                    "uri": "urn:ojs:ext:experimental:batch-ack",
-                    "version": "0.1",
-                    "endpoint": "POST /ojs/v1/workers/ack/batch",
-                },
-                {
-                    # Client-side codecs: args and meta are stored and returned exactly as
-                    # sent and never decoded here (tests/support/encryption_scenarios.py).
-                    "name": "encryption",
-                    "uri": "urn:ojs:ext:experimental:encryption",
-                    "version": "0.1.0",
-                },
-            ],
+            "experimental": experimental,
         },
         "schema_validation": validating,
         "unique_job_strength": "strong",

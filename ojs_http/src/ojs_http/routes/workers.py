@@ -21,6 +21,7 @@ from ..routing import ADMIN, WORKER, Doc, route
 from ..settings import HttpSettings
 from ._common import ack_body, body_object, service, wire
 from ._common import worker_id_of as _worker_id
+from .tenants import tenant_header
 
 __all__ = ["routes"]
 
@@ -62,7 +63,12 @@ async def fetch(request: Request) -> Response:
     visibility = _opt_int(body, "visibility_timeout_ms", minimum=1, maximum=MAX_VISIBILITY_MS)
     wait = _opt_int(body, "wait_ms", minimum=0, maximum=settings.max_wait_ms) or 0
     jobs = await service(request).fetch(
-        queues, count, _worker_id(body), visibility_ms=visibility, wait_ms=wait
+        queues,
+        count,
+        _worker_id(body),
+        visibility_ms=visibility,
+        wait_ms=wait,
+        tenant=tenant_header(request),
     )
     out = [wire(j) for j in jobs]
     data: dict[str, Any] = {"jobs": out}

@@ -9,13 +9,16 @@ from .. import schemas as S
 from ..responses import json_response, read_json
 from ..routing import PRODUCER, Doc, route
 from ._common import prefixed, service
+from .tenants import tenant_header
 
 __all__ = ["routes"]
 
 
 async def create(request: Request) -> Response:
     """Create a workflow: 201 with ``Location``; it starts ``running``."""
-    workflow = await service(request).create_workflow(await read_json(request))
+    workflow = await service(request).create_workflow(
+        await read_json(request), tenant=tenant_header(request)
+    )
     return json_response(
         request,
         {"workflow": workflow},
