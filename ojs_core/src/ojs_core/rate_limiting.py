@@ -284,6 +284,9 @@ class RateLimiting:
         ids = list(state.holders)
         jobs = await self._backend.get_jobs(ids)
         live = {j.id: j.attempt for j in jobs if j is not None and j.state is S.ACTIVE}
+        # A holder admitted for the next attempt of a job still available is a claim in
+        # flight (on another replica, perhaps): its slot is kept.
+        live.update((j.id, j.attempt + 1) for j in jobs if j is not None and j.state is S.AVAILABLE)
         if all(live.get(k) == v for k, v in state.holders.items()):
             return False
         await self.store.change_rate_limit(key, lambda st: repair(st, live))

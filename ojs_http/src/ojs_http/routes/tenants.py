@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ojs_core.admin import parse_job_query
+from ojs_core.tenancy import parse_tenant_id
 
 from .. import schemas as S
 from ..responses import json_response, read_json
@@ -29,8 +30,6 @@ _EXT = " (extension urn:ojs:ext:experimental:multi-tenancy)"
 
 def tenant_header(request: Request) -> str | None:
     """The request's ``X-OJS-Tenant`` (checked), or ``None``: it scopes the request."""
-    from ojs_core.tenancy import parse_tenant_id
-
     raw = request.headers.get("x-ojs-tenant")
     if raw is None:
         return None
@@ -152,7 +151,11 @@ routes = [
         "/ojs/v1/admin/tenants/{tenant_id}/limits",
         put_limits,
         ADMIN,
-        Doc("Change a tenant's limits" + _EXT, body=_CONFIG, responses={200: _TENANT}),
+        Doc(
+            "Change a tenant's limits (201 when it creates the tenant)" + _EXT,
+            body=_CONFIG,
+            responses={200: _TENANT, 201: _TENANT},
+        ),
     ),
     route(
         "DELETE",
