@@ -443,6 +443,13 @@ class NatsBackend:
         return await self.webhooks.get_subscription(subscription_id)
 
     @guard
+    async def change_subscription(
+        self, subscription_id: str, fn: Callable[[Subscription], Subscription]
+    ) -> Subscription | None:
+        """Change a webhook subscription by compare-and-swap; ``None`` when there is none."""
+        return await self.webhooks.change_subscription(subscription_id, fn)
+
+    @guard
     async def list_subscriptions(self) -> list[Subscription]:
         """Every webhook subscription."""
         return await self.webhooks.list_subscriptions()
