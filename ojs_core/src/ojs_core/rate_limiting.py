@@ -43,7 +43,7 @@ from .rate_limit_rules import (
 from .states import JobState
 from .timeutil import from_epoch_ms, parse_ts
 
-__all__ = ["Admission", "LocalRateLimits", "RateLimiting"]
+__all__ = ["Admission", "HeldBack", "LocalRateLimits", "RateLimiting"]
 
 S = JobState
 EmitFn = Callable[[Sequence[Event]], Awaitable[None]]
@@ -100,6 +100,44 @@ class LocalRateLimits:
 class _Refusal:
     key: str
     decision: Decision
+
+
+@attrs.define
+class HeldBack:
+    """What held a fetch's candidates back, for the response's ``X-RateLimit-*`` and
+    ``Retry-After`` headers (§10.4): of the refusals, the one that lifts first (one whose
+    time is known before one that waits for another job to finish)."""
+
+    key: str | None = None
+    strategy: str | None = None
+    limit: int | None = None
+    current: int | None = None
+    retry_ms: int | None = None
+
+    def consider(self, refusal: _Refusal) -> None:
+        """Keep ``refusal`` if it lifts before the one kept."""
+        d = refusal.decision
+        if self.key is not None and (
+            d.retry_ms is None or (self.retry_ms is not None and self.retry_ms <= d.retry_ms)
+        ):
+            return
+        self.key, self.strategy, self.limit = refusal.key, d.strategy, d.limit
+        self.current, self.retry_ms = d.current, d.retry_ms
+
+    def headers(self, now_ms: int, *, empty: bool) -> dict[str, str]:
+        """The headers this says: the limit, what remains of it, when it lifts, and (for a
+        fetch that got nothing) ``Retry-After`` in decimal seconds."""
+        if self.key is None:
+            return {}
+        out = {"X-RateLimit-Key": self.key}
+        if self.limit is not None:
+            out["X-RateLimit-Limit"] = str(self.limit)
+            out["X-RateLimit-Remaining"] = str(max(0, self.limit - (self.current or 0)))
+        if self.retry_ms is not None:
+            out["X-RateLimit-Reset"] = str(-(-self.retry_ms // 1000))
+            if empty:
+                out["Retry-After"] = f"{max(0, self.retry_ms - now_ms) / 1000:.3f}"
+        return out
 
 
 class Admission:
@@ -165,11 +203,14 @@ class Admission:
             return None
         return from_epoch_ms(refusal.decision.retry_ms)
 
-    async def finish(self, stored: Sequence[Job]) -> None:
-        """After the claim: release starts admitted but not claimed, note waiting jobs, and
-        emit the extension's events."""
+    async def finish(self, stored: Sequence[Job], held: HeldBack | None = None) -> None:
+        """After the claim: release starts admitted but not claimed, note waiting jobs (and
+        in ``held`` what held them), and emit the extension's events."""
         if not self.decisions:
             return
+        if held is not None:
+            for refusal in self.refused.values():
+                held.consider(refusal)
         active = {job.id for job in stored if job.state is S.ACTIVE}
         dropped = [job for job in stored if job.id in self.refused and job.state is S.DISCARDED]
         unused: dict[str, list[str]] = {}

@@ -63,7 +63,7 @@ from .model import (
     Workflow,
 )
 from .observe import Observers
-from .rate_limiting import RateLimiting
+from .rate_limiting import HeldBack, RateLimiting
 from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
 from .schema_registry import SchemaRegistry
@@ -420,8 +420,10 @@ class JobService:
         worker_id: str | None = None,
         visibility_ms: int | None = None,
         wait_ms: int = 0,
+        held: HeldBack | None = None,
     ) -> list[Job]:
-        """FETCH: claim up to ``count`` jobs; with ``wait_ms`` wait that long for one to arrive."""
+        """FETCH: claim up to ``count`` jobs; with ``wait_ms`` wait that long for one to arrive.
+        ``held`` learns what rate limit held candidates back (for response headers)."""
         if not queues:
             raise ValidationError("must list at least one queue", path="queues")
         check_count(len(queues), self.limits.max_fetch_queues, "queues", "queues")
@@ -439,7 +441,7 @@ class JobService:
                 # long-poll is still honoured, so a client that fetches anyway does not spin.
                 jobs = []
             else:
-                jobs = await self._claim_shielded(queues, count, worker_id, visibility_ms)
+                jobs = await self._claim_shielded(queues, count, worker_id, visibility_ms, held)
             remaining = deadline - self.clock.now().timestamp()
             if jobs or remaining <= 0:
                 return jobs
@@ -450,7 +452,12 @@ class JobService:
                 await asyncio.wait_for(self._job_arrived.wait(), timeout=min(remaining, _POLL_S))
 
     async def _claim_shielded(
-        self, queues: Sequence[str], count: int, worker_id: str | None, visibility_ms: int | None
+        self,
+        queues: Sequence[str],
+        count: int,
+        worker_id: str | None,
+        visibility_ms: int | None,
+        held: HeldBack | None = None,
     ) -> list[Job]:
         """Claim, such that cancelling the caller never strands what was claimed.
 
@@ -458,7 +465,7 @@ class JobService:
         the claim finish and hands the jobs straight back (``requeue``: no attempt consumed);
         otherwise they would sit ``active`` until their visibility timeout.
         """
-        claim = asyncio.ensure_future(self._claim(queues, count, worker_id, visibility_ms))
+        claim = asyncio.ensure_future(self._claim(queues, count, worker_id, visibility_ms, held))
         try:
             return await asyncio.shield(claim)
         except asyncio.CancelledError:
@@ -472,7 +479,12 @@ class JobService:
             raise
 
     async def _claim(
-        self, queues: Sequence[str], count: int, worker_id: str | None, visibility_ms: int | None
+        self,
+        queues: Sequence[str],
+        count: int,
+        worker_id: str | None,
+        visibility_ms: int | None,
+        held: HeldBack | None = None,
     ) -> list[Job]:
         now = self.now()
         default_vt = self.default_visibility_ms
@@ -491,7 +503,7 @@ class JobService:
 
         activate.admit = admission.admit  # type: ignore[attr-defined]
         stored = await self.backend.claim_jobs(queues, count, activate)
-        await admission.finish(stored)
+        await admission.finish(stored, held)
         claimed: list[Job] = []
         events: list[Event] = []
         for job in stored:
