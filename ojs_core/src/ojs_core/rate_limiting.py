@@ -8,8 +8,9 @@ by every process (the limits hold across replicas); any other backend gets
 
 A fetch opens an :class:`Admission`: the backend awaits ``admission.admit(candidates)``
 before claiming rate-limited candidates (one compare-and-swap per key), and the service's
-``activate`` asks ``admission.decide(job)``. A start admitted but not claimed after all (the
-claim lost a race, the job expired) is released at once; a job that leaves ``active``
+``activate`` asks ``admission.decide(job)``. A start admitted for a job this claim stored in
+another state (it expired) is released at once; one whose claim lost a race is left to the
+repair (another replica may hold the same slot for the same job); a job that leaves ``active``
 releases its slot when its transition is stored; a release lost to a crash is repaired the
 next time the key is full (its holder is found not ``active``).
 """
@@ -30,6 +31,7 @@ from .errors import NotFoundError, ValidationError
 from .events import make_event
 from .model import Event, Job, JobError, RateLimit
 from .rate_limit_rules import (
+    REPAIR_GRACE_MS,
     Decision,
     KeyState,
     Override,
@@ -38,6 +40,7 @@ from .rate_limit_rules import (
     key_of,
     release,
     repair,
+    stale_holders,
     view,
 )
 from .states import JobState
@@ -213,9 +216,13 @@ class Admission:
                 held.consider(refusal)
         active = {job.id for job in stored if job.state is S.ACTIVE}
         dropped = [job for job in stored if job.id in self.refused and job.state is S.DISCARDED]
+        # Given back only where this claim stored the job in another state (it expired): a
+        # job whose claim lost a race may be active under another replica holding the same
+        # slot (same job, same attempt); such a slot is left to the repair.
+        settled = {job.id for job in stored if job.state is not S.ACTIVE}
         unused: dict[str, list[str]] = {}
         for job_id, key in self.admitted.items():
-            if job_id not in active:
+            if job_id in settled:
                 unused.setdefault(key, []).append(job_id)
         await asyncio.gather(*(self._limits.release_ids(key, ids) for key, ids in unused.items()))
         events = self._limits.note(self, active, dropped)
@@ -269,24 +276,28 @@ class RateLimiting:
             return new
 
         state = await self.store.change_rate_limit(key, change)
-        if any(d.strategy == "concurrency" for d in out) and await self._repair(key, state):
+        if any(d.strategy == "concurrency" for d in out) and await self._repair(key, state, now_ms):
             state = await self.store.change_rate_limit(key, change)
         return out
 
-    async def _repair(self, key: str, state: KeyState | None) -> bool:
-        """Drop holders whose job is not ``active`` in their attempt; whether any was."""
+    async def _repair(self, key: str, state: KeyState | None, now_ms: int) -> bool:
+        """Drop holders whose job is not ``active`` in their attempt (and that are not just
+        admitted); whether any was."""
         if state is None or not state.holders:
             return False
         clock = time.monotonic()
         if clock - self._repaired_at.get(key, -_REPAIR_EVERY_S) < _REPAIR_EVERY_S:
             return False
         self._repaired_at[key] = clock
-        ids = list(state.holders)
-        jobs = await self._backend.get_jobs(ids)
-        live = {j.id: j.attempt for j in jobs if j is not None and j.state is S.ACTIVE}
-        if all(live.get(k) == v for k, v in state.holders.items()):
+        horizon = now_ms - REPAIR_GRACE_MS
+        old = [k for k, (_, since) in state.holders.items() if since < horizon]
+        if not old:
             return False
-        await self.store.change_rate_limit(key, lambda st: repair(st, live))
+        jobs = await self._backend.get_jobs(old)
+        live = {j.id: j.attempt for j in jobs if j is not None and j.state is S.ACTIVE}
+        if not stale_holders(state, live, now_ms):
+            return False
+        await self.store.change_rate_limit(key, lambda st: repair(st, live, now_ms))
         return True
 
     async def release_ids(self, key: str, job_ids: Sequence[str]) -> None:
