@@ -14,6 +14,7 @@ from ojs_core.limits import MAX_VISIBILITY_MS
 from ojs_core.logcontext import bind
 from ojs_core.shutdown import effective_state
 from ojs_core.timeutil import format_ts
+from ojs_core.versioning import declaration_of
 
 from .. import schemas as S
 from ..responses import json_response, read_json
@@ -62,7 +63,12 @@ async def fetch(request: Request) -> Response:
     visibility = _opt_int(body, "visibility_timeout_ms", minimum=1, maximum=MAX_VISIBILITY_MS)
     wait = _opt_int(body, "wait_ms", minimum=0, maximum=settings.max_wait_ms) or 0
     jobs = await service(request).fetch(
-        queues, count, _worker_id(body), visibility_ms=visibility, wait_ms=wait
+        queues,
+        count,
+        _worker_id(body),
+        visibility_ms=visibility,
+        wait_ms=wait,
+        versions=declaration_of(body),
     )
     out = [wire(j) for j in jobs]
     data: dict[str, Any] = {"jobs": out}
