@@ -41,9 +41,11 @@ __all__ = [
     "declaration_of",
     "job_version",
     "lane_of",
+    "manifest_entry",
     "parse_declaration",
     "parse_version",
     "split_type",
+    "stored_declaration",
     "version_key",
 ]
 
@@ -208,6 +210,20 @@ def declaration_of(body: Mapping[str, Any]) -> Declaration | None:
         if raw is not None:
             return parse_declaration(raw, name)
     return None
+
+
+def manifest_entry() -> dict[str, Any]:
+    """The manifest's ``experimental`` entry: what is implemented of the extension."""
+    return {
+        "name": "job-versioning",
+        "uri": URI,
+        "version": SPEC_VERSION,
+        "endpoint": "POST /ojs/v1/workers/fetch",
+        "declared_at": ["fetch", "heartbeat"],
+        "range_operators": [">=", ">", "<=", "<", "="],
+        "unversioned_jobs": "any_worker",
+        "canary_routing": False,
+    }
 
 
 def stored_declaration(versions: Mapping[str, str] | None) -> Declaration | None:
