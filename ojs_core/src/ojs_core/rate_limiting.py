@@ -146,8 +146,13 @@ class HeldBack:
 class Admission:
     """One fetch's rate-limit decisions (see the module docstring)."""
 
-    def __init__(self, limits: RateLimiting, now: datetime) -> None:
+    def __init__(
+        self, limits: RateLimiting, now: datetime, startable: Callable[[Job], bool] | None = None
+    ) -> None:
         self._limits = limits
+        #: Which candidates this fetch would start, limits aside: only those are admitted
+        #: (a slot taken for a job the claim then skips would sit unused until repaired).
+        self._startable = startable
         self.now = now
         self.now_ms = _ms(now)
         #: job id -> decision, for every rate-limited candidate seen.
@@ -171,8 +176,9 @@ class Admission:
 
     async def _admit(self, jobs: Sequence[Job]) -> None:
         by_key: dict[str, list[Job]] = {}
+        startable = self._startable
         for job in jobs:
-            if job.rate_limit is not None:
+            if job.rate_limit is not None and (startable is None or startable(job)):
                 by_key.setdefault(key_of(job.rate_limit, job.queue), []).append(job)
         if len(by_key) == 1:
             # Awaited in place: a store that never suspends (the memory backend's) then
@@ -244,9 +250,9 @@ class RateLimiting:
         self._exceeded_at: dict[tuple[str, str], float] = {}
         self._repaired_at: dict[str, float] = {}
 
-    def admission(self, now: datetime) -> Admission:
-        """The decisions of one fetch at ``now``."""
-        return Admission(self, now)
+    def admission(self, now: datetime, startable: Callable[[Job], bool] | None = None) -> Admission:
+        """The decisions of one fetch at ``now`` (of the candidates ``startable`` accepts)."""
+        return Admission(self, now, startable)
 
     # -- admission ------------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ from ojs_core.rate_limit_rules import KeyState
 from ojs_core.rate_limiting import LocalRateLimits
 from ojs_core.schema_registry import SchemaRecord
 from ojs_core.states import JobState
+from ojs_core.versioning import lane_of
 
 from .webhooks import MemoryWebhooks
 
@@ -82,7 +83,8 @@ class MemoryBackend(MemoryWebhooks):
 
     def _clear(self) -> None:
         self._jobs: dict[str, Job] = {}
-        self._ready: dict[str, list[_ReadyKey]] = {}
+        #: Ready heaps by queue, then by version lane (``None``: unversioned jobs).
+        self._ready: dict[str, dict[str | None, list[_ReadyKey]]] = {}
         self._ready_key: dict[str, _ReadyKey] = {}
         self._timers: list[_TimerKey] = []
         self._timer_key: dict[str, datetime] = {}
@@ -147,7 +149,8 @@ class MemoryBackend(MemoryWebhooks):
             if old is None or old.state is not S.AVAILABLE or jid not in self._ready_key:
                 key = (-new.priority, next(self._seq), jid)
                 self._ready_key[jid] = key
-                heapq.heappush(self._ready.setdefault(new.queue, []), key)
+                lanes = self._ready.setdefault(new.queue, {})
+                heapq.heappush(lanes.setdefault(lane_of(new), []), key)
         else:
             self._ready_key.pop(jid, None)
         deadline = timer_deadline(new)
@@ -222,15 +225,25 @@ class MemoryBackend(MemoryWebhooks):
     ) -> list[Job]:
         """Pop from each queue's priority heap, left to right; see the protocol."""
         admit: AdmitFn | None = getattr(activate, "admit", None)
+        # Job versioning: only the lanes (type@version) the fetch accepts are looked at, so
+        # jobs for other workers are never popped; across them, priority then FIFO as one.
+        lanes_ok: Callable[[str], bool] | None = getattr(activate, "lanes", None)
         out: list[Job] = []
         claimed = 0
         for queue in dict.fromkeys(queues):
             info = self._queues.get(queue)
             if info is not None and info.paused:
                 continue
-            heap = self._ready.get(queue)
-            skipped: list[_ReadyKey] = []
-            while heap and claimed < count and len(skipped) < _MAX_SKIPS:
+            heaps = [
+                heap
+                for lane, heap in self._ready.get(queue, {}).items()
+                if lane is None or lanes_ok is None or lanes_ok(lane)
+            ]
+            skipped: list[tuple[list[_ReadyKey], _ReadyKey]] = []
+            while claimed < count and len(skipped) < _MAX_SKIPS:
+                heap = min((h for h in heaps if h), key=lambda h: h[0], default=None)
+                if heap is None:
+                    break
                 key = heapq.heappop(heap)
                 jid = key[2]
                 if self._ready_key.get(jid) != key:
@@ -240,14 +253,14 @@ class MemoryBackend(MemoryWebhooks):
                     await admit([job])  # never suspends here: the store is this process's
                 new = activate(job)
                 if new is None:
-                    skipped.append(key)
+                    skipped.append((heap, key))
                     continue
                 self._store(job, new)
                 out.append(new)
                 if new.state is S.ACTIVE:
                     claimed += 1
-            for key in skipped:
-                heapq.heappush(heap, key)  # type: ignore[arg-type]
+            for heap, key in skipped:
+                heapq.heappush(heap, key)
             if claimed >= count:
                 break
         return out

@@ -27,6 +27,7 @@ from ojs_core.errors import (
 from ojs_core.lifecycle import timer_deadline
 from ojs_core.model import Job, Workflow
 from ojs_core.states import JobState
+from ojs_core.versioning import lane_of
 
 from . import names
 from .arrivals import Arrivals
@@ -100,7 +101,7 @@ class JobWriter:
         """Publish what a write makes true *before* the write: ready hints and timers."""
         pubs: list[Awaitable[Any]] = []
         if new_epoch != epoch:
-            await self.queues.ensure_ready(after.queue, after.priority)
+            await self.queues.ensure_ready(after.queue, after.priority, lane_of(after))
             pubs.append(self.conn.commit([hint_op(after, new_epoch)]))
         deadline = timer_deadline(after)
         armed = timer_deadline(before) if before is not None else None
@@ -115,8 +116,10 @@ class JobWriter:
     async def announce_new(self, jobs: Sequence[Job]) -> None:
         """Hints and timers for new jobs, written in order, a batch per stream (pipelined)."""
         available = [j for j in jobs if j.state is S.AVAILABLE]
-        for queue, priority in dict.fromkeys((j.queue, j.priority) for j in available):
-            await self.queues.ensure_ready(queue, priority)
+        for queue, priority, lane in dict.fromkeys(
+            (j.queue, j.priority, lane_of(j)) for j in available
+        ):
+            await self.queues.ensure_ready(queue, priority, lane)
         ops: list[Op] = [hint_op(j, 1) for j in available]
         for job in jobs:
             deadline = timer_deadline(job)

@@ -167,14 +167,21 @@ def priority_token(priority: int) -> str:
     return f"{priority + 100:03d}"
 
 
-def ready_subject(queue: str, priority: int) -> str:
-    """Subject of the ready hints of one queue and priority."""
-    return f"ojs.ready.{queue_token(queue)}.{priority_token(priority)}"
+def lane_token(lane: str) -> str:
+    """A version lane (``type@major.minor``, job versioning) as one subject token."""
+    return "v" + hashlib.sha256(lane.encode()).hexdigest()[:16]
 
 
-def ready_consumer(queue: str, priority: int) -> str:
-    """Durable consumer that hands out one queue's jobs of one priority."""
-    return f"r_{queue_token(queue)}_{priority_token(priority)}"
+def ready_subject(queue: str, priority: int, lane: str | None = None) -> str:
+    """Subject of the ready hints of one queue and priority (and version lane, if any)."""
+    base = f"ojs.ready.{queue_token(queue)}.{priority_token(priority)}"
+    return base if lane is None else f"{base}.{lane_token(lane)}"
+
+
+def ready_consumer(queue: str, priority: int, lane: str | None = None) -> str:
+    """Durable consumer that hands out one queue's jobs of one priority (and lane)."""
+    base = f"r_{queue_token(queue)}_{priority_token(priority)}"
+    return base if lane is None else f"{base}_{lane_token(lane)}"
 
 
 def notify_subject(queue: str) -> str:

@@ -196,7 +196,9 @@ def webhook_events_consumer_config() -> ConsumerConfig:
     )
 
 
-def ready_consumer_config(queue: str, priority: int, ack_wait_s: float) -> ConsumerConfig:
+def ready_consumer_config(
+    queue: str, priority: int, ack_wait_s: float, lane: str | None = None
+) -> ConsumerConfig:
     """The durable consumer of one queue's ready hints of one priority.
 
     Reaped by the server after :data:`READY_IDLE_S` without a pull: any client can create one by
@@ -204,8 +206,8 @@ def ready_consumer_config(queue: str, priority: int, ack_wait_s: float) -> Consu
     in the work-queue stream; the next fetch of the level recreates it, and a new consumer
     delivers every hint still there."""
     return ConsumerConfig(
-        durable_name=names.ready_consumer(queue, priority),
-        filter_subject=names.ready_subject(queue, priority),
+        durable_name=names.ready_consumer(queue, priority, lane),
+        filter_subject=names.ready_subject(queue, priority, lane),
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ack_wait_s,
         max_ack_pending=-1,

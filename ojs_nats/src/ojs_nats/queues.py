@@ -37,8 +37,8 @@ class Queues:
         self.store = store
         self.mirror = mirror
         self.ack_wait_s = ack_wait_s
-        #: Levels whose record entry and consumer this replica knows to exist.
-        self._ready: set[tuple[str, int]] = set()
+        #: Levels (and version lanes) whose record entry and consumer this replica knows exist.
+        self._ready: set[tuple[str, int, str | None]] = set()
 
     async def record(self, queue: str) -> QueueRecord | None:
         """The queue's record: the watched copy, or a read for a queue not seen yet."""
@@ -67,12 +67,18 @@ class Queues:
         self.mirror.queues[queue] = after
         return after
 
-    async def ensure_ready(self, queue: str, priority: int) -> None:
-        """Record the priority level and create its consumer, once per replica."""
-        if (queue, priority) in self._ready:
+    async def ensure_ready(self, queue: str, priority: int, lane: str | None = None) -> None:
+        """Record the priority level (or the version lane at that level) and create its
+        consumer, once per replica."""
+        if (queue, priority, lane) in self._ready:
             return
+        entry = f"{priority} {lane}"
 
         def add(record: QueueRecord) -> QueueRecord | None:
+            if lane is not None:
+                if entry in record.lanes:
+                    return None
+                return attrs.evolve(record, lanes=(*record.lanes, entry))
             if priority in record.priorities:
                 return None
             return attrs.evolve(record, priorities=(*record.priorities, priority))
@@ -80,14 +86,14 @@ class Queues:
         await self.update(queue, add)
         with contextlib.suppress(nats.js.errors.BadRequestError):
             await self.conn.js.add_consumer(
-                names.READY_STREAM, ready_consumer_config(queue, priority, self.ack_wait_s)
+                names.READY_STREAM, ready_consumer_config(queue, priority, self.ack_wait_s, lane)
             )
-        self._ready.add((queue, priority))
+        self._ready.add((queue, priority, lane))
 
-    async def recreate(self, queue: str, priority: int) -> None:
+    async def recreate(self, queue: str, priority: int, lane: str | None = None) -> None:
         """Create a level's consumer again (the server reaped it when it was idle)."""
-        self._ready.discard((queue, priority))
-        await self.ensure_ready(queue, priority)
+        self._ready.discard((queue, priority, lane))
+        await self.ensure_ready(queue, priority, lane)
 
     async def list(self) -> list[QueueInfo]:
         """Queues that have held a job or been paused, plus ``default``."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import nats.errors
@@ -26,6 +26,7 @@ from ojs_core.backend import ActivateFn, AdmitFn
 from ojs_core.lifecycle import timer_deadline
 from ojs_core.model import Job
 from ojs_core.states import JobState
+from ojs_core.versioning import lane_of
 
 from . import names
 from .connection import Connection
@@ -61,7 +62,8 @@ _RETRY_DELAY_S = 0.1
 
 def hint_op(job: Job, epoch: int) -> Op:
     """The ready hint announcing that ``job`` entered ``available`` for the ``epoch``-th time."""
-    return (names.ready_subject(job.queue, job.priority), f"{job.id} {epoch}".encode(), {})
+    subject = names.ready_subject(job.queue, job.priority, lane_of(job))
+    return (subject, f"{job.id} {epoch}".encode(), {})
 
 
 def _parse_hint(msg: Msg) -> tuple[str, int] | None:
@@ -113,11 +115,23 @@ class Claimer:
         self, out: list[Job], queues: Sequence[str], count: int, activate: ActivateFn
     ) -> None:
         claimed = 0
+        # Job versioning: a fetch pulls only the version lanes its worker accepts (each lane
+        # has its own consumer), so it never pulls, and so never delays, another's jobs.
+        lanes_ok: Callable[[str], bool] | None = getattr(activate, "lanes", None)
         for queue in dict.fromkeys(queues):
             record = await self.queues.record(queue)
             if record is None or record.paused:
                 continue
-            for priority in record.priorities:
+            by_level = record.lane_levels()
+            levels: list[tuple[int, str | None]] = [
+                (level, lane)
+                for level in sorted({*record.priorities, *by_level}, reverse=True)
+                for lane in (
+                    *([None] if level in record.priorities else []),
+                    *(x for x in by_level.get(level, ()) if lanes_ok is None or lanes_ok(x)),
+                )
+            ]
+            for priority, lane in levels:
                 # Pull again only to move past hints that could not be claimed (stale, in
                 # flight, rate-limited: set aside with a delay), or when the pull was full and
                 # more may be waiting; bounded per call. Never to wait for jobs trickling in:
@@ -127,7 +141,7 @@ class Claimer:
                         break
                     wanted = count - claimed
                     try:
-                        msgs = await self._pull(queue, priority, wanted)
+                        msgs = await self._pull(queue, priority, wanted, lane)
                     except nats.errors.TimeoutError:
                         msgs = []
                     if not msgs:
@@ -139,13 +153,15 @@ class Claimer:
                 if claimed >= count:
                     return
 
-    async def _pull(self, queue: str, priority: int, wanted: int) -> list[Msg]:
+    async def _pull(
+        self, queue: str, priority: int, wanted: int, lane: str | None = None
+    ) -> list[Msg]:
         """Hints of one level; its consumer is created again if the server reaped it."""
-        consumer = names.ready_consumer(queue, priority)
+        consumer = names.ready_consumer(queue, priority, lane)
         try:
             return await pull_now(self.conn.nc, names.READY_STREAM, consumer, wanted)
         except ConsumerGoneError:
-            await self.queues.recreate(queue, priority)
+            await self.queues.recreate(queue, priority, lane)
             return await pull_now(self.conn.nc, names.READY_STREAM, consumer, wanted)
 
     async def _claim_batch(self, msgs: Sequence[Msg], activate: ActivateFn, out: list[Job]) -> int:

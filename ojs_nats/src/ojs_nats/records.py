@@ -102,6 +102,10 @@ def _sorted_priorities(values: Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted(set(values), reverse=True))
 
 
+def _sorted_lanes(values: Sequence[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(values)))
+
+
 @attrs.frozen
 class QueueRecord:
     """What ``OJS_QUEUES`` holds per queue: the pause flag, the priority levels in use
@@ -112,6 +116,17 @@ class QueueRecord:
     priorities: tuple[int, ...] = attrs.field(default=(), converter=_sorted_priorities)
     created_at: str | None = None
     backpressure: Backpressure | None = None
+    #: Version lanes in use (job versioning), as ``"<priority> <type>@<major>.<minor>"``: each
+    #: has its own ready consumer, so a fetch pulls only the lanes its worker accepts.
+    lanes: tuple[str, ...] = attrs.field(default=(), converter=_sorted_lanes)
+
+    def lane_levels(self) -> dict[int, list[str]]:
+        """The lanes by priority."""
+        out: dict[int, list[str]] = {}
+        for entry in self.lanes:
+            priority, _, lane = entry.partition(" ")
+            out.setdefault(int(priority), []).append(lane)
+        return out
 
     def info(self, name: str) -> QueueInfo:
         """The queue as listed."""

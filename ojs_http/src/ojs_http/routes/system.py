@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from ojs_core import versioning
 from ojs_core.backend import EventFilter
 from ojs_core.codec import event_to_wire
 from ojs_core.health import probe_backend
@@ -141,6 +142,7 @@ async def manifest(request: Request) -> Response:
                     "uri": "urn:ojs:ext:experimental:encryption",
                     "version": "0.1.0",
                 },
+                versioning.manifest_entry(),
             ],
         },
         "schema_validation": validating,

@@ -15,6 +15,7 @@ from ojs_core.logcontext import bind
 from ojs_core.rate_limiting import HeldBack
 from ojs_core.shutdown import effective_state
 from ojs_core.timeutil import format_ts
+from ojs_core.versioning import declaration_of
 
 from .. import schemas as S
 from ..responses import json_response, read_json
@@ -65,7 +66,13 @@ async def fetch(request: Request) -> Response:
     svc = service(request)
     held = HeldBack()
     jobs = await svc.fetch(
-        queues, count, _worker_id(body), visibility_ms=visibility, wait_ms=wait, held=held
+        queues,
+        count,
+        _worker_id(body),
+        visibility_ms=visibility,
+        wait_ms=wait,
+        held=held,
+        versions=declaration_of(body),
     )
     out = [wire(j) for j in jobs]
     data: dict[str, Any] = {"jobs": out}

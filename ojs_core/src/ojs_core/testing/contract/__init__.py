@@ -16,7 +16,8 @@ strings), :mod:`.validation` (input refused before anything is stored), :mod:`.r
 records removed when their retention ends), :mod:`.flow` (bounded queues and draining
 workers), :mod:`.progress` (progress reports and durable checkpoints on the job record),
 :mod:`.listing` (``list_jobs`` by state, queue and type, pages and order), :mod:`.rate_limits`
-(the rate-limiting extension's limits, ``on_limit`` and overrides) and :mod:`.protocol`
+(the rate-limiting extension's limits, ``on_limit`` and overrides), :mod:`.versioning` (job
+versions and the workers' version declarations) and :mod:`.protocol`
 (compare-and-swap, reads, listings, claims, queues, workers, health, reset). Select a topic
 with ``-k``, e.g. ``-k TestTimeouts``.
 """
@@ -47,6 +48,7 @@ from .timers import TestExpiry, TestRetryTiming, TestScheduled, TestTimeouts, Te
 from .transitions import TestTransitionDetails, TestTransitionMatrix
 from .uniqueness import TestUniqueJobs, TestUniqueRaces
 from .validation import TestValidation
+from .versioning import TestJobVersioning
 from .workflows import TestWorkflowRecords, TestWorkflows
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "TestEvents",
     "TestExpiry",
     "TestInsertJobs",
+    "TestJobVersioning",
     "TestLifecycleAndReset",
     "TestListJobs",
     "TestListingsAndDeletion",
