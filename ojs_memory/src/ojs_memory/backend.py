@@ -70,6 +70,8 @@ class MemoryBackend(MemoryWebhooks):
     """All state in dicts and heaps of one process; ``max_events`` bounds the event log."""
 
     name = "memory"
+    #: The ready index is kept by version lane (see ``ActivateFn`` in ``ojs_core.backend``).
+    version_lanes = True
 
     def __init__(self, *, max_events: int = 100_000) -> None:
         self.max_events = max_events

@@ -95,6 +95,8 @@ class NatsBackend:
     """OJS storage on NATS JetStream; any number of server replicas may share one NATS."""
 
     name = "nats"
+    #: The ready index is kept by version lane (see ``ActivateFn`` in ``ojs_core.backend``).
+    version_lanes = True
 
     def __init__(
         self,

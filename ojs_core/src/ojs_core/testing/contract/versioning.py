@@ -107,7 +107,9 @@ class TestJobVersioning(KitTest):
     async def test_incompatible_backlog_does_not_block_or_delay(self, service: JobService) -> None:
         """Hundreds of jobs of another version ahead of it do not hide a compatible job from a
         fetch of one, and the fetch does not delay them: the next compatible fetch of theirs
-        gets the oldest at once."""
+        gets the oldest at once. Needs a ready index kept by lane (``version_lanes``)."""
+        if not getattr(service.backend, "version_lanes", False):
+            pytest.skip("the backend does not keep its ready index by version lane")
         backlog = [
             o.job.id
             for o in await service.enqueue_batch(
