@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import itertools
 
+import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ojs_core.model import RateLimit, Window
 from ojs_core.rate_limit_rules import (
     EXACT_LOG_LIMIT,
+    REPAIR_GRACE_MS,
     KeyState,
     Override,
     admit,
     hold,
     release,
+    release_exact,
     repair,
     view,
 )
@@ -139,11 +142,23 @@ def test_a_hold_refuses_until_its_time_and_only_extends() -> None:
 
 
 def test_repair_keeps_only_live_holders() -> None:
-    state = KeyState(key="k", holders={"a": 1, "b": 2, "c": 1})
-    repaired = repair(state, {"a": 1, "b": 3})
+    state = KeyState(key="k", holders={"a": (1, 0), "b": (2, 0), "c": (1, 0)})
+    now = REPAIR_GRACE_MS + 1
+    repaired = repair(state, {"a": 1, "b": 3}, now)
     assert repaired is not None
-    assert dict(repaired.holders) == {"a": 1}
-    assert repair(repaired, {"a": 1}) is repaired
+    assert dict(repaired.holders) == {"a": (1, 0)}
+    assert repair(repaired, {"a": 1}, now) is repaired
+
+
+def test_repair_spares_a_holder_whose_claim_may_still_be_on_its_way() -> None:
+    """A slot is admitted before the claim that uses it is written: until then its job reads
+    ``available``, and dropping it would let a replica admit one start too many."""
+    state = KeyState(key="k", holders={"new": (1, 1000), "old": (1, 0)})
+    now = REPAIR_GRACE_MS + 500
+    repaired = repair(state, {}, now)
+    assert repaired is not None
+    assert set(repaired.holders) == {"new"}
+    assert repair(state, {}, 999) is state
 
 
 def test_the_state_survives_its_stored_form() -> None:
@@ -152,7 +167,7 @@ def test_the_state_survives_its_stored_form() -> None:
         concurrency=3,
         rate=Window(limit=100, period_ms=60_000),
         throttle=Window(limit=1, period_ms=1000),
-        holders={"a": 1},
+        holders={"a": (1, 5)},
         starts=(5, 6),
         window_ms=60_000,
         count=7,
@@ -173,3 +188,21 @@ def test_the_view_has_the_extension_shape() -> None:
     assert shown["rate"]["current_count"] == 2
     assert shown["rate"]["period"] == "PT60S"
     assert shown["waiting_count"] == 4
+
+
+def test_an_exact_release_spares_a_holder_another_admission_relies_on() -> None:
+    """Multi-key jobs (a rate-limit key and ``tenant:<id>``): a slot one key gave a job that
+    another key refused is given back only if its holder is still the one that admission
+    wrote. A second admission of the same job (another replica) stamps it anew (``touch``),
+    so its claim in flight keeps the slot."""
+    policy = RateLimit(key="k", concurrency=1)
+    state, (d,) = admit(None, "k", [(policy, "a", 1)], 100, touch={"a"})
+    assert d.admitted
+    mine = state.holders["a"]
+    assert release_exact(state, {"a": mine}) == attrs.evolve(state, holders={})
+    relied, (d2,) = admit(state, "k", [(policy, "a", 1)], 100, touch={"a"})
+    assert d2.admitted
+    assert relied.holders["a"] == (1, 101)  # stamped anew, even within the same millisecond
+    assert release_exact(relied, {"a": mine}) is relied
+    # Without ``touch`` a holder admitted again is left as it was (single-key jobs).
+    assert admit(state, "k", [(policy, "a", 1)], 200)[0] == state

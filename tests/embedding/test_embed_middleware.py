@@ -350,3 +350,33 @@ async def test_execution_middleware_edits_mid_run_apply_to_later_jobs(harness: H
     assert two is not None
     await harness.wait_state(two.id, JobState.COMPLETED)
     assert log == ["first 1", "first 2", "added>", "<added"]
+
+
+async def test_job_context_has_the_queue_and_a_per_execution_metadata_store(
+    harness: Harness,
+) -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+    worker = harness.worker("mail")
+
+    @worker.middleware.add
+    async def trace(ctx: JobContext, nxt: Next) -> Any:
+        assert ctx.metadata == {}  # fresh for every execution
+        ctx.metadata["span"] = f"span-{ctx.args[0]}"
+        return await nxt(ctx)
+
+    @worker.handler("mail.send")
+    async def send(ctx: JobContext) -> None:
+        seen.append((ctx.queue, dict(ctx.metadata)))
+
+    ids = []
+    for n in range(2):
+        job = await harness.client.enqueue("mail.send", [n], queue="mail")
+        assert job is not None
+        ids.append(job.id)
+    worker.start()
+    for job_id in ids:
+        await harness.wait_state(job_id, JobState.COMPLETED)
+    assert sorted(seen, key=lambda s: s[1]["span"]) == [
+        ("mail", {"span": "span-0"}),
+        ("mail", {"span": "span-1"}),
+    ]

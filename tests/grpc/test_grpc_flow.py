@@ -270,7 +270,7 @@ async def test_system_rpcs(harness: Harness) -> None:
     assert manifest.conformance_level == 4
     assert list(manifest.protocols) == ["grpc"]
     assert manifest.implementation.language == "python"
-    assert "urn:ojs:ext:workflows" in manifest.extensions
+    assert "urn:ojs:spec:workflows" in manifest.extensions
     # Health is public, as GET /ojs/v1/health is.
     health = await h.stub.Health(service_pb2.HealthRequest())
     assert health.status == service_pb2.HEALTH_STATUS_OK

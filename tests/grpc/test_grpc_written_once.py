@@ -66,7 +66,10 @@ def test_the_authentication_errors_are_the_cores() -> None:
 async def test_the_manifest_extensions_come_from_the_core(harness: Harness) -> None:
     h = harness
     answer = await h.stub.Manifest(service_pb2.ManifestRequest(), metadata=as_role("producer"))
-    core = manifest.official_extensions(h.service.backend, h.service.schemas)
+    core = [
+        *manifest.core_specs(),
+        *manifest.official_extensions(h.service.backend, h.service.schemas),
+    ]
     assert list(answer.extensions) == [e["uri"] for e in core]
     assert "urn:ojs:ext:backpressure" in answer.extensions
 

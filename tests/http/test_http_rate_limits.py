@@ -122,3 +122,35 @@ async def test_the_manifest_declares_the_extension(client: httpx.AsyncClient) ->
     assert ext["uri"] == "urn:ojs:ext:rate-limiting"
     assert ext["version"] == "1.0.0-rc.1"
     assert ext["shared"] is True
+
+
+async def test_a_held_back_fetch_says_when_to_come_back(client: httpx.AsyncClient) -> None:
+    """§10.4: a fetch whose candidates a limit held back carries X-RateLimit-* (and, when it
+    got nothing, Retry-After in decimal seconds)."""
+    policy = {"key": "slow-api", "throttle": {"limit": 1, "period": "PT10S"}}
+    await _enqueue(client, policy)
+    await _enqueue(client, policy)
+    first = await client.post(
+        f"{V1}/workers/fetch", json={"queues": ["rl"], "count": 2, "worker_id": "w"}
+    )
+    assert len(first.json()["jobs"]) == 1
+    assert first.headers["X-RateLimit-Key"] == "slow-api"
+    assert "Retry-After" not in first.headers  # it did get a job
+    second = await client.post(f"{V1}/workers/fetch", json={"queues": ["rl"], "worker_id": "w"})
+    assert second.json()["jobs"] == []
+    assert second.headers["X-RateLimit-Limit"] == "1"
+    assert second.headers["X-RateLimit-Remaining"] == "0"
+    reset = int(second.headers["X-RateLimit-Reset"])
+    assert 0 < reset - datetime.now(UTC).timestamp() <= 11
+    assert 0 < float(second.headers["Retry-After"]) <= 10
+
+
+async def test_a_fetch_nothing_held_back_has_no_rate_limit_headers(
+    client: httpx.AsyncClient,
+) -> None:
+    await client.post(
+        f"{V1}/jobs", json={"type": "free.job", "args": [], "options": {"queue": "rl"}}
+    )
+    got = await client.post(f"{V1}/workers/fetch", json={"queues": ["rl"], "worker_id": "w"})
+    assert len(got.json()["jobs"]) == 1
+    assert not [h for h in got.headers if h.lower().startswith("x-ratelimit")]

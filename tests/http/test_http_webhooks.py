@@ -50,6 +50,7 @@ Scenario = Callable[[httpx.AsyncClient, Receiver], Awaitable[None]]
         sc.secret_never_shown_and_rotation_signs_twice,
         sc.producer_is_forbidden,
         sc.test_endpoint_reports,
+        sc.concurrent_changes_both_land,
     ],
     ids=lambda f: f.__name__,
 )

@@ -106,3 +106,28 @@ async def test_a_full_subscription_queue_refuses_only_its_own_deliveries(
     ]
     claimed = await backend.claim_deliveries(NOW, 10)
     assert sorted(d.subscription_id for d in claimed) == sorted([down.id, other.id] * 2)
+
+
+async def test_change_applies_to_the_stored_version_and_never_resurrects() -> None:
+    backend = MemoryBackend()
+    sub = subscription()
+    await backend.put_subscription(sub)
+    changed = await backend.change_subscription(sub.id, lambda s: attrs.evolve(s, active=False))
+    assert changed is not None
+    assert changed.active is False
+    assert await backend.get_subscription(sub.id) == changed
+    assert await backend.delete_subscription(sub.id)
+    assert await backend.change_subscription(sub.id, lambda s: s) is None
+    assert await backend.get_subscription(sub.id) is None
+
+
+async def test_deleting_a_subscription_drops_its_delivery_log() -> None:
+    backend = MemoryBackend()
+    sub = subscription()
+    await backend.put_subscription(sub)
+    await backend.add_deliveries(deliveries_for(event(), [sub], NOW))
+    (claimed,) = await backend.claim_deliveries(NOW, 10)
+    await backend.settle_delivery(attrs.evolve(claimed, status="dead", attempt=1))
+    assert [d.id for d in await backend.list_deliveries(sub.id, 10)] == [claimed.id]
+    assert await backend.delete_subscription(sub.id)
+    assert await backend.list_deliveries(sub.id, 10) == []

@@ -13,6 +13,8 @@ from ojs_core.model import Job
 from ojs_core.service import JobService
 from ojs_core.states import JobState
 from ojs_core.tenancy import CONFIG_TTL_S, TenantLimitError
+from ojs_core.versioning import parse_declaration
+from ojs_nats import names
 
 
 async def _push(svc: JobService, tenant: str | None, queue: str, **options: Any) -> Job:
@@ -108,3 +110,42 @@ async def test_round_robin_across_replicas(replicas: tuple[JobService, JobServic
         return stats["jobs"]["active"] == 5 and stats["jobs"]["available"] == 15
 
     await _until(counted)
+
+
+async def test_a_versioned_tenant_job_has_a_lane_within_its_shard(
+    replicas: tuple[JobService, JobService],
+) -> None:
+    """A job with a version and a tenant is hinted on ``ojs.ready.<q>.<p>.v<lane>.t<tenant>``
+    through a consumer of its own, recorded in the queue record (``shard_lanes``); plain,
+    versioned-only and tenant-only jobs keep their subjects. A fetch through the other replica
+    that does not accept the version, or is another tenant's, leaves it; the right one gets it
+    at once."""
+    a, b = replicas
+    body: dict[str, Any] = {
+        "type": "mt.ver",
+        "version": "1.2",
+        "args": [],
+        "meta": {"tenant_id": "acme"},
+        "options": {"queue": "mtv"},
+    }
+    job = (await a.enqueue(body)).job
+    assert names.ready_subject("mtv", 0, "mt.ver@1.2", "acme") == (
+        f"ojs.ready.{names.queue_token('mtv')}.100.{names.lane_token('mt.ver@1.2')}."
+        f"{names.shard_token('acme')}"
+    )
+    assert names.ready_subject("mtv", 0) == f"ojs.ready.{names.queue_token('mtv')}.100"
+    backend: Any = a.backend
+    record = await backend.queues.record("mtv")
+    assert record.shard_lanes == {"acme": ["0 mt.ver@1.2"]}
+    assert (record.priorities, record.lanes, record.shards) == ((), (), {})
+    consumer = names.ready_consumer("mtv", 0, "mt.ver@1.2", "acme")
+    info = await backend.js.consumer_info(names.READY_STREAM, consumer)
+    assert info.config.filter_subject == names.ready_subject("mtv", 0, "mt.ver@1.2", "acme")
+    v1 = parse_declaration({"mt.ver": ">=1.0 <2.0"}, "versions")
+    v2 = parse_declaration({"mt.ver": "2.0"}, "versions")
+    for _ in range(3):
+        assert await b.fetch(["mtv"], 5, tenant="acme", versions=v2) == []
+        assert await b.fetch(["mtv"], 5, tenant="beta", versions=v1) == []
+        assert await b.fetch(["mtv"], 5, versions=v2) == []
+    [got] = await b.fetch(["mtv"], 1, tenant="acme", versions=v1)
+    assert (got.id, got.attempt) == (job.id, 1)

@@ -6,6 +6,7 @@ receiver a real HTTP endpoint on a loopback port (``webhook_receiver``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -64,6 +65,44 @@ async def test_subscriptions_are_stored_and_listed(new_backend: BackendFactory) 
     assert await one.get_subscription(sub.id) is None
     assert await one.list_subscriptions() == []
     assert await one.delete_subscription(sub.id) is False
+
+
+async def test_a_change_is_a_compare_and_swap_and_never_resurrects(
+    new_backend: BackendFactory,
+) -> None:
+    """Changes through two replicas both land; a change of a deleted subscription is
+    ``None`` and stores nothing."""
+    one, two = await new_backend(), await new_backend()
+    now = datetime.now(UTC)
+    sub = subscription(now)
+    await one.put_subscription(sub)
+    await asyncio.gather(
+        one.change_subscription(sub.id, lambda s: attrs.evolve(s, active=False)),
+        two.change_subscription(sub.id, lambda s: s.rotated(now)),
+    )
+    stored = await one.get_subscription(sub.id)
+    assert stored is not None
+    assert stored.active is False
+    assert stored.previous_secret == sub.secret
+    assert await two.delete_subscription(sub.id)
+    assert await one.change_subscription(sub.id, lambda s: attrs.evolve(s, active=True)) is None
+    assert await one.get_subscription(sub.id) is None
+
+
+async def test_deleting_a_subscription_drops_its_delivery_log(
+    new_backend: BackendFactory,
+) -> None:
+    backend = await new_backend()
+    now = datetime.now(UTC)
+    sub = subscription(now - timedelta(seconds=1))
+    await backend.put_subscription(sub)
+    event = make_event("job.completed", now, {"queue": "q"}, subject="j9")
+    await backend.add_deliveries(deliveries_for(event, [sub], now))
+    (claimed,) = await backend.claim_deliveries(now, 10)
+    await backend.settle_delivery(attrs.evolve(claimed, status="delivered", attempt=1))
+    assert [d.id for d in await backend.list_deliveries(sub.id, 10)] == [claimed.id]
+    assert await backend.delete_subscription(sub.id)
+    assert await backend.list_deliveries(sub.id, 10) == []
 
 
 async def test_a_delivery_is_added_once_and_claimed_by_one_replica(
@@ -147,6 +186,7 @@ Scenario = Callable[[httpx.AsyncClient, Receiver], Awaitable[None]]
         sc.secret_never_shown_and_rotation_signs_twice,
         sc.producer_is_forbidden,
         sc.test_endpoint_reports,
+        sc.concurrent_changes_both_land,
     ],
     ids=lambda f: f.__name__,
 )

@@ -7,6 +7,7 @@ whose settings allow loopback http endpoints and use :data:`FAST_SCHEDULE`, and 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -183,3 +184,25 @@ async def test_endpoint_reports(client: httpx.AsyncClient, receiver: Receiver) -
     assert body["response_body"] == "ok"
     assert receiver.requests[0].headers["x-ojs-event-type"] == "webhook.test"
     assert receiver.requests[0].verifies(sub["secret"])
+
+
+async def concurrent_changes_both_land(client: httpx.AsyncClient, receiver: Receiver) -> None:
+    """An update and a rotation at the same moment both take effect (compare-and-swap), and
+    an update after a delete is 404 without bringing the subscription back."""
+    for _ in range(5):
+        sub = await subscribe(client, receiver, ["job.completed"])
+        url = f"{SUBS}/{sub['id']}"
+        patched, rotated = await asyncio.gather(
+            client.patch(url, json={"events": ["job.failed"]}, headers=ADMIN),
+            client.post(f"{url}/rotate-secret", headers=ADMIN),
+        )
+        assert patched.status_code == 200, patched.text
+        assert rotated.status_code == 200, rotated.text
+        now = (await client.get(url, headers=ADMIN)).json()
+        assert now["events"] == ["job.failed"]
+        assert "previous_secret_expires_at" in now
+    gone = await client.delete(url, headers=ADMIN)
+    assert gone.status_code == 200
+    late = await client.patch(url, json={"active": False}, headers=ADMIN)
+    assert late.status_code == 404
+    assert (await client.get(url, headers=ADMIN)).status_code == 404

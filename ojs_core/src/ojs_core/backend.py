@@ -71,7 +71,11 @@ __all__ = [
 #: ``update_job``'s function: the next version of a job, or its argument itself for "no change".
 JobFn = Callable[[Job], Job]
 #: ``claim_jobs``'s function: the version to store for a candidate, or ``None`` to skip it.
-#: It may carry an ``admit`` attribute (see :class:`RateLimitStore`).
+#: It may carry an ``admit`` attribute (see :class:`RateLimitStore`) and a ``lanes`` one
+#: (job versioning: ``lanes(lane) -> bool`` for ``ojs_core.versioning.lane_of(job)``; a
+#: backend that keeps its ready index by lane and looks only into the lanes accepted sets the
+#: class attribute ``version_lanes = True``; any other still routes correctly, skipping
+#: candidates ``activate`` refuses one by one).
 ActivateFn = Callable[[Job], "Job | None"]
 #: ``activate.admit``: the service's rate-limit admission of candidates, awaited before
 #: ``activate`` is called on them.

@@ -146,6 +146,7 @@ def job(
     visibility_timeout_ms: int | None = None,
     pending: bool = False,
     id: str | None = None,
+    version: str | None = None,
 ) -> Envelope:
     """Build one enqueue envelope (the dict an HTTP client would POST to ``/ojs/v1/jobs``).
 
@@ -153,8 +154,9 @@ def job(
     stored; ``scheduled_at`` is absolute (give one or the other). ``expires_at`` may be absolute
     or a :class:`~datetime.timedelta` from the moment the job is stored. ``retry`` and
     ``unique`` take the policy objects or the wire dicts (partial policies are merged over the
-    defaults). ``pending`` stores the job ``pending`` until :meth:`Client.activate`. Values are
-    validated when the job is enqueued, with the same rules and errors as over HTTP.
+    defaults). ``pending`` stores the job ``pending`` until :meth:`Client.activate`.
+    ``version`` (job versioning, ``major.minor``) routes the job to workers that accept it.
+    Values are validated when the job is enqueued, with the same rules and errors as over HTTP.
     """
     if isinstance(args, str | bytes | Mapping) or not isinstance(args, Sequence):
         raise ValidationError("must be a sequence of JSON values", path="args")
@@ -190,6 +192,8 @@ def job(
         env["visibility_timeout_ms"] = visibility_timeout_ms
     if pending:
         env["pending"] = True
+    if version is not None:
+        env["version"] = version
     return env
 
 
@@ -331,6 +335,7 @@ class Client:
         visibility_timeout_ms: int | None = None,
         pending: bool = False,
         id: str | None = None,
+        version: str | None = None,
     ) -> Job | None:
         """Enqueue one job and return it as stored; ``None`` if enqueue middleware dropped it.
 
@@ -354,6 +359,7 @@ class Client:
             visibility_timeout_ms=visibility_timeout_ms,
             pending=pending,
             id=id,
+            version=version,
         )
         return await self.enqueue_envelope(spec)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from . import versioning
 from .errors import ValidationError
 from .ids import is_uuid7, uuid7
 from .model import (
@@ -422,6 +423,12 @@ def parse_enqueue(body: Any, *, now: datetime, path: str = "") -> Job:
     jtype = body.get("type")
     if jtype is None:
         raise ValidationError("is required", path=_join(path, "type"))
+    version: str | None = None
+    if isinstance(jtype, str) and "@" in jtype:  # job versioning §5.3: "type@2.0"
+        jtype, version = versioning.split_type(jtype)
+        version = versioning.parse_version(version, _join(path, "type"))
+    if body.get("version") is not None:  # §5.3: the field wins over the type's suffix
+        version = versioning.parse_version(body["version"], _join(path, "version"))
     if not isinstance(jtype, str) or not jtype or len(jtype) > 255 or not TYPE_RE.match(jtype):
         raise ValidationError(
             "must be dot-separated lowercase segments matching [a-z][a-z0-9_-]*",
@@ -531,6 +538,8 @@ def parse_enqueue(body: Any, *, now: datetime, path: str = "") -> Job:
         for k, v in body.items()
         if k not in KNOWN_FIELDS and k not in OPTION_FIELDS and k not in SYSTEM_FIELDS
     }
+    if version is not None:
+        extra["version"] = version
 
     if pending_v:
         state, enqueued_at = JobState.PENDING, None

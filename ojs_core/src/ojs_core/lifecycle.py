@@ -246,6 +246,20 @@ def activate_pending(job: Job, now: datetime, parent_results: list[Any] | None =
     return attrs.evolve(job, state=S.AVAILABLE, enqueued_at=now, activated_at=now, **changes)
 
 
+def _discard_unrun(job: Job, now: datetime, error: JobError) -> Job:
+    """A waiting job ``-> discarded`` before it ever ran, with ``error`` recorded."""
+    return _settle(
+        attrs.evolve(
+            job,
+            state=S.DISCARDED,
+            discarded_at=now,
+            error=error,
+            errors=[*job.errors, error][-MAX_ERROR_HISTORY:],
+            next_attempt_at=None,
+        )
+    )
+
+
 def expire(job: Job, now: datetime) -> Job:
     """A waiting job whose ``expires_at`` passed ``-> discarded``, never executed."""
     check_transition(job.id, job.state, S.DISCARDED, "expire")
@@ -257,16 +271,7 @@ def expire(job: Job, now: datetime) -> Job:
         attempt=job.attempt,
         occurred_at=now,
     )
-    return _settle(
-        attrs.evolve(
-            job,
-            state=S.DISCARDED,
-            discarded_at=now,
-            error=error,
-            errors=[*job.errors, error][-MAX_ERROR_HISTORY:],
-            next_attempt_at=None,
-        )
-    )
+    return _discard_unrun(job, now, error)
 
 
 def rate_limited(job: Job, now: datetime, on_limit: str, until: datetime | None) -> Job:
@@ -288,16 +293,7 @@ def rate_limited(job: Job, now: datetime, on_limit: str, until: datetime | None)
         attempt=job.attempt,
         occurred_at=now,
     )
-    return _settle(
-        attrs.evolve(
-            job,
-            state=S.DISCARDED,
-            discarded_at=now,
-            error=error,
-            errors=[*job.errors, error][-MAX_ERROR_HISTORY:],
-            next_attempt_at=None,
-        )
-    )
+    return _discard_unrun(job, now, error)
 
 
 def retry_dead_letter(job: Job, now: datetime, overrides: dict[str, Any] | None = None) -> Job:

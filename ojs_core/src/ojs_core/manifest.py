@@ -1,8 +1,8 @@
 """The extensions a server's manifest declares, for every binding.
 
-The extensions here are the core's behaviour (retries, dead letter, unique jobs, cron,
-workflows, rate limiting, and where the backend or service has them, backpressure and the
-schema registry),
+The extensions here are the core's behaviour (dead letter, rate limiting, and where the
+backend or service has them, backpressure and the schema registry); retries, unique jobs,
+cron and workflows are core specifications (``urn:ojs:spec:*``, :func:`core_specs`),
 so every binding that serves them declares the same list: the HTTP binding adds its endpoints
 and its HTTP-only extensions, the gRPC binding declares the URIs.
 """
@@ -15,25 +15,40 @@ from .backend import Backend, QueueBounds, RateLimitStore
 from .backpressure import STRATEGIES
 from .schema_registry import SchemaRegistry
 
-__all__ = ["official_extensions"]
+__all__ = ["CORE_SPECS", "core_specs", "official_extensions"]
 
-_ALWAYS: tuple[tuple[str, str], ...] = (
-    ("retry", "1.0"),
-    ("dead-letter", "1.0"),
-    ("unique-jobs", "1.0"),
-    ("cron", "1.0"),
-    ("workflows", "1.0"),
+#: The core specifications this server implements (the extension lifecycle's "Core" tier,
+#: ``urn:ojs:spec:<name>``), each at its release-candidate version.
+CORE_SPECS: tuple[str, ...] = (
+    "core",
+    "json-format",
+    "http-binding",
+    "worker-protocol",
+    "events",
+    "retry",
+    "cron",
+    "workflows",
+    "unique-jobs",
 )
+_SPEC_VERSION = "1.0.0-rc.1"
+
+
+def core_specs() -> list[dict[str, Any]]:
+    """The core specifications as ``{"name", "uri", "version"}`` (``urn:ojs:spec:*``)."""
+    return [
+        {"name": name, "uri": f"urn:ojs:spec:{name}", "version": _SPEC_VERSION}
+        for name in CORE_SPECS
+    ]
 
 
 def official_extensions(backend: Backend, schemas: SchemaRegistry) -> list[dict[str, Any]]:
     """The official extensions of a service over ``backend`` with ``schemas``, each as
-    ``{"name", "uri", "version", ...}``: the five every backend has, ``backpressure`` (with
+    ``{"name", "uri", "version", ...}``: the dead letter and rate limiting, which every backend
+    has, ``backpressure`` (with
     its ``strategies``) where the backend stores queue bounds, and ``schema-registry`` (with
     its ``validation_mode``) when the registry is available."""
     out: list[dict[str, Any]] = [
-        {"name": name, "uri": f"urn:ojs:ext:{name}", "version": version}
-        for name, version in _ALWAYS
+        {"name": "dead-letter", "uri": "urn:ojs:ext:dead-letter", "version": _SPEC_VERSION}
     ]
     out.append(
         {

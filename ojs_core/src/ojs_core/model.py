@@ -348,3 +348,6 @@ class WorkerInfo:
     concurrency: int | None = None
     labels: dict[str, Any] = attrs.field(factory=dict)
     active_jobs: list[str] = attrs.field(factory=list)
+    #: The job versions it handles, by type (job-versioning extension, ``ojs_core.versioning``):
+    #: declared in a heartbeat, used by its fetches that declare none.
+    versions: dict[str, str] = attrs.field(factory=dict)

@@ -8,10 +8,12 @@ take the time as an argument.
 
 Algorithms (the extension asks that they be documented, §5.2):
 
-- **concurrency**: the key's holders (job id and attempt) are kept in the record; a start is
-  admitted while fewer than ``concurrency`` hold it. A holder whose job is no longer ``active``
-  in that attempt (its release was lost to a crash) is dropped when the key is full
-  (:func:`repair`), so counts never drift for good.
+- **concurrency**: the key's holders (job id, attempt, when admitted) are kept in the record;
+  a start is admitted while fewer than ``concurrency`` hold it. A holder whose job is no longer
+  ``active`` in that attempt (its release was lost to a crash) is dropped when the key is full
+  (:func:`repair`), so counts never drift for good; only holders admitted more than
+  :data:`REPAIR_GRACE_MS` ago, because a holder is admitted before its claim is written (until
+  then its job still reads ``available``).
 - **rate**: a sliding window. Up to :data:`EXACT_LOG_LIMIT` starts per window the start
   times themselves are kept (exact); above that, two fixed windows are kept and the previous
   one is weighted by how much of it the sliding window still covers (within a few percent,
@@ -23,7 +25,7 @@ Algorithms (the extension asks that they be documented, §5.2):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -33,6 +35,7 @@ from .timeutil import format_duration, format_ts, from_epoch_ms
 
 __all__ = [
     "EXACT_LOG_LIMIT",
+    "REPAIR_GRACE_MS",
     "Decision",
     "KeyState",
     "Override",
@@ -40,12 +43,16 @@ __all__ = [
     "hold",
     "key_of",
     "release",
+    "release_exact",
     "repair",
+    "stale_holders",
     "view",
 ]
 
 #: Rate windows of up to this many starts keep every start time (an exact sliding window).
 EXACT_LOG_LIMIT = 64
+#: A holder younger than this is never repaired away: its claim may still be on its way.
+REPAIR_GRACE_MS = 30_000
 
 
 def key_of(policy: RateLimit, queue: str) -> str:
@@ -76,8 +83,9 @@ class KeyState:
     concurrency: int | None = None
     rate: Window | None = None
     throttle: Window | None = None
-    #: Jobs holding a concurrency slot: job id -> the attempt that holds it.
-    holders: Mapping[str, int] = attrs.field(factory=dict)
+    #: Jobs holding a concurrency slot: job id -> (the attempt that holds it, when it was
+    #: admitted, epoch ms).
+    holders: Mapping[str, tuple[int, int]] = attrs.field(factory=dict)
     #: Exact window: start times (epoch ms), oldest first.
     starts: tuple[int, ...] = ()
     #: Weighted window: the current fixed window's start, its count, the previous count.
@@ -96,7 +104,7 @@ class KeyState:
             "c": self.concurrency,
             "r": _window_wire(self.rate),
             "t": _window_wire(self.throttle),
-            "h": dict(self.holders),
+            "h": {k: list(v) for k, v in self.holders.items()},
             "s": list(self.starts),
             "w": [self.window_ms, self.count, self.previous],
             "l": self.last_start_ms,
@@ -122,7 +130,7 @@ class KeyState:
             concurrency=raw.get("c"),
             rate=_window_of(raw.get("r")),
             throttle=_window_of(raw.get("t")),
-            holders=dict(raw.get("h") or {}),
+            holders={k: (v[0], v[1]) for k, v in (raw.get("h") or {}).items()},
             starts=tuple(raw.get("s") or ()),
             window_ms=w[0],
             count=w[1],
@@ -232,17 +240,25 @@ def admit(
     key: str,
     requests: Sequence[tuple[RateLimit, str, int]],
     now_ms: int,
+    touch: Collection[str] = (),
 ) -> tuple[KeyState, list[Decision]]:
     """Admit or refuse starts of one key, in order: each request is ``(policy, job id,
     attempt)``. A job that already holds the key in that attempt is admitted again without
-    counting twice. Returns the new state and a decision per request."""
+    counting twice; if it is in ``touch`` (a job that counts against several keys), its
+    holder is stamped anew, so that a :func:`release_exact` by the admission that created
+    the holder (and then saw another key refuse the job) leaves it to this one. Returns the
+    new state and a decision per request."""
     st = state or KeyState(key=key)
     decisions: list[Decision] = []
     for policy, job_id, attempt in requests:
         st = attrs.evolve(
             st, concurrency=policy.concurrency, rate=policy.rate, throttle=policy.throttle
         )
-        if st.holders.get(job_id) == attempt:
+        held = st.holders.get(job_id)
+        if held is not None and held[0] == attempt:
+            if job_id in touch:
+                stamp = (attempt, max(now_ms, held[1] + 1))
+                st = attrs.evolve(st, holders={**st.holders, job_id: stamp})
             decisions.append(ADMITTED)
             continue
         limits = _effective(st, now_ms)
@@ -254,7 +270,7 @@ def admit(
             continue
         changes: dict[str, Any] = {}
         if limits.concurrency is not None:
-            changes["holders"] = {**st.holders, job_id: attempt}
+            changes["holders"] = {**st.holders, job_id: (attempt, now_ms)}
         if limits.rate is not None:
             if limits.rate.limit <= EXACT_LOG_LIMIT:
                 changes["starts"] = (*st.starts, now_ms)
@@ -280,12 +296,35 @@ def release(state: KeyState | None, job_ids: Sequence[str]) -> KeyState | None:
     return attrs.evolve(state, holders={k: v for k, v in state.holders.items() if k not in job_ids})
 
 
-def repair(state: KeyState | None, live: Mapping[str, int]) -> KeyState | None:
-    """The state keeping only holders whose job is ``active`` in the attempt that holds it
-    (``live``: job id -> attempt of the jobs that are active)."""
+def release_exact(
+    state: KeyState | None, expected: Mapping[str, tuple[int, int]]
+) -> KeyState | None:
+    """The state without the holders whose value is still exactly the one ``expected`` names
+    (attempt and admission time): a holder stamped anew since (another admission of the same
+    job relies on it) is kept."""
     if state is None:
         return None
-    kept = {k: v for k, v in state.holders.items() if live.get(k) == v}
+    kept = {k: v for k, v in state.holders.items() if expected.get(k) != v}
+    return state if len(kept) == len(state.holders) else attrs.evolve(state, holders=kept)
+
+
+def stale_holders(state: KeyState, live: Mapping[str, int], now_ms: int) -> list[str]:
+    """Holders admitted over :data:`REPAIR_GRACE_MS` ago whose job is not ``active`` in the
+    attempt that holds the slot (``live``: job id -> attempt of the jobs that are active)."""
+    horizon = now_ms - REPAIR_GRACE_MS
+    return [
+        k
+        for k, (attempt, since) in state.holders.items()
+        if since < horizon and live.get(k) != attempt
+    ]
+
+
+def repair(state: KeyState | None, live: Mapping[str, int], now_ms: int) -> KeyState | None:
+    """The state without its :func:`stale_holders`."""
+    if state is None:
+        return None
+    stale = set(stale_holders(state, live, now_ms))
+    kept = {k: v for k, v in state.holders.items() if k not in stale}
     return state if len(kept) == len(state.holders) else attrs.evolve(state, holders=kept)
 
 

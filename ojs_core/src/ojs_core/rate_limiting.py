@@ -8,17 +8,25 @@ by every process (the limits hold across replicas); any other backend gets
 
 A fetch opens an :class:`Admission`: the backend awaits ``admission.admit(candidates)``
 before claiming rate-limited candidates (one compare-and-swap per key), and the service's
-``activate`` asks ``admission.decide(job)``. A start admitted but not claimed after all (the
-claim lost a race, the job expired) is released at once; a job that leaves ``active``
+``activate`` asks ``admission.decide(job)``. A start admitted for a job this claim stored in
+another state (it expired) is released at once; one whose claim lost a race is left to the
+repair (another replica may hold the same slot for the same job); a job that leaves ``active``
 releases its slot when its transition is stored; a release lost to a crash is repaired the
-next time the key is full (its holder is found not ``active``).
+next time the key is full (its holder is found not ``active``, and admitted more than
+:data:`~ojs_core.rate_limit_rules.REPAIR_GRACE_MS` ago: its claim may still be on its way).
+
+A job may count against several keys (its own policy's and its tenant's ``tenant:<id>``,
+multi-tenancy). A slot one key gave a job that another key refused is given back at once, by
+an exact compare-and-swap: only if the holder is still the one this admission wrote. Another
+admission of the same job that relies on the holder stamps it anew (``touch``), so the slot
+of a claim in flight is never given back under it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +39,7 @@ from .events import make_event
 from .model import Event, Job, JobError, RateLimit
 from .rate_limit_rules import (
     ADMITTED,
+    REPAIR_GRACE_MS,
     Decision,
     KeyState,
     Override,
@@ -38,13 +47,15 @@ from .rate_limit_rules import (
     hold,
     key_of,
     release,
+    release_exact,
     repair,
+    stale_holders,
     view,
 )
 from .states import JobState
 from .timeutil import from_epoch_ms, parse_ts
 
-__all__ = ["Admission", "LocalRateLimits", "RateLimiting"]
+__all__ = ["Admission", "HeldBack", "LocalRateLimits", "RateLimiting"]
 
 S = JobState
 EmitFn = Callable[[Sequence[Event]], Awaitable[None]]
@@ -103,22 +114,68 @@ class _Refusal:
     decision: Decision
 
 
+@attrs.define
+class HeldBack:
+    """What held a fetch's candidates back, for the response's ``X-RateLimit-*`` and
+    ``Retry-After`` headers (§10.4): of the refusals, the one that lifts first (one whose
+    time is known before one that waits for another job to finish)."""
+
+    key: str | None = None
+    strategy: str | None = None
+    limit: int | None = None
+    current: int | None = None
+    retry_ms: int | None = None
+
+    def consider(self, refusal: _Refusal) -> None:
+        """Keep ``refusal`` if it lifts before the one kept."""
+        d = refusal.decision
+        if self.key is not None and (
+            d.retry_ms is None or (self.retry_ms is not None and self.retry_ms <= d.retry_ms)
+        ):
+            return
+        self.key, self.strategy, self.limit = refusal.key, d.strategy, d.limit
+        self.current, self.retry_ms = d.current, d.retry_ms
+
+    def headers(self, now_ms: int, *, empty: bool) -> dict[str, str]:
+        """The headers this says: the limit, what remains of it, when it lifts, and (for a
+        fetch that got nothing) ``Retry-After`` in decimal seconds."""
+        if self.key is None:
+            return {}
+        out = {"X-RateLimit-Key": self.key}
+        if self.limit is not None:
+            out["X-RateLimit-Limit"] = str(self.limit)
+            out["X-RateLimit-Remaining"] = str(max(0, self.limit - (self.current or 0)))
+        if self.retry_ms is not None:
+            out["X-RateLimit-Reset"] = str(-(-self.retry_ms // 1000))
+            if empty:
+                out["Retry-After"] = f"{max(0, self.retry_ms - now_ms) / 1000:.3f}"
+        return out
+
+
 class Admission:
     """One fetch's rate-limit decisions (see the module docstring).
 
     A candidate may count against two keys: its own policy's, and its tenant's
     ``max_concurrency`` (``tenant:<id>``, the multi-tenancy extension). It is admitted when
     every key admits it; a key that admitted a job another key refused is released in
-    :meth:`finish` (a rate window's start, once counted, stays counted)."""
+    :meth:`finish` if its holder is still the one this admission wrote (a rate window's
+    start, once counted, stays counted)."""
 
-    def __init__(self, limits: RateLimiting, now: datetime) -> None:
+    def __init__(
+        self, limits: RateLimiting, now: datetime, startable: Callable[[Job], bool] | None = None
+    ) -> None:
         self._limits = limits
+        #: Which candidates this fetch would start, limits aside: only those are admitted
+        #: (a slot taken for a job the claim then skips would sit unused until repaired).
+        self._startable = startable
         self.now = now
         self.now_ms = _ms(now)
         #: job id -> decision, for every rate-limited candidate seen.
         self.decisions: dict[str, Decision] = {}
         #: job id -> the keys that admitted it.
         self.admitted: dict[str, list[str]] = {}
+        #: (job id, key) -> the holder this admission wrote, for jobs of several keys.
+        self.written: dict[tuple[str, str], tuple[int, int]] = {}
         #: job id -> refusal, for candidates refused.
         self.refused: dict[str, _Refusal] = {}
         #: The hook a backend with a shared store awaits (``activate.admit``).
@@ -156,8 +213,10 @@ class Admission:
             self.decisions[job.id] = decision
 
     async def _admit(self, jobs: Sequence[Job]) -> None:
+        startable = self._startable
+        jobs = [j for j in jobs if startable is None or startable(j)]
         load = self._limits.load_tenants
-        if load is not None:
+        if load is not None and jobs:
             await load(jobs)
         by_key: dict[str, list[tuple[Job, RateLimit]]] = {}
         for job in jobs:
@@ -174,9 +233,12 @@ class Admission:
             await asyncio.gather(*(self._admit_key(k, g) for k, g in by_key.items()))
 
     async def _admit_key(self, key: str, items: Sequence[tuple[Job, RateLimit]]) -> None:
-        decisions = await self._limits.admit_shared(key, items, self.now_ms)
+        several = {job.id for job, _ in items if len(self.keys(job)) > 1}
+        decisions, written = await self._limits.admit_shared(key, items, self.now_ms, several)
         for (job, _), decision in zip(items, decisions, strict=True):
             self._record(job, key, decision)
+            if job.id in written:
+                self.written[(job.id, key)] = written[job.id]
 
     def decide(self, job: Job) -> Decision:
         """The decision for a candidate: the shared store's, or (when the backend did not
@@ -187,8 +249,14 @@ class Admission:
         keys = self.keys(job)
         if not keys:
             return ADMITTED
+        several = len(keys) > 1
         for key, policy in keys:
-            self._record(job, key, self._limits.admit_local(key, job, policy, self.now_ms))
+            decision, written = self._limits.admit_local(key, job, policy, self.now_ms, several)
+            self._record(job, key, decision)
+            if written is not None:
+                self.written[(job.id, key)] = written
+            if not decision.admitted:
+                break  # the keys after it are not asked (nothing to give back)
         return self.decisions[job.id]
 
     def until(self, job: Job) -> datetime | None:
@@ -198,19 +266,36 @@ class Admission:
             return None
         return from_epoch_ms(refusal.decision.retry_ms)
 
-    async def finish(self, stored: Sequence[Job]) -> None:
-        """After the claim: release starts admitted but not claimed, note waiting jobs, and
-        emit the extension's events."""
+    async def finish(self, stored: Sequence[Job], held: HeldBack | None = None) -> None:
+        """After the claim: release starts admitted but not claimed, note waiting jobs (and
+        in ``held`` what held them), and emit the extension's events."""
         if not self.decisions:
             return
+        if held is not None:
+            for refusal in self.refused.values():
+                held.consider(refusal)
         active = {job.id for job in stored if job.state is S.ACTIVE}
         dropped = [job for job in stored if job.id in self.refused and job.state is S.DISCARDED]
+        # Given back only where this claim stored the job in another state (it expired): a
+        # job whose claim lost a race may be active under another replica holding the same
+        # slot (same job, same attempt); such a slot is left to the repair.
+        settled = {job.id for job in stored if job.state is not S.ACTIVE}
         unused: dict[str, list[str]] = {}
+        # A job one key admitted and another refused was not claimed by this fetch: the slots
+        # it got are given back if they are still exactly the ones this admission wrote.
+        partial: dict[str, dict[str, tuple[int, int]]] = {}
         for job_id, keys in self.admitted.items():
-            if job_id not in active:
-                for key in keys:
+            for key in keys:
+                if job_id in settled:
                     unused.setdefault(key, []).append(job_id)
-        await asyncio.gather(*(self._limits.release_ids(key, ids) for key, ids in unused.items()))
+                elif job_id in self.refused and job_id not in active:
+                    written = self.written.get((job_id, key))
+                    if written is not None:
+                        partial.setdefault(key, {})[job_id] = written
+        await asyncio.gather(
+            *(self._limits.release_ids(key, ids) for key, ids in unused.items()),
+            *(self._limits.release_exact(key, held) for key, held in partial.items()),
+        )
         events = self._limits.note(self, active, dropped)
         await self._limits.emit(events)
 
@@ -236,65 +321,87 @@ class RateLimiting:
         self.tenant_limited: Callable[[Job], bool] | None = None
         self.load_tenants: Callable[[Sequence[Job]], Awaitable[None]] | None = None
 
-    def admission(self, now: datetime) -> Admission:
-        """The decisions of one fetch at ``now``."""
-        return Admission(self, now)
+    def admission(self, now: datetime, startable: Callable[[Job], bool] | None = None) -> Admission:
+        """The decisions of one fetch at ``now`` (of the candidates ``startable`` accepts)."""
+        return Admission(self, now, startable)
 
     # -- admission ------------------------------------------------------------------------
 
-    def admit_local(self, key: str, job: Job, policy: RateLimit, now_ms: int) -> Decision:
-        """Admit one start in this process's store."""
+    def admit_local(
+        self, key: str, job: Job, policy: RateLimit, now_ms: int, several: bool = False
+    ) -> tuple[Decision, tuple[int, int] | None]:
+        """Admit one start in this process's store: the decision, and (for a job of
+        ``several`` keys) the holder written."""
         out: list[Decision] = []
+        written: list[tuple[int, int] | None] = [None]
         request = [(policy, job.id, job.attempt + 1)]
+        touch = (job.id,) if several else ()
 
         def change(state: KeyState | None) -> KeyState:
-            new, decisions = admit(state, key, request, now_ms)
+            new, decisions = admit(state, key, request, now_ms, touch)
             out[:] = decisions
+            written[0] = new.holders.get(job.id) if several else None
             return new
 
         self.local.change(key, change)
-        return out[0]
+        return out[0], written[0]
 
     async def admit_shared(
-        self, key: str, items: Sequence[tuple[Job, RateLimit]], now_ms: int
-    ) -> list[Decision]:
+        self,
+        key: str,
+        items: Sequence[tuple[Job, RateLimit]],
+        now_ms: int,
+        several: Collection[str] = (),
+    ) -> tuple[list[Decision], dict[str, tuple[int, int]]]:
         """Admit starts of one key in the shared store (one compare-and-swap); a key found
-        full is repaired first if a holder is not ``active`` any more."""
+        full is repaired first if a holder is not ``active`` any more. The decisions, and
+        the holders written for the jobs of ``several`` keys (stamped anew if they held the
+        key already, see :func:`~ojs_core.rate_limit_rules.admit`)."""
         requests = [(policy, j.id, j.attempt + 1) for j, policy in items]
         out: list[Decision] = []
+        written: dict[str, tuple[int, int]] = {}
 
         def change(state: KeyState | None) -> KeyState:
-            new, decisions = admit(state, key, requests, now_ms)
+            new, decisions = admit(state, key, requests, now_ms, several)
             out[:] = decisions
+            written.clear()
+            written.update((k, v) for k in several if (v := new.holders.get(k)) is not None)
             return new
 
         state = await self.store.change_rate_limit(key, change)
-        if any(d.strategy == "concurrency" for d in out) and await self._repair(key, state):
+        if any(d.strategy == "concurrency" for d in out) and await self._repair(key, state, now_ms):
             state = await self.store.change_rate_limit(key, change)
-        return out
+        return out, written
 
-    async def _repair(self, key: str, state: KeyState | None) -> bool:
-        """Drop holders whose job is not ``active`` in their attempt; whether any was."""
+    async def _repair(self, key: str, state: KeyState | None, now_ms: int) -> bool:
+        """Drop holders whose job is not ``active`` in their attempt (and that are not just
+        admitted); whether any was."""
         if state is None or not state.holders:
             return False
         clock = time.monotonic()
         if clock - self._repaired_at.get(key, -_REPAIR_EVERY_S) < _REPAIR_EVERY_S:
             return False
         self._repaired_at[key] = clock
-        ids = list(state.holders)
-        jobs = await self._backend.get_jobs(ids)
-        live = {j.id: j.attempt for j in jobs if j is not None and j.state is S.ACTIVE}
-        # A holder admitted for the next attempt of a job still available is a claim in
-        # flight (on another replica, perhaps): its slot is kept.
-        live.update((j.id, j.attempt + 1) for j in jobs if j is not None and j.state is S.AVAILABLE)
-        if all(live.get(k) == v for k, v in state.holders.items()):
+        # A holder admitted within the grace may be a claim in flight (on another replica,
+        # perhaps: its job still reads available until the claim is written): it is kept.
+        horizon = now_ms - REPAIR_GRACE_MS
+        old = [k for k, (_, since) in state.holders.items() if since < horizon]
+        if not old:
             return False
-        await self.store.change_rate_limit(key, lambda st: repair(st, live))
+        jobs = await self._backend.get_jobs(old)
+        live = {j.id: j.attempt for j in jobs if j is not None and j.state is S.ACTIVE}
+        if not stale_holders(state, live, now_ms):
+            return False
+        await self.store.change_rate_limit(key, lambda st: repair(st, live, now_ms))
         return True
 
     async def release_ids(self, key: str, job_ids: Sequence[str]) -> None:
         """Free the concurrency slots ``job_ids`` hold in ``key``."""
         await self.store.change_rate_limit(key, lambda st: release(st, job_ids))
+
+    async def release_exact(self, key: str, held: Mapping[str, tuple[int, int]]) -> None:
+        """Free the slots of ``held`` (job id -> holder) that no admission stamped since."""
+        await self.store.change_rate_limit(key, lambda st: release_exact(st, held))
 
     async def left_active(self, before: Job, after: Job) -> None:
         """Follow-up of a stored transition: a job leaving ``active`` frees its slot, and a

@@ -55,6 +55,8 @@ _SEMVER = re.compile(
     r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?"
     r"(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
 )
+#: A job version as job versioning writes it: major.minor.
+_JOB_VERSION = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\Z")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]{1,500}$")
 
 
@@ -388,6 +390,10 @@ def _schema_for(job: Job, records: Sequence[SchemaRecord]) -> SchemaRecord | Non
     version = job.extra.get("version", job.meta.get("version"))
     if isinstance(version, str):
         # A version nobody registered checks nothing: another version's schema would refuse
-        # jobs that were never meant for it.
-        return next((r for r in same_type if r.version == version), None)
+        # jobs that were never meant for it. A job version major.minor (job versioning) is
+        # checked against the latest registered major.minor.patch.
+        exact = next((r for r in same_type if r.version == version), None)
+        if exact is not None or _JOB_VERSION.match(version) is None:
+            return exact
+        return _latest([r for r in same_type if r.version.startswith(version + ".")])
     return _latest(same_type)

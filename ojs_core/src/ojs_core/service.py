@@ -63,16 +63,17 @@ from .model import (
     Workflow,
 )
 from .observe import Observers
-from .rate_limiting import RateLimiting
+from .rate_limiting import HeldBack, RateLimiting
 from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
 from .schema_registry import SchemaRegistry
-from .shutdown import WorkerGate, parse_worker_state
+from .shutdown import WorkerGate, accepts_jobs, parse_worker_state
 from .states import JobState
-from .tenancy import DEFAULT_TENANT, Tenancy
+from .tenancy import DEFAULT_TENANT, Tenancy, shard_of
 from .timeutil import format_ts
 from .tracing import JobTracer
 from .unique import is_conflict, unique_key
+from .versioning import Declaration, declaration_of, stored_declaration
 from .workflow import compile_workflow, next_actions, workflow_state, workflow_to_wire
 
 __all__ = ["EnqueueOutcome", "HeartbeatOutcome", "JobService"]
@@ -447,9 +448,15 @@ class JobService:
         visibility_ms: int | None = None,
         wait_ms: int = 0,
         tenant: str | None = None,
+        held: HeldBack | None = None,
+        versions: Declaration | None = None,
     ) -> list[Job]:
-        """FETCH: claim up to ``count`` jobs; with ``wait_ms`` wait that long for one to arrive;
-        with ``tenant`` only that tenant's jobs (multi-tenancy)."""
+        """FETCH: claim up to ``count`` jobs; with ``wait_ms`` wait that long for one to arrive.
+
+        ``tenant`` (multi-tenancy): only that tenant's jobs. ``held`` learns what rate limit
+        held candidates back (for response headers). ``versions`` (job versioning): only jobs
+        whose version it accepts; without it, the declaration the worker's heartbeats stored,
+        if any."""
         if not queues:
             raise ValidationError("must list at least one queue", path="queues")
         check_count(len(queues), self.limits.max_fetch_queues, "queues", "queues")
@@ -462,12 +469,16 @@ class JobService:
         while True:
             self._job_arrived.clear()
             mark = await arrivals.arrivals_mark(queues) if arrivals is not None and wait_ms else 0
-            if worker_id is not None and not await self.workers_gate.accepts(worker_id):
+            worker = None if worker_id is None else await self.workers_gate.record(worker_id)
+            if not accepts_jobs(worker):
                 # Quiet or terminating (graceful shutdown, ojs_core.shutdown): no job, but the
                 # long-poll is still honoured, so a client that fetches anyway does not spin.
                 jobs = []
             else:
-                jobs = await self._claim_shielded(queues, count, worker_id, visibility_ms, tenant)
+                declared = versions or stored_declaration(worker.versions if worker else None)
+                jobs = await self._claim_shielded(
+                    queues, count, worker_id, visibility_ms, tenant, held, declared
+                )
             remaining = deadline - self.clock.now().timestamp()
             if jobs or remaining <= 0:
                 return jobs
@@ -484,6 +495,8 @@ class JobService:
         worker_id: str | None,
         visibility_ms: int | None,
         tenant: str | None = None,
+        held: HeldBack | None = None,
+        versions: Declaration | None = None,
     ) -> list[Job]:
         """Claim, such that cancelling the caller never strands what was claimed.
 
@@ -491,7 +504,9 @@ class JobService:
         the claim finish and hands the jobs straight back (``requeue``: no attempt consumed);
         otherwise they would sit ``active`` until their visibility timeout.
         """
-        claim = asyncio.ensure_future(self._claim(queues, count, worker_id, visibility_ms, tenant))
+        claim = asyncio.ensure_future(
+            self._claim(queues, count, worker_id, visibility_ms, tenant, held, versions)
+        )
         try:
             return await asyncio.shield(claim)
         except asyncio.CancelledError:
@@ -511,14 +526,31 @@ class JobService:
         worker_id: str | None,
         visibility_ms: int | None,
         tenant: str | None = None,
+        held: HeldBack | None = None,
+        versions: Declaration | None = None,
     ) -> list[Job]:
         now = self.now()
         default_vt = self.default_visibility_ms
-        admission = self.rate_limits.admission(now)
-        limited = admission.needs
         await self.tenancy.refresh_default()
+        dispatch = self.tenancy.dispatch(tenant)
+
+        def startable(job: Job) -> bool:
+            """Whether this fetch would start the job, limits aside (only those take a slot):
+            of a version its worker accepts, of a tenant it may take, not expired."""
+            return (
+                (versions is None or versions.accepts(job))
+                and dispatch.allows(shard_of(job))
+                and not (job.expires_at is not None and job.expires_at <= now)
+            )
+
+        admission = self.rate_limits.admission(now, startable)
+        limited = admission.needs
 
         def activate(job: Job) -> Job | None:
+            if versions is not None and not versions.accepts(job):
+                return None  # another worker's version: it stays available (VER-004/005)
+            if not dispatch.allows(shard_of(job)):
+                return None  # another tenant's job (a backend without shards): it stays
             if job.expires_at is not None and job.expires_at <= now:
                 return lifecycle.expire(job, now)
             if limited(job) and not admission.decide(job).admitted:
@@ -531,9 +563,11 @@ class JobService:
 
         activate.admit = admission.admit  # type: ignore[attr-defined]
         activate.limited = limited  # type: ignore[attr-defined]
-        activate.dispatch = self.tenancy.dispatch(tenant)  # type: ignore[attr-defined]
+        activate.dispatch = dispatch  # type: ignore[attr-defined]
+        if versions is not None:
+            activate.lanes = versions.accepts_lane  # type: ignore[attr-defined]
         stored = await self.backend.claim_jobs(queues, count, activate)
-        await admission.finish(stored)
+        await admission.finish(stored, held)
         claimed: list[Job] = []
         events: list[Event] = []
         for job in stored:
@@ -597,6 +631,9 @@ class JobService:
         check_count(len(active_jobs), self.limits.max_heartbeat_jobs, "active_jobs", "job ids")
         fields = parse_worker_fields(info or {})  # refused before anything is changed
         fields["state"] = parse_worker_state((info or {}).get("state"))
+        declared = declaration_of(info or {})
+        if declared is not None:  # job versioning: kept until a heartbeat declares again
+            fields["versions"] = declared.to_wire()
         now = self.now()
         extended: list[str] = []
         requested: str | None = None

@@ -74,26 +74,30 @@ class WorkerGate:
         self.ttl_s = ttl_s
         self._max = max_workers
         self._monotonic = monotonic
-        self._seen: dict[str, tuple[float, bool]] = {}
+        self._seen: dict[str, tuple[float, WorkerInfo | None]] = {}
 
-    async def accepts(self, worker_id: str) -> bool:
-        """Whether a fetch by ``worker_id`` may be handed jobs now."""
+    async def record(self, worker_id: str) -> WorkerInfo | None:
+        """The worker's record as read at most ``ttl_s`` ago (``None``: unknown)."""
         hit = self._seen.get(worker_id)
         if hit is not None and hit[0] > self._monotonic():
             return hit[1]
         worker = await self._read(worker_id)
-        return self._remember(worker_id, accepts_jobs(worker))
+        self._remember(worker_id, worker)
+        return worker
+
+    async def accepts(self, worker_id: str) -> bool:
+        """Whether a fetch by ``worker_id`` may be handed jobs now."""
+        return accepts_jobs(await self.record(worker_id))
 
     def note(self, worker: WorkerInfo) -> None:
         """A record this process just wrote: it applies to the next fetch at once."""
-        self._remember(worker.worker_id, accepts_jobs(worker))
+        self._remember(worker.worker_id, worker)
 
     def forget(self) -> None:
         """Drop every remembered answer."""
         self._seen.clear()
 
-    def _remember(self, worker_id: str, ok: bool) -> bool:
+    def _remember(self, worker_id: str, worker: WorkerInfo | None) -> None:
         if len(self._seen) >= self._max:
             self._seen.clear()  # bounded: thousands of short-lived worker ids
-        self._seen[worker_id] = (self._monotonic() + self.ttl_s, ok)
-        return ok
+        self._seen[worker_id] = (self._monotonic() + self.ttl_s, worker)

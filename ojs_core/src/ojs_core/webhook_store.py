@@ -6,8 +6,10 @@ runs the loops that route events and send deliveries (``ojs_http.webhook_runner`
 
 Contract:
 
-* Subscriptions are records by id; :meth:`~WebhookStore.put_subscription` creates or replaces
-  one, and from the moment it returns every event appended afterwards reaches
+* Subscriptions are records by id; :meth:`~WebhookStore.put_subscription` creates one,
+  :meth:`~WebhookStore.change_subscription` changes one by compare-and-swap (two concurrent
+  changes both land; a change never brings a deleted subscription back). From the moment
+  ``put_subscription`` returns, every event appended afterwards reaches
   :meth:`~WebhookStore.take_webhook_events` (in some process).
 * :meth:`~WebhookStore.take_webhook_events` hands out appended events, each to one caller at a
   time; an event is handed out again (to any process) if the batch is not acknowledged (a
@@ -60,13 +62,20 @@ class WebhookStore(Protocol):
         """A subscription, or ``None``."""
         ...
 
+    async def change_subscription(
+        self, subscription_id: str, fn: Callable[[Subscription], Subscription]
+    ) -> Subscription | None:
+        """Apply ``fn`` to the stored subscription atomically (re-applied on contention);
+        the version stored, or ``None`` when there is no such subscription."""
+        ...
+
     async def list_subscriptions(self) -> list[Subscription]:
         """Every subscription, oldest first."""
         ...
 
     async def delete_subscription(self, subscription_id: str) -> bool:
-        """Remove a subscription (its pending deliveries are cancelled when claimed);
-        ``False`` if unknown."""
+        """Remove a subscription (its pending deliveries are cancelled when claimed, and
+        its delivery log is dropped); ``False`` if unknown."""
         ...
 
     async def take_webhook_events(self, limit: int) -> EventBatch:

@@ -57,6 +57,7 @@ from .logcontext import log_context
 from .middleware import Middleware, MiddlewareChain
 from .model import Checkpoint, Job, JobError
 from .service import JobService
+from .versioning import Declaration, VersionRange, job_version, parse_declaration
 
 __all__ = ["ExecutionMiddleware", "Handler", "JobContext", "Worker"]
 
@@ -85,6 +86,9 @@ class JobContext:
     #: The id of the worker running the job.
     worker_id: str
     _worker: Worker = attrs.field(repr=False, alias="worker")
+    #: A mutable store scoped to this execution, shared by the middleware and the handler
+    #: (ojs-middleware.md §4.4): a trace middleware's span id for a logging one, say.
+    metadata: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def job_id(self) -> str:
@@ -95,6 +99,16 @@ class JobContext:
     def type(self) -> str:
         """The job's type."""
         return self.job.type
+
+    @property
+    def queue(self) -> str:
+        """The queue the job was fetched from."""
+        return self.job.queue
+
+    @property
+    def version(self) -> str | None:
+        """The job's version (job versioning), ``None`` when unversioned."""
+        return job_version(self.job)
 
     @property
     def args(self) -> list[Any]:
@@ -283,6 +297,8 @@ class Worker:
             middleware if middleware is not None else MiddlewareChain()
         )
         self._handlers: dict[str, Handler] = {}
+        self._versions: dict[str, str] = {}
+        self._declaration: Declaration | None = None
         self._inflight: dict[str, _InFlight] = {}
         self._state = "new"
         self._directive = "running"
@@ -301,24 +317,37 @@ class Worker:
 
     # -- handlers -------------------------------------------------------------------------
 
-    def register(self, job_type: str, handler: Handler) -> None:
-        """Run ``handler`` for jobs of ``job_type`` (one handler per type)."""
+    def register(self, job_type: str, handler: Handler, *, versions: str | None = None) -> None:
+        """Run ``handler`` for jobs of ``job_type`` (one handler per type).
+
+        ``versions`` (job versioning) is the range of job versions the handler accepts, such
+        as ``">=1.0 <2.0"``: the server hands this worker only jobs of those versions (and
+        unversioned ones); ``None`` (the default) accepts every version."""
         if not isinstance(job_type, str) or not TYPE_RE.match(job_type):
             raise ValueError(f"invalid job type {job_type!r}")
         if job_type in self._handlers:
             raise ValueError(f"a handler for {job_type!r} is already registered")
         if not callable(handler):
             raise TypeError("a handler must be an async callable")
+        if versions is not None:
+            VersionRange.parse(versions, f"versions of {job_type}")  # refused now, not at fetch
+            self._versions[job_type] = versions
+            self._declaration = parse_declaration(self._versions, "versions")
         self._handlers[job_type] = handler
 
-    def handler(self, job_type: str) -> Callable[[H], H]:
+    def handler(self, job_type: str, *, versions: str | None = None) -> Callable[[H], H]:
         """Decorator form of :meth:`register`: ``@worker.handler("email.send")``."""
 
         def decorate(fn: H) -> H:
-            self.register(job_type, fn)
+            self.register(job_type, fn, versions=versions)
             return fn
 
         return decorate
+
+    @property
+    def versions(self) -> Declaration | None:
+        """The job versions this worker declares (``None`` when no handler names any)."""
+        return self._declaration
 
     @property
     def handlers(self) -> dict[str, Handler]:
@@ -504,6 +533,7 @@ class Worker:
                     self.worker_id,
                     visibility_ms=self.visibility_timeout_ms,
                     wait_ms=round(self.poll_wait * 1000),
+                    versions=self.versions,
                 )
             )
             self._fetch_task = task
@@ -723,6 +753,8 @@ class Worker:
         }
         if self.labels:
             info["labels"] = dict(self.labels)
+        if self._versions:
+            info["versions"] = dict(self._versions)
         # A heartbeat names at most limits.max_heartbeat_jobs ids: a worker running more sends
         # several, and acts on the strongest directive among the answers.
         step = self.service.limits.max_heartbeat_jobs

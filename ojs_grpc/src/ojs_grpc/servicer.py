@@ -15,7 +15,7 @@ from ojs_core.errors import PayloadTooLargeError, ValidationError
 from ojs_core.fanout import EventHub
 from ojs_core.health import probe_backend
 from ojs_core.limits import MAX_VISIBILITY_MS, BatchTooLargeError
-from ojs_core.manifest import official_extensions
+from ojs_core.manifest import core_specs, official_extensions
 from ojs_core.service import JobService
 from ojs_core.states import JobState
 
@@ -100,8 +100,11 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         """GET /ojs/manifest."""
         svc = self.service
         registry = svc.schemas
-        # The core's extensions (the HTTP-only ones, progress and the like, are not served).
-        extensions = [e["uri"] for e in official_extensions(svc.backend, registry)]
+        # The core specifications, then the core's extensions (the HTTP-only ones, progress
+        # and the like, are not served here).
+        extensions = [
+            e["uri"] for e in (*core_specs(), *official_extensions(svc.backend, registry))
+        ]
         return service_pb2.ManifestResponse(
             ojs_version="1.0",
             implementation=service_pb2.Implementation(

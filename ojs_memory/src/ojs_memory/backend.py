@@ -52,6 +52,7 @@ from ojs_core.rate_limiting import LocalRateLimits
 from ojs_core.schema_registry import SchemaRecord
 from ojs_core.states import JobState
 from ojs_core.tenancy import TenantConfig, shard_of
+from ojs_core.versioning import lane_of
 
 from .webhooks import MemoryWebhooks
 
@@ -61,6 +62,8 @@ log = logging.getLogger("ojs.memory")
 
 S = JobState
 _ReadyKey = tuple[int, int, str]
+#: A ready heap's tenant shard (``""``: no tenant) and version lane (``None``: unversioned).
+_Lane = tuple[str, str | None]
 _TimerKey = tuple[datetime, int, str]
 #: How many rate-limited candidates one claim looks past in a queue before giving up on it.
 _MAX_SKIPS = 256
@@ -72,6 +75,8 @@ class MemoryBackend(MemoryWebhooks):
     """All state in dicts and heaps of one process; ``max_events`` bounds the event log."""
 
     name = "memory"
+    #: The ready index is kept by version lane (see ``ActivateFn`` in ``ojs_core.backend``).
+    version_lanes = True
 
     def __init__(self, *, max_events: int = 100_000) -> None:
         self.max_events = max_events
@@ -85,7 +90,9 @@ class MemoryBackend(MemoryWebhooks):
 
     def _clear(self) -> None:
         self._jobs: dict[str, Job] = {}
-        self._ready: dict[str, list[_ReadyKey]] = {}
+        #: Ready heaps by queue, then by tenant shard (``""``: jobs without a tenant) and
+        #: version lane (``None``: unversioned jobs).
+        self._ready: dict[str, dict[_Lane, list[_ReadyKey]]] = {}
         self._ready_key: dict[str, _ReadyKey] = {}
         self._timers: list[_TimerKey] = []
         self._timer_key: dict[str, datetime] = {}
@@ -93,9 +100,6 @@ class MemoryBackend(MemoryWebhooks):
         self._queues: dict[str, QueueInfo] = {"default": QueueInfo(name="default")}
         self._bounds: dict[str, Backpressure] = {}
         self._counts: dict[str, Counter[JobState]] = {}
-        #: The ready heaps of tenant shards (multi-tenancy): queue -> tenant -> heap; the
-        #: jobs without a tenant stay in ``_ready``.
-        self._tready: dict[str, dict[str, list[_ReadyKey]]] = {}
         #: Per-state counts of tagged jobs: (tenant, queue) -> counts.
         self._tcounts: dict[tuple[str, str], Counter[JobState]] = {}
         self._tenants: dict[str, TenantConfig] = {}
@@ -150,20 +154,16 @@ class MemoryBackend(MemoryWebhooks):
             if old is not None:
                 self._counts[old.queue][old.state] -= 1
             self._counts.setdefault(new.queue, Counter())[new.state] += 1
-        if "tenant_id" in new.meta or (old is not None and "tenant_id" in old.meta):
-            self._count_tenant(old, new)
             if new.queue not in self._queues:
                 self._queues[new.queue] = QueueInfo(name=new.queue, created_at=new.created_at)
+        if "tenant_id" in new.meta or (old is not None and "tenant_id" in old.meta):
+            self._count_tenant(old, new)
         if new.state is S.AVAILABLE:
             if old is None or old.state is not S.AVAILABLE or jid not in self._ready_key:
                 key = (-new.priority, next(self._seq), jid)
                 self._ready_key[jid] = key
-                shard = shard_of(new)
-                if shard:
-                    heap = self._tready.setdefault(new.queue, {}).setdefault(shard, [])
-                else:
-                    heap = self._ready.setdefault(new.queue, [])
-                heapq.heappush(heap, key)
+                lanes = self._ready.setdefault(new.queue, {})
+                heapq.heappush(lanes.setdefault((shard_of(new), lane_of(new)), []), key)
         else:
             self._ready_key.pop(jid, None)
         deadline = timer_deadline(new)
@@ -242,100 +242,74 @@ class MemoryBackend(MemoryWebhooks):
     async def claim_jobs(
         self, queues: Sequence[str], count: int, activate: ActivateFn
     ) -> list[Job]:
-        """Pop from each queue's priority heap, left to right; see the protocol. Tenant
-        shards are served by ``activate.dispatch`` within each priority."""
+        """Pop from each queue's ready heaps, left to right; see the protocol.
+
+        Only the heaps the fetch may take from are looked at: the tenant shards
+        ``activate.dispatch`` allows and the version lanes ``activate.lanes`` accepts, so a
+        fetch never pops (and so never delays) another tenant's or another version's jobs.
+        Across them, the highest priority first; shards tied at it are served in the
+        dispatch's (weighted round-robin) order; within a shard, FIFO across its lanes."""
         admit: AdmitFn | None = getattr(activate, "admit", None)
         limited: Callable[[Job], bool] | None = getattr(activate, "limited", None)
         dispatch: Dispatch | None = getattr(activate, "dispatch", None)
+        lanes_ok: Callable[[str], bool] | None = getattr(activate, "lanes", None)
         out: list[Job] = []
         claimed = 0
         for queue in dict.fromkeys(queues):
             info = self._queues.get(queue)
             if info is not None and info.paused:
                 continue
-            if self._tready.get(queue) or (dispatch is not None and not dispatch.allows("")):
-                claimed += await self._claim_fair(queue, count - claimed, activate, dispatch, out)
-                if claimed >= count:
+            heaps = {
+                lane: heap
+                for lane, heap in self._ready.get(queue, {}).items()
+                if (dispatch is None or dispatch.allows(lane[0]))
+                and (lane[1] is None or lanes_ok is None or lanes_ok(lane[1]))
+            }
+            skipped: list[tuple[list[_ReadyKey], _ReadyKey]] = []
+            while claimed < count and len(skipped) < _MAX_SKIPS:
+                heap = self._next_heap(queue, heaps, dispatch)
+                if heap is None:
                     break
-                continue
-            heap = self._ready.get(queue)
-            skipped: list[_ReadyKey] = []
-            while heap and claimed < count and len(skipped) < _MAX_SKIPS:
                 key = heapq.heappop(heap)
-                jid = key[2]
-                if self._ready_key.get(jid) != key:
-                    continue  # stale entry: the job left 'available' or was re-queued
-                job = self._jobs[jid]
+                job = self._jobs[key[2]]
                 if admit is not None and (
                     job.rate_limit is not None or (limited is not None and limited(job))
                 ):
                     await admit([job])  # never suspends here: the store is this process's
                 new = activate(job)
                 if new is None:
-                    skipped.append(key)
+                    skipped.append((heap, key))
                     continue
                 self._store(job, new)
                 out.append(new)
                 if new.state is S.ACTIVE:
                     claimed += 1
-            for key in skipped:
-                heapq.heappush(heap, key)  # type: ignore[arg-type]
+            for heap, key in skipped:
+                heapq.heappush(heap, key)
             if claimed >= count:
                 break
         return out
 
-    async def _claim_fair(
-        self,
-        queue: str,
-        count: int,
-        activate: ActivateFn,
-        dispatch: Dispatch | None,
-        out: list[Job],
-    ) -> int:
-        """Claim from the shards of ``queue`` the dispatch allows: the highest priority among
-        the shards' heads first, ties served in the dispatch's order."""
-        admit: AdmitFn | None = getattr(activate, "admit", None)
-        limited: Callable[[Job], bool] | None = getattr(activate, "limited", None)
-        heaps: dict[str, list[_ReadyKey]] = {}
-        if dispatch is None or dispatch.allows(""):
-            heaps[""] = self._ready.setdefault(queue, [])
-        for shard, heap in self._tready.get(queue, {}).items():
-            if dispatch is None or dispatch.allows(shard):
-                heaps[shard] = heap
-        skipped: list[tuple[list[_ReadyKey], _ReadyKey]] = []
-        claimed = 0
-        while claimed < count and len(skipped) < _MAX_SKIPS:
-            heads: dict[str, int] = {}
-            for shard, heap in heaps.items():
-                while heap and self._ready_key.get(heap[0][2]) != heap[0]:
-                    heapq.heappop(heap)  # stale entry
-                if heap:
-                    heads[shard] = heap[0][0]
-            if not heads:
-                break
-            top = min(heads.values())
-            tied = sorted(s for s, k in heads.items() if k == top)
-            shard = tied[0]
-            if len(tied) > 1 and dispatch is not None:
-                shard = dispatch.grants((queue, -top), tied, 1)[0][0]
-            heap = heaps[shard]
-            key = heapq.heappop(heap)
-            job = self._jobs[key[2]]
-            if admit is not None and (
-                job.rate_limit is not None or (limited is not None and limited(job))
-            ):
-                await admit([job])  # never suspends here: the store is this process's
-            new = activate(job)
-            if new is None:
-                skipped.append((heap, key))
-                continue
-            self._store(job, new)
-            out.append(new)
-            if new.state is S.ACTIVE:
-                claimed += 1
-        for heap, key in skipped:
-            heapq.heappush(heap, key)
-        return claimed
+    def _next_heap(
+        self, queue: str, heaps: dict[_Lane, list[_ReadyKey]], dispatch: Dispatch | None
+    ) -> list[_ReadyKey] | None:
+        """The heap to pop next: of the highest priority at the heads; when several shards
+        have a job of it, the shard the dispatch serves next; in it, the oldest head."""
+        heads: dict[_Lane, _ReadyKey] = {}
+        for lane, heap in heaps.items():
+            while heap and self._ready_key.get(heap[0][2]) != heap[0]:
+                heapq.heappop(heap)  # stale entry: the job left 'available' or was re-queued
+            if heap:
+                heads[lane] = heap[0]
+        if not heads:
+            return None
+        top = min(k[0] for k in heads.values())
+        tied = {lane: k for lane, k in heads.items() if k[0] == top}
+        shards = sorted({lane[0] for lane in tied})
+        if len(shards) > 1 and dispatch is not None:
+            shard = dispatch.grants((queue, -top), shards, 1)[0][0]
+            tied = {lane: k for lane, k in tied.items() if lane[0] == shard}
+        return heaps[min(tied, key=lambda lane: tied[lane])]
 
     # -- tenants (TenantStore, TenantCounts) ----------------------------------------------
 

@@ -8,7 +8,7 @@ and dead deliveries of each subscription are kept, :data:`LOG_PER_SUBSCRIPTION` 
 from __future__ import annotations
 
 from collections import Counter, OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import attrs
@@ -54,12 +54,25 @@ class MemoryWebhooks:
         """The subscription, or ``None``."""
         return self._wh_subs.get(subscription_id)
 
+    async def change_subscription(
+        self, subscription_id: str, fn: Callable[[Subscription], Subscription]
+    ) -> Subscription | None:
+        """Apply ``fn`` in place of the stored version (nothing interleaves here)."""
+        current = self._wh_subs.get(subscription_id)
+        if current is None:
+            return None
+        new = self._wh_subs[subscription_id] = fn(current)
+        return new
+
     async def list_subscriptions(self) -> list[Subscription]:
         """Oldest first."""
         return sorted(self._wh_subs.values(), key=lambda s: (s.created_at, s.id))
 
     async def delete_subscription(self, subscription_id: str) -> bool:
-        """Remove; its pending deliveries are cancelled when claimed."""
+        """Remove, with its delivery log; its pending deliveries are cancelled when
+        claimed."""
+        self._wh_recent.pop(subscription_id, None)
+        self._wh_dead.pop(subscription_id, None)
         return self._wh_subs.pop(subscription_id, None) is not None
 
     async def take_webhook_events(self, limit: int) -> EventBatch:

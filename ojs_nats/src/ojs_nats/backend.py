@@ -99,6 +99,8 @@ class NatsBackend:
     """OJS storage on NATS JetStream; any number of server replicas may share one NATS."""
 
     name = "nats"
+    #: The ready index is kept by version lane (see ``ActivateFn`` in ``ojs_core.backend``).
+    version_lanes = True
 
     def __init__(
         self,
@@ -475,6 +477,13 @@ class NatsBackend:
     async def get_subscription(self, subscription_id: str) -> Subscription | None:
         """A webhook subscription, or ``None``."""
         return await self.webhooks.get_subscription(subscription_id)
+
+    @guard
+    async def change_subscription(
+        self, subscription_id: str, fn: Callable[[Subscription], Subscription]
+    ) -> Subscription | None:
+        """Change a webhook subscription by compare-and-swap; ``None`` when there is none."""
+        return await self.webhooks.change_subscription(subscription_id, fn)
 
     @guard
     async def list_subscriptions(self) -> list[Subscription]:

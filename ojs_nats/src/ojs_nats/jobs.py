@@ -28,6 +28,7 @@ from ojs_core.lifecycle import timer_deadline
 from ojs_core.model import Job, Workflow
 from ojs_core.states import JobState
 from ojs_core.tenancy import shard_of
+from ojs_core.versioning import lane_of
 
 from . import names
 from .arrivals import Arrivals
@@ -101,7 +102,9 @@ class JobWriter:
         """Publish what a write makes true *before* the write: ready hints and timers."""
         pubs: list[Awaitable[Any]] = []
         if new_epoch != epoch:
-            await self.queues.ensure_ready(after.queue, after.priority, shard_of(after))
+            await self.queues.ensure_ready(
+                after.queue, after.priority, lane_of(after), shard_of(after)
+            )
             pubs.append(self.conn.commit([hint_op(after, new_epoch)]))
         deadline = timer_deadline(after)
         armed = timer_deadline(before) if before is not None else None
@@ -116,10 +119,10 @@ class JobWriter:
     async def announce_new(self, jobs: Sequence[Job]) -> None:
         """Hints and timers for new jobs, written in order, a batch per stream (pipelined)."""
         available = [j for j in jobs if j.state is S.AVAILABLE]
-        for queue, priority, shard in dict.fromkeys(
-            (j.queue, j.priority, shard_of(j)) for j in available
+        for queue, priority, lane, shard in dict.fromkeys(
+            (j.queue, j.priority, lane_of(j), shard_of(j)) for j in available
         ):
-            await self.queues.ensure_ready(queue, priority, shard)
+            await self.queues.ensure_ready(queue, priority, lane, shard)
         ops: list[Op] = [hint_op(j, 1) for j in available]
         for job in jobs:
             deadline = timer_deadline(job)

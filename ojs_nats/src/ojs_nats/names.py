@@ -54,6 +54,7 @@ __all__ = [
     "key_name",
     "kv_stream",
     "kv_subject",
+    "lane_token",
     "name_key",
     "notify_subject",
     "priority_token",
@@ -179,16 +180,28 @@ def shard_token(shard: str) -> str:
     return "t" + shard.encode().hex()
 
 
-def ready_subject(queue: str, priority: int, shard: str = "") -> str:
-    """Subject of the ready hints of one queue and priority; of one tenant's shard (a fifth
-    token) for a job with ``meta.tenant_id``."""
+def lane_token(lane: str) -> str:
+    """A version lane (``type@major.minor``, job versioning) as one subject token."""
+    return "v" + hashlib.sha256(lane.encode()).hexdigest()[:16]
+
+
+def ready_subject(queue: str, priority: int, lane: str | None = None, shard: str = "") -> str:
+    """Subject of the ready hints of one queue and priority: ``ojs.ready.<queue>.<priority>``,
+    then a ``v…`` token for a versioned job's lane (job versioning), then a ``t…`` token for
+    a job with ``meta.tenant_id`` (its tenant's shard). A job with neither keeps the four-token
+    subject; each combination is one exact subject with a consumer of its own."""
     base = f"ojs.ready.{queue_token(queue)}.{priority_token(priority)}"
+    if lane is not None:
+        base = f"{base}.{lane_token(lane)}"
     return f"{base}.{shard_token(shard)}" if shard else base
 
 
-def ready_consumer(queue: str, priority: int, shard: str = "") -> str:
-    """Durable consumer that hands out one queue's jobs of one priority (of one tenant)."""
+def ready_consumer(queue: str, priority: int, lane: str | None = None, shard: str = "") -> str:
+    """Durable consumer that hands out one queue's jobs of one priority (of one version lane,
+    of one tenant), filtered on exactly :func:`ready_subject`."""
     base = f"r_{queue_token(queue)}_{priority_token(priority)}"
+    if lane is not None:
+        base = f"{base}_{lane_token(lane)}"
     return f"{base}_{shard_token(shard)}" if shard else base
 
 

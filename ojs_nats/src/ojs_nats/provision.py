@@ -197,7 +197,7 @@ def webhook_events_consumer_config() -> ConsumerConfig:
 
 
 def ready_consumer_config(
-    queue: str, priority: int, ack_wait_s: float, shard: str = ""
+    queue: str, priority: int, ack_wait_s: float, lane: str | None = None, shard: str = ""
 ) -> ConsumerConfig:
     """The durable consumer of one queue's ready hints of one priority.
 
@@ -206,8 +206,8 @@ def ready_consumer_config(
     in the work-queue stream; the next fetch of the level recreates it, and a new consumer
     delivers every hint still there."""
     return ConsumerConfig(
-        durable_name=names.ready_consumer(queue, priority, shard),
-        filter_subject=names.ready_subject(queue, priority, shard),
+        durable_name=names.ready_consumer(queue, priority, lane, shard),
+        filter_subject=names.ready_subject(queue, priority, lane, shard),
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ack_wait_s,
         max_ack_pending=-1,

@@ -37,8 +37,9 @@ class Queues:
         self.store = store
         self.mirror = mirror
         self.ack_wait_s = ack_wait_s
-        #: Levels whose record entry and consumer this replica knows to exist.
-        self._ready: set[tuple[str, int, str]] = set()
+        #: Ready consumers (queue, priority, version lane, tenant shard) whose record entry
+        #: and consumer this replica knows exist.
+        self._ready: set[tuple[str, int, str | None, str]] = set()
 
     async def record(self, queue: str) -> QueueRecord | None:
         """The queue's record: the watched copy, or a read for a queue not seen yet."""
@@ -67,33 +68,50 @@ class Queues:
         self.mirror.queues[queue] = after
         return after
 
-    async def ensure_ready(self, queue: str, priority: int, shard: str = "") -> None:
-        """Record the priority level (of a tenant's shard) and create its consumer, once per
-        replica."""
-        if (queue, priority, shard) in self._ready:
+    async def ensure_ready(
+        self, queue: str, priority: int, lane: str | None = None, shard: str = ""
+    ) -> None:
+        """Record the priority level (of a version lane, of a tenant's shard, or both) and
+        create its consumer, once per replica."""
+        if (queue, priority, lane, shard) in self._ready:
             return
+        entry = f"{priority} {lane}"
 
         def add(record: QueueRecord) -> QueueRecord | None:
-            if not shard:
-                if priority in record.priorities:
+            if shard and lane is not None:
+                entries = record.shard_lanes.get(shard, [])
+                if entry in entries:
                     return None
-                return attrs.evolve(record, priorities=(*record.priorities, priority))
-            levels = record.shards.get(shard, [])
-            if priority in levels:
+                return attrs.evolve(
+                    record, shard_lanes={**record.shard_lanes, shard: [*entries, entry]}
+                )
+            if shard:
+                levels = record.shards.get(shard, [])
+                if priority in levels:
+                    return None
+                return attrs.evolve(record, shards={**record.shards, shard: [*levels, priority]})
+            if lane is not None:
+                if entry in record.lanes:
+                    return None
+                return attrs.evolve(record, lanes=(*record.lanes, entry))
+            if priority in record.priorities:
                 return None
-            return attrs.evolve(record, shards={**record.shards, shard: [*levels, priority]})
+            return attrs.evolve(record, priorities=(*record.priorities, priority))
 
         await self.update(queue, add)
         with contextlib.suppress(nats.js.errors.BadRequestError):
             await self.conn.js.add_consumer(
-                names.READY_STREAM, ready_consumer_config(queue, priority, self.ack_wait_s, shard)
+                names.READY_STREAM,
+                ready_consumer_config(queue, priority, self.ack_wait_s, lane, shard),
             )
-        self._ready.add((queue, priority, shard))
+        self._ready.add((queue, priority, lane, shard))
 
-    async def recreate(self, queue: str, priority: int, shard: str = "") -> None:
+    async def recreate(
+        self, queue: str, priority: int, lane: str | None = None, shard: str = ""
+    ) -> None:
         """Create a level's consumer again (the server reaped it when it was idle)."""
-        self._ready.discard((queue, priority, shard))
-        await self.ensure_ready(queue, priority, shard)
+        self._ready.discard((queue, priority, lane, shard))
+        await self.ensure_ready(queue, priority, lane, shard)
 
     async def list(self) -> list[QueueInfo]:
         """Queues that have held a job or been paused, plus ``default``."""

@@ -28,6 +28,7 @@ from ojs_core.lifecycle import timer_deadline
 from ojs_core.model import Job
 from ojs_core.states import JobState
 from ojs_core.tenancy import shard_of
+from ojs_core.versioning import lane_of
 
 from . import names
 from .connection import Connection
@@ -64,10 +65,16 @@ EMPTY_SHARD_S = 0.1
 _RETRY_DELAY_S = 0.1
 
 
+def _lane_order(entry: tuple[str | None, str]) -> tuple[bool, str, str]:
+    """Consumers of a level in pull order: the unversioned lane first, then by lane."""
+    lane, shard = entry
+    return (lane is not None, lane or "", shard)
+
+
 def hint_op(job: Job, epoch: int) -> Op:
     """The ready hint announcing that ``job`` entered ``available`` for the ``epoch``-th time
-    (on its tenant's shard when it has ``meta.tenant_id``)."""
-    subject = names.ready_subject(job.queue, job.priority, shard_of(job))
+    (on its version lane and its tenant's shard, if it has them: ``names.ready_subject``)."""
+    subject = names.ready_subject(job.queue, job.priority, lane_of(job), shard_of(job))
     return (subject, f"{job.id} {epoch}".encode(), {})
 
 
@@ -123,24 +130,38 @@ class Claimer:
     ) -> None:
         claimed = 0
         dispatch: Dispatch | None = getattr(activate, "dispatch", None)
+        # Job versioning: a fetch pulls only the version lanes its worker accepts (each lane
+        # has its own consumer), so it never pulls, and so never delays, another's jobs; the
+        # same holds of tenant shards a fetch scoped to a tenant may not take.
+        lanes_ok: Callable[[str], bool] | None = getattr(activate, "lanes", None)
         for queue in dict.fromkeys(queues):
             record = await self.queues.record(queue)
             if record is None or record.paused:
                 continue
-            if record.shards or (dispatch is not None and not dispatch.allows("")):
+            levels: dict[int, list[tuple[str | None, str]]] = {}
+            for level, found in record.ready_levels().items():
+                kept = [
+                    (lane, shard)
+                    for lane, shard in found
+                    if (lane is None or lanes_ok is None or lanes_ok(lane))
+                    and (dispatch is None or dispatch.allows(shard))
+                ]
+                if kept:
+                    levels[level] = sorted(kept, key=_lane_order)
+            if (
+                record.shards
+                or record.shard_lanes
+                or (dispatch is not None and not dispatch.allows(""))
+            ):
                 claimed += await self._claim_shards(
-                    out,
-                    queue,
-                    record.priorities,
-                    record.shards,
-                    count - claimed,
-                    activate,
-                    dispatch,
+                    out, queue, levels, count - claimed, activate, dispatch
                 )
                 if claimed >= count:
                     return
                 continue
-            for priority in record.priorities:
+            for priority, lane in (
+                (level, lane) for level in sorted(levels, reverse=True) for lane, _ in levels[level]
+            ):
                 # Pull again only to move past hints that could not be claimed (stale, in
                 # flight, rate-limited: set aside with a delay), or when the pull was full and
                 # more may be waiting; bounded per call. Never to wait for jobs trickling in:
@@ -150,7 +171,7 @@ class Claimer:
                         break
                     wanted = count - claimed
                     try:
-                        msgs = await self._pull(queue, priority, wanted)
+                        msgs = await self._pull(queue, priority, wanted, lane)
                     except nats.errors.TimeoutError:
                         msgs = []
                     if not msgs:
@@ -166,27 +187,23 @@ class Claimer:
         self,
         out: list[Job],
         queue: str,
-        priorities: Sequence[int],
-        shards: dict[str, list[int]],
+        levels: dict[int, list[tuple[str | None, str]]],
         count: int,
         activate: ActivateFn,
         dispatch: Dispatch | None,
     ) -> int:
         """Claim from a queue with tenant shards: levels highest first; within a level the
-        shards the dispatch allows, in its (weighted round-robin) order, each pulled for its
-        grant (the grants of a round pulled together)."""
-        levels: dict[int, list[str]] = {}
-        if dispatch is None or dispatch.allows(""):
-            for p in priorities:
-                levels.setdefault(p, []).append("")
-        for shard, prios in shards.items():
-            if dispatch is None or dispatch.allows(shard):
-                for p in prios:
-                    levels.setdefault(p, []).append(shard)
+        shards (the dispatch allows: ``levels`` holds only those, and only the version lanes
+        the fetch accepts), in the dispatch's (weighted round-robin) order, each pulled for
+        its grant (the grants of a round pulled together; a shard's lanes one after another,
+        unversioned first)."""
         claimed = 0
         clock = asyncio.get_running_loop().time
         for priority in sorted(levels, reverse=True):
-            every = sorted(levels[priority])
+            lanes: dict[str, list[str | None]] = {}
+            for lane, shard in levels[priority]:
+                lanes.setdefault(shard, []).append(lane)
+            every = sorted(lanes)
             # An unscoped fetch skips shards found empty a moment ago (a scoped one has few).
             live = [s for s in every if self._empty.get((queue, priority, s), 0.0) <= clock()]
             if not live:
@@ -200,7 +217,10 @@ class Claimer:
                     else [(live[0], wanted)]
                 )
                 results = await asyncio.gather(
-                    *(self._pull_claim(queue, priority, s, n, activate, out) for s, n in grants)
+                    *(
+                        self._pull_claim(queue, priority, s, lanes[s], n, activate, out)
+                        for s, n in grants
+                    )
                 )
                 shrunk = False
                 for (shard, n), (pulled, gained) in zip(grants, results, strict=True):
@@ -221,24 +241,43 @@ class Claimer:
         return claimed
 
     async def _pull_claim(
-        self, queue: str, priority: int, shard: str, n: int, activate: ActivateFn, out: list[Job]
+        self,
+        queue: str,
+        priority: int,
+        shard: str,
+        lanes: list[str | None],
+        n: int,
+        activate: ActivateFn,
+        out: list[Job],
     ) -> tuple[int, int]:
-        """Pull up to ``n`` hints of one shard and claim them: (hints pulled, claimed)."""
-        try:
-            msgs = await self._pull(queue, priority, n, shard)
-        except nats.errors.TimeoutError:
-            msgs = []
-        if not msgs:
-            return 0, 0
-        return len(msgs), await self._claim_batch(msgs, activate, out)
+        """Pull up to ``n`` hints of one shard, from its ``lanes`` in turn, and claim them:
+        (hints pulled, claimed). A lane found short is dropped from ``lanes`` (drained for the
+        rest of this fetch's turn at the level)."""
+        pulled = claimed = 0
+        for lane in list(lanes):
+            if pulled >= n:
+                break
+            try:
+                msgs = await self._pull(queue, priority, n - pulled, lane, shard)
+            except nats.errors.TimeoutError:
+                msgs = []
+            if len(msgs) < n - pulled:
+                lanes.remove(lane)
+            if msgs:
+                pulled += len(msgs)
+                claimed += await self._claim_batch(msgs, activate, out)
+        return pulled, claimed
 
-    async def _pull(self, queue: str, priority: int, wanted: int, shard: str = "") -> list[Msg]:
-        """Hints of one level; its consumer is created again if the server reaped it."""
-        consumer = names.ready_consumer(queue, priority, shard)
+    async def _pull(
+        self, queue: str, priority: int, wanted: int, lane: str | None = None, shard: str = ""
+    ) -> list[Msg]:
+        """Hints of one level (lane, shard); its consumer is created again if the server
+        reaped it."""
+        consumer = names.ready_consumer(queue, priority, lane, shard)
         try:
             return await pull_now(self.conn.nc, names.READY_STREAM, consumer, wanted)
         except ConsumerGoneError:
-            await self.queues.recreate(queue, priority, shard)
+            await self.queues.recreate(queue, priority, lane, shard)
             return await pull_now(self.conn.nc, names.READY_STREAM, consumer, wanted)
 
     async def _claim_batch(self, msgs: Sequence[Msg], activate: ActivateFn, out: list[Job]) -> int:

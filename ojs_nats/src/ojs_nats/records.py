@@ -102,6 +102,19 @@ def _sorted_priorities(values: Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted(set(values), reverse=True))
 
 
+def _sorted_lanes(values: Sequence[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(values)))
+
+
+def _lane_levels(entries: Sequence[str]) -> dict[int, list[str]]:
+    """Lane entries (``"<priority> <lane>"``) by priority."""
+    out: dict[int, list[str]] = {}
+    for entry in entries:
+        priority, _, lane = entry.partition(" ")
+        out.setdefault(int(priority), []).append(lane)
+    return out
+
+
 @attrs.frozen
 class QueueRecord:
     """What ``OJS_QUEUES`` holds per queue: the pause flag, the priority levels in use
@@ -112,9 +125,35 @@ class QueueRecord:
     priorities: tuple[int, ...] = attrs.field(default=(), converter=_sorted_priorities)
     created_at: str | None = None
     backpressure: Backpressure | None = None
+    #: Version lanes in use (job versioning), as ``"<priority> <type>@<major>.<minor>"``: each
+    #: has its own ready consumer, so a fetch pulls only the lanes its worker accepts.
+    lanes: tuple[str, ...] = attrs.field(default=(), converter=_sorted_lanes)
     #: Tenant shards (multi-tenancy): tenant id -> the priority levels it has used (each
     #: has a ready consumer of its own).
     shards: dict[str, list[int]] = attrs.field(factory=dict)
+    #: Version lanes of tenant shards (both extensions at once): tenant id -> its lanes in
+    #: use, as in :attr:`lanes` (each with a ready consumer of its own).
+    shard_lanes: dict[str, list[str]] = attrs.field(factory=dict)
+
+    def lane_levels(self) -> dict[int, list[str]]:
+        """The lanes (of jobs without a tenant) by priority."""
+        return _lane_levels(self.lanes)
+
+    def ready_levels(self) -> dict[int, list[tuple[str | None, str]]]:
+        """Every ready consumer of the queue by priority, as ``(lane, shard)``: ``None`` for
+        the unversioned lane, ``""`` for the jobs without a tenant."""
+        out: dict[int, list[tuple[str | None, str]]] = {}
+        for priority in self.priorities:
+            out.setdefault(priority, []).append((None, ""))
+        for priority, lanes in self.lane_levels().items():
+            out.setdefault(priority, []).extend((lane, "") for lane in lanes)
+        for shard, levels in self.shards.items():
+            for priority in levels:
+                out.setdefault(priority, []).append((None, shard))
+        for shard, entries in self.shard_lanes.items():
+            for priority, lanes in _lane_levels(entries).items():
+                out.setdefault(priority, []).extend((lane, shard) for lane in lanes)
+        return out
 
     def info(self, name: str) -> QueueInfo:
         """The queue as listed."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import attrs
@@ -30,7 +30,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 
 from ojs_core import jsonio
-from ojs_core.errors import PayloadTooLargeError
+from ojs_core.errors import NotFoundError, PayloadTooLargeError
 from ojs_core.model import Event
 from ojs_core.webhook_store import EventBatch
 from ojs_core.webhooks import Delivery, Subscription
@@ -38,7 +38,7 @@ from ojs_core.webhooks import Delivery, Subscription
 from . import names, provision
 from .connection import Connection
 from .jetstream import ConsumerGoneError, Op, commit, direct_get_batch, last_values, pull_now
-from .records import RecordStore
+from .records import Codec, RecordStore
 from .stats import decode_event
 
 __all__ = ["WebhookQueue"]
@@ -48,6 +48,23 @@ log = logging.getLogger("ojs.nats")
 #: Log records read per listing (a subscription keeps at most 100 of each kind).
 _LOG_BATCH = 250
 _DELETED = ("DEL", "PURGE")
+
+
+class _SubscriptionCodec(Codec[Subscription]):
+    """A subscription record as JSON (its ``to_record`` form)."""
+
+    def __init__(self) -> None:
+        super().__init__(Subscription)
+
+    def encode(self, value: object) -> bytes:
+        assert isinstance(value, Subscription)
+        return jsonio.dumps(value.to_record())
+
+    def decode(self, data: bytes) -> Subscription:
+        return Subscription.from_record(jsonio.loads(data))
+
+
+_SUBSCRIPTION = _SubscriptionCodec()
 
 
 class WebhookQueue:
@@ -84,6 +101,26 @@ class WebhookQueue:
         got = await self.store.get(names.WEBHOOKS_BUCKET, subscription_id)
         return Subscription.from_record(jsonio.loads(got[0])) if got else None
 
+    async def change_subscription(
+        self, subscription_id: str, fn: Callable[[Subscription], Subscription]
+    ) -> Subscription | None:
+        """Compare-and-swap on the subscription's key: a concurrent change is re-read and
+        ``fn`` applied again, and a deleted subscription stays deleted."""
+        if not names.is_kv_key(subscription_id):
+            return None
+        try:
+            _, after, _ = await self.store.swap_existing(
+                names.WEBHOOKS_BUCKET,
+                subscription_id,
+                _SUBSCRIPTION,
+                fn,
+                "subscription",
+                subscription_id,
+            )
+        except NotFoundError:
+            return None
+        return after
+
     async def list_subscriptions(self) -> list[Subscription]:
         """Every subscription: one batched read of the bucket's last values."""
         msgs = await last_values(
@@ -112,6 +149,12 @@ class WebhookQueue:
             {names.KV_OPERATION: "PURGE", names.ROLLUP: "sub"},
         )
         await commit(self.conn.nc, self.conn.js, [purge])
+        if "." not in subscription_id:  # its outcomes go with it
+            with contextlib.suppress(nats.js.errors.Error):
+                await self.conn.js.purge_stream(
+                    names.WEBHOOK_LOG_STREAM,
+                    subject=names.webhook_log_subject(subscription_id, "*"),
+                )
         return True
 
     # -- routing -----------------------------------------------------------------------------

@@ -8,10 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from ojs_core import versioning
 from ojs_core.backend import EventFilter
 from ojs_core.codec import event_to_wire
 from ojs_core.health import probe_backend
-from ojs_core.manifest import official_extensions
+from ojs_core.manifest import core_specs, official_extensions
 from ojs_core.service import JobService
 
 from .. import schemas as S
@@ -115,7 +116,7 @@ async def manifest(request: Request) -> Response:
         {
             "name": "batch-ack",
             "uri": "urn:ojs:ext:experimental:batch-ack",
-            "version": "0.1",
+            "version": "0.1.0",
             "endpoint": "POST /ojs/v1/workers/ack/batch",
         },
         {
@@ -125,6 +126,7 @@ async def manifest(request: Request) -> Response:
             "uri": "urn:ojs:ext:experimental:encryption",
             "version": "0.1.0",
         },
+        versioning.manifest_entry(),
     ]
     tenancy = svc.tenancy
     if tenancy.supported and tenancy.counts is not None:
@@ -163,6 +165,8 @@ async def manifest(request: Request) -> Response:
         "protocols": list(settings.protocols),
         "backend": backend,
         "capabilities": {**CAPABILITIES, "schema_validation": validating},
+        # The core specifications implemented (urn:ojs:spec:*); extensions follow.
+        "specs": core_specs(),
         "extensions": {
             "official": official,
             "experimental": experimental,

@@ -138,8 +138,14 @@ async def update(request: Request) -> Response:
         changes["metadata"] = parse_metadata(body["metadata"])
     if "active" in body:
         changes["active"] = body["active"]
-    updated = attrs.evolve(sub, **changes, updated_at=runner.clock.now())
-    await runner.store.put_subscription(updated)
+    now = runner.clock.now()
+    # Applied to the version stored when the write happens (compare-and-swap): a
+    # concurrent change (a rotation) is kept, and a deleted subscription stays deleted.
+    updated = await runner.store.change_subscription(
+        sub.id, lambda current: attrs.evolve(current, **changes, updated_at=now)
+    )
+    if updated is None:
+        raise NotFoundError("subscription", sub.id)
     return json_response(request, updated.to_wire())
 
 
@@ -160,8 +166,10 @@ async def test(request: Request) -> Response:
 async def rotate_secret(request: Request) -> Response:
     """A new secret, shown this once; the old one keeps signing for 24 hours."""
     runner, sub = await _subscription(request)
-    rotated = sub.rotated(runner.clock.now())
-    await runner.store.put_subscription(rotated)
+    now = runner.clock.now()
+    rotated = await runner.store.change_subscription(sub.id, lambda current: current.rotated(now))
+    if rotated is None:
+        raise NotFoundError("subscription", sub.id)
     return json_response(request, rotated.to_wire(with_secret=True))
 
 

@@ -12,8 +12,10 @@ from ojs_core.envelope import parse_job_error
 from ojs_core.errors import OJSError, ValidationError
 from ojs_core.limits import MAX_VISIBILITY_MS
 from ojs_core.logcontext import bind
+from ojs_core.rate_limiting import HeldBack
 from ojs_core.shutdown import effective_state
 from ojs_core.timeutil import format_ts
+from ojs_core.versioning import declaration_of
 
 from .. import schemas as S
 from ..responses import json_response, read_json
@@ -62,19 +64,25 @@ async def fetch(request: Request) -> Response:
     count = _opt_int(body, "count", minimum=1) or 1
     visibility = _opt_int(body, "visibility_timeout_ms", minimum=1, maximum=MAX_VISIBILITY_MS)
     wait = _opt_int(body, "wait_ms", minimum=0, maximum=settings.max_wait_ms) or 0
-    jobs = await service(request).fetch(
+    svc = service(request)
+    held = HeldBack()
+    jobs = await svc.fetch(
         queues,
         count,
         _worker_id(body),
         visibility_ms=visibility,
         wait_ms=wait,
         tenant=tenant_header(request),
+        held=held,
+        versions=declaration_of(body),
     )
     out = [wire(j) for j in jobs]
     data: dict[str, Any] = {"jobs": out}
     if out:
         data["job"] = out[0]
-    return json_response(request, data)
+    # Rate-limiting §10.4: what held jobs back, and when to come back for them.
+    headers = held.headers(int(svc.now().timestamp() * 1000), empty=not out)
+    return json_response(request, data, headers=headers or None)
 
 
 async def ack(request: Request) -> Response:

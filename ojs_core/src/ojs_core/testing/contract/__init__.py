@@ -17,7 +17,8 @@ records removed when their retention ends), :mod:`.flow` (bounded queues and dra
 workers), :mod:`.progress` (progress reports and durable checkpoints on the job record),
 :mod:`.listing` (``list_jobs`` by state, queue and type, pages and order), :mod:`.rate_limits`
 (the rate-limiting extension's limits, ``on_limit`` and overrides), :mod:`.tenancy` (tenant
-isolation, limits and fair dispatch) and :mod:`.protocol`
+isolation, limits and fair dispatch), :mod:`.versioning` (job versions and the workers'
+version declarations) and :mod:`.protocol`
 (compare-and-swap, reads, listings, claims, queues, workers, health, reset). Select a topic
 with ``-k``, e.g. ``-k TestTimeouts``.
 """
@@ -49,6 +50,7 @@ from .timers import TestExpiry, TestRetryTiming, TestScheduled, TestTimeouts, Te
 from .transitions import TestTransitionDetails, TestTransitionMatrix
 from .uniqueness import TestUniqueJobs, TestUniqueRaces
 from .validation import TestValidation
+from .versioning import TestJobVersioning
 from .workflows import TestWorkflowRecords, TestWorkflows
 
 __all__ = [
@@ -67,6 +69,7 @@ __all__ = [
     "TestEvents",
     "TestExpiry",
     "TestInsertJobs",
+    "TestJobVersioning",
     "TestLifecycleAndReset",
     "TestListJobs",
     "TestListingsAndDeletion",

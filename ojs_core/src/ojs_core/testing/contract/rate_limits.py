@@ -242,11 +242,25 @@ class TestRateLimits(KitTest):
         job = await push(service, queue="rl-x", rate_limit=_limited("rl-x", concurrency=1))
 
         def ghost(state: KeyState | None) -> KeyState:
-            return attrs.evolve(state or KeyState(key="rl-x"), holders={"gone": 1})
+            return attrs.evolve(state or KeyState(key="rl-x"), holders={"gone": (1, 0)})
 
         await backend.change_rate_limit("rl-x", ghost)
         (got,) = await _claim_until(ojs_time, service, "rl-x", 1)
         assert got.id == job.id
         state = await backend.get_rate_limit("rl-x")
         assert state is not None
-        assert dict(state.holders) == {job.id: 1}
+        assert {k: v[0] for k, v in state.holders.items()} == {job.id: 1}
+
+    async def test_a_job_that_expires_takes_no_slot(
+        self, service: JobService, ojs_time: TimeControl
+    ) -> None:
+        """A rate-limited job found expired at fetch is discarded without holding a slot."""
+        policy = _limited("rl-e", concurrency=1)
+        stale = await push(service, queue="rl-e", rate_limit=policy, expires_at="+PT0.2S")
+        await ojs_time.advance(0.5, timers=False)
+        fresh = await push(service, queue="rl-e", rate_limit=policy)
+        (got,) = await _claim_until(ojs_time, service, "rl-e", 1)
+        assert got.id == fresh.id
+        assert (await service.get(stale.id)).state is S.DISCARDED
+        view = await service.rate_limits.get("rl-e")
+        assert view["concurrency"]["active"] == 1

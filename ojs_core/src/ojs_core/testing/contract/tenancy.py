@@ -19,6 +19,7 @@ from ...model import Job
 from ...service import JobService
 from ...states import JobState
 from ...tenancy import TenantLimitError, TenantRequiredError, inject
+from ...versioning import parse_declaration
 from ..helpers import events_of
 from ..timecontrol import TimeControl
 from ._base import KitTest
@@ -265,6 +266,51 @@ class TestTenancy(KitTest):
         await service.tenancy.put("vip", {"priority_boost": 5})
         job = await _push(service, "vip", "mt-boost", priority=1)
         assert job.priority == 6
+
+    async def test_versions_and_tenants_together(
+        self, service: JobService, backend: Backend
+    ) -> None:
+        """A job with both a version and a tenant (a version lane within a tenant shard): a
+        fetch scoped to its tenant whose worker accepts its version gets it at once, behind
+        backlogs of its tenant's other version and of another tenant's same version; a fetch
+        that does not accept the version, or is another tenant's, never gets it and does not
+        delay it (nor the backlogs) for the right worker."""
+        _needs_tenants(backend)
+        if not getattr(backend, "version_lanes", False):
+            pytest.skip("the backend does not keep its ready index by version lane")
+        v1 = parse_declaration({"invoice.generate": ">=1.0 <2.0"}, "versions")
+        v2 = parse_declaration({"invoice.generate": "2.0"}, "versions")
+
+        async def push(tenant: str, version: str) -> str:
+            body: dict[str, Any] = {
+                "type": "invoice.generate",
+                "version": version,
+                "args": [],
+                "meta": {"tenant_id": tenant},
+                "options": {"queue": "mt-ver"},
+            }
+            return (await service.enqueue(body)).job.id
+
+        acme_v2 = [await push("acme", "2.0") for _ in range(20)]
+        beta_v1 = [await push("beta", "1.0") for _ in range(20)]
+        job = await push("acme", "1.0")
+        v3 = parse_declaration({"invoice.generate": "3.0"}, "versions")
+        for i in range(3):
+            assert await service.fetch(["mt-ver"], 5, tenant="acme", versions=v3) == []
+            other_version = await service.fetch(["mt-ver"], 5, tenant="acme", versions=v2)
+            assert [j.id for j in other_version] == acme_v2[5 * i : 5 * i + 5]
+            other_tenant = await service.fetch(["mt-ver"], 5, tenant="beta", versions=v1)
+            assert [j.id for j in other_tenant] == beta_v1[5 * i : 5 * i + 5]
+        # Another version (same tenant) and another tenant (same version) got none of it.
+        assert (await service.get(job)).state is S.AVAILABLE
+        [got] = await service.fetch(["mt-ver"], 1, tenant="acme", versions=v1)
+        assert (got.id, got.attempt, got.state) == (job, 1, S.ACTIVE)
+        assert _tenant(got) == "acme"
+        # The backlogs were not set aside either: their right fetches get the oldest at once.
+        [theirs] = await service.fetch(["mt-ver"], 1, tenant="beta", versions=v1)
+        assert theirs.id == beta_v1[15]
+        [older] = await service.fetch(["mt-ver"], 1, versions=v2)
+        assert older.id == acme_v2[15]
 
 
 class TestTenantFairness(KitTest):
