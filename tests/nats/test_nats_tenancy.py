@@ -149,3 +149,21 @@ async def test_a_versioned_tenant_job_has_a_lane_within_its_shard(
         assert await b.fetch(["mtv"], 5, versions=v2) == []
     [got] = await b.fetch(["mtv"], 1, tenant="acme", versions=v1)
     assert (got.id, got.attempt) == (job.id, 1)
+
+
+async def test_the_longest_tenant_id_has_a_shard(replicas: tuple[JobService, JobService]) -> None:
+    """A 128-character tenant id (the most allowed) is hashed into its subject and consumer
+    name, which stay inside NATS's limits: its jobs are stored and fetched."""
+    a, b = replicas
+    tenant = "t" + "x" * 127
+    job = await _push(a, tenant, "mt-long")
+    consumer = names.ready_consumer("mt-long", 0, "invoice.generate@2.0", tenant)
+    assert len(consumer) < 100
+    got: list[Job] = []
+
+    async def fetched() -> bool:
+        got.extend(await b.fetch(["mt-long"], count=1, tenant=tenant))
+        return bool(got)
+
+    await _until(fetched)
+    assert [j.id for j in got] == [job.id]

@@ -174,10 +174,19 @@ def priority_token(priority: int) -> str:
     return f"{priority + 100:03d}"
 
 
+#: Tenant ids up to this many bytes are spelled out (hex) in subjects and consumer names;
+#: longer ones are hashed, so a consumer name stays well inside NATS's limits.
+_SHARD_HEX_BYTES = 24
+
+
 def shard_token(shard: str) -> str:
-    """A tenant id (multi-tenancy) as one subject token and consumer-name fragment: ``t``
-    and its UTF-8 in hex (tenant ids hold ``.`` and ``:``)."""
-    return "t" + shard.encode().hex()
+    """A tenant id (multi-tenancy) as one subject token and consumer-name fragment: ``t`` and
+    its UTF-8 in hex (tenant ids hold ``.`` and ``:``), or for a long id ``th`` and 32 hex
+    digits of its SHA-256."""
+    raw = shard.encode()
+    if len(raw) <= _SHARD_HEX_BYTES:
+        return "t" + raw.hex()
+    return "th" + hashlib.sha256(raw).hexdigest()[:32]
 
 
 def lane_token(lane: str) -> str:
