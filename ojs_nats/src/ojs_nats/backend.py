@@ -130,7 +130,7 @@ class NatsBackend:
         self.queues = Queues(self.conn, self.store, self.mirror, ack_wait_s)
         self.timers = Timers(self.conn, self.store)
         self.counters = Counters(self.conn)
-        self.arrivals = Arrivals(self.conn)
+        self.arrivals = Arrivals(self.conn, hear=self.store.hear)
         self.events = EventLog(self.conn)
         self.feed = EventFeed(self.conn)
         self.index = Index(self.conn, self.store)

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import json
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
@@ -48,6 +49,7 @@ __all__ = [
     "ConsumerGoneError",
     "Op",
     "Pipeline",
+    "Replies",
     "WrongSequenceError",
     "check_size",
     "closed_transport",
@@ -57,6 +59,7 @@ __all__ = [
     "last_values",
     "publish",
     "pull_now",
+    "replies",
     "settle",
 ]
 
@@ -228,11 +231,104 @@ class ConsumerGoneError(Exception):
     """A pull found no consumer (503 no responders): it was deleted, e.g. reaped when idle."""
 
 
+class _Reply:
+    """One request's replies as they arrive on the shared inbox."""
+
+    __slots__ = ("collect", "done", "last")
+
+    def __init__(self, collect: Callable[[Msg], bool], done: asyncio.Future[None], now: float):
+        self.collect = collect
+        self.done = done
+        self.last = now
+
+
+class Replies:
+    """Replies of many multi-message requests (batched direct gets) on one wildcard inbox
+    subscription per connection, each matched by its reply subject's token.
+
+    A subscription per request cost two protocol messages (SUB, UNSUB) and a subscription
+    object per read of a few records. Here each message is handed to its request's ``collect``
+    callback in arrival order (one subscription, one reader task), and a request's only
+    timer is its inactivity bound."""
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self._prefix: str | None = None
+        self._sub: Subscription | None = None
+        self._next = 0
+        self._open: dict[str, _Reply] = {}
+
+    async def _inbox(self) -> str:
+        if self._prefix is None:
+            # Set before subscribing (which may yield): concurrent first requests share it.
+            prefix = self._prefix = self.nc.new_inbox() + "."
+            self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_msg)
+        return self._prefix
+
+    async def _on_msg(self, msg: Msg) -> None:
+        reply = self._open.get(msg.subject[len(self._prefix or "") :])
+        if reply is None or reply.done.done():
+            return  # the request gave up: a pulled message comes back after its ack wait
+        reply.last = reply.done.get_loop().time()
+        try:
+            finished = reply.collect(msg)
+        except Exception as exc:
+            reply.done.set_exception(exc)
+            return
+        if finished:
+            reply.done.set_result(None)
+
+    async def request(
+        self, subject: str, payload: bytes, collect: Callable[[Msg], bool], wait_s: float
+    ) -> bool:
+        """Send ``payload`` to ``subject`` and feed every reply to ``collect`` until it
+        returns ``True`` (then ``True``), or until no reply came for ``wait_s`` (then
+        ``False``). An exception ``collect`` raises is raised here."""
+        prefix = await self._inbox()
+        self._next += 1
+        token = str(self._next)
+        loop = asyncio.get_running_loop()
+        reply = _Reply(collect, loop.create_future(), loop.time())
+        self._open[token] = reply
+        try:
+            await self.nc.publish(subject, payload, reply=prefix + token)
+            timeout = wait_s
+            while True:
+                try:
+                    await asyncio.wait_for(asyncio.shield(reply.done), timeout)
+                    return True
+                except TimeoutError:
+                    idle = loop.time() - reply.last
+                    if idle >= wait_s:
+                        return False
+                    timeout = wait_s - idle
+        finally:
+            del self._open[token]
+            if not reply.done.done():
+                reply.done.cancel()
+
+
+_REPLIES: weakref.WeakKeyDictionary[Client, Replies] = weakref.WeakKeyDictionary()
+
+
+def replies(nc: Client) -> Replies:
+    """The shared reply inbox of ``nc`` (created on first use; it lives as long as ``nc``,
+    and nats-py restores its subscription after a reconnect)."""
+    found = _REPLIES.get(nc)
+    if found is None:
+        found = _REPLIES[nc] = Replies(nc)
+    return found
+
+
 async def pull_now(
     nc: Client, stream: str, consumer: str, batch: int, wait_s: float = 2.0
 ) -> list[Msg]:
     """Up to ``batch`` messages that are ready now (``no_wait``); ``[]`` when there are none.
-    :class:`ConsumerGoneError` when the consumer does not exist."""
+    :class:`ConsumerGoneError` when the consumer does not exist.
+
+    A subscription of its own, not the shared :class:`Replies` inbox: JetStream delivers a
+    pulled message under its stream subject, not the request's reply subject, so only the
+    subscription tells which pull it answers."""
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     msgs: list[Msg] = []
@@ -264,40 +360,23 @@ async def direct_get_batch(
     """A batched direct get (``multi_last``, or ``seq`` + ``next_by_subj`` + ``batch``): the
     messages it returns, deletion markers included (callers look at ``KV-Operation``). No
     consumer is created. Raises ``RuntimeError`` for an error status (e.g. direct gets not
-    allowed on the stream), ``nats.errors.TimeoutError`` when no answer came for ``wait_s``.
-
-    The answers are collected by a subscription callback, not by ``next_msg`` per answer:
-    ``next_msg`` arms a timeout for each message, which cost ~50 µs per entry of a listing."""
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    allowed on the stream), ``nats.errors.TimeoutError`` when no answer came for ``wait_s``
+    (after the last one)."""
     msgs: list[Msg] = []
 
-    async def collect(msg: Msg) -> None:
-        if done.done():
-            return
+    def collect(msg: Msg) -> bool:
         status = (msg.headers or {}).get(names.STATUS)
         if status in ("204", "404"):  # end of batch; nothing (more) found
-            done.set_result(None)
-        elif status:
-            done.set_exception(RuntimeError(f"direct get on {stream} answered {status}"))
-        else:
-            msgs.append(msg)
+            return True
+        if status:
+            raise RuntimeError(f"direct get on {stream} answered {status}")
+        msgs.append(msg)
+        return False
 
-    sub = await nc.subscribe(nc.new_inbox(), cb=collect)
-    try:
-        await nc.publish(
-            names.direct_get_subject(stream), json.dumps(request).encode(), reply=sub.subject
-        )
-        seen = -1
-        while seen != len(msgs):  # wait while answers keep coming, ``wait_s`` after the last
-            seen = len(msgs)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(done), wait_s)
-                return msgs
+    subject = names.direct_get_subject(stream)
+    if not await replies(nc).request(subject, json.dumps(request).encode(), collect, wait_s):
         raise nats.errors.TimeoutError
-    finally:
-        if not done.done():
-            done.cancel()
-        await sub.unsubscribe()
+    return msgs
 
 
 #: Subjects a ``multi_last`` direct get answers at a time.

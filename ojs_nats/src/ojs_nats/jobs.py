@@ -208,10 +208,13 @@ class JobWriter:
                     self.index.unlink(*(seq for pair in entries for seq in pair))
                     raise
                 seqs = list(range(landed, landed + len(ops)))
-            for job, seq, (birth, entry) in zip(jobs, seqs, entries, strict=False):
+            arrivals = self.arrivals
+            for job, seq, (birth, entry), op in zip(jobs, seqs, entries, ops, strict=False):
                 store.remember(JobRecord(job, _first_epoch(job), seq, birth, entry))
                 self.counters.count(None, job)
-            await self.arrivals.notify(j.queue for j in jobs if j.state is S.AVAILABLE)
+                if job.state is S.AVAILABLE:
+                    arrivals.carry(job.queue, job.id, seq, op[1])
+            await arrivals.notify(j.queue for j in jobs if j.state is S.AVAILABLE)
             return []
         raise ConflictError("enqueue lost too many races on unique keys; try again")
 
@@ -280,6 +283,7 @@ class JobWriter:
         self.store.remember(new)
         self.counters.count(before, after)
         if entered:
+            self.arrivals.carry(after.queue, after.id, new.revision, ops[0][1])
             await self.arrivals.notify([after.queue])
         return new
 

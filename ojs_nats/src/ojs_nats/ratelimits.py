@@ -10,8 +10,6 @@ as JSON. Records are small: the holders of a concurrency limit (at most
 
 from __future__ import annotations
 
-import asyncio
-
 from ojs_core import jsonio
 from ojs_core.backend import RateLimitFn
 from ojs_core.rate_limit_rules import KeyState
@@ -57,6 +55,4 @@ class RateLimitBucket:
 
     async def list(self) -> list[KeyState]:
         """Every key's record."""
-        keys = await self.store.keys(names.LIMITS_BUCKET)
-        got = await asyncio.gather(*(self.store.get(names.LIMITS_BUCKET, k) for k in keys))
-        return [_CODEC.decode(g[0]) for g in got if g is not None]
+        return [_CODEC.decode(v) for v in await self.store.values(names.LIMITS_BUCKET)]

@@ -39,6 +39,7 @@ from .jetstream import (
     WrongSequenceError,
     check_size,
     direct_get_batch,
+    last_values,
     settle,
 )
 
@@ -72,6 +73,8 @@ MULTI_GET = 256
 _MULTI_GET_WAIT_S = 5.0
 #: How long a key listing waits for each page.
 _KEYS_WAIT_S = 10.0
+#: ``KV-Operation`` values of a deleted key's marker.
+_DELETED = ("DEL", "PURGE")
 #: Reads of a record while deciding a write whose outcome is unknown.
 _SETTLE_ATTEMPTS = 4
 #: How long the deletion marker of a removed record stays (``Nats-TTL``). It fences a write of
@@ -210,6 +213,9 @@ class RecordStore:
         #: Read through the stream leader (set for replicated streams; see :meth:`entry`).
         self.leader_reads = False
         self._cache: OrderedDict[str, JobRecord] = OrderedDict()
+        #: Records another process stored and announced (``Arrivals``), kept undecoded until a
+        #: claim asks for one: most are claimed elsewhere. Oldest dropped first.
+        self._heard: dict[str, tuple[int, bytes]] = {}
         #: Versions read a moment ago by the timer pass, handed to the update or removal that
         #: follows so it need not read again (each taken once; see :meth:`take_fresh`).
         self._fresh: dict[str, tuple[float, JobRecord]] = {}
@@ -328,6 +334,23 @@ class RecordStore:
                 return revision  # it landed
             raise
 
+    async def values(self, bucket: str) -> list[bytes]:
+        """Every live value of ``bucket`` (deleted keys left out): one batched read of the
+        last values (``multi_last``), or with :attr:`leader_reads` a read of each key through
+        the stream leader (a follower's batched answer may miss the latest writes)."""
+        if self.leader_reads:
+            keys = await self.keys(bucket)
+            got = await asyncio.gather(*(self.get(bucket, k) for k in keys))
+            return [g[0] for g in got if g is not None]
+        msgs = await last_values(
+            self.conn.nc, names.kv_stream(bucket), names.kv_subject(bucket, ">")
+        )
+        return [
+            msg.data
+            for msg in msgs
+            if msg.data and (msg.headers or {}).get(names.KV_OPERATION) not in _DELETED
+        ]
+
     async def keys(self, bucket: str, pattern: str = ">") -> list[str]:
         """Keys of ``bucket`` matching ``pattern``, deleted ones included (callers read each).
 
@@ -444,6 +467,8 @@ class RecordStore:
             if not names.is_job_id(job_id):
                 continue
             hit = self._cache.get(job_id) if cached else None
+            if hit is None and cached:
+                hit = self._take_heard(job_id)
             if hit is not None:
                 out[i] = hit
             else:
@@ -510,6 +535,28 @@ class RecordStore:
         if len(cache) > CACHE_SIZE:
             cache.popitem(last=False)
 
+    def hear(self, job_id: str, revision: int, data: bytes) -> None:
+        """Keep a record another process just stored (carried by its arrival notification)
+        for the claim that may follow; as good a guess as the version cache."""
+        heard = self._heard
+        heard.pop(job_id, None)
+        heard[job_id] = (revision, data)
+        if len(heard) > CACHE_SIZE:
+            del heard[next(iter(heard))]
+
+    def _take_heard(self, job_id: str) -> JobRecord | None:
+        got = self._heard.pop(job_id, None)
+        if got is None:
+            return None
+        try:
+            rec = decode_job(got[1], got[0])
+        except Exception:
+            return None  # not a record: read the stored one
+        if rec.job.id != job_id:
+            return None
+        self.remember(rec)
+        return rec
+
     def put_fresh(self, rec: JobRecord) -> None:
         """Hand a version just read from the store to the next write of the same job."""
         if len(self._fresh) >= CACHE_SIZE:
@@ -533,11 +580,13 @@ class RecordStore:
         """Drop the cached version (after a lost swap, say)."""
         self._cache.pop(job_id, None)
         self._fresh.pop(job_id, None)
+        self._heard.pop(job_id, None)
 
     def forget_all(self) -> None:
         """Drop every cached version (after a reset)."""
         self._cache.clear()
         self._fresh.clear()
+        self._heard.clear()
 
 
 def _unanswered(exc: BaseException) -> bool:

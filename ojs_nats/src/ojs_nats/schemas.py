@@ -1,13 +1,12 @@
 """The schema registry's records in ``OJS_SCHEMAS``: one key per schema URI (hex-encoded, as
 :func:`~ojs_nats.names.name_key` does for names a key cannot hold), the record as JSON.
 
-Registries are small (a few schemas per job type): a listing reads every key, and the
-registry in ``ojs_core`` caches it per process for a couple of seconds.
+Registries are small (a few schemas per job type): a listing reads the last value of every
+key in one batched read, and the registry in ``ojs_core`` caches it per process for a couple
+of seconds.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 from ojs_core import jsonio
 from ojs_core.schema_registry import SchemaRecord
@@ -50,9 +49,10 @@ class SchemaBucket:
 
     async def list(self) -> list[SchemaRecord]:
         """Every stored schema."""
-        keys = await self.store.keys(names.SCHEMAS_BUCKET)
-        got = await asyncio.gather(*(self.store.get(names.SCHEMAS_BUCKET, k) for k in keys))
-        return [SchemaRecord.from_wire(jsonio.loads(g[0])) for g in got if g is not None]
+        return [
+            SchemaRecord.from_wire(jsonio.loads(v))
+            for v in await self.store.values(names.SCHEMAS_BUCKET)
+        ]
 
     async def delete(self, uri: str) -> bool:
         """Remove one schema; ``False`` if there was none."""

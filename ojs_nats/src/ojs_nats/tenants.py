@@ -9,8 +9,6 @@ A tenant id is stored under :func:`~ojs_nats.names.name_key` (hex with ``=`` whe
 
 from __future__ import annotations
 
-import asyncio
-
 from ojs_core import jsonio
 from ojs_core.backend import TenantFn
 from ojs_core.tenancy import TenantConfig
@@ -59,9 +57,7 @@ class TenantBucket:
 
     async def list(self) -> list[TenantConfig]:
         """Every tenant's record."""
-        keys = await self.store.keys(names.TENANTS_BUCKET)
-        got = await asyncio.gather(*(self.store.get(names.TENANTS_BUCKET, k) for k in keys))
-        return [_CODEC.decode(g[0]) for g in got if g is not None]
+        return [_CODEC.decode(v) for v in await self.store.values(names.TENANTS_BUCKET)]
 
     async def delete(self, tenant_id: str) -> TenantConfig | None:
         """Remove and return the tenant's record."""
