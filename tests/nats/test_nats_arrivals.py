@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 from hypothesis import given
 from hypothesis import strategies as st
+from nats.aio.msg import Msg
 from nats_support import eventually
 
 import nats
@@ -45,7 +46,7 @@ async def test_a_woken_fetch_claims_the_job_without_reading_its_record(
     spy = await nats.connect(nats_url)
     reads: list[str] = []
 
-    async def seen(msg: nats.aio.msg.Msg) -> None:
+    async def seen(msg: Msg) -> None:
         reads.append(msg.subject)
 
     try:
