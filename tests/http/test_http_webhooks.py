@@ -51,6 +51,9 @@ Scenario = Callable[[httpx.AsyncClient, Receiver], Awaitable[None]]
         sc.producer_is_forbidden,
         sc.test_endpoint_reports,
         sc.concurrent_changes_both_land,
+        sc.outcome_events_are_published,
+        sc.dead_delivery_is_retried,
+        sc.subscriptions_are_tenant_scoped,
     ],
     ids=lambda f: f.__name__,
 )

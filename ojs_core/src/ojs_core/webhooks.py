@@ -33,6 +33,7 @@ __all__ = [
     "MAX_EVENTS",
     "MAX_FILTER_VALUES",
     "MAX_PENDING_PER_SUBSCRIPTION",
+    "OUTCOME_EVENTS",
     "ROTATION_OVERLAP",
     "Delivery",
     "Subscription",
@@ -59,6 +60,9 @@ MAX_METADATA_BYTES = 8192
 #: attempts (a 4xx, or the schedule exhausted); ``cancelled``: its subscription was deleted or
 #: deactivated before it was sent.
 DELIVERY_STATUSES = ("pending", "delivered", "dead", "cancelled")
+#: The events about deliveries themselves (``ojs_core.webhook_events``): never routed to a
+#: subscription, or a ``*`` subscription whose endpoint is down would feed itself forever.
+OUTCOME_EVENTS = frozenset({"webhook.delivered", "webhook.failed", "webhook.dead"})
 
 
 def new_secret() -> str:
@@ -84,7 +88,8 @@ class Subscription:
 
     ``secret`` signs every delivery; after a rotation ``previous_secret`` signs too until
     ``previous_until``. Neither is ever shown by :meth:`to_wire` unless asked (the create and
-    rotate answers)."""
+    rotate answers). ``tenant_id`` (multi-tenancy, spec §9.3): a subscription created by a
+    tenant-scoped request receives only events carrying that tenant's ``tenant_id``."""
 
     id: str
     url: str
@@ -98,6 +103,7 @@ class Subscription:
     secret: str = attrs.field(repr=False)
     previous_secret: str | None = attrs.field(default=None, repr=False)
     previous_until: datetime | None = None
+    tenant_id: str | None = None
 
     def signing_secrets(self, now: datetime) -> list[str]:
         """The secrets a delivery made at ``now`` is signed with: the current one, and the
@@ -110,7 +116,9 @@ class Subscription:
     def matches(self, event: Event) -> bool:
         """Whether this subscription delivers ``event``: active, created no later than the
         event, its type selected, and its queue and job type within the filter (if any)."""
-        if not self.active or event.time < self.created_at:
+        if not self.active or event.time < self.created_at or event.type in OUTCOME_EVENTS:
+            return False
+        if self.tenant_id is not None and event.data.get("tenant_id") != self.tenant_id:
             return False
         if not any(event_type_matches(p, event.type) for p in self.events):
             return False
@@ -146,6 +154,8 @@ class Subscription:
             flt["job_types"] = list(self.job_types)
         if flt:
             out["filter"] = flt
+        if self.tenant_id is not None:
+            out["tenant_id"] = self.tenant_id
         if self.previous_until is not None:
             out["previous_secret_expires_at"] = format_ts(self.previous_until)
         if with_secret:
@@ -178,6 +188,7 @@ class Subscription:
             secret=raw["secret"],
             previous_secret=raw.get("previous_secret"),
             previous_until=parse_ts(until) if until else None,
+            tenant_id=raw.get("tenant_id"),
         )
 
 

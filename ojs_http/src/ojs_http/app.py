@@ -209,6 +209,7 @@ def _webhook_runner(service: JobService, settings: HttpSettings) -> WebhookRunne
         schedule=settings.webhook_schedule,
         poll_s=settings.webhook_poll_s,
         concurrency=settings.webhook_concurrency,
+        emit=service.emit,
     )
 
 
