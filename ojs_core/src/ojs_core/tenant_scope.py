@@ -1,0 +1,103 @@
+"""Tenant scoping of the operations beyond a single job: queue statistics, bulk changes and
+the dead letter (multi-tenancy, ``ojs_core.tenancy``).
+
+The rule is the one :meth:`~ojs_core.tenancy.Tenancy.owns` states for reads: a caller scoped to
+a tenant (the ``X-OJS-Tenant`` header, the ``x-ojs-tenant`` gRPC metadata) sees and changes only
+that tenant's jobs, and another tenant's job is answered as if it did not exist (404, never
+409, so a job id cannot be probed); an unscoped caller (``tenant`` is ``None``) sees all.
+
+* Counts (queue statistics, the admin overview) come from the backend's per-tenant counters
+  (:class:`~ojs_core.backend.TenantCounts`); the recent-activity figures (throughput, mean run
+  and wait times) are kept per queue, not per tenant, so a scoped caller gets 0 for them
+  rather than another tenant's activity.
+* Filters (bulk changes, purges, dead-letter listings) carry an ``owner`` predicate, checked
+  while collecting and again inside every compare-and-swap.
+* A retry of a dead-letter job with ``override.meta`` keeps the caller's tenant in it (or is
+  400 when it names another), so a job cannot be moved to another tenant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from .admin import JobQuery
+from .errors import NotFoundError, ValidationError
+from .model import Job, QueueStats
+from .service import JobService
+from .tenancy import inject
+
+__all__ = [
+    "owner",
+    "require_owned",
+    "scope_override",
+    "scope_query",
+    "scoped_queue_stats",
+    "scoped_summaries",
+]
+
+
+def owner(service: JobService, tenant: str | None) -> Callable[[Job], bool] | None:
+    """The predicate selecting ``tenant``'s jobs (``None`` for an unscoped caller)."""
+    if tenant is None:
+        return None
+    tenancy = service.tenancy
+
+    def owned(job: Job) -> bool:
+        return tenancy.owns(job, tenant)
+
+    return owned
+
+
+def scope_query(service: JobService, query: JobQuery, tenant: str | None) -> JobQuery:
+    """``query`` restricted to ``tenant``'s jobs (unchanged when unscoped)."""
+    if tenant is None:
+        return query
+    return attrs.evolve(query, owner=owner(service, tenant))
+
+
+async def require_owned(
+    service: JobService, job_id: str, tenant: str | None, what: str = "job"
+) -> None:
+    """404 (as for an unknown id) unless ``tenant`` owns the job; nothing when unscoped."""
+    if tenant is None:
+        return
+    job = await service.backend.get_job(job_id)
+    if job is None or not service.tenancy.owns(job, tenant):
+        raise NotFoundError(what, job_id)
+
+
+def scope_override(override: Any, tenant: str | None) -> Any:
+    """A dead-letter retry's ``override`` with the caller's tenant kept in ``override.meta``
+    (400 ``override.meta.tenant_id`` when it names another tenant)."""
+    if tenant is None or not isinstance(override, Mapping) or override.get("meta") is None:
+        return override
+    if not isinstance(override["meta"], Mapping):
+        raise ValidationError("must be an object", path="override.meta")
+    scoped = inject({"meta": override["meta"]}, tenant, "override")
+    return {**override, "meta": scoped["meta"]}
+
+
+async def scoped_queue_stats(service: JobService, queue: str, tenant: str | None) -> QueueStats:
+    """A queue's statistics as ``tenant`` may see them: its own jobs' counts, no activity
+    figures (they are not kept per tenant); everything when unscoped."""
+    stats = await service.queue_stats(queue)
+    if tenant is None:
+        return stats
+    counts = await service.tenancy.stats_counts(tenant, stats.name)
+    return QueueStats(name=stats.name, paused=stats.paused, counts=dict(counts))
+
+
+async def scoped_summaries(
+    service: JobService, summaries: Sequence[QueueStats], tenant: str | None
+) -> list[QueueStats]:
+    """Queue summaries restricted to ``tenant``'s jobs (unchanged when unscoped)."""
+    if tenant is None:
+        return list(summaries)
+    out = []
+    for stats in summaries:
+        counts = await service.tenancy.stats_counts(tenant, stats.name)
+        out.append(QueueStats(name=stats.name, paused=stats.paused, counts=dict(counts)))
+    return out
