@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from .admin import JobQuery
+from .backend import JobFilter
 from .errors import NotFoundError, ValidationError
 from .model import Job, QueueStats
 from .service import JobService
@@ -34,6 +35,7 @@ __all__ = [
     "require_owned",
     "scope_override",
     "scope_query",
+    "scoped_dead_letter",
     "scoped_queue_stats",
     "scoped_summaries",
 ]
@@ -101,3 +103,19 @@ async def scoped_summaries(
         counts = await service.tenancy.stats_counts(tenant, stats.name)
         out.append(QueueStats(name=stats.name, paused=stats.paused, counts=dict(counts)))
     return out
+
+
+async def scoped_dead_letter(
+    service: JobService, queue: str | None, limit: int, offset: int, tenant: str | None
+) -> tuple[list[Job], int, bool]:
+    """A page of the dead letter as ``tenant`` may see it: the jobs, a total and whether more
+    follow. Scoped, the total is a lower bound (``offset`` + the page, + 1 when more follow):
+    an exact one would read every dead job of every tenant."""
+    if tenant is None:
+        page = await service.dead_letter(queue, limit, offset)
+        return page.items, page.total, offset + limit < page.total
+    flt = JobFilter(dead_letter=True, queue=queue, limit=limit + 1, offset=offset)
+    jobs, _ = await service.tenancy.jobs(tenant, flt)
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return jobs, offset + len(jobs) + (1 if more else 0), more
