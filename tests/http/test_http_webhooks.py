@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import webhook_scenarios as sc
-from webhook_receiver import Receiver, receiving
+from webhook_receiver import Receiver, receiving, until
 
 from ojs_http import create_app
 from ojs_http.settings import HttpSettings
@@ -173,3 +173,24 @@ async def test_events_before_the_subscription_are_not_delivered(
     got = await sc.until(lambda: receiver.of_type("job.completed"), "the delivery")
     assert [r.json["data"]["job_type"] for r in got] == ["after.sub"]
     assert sub["id"] == got[0].headers["x-ojs-subscription-id"]
+
+
+async def test_metrics_count_the_outcomes(receiver: Receiver) -> None:
+    """Spec §11.2: a failed attempt and its successful retry are counted, the retry count
+    observed, the subscriptions gauged; the metrics are read at GET /metrics."""
+    receiver.answer(500, 200)
+    async with sc.client_of(make_app(metrics=True)) as client:
+        await sc.subscribe(client, receiver, ["job.completed"])
+        await sc.run_job(client)
+
+        async def scraped() -> Any:
+            r = await client.get("/metrics", headers=sc.ADMIN)
+            assert r.status_code == 200, r.text
+            return r.text if 'status="success"' in r.text else None
+
+        text = await until(scraped, "the success counted")
+    assert 'ojs_webhook_delivery_total{event_type="job.completed",status="failed"} 1.0' in text
+    assert 'ojs_webhook_delivery_total{event_type="job.completed",status="success"} 1.0' in text
+    assert 'ojs_webhook_delivery_retry_count_sum{event_type="job.completed"} 1.0' in text
+    assert "ojs_webhook_delivery_duration_seconds_count" in text
+    assert "ojs_webhook_subscriptions 1.0" in text
