@@ -12,7 +12,7 @@ from google.protobuf import struct_pb2
 from grpc_support import Harness, as_role, field_violations
 from nats_support import eventually
 
-from ojs_grpc._gen import job_pb2, queue_pb2, worker_pb2
+from ojs_grpc._gen import job_pb2, queue_pb2, worker_pb2, workflow_pb2
 
 ADMIN = as_role("admin")
 ACME = (*ADMIN, ("x-ojs-tenant", "acme"))
@@ -123,3 +123,29 @@ async def test_a_scoped_stream_is_sent_its_tenants_jobs_only(harness: Harness) -
     stream.cancel()
     got = await h.stub.GetJob(job_pb2.GetJobRequest(job_id=theirs.id), metadata=ADMIN)
     assert got.job.state == job_pb2.JOB_STATE_AVAILABLE
+
+
+async def test_a_workflow_is_its_tenants(harness: Harness) -> None:
+    h = harness
+    created = await h.stub.CreateWorkflow(
+        workflow_pb2.CreateWorkflowRequest(
+            name="wf", steps=[workflow_pb2.WorkflowStep(id="one", type="mt.step")]
+        ),
+        metadata=BETA,
+    )
+    wf_id = created.workflow.id
+    for call, request in (
+        (h.stub.GetWorkflow, workflow_pb2.GetWorkflowRequest(workflow_id=wf_id)),
+        (h.stub.CancelWorkflow, workflow_pb2.CancelWorkflowRequest(workflow_id=wf_id)),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(request, metadata=ACME)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    got = await h.stub.GetWorkflow(
+        workflow_pb2.GetWorkflowRequest(workflow_id=wf_id), metadata=BETA
+    )
+    assert got.workflow.state == workflow_pb2.WORKFLOW_STATE_RUNNING
+    job = await h.stub.GetJob(
+        job_pb2.GetJobRequest(job_id=got.workflow.steps[0].job_id), metadata=BETA
+    )
+    assert job.job.meta["tenant_id"] == "beta"

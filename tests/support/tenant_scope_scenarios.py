@@ -242,10 +242,24 @@ async def admin_bulk_and_purge_are_scoped(a: httpx.AsyncClient, b: httpx.AsyncCl
     assert (await a.get(f"{V1}/jobs/{mine}")).status_code == 200
 
 
+async def workflows_are_the_callers(a: httpx.AsyncClient, b: httpx.AsyncClient) -> None:
+    """A workflow is its jobs' tenant's: another tenant neither reads nor cancels it."""
+    body = {"type": "chain", "steps": [{"type": "scope.step", "args": []}]}
+    r = await a.post(f"{V1}/workflows", json=body, headers=BETA)
+    assert r.status_code == 201, r.text
+    url = f"{V1}/workflows/{r.json()['workflow']['id']}"
+    _error(await b.get(url, headers=ACME), 404)
+    _error(await b.delete(url, headers=ACME), 404)
+    assert (await b.get(url, headers=BETA)).json()["workflow"]["state"] == "running"
+    assert (await b.get(url)).status_code == 200
+    assert (await b.delete(url, headers=BETA)).status_code == 200
+
+
 Scenario = Callable[[httpx.AsyncClient, httpx.AsyncClient], Awaitable[None]]
 SCENARIOS: list[Scenario] = [
     queue_stats_count_only_the_callers_jobs,
     bulk_routes_touch_only_the_callers_jobs,
     dead_letter_is_the_callers,
     admin_bulk_and_purge_are_scoped,
+    workflows_are_the_callers,
 ]

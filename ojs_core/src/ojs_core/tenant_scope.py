@@ -12,6 +12,7 @@ that tenant's jobs, and another tenant's job is answered as if it did not exist 
   rather than another tenant's activity.
 * Filters (bulk changes, purges, dead-letter listings) carry an ``owner`` predicate, checked
   while collecting and again inside every compare-and-swap.
+* A workflow is its jobs' tenant's: another tenant's is 404 (read or cancel).
 * A retry of a dead-letter job with ``override.meta`` keeps the caller's tenant in it (or is
   400 when it names another), so a job cannot be moved to another tenant.
 """
@@ -33,6 +34,7 @@ from .tenancy import inject
 __all__ = [
     "owner",
     "require_owned",
+    "require_workflow_owned",
     "scope_override",
     "scope_query",
     "scoped_dead_letter",
@@ -119,3 +121,15 @@ async def scoped_dead_letter(
     more = len(jobs) > limit
     jobs = jobs[:limit]
     return jobs, offset + len(jobs) + (1 if more else 0), more
+
+
+async def require_workflow_owned(service: JobService, workflow_id: str, tenant: str | None) -> None:
+    """404 (as for an unknown id) unless ``tenant`` owns the workflow: every job of a workflow
+    has one tenant (``Tenancy.unify_workflow``), so its first stored job tells."""
+    if tenant is None:
+        return
+    workflow = await service.backend.get_workflow(workflow_id)
+    jobs = await service.backend.get_jobs([n.job_id for n in workflow.nodes]) if workflow else []
+    first = next((j for j in jobs if j is not None), None)
+    if first is None or not service.tenancy.owns(first, tenant):
+        raise NotFoundError("workflow", workflow_id)

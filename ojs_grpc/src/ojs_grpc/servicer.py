@@ -21,7 +21,12 @@ from ojs_core.manifest import core_specs, official_extensions
 from ojs_core.service import JobService
 from ojs_core.states import JobState
 from ojs_core.tenancy import inject
-from ojs_core.tenant_scope import require_owned, scoped_dead_letter, scoped_queue_stats
+from ojs_core.tenant_scope import (
+    require_owned,
+    require_workflow_owned,
+    scoped_dead_letter,
+    scoped_queue_stats,
+)
 
 from . import convert
 from ._gen import (
@@ -447,7 +452,9 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: workflow_pb2.GetWorkflowRequest, context: Context
     ) -> workflow_pb2.GetWorkflowResponse:
         """GET /ojs/v1/workflows/{id}."""
-        workflow = await self.service.get_workflow(required(request.workflow_id, "workflow_id"))
+        workflow_id = required(request.workflow_id, "workflow_id")
+        await require_workflow_owned(self.service, workflow_id, tenant_of(context))
+        workflow = await self.service.get_workflow(workflow_id)
         return workflow_pb2.GetWorkflowResponse(workflow=convert.workflow_message(workflow))
 
     @rpc
@@ -455,5 +462,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: workflow_pb2.CancelWorkflowRequest, context: Context
     ) -> workflow_pb2.CancelWorkflowResponse:
         """DELETE /ojs/v1/workflows/{id} (``reason`` is not stored)."""
-        workflow = await self.service.cancel_workflow(required(request.workflow_id, "workflow_id"))
+        workflow_id = required(request.workflow_id, "workflow_id")
+        await require_workflow_owned(self.service, workflow_id, tenant_of(context))
+        workflow = await self.service.cancel_workflow(workflow_id)
         return workflow_pb2.CancelWorkflowResponse(workflow=convert.workflow_message(workflow))

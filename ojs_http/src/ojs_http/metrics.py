@@ -5,9 +5,9 @@ Served when ``prometheus-client`` is installed (``pip install 'ojs-http[metrics]
 this module adds ``ojs_http_requests_total`` and ``ojs_http_request_duration_seconds`` by
 method, route template and status, and the webhook metrics
 (:class:`ojs_core.webhook_prometheus.WebhookMetrics`) when the backend stores webhooks. Every
-app has its own registry, so two apps in one process (tests, say) never share counters; ``ojs-server --workers N`` runs prometheus-client's
-multiprocess mode so that every process's scrape reports all of them
-(``docs/observability.md``).
+app has its own registry, so two apps in one process (tests, say) never share counters;
+``ojs-server --workers N`` runs prometheus-client's multiprocess mode so that every process's
+scrape reports all of them (``docs/observability.md``).
 """
 
 from __future__ import annotations
