@@ -12,6 +12,7 @@ that tenant's jobs, and another tenant's job is answered as if it did not exist 
   rather than another tenant's activity.
 * Filters (bulk changes, purges, dead-letter listings) carry an ``owner`` predicate, checked
   while collecting and again inside every compare-and-swap.
+* Events (polled, streamed, over a WebSocket) are shown when they carry the tenant's id.
 * A workflow is its jobs' tenant's: another tenant's is 404 (read or cancel).
 * A retry of a dead-letter job with ``override.meta`` keeps the caller's tenant in it (or is
   400 when it names another), so a job cannot be moved to another tenant.
@@ -27,11 +28,12 @@ import attrs
 from .admin import JobQuery
 from .backend import JobFilter
 from .errors import NotFoundError, ValidationError
-from .model import Job, QueueStats
+from .model import Event, Job, QueueStats
 from .service import JobService
 from .tenancy import inject
 
 __all__ = [
+    "event_visible",
     "owner",
     "require_owned",
     "require_workflow_owned",
@@ -133,3 +135,16 @@ async def require_workflow_owned(service: JobService, workflow_id: str, tenant: 
     first = next((j for j in jobs if j is not None), None)
     if first is None or not service.tenancy.owns(first, tenant):
         raise NotFoundError("workflow", workflow_id)
+
+
+def event_visible(service: JobService, event: Event, tenant: str | None) -> bool:
+    """Whether a caller scoped to ``tenant`` may see ``event`` (polled, streamed or sent over
+    a WebSocket): one carrying its ``tenant_id``, or, for the default tenant, a job event
+    without one (its untagged jobs). Events of other tenants' jobs, and events about no
+    tenant (subscriptions, bulk summaries), are for unscoped callers only."""
+    if tenant is None:
+        return True
+    owner_id = event.data.get("tenant_id")
+    if owner_id is not None:
+        return bool(owner_id == tenant)
+    return tenant == service.tenancy.default and "job_id" in event.data

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from ojs_core.admin import parse_job_query
@@ -30,7 +30,7 @@ __all__ = ["routes", "tenant_header"]
 _EXT = " (extension urn:ojs:ext:experimental:multi-tenancy)"
 
 
-def tenant_header(request: Request) -> str | None:
+def tenant_header(request: HTTPConnection) -> str | None:
     """The request's ``X-OJS-Tenant`` (checked), or ``None``: it scopes the request."""
     raw = request.headers.get("x-ojs-tenant")
     if raw is None:
