@@ -18,6 +18,7 @@ import webhook_scenarios as sc
 from nats_fixtures import BackendFactory
 from webhook_receiver import Receiver, receiving, until
 
+from ojs_core.errors import ConflictError
 from ojs_core.events import make_event
 from ojs_core.webhook_store import WebhookStore
 from ojs_core.webhooks import Subscription, deliveries_for, new_secret
@@ -306,3 +307,22 @@ async def test_a_dead_delivery_is_retried_once_through_two_replicas(
             return [e["type"] for e in got] if len(got) >= 2 else None
 
         assert await until(outcomes, "both outcome events") == ["webhook.dead", "webhook.delivered"]
+
+
+async def test_a_retry_into_a_full_queue_is_a_conflict(
+    new_backend: BackendFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manual retry the stream refuses because the subscription's queue is full is a 409
+    the admin can act on, never a 500."""
+    monkeypatch.setattr(provision, "MAX_PENDING_PER_SUBSCRIPTION", 1)
+    backend = await new_backend()
+    now = datetime.now(UTC)
+    sub = subscription(now - timedelta(seconds=1))
+    first, second = (
+        make_event("job.completed", now, {"queue": "q"}, subject=f"j{i}") for i in range(2)
+    )
+    await backend.add_deliveries(deliveries_for(first, [sub], now))  # the queue is full
+    (dead,) = deliveries_for(second, [sub], now)
+    queued = attrs.evolve(dead, status="pending", attempt=0)
+    with pytest.raises(ConflictError):
+        await backend.redeliver(queued, "k1")

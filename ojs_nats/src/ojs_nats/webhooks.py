@@ -32,7 +32,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 
 from ojs_core import jsonio
-from ojs_core.errors import NotFoundError, PayloadTooLargeError
+from ojs_core.errors import ConflictError, NotFoundError, PayloadTooLargeError
 from ojs_core.model import Event
 from ojs_core.webhook_store import EventBatch
 from ojs_core.webhooks import Delivery, Subscription
@@ -254,11 +254,18 @@ class WebhookQueue:
     async def redeliver(self, delivery: Delivery, key: str) -> bool:
         """Queue a replay of a dead delivery; its message id makes two replays of the same
         dead version (``key``), through any replicas, one message."""
-        ack = await self.conn.js.publish(
-            names.webhook_subject(delivery.subscription_id),
-            jsonio.dumps(delivery.to_record()),
-            headers={"Nats-Msg-Id": f"{delivery.id}.replay.{key}"},
-        )
+        try:
+            ack = await self.conn.js.publish(
+                names.webhook_subject(delivery.subscription_id),
+                jsonio.dumps(delivery.to_record()),
+                headers={"Nats-Msg-Id": f"{delivery.id}.replay.{key}"},
+            )
+        except nats.js.errors.APIError as exc:  # refused for good: not the caller's to retry
+            if "maximum" in str(exc).lower():
+                raise ConflictError(
+                    "the subscription's delivery queue is full; retry once it has drained"
+                ) from exc
+            raise
         if ack.duplicate:
             return False
         await self._log(delivery)
