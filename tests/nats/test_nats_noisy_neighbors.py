@@ -19,8 +19,9 @@ async def test_the_other_replica_detects_every_signal(
     depth = NoisyNeighbors(b)
     await push(a, "acme", "nn-q", 25)
     await push(a, "beta", "nn-q", 1)
-    found = await assess_until(depth, lambda f: "queue_depth_ratio" in signals_of(f, "acme"))
-    assert "enqueue_rate_ratio" in signals_of(found, "acme")
+    # Counters and the event log lag their writes a little on NATS: both signals awaited.
+    both = {"queue_depth_ratio", "enqueue_rate_ratio"}
+    found = await assess_until(depth, lambda f: both <= set(signals_of(f, "acme")))
     assert signals_of(found, "beta") == []
     # Published by b, in the log a reads (events are stored just after the call returns).
     events = await eventually(lambda: events_of(a, DETECTED))
