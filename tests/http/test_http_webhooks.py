@@ -194,3 +194,25 @@ async def test_metrics_count_the_outcomes(receiver: Receiver) -> None:
     assert 'ojs_webhook_delivery_retry_count_sum{event_type="job.completed"} 1.0' in text
     assert "ojs_webhook_delivery_duration_seconds_count" in text
     assert "ojs_webhook_subscriptions 1.0" in text
+
+
+async def test_a_subscription_has_its_own_timeout(receiver: Receiver) -> None:
+    """``timeout_ms`` (5-60 s, spec §7.3) replaces the server's request timeout for the
+    subscription's deliveries; null gives it back; out of range is 400 naming it."""
+    receiver.delay_s = 0.5
+    async with sc.client_of(make_app(webhook_timeout_s=0.2)) as client:
+        sub = await sc.subscribe(client, receiver, ["job.completed"], timeout_ms=5000)
+        assert sub["timeout_ms"] == 5000
+        r = await client.post(f"{SUBS}/{sub['id']}/test", headers=sc.ADMIN)
+        assert r.json()["success"] is True, r.text
+        r = await client.patch(f"{SUBS}/{sub['id']}", json={"timeout_ms": None}, headers=sc.ADMIN)
+        assert "timeout_ms" not in r.json()
+        r = await client.post(f"{SUBS}/{sub['id']}/test", headers=sc.ADMIN)
+        assert r.json()["success"] is False
+        assert r.json()["error"] == "timed out after 0.2 s"
+        for bad in (100, 61_000, "5000", True):
+            r = await client.patch(
+                f"{SUBS}/{sub['id']}", json={"timeout_ms": bad}, headers=sc.ADMIN
+            )
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["details"]["validation_errors"][0]["path"] == "timeout_ms"

@@ -44,6 +44,7 @@ __all__ = [
     "parse_events",
     "parse_filter",
     "parse_metadata",
+    "parse_timeout",
 ]
 
 #: How long a rotated-out secret still signs deliveries (spec §8.3 recommends 24 hours).
@@ -56,6 +57,9 @@ MAX_EVENTS = 100
 MAX_PENDING_PER_SUBSCRIPTION = 10_000
 MAX_FILTER_VALUES = 100
 MAX_METADATA_BYTES = 8192
+#: A subscription's own request timeout (spec §7.3, MAY: the RECOMMENDED range 5-60 s).
+MIN_TIMEOUT_MS = 5_000
+MAX_TIMEOUT_MS = 60_000
 #: ``pending``: waiting for its next attempt; ``delivered``: a 2xx answered; ``dead``: no more
 #: attempts (a 4xx, or the schedule exhausted); ``cancelled``: its subscription was deleted or
 #: deactivated before it was sent.
@@ -88,7 +92,8 @@ class Subscription:
 
     ``secret`` signs every delivery; after a rotation ``previous_secret`` signs too until
     ``previous_until``. Neither is ever shown by :meth:`to_wire` unless asked (the create and
-    rotate answers). ``tenant_id`` (multi-tenancy, spec §9.3): a subscription created by a
+    rotate answers). ``timeout_ms`` replaces the server's request timeout for this endpoint
+    (spec §7.3). ``tenant_id`` (multi-tenancy, spec §9.3): a subscription created by a
     tenant-scoped request receives only events carrying that tenant's ``tenant_id``."""
 
     id: str
@@ -104,6 +109,7 @@ class Subscription:
     previous_secret: str | None = attrs.field(default=None, repr=False)
     previous_until: datetime | None = None
     tenant_id: str | None = None
+    timeout_ms: int | None = None
 
     def signing_secrets(self, now: datetime) -> list[str]:
         """The secrets a delivery made at ``now`` is signed with: the current one, and the
@@ -156,6 +162,8 @@ class Subscription:
             out["filter"] = flt
         if self.tenant_id is not None:
             out["tenant_id"] = self.tenant_id
+        if self.timeout_ms is not None:
+            out["timeout_ms"] = self.timeout_ms
         if self.previous_until is not None:
             out["previous_secret_expires_at"] = format_ts(self.previous_until)
         if with_secret:
@@ -189,6 +197,7 @@ class Subscription:
             previous_secret=raw.get("previous_secret"),
             previous_until=parse_ts(until) if until else None,
             tenant_id=raw.get("tenant_id"),
+            timeout_ms=raw.get("timeout_ms"),
         )
 
 
@@ -342,3 +351,17 @@ def parse_metadata(value: Any, path: str = "metadata") -> dict[str, Any]:
     if len(jsonio.dumps(dict(value), default=str)) > MAX_METADATA_BYTES:
         raise ValidationError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON", path=path)
     return dict(value)
+
+
+def parse_timeout(value: Any, path: str = "timeout_ms") -> int | None:
+    """A subscription's request timeout in milliseconds, within the spec's recommended
+    5-60 s (``None``: the server's)."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationError("must be an integer number of milliseconds", path=path)
+    if not MIN_TIMEOUT_MS <= value <= MAX_TIMEOUT_MS:
+        raise ValidationError(
+            f"must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS} ms", path=path
+        )
+    return value

@@ -263,7 +263,8 @@ class WebhookRunner:
             body=body,
             user_agent=self.user_agent,
         )
-        return await self.sender.post(sub.url, headers, body)
+        timeout = sub.timeout_ms / 1000 if sub.timeout_ms is not None else None
+        return await self.sender.post(sub.url, headers, body, timeout_s=timeout)
 
     async def test(self, sub: Subscription) -> dict[str, Any]:
         """Send a synthetic ``webhook.test`` event now (not queued, not retried); what came

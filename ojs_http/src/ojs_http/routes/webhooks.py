@@ -31,6 +31,7 @@ from ojs_core.webhooks import (
     parse_events,
     parse_filter,
     parse_metadata,
+    parse_timeout,
 )
 
 from .. import schemas as S
@@ -42,7 +43,7 @@ from .tenants import tenant_header
 
 __all__ = ["DELIVERY_SCHEMA", "routes", "runner_of"]
 
-_FIELDS = frozenset({"url", "events", "filter", "metadata", "active"})
+_FIELDS = frozenset({"url", "events", "filter", "metadata", "active", "timeout_ms"})
 _BASE = "/ojs/v1/webhooks/subscriptions"
 
 
@@ -71,7 +72,8 @@ def _check_fields(body: Mapping[str, Any]) -> None:
     for key in body:
         if key not in _FIELDS:
             raise ValidationError(
-                "unknown field (url, events, filter, metadata and active only)", path=str(key)
+                "unknown field (url, events, filter, metadata, active and timeout_ms only)",
+                path=str(key),
             )
     active = body.get("active", True)
     if not isinstance(active, bool):
@@ -91,6 +93,7 @@ async def create(request: Request) -> Response:
     events = parse_events(body["events"])
     queues, job_types = parse_filter(body.get("filter"))
     metadata = parse_metadata(body.get("metadata"))
+    timeout_ms = parse_timeout(body.get("timeout_ms"))
     now = runner.clock.now()
     sub = Subscription(
         id=new_subscription_id(now),
@@ -104,6 +107,7 @@ async def create(request: Request) -> Response:
         updated_at=now,
         secret=new_secret(),
         tenant_id=tenant_header(request),
+        timeout_ms=timeout_ms,
     )
     await store.put_subscription(sub)
     await runner.emit([subscription_event(SUBSCRIPTION_CREATED, sub, now)])
@@ -150,6 +154,8 @@ async def update(request: Request) -> Response:
         changes["metadata"] = parse_metadata(body["metadata"])
     if "active" in body:
         changes["active"] = body["active"]
+    if "timeout_ms" in body:  # null: back to the server's timeout
+        changes["timeout_ms"] = parse_timeout(body["timeout_ms"])
     now = runner.clock.now()
     # Applied to the version stored when the write happens (compare-and-swap): a
     # concurrent change (a rotation) is kept, and a deleted subscription stays deleted.
@@ -211,6 +217,7 @@ _SUB = S.obj(
         "updated_at": S.TS,
         "previous_secret_expires_at": S.TS,
         "tenant_id": S.STR,
+        "timeout_ms": S.INT,
     },
 )
 _SUB_WITH_SECRET = S.obj({**_SUB["properties"], "secret": S.STR}, {})
@@ -222,6 +229,7 @@ _REQUEST = S.obj(
         "filter": _FILTER,
         "metadata": S.ANY_OBJECT,
         "active": S.BOOL,
+        "timeout_ms": {"type": ["integer", "null"], "minimum": 5000, "maximum": 60000},
     },
 )
 DELIVERY_SCHEMA = S.obj(
