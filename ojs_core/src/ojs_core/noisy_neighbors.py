@@ -36,7 +36,7 @@ import asyncio
 import logging
 import statistics
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -153,6 +153,14 @@ class NoisyNeighbors:
         #: Tenants reported noisy by this process, and since when.
         self._noisy: dict[str, datetime] = {}
         self._lock = asyncio.Lock()
+        #: Whether this process published an event of a tenant's job since the last periodic
+        #: pass: a server without tenants then never reads the event log for nothing.
+        self._tenant_activity = False
+        service.observers.add(self._observe)
+
+    def _observe(self, events: Sequence[Event]) -> None:
+        if not self._tenant_activity:
+            self._tenant_activity = any("tenant_id" in e.data for e in events)
 
     async def assess(self) -> dict[str, Assessment]:
         """Every known tenant's assessment now; publishes the transitions (detected,
@@ -180,10 +188,16 @@ class NoisyNeighbors:
             return out
 
     async def run(self, interval_s: float) -> None:
-        """Assess every ``interval_s`` seconds until cancelled (a failed pass is logged)."""
+        """Assess every ``interval_s`` seconds until cancelled (a failed pass is logged). A
+        pass is skipped while nothing involves a tenant: no tenant job event published by
+        this process since the last pass, no configured tenant, none reported noisy (each
+        replica runs its own loop, so another replica's tenants are judged there)."""
         while True:
             await self.service.clock.sleep(interval_s)  # a ManualClock steps it in tests
             try:
+                if not await self._involved():
+                    continue
+                self._tenant_activity = False
                 await self.assess()
             except asyncio.CancelledError:
                 raise
@@ -191,6 +205,12 @@ class NoisyNeighbors:
                 log.warning("noisy-neighbour check failed (%s)", exc)
             except Exception:
                 log.exception("noisy-neighbour check failed")
+
+    async def _involved(self) -> bool:
+        if self._tenant_activity or self._noisy:
+            return True
+        tenancy = self.service.tenancy
+        return tenancy.supported and bool(await tenancy.configs())
 
     # -- figures ----------------------------------------------------------------------------
 

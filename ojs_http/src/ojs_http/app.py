@@ -109,10 +109,10 @@ def create_app(
         app_routes.append(metrics_route())
     sink: RequestSink | None = app_metrics.observe_request if app_metrics else None
     observing = [Middleware(RequestObserver, sink=sink, access=settings.access_log)]
-    # Started by the first event stream; one backend subscription for all of them.
     webhooks = _webhook_runner(service, settings)
     noisy = NoisyNeighbors(service)
     noisy_task: list[asyncio.Task[None]] = []
+    # Started by the first event stream; one backend subscription for all of them.
     hub = EventHub(
         service.backend,
         max_streams=settings.max_event_streams,
