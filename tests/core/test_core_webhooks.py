@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
 import pytest
 
 from ojs_core.errors import ValidationError
@@ -24,6 +25,7 @@ from ojs_core.webhook_delivery import (
     signature_header,
     verify,
 )
+from ojs_core.webhook_events import outcome_event
 from ojs_core.webhook_urls import check_resolved, check_url
 from ojs_core.webhooks import (
     Delivery,
@@ -236,6 +238,45 @@ def test_attribute_filter_and_creation_time() -> None:
     assert not sub(queues=("payments",), job_types=("other",)).matches(event)
     assert not sub(active=False).matches(event)
     assert not sub(created_at=NOW + timedelta(milliseconds=1)).matches(event)
+
+
+def test_outcome_events_are_never_routed() -> None:
+    """A ``*`` subscription is not sent webhook.delivered/failed/dead (a feedback loop while
+    its endpoint is down), but is sent the subscription events."""
+    for kind in ("webhook.delivered", "webhook.failed", "webhook.dead"):
+        assert not sub(events=("*",)).matches(make_event(kind, NOW, {}))
+        assert not sub(events=("webhook.*",)).matches(make_event(kind, NOW, {}))
+    assert sub(events=("*",)).matches(make_event("webhook.subscription.created", NOW, {}))
+
+
+def test_a_tenant_subscription_gets_only_its_tenants_events() -> None:
+    mine = make_event("job.completed", NOW, {"tenant_id": "acme"})
+    theirs = make_event("job.completed", NOW, {"tenant_id": "beta"})
+    untagged = make_event("job.completed", NOW, {})
+    scoped = sub(tenant_id="acme")
+    assert scoped.matches(mine)
+    assert not scoped.matches(theirs)
+    assert not scoped.matches(untagged)
+    assert all(sub().matches(e) for e in (mine, theirs, untagged))
+    assert Subscription.from_record(scoped.to_record()) == scoped
+    assert scoped.to_wire()["tenant_id"] == "acme"
+
+
+def test_outcome_event_data() -> None:
+    failed = attrs.evolve(pending(1), status="pending", last_status_code=503, last_error="HTTP 503")
+    event = outcome_event(failed, NOW, 12)
+    assert event is not None
+    assert event.type == "webhook.failed"
+    assert event.data["status_code"] == 503
+    assert event.data["duration_ms"] == 12
+    assert event.data["next_attempt_at"]
+    dead = outcome_event(attrs.evolve(failed, status="dead"), NOW)
+    assert dead is not None
+    assert dead.type == "webhook.dead"
+    delivered = outcome_event(attrs.evolve(failed, status="delivered"), NOW)
+    assert delivered is not None
+    assert "error" not in delivered.data
+    assert outcome_event(attrs.evolve(failed, status="cancelled"), NOW) is None
 
 
 def test_delivery_ids_are_stable_per_event_and_subscription() -> None:

@@ -76,6 +76,7 @@ EXPECTED = {
     ("DELETE", "/ojs/v1/admin/tenants/{tenant_id}"): set(),
     ("GET", "/ojs/v1/admin/tenants/{tenant_id}/stats"): set(),
     ("GET", "/ojs/v1/admin/tenants/{tenant_id}/jobs"): set(),
+    ("GET", "/ojs/v1/admin/noisy-tenants"): set(),
     ("GET", "/ojs/v1/dead-letter"): set(),
     ("POST", "/ojs/v1/dead-letter/{job_id}/retry"): set(),
     ("DELETE", "/ojs/v1/dead-letter/{job_id}"): set(),
@@ -119,6 +120,9 @@ EXPECTED = {
             ("GET", "/{id}/deliveries"),
         )
     },
+    ("GET", "/ojs/v1/webhooks/deliveries"): set(),
+    ("GET", "/ojs/v1/webhooks/deliveries/{id}"): set(),
+    ("POST", "/ojs/v1/webhooks/deliveries/{id}/retry"): set(),
     # The admin API (docs/admin.md): the admin role only.
     **{
         (method, f"/ojs/v1/admin{path}"): set()

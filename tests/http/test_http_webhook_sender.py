@@ -80,6 +80,22 @@ async def test_a_slow_endpoint_times_out() -> None:
     assert "timed out" in result.error
 
 
+async def test_a_per_call_timeout_replaces_the_senders() -> None:
+    """A subscription's own timeout (spec §7.3) bounds the whole attempt, shorter or longer
+    than the sender's (the pool's per-operation timeouts follow it)."""
+    sender = WebhookSender(allow_http=True, allow_private=True, timeout_s=0.2)
+    async with receiving() as receiver:
+        receiver.delay_s = 0.5
+        longer = await sender.post(receiver.url, {}, b"{}", timeout_s=5.0)
+        shorter = await WebhookSender(allow_http=True, allow_private=True).post(
+            receiver.url, {}, b"{}", timeout_s=0.2
+        )
+        await sender.close()
+    assert longer.status_code == 200, longer.error
+    assert shorter.status_code is None
+    assert shorter.error == "timed out after 0.2 s"
+
+
 def test_an_idle_webhook_loop_polls_less_and_less_often() -> None:
     """Idle loops back off from the poll interval to a bound: a server without webhook
     traffic does not pull from NATS five times a second per loop."""

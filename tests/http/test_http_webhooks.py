@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import webhook_scenarios as sc
-from webhook_receiver import Receiver, receiving
+from webhook_receiver import Receiver, receiving, until
 
 from ojs_http import create_app
 from ojs_http.settings import HttpSettings
@@ -51,6 +51,9 @@ Scenario = Callable[[httpx.AsyncClient, Receiver], Awaitable[None]]
         sc.producer_is_forbidden,
         sc.test_endpoint_reports,
         sc.concurrent_changes_both_land,
+        sc.outcome_events_are_published,
+        sc.dead_delivery_is_retried,
+        sc.subscriptions_are_tenant_scoped,
     ],
     ids=lambda f: f.__name__,
 )
@@ -170,3 +173,46 @@ async def test_events_before_the_subscription_are_not_delivered(
     got = await sc.until(lambda: receiver.of_type("job.completed"), "the delivery")
     assert [r.json["data"]["job_type"] for r in got] == ["after.sub"]
     assert sub["id"] == got[0].headers["x-ojs-subscription-id"]
+
+
+async def test_metrics_count_the_outcomes(receiver: Receiver) -> None:
+    """Spec §11.2: a failed attempt and its successful retry are counted, the retry count
+    observed, the subscriptions gauged; the metrics are read at GET /metrics."""
+    receiver.answer(500, 200)
+    async with sc.client_of(make_app(metrics=True)) as client:
+        await sc.subscribe(client, receiver, ["job.completed"])
+        await sc.run_job(client)
+
+        async def scraped() -> Any:
+            r = await client.get("/metrics", headers=sc.ADMIN)
+            assert r.status_code == 200, r.text
+            return r.text if 'status="success"' in r.text else None
+
+        text = await until(scraped, "the success counted")
+    assert 'ojs_webhook_delivery_total{event_type="job.completed",status="failed"} 1.0' in text
+    assert 'ojs_webhook_delivery_total{event_type="job.completed",status="success"} 1.0' in text
+    assert 'ojs_webhook_delivery_retry_count_sum{event_type="job.completed"} 1.0' in text
+    assert "ojs_webhook_delivery_duration_seconds_count" in text
+    assert "ojs_webhook_subscriptions 1.0" in text
+
+
+async def test_a_subscription_has_its_own_timeout(receiver: Receiver) -> None:
+    """``timeout_ms`` (5-60 s, spec §7.3) replaces the server's request timeout for the
+    subscription's deliveries; null gives it back; out of range is 400 naming it."""
+    receiver.delay_s = 0.5
+    async with sc.client_of(make_app(webhook_timeout_s=0.2)) as client:
+        sub = await sc.subscribe(client, receiver, ["job.completed"], timeout_ms=5000)
+        assert sub["timeout_ms"] == 5000
+        r = await client.post(f"{SUBS}/{sub['id']}/test", headers=sc.ADMIN)
+        assert r.json()["success"] is True, r.text
+        r = await client.patch(f"{SUBS}/{sub['id']}", json={"timeout_ms": None}, headers=sc.ADMIN)
+        assert "timeout_ms" not in r.json()
+        r = await client.post(f"{SUBS}/{sub['id']}/test", headers=sc.ADMIN)
+        assert r.json()["success"] is False
+        assert r.json()["error"] == "timed out after 0.2 s"
+        for bad in (100, 61_000, "5000", True):
+            r = await client.patch(
+                f"{SUBS}/{sub['id']}", json={"timeout_ms": bad}, headers=sc.ADMIN
+            )
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["details"]["validation_errors"][0]["path"] == "timeout_ms"

@@ -18,6 +18,7 @@ import webhook_scenarios as sc
 from nats_fixtures import BackendFactory
 from webhook_receiver import Receiver, receiving, until
 
+from ojs_core.errors import ConflictError
 from ojs_core.events import make_event
 from ojs_core.webhook_store import WebhookStore
 from ojs_core.webhooks import Subscription, deliveries_for, new_secret
@@ -187,6 +188,9 @@ Scenario = Callable[[httpx.AsyncClient, Receiver], Awaitable[None]]
         sc.producer_is_forbidden,
         sc.test_endpoint_reports,
         sc.concurrent_changes_both_land,
+        sc.outcome_events_are_published,
+        sc.dead_delivery_is_retried,
+        sc.subscriptions_are_tenant_scoped,
     ],
     ids=lambda f: f.__name__,
 )
@@ -256,3 +260,69 @@ async def test_a_full_subscription_queue_refuses_only_its_own_deliveries(
     ]
     claimed = await backend.claim_deliveries(now, 10)
     assert sorted(d.subscription_id for d in claimed) == sorted([down.id, other.id] * 2)
+
+
+async def test_a_dead_delivery_is_retried_once_through_two_replicas(
+    new_backend: BackendFactory, receiver: Receiver
+) -> None:
+    """The delivery log and the retry are shared: a delivery dead on one replica is listed
+    by the other, and a retry sent through both at once sends it once; the outcome events
+    of both replicas are in the one event log."""
+    one, two = await new_backend(), await new_backend()
+    receiver.answer(410, 200)
+    async with (
+        sc.client_of(make_app(one)) as first,
+        sc.client_of(make_app(two)) as second,
+    ):
+        sub = await sc.subscribe(first, receiver, ["job.completed"])
+        await sc.run_job(first)
+
+        async def dead_on_two() -> Any:
+            r = await second.get(sc.DELIVERIES, params={"status": "dead"}, headers=sc.ADMIN)
+            return r.json()["deliveries"]
+
+        (dead,) = await until(dead_on_two, "the dead delivery listed by the other replica")
+        assert dead["subscription_id"] == sub["id"]
+        url = f"{sc.DELIVERIES}/{dead['id']}/retry"
+        answers = await asyncio.gather(
+            first.post(url, headers=sc.ADMIN), second.post(url, headers=sc.ADMIN)
+        )
+        assert [a.status_code for a in answers] == [202, 202], [a.text for a in answers]
+
+        async def delivered() -> Any:
+            r = await first.get(f"{sc.DELIVERIES}/{dead['id']}", headers=sc.ADMIN)
+            return r.json()["status"] == "delivered"
+
+        await until(delivered, "the retried delivery delivered")
+
+        async def drained() -> bool:
+            queue = await one.js.consumer_info(names.WEBHOOK_STREAM, names.WEBHOOK_CONSUMER)
+            return not (queue.num_pending or queue.num_ack_pending)
+
+        await until(drained, "the delivery queue drained")
+        assert len(receiver.requests) == 2
+
+        async def outcomes() -> Any:
+            got = await sc.events_of(second, "webhook.dead", "webhook.delivered")
+            return [e["type"] for e in got] if len(got) >= 2 else None
+
+        assert await until(outcomes, "both outcome events") == ["webhook.dead", "webhook.delivered"]
+
+
+async def test_a_retry_into_a_full_queue_is_a_conflict(
+    new_backend: BackendFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manual retry the stream refuses because the subscription's queue is full is a 409
+    the admin can act on, never a 500."""
+    monkeypatch.setattr(provision, "MAX_PENDING_PER_SUBSCRIPTION", 1)
+    backend = await new_backend()
+    now = datetime.now(UTC)
+    sub = subscription(now - timedelta(seconds=1))
+    first, second = (
+        make_event("job.completed", now, {"queue": "q"}, subject=f"j{i}") for i in range(2)
+    )
+    await backend.add_deliveries(deliveries_for(first, [sub], now))  # the queue is full
+    (dead,) = deliveries_for(second, [sub], now)
+    queued = attrs.evolve(dead, status="pending", attempt=0)
+    with pytest.raises(ConflictError):
+        await backend.redeliver(queued, "k1")

@@ -206,3 +206,168 @@ async def concurrent_changes_both_land(client: httpx.AsyncClient, receiver: Rece
     late = await client.patch(url, json={"active": False}, headers=ADMIN)
     assert late.status_code == 404
     assert (await client.get(url, headers=ADMIN)).status_code == 404
+
+
+DELIVERIES = "/ojs/v1/webhooks/deliveries"
+
+
+async def events_of(client: httpx.AsyncClient, *types: str) -> list[dict[str, Any]]:
+    """The logged events of ``types`` (``GET /ojs/v1/events``)."""
+    r = await client.get("/ojs/v1/events", params={"types": ",".join(types)}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    found: list[dict[str, Any]] = r.json()["events"]
+    return found
+
+
+async def outcome_events_are_published(client: httpx.AsyncClient, receiver: Receiver) -> None:
+    """Spec §11.1: a failed attempt publishes webhook.failed, the success webhook.delivered,
+    creating and deleting a subscription webhook.subscription.created / .deleted; a ``*``
+    subscription is never sent the outcome events (no feedback loop)."""
+    receiver.answer(500, 200)
+    sub = await subscribe(client, receiver, ["*"])
+
+    async def created() -> Any:
+        return await events_of(client, "webhook.subscription.created")
+
+    found = await until(created, "webhook.subscription.created")
+    assert [e["data"]["subscription_id"] for e in found] == [sub["id"]]
+    assert "secret" not in str(found)
+    await run_job(client)
+
+    async def outcomes() -> Any:
+        got = await events_of(client, "webhook.failed", "webhook.delivered")
+        return got if any(e["type"] == "webhook.delivered" for e in got) else None
+
+    # The first request (of some job event) was answered 500, its retry 200.
+    first = await until(lambda: receiver.requests, "a request")
+    delivery_id = first[0].headers["x-ojs-delivery-id"]
+
+    async def both() -> Any:
+        got = await outcomes()
+        mine = [e for e in got or [] if e["data"]["delivery_id"] == delivery_id]
+        return mine if len(mine) == 2 else None
+
+    mine = await until(both, "webhook.failed and webhook.delivered")
+    assert [e["type"] for e in mine] == ["webhook.failed", "webhook.delivered"]
+    failed, delivered = mine
+    assert failed["data"]["status_code"] == 500
+    assert failed["data"]["attempt"] == 1
+    assert failed["data"]["event_type"] == first[0].json["type"]
+    assert failed["data"]["next_attempt_at"]
+    assert delivered["data"]["attempt"] == 2
+    assert delivered["data"]["subscription_id"] == sub["id"]
+    assert delivered["data"]["event_id"] == first[0].json["id"]
+    r = await client.delete(f"{SUBS}/{sub['id']}", headers=ADMIN)
+    assert r.status_code == 200
+
+    async def deleted() -> Any:
+        return await events_of(client, "webhook.subscription.deleted")
+
+    gone = await until(deleted, "webhook.subscription.deleted")
+    assert [e["data"]["subscription_id"] for e in gone] == [sub["id"]]
+    sent = {r.headers["x-ojs-event-type"] for r in receiver.requests}
+    assert not sent & {"webhook.failed", "webhook.delivered", "webhook.dead"}
+
+
+async def _dead(client: httpx.AsyncClient, sub_id: str) -> dict[str, Any]:
+    async def dead() -> Any:
+        r = await client.get(
+            DELIVERIES, params={"status": "dead", "subscription_id": sub_id}, headers=ADMIN
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["deliveries"]
+
+    found: list[dict[str, Any]] = await until(dead, "the dead delivery listed")
+    return found[0]
+
+
+async def dead_delivery_is_retried(client: httpx.AsyncClient, receiver: Receiver) -> None:
+    """Spec §10: a dead delivery is listed, shown with its event, and retried by
+    ``POST .../deliveries/{id}/retry``: sent again with the same id and body, attempts counted
+    from zero; a second retry of a delivered one is 409, an unknown id 404, a bad status 400;
+    webhook.dead was published."""
+    receiver.answer(410, 200)
+    sub = await subscribe(client, receiver, ["job.completed"])
+    await run_job(client)
+    dead = await _dead(client, sub["id"])
+    assert dead["attempt"] == 1
+    assert dead["last_status_code"] == 410
+    r = await client.get(f"{DELIVERIES}/{dead['id']}", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json()["event"]["type"] == "job.completed"
+
+    async def dead_event() -> Any:
+        return await events_of(client, "webhook.dead")
+
+    assert [e["data"]["delivery_id"] for e in await until(dead_event, "webhook.dead")] == [
+        dead["id"]
+    ]
+    r = await client.post(f"{DELIVERIES}/{dead['id']}/retry", headers=ADMIN)
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "pending"
+    assert r.json()["attempt"] == 0
+    await until(lambda: len(receiver.requests) >= 2, "the retried delivery")
+    first, second = receiver.requests
+    assert second.headers["x-ojs-delivery-id"] == first.headers["x-ojs-delivery-id"]
+    assert second.body == first.body
+    assert second.verifies(sub["secret"])
+
+    async def delivered() -> Any:
+        r = await client.get(f"{DELIVERIES}/{dead['id']}", headers=ADMIN)
+        return r.json() if r.json()["status"] == "delivered" else None
+
+    done = await until(delivered, "the retried delivery listed as delivered")
+    assert done["attempt"] == 1
+    r = await client.post(f"{DELIVERIES}/{dead['id']}/retry", headers=ADMIN)
+    assert r.status_code == 409, r.text
+    r = await client.post(f"{DELIVERIES}/del_nope/retry", headers=ADMIN)
+    assert r.status_code == 404, r.text
+    r = await client.get(DELIVERIES, params={"status": "lost"}, headers=ADMIN)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["details"]["validation_errors"][0]["path"] == "status"
+    assert (await client.get(DELIVERIES, headers=PRODUCER)).status_code == 403
+
+
+async def subscriptions_are_tenant_scoped(client: httpx.AsyncClient, receiver: Receiver) -> None:
+    """Spec §9.3: a subscription created with ``X-OJS-Tenant: a`` gets only tenant a's
+    events; tenant b neither lists nor reads nor deletes it; an unscoped admin sees it."""
+    a = {**ADMIN, "X-OJS-Tenant": "acme"}
+    b = {**ADMIN, "X-OJS-Tenant": "beta"}
+    r = await client.post(SUBS, json={"url": receiver.url, "events": ["job.enqueued"]}, headers=a)
+    assert r.status_code == 201, r.text
+    sub = r.json()
+    assert sub["tenant_id"] == "acme"
+    r = await client.post("/ojs/v1/jobs", json={"type": "t.untagged", "args": []}, headers=PRODUCER)
+    assert r.status_code == 201, r.text
+    assert (await client.get(f"{SUBS}/{sub['id']}", headers=b)).status_code == 404
+    assert (await client.delete(f"{SUBS}/{sub['id']}", headers=b)).status_code == 404
+    assert (await client.get(SUBS, headers=b)).json()["subscriptions"] == []
+    assert [s["id"] for s in (await client.get(SUBS, headers=a)).json()["subscriptions"]] == [
+        sub["id"]
+    ]
+    assert [s["id"] for s in (await client.get(SUBS, headers=ADMIN)).json()["subscriptions"]] == [
+        sub["id"]
+    ]
+    for tenant in ("beta", "acme"):
+        r = await client.post(
+            "/ojs/v1/jobs",
+            json={"type": f"t.{tenant}", "args": []},
+            headers={**PRODUCER, "X-OJS-Tenant": tenant},
+        )
+        assert r.status_code == 201, r.text
+    got = await until(lambda: receiver.of_type("job.enqueued"), "acme's delivery")
+
+    async def settled() -> Any:
+        r = await client.get(DELIVERIES, params={"status": "delivered"}, headers=ADMIN)
+        return r.json()["deliveries"]
+
+    # The others' events came first: had they been routed to the subscription, their
+    # deliveries would be due no later than acme's, and logged with it.
+    logged = await until(settled, "acme's delivery logged")
+    assert [d["event_type"] for d in logged] == ["job.enqueued"]
+    assert [r.json["data"]["job_type"] for r in receiver.of_type("job.enqueued")] == ["t.acme"]
+    assert got[0].json["data"]["tenant_id"] == "acme"
+    r = await client.get(DELIVERIES, headers=b)
+    assert r.json()["deliveries"] == []
+    r = await client.get(DELIVERIES, headers=a)
+    assert len(r.json()["deliveries"]) == 1

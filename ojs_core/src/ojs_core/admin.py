@@ -66,11 +66,15 @@ class JobQuery:
     type: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    #: Multi-tenancy: only jobs this accepts (a tenant-scoped caller's own,
+    #: ``ojs_core.tenant_scope``); checked again in every bulk change's compare-and-swap.
+    owner: Callable[[Job], bool] | None = None
 
     def matches(self, job: Job) -> bool:
         """Whether ``job`` (as it is now) is one this filter selects."""
         return (
-            (self.state is None or job.state is self.state)
+            (self.owner is None or self.owner(job))
+            and (self.state is None or job.state is self.state)
             and (self.queue is None or job.queue == self.queue)
             and (self.type is None or job.type == self.type)
             and (
@@ -306,7 +310,8 @@ class Admin:
                 offset=offset,
             )
             page = await self.service.backend.list_jobs(flt)
-            total = max(total, page.total)
+            if query.owner is None:  # the backend's count includes other tenants' jobs
+                total = max(total, page.total)
             # The backend's filter is trusted for paging only: each job is checked again, so a
             # backend that ignores a criterion (or the time bounds it has no index for) can
             # never widen a bulk change.
@@ -320,9 +325,10 @@ class Admin:
 
     # -- dead letter ---------------------------------------------------------------------------
 
-    async def dead_letter_stats(self) -> DeadLetterStats:
-        """Counts by queue and by the last error's type, and the oldest and newest discard."""
-        jobs, total = await self._collect(JobQuery(), dead_letter=True)
+    async def dead_letter_stats(self, query: JobQuery | None = None) -> DeadLetterStats:
+        """Counts by queue and by the last error's type, and the oldest and newest discard
+        (of the jobs ``query`` selects: a tenant-scoped caller's own)."""
+        jobs, total = await self._collect(query or JobQuery(), dead_letter=True)
         by_queue = Counter(j.queue for j in jobs)
         by_type = Counter(_error_type(j) for j in jobs)
         stamps = [j.discarded_at for j in jobs if j.discarded_at is not None]
@@ -352,8 +358,10 @@ class Admin:
         *,
         older_than: datetime | None,
         confirm: bool,
+        owner: Callable[[Job], bool] | None = None,
     ) -> int:
-        """Delete a queue's terminal jobs of ``states`` (finished before ``older_than``)."""
+        """Delete a queue's terminal jobs of ``states`` (finished before ``older_than``; those
+        ``owner`` accepts, when given)."""
         _require_confirm(confirm)
         if not states:
             raise ValidationError("must name at least one state", path="states")
@@ -364,7 +372,8 @@ class Admin:
                 )
         purged = 0
         for state in states:
-            jobs, _ = await self._collect(JobQuery(state=state, queue=queue), dead_letter=False)
+            query = JobQuery(state=state, queue=queue, owner=owner)
+            jobs, _ = await self._collect(query, dead_letter=False)
             doomed = [j for j in jobs if _older(_finished_at(j), older_than)]
             purged += len(doomed) - len(await _each(doomed, self._delete))
         return purged

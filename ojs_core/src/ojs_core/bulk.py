@@ -51,6 +51,7 @@ from .ids import deterministic_uuid7
 from .limits import MAX_ID_LENGTH, BatchTooLargeError
 from .model import Job
 from .states import TERMINAL, JobState
+from .tenancy import inject
 from .timeutil import parse_ts
 
 if TYPE_CHECKING:
@@ -119,11 +120,15 @@ class _Filter:
     after: datetime | None = None
     priority: int | None = None
     meta: Mapping[str, Any] | None = None
+    #: Multi-tenancy: the caller's tenant (``None``: any) and the owner test.
+    tenant: str | None = None
+    owns: Callable[[Job, str | None], bool] | None = None
 
     def matches(self, job: Job) -> bool:
         created = job.created_at
         return (
-            job.state in self.states
+            (self.owns is None or self.owns(job, self.tenant))
+            and job.state in self.states
             and (self.type is None or job.type == self.type)
             and (self.queue is None or job.queue == self.queue)
             and (self.before is None or (created is not None and created < self.before))
@@ -168,12 +173,16 @@ class BulkOperations:
         idempotency_key: str | None = None,
         block_s: float = 0.0,
         check_item: ItemCheck | None = None,
+        tenant: str | None = None,
     ) -> BulkResult:
         """Carry out one bulk request. ``idempotency_key`` (the ``Idempotency-Key`` header)
         wins over the body's ``idempotency_key``; ``check_item(index, envelope)`` may refuse an
         enqueued envelope (the binding's size limit) by raising an :class:`OJSError`, which
         fails that item only. Malformed requests raise 400 (or 413 over the item limit)
-        naming the field, before anything is changed or reserved."""
+        naming the field, before anything is changed or reserved. ``tenant`` scopes the
+        request (multi-tenancy): enqueued jobs get it in ``meta.tenant_id``, changes touch its
+        jobs only (another tenant's is skipped as not found), and its idempotency keys are
+        its own."""
         if operation not in OPERATIONS:
             raise NotFoundError("bulk operation", operation)
         if not isinstance(body, Mapping):
@@ -193,6 +202,8 @@ class BulkOperations:
             if not isinstance(items, list) or not items:
                 raise ValidationError("must be a non-empty array", path="jobs")
             self._check_size(len(items))
+            if tenant is not None:
+                items = [inject(e, tenant, f"jobs[{i}]") for i, e in enumerate(items)]
 
             def execute(at: int | None) -> Awaitable[BulkResult]:
                 return self._enqueue(items, atomic, block_s, check_item, key, at)
@@ -209,7 +220,7 @@ class BulkOperations:
             target = self._target(operation, body)
 
             def execute(at: int | None) -> Awaitable[BulkResult]:
-                return self._change(operation, target)
+                return self._change(operation, target, tenant)
 
         if key is None:
             return await execute(None)
@@ -224,8 +235,11 @@ class BulkOperations:
             result = await execute(at)
             return result.status, result.body
 
+        # A tenant's keys are its own ("/" cannot occur in a tenant id): another tenant reusing
+        # a key must neither replay this answer nor be refused for it.
+        scope = f"bulk.{operation}:{key}" if tenant is None else f"bulk.{operation}/{tenant}/{key}"
         status, body_out, replayed = await kept.once(
-            f"bulk.{operation}:{key}", key, fingerprint(body), _ms(self.service.now()), answer
+            scope, key, fingerprint(body), _ms(self.service.now()), answer
         )
         return BulkResult(status, body_out, replayed=replayed)
 
@@ -405,8 +419,12 @@ class BulkOperations:
             )
         return _parse_filter(operation, flt)
 
-    async def _change(self, operation: str, target: list[Any] | _Filter) -> BulkResult:
+    async def _change(
+        self, operation: str, target: list[Any] | _Filter, tenant: str | None = None
+    ) -> BulkResult:
+        tenancy = self.service.tenancy
         if isinstance(target, _Filter):
+            target = attrs.evolve(target, tenant=tenant, owns=tenancy.owns)
             jobs, more = await self._collect(target)
             ids: list[Any] = [j.id for j in jobs]
             still: Callable[[Job], bool] = target.matches
@@ -415,7 +433,8 @@ class BulkOperations:
             allowed = {"cancel": CANCELLABLE, "retry": RETRIABLE, "delete": TERMINAL}[operation]
 
             def still(job: Job) -> bool:
-                return job.state in allowed
+                # Checked in the compare-and-swap too: never another tenant's job.
+                return job.state in allowed and tenancy.owns(job, tenant)
 
         act = {"cancel": self._cancel, "retry": self._retry, "delete": self._delete}[operation]
         gate = asyncio.Semaphore(_CONCURRENCY)
@@ -431,6 +450,8 @@ class BulkOperations:
                         "must be a job id (a non-empty string)", path=f"job_ids[{index}]"
                     )
                 async with gate:
+                    if tenant is not None:  # another tenant's job is not found, not refused
+                        await self.service.get(job_id, tenant=tenant)
                     await act(job_id, still)
             except OJSError as exc:
                 if exc.status >= 500:

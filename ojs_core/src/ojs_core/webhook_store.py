@@ -21,7 +21,11 @@ Contract:
   The claimed :class:`~ojs_core.webhooks.Delivery` says how many attempts were made.
 * :meth:`~WebhookStore.settle_delivery` records the outcome of a claimed delivery: ``pending``
   reschedules it for ``next_at``; ``delivered``, ``dead`` and ``cancelled`` end it. Ended and
-  attempted deliveries are kept, bounded, for :meth:`~WebhookStore.list_deliveries`.
+  attempted deliveries are kept, bounded, for :meth:`~WebhookStore.list_deliveries`; a dead
+  one is kept with its event, so that it can be sent again.
+* :meth:`~WebhookStore.redeliver` queues a dead delivery again (the manual retry of spec
+  §10): the same id, its attempts counted from zero. Two replays of the same dead version
+  (the same ``key``, through two replicas at once) queue it once.
 """
 
 from __future__ import annotations
@@ -97,5 +101,11 @@ class WebhookStore(Protocol):
 
     async def list_deliveries(self, subscription_id: str, limit: int) -> list[Delivery]:
         """A subscription's recent deliveries (attempted at least once, or pending a retry)
-        and its dead ones, the most recently updated first."""
+        and its dead ones (with their events), the most recently updated first."""
+        ...
+
+    async def redeliver(self, delivery: Delivery, key: str) -> bool:
+        """Queue ``delivery`` (``pending``, a dead one's replay) again, bypassing the
+        recent-id check of :meth:`add_deliveries`, and log it as pending; ``False`` when a
+        replay with the same ``key`` was already queued (nothing is added)."""
         ...

@@ -33,6 +33,7 @@ __all__ = [
     "MAX_EVENTS",
     "MAX_FILTER_VALUES",
     "MAX_PENDING_PER_SUBSCRIPTION",
+    "OUTCOME_EVENTS",
     "ROTATION_OVERLAP",
     "Delivery",
     "Subscription",
@@ -43,6 +44,7 @@ __all__ = [
     "parse_events",
     "parse_filter",
     "parse_metadata",
+    "parse_timeout",
 ]
 
 #: How long a rotated-out secret still signs deliveries (spec §8.3 recommends 24 hours).
@@ -55,10 +57,16 @@ MAX_EVENTS = 100
 MAX_PENDING_PER_SUBSCRIPTION = 10_000
 MAX_FILTER_VALUES = 100
 MAX_METADATA_BYTES = 8192
+#: A subscription's own request timeout (spec §7.3, MAY: the RECOMMENDED range 5-60 s).
+MIN_TIMEOUT_MS = 5_000
+MAX_TIMEOUT_MS = 60_000
 #: ``pending``: waiting for its next attempt; ``delivered``: a 2xx answered; ``dead``: no more
 #: attempts (a 4xx, or the schedule exhausted); ``cancelled``: its subscription was deleted or
 #: deactivated before it was sent.
 DELIVERY_STATUSES = ("pending", "delivered", "dead", "cancelled")
+#: The events about deliveries themselves (``ojs_core.webhook_events``): never routed to a
+#: subscription, or a ``*`` subscription whose endpoint is down would feed itself forever.
+OUTCOME_EVENTS = frozenset({"webhook.delivered", "webhook.failed", "webhook.dead"})
 
 
 def new_secret() -> str:
@@ -84,7 +92,9 @@ class Subscription:
 
     ``secret`` signs every delivery; after a rotation ``previous_secret`` signs too until
     ``previous_until``. Neither is ever shown by :meth:`to_wire` unless asked (the create and
-    rotate answers)."""
+    rotate answers). ``timeout_ms`` replaces the server's request timeout for this endpoint
+    (spec §7.3). ``tenant_id`` (multi-tenancy, spec §9.3): a subscription created by a
+    tenant-scoped request receives only events carrying that tenant's ``tenant_id``."""
 
     id: str
     url: str
@@ -98,6 +108,8 @@ class Subscription:
     secret: str = attrs.field(repr=False)
     previous_secret: str | None = attrs.field(default=None, repr=False)
     previous_until: datetime | None = None
+    tenant_id: str | None = None
+    timeout_ms: int | None = None
 
     def signing_secrets(self, now: datetime) -> list[str]:
         """The secrets a delivery made at ``now`` is signed with: the current one, and the
@@ -110,7 +122,9 @@ class Subscription:
     def matches(self, event: Event) -> bool:
         """Whether this subscription delivers ``event``: active, created no later than the
         event, its type selected, and its queue and job type within the filter (if any)."""
-        if not self.active or event.time < self.created_at:
+        if not self.active or event.time < self.created_at or event.type in OUTCOME_EVENTS:
+            return False
+        if self.tenant_id is not None and event.data.get("tenant_id") != self.tenant_id:
             return False
         if not any(event_type_matches(p, event.type) for p in self.events):
             return False
@@ -146,6 +160,10 @@ class Subscription:
             flt["job_types"] = list(self.job_types)
         if flt:
             out["filter"] = flt
+        if self.tenant_id is not None:
+            out["tenant_id"] = self.tenant_id
+        if self.timeout_ms is not None:
+            out["timeout_ms"] = self.timeout_ms
         if self.previous_until is not None:
             out["previous_secret_expires_at"] = format_ts(self.previous_until)
         if with_secret:
@@ -178,6 +196,8 @@ class Subscription:
             secret=raw["secret"],
             previous_secret=raw.get("previous_secret"),
             previous_until=parse_ts(until) if until else None,
+            tenant_id=raw.get("tenant_id"),
+            timeout_ms=raw.get("timeout_ms"),
         )
 
 
@@ -331,3 +351,17 @@ def parse_metadata(value: Any, path: str = "metadata") -> dict[str, Any]:
     if len(jsonio.dumps(dict(value), default=str)) > MAX_METADATA_BYTES:
         raise ValidationError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON", path=path)
     return dict(value)
+
+
+def parse_timeout(value: Any, path: str = "timeout_ms") -> int | None:
+    """A subscription's request timeout in milliseconds, within the spec's recommended
+    5-60 s (``None``: the server's)."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationError("must be an integer number of milliseconds", path=path)
+    if not MIN_TIMEOUT_MS <= value <= MAX_TIMEOUT_MS:
+        raise ValidationError(
+            f"must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS} ms", path=path
+        )
+    return value

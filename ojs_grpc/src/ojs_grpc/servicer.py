@@ -2,7 +2,9 @@
 
 Each RPC makes the same service call as the HTTP route doing the same operation (named in its
 docstring), with the request converted by :mod:`ojs_grpc.convert`; the streaming RPCs are in
-:mod:`ojs_grpc.streams`. Who may call what is :data:`ojs_grpc.auth.ACCESS`.
+:mod:`ojs_grpc.streams`. Who may call what is :data:`ojs_grpc.auth.ACCESS`. The
+``x-ojs-tenant`` metadata scopes a call as ``X-OJS-Tenant`` scopes a request
+(:mod:`ojs_grpc.tenant`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from ojs_core.limits import MAX_VISIBILITY_MS, BatchTooLargeError
 from ojs_core.manifest import core_specs, official_extensions
 from ojs_core.service import JobService
 from ojs_core.states import JobState
+from ojs_core.tenancy import inject
+from ojs_core.tenant_scope import (
+    require_owned,
+    require_workflow_owned,
+    scoped_dead_letter,
+    scoped_queue_stats,
+)
 
 from . import convert
 from ._gen import (
@@ -34,6 +43,7 @@ from .fields import bounded_id, required, worker_id_of
 from .rpc import Context, rpc
 from .settings import GrpcSettings
 from .streams import JobStreams, stream_events
+from .tenant import tenant_of
 from .values import dict_to_struct, duration_ms, struct_to_dict, to_timestamp
 
 __all__ = ["OJSServicer"]
@@ -155,6 +165,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         """POST /ojs/v1/jobs (a unique ``ignore`` answers the existing job)."""
         options = request.options if request.HasField("options") else None
         body = convert.enqueue_body(request.type, request.args, options, self.service.now())
+        body = inject(body, tenant_of(context), "options")
         self._check_size(body)
         outcome = await self.service.enqueue(body)
         out = job_pb2.EnqueueResponse()
@@ -173,10 +184,12 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
             raise BatchTooLargeError(len(request.jobs), svc.limits.max_batch_jobs)
         now = svc.now()
         defaults = request.default_options
+        tenant = tenant_of(context)
         bodies = []
         for i, entry in enumerate(request.jobs):
             options = convert.merged_options(defaults, entry.options)
             body = convert.enqueue_body(entry.type, entry.args, options, now, f"jobs[{i}]")
+            body = inject(body, tenant, f"jobs[{i}].options")
             self._check_size(body, i)
             bodies.append(body)
         outcomes = await svc.enqueue_batch(bodies)
@@ -190,7 +203,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: job_pb2.GetJobRequest, context: Context
     ) -> job_pb2.GetJobResponse:
         """GET /ojs/v1/jobs/{id}."""
-        job = await self.service.get(required(request.job_id, "job_id"))
+        job = await self.service.get(required(request.job_id, "job_id"), tenant=tenant_of(context))
         out = job_pb2.GetJobResponse()
         convert.job_message(job, out.job)
         return out
@@ -200,7 +213,9 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: job_pb2.CancelJobRequest, context: Context
     ) -> job_pb2.CancelJobResponse:
         """DELETE /ojs/v1/jobs/{id} (``reason`` is not stored: the core has no field for it)."""
-        _, job = await self.service.cancel(required(request.job_id, "job_id"))
+        _, job = await self.service.cancel(
+            required(request.job_id, "job_id"), tenant=tenant_of(context)
+        )
         out = job_pb2.CancelJobResponse()
         convert.job_message(job, out.job)
         return out
@@ -215,7 +230,10 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         if request.count < 0:
             raise ValidationError("must be at least 1", path="count")
         jobs = await self.service.fetch(
-            list(request.queues), request.count or 1, worker_id_of(request.worker_id)
+            list(request.queues),
+            request.count or 1,
+            worker_id_of(request.worker_id),
+            tenant=tenant_of(context),
         )
         out = worker_pb2.FetchResponse()
         for job in jobs:
@@ -313,7 +331,9 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: queue_pb2.QueueStatsRequest, context: Context
     ) -> queue_pb2.QueueStatsResponse:
         """GET /ojs/v1/queues/{name}/stats (``dead``: the queue's discarded jobs)."""
-        stats = await self.service.queue_stats(required(request.queue, "queue"))
+        stats = await scoped_queue_stats(
+            self.service, required(request.queue, "queue"), tenant_of(context)
+        )
         counts = stats.counts
         return queue_pb2.QueueStatsResponse(
             queue=stats.name,
@@ -354,11 +374,13 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
     ) -> queue_pb2.ListDeadLetterResponse:
         """GET /ojs/v1/dead-letter, newest first."""
         limit, offset = _page(request.limit, request.cursor, 50, 1000)
-        page = await self.service.dead_letter(request.queue or None, limit, offset)
-        out = queue_pb2.ListDeadLetterResponse(total_count=page.total)
-        for job in page.items:
+        jobs, total, more = await scoped_dead_letter(
+            self.service, request.queue or None, limit, offset, tenant_of(context)
+        )
+        out = queue_pb2.ListDeadLetterResponse(total_count=total)
+        for job in jobs:
             convert.job_message(job, out.jobs.add())
-        if offset + limit < page.total:
+        if more:
             out.next_cursor = str(offset + limit)
         return out
 
@@ -367,7 +389,9 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: queue_pb2.RetryDeadLetterRequest, context: Context
     ) -> queue_pb2.RetryDeadLetterResponse:
         """POST /ojs/v1/dead-letter/{id}/retry."""
-        job = await self.service.retry_dead_letter(required(request.job_id, "job_id"))
+        job_id = required(request.job_id, "job_id")
+        await require_owned(self.service, job_id, tenant_of(context), "dead-letter job")
+        job = await self.service.retry_dead_letter(job_id)
         out = queue_pb2.RetryDeadLetterResponse()
         convert.job_message(job, out.job)
         return out
@@ -377,7 +401,9 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: queue_pb2.DeleteDeadLetterRequest, context: Context
     ) -> queue_pb2.DeleteDeadLetterResponse:
         """DELETE /ojs/v1/dead-letter/{id}."""
-        await self.service.delete_dead_letter(required(request.job_id, "job_id"))
+        job_id = required(request.job_id, "job_id")
+        await require_owned(self.service, job_id, tenant_of(context), "dead-letter job")
+        await self.service.delete_dead_letter(job_id)
         return queue_pb2.DeleteDeadLetterResponse()
 
     # -- cron -----------------------------------------------------------------------------
@@ -418,7 +444,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
     ) -> workflow_pb2.CreateWorkflowResponse:
         """POST /ojs/v1/workflows (a graph of steps joined by ``depends_on``)."""
         body = convert.workflow_body(request, self.service.now())
-        workflow = await self.service.create_workflow(body)
+        workflow = await self.service.create_workflow(body, tenant=tenant_of(context))
         return workflow_pb2.CreateWorkflowResponse(workflow=convert.workflow_message(workflow))
 
     @rpc
@@ -426,7 +452,9 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: workflow_pb2.GetWorkflowRequest, context: Context
     ) -> workflow_pb2.GetWorkflowResponse:
         """GET /ojs/v1/workflows/{id}."""
-        workflow = await self.service.get_workflow(required(request.workflow_id, "workflow_id"))
+        workflow_id = required(request.workflow_id, "workflow_id")
+        await require_workflow_owned(self.service, workflow_id, tenant_of(context))
+        workflow = await self.service.get_workflow(workflow_id)
         return workflow_pb2.GetWorkflowResponse(workflow=convert.workflow_message(workflow))
 
     @rpc
@@ -434,5 +462,7 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
         self, request: workflow_pb2.CancelWorkflowRequest, context: Context
     ) -> workflow_pb2.CancelWorkflowResponse:
         """DELETE /ojs/v1/workflows/{id} (``reason`` is not stored)."""
-        workflow = await self.service.cancel_workflow(required(request.workflow_id, "workflow_id"))
+        workflow_id = required(request.workflow_id, "workflow_id")
+        await require_workflow_owned(self.service, workflow_id, tenant_of(context))
+        workflow = await self.service.cancel_workflow(workflow_id)
         return workflow_pb2.CancelWorkflowResponse(workflow=convert.workflow_message(workflow))

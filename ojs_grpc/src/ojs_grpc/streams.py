@@ -42,6 +42,7 @@ from .auth import authorize
 from .fields import bounded_id, worker_id_of
 from .rpc import Context
 from .settings import GrpcSettings
+from .tenant import tenant_of
 from .values import to_timestamp
 
 if TYPE_CHECKING:
@@ -159,6 +160,7 @@ class JobStreams:
         worker_id = worker_id_of(request.worker_id)
         metadata = context.invocation_metadata() or ()
         visibility = _visibility(metadata)
+        tenant = tenant_of(context)  # a scoped stream is sent its tenant's jobs only
         if self._closing:
             raise StreamClosedError("the server is shutting down; reopen the stream elsewhere")
         stream = _Stream(worker_id, slots)
@@ -170,7 +172,12 @@ class JobStreams:
             while True:
                 free = await stream.free(svc, self.settings.slot_check_s)
                 jobs = await svc.fetch(
-                    queues, free, worker_id, visibility, wait_ms=self.settings.stream_wait_ms
+                    queues,
+                    free,
+                    worker_id,
+                    visibility,
+                    wait_ms=self.settings.stream_wait_ms,
+                    tenant=tenant,
                 )
                 # The credentials again before every push (and every idle wait): a key
                 # revoked by a reload, or a token that expired, ends the stream here.

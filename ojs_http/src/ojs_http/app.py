@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from ojs_core.backend import Backend
 from ojs_core.clock import Clock
 from ojs_core.errors import NotFoundError, OJSError, ValidationError
 from ojs_core.fanout import EventHub
+from ojs_core.noisy_neighbors import NoisyNeighbors
 from ojs_core.scheduler import Scheduler
 from ojs_core.service import JobService
 from ojs_core.webhook_store import WebhookStore
@@ -107,8 +109,10 @@ def create_app(
         app_routes.append(metrics_route())
     sink: RequestSink | None = app_metrics.observe_request if app_metrics else None
     observing = [Middleware(RequestObserver, sink=sink, access=settings.access_log)]
-    # Started by the first event stream; one backend subscription for all of them.
     webhooks = _webhook_runner(service, settings)
+    noisy = NoisyNeighbors(service)
+    noisy_task: list[asyncio.Task[None]] = []
+    # Started by the first event stream; one backend subscription for all of them.
     hub = EventHub(
         service.backend,
         max_streams=settings.max_event_streams,
@@ -126,12 +130,20 @@ def create_app(
             scheduler.start()
         if webhooks is not None:
             webhooks.start()
+        if settings.run_scheduler and settings.noisy_neighbor_check_s > 0:
+            run = app.state.noisy_neighbors.run(settings.noisy_neighbor_check_s)
+            noisy_task.append(asyncio.create_task(run, name="ojs-noisy-neighbors"))
         app.state.phase = "ready"
         try:
             yield
         finally:
             app.state.phase = "draining"
             await hub.close()
+            for task in noisy_task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            noisy_task.clear()
             if webhooks is not None:
                 await webhooks.stop()
             await scheduler.stop()
@@ -182,6 +194,8 @@ def create_app(
     app.state.scheduler = scheduler
     app.state.event_hub = hub
     app.state.webhooks = webhooks
+    #: Noisy-neighbour detection (replaceable before start-up, e.g. with other thresholds).
+    app.state.noisy_neighbors = noisy
     app.state.authenticate = auth
     if session_keys is None and isinstance(auth, ApiKeys):
         session_keys = auth
@@ -209,6 +223,7 @@ def _webhook_runner(service: JobService, settings: HttpSettings) -> WebhookRunne
         schedule=settings.webhook_schedule,
         poll_s=settings.webhook_poll_s,
         concurrency=settings.webhook_concurrency,
+        emit=service.emit,
     )
 
 

@@ -3,10 +3,11 @@
 Served when ``prometheus-client`` is installed (``pip install 'ojs-http[metrics]'``) and
 ``HttpSettings.metrics`` is on. The job metrics are :class:`ojs_core.prometheus.JobMetrics`;
 this module adds ``ojs_http_requests_total`` and ``ojs_http_request_duration_seconds`` by
-method, route template and status. Every app has its own registry, so two apps in one process
-(tests, say) never share counters; ``ojs-server --workers N`` runs prometheus-client's
-multiprocess mode so that every process's scrape reports all of them
-(``docs/observability.md``).
+method, route template and status, and the webhook metrics
+(:class:`ojs_core.webhook_prometheus.WebhookMetrics`) when the backend stores webhooks. Every
+app has its own registry, so two apps in one process (tests, say) never share counters;
+``ojs-server --workers N`` runs prometheus-client's multiprocess mode so that every process's
+scrape reports all of them (``docs/observability.md``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from starlette.responses import Response
 
 from ojs_core.prometheus import CONTENT_TYPE, JobMetrics
 from ojs_core.service import JobService
+from ojs_core.webhook_prometheus import WebhookMetrics
+from ojs_core.webhook_store import WebhookStore
 
 from . import schemas as S
 from .routing import METRICS, Doc, OJSRoute, route
@@ -36,6 +39,11 @@ class AppMetrics:
         self.jobs = JobMetrics(max_types=max_types, max_queues=max_queues)
         self.jobs.attach(service)
         registry = self.jobs.metric_registry
+        self.store = service.backend if isinstance(service.backend, WebhookStore) else None
+        self.webhooks: WebhookMetrics | None = None
+        if self.store is not None:
+            self.webhooks = WebhookMetrics(registry, self.jobs.registry)
+            service.observers.add(self.webhooks.observe)
         self.requests = Counter(
             "ojs_http_requests",
             "HTTP requests answered, by method, route template and status",
@@ -70,6 +78,8 @@ async def metrics(request: Request) -> Response:
     """The Prometheus text exposition (gauges read from the backend at most every few s)."""
     app_metrics: AppMetrics = request.app.state.metrics
     await app_metrics.jobs.refresh()
+    if app_metrics.webhooks is not None and app_metrics.store is not None:
+        await app_metrics.webhooks.refresh(app_metrics.store)
     return Response(app_metrics.jobs.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
 

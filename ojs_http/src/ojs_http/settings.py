@@ -93,6 +93,9 @@ class HttpSettings:
     webhook_timeout_s: float = TIMEOUT_S
     webhook_poll_s: float = 0.2
     webhook_concurrency: int = 16
+    #: Seconds between noisy-neighbour checks (multi-tenancy, ``ojs_core.noisy_neighbors``;
+    #: 0: only when the tenant admin API shows statistics).
+    noisy_neighbor_check_s: float = 30.0
     default_visibility_timeout_ms: int = 1_800_000
     run_scheduler: bool = True
     scheduler_interval: float = 0.02

@@ -11,6 +11,8 @@ for them (fail-open: a failing endpoint or a failing loop costs webhook latency,
 * The sender claims due deliveries (each by one process), posts them with at most
   ``concurrency`` in flight, and settles each: delivered, dead, or pending until the next step
   of the schedule. A delivery whose subscription is gone or inactive is cancelled unsent.
+  Each settled attempt publishes ``webhook.delivered``, ``webhook.failed`` or ``webhook.dead``
+  (spec §11.1, ``ojs_core.webhook_events``) through ``emit``, which never raises.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +32,7 @@ from ojs_core.codec import event_to_wire
 from ojs_core.errors import OJSError
 from ojs_core.events import make_event
 from ojs_core.ids import uuid7
+from ojs_core.model import Event
 from ojs_core.webhook_delivery import (
     DEFAULT_SCHEDULE,
     Outcome,
@@ -37,12 +40,21 @@ from ojs_core.webhook_delivery import (
     classify,
     delivery_headers,
 )
+from ojs_core.webhook_events import outcome_event
 from ojs_core.webhook_store import WebhookStore
 from ojs_core.webhooks import Delivery, Subscription, deliveries_for
 
 from .webhook_sender import SendResult, WebhookSender
 
-__all__ = ["WebhookRunner"]
+__all__ = ["Emit", "WebhookRunner"]
+
+#: Publishes events (``JobService.emit``: logged, never raised).
+Emit = Callable[[Sequence[Event]], Awaitable[None]]
+
+
+async def _no_emit(events: Sequence[Event]) -> None:
+    return None
+
 
 log = logging.getLogger("ojs.webhooks")
 
@@ -76,8 +88,10 @@ class WebhookRunner:
         schedule: Sequence[float] = DEFAULT_SCHEDULE,
         poll_s: float = 0.2,
         concurrency: int = 16,
+        emit: Emit = _no_emit,
     ) -> None:
         self.store = store
+        self.emit = emit
         self.sender = sender
         self.user_agent = user_agent
         self.clock: Clock = clock or SystemClock()
@@ -96,6 +110,10 @@ class WebhookRunner:
                 asyncio.create_task(self._route_loop(), name="ojs-webhooks-route"),
                 asyncio.create_task(self._send_loop(), name="ojs-webhooks-send"),
             ]
+
+    def wake(self) -> None:
+        """Look for due deliveries now (a replay was just queued), not at the next poll."""
+        self._wake.set()
 
     async def stop(self) -> None:
         """Stop the loops; sends in flight are cancelled (their claims expire and come back)."""
@@ -195,6 +213,7 @@ class WebhookRunner:
         """Make the next attempt of a claimed delivery and settle it; the settled version."""
         sub = await self.store.get_subscription(delivery.subscription_id)
         now = self.clock.now()
+        elapsed: int | None = None
         if sub is None or not sub.active:
             settled = attrs.evolve(
                 delivery,
@@ -206,6 +225,7 @@ class WebhookRunner:
             result = await self._post(sub, delivery.id, delivery.event, now)
             outcome = self._outcome(result)
             settled = after_attempt(delivery, outcome, self.clock.now(), self.schedule)
+            elapsed = result.elapsed_ms
             if settled.status == "dead":
                 log.warning(
                     "webhook delivery %s to subscription %s is dead: %s",
@@ -214,6 +234,10 @@ class WebhookRunner:
                     settled.last_error,
                 )
         await self.store.settle_delivery(settled)
+        if settled.status != "cancelled":
+            event = outcome_event(settled, self.clock.now(), elapsed)
+            if event is not None:
+                await self.emit([event])
         if settled.status == "pending":  # wake for the retry this process scheduled
             delay = max(0.0, (settled.next_at - self.clock.now()).total_seconds())
             asyncio.get_running_loop().call_later(delay, self._wake.set)
@@ -239,7 +263,8 @@ class WebhookRunner:
             body=body,
             user_agent=self.user_agent,
         )
-        return await self.sender.post(sub.url, headers, body)
+        timeout = sub.timeout_ms / 1000 if sub.timeout_ms is not None else None
+        return await self.sender.post(sub.url, headers, body, timeout_s=timeout)
 
     async def test(self, sub: Subscription) -> dict[str, Any]:
         """Send a synthetic ``webhook.test`` event now (not queued, not retried); what came

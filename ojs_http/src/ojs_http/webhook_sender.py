@@ -98,7 +98,12 @@ class WebhookSender:
         return await check_resolved(url)
 
     async def _send(
-        self, url: str, addresses: list[IPAddress], headers: Mapping[str, str], body: bytes
+        self,
+        url: str,
+        addresses: list[IPAddress],
+        headers: Mapping[str, str],
+        body: bytes,
+        timeout_s: float,
     ) -> SendResult:
         """One request, to a checked address when there is one (the name is not resolved
         again: DNS rebinding), its answer read only as far as :data:`RESPONSE_BODY_BYTES`."""
@@ -111,7 +116,12 @@ class WebhookSender:
             extensions["sni_hostname"] = request_url.host  # TLS still checks the name
             request_url = request_url.copy_with(host=str(ip))
         request = self._pool().build_request(
-            "POST", request_url, content=body, headers=sent_headers, extensions=extensions
+            "POST",
+            request_url,
+            content=body,
+            headers=sent_headers,
+            extensions=extensions,
+            timeout=httpx.Timeout(timeout_s),  # the pool's default is the server's timeout
         )
         response = await self._pool().send(request, stream=True)
         kept = bytearray()
@@ -130,9 +140,18 @@ class WebhookSender:
             body=kept.decode("utf-8", "replace")[:RESPONSE_BODY_CHARS],
         )
 
-    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> SendResult:
-        """POST ``body`` to ``url`` (following redirects); never raises for the endpoint's
+    async def post(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        timeout_s: float | None = None,
+    ) -> SendResult:
+        """POST ``body`` to ``url`` (following redirects) within ``timeout_s`` (the
+        subscription's own timeout, else the sender's); never raises for the endpoint's
         failures, which the result describes."""
+        limit = timeout_s if timeout_s is not None else self.timeout_s
         started = time.monotonic()
 
         def result(**kwargs: object) -> SendResult:
@@ -140,13 +159,13 @@ class WebhookSender:
             return SendResult(elapsed_ms=elapsed, **kwargs)  # type: ignore[arg-type]
 
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(limit):
                 for _ in range(MAX_REDIRECTS + 1):
                     try:
                         addresses = await self.check(url)
                     except ValidationError as exc:
                         return result(status_code=None, error=f"refused URL: {exc}", refused=True)
-                    got = await self._send(url, addresses, headers, body)
+                    got = await self._send(url, addresses, headers, body, limit)
                     location = got.headers.get("location")
                     if got.status_code in _REDIRECTS and location:
                         url = urllib.parse.urljoin(url, location)
@@ -154,7 +173,7 @@ class WebhookSender:
                     return result(status_code=got.status_code, headers=got.headers, body=got.body)
                 return result(status_code=None, error=f"more than {MAX_REDIRECTS} redirects")
         except TimeoutError:
-            return result(status_code=None, error=f"timed out after {self.timeout_s:g} s")
+            return result(status_code=None, error=f"timed out after {limit:g} s")
         except Exception as exc:  # the endpoint's failure, whatever it is: the attempt failed
             # Only the kind of failure: the text of a connection error names inside hosts and
             # ports, which the test route would hand back to its caller.

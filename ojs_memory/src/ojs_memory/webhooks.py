@@ -127,8 +127,18 @@ class MemoryWebhooks:
         log[delivery.id] = attrs.evolve(delivery)
         while len(log) > LOG_PER_SUBSCRIPTION:
             log.popitem(last=False)
-        if delivery.status == "dead":
-            self._wh_recent.get(delivery.subscription_id, OrderedDict()).pop(delivery.id, None)
+        # A delivery is listed once, under its latest status (a replayed dead one leaves the
+        # dead log when it is queued again).
+        other = self._wh_recent if delivery.status == "dead" else self._wh_dead
+        other.get(delivery.subscription_id, OrderedDict()).pop(delivery.id, None)
+
+    async def redeliver(self, delivery: Delivery, key: str) -> bool:
+        """Queue a replay unless the delivery is pending already (nothing interleaves here,
+        so a second replay of the same dead version finds the first one queued)."""
+        if delivery.id in self._wh_pending:
+            return False
+        await self.settle_delivery(delivery)
+        return True
 
     async def list_deliveries(self, subscription_id: str, limit: int) -> list[Delivery]:
         """Recent and dead deliveries, the most recently updated first."""

@@ -520,6 +520,11 @@ class NatsBackend:
         """A subscription's recent and dead deliveries."""
         return await self.webhooks.list_deliveries(subscription_id, limit)
 
+    @guard
+    async def redeliver(self, delivery: Delivery, key: str) -> bool:
+        """Queue a dead delivery again (see ``WebhookStore.redeliver``)."""
+        return await self.webhooks.redeliver(delivery, key)
+
     # -- workers and events ----------------------------------------------------------------
 
     @guard

@@ -13,7 +13,9 @@
                           a delivery for 120 s; a retry is a negative acknowledgement delayed
                           until the next attempt; the attempt number is the delivery count
 ``OJS_WEBHOOK_LOG``       each attempt's outcome, ``ojs.whlog.<subscription>.recent|dead``:
-                          the last 100 of each per subscription, a week at most
+                          the last 100 of each per subscription, a week at most; a dead one
+                          keeps its event, for a replay (``redeliver``: the message id
+                          ``<delivery id>.replay.<key>`` queues each replay once)
 ========================= ====================================================================
 """
 
@@ -30,7 +32,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 
 from ojs_core import jsonio
-from ojs_core.errors import NotFoundError, PayloadTooLargeError
+from ojs_core.errors import ConflictError, NotFoundError, PayloadTooLargeError
 from ojs_core.model import Event
 from ojs_core.webhook_store import EventBatch
 from ojs_core.webhooks import Delivery, Subscription
@@ -249,11 +251,32 @@ class WebhookQueue:
                 await msg.ack()
         await self._log(delivery)
 
+    async def redeliver(self, delivery: Delivery, key: str) -> bool:
+        """Queue a replay of a dead delivery; its message id makes two replays of the same
+        dead version (``key``), through any replicas, one message."""
+        try:
+            ack = await self.conn.js.publish(
+                names.webhook_subject(delivery.subscription_id),
+                jsonio.dumps(delivery.to_record()),
+                headers={"Nats-Msg-Id": f"{delivery.id}.replay.{key}"},
+            )
+        except nats.js.errors.APIError as exc:  # refused for good: not the caller's to retry
+            if "maximum" in str(exc).lower():
+                raise ConflictError(
+                    "the subscription's delivery queue is full; retry once it has drained"
+                ) from exc
+            raise
+        if ack.duplicate:
+            return False
+        await self._log(delivery)
+        return True
+
     async def _log(self, delivery: Delivery) -> None:
         """Append a delivery's outcome to its subscription's log (recent or dead)."""
         kind = "dead" if delivery.status == "dead" else "recent"
         record = delivery.to_record()
-        record.pop("event", None)  # the log keeps outcomes, not payloads
+        if kind != "dead":  # the log keeps outcomes; a dead delivery's payload, for a replay
+            record.pop("event", None)
         record["event_type"] = delivery.event_type
         record["event_id"] = delivery.event.get("id")
         await self.conn.publish_all(
@@ -279,7 +302,10 @@ class WebhookQueue:
                 seq = int((msg.headers or {}).get(names.DIRECT_SEQUENCE, "0"))
                 try:
                     raw = jsonio.loads(msg.data)
-                    event = {"id": raw.get("event_id"), "type": raw.get("event_type")}
+                    event = raw.get("event") or {
+                        "id": raw.get("event_id"),
+                        "type": raw.get("event_type"),
+                    }
                     delivery = Delivery.from_record({**raw, "event": event})
                 except (ValueError, KeyError, TypeError):
                     continue

@@ -18,6 +18,7 @@ from . import (
     stream,
     system,
     tenants,
+    webhook_deliveries,
     webhooks,
     workers,
     workflows,
@@ -47,4 +48,5 @@ def routes(*, enable_reset: bool) -> list[BaseRoute]:
         *rate_limits.routes,
         *tenants.routes,
         *webhooks.routes,
+        *webhook_deliveries.routes,
     ]

@@ -2,7 +2,9 @@
 
 Thin adapters over :class:`ojs_core.admin.Admin`. The shapes follow the spec and what the
 official dashboard (``openjobspec/ojs-admin-ui``, ``src/api/types.ts``) reads: listings are
-``{items, pagination: {total, page, per_page}}``.
+``{items, pagination: {total, page, per_page}}``. With ``X-OJS-Tenant`` every route that reads
+or changes jobs is tenant-scoped (``ojs_core.tenant_scope``): counts, listings, bulk changes,
+purges and the dead letter cover that tenant's jobs only, and another tenant's job is 404.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ from ojs_core.backpressure import backpressure_to_wire
 from ojs_core.errors import ValidationError
 from ojs_core.model import Job, QueueStats, WorkerInfo
 from ojs_core.states import JobState
+from ojs_core.tenant_scope import (
+    owner,
+    require_owned,
+    scope_query,
+    scoped_queue_stats,
+    scoped_summaries,
+)
 from ojs_core.timeutil import format_ts
 
 from .. import schemas as S
@@ -103,7 +112,10 @@ def _page_body(page: Page, number: int, per_page: int) -> dict[str, Any]:
 
 
 async def stats(request: Request) -> Response:
-    """Totals across every queue."""
+    """Totals across every queue (a scoped caller's: its jobs' counts, no throughput)."""
+    tenant = tenant_header(request)
+    if tenant is not None:
+        return await _scoped_overview(request, tenant)
     view = await admin(request).overview()
     return json_response(
         request,
@@ -120,10 +132,31 @@ async def stats(request: Request) -> Response:
     )
 
 
+async def _scoped_overview(request: Request, tenant: str) -> Response:
+    summaries = await scoped_summaries(
+        service(request), await admin(request).queue_summaries(), tenant
+    )
+    totals: dict[str, int] = dict.fromkeys((s.value for s in JobState), 0)
+    for one in summaries:
+        for state, n in _counts(one).items():
+            totals[state] += n
+    view = await admin(request).overview()
+    body = {
+        "queues": len(summaries),
+        "workers": view.workers,
+        "jobs": totals,
+        "throughput": {"processed_per_minute": 0.0, "failed_per_minute": 0.0},
+        "uptime_seconds": view.uptime_seconds,
+    }
+    return json_response(request, body)
+
+
 async def list_queues(request: Request) -> Response:
-    """Every queue with its counts, paused flag and throughput."""
+    """Every queue with its counts, paused flag and throughput (a scoped caller's counts)."""
     page, per_page = pages(request)
-    queues = await admin(request).queue_summaries()
+    queues = await scoped_summaries(
+        service(request), await admin(request).queue_summaries(), tenant_header(request)
+    )
     chunk = queues[(page - 1) * per_page : page * per_page]
     return json_response(
         request, paginated([_queue(q) for q in chunk], len(queues), page, per_page)
@@ -133,7 +166,7 @@ async def list_queues(request: Request) -> Response:
 async def get_queue(request: Request) -> Response:
     """One queue, with its configuration."""
     svc = service(request)
-    stats_ = await svc.queue_stats(request.path_params["name"])
+    stats_ = await scoped_queue_stats(svc, request.path_params["name"], tenant_header(request))
     body = _queue(stats_)
     bound = await svc.backpressure(stats_.name)
     body["configuration"] = {"backpressure": backpressure_to_wire(bound)}
@@ -163,6 +196,7 @@ async def purge_queue(request: Request) -> Response:
         states,
         older_than=parse_older_than(body.get("older_than")),
         confirm=body.get("confirm") is True,
+        owner=owner(service(request), tenant_header(request)),
     )
     return json_response(request, {"purged_count": purged, "states": [s.value for s in states]})
 
@@ -207,13 +241,17 @@ async def get_job(request: Request) -> Response:
 
 async def retry_job(request: Request) -> Response:
     """Put a discarded job back to ``available`` with attempt 0."""
-    job = await service(request).revive(request.path_params["job_id"])
+    job_id = request.path_params["job_id"]
+    await require_owned(service(request), job_id, tenant_header(request))
+    job = await service(request).revive(job_id)
     return json_response(request, {"job": wire(job)})
 
 
 async def cancel_job(request: Request) -> Response:
     """Cancel a job that has not finished."""
-    _, job = await service(request).cancel(request.path_params["job_id"])
+    _, job = await service(request).cancel(
+        request.path_params["job_id"], tenant=tenant_header(request)
+    )
     return json_response(request, {"job": wire(job)})
 
 
@@ -241,9 +279,10 @@ def _bulk_body(outcome: BulkOutcome) -> dict[str, Any]:
 async def _bulk(request: Request, action: str, *, dead_letter: bool) -> Response:
     body = body_object(await read_json(request))
     flt = _filter_of(body)
+    query = parse_job_query(flt, "filter.", bulk=True)
     outcome = await admin(request).bulk(
         action,
-        parse_job_query(flt, "filter.", bulk=True),
+        scope_query(service(request), query, tenant_header(request)),
         confirm=body.get("confirm") is True,
         dead_letter=dead_letter,
     )
@@ -262,13 +301,22 @@ async def list_dead_letter(request: Request) -> Response:
     """Dead-letter jobs by queue and type, newest first, paginated."""
     page, per_page = pages(request)
     query = parse_job_query({k: v for k, v in request.query_params.items() if k != "state"})
+    tenant = tenant_header(request)
+    if tenant is not None:
+        flt = query.to_filter(dead_letter=True, limit=per_page, offset=(page - 1) * per_page)
+        jobs, truncated = await service(request).tenancy.jobs(tenant, flt)
+        body = paginated([summary(j) for j in jobs], len(jobs), page, per_page)
+        body["pagination"].pop("total")  # unknown without reading every dead job
+        body["truncated"] = truncated
+        return json_response(request, body)
     found = await admin(request).jobs(query, page, per_page, dead_letter=True)
     return json_response(request, _page_body(found, page, per_page))
 
 
 async def dead_letter_stats(request: Request) -> Response:
     """Counts by queue and error type; oldest and newest discard."""
-    view = await admin(request).dead_letter_stats()
+    scoped = scope_query(service(request), parse_job_query({}), tenant_header(request))
+    view = await admin(request).dead_letter_stats(scoped)
     return json_response(
         request,
         {
@@ -284,13 +332,16 @@ async def dead_letter_stats(request: Request) -> Response:
 
 async def retry_dead_letter(request: Request) -> Response:
     """Re-enqueue one dead-letter job."""
-    job = await service(request).retry_dead_letter(request.path_params["job_id"])
+    job_id = request.path_params["job_id"]
+    await require_owned(service(request), job_id, tenant_header(request), "dead-letter job")
+    job = await service(request).retry_dead_letter(job_id)
     return json_response(request, {"job": wire(job)})
 
 
 async def delete_dead_letter(request: Request) -> Response:
     """Delete one dead-letter job for good."""
     job_id = request.path_params["job_id"]
+    await require_owned(service(request), job_id, tenant_header(request), "dead-letter job")
     await service(request).delete_dead_letter(job_id)
     return json_response(request, {"deleted": True, "job_id": job_id})
 
@@ -304,8 +355,9 @@ async def purge_dead_letter(request: Request) -> Response:
     """Delete dead-letter jobs (optionally only those discarded before ``older_than``)."""
     body = body_object(await read_json(request))
     flt = _filter_of(body)
+    query = parse_job_query(flt, "filter.", bulk=True)
     purged = await admin(request).purge_dead_letter(
-        parse_job_query(flt, "filter.", bulk=True),
+        scope_query(service(request), query, tenant_header(request)),
         older_than=parse_older_than(body.get("older_than")),
         confirm=body.get("confirm") is True,
     )

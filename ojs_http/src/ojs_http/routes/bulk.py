@@ -15,6 +15,7 @@ from ..responses import json_response, read_json
 from ..routing import ADMIN, PRODUCER, Access, Doc, route
 from ._common import service
 from .jobs import _block_timeout, _check_size
+from .tenants import tenant_header
 
 __all__ = ["routes"]
 
@@ -31,6 +32,7 @@ def _handler(operation: str) -> Any:
             check_item=(lambda i, envelope: _check_size(request, envelope, i))
             if operation == "enqueue"
             else None,
+            tenant=tenant_header(request),
         )
         headers = {"X-OJS-Batch-Size": str(result.size)}
         if result.replayed:

@@ -1,4 +1,9 @@
-"""``/ojs/v1/queues`` and ``/ojs/v1/dead-letter``."""
+"""``/ojs/v1/queues`` and ``/ojs/v1/dead-letter``.
+
+With ``X-OJS-Tenant`` the statistics count that tenant's jobs only, and the dead letter lists,
+retries and deletes only that tenant's jobs (``ojs_core.tenant_scope``). Queue names and
+paused flags are shared configuration, listed to everyone.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,17 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ojs_core.backend import JobFilter
 from ojs_core.model import QueueStats
 from ojs_core.states import JobState
+from ojs_core.tenant_scope import require_owned, scope_override, scoped_queue_stats
 from ojs_core.timeutil import format_ts
 
 from .. import schemas as S
 from ..responses import json_response, read_json
 from ..routing import ADMIN, ANY_ROLE, Doc, Param, route
 from ._common import body_object, pagination, query_int, service, wire
+from .tenants import tenant_header
 
 __all__ = ["routes"]
 
@@ -61,7 +69,7 @@ def _stats_body(stats: QueueStats, computed_at: str) -> dict[str, Any]:
 async def queue_stats(request: Request) -> Response:
     """Per-state counts of one queue."""
     svc = service(request)
-    stats = await svc.queue_stats(request.path_params["name"])
+    stats = await scoped_queue_stats(svc, request.path_params["name"], tenant_header(request))
     return json_response(request, _stats_body(stats, format_ts(svc.now())))
 
 
@@ -102,6 +110,19 @@ async def dead_letter_list(request: Request) -> Response:
     if cursor and cursor.isdigit():
         offset = int(cursor)
     queue = request.query_params.get("queue") or None
+    tenant = tenant_header(request)
+    if tenant is not None:
+        flt = JobFilter(dead_letter=True, queue=queue, limit=limit, offset=offset)
+        jobs, truncated = await service(request).tenancy.jobs(tenant, flt)
+        return json_response(
+            request,
+            {
+                "jobs": [wire(j) for j in jobs],
+                # The total is unknown without reading every dead job: the count of this page.
+                "pagination": pagination(len(jobs), limit, offset),
+                "truncated": truncated,
+            },
+        )
     page = await service(request).dead_letter(queue, limit, offset)
     return json_response(
         request,
@@ -116,13 +137,16 @@ async def dead_letter_retry(request: Request) -> Response:
     """Re-enqueue a dead-letter job with attempt 0."""
     body = body_object(await read_json(request, required=False))
     svc = service(request)
-    job = await svc.retry_dead_letter(request.path_params["job_id"], body.get("override"))
+    job_id, tenant = request.path_params["job_id"], tenant_header(request)
+    await require_owned(svc, job_id, tenant, "dead-letter job")
+    job = await svc.retry_dead_letter(job_id, scope_override(body.get("override"), tenant))
     return json_response(request, {"job": wire(job, re_enqueued_at=format_ts(svc.now()))})
 
 
 async def dead_letter_delete(request: Request) -> Response:
     """Delete a dead-letter job for good."""
     job_id = request.path_params["job_id"]
+    await require_owned(service(request), job_id, tenant_header(request), "dead-letter job")
     await service(request).delete_dead_letter(job_id)
     return json_response(request, {"deleted": True, "job_id": job_id})
 

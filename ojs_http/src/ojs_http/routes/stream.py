@@ -34,11 +34,13 @@ from ojs_core.fanout import (
 )
 from ojs_core.model import Event, Job
 from ojs_core.states import JobState
+from ojs_core.tenant_scope import event_visible
 
 from ..openapi import EVENT_STREAM
 from ..routing import PRODUCER, Doc, Param, route
 from ..settings import HttpSettings
 from ._common import service
+from .tenants import tenant_header
 
 __all__ = ["WRITE_TIMEOUT_S", "EventStreamResponse", "event_hub", "routes", "sse_frame"]
 
@@ -139,10 +141,12 @@ async def stream(request: Request, channel: Channel) -> Response:
     settings: HttpSettings = request.app.state.settings
     resume = last_event_id(request)
     hub = event_hub(request)
+    svc = service(request)
+    tenant = tenant_header(request)  # a scoped stream carries its tenant's events only
     # Subscribe before reading the job: an event that happens meanwhile is then queued.
     sub = await hub.subscribe([channel])
     try:
-        job = await service(request).get(channel.name) if channel.kind == "job" else None
+        job = await svc.get(channel.name, tenant=tenant) if channel.kind == "job" else None
     except BaseException:
         hub.unsubscribe(sub)
         raise
@@ -158,8 +162,10 @@ async def stream(request: Request, channel: Channel) -> Response:
             sent = resume or 0
             if resume is not None:
                 async for event in hub.replay(sub, resume):
-                    yield sse_frame(event)
                     sent = event.seq
+                    if not event_visible(svc, event, tenant):
+                        continue
+                    yield sse_frame(event)
                     if job is not None and event.type in TERMINAL_EVENTS:
                         return
                 if terminal:
@@ -171,8 +177,10 @@ async def stream(request: Request, channel: Channel) -> Response:
                     continue
                 if live.seq <= sent:
                     continue  # already sent from the log
-                yield sse_frame(live)
                 sent = live.seq
+                if not event_visible(svc, live, tenant):
+                    continue
+                yield sse_frame(live)
                 if job is not None and live.type in TERMINAL_EVENTS:
                     return
         except SlowConsumerError:

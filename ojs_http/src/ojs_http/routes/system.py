@@ -14,6 +14,7 @@ from ojs_core.codec import event_to_wire
 from ojs_core.health import probe_backend
 from ojs_core.manifest import core_specs, official_extensions
 from ojs_core.service import JobService
+from ojs_core.tenant_scope import event_visible
 
 from .. import schemas as S
 from ..openapi import openapi_document
@@ -21,6 +22,7 @@ from ..responses import json_response
 from ..routing import ADMIN, ANY_ROLE, PRODUCER, PUBLIC, Doc, Param, route
 from ..settings import HttpSettings
 from ._common import prefixed, query_int, service
+from .tenants import tenant_header
 
 __all__ = ["routes"]
 
@@ -257,10 +259,14 @@ async def events(request: Request) -> Response:
     has_more = len(items) > limit
     items = items[:limit]
     cursor = items[-1].seq if items else after
+    # A tenant-scoped caller sees its tenant's events only; the cursor still moves past the
+    # others, so that it never reads them again.
+    tenant = tenant_header(request)
+    shown = [e for e in items if event_visible(service(request), e, tenant)]
     return json_response(
         request,
         {
-            "events": [event_to_wire(e) | {"seq": e.seq} for e in items],
+            "events": [event_to_wire(e) | {"seq": e.seq} for e in shown],
             "cursor": str(cursor),
             "has_more": has_more,
         },

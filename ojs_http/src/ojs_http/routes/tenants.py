@@ -4,7 +4,8 @@
 ``GET|PUT|DELETE /ojs/v1/admin/tenants/{id}`` reads, creates or replaces, and deregisters one,
 ``PUT /ojs/v1/admin/tenants/{id}/limits`` changes only its limits (with a ``reason``),
 ``GET .../{id}/stats`` its counts and limit use, ``GET .../{id}/jobs`` its jobs. The rules
-are ``ojs_core.tenancy``.
+are ``ojs_core.tenancy``. The statistics carry ``noisy_neighbor`` (spec §9.1,
+``ojs_core.noisy_neighbors``); ``GET /ojs/v1/admin/noisy-tenants`` lists the tenants flagged now.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from ojs_core.admin import parse_job_query
+from ojs_core.noisy_neighbors import NoisyNeighbors
 from ojs_core.tenancy import parse_tenant_id
 
 from .. import schemas as S
@@ -28,7 +30,7 @@ __all__ = ["routes", "tenant_header"]
 _EXT = " (extension urn:ojs:ext:experimental:multi-tenancy)"
 
 
-def tenant_header(request: Request) -> str | None:
+def tenant_header(request: HTTPConnection) -> str | None:
     """The request's ``X-OJS-Tenant`` (checked), or ``None``: it scopes the request."""
     raw = request.headers.get("x-ojs-tenant")
     if raw is None:
@@ -36,13 +38,27 @@ def tenant_header(request: Request) -> str | None:
     return parse_tenant_id(raw.strip(), "headers.X-OJS-Tenant")
 
 
+def _noisy(request: Request) -> NoisyNeighbors:
+    """The app's noisy-neighbour detector (made on first use for an app built without one)."""
+    state = request.app.state
+    found: NoisyNeighbors | None = getattr(state, "noisy_neighbors", None)
+    if found is None:
+        found = state.noisy_neighbors = NoisyNeighbors(service(request))
+    return found
+
+
 async def list_tenants(request: Request) -> Response:
-    """Every configured tenant, with its stats."""
+    """Every configured tenant, with its stats (and noisy-neighbour signals)."""
     page, per_page = pages(request)
     tenancy = service(request).tenancy
     configs = await tenancy.configs()
     chosen = configs[(page - 1) * per_page : page * per_page]
     stats = await asyncio.gather(*(tenancy.stats(c.tenant_id) for c in chosen))
+    assessed = await _noisy(request).assess()
+    for cfg, one in zip(chosen, stats, strict=True):
+        found = assessed.get(cfg.tenant_id)
+        if found is not None:
+            one["noisy_neighbor"] = found.to_wire()
     items = [c.to_wire() | {"stats": s} for c, s in zip(chosen, stats, strict=True)]
     return json_response(request, paginated(items, len(configs), page, per_page))
 
@@ -77,9 +93,20 @@ async def delete_tenant(request: Request) -> Response:
 
 async def tenant_stats(request: Request) -> Response:
     """Counts per state and limit use (spec §10.2)."""
-    return json_response(
-        request, await service(request).tenancy.stats(request.path_params["tenant_id"])
+    tenant = request.path_params["tenant_id"]
+    body = await service(request).tenancy.stats(tenant)
+    assessed = (await _noisy(request).assess()).get(tenant)
+    body["noisy_neighbor"] = (
+        assessed.to_wire() if assessed else {"detected": False, "signals": [], "since": None}
     )
+    return json_response(request, body)
+
+
+async def noisy_tenants(request: Request) -> Response:
+    """The tenants flagged as noisy neighbours now, with their signals."""
+    assessed = await _noisy(request).assess()
+    flagged = [{"tenant_id": t, **a.to_wire()} for t, a in sorted(assessed.items()) if a.detected]
+    return json_response(request, {"tenants": flagged})
 
 
 async def tenant_jobs(request: Request) -> Response:
@@ -127,6 +154,16 @@ routes = [
         list_tenants,
         ADMIN,
         Doc("Every configured tenant with its stats" + _EXT, responses={200: _OBJ}),
+    ),
+    route(
+        "GET",
+        "/ojs/v1/admin/noisy-tenants",
+        noisy_tenants,
+        ADMIN,
+        Doc(
+            "The tenants flagged as noisy neighbours now, with their signals" + _EXT,
+            responses={200: S.obj({"tenants": S.array(S.ANY_OBJECT)})},
+        ),
     ),
     route(
         "GET",

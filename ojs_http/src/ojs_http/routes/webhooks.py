@@ -3,7 +3,11 @@
 Create, list, read, update and delete subscriptions; send a test event; rotate the signing
 secret; list a subscription's recent and dead deliveries. The secret appears in the create and
 rotate answers only. Served when the backend stores webhooks and they are enabled; otherwise
-every route answers 422 ``unsupported``. See ``docs/webhooks.md``.
+every route answers 422 ``unsupported``. A request with ``X-OJS-Tenant`` is tenant-scoped (spec
+§9.3): the subscription it creates receives only that tenant's events, and it sees and changes
+only its tenant's subscriptions (another tenant's is 404). Creating and deleting publish
+``webhook.subscription.created`` / ``.deleted``. The delivery log routes are
+``routes/webhook_deliveries.py``. See ``docs/webhooks.md``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ojs_core.errors import NotFoundError, UnsupportedError, ValidationError
+from ojs_core.webhook_events import SUBSCRIPTION_CREATED, SUBSCRIPTION_DELETED, subscription_event
+from ojs_core.webhook_log import visible
 from ojs_core.webhook_store import WebhookStore
 from ojs_core.webhook_urls import check_resolved, check_url
 from ojs_core.webhooks import (
@@ -25,6 +31,7 @@ from ojs_core.webhooks import (
     parse_events,
     parse_filter,
     parse_metadata,
+    parse_timeout,
 )
 
 from .. import schemas as S
@@ -32,14 +39,16 @@ from ..responses import json_response, read_json
 from ..routing import ADMIN, Doc, Param, route
 from ..webhook_runner import WebhookRunner
 from ._common import body_object, query_int
+from .tenants import tenant_header
 
-__all__ = ["routes"]
+__all__ = ["DELIVERY_SCHEMA", "routes", "runner_of"]
 
-_FIELDS = frozenset({"url", "events", "filter", "metadata", "active"})
+_FIELDS = frozenset({"url", "events", "filter", "metadata", "active", "timeout_ms"})
 _BASE = "/ojs/v1/webhooks/subscriptions"
 
 
-def _runner(request: Request) -> tuple[WebhookRunner, WebhookStore]:
+def runner_of(request: Request) -> tuple[WebhookRunner, WebhookStore]:
+    """The app's webhook runner and store; 422 ``unsupported`` when webhooks are off."""
     runner: WebhookRunner | None = getattr(request.app.state, "webhooks", None)
     if runner is None:
         raise UnsupportedError(
@@ -50,10 +59,11 @@ def _runner(request: Request) -> tuple[WebhookRunner, WebhookStore]:
 
 
 async def _subscription(request: Request) -> tuple[WebhookRunner, Subscription]:
-    runner, store = _runner(request)
+    runner, store = runner_of(request)
     sub_id = request.path_params["id"]
     sub = await store.get_subscription(sub_id)
-    if sub is None:
+    # Another tenant's subscription is not revealed: the same 404 as an unknown id.
+    if sub is None or not visible(sub, tenant_header(request)):
         raise NotFoundError("subscription", sub_id)
     return runner, sub
 
@@ -62,7 +72,8 @@ def _check_fields(body: Mapping[str, Any]) -> None:
     for key in body:
         if key not in _FIELDS:
             raise ValidationError(
-                "unknown field (url, events, filter, metadata and active only)", path=str(key)
+                "unknown field (url, events, filter, metadata, active and timeout_ms only)",
+                path=str(key),
             )
     active = body.get("active", True)
     if not isinstance(active, bool):
@@ -71,7 +82,7 @@ def _check_fields(body: Mapping[str, Any]) -> None:
 
 async def create(request: Request) -> Response:
     """A new subscription; the answer carries its secret, shown this once."""
-    runner, store = _runner(request)
+    runner, store = runner_of(request)
     body = body_object(await read_json(request))
     _check_fields(body)
     if "url" not in body:
@@ -82,6 +93,7 @@ async def create(request: Request) -> Response:
     events = parse_events(body["events"])
     queues, job_types = parse_filter(body.get("filter"))
     metadata = parse_metadata(body.get("metadata"))
+    timeout_ms = parse_timeout(body.get("timeout_ms"))
     now = runner.clock.now()
     sub = Subscription(
         id=new_subscription_id(now),
@@ -94,8 +106,11 @@ async def create(request: Request) -> Response:
         created_at=now,
         updated_at=now,
         secret=new_secret(),
+        tenant_id=tenant_header(request),
+        timeout_ms=timeout_ms,
     )
     await store.put_subscription(sub)
+    await runner.emit([subscription_event(SUBSCRIPTION_CREATED, sub, now)])
     return json_response(request, sub.to_wire(with_secret=True), status=201)
 
 
@@ -111,8 +126,9 @@ async def _check_url(runner: WebhookRunner, value: Any) -> str:
 
 async def list_subscriptions(request: Request) -> Response:
     """Every subscription, oldest first, without secrets."""
-    _, store = _runner(request)
-    subs = await store.list_subscriptions()
+    _, store = runner_of(request)
+    tenant = tenant_header(request)
+    subs = [s for s in await store.list_subscriptions() if visible(s, tenant)]
     return json_response(request, {"subscriptions": [s.to_wire() for s in subs]})
 
 
@@ -138,6 +154,8 @@ async def update(request: Request) -> Response:
         changes["metadata"] = parse_metadata(body["metadata"])
     if "active" in body:
         changes["active"] = body["active"]
+    if "timeout_ms" in body:  # null: back to the server's timeout
+        changes["timeout_ms"] = parse_timeout(body["timeout_ms"])
     now = runner.clock.now()
     # Applied to the version stored when the write happens (compare-and-swap): a
     # concurrent change (a rotation) is kept, and a deleted subscription stays deleted.
@@ -154,6 +172,7 @@ async def delete(request: Request) -> Response:
     runner, sub = await _subscription(request)
     if not await runner.store.delete_subscription(sub.id):
         raise NotFoundError("subscription", sub.id)
+    await runner.emit([subscription_event(SUBSCRIPTION_DELETED, sub, runner.clock.now())])
     return json_response(request, {"id": sub.id, "deleted": True})
 
 
@@ -197,6 +216,8 @@ _SUB = S.obj(
         "metadata": S.ANY_OBJECT,
         "updated_at": S.TS,
         "previous_secret_expires_at": S.TS,
+        "tenant_id": S.STR,
+        "timeout_ms": S.INT,
     },
 )
 _SUB_WITH_SECRET = S.obj({**_SUB["properties"], "secret": S.STR}, {})
@@ -208,9 +229,10 @@ _REQUEST = S.obj(
         "filter": _FILTER,
         "metadata": S.ANY_OBJECT,
         "active": S.BOOL,
+        "timeout_ms": {"type": ["integer", "null"], "minimum": 5000, "maximum": 60000},
     },
 )
-_DELIVERY = S.obj(
+DELIVERY_SCHEMA = S.obj(
     {"id": S.STR, "subscription_id": S.STR, "status": S.STR, "attempt": S.INT},
     {
         "event_id": S.STR,
@@ -318,7 +340,9 @@ routes = [
         Doc(
             "A webhook subscription's recent and dead deliveries, the latest first",
             query=(Param("limit", {"type": "integer", "minimum": 1, "maximum": 200}),),
-            responses={200: S.obj({"subscription_id": S.STR, "deliveries": S.array(_DELIVERY)})},
+            responses={
+                200: S.obj({"subscription_id": S.STR, "deliveries": S.array(DELIVERY_SCHEMA)})
+            },
             path_params=_ID,
         ),
     ),

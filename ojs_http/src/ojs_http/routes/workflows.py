@@ -1,9 +1,12 @@
-"""``/ojs/v1/workflows``: chain, group, batch and dependency graphs."""
+"""``/ojs/v1/workflows``: chain, group, batch and dependency graphs (with ``X-OJS-Tenant``,
+created for that tenant, and another tenant's workflow is 404)."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
+
+from ojs_core.tenant_scope import require_workflow_owned
 
 from .. import schemas as S
 from ..responses import json_response, read_json
@@ -29,13 +32,17 @@ async def create(request: Request) -> Response:
 
 async def get(request: Request) -> Response:
     """The workflow with its derived state and steps."""
-    workflow = await service(request).get_workflow(request.path_params["workflow_id"])
+    workflow_id = request.path_params["workflow_id"]
+    await require_workflow_owned(service(request), workflow_id, tenant_header(request))
+    workflow = await service(request).get_workflow(workflow_id)
     return json_response(request, {"workflow": workflow})
 
 
 async def cancel(request: Request) -> Response:
     """Cancel every step that has not started; 409 if the workflow already ended."""
-    workflow = await service(request).cancel_workflow(request.path_params["workflow_id"])
+    workflow_id = request.path_params["workflow_id"]
+    await require_workflow_owned(service(request), workflow_id, tenant_header(request))
+    workflow = await service(request).cancel_workflow(workflow_id)
     return json_response(request, {"workflow": workflow})
 
 

@@ -30,11 +30,14 @@ from ojs_core.fanout import (
     parse_channel,
 )
 from ojs_core.model import Event
+from ojs_core.service import JobService
+from ojs_core.tenant_scope import event_visible
 from ojs_core.timeutil import format_ts
 
 from ..routing import PRODUCER, OJSWebSocketRoute
 from ..settings import HttpSettings
 from .stream import WRITE_TIMEOUT_S, parse_event_id
+from .tenants import tenant_header
 
 __all__ = ["MAX_CHANNELS", "SUBPROTOCOL", "routes"]
 
@@ -43,16 +46,23 @@ SUBPROTOCOL = "ojs.v1"
 MAX_CHANNELS = 100
 #: Close codes: the client fell behind or the server is full or stopping (try again later).
 _TRY_AGAIN_LATER = 1013
+#: A handshake the server refuses for what it carries (a malformed X-OJS-Tenant).
+_POLICY_VIOLATION = 1008
 
 
 class _Connection:
     """One WebSocket client: its subscription, and the one task that writes to its socket
     (so that a replay and the live events of a channel go out in order)."""
 
-    def __init__(self, ws: WebSocket, hub: EventHub, sub: Subscription) -> None:
+    def __init__(
+        self, ws: WebSocket, hub: EventHub, sub: Subscription, tenant: str | None = None
+    ) -> None:
         self.ws = ws
         self.hub = hub
         self.sub = sub
+        #: ``X-OJS-Tenant`` of the handshake: only that tenant's events are sent.
+        self.tenant = tenant
+        self.service: JobService = ws.app.state.service
         self.settings: HttpSettings = ws.app.state.settings
         #: The client's messages, handled by the writer; bounded: a client that floods
         #: waits (its socket is not read meanwhile).
@@ -69,6 +79,8 @@ class _Connection:
         await self.send({"type": "error", "code": code, "message": message, **extra})
 
     async def send_event(self, channel: Channel, event: Event) -> None:
+        if not event_visible(self.service, event, self.tenant):
+            return
         if event.seq <= self._sent.get(channel, 0):
             return
         self._sent[channel] = event.seq
@@ -153,6 +165,12 @@ async def websocket_events(ws: WebSocket) -> None:
     await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     hub: EventHub = ws.app.state.event_hub
     try:
+        tenant = tenant_header(ws)
+    except ValidationError as exc:  # a malformed X-OJS-Tenant: the client's mistake
+        await ws.send_text(jsonio.dumps({"type": "error", **exc.to_wire()["error"]}).decode())
+        await ws.close(_POLICY_VIOLATION)
+        return
+    try:
         sub = await hub.subscribe([])
     except OJSError as exc:
         await ws.send_text(
@@ -160,7 +178,7 @@ async def websocket_events(ws: WebSocket) -> None:
         )
         await ws.close(_TRY_AGAIN_LATER)
         return
-    conn = _Connection(ws, hub, sub)
+    conn = _Connection(ws, hub, sub, tenant)
     writer = asyncio.get_running_loop().create_task(conn.write())
     reader = asyncio.get_running_loop().create_task(_read(conn))
     try:

@@ -1,0 +1,280 @@
+"""Noisy-neighbour detection (multi-tenancy spec §9.1): which tenants use a share of the shared
+system out of proportion to the others.
+
+Four signals, each compared with the *other* tenants (a tenant's own load never raises the
+baseline it is judged against, so two tenants are enough to detect one):
+
+============================ ==================================================================
+``queue_depth_ratio``        waiting jobs (available, scheduled, retryable, pending) over
+                             ``depth_ratio`` (10) times the others' median
+``enqueue_rate_ratio``       jobs enqueued in the window over ``enqueue_ratio`` (5) times the
+                             others' mean
+``active_job_ratio``         more than ``active_share`` (50 %) of all active jobs
+``error_rate_ratio``         failed attempts / finished attempts in the window over
+                             ``error_ratio`` (3) times the others' rate
+============================ ==================================================================
+
+Counts (depth, active) are the backend's per-tenant counters
+(:class:`~ojs_core.backend.TenantCounts`); rates are read from the event log (``job.enqueued``,
+``job.completed``, ``job.failed``), which every replica shares, over a sliding ``window``
+measured with the service's clock (injectable: ``ManualClock`` in tests). Small numbers are
+not judged (``min_jobs``, ``min_active``): one tenant with three jobs is not a neighbour
+problem. The tenants judged are the configured ones and those seen in the window.
+
+Detection is not throttling: nothing is slowed down (the spec's automatic throttling is a
+MAY, and fairness weights stay as configured). A tenant that becomes noisy publishes
+``tenant.noisy_neighbor.detected`` with its signals, and ``tenant.noisy_neighbor.cleared``
+once no signal holds; :meth:`NoisyNeighbors.assess` is run whenever the tenant admin API shows
+statistics and by :meth:`NoisyNeighbors.run` every ``interval_s``. Each process keeps its own
+record of which tenants it has reported, so with several replicas checking, each may publish
+the transition once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .backend import EventFilter
+from .errors import OJSError
+from .events import make_event
+from .model import Event
+from .states import JobState
+from .tenancy import DEPTH_STATES
+from .timeutil import format_ts
+
+if TYPE_CHECKING:
+    from .service import JobService
+
+__all__ = ["CLEARED", "DETECTED", "Assessment", "NoisyNeighbors", "Signal", "Thresholds"]
+
+log = logging.getLogger("ojs.tenancy")
+
+DETECTED = "tenant.noisy_neighbor.detected"
+CLEARED = "tenant.noisy_neighbor.cleared"
+#: Events read from the log per assessment (the rest are read by the next one).
+MAX_READ = 10_000
+_PAGE = 1000
+_WATCHED = ("job.enqueued", "job.completed", "job.failed")
+
+
+@attrs.frozen(kw_only=True)
+class Thresholds:
+    """When a tenant counts as noisy (spec §9.1's defaults; every value configurable)."""
+
+    depth_ratio: float = 10.0
+    enqueue_ratio: float = 5.0
+    active_share: float = 0.5
+    error_ratio: float = 3.0
+    window: timedelta = timedelta(minutes=5)
+    #: A depth, enqueue or error signal needs at least this many of the tenant's jobs.
+    min_jobs: int = 10
+    #: The active-share signal needs at least this many active jobs in all.
+    min_active: int = 4
+
+
+@attrs.frozen
+class Signal:
+    """One signal that holds: its value, the threshold it passed and the baseline it was
+    compared with."""
+
+    name: str
+    value: float
+    threshold: float
+    baseline: float
+
+    def to_wire(self) -> dict[str, Any]:
+        """The API form."""
+        return {
+            "signal": self.name,
+            "value": round(self.value, 4),
+            "threshold": self.threshold,
+            "baseline": round(self.baseline, 4),
+        }
+
+
+@attrs.frozen
+class Assessment:
+    """A tenant's signals now, and since when it has been reported noisy (by this process)."""
+
+    tenant: str
+    signals: tuple[Signal, ...] = ()
+    since: datetime | None = None
+
+    @property
+    def detected(self) -> bool:
+        """Whether any signal holds."""
+        return bool(self.signals)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``noisy_neighbor`` object of the tenant statistics."""
+        return {
+            "detected": self.detected,
+            "signals": [s.to_wire() for s in self.signals],
+            "since": format_ts(self.since) if self.since is not None else None,
+        }
+
+
+@attrs.define
+class _Usage:
+    """A tenant's figures for one assessment."""
+
+    depth: int = 0
+    active: int = 0
+    enqueued: int = 0
+    completed: int = 0
+    failed: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.completed + self.failed
+
+    @property
+    def error_rate(self) -> float:
+        return self.failed / self.finished if self.finished else 0.0
+
+
+class NoisyNeighbors:
+    """Noisy-neighbour detection for one :class:`~ojs_core.service.JobService`."""
+
+    def __init__(self, service: JobService, thresholds: Thresholds | None = None) -> None:
+        self.service = service
+        self.thresholds = thresholds or Thresholds()
+        #: The event log's position read so far, and the watched events inside the window.
+        self._after = 0
+        self._recent: deque[Event] = deque()
+        #: Tenants reported noisy by this process, and since when.
+        self._noisy: dict[str, datetime] = {}
+        self._lock = asyncio.Lock()
+        #: Whether this process published an event of a tenant's job since the last periodic
+        #: pass: a server without tenants then never reads the event log for nothing.
+        self._tenant_activity = False
+        service.observers.add(self._observe)
+
+    def _observe(self, events: Sequence[Event]) -> None:
+        if not self._tenant_activity:
+            self._tenant_activity = any("tenant_id" in e.data for e in events)
+
+    async def assess(self) -> dict[str, Assessment]:
+        """Every known tenant's assessment now; publishes the transitions (detected,
+        cleared) since the last one."""
+        async with self._lock:
+            now = self.service.now()
+            await self._read_events(now)
+            usage = await self._usage(now)
+            out: dict[str, Assessment] = {}
+            events: list[Event] = []
+            for tenant in sorted(usage):
+                signals = tuple(self._signals(tenant, usage))
+                since = self._noisy.get(tenant)
+                if signals and since is None:
+                    since = self._noisy[tenant] = now
+                    data = {"tenant_id": tenant, "signals": [s.to_wire() for s in signals]}
+                    events.append(make_event(DETECTED, now, data, subject=tenant))
+                elif not signals and since is not None:
+                    del self._noisy[tenant]
+                    since = None
+                    events.append(make_event(CLEARED, now, {"tenant_id": tenant}, tenant))
+                out[tenant] = Assessment(tenant, signals, since)
+            if events:
+                await self.service.emit(events)
+            return out
+
+    async def run(self, interval_s: float) -> None:
+        """Assess every ``interval_s`` seconds until cancelled (a failed pass is logged). A
+        pass is skipped while nothing involves a tenant: no tenant job event published by
+        this process since the last pass, no configured tenant, none reported noisy (each
+        replica runs its own loop, so another replica's tenants are judged there)."""
+        while True:
+            await self.service.clock.sleep(interval_s)  # a ManualClock steps it in tests
+            try:
+                if not await self._involved():
+                    continue
+                self._tenant_activity = False
+                await self.assess()
+            except asyncio.CancelledError:
+                raise
+            except OJSError as exc:
+                log.warning("noisy-neighbour check failed (%s)", exc)
+            except Exception:
+                log.exception("noisy-neighbour check failed")
+
+    async def _involved(self) -> bool:
+        if self._tenant_activity or self._noisy:
+            return True
+        tenancy = self.service.tenancy
+        return tenancy.supported and bool(await tenancy.configs())
+
+    # -- figures ----------------------------------------------------------------------------
+
+    async def _read_events(self, now: datetime) -> None:
+        """Read the watched events appended since the last pass; drop those out of the
+        window."""
+        start = now - self.thresholds.window
+        read = 0
+        while read < MAX_READ:
+            page = await self.service.events(
+                EventFilter(after=self._after, types=_WATCHED, limit=_PAGE)
+            )
+            for event in page:
+                self._after = max(self._after, event.seq or 0)
+                if event.time >= start and isinstance(event.data.get("tenant_id"), str):
+                    self._recent.append(event)
+            read += len(page)
+            if len(page) < _PAGE:
+                break
+        while self._recent and self._recent[0].time < start:
+            self._recent.popleft()
+
+    async def _usage(self, now: datetime) -> dict[str, _Usage]:
+        start = now - self.thresholds.window
+        tenancy = self.service.tenancy
+        # Tenants reported noisy stay judged until cleared, even once out of the window.
+        usage: dict[str, _Usage] = {tenant: _Usage() for tenant in self._noisy}
+        if tenancy.supported:
+            for cfg in await tenancy.configs():
+                usage[cfg.tenant_id] = _Usage()
+        for event in self._recent:
+            if event.time < start:
+                continue
+            one = usage.setdefault(str(event.data["tenant_id"]), _Usage())
+            if event.type == "job.enqueued":
+                one.enqueued += 1
+            elif event.type == "job.completed":
+                one.completed += 1
+            else:
+                one.failed += 1
+        if tenancy.counts is not None:
+            for tenant, one in usage.items():
+                counts = await tenancy.stats_counts(tenant)
+                one.depth = sum(counts.get(s, 0) for s in DEPTH_STATES)
+                one.active = counts.get(JobState.ACTIVE, 0)
+        return usage
+
+    def _signals(self, tenant: str, usage: Mapping[str, _Usage]) -> Iterable[Signal]:
+        th = self.thresholds
+        mine = usage[tenant]
+        others = [u for t, u in usage.items() if t != tenant]
+        if not others:
+            return  # nobody to be a neighbour to
+        baseline = max(float(statistics.median(u.depth for u in others)), 1.0)
+        if mine.depth >= th.min_jobs and mine.depth > th.depth_ratio * baseline:
+            yield Signal("queue_depth_ratio", mine.depth / baseline, th.depth_ratio, baseline)
+        baseline = max(statistics.fmean(u.enqueued for u in others), 1.0)
+        if mine.enqueued >= th.min_jobs and mine.enqueued > th.enqueue_ratio * baseline:
+            yield Signal("enqueue_rate_ratio", mine.enqueued / baseline, th.enqueue_ratio, baseline)
+        total_active = mine.active + sum(u.active for u in others)
+        if total_active >= th.min_active and mine.active > th.active_share * total_active:
+            share = mine.active / total_active
+            yield Signal("active_job_ratio", share, th.active_share, total_active)
+        rated = [u.error_rate for u in others if u.finished]
+        baseline = max(statistics.fmean(rated) if rated else 0.0, 0.01)
+        if mine.finished >= th.min_jobs and mine.error_rate > th.error_ratio * baseline:
+            yield Signal("error_rate_ratio", mine.error_rate / baseline, th.error_ratio, baseline)

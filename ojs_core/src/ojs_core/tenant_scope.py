@@ -1,0 +1,150 @@
+"""Tenant scoping of the operations beyond a single job: queue statistics, bulk changes and
+the dead letter (multi-tenancy, ``ojs_core.tenancy``).
+
+The rule is the one :meth:`~ojs_core.tenancy.Tenancy.owns` states for reads: a caller scoped to
+a tenant (the ``X-OJS-Tenant`` header, the ``x-ojs-tenant`` gRPC metadata) sees and changes only
+that tenant's jobs, and another tenant's job is answered as if it did not exist (404, never
+409, so a job id cannot be probed); an unscoped caller (``tenant`` is ``None``) sees all.
+
+* Counts (queue statistics, the admin overview) come from the backend's per-tenant counters
+  (:class:`~ojs_core.backend.TenantCounts`); the recent-activity figures (throughput, mean run
+  and wait times) are kept per queue, not per tenant, so a scoped caller gets 0 for them
+  rather than another tenant's activity.
+* Filters (bulk changes, purges, dead-letter listings) carry an ``owner`` predicate, checked
+  while collecting and again inside every compare-and-swap.
+* Events (polled, streamed, over a WebSocket) are shown when they carry the tenant's id.
+* A workflow is its jobs' tenant's: another tenant's is 404 (read or cancel).
+* A retry of a dead-letter job with ``override.meta`` keeps the caller's tenant in it (or is
+  400 when it names another), so a job cannot be moved to another tenant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from .admin import JobQuery
+from .backend import JobFilter
+from .errors import NotFoundError, ValidationError
+from .model import Event, Job, QueueStats
+from .service import JobService
+from .tenancy import inject
+
+__all__ = [
+    "event_visible",
+    "owner",
+    "require_owned",
+    "require_workflow_owned",
+    "scope_override",
+    "scope_query",
+    "scoped_dead_letter",
+    "scoped_queue_stats",
+    "scoped_summaries",
+]
+
+
+def owner(service: JobService, tenant: str | None) -> Callable[[Job], bool] | None:
+    """The predicate selecting ``tenant``'s jobs (``None`` for an unscoped caller)."""
+    if tenant is None:
+        return None
+    tenancy = service.tenancy
+
+    def owned(job: Job) -> bool:
+        return tenancy.owns(job, tenant)
+
+    return owned
+
+
+def scope_query(service: JobService, query: JobQuery, tenant: str | None) -> JobQuery:
+    """``query`` restricted to ``tenant``'s jobs (unchanged when unscoped)."""
+    if tenant is None:
+        return query
+    return attrs.evolve(query, owner=owner(service, tenant))
+
+
+async def require_owned(
+    service: JobService, job_id: str, tenant: str | None, what: str = "job"
+) -> None:
+    """404 (as for an unknown id) unless ``tenant`` owns the job; nothing when unscoped."""
+    if tenant is None:
+        return
+    job = await service.backend.get_job(job_id)
+    if job is None or not service.tenancy.owns(job, tenant):
+        raise NotFoundError(what, job_id)
+
+
+def scope_override(override: Any, tenant: str | None) -> Any:
+    """A dead-letter retry's ``override`` with the caller's tenant kept in ``override.meta``
+    (400 ``override.meta.tenant_id`` when it names another tenant)."""
+    if tenant is None or not isinstance(override, Mapping) or override.get("meta") is None:
+        return override
+    if not isinstance(override["meta"], Mapping):
+        raise ValidationError("must be an object", path="override.meta")
+    scoped = inject({"meta": override["meta"]}, tenant, "override")
+    return {**override, "meta": scoped["meta"]}
+
+
+async def scoped_queue_stats(service: JobService, queue: str, tenant: str | None) -> QueueStats:
+    """A queue's statistics as ``tenant`` may see them: its own jobs' counts, no activity
+    figures (they are not kept per tenant); everything when unscoped."""
+    stats = await service.queue_stats(queue)
+    if tenant is None:
+        return stats
+    counts = await service.tenancy.stats_counts(tenant, stats.name)
+    return QueueStats(name=stats.name, paused=stats.paused, counts=dict(counts))
+
+
+async def scoped_summaries(
+    service: JobService, summaries: Sequence[QueueStats], tenant: str | None
+) -> list[QueueStats]:
+    """Queue summaries restricted to ``tenant``'s jobs (unchanged when unscoped)."""
+    if tenant is None:
+        return list(summaries)
+    out = []
+    for stats in summaries:
+        counts = await service.tenancy.stats_counts(tenant, stats.name)
+        out.append(QueueStats(name=stats.name, paused=stats.paused, counts=dict(counts)))
+    return out
+
+
+async def scoped_dead_letter(
+    service: JobService, queue: str | None, limit: int, offset: int, tenant: str | None
+) -> tuple[list[Job], int, bool]:
+    """A page of the dead letter as ``tenant`` may see it: the jobs, a total and whether more
+    follow. Scoped, the total is a lower bound (``offset`` + the page, + 1 when more follow):
+    an exact one would read every dead job of every tenant."""
+    if tenant is None:
+        page = await service.dead_letter(queue, limit, offset)
+        return page.items, page.total, offset + limit < page.total
+    flt = JobFilter(dead_letter=True, queue=queue, limit=limit + 1, offset=offset)
+    jobs, _ = await service.tenancy.jobs(tenant, flt)
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return jobs, offset + len(jobs) + (1 if more else 0), more
+
+
+async def require_workflow_owned(service: JobService, workflow_id: str, tenant: str | None) -> None:
+    """404 (as for an unknown id) unless ``tenant`` owns the workflow: every job of a workflow
+    has one tenant (``Tenancy.unify_workflow``), so its first stored job tells."""
+    if tenant is None:
+        return
+    workflow = await service.backend.get_workflow(workflow_id)
+    jobs = await service.backend.get_jobs([n.job_id for n in workflow.nodes]) if workflow else []
+    first = next((j for j in jobs if j is not None), None)
+    if first is None or not service.tenancy.owns(first, tenant):
+        raise NotFoundError("workflow", workflow_id)
+
+
+def event_visible(service: JobService, event: Event, tenant: str | None) -> bool:
+    """Whether a caller scoped to ``tenant`` may see ``event`` (polled, streamed or sent over
+    a WebSocket): one carrying its ``tenant_id``, or, for the default tenant, a job event
+    without one (its untagged jobs). Events of other tenants' jobs, and events about no
+    tenant (subscriptions, bulk summaries), are for unscoped callers only."""
+    if tenant is None:
+        return True
+    owner_id = event.data.get("tenant_id")
+    if owner_id is not None:
+        return bool(owner_id == tenant)
+    return tenant == service.tenancy.default and "job_id" in event.data
