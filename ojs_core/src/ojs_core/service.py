@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -63,9 +63,11 @@ from .model import (
     Workflow,
 )
 from .observe import Observers
+from .queue_strategy import QueuePlan
 from .rate_limiting import HeldBack, RateLimiting
 from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
+from .scheduling import Scheduler
 from .schema_registry import SchemaRegistry
 from .shutdown import WorkerGate, accepts_jobs, parse_worker_state
 from .states import JobState
@@ -103,6 +105,8 @@ ARRIVAL_POLL_S = 1.0
 #: A transition at a given time (``lifecycle.cancel``, say): the service fixes ``now`` and hands
 #: the backend the resulting :data:`~ojs_core.backend.JobFn`.
 TimedFn = Callable[[Job, datetime], Job]
+#: A fetch's queues served left to right (the core's FETCH, and the default).
+_LIST_ORDER = QueuePlan()
 
 
 @attrs.frozen
@@ -194,6 +198,8 @@ class JobService:
         self.workers_gate = WorkerGate(backend.get_worker)
         #: The bulk-operations extension (:mod:`ojs_core.bulk`).
         self.bulk = BulkOperations(self)
+        #: Fair scheduling across the queues of a fetch (:mod:`ojs_core.scheduling`).
+        self.scheduler = Scheduler(backend, self.now, self._emit)
 
     def now(self) -> datetime:
         """The service clock's current time."""
@@ -450,13 +456,15 @@ class JobService:
         tenant: str | None = None,
         held: HeldBack | None = None,
         versions: Declaration | None = None,
+        plan: QueuePlan | None = None,
     ) -> list[Job]:
         """FETCH: claim up to ``count`` jobs; with ``wait_ms`` wait that long for one to arrive.
 
         ``tenant`` (multi-tenancy): only that tenant's jobs. ``held`` learns what rate limit
         held candidates back (for response headers). ``versions`` (job versioning): only jobs
         whose version it accepts; without it, the declaration the worker's heartbeats stored,
-        if any."""
+        if any. ``plan`` (fair scheduling): the strategy across ``queues``; by default list
+        order."""
         if not queues:
             raise ValidationError("must list at least one queue", path="queues")
         check_count(len(queues), self.limits.max_fetch_queues, "queues", "queues")
@@ -477,7 +485,7 @@ class JobService:
             else:
                 declared = versions or stored_declaration(worker.versions if worker else None)
                 jobs = await self._claim_shielded(
-                    queues, count, worker_id, visibility_ms, tenant, held, declared
+                    queues, count, worker_id, visibility_ms, tenant, held, declared, plan
                 )
             remaining = deadline - self.clock.now().timestamp()
             if jobs or remaining <= 0:
@@ -497,6 +505,7 @@ class JobService:
         tenant: str | None = None,
         held: HeldBack | None = None,
         versions: Declaration | None = None,
+        plan: QueuePlan | None = None,
     ) -> list[Job]:
         """Claim, such that cancelling the caller never strands what was claimed.
 
@@ -504,8 +513,14 @@ class JobService:
         the claim finish and hands the jobs straight back (``requeue``: no attempt consumed);
         otherwise they would sit ``active`` until their visibility timeout.
         """
+
+        def one(qs: Sequence[str], n: int) -> Awaitable[list[Job]]:
+            return self._claim(qs, n, worker_id, visibility_ms, tenant, held, versions)
+
         claim = asyncio.ensure_future(
-            self._claim(queues, count, worker_id, visibility_ms, tenant, held, versions)
+            self.scheduler.claim(queues, count, plan or _LIST_ORDER, one)
+            if len(queues) > 1
+            else one(queues, count)
         )
         try:
             return await asyncio.shield(claim)
@@ -1136,6 +1151,7 @@ class JobService:
         self.schemas.forget()
         self.workers_gate.forget()
         self.tenancy.forget()
+        self.scheduler.reset()
 
 
 def _held_back_event(job: Job, now: datetime) -> Event:

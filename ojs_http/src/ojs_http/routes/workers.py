@@ -12,6 +12,7 @@ from ojs_core.envelope import parse_job_error
 from ojs_core.errors import OJSError, ValidationError
 from ojs_core.limits import MAX_VISIBILITY_MS
 from ojs_core.logcontext import bind
+from ojs_core.queue_strategy import fetch_plan
 from ojs_core.rate_limiting import HeldBack
 from ojs_core.shutdown import effective_state
 from ojs_core.timeutil import format_ts
@@ -75,6 +76,7 @@ async def fetch(request: Request) -> Response:
         tenant=tenant_header(request),
         held=held,
         versions=declaration_of(body),
+        plan=fetch_plan(body),
     )
     out = [wire(j) for j in jobs]
     data: dict[str, Any] = {"jobs": out}
