@@ -24,9 +24,9 @@ dispatch for ``rotation_interval`` is served first (§8.1), and so is a queue wh
 dispatches within the last ``rotation_interval`` would fall below ``min_dispatch_ratio`` (§8.2:
 it is served when ``count_q < ceil(ratio * (total + 1))``, so a queue with jobs keeps at least
 that share of the window's dispatches, the first few of a window going round the queues; one
-queue is forced per dispatch, so ratios that add up to more than 1 degrade to rotation). A queue found empty is not
-forced again for a second (or the rotation interval, if shorter): an empty queue cannot be
-starved, and forcing it would only cost a look at every fetch.
+queue is forced per dispatch, so ratios that add up to more than 1 degrade to rotation). A
+queue found empty is not forced again for a second (or the rotation interval, if shorter):
+an empty queue cannot be starved, and forcing it would only cost a look at every fetch.
 """
 
 from __future__ import annotations

@@ -63,8 +63,9 @@ from .model import (
     Workflow,
 )
 from .observe import Observers
+from .pools import Pools, Route, parse_pool_name
 from .queue_strategy import QueuePlan
-from .rate_limiting import HeldBack, RateLimiting
+from .rate_limiting import AdmissionKeys, HeldBack, RateLimiting
 from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
 from .scheduling import Scheduler
@@ -189,9 +190,21 @@ class JobService:
         self.tenancy = Tenancy(
             backend, self.now, self._emit, default=default_tenant, require=require_tenant
         )
-        self.rate_limits.tenant_policy = self.tenancy.concurrency_policy
-        self.rate_limits.tenant_limited = self.tenancy.may_be_limited
-        self.rate_limits.load_tenants = self._load_tenants
+        policy = self.tenancy.concurrency_policy
+        self.rate_limits.providers.append(
+            AdmissionKeys(
+                policy=policy,
+                limited=self.tenancy.may_be_limited,
+                load=self._load_tenants,
+                held=lambda job: None if (p := policy(job)) is None else p[0],
+            )
+        )
+        #: Worker pools (fair scheduling, :mod:`ojs_core.pools`): a job leaving ``active``
+        #: frees its slot of its pool's concurrency.
+        self.pools = Pools(backend, self.now, self._emit)
+        self.rate_limits.providers.append(
+            AdmissionKeys(policy=_no_key, limited=_never, held=self.pools.held)
+        )
         #: Admission into bounded queues (:mod:`ojs_core.backpressure`).
         self.gate = Gate(backend, self.now, self._emit)
         #: Whether a worker may be handed jobs (graceful shutdown), cached for a second.
@@ -257,7 +270,9 @@ class JobService:
         """Follow-up of one stored transition: events, workflow advancement, wake-ups."""
         await self._emit(transition_events(before, after, now))
         if before is not None and (
-            before.rate_limit is not None or self.tenancy.may_be_limited(before)
+            before.rate_limit is not None
+            or before.pool is not None
+            or self.tenancy.may_be_limited(before)
         ):
             await self.rate_limits.left_active(before, after)
         if after.state is S.AVAILABLE:
@@ -457,6 +472,7 @@ class JobService:
         held: HeldBack | None = None,
         versions: Declaration | None = None,
         plan: QueuePlan | None = None,
+        pool: str | None = None,
     ) -> list[Job]:
         """FETCH: claim up to ``count`` jobs; with ``wait_ms`` wait that long for one to arrive.
 
@@ -464,8 +480,11 @@ class JobService:
         held candidates back (for response headers). ``versions`` (job versioning): only jobs
         whose version it accepts; without it, the declaration the worker's heartbeats stored,
         if any. ``plan`` (fair scheduling): the strategy across ``queues``; by default list
-        order."""
-        if not queues:
+        order. ``pool``: the worker's pool (else the one its heartbeats declared); a defined
+        pool's queues and strategy replace ``queues`` and ``plan`` (:mod:`ojs_core.pools`)."""
+        if pool is not None:
+            parse_pool_name(pool, "pool")
+        elif not queues:
             raise ValidationError("must list at least one queue", path="queues")
         check_count(len(queues), self.limits.max_fetch_queues, "queues", "queues")
         for i, q in enumerate(queues):
@@ -474,38 +493,49 @@ class JobService:
         count = max(1, count)
         deadline = self.clock.now().timestamp() + wait_ms / 1000
         arrivals = self._arrivals
+        await self.pools.current()  # this process's snapshot: no I/O after the first fetch
         while True:
             self._job_arrived.clear()
-            mark = await arrivals.arrivals_mark(queues) if arrivals is not None and wait_ms else 0
             worker = None if worker_id is None else await self.workers_gate.record(worker_id)
-            if not accepts_jobs(worker):
+            route = self.pools.route(queues, plan, pool, worker)
+            if not queues and route.pool is None:
+                raise ValidationError(
+                    f"must list at least one queue (pool '{route.pool_name}' is not defined)",
+                    path="queues",
+                )
+            waiting_on = route.queues or tuple(queues)
+            mark = (
+                await arrivals.arrivals_mark(waiting_on) if arrivals is not None and wait_ms else 0
+            )
+            if not accepts_jobs(worker) or not route.queues:
                 # Quiet or terminating (graceful shutdown, ojs_core.shutdown): no job, but the
                 # long-poll is still honoured, so a client that fetches anyway does not spin.
                 jobs = []
             else:
                 declared = versions or stored_declaration(worker.versions if worker else None)
                 jobs = await self._claim_shielded(
-                    queues, count, worker_id, visibility_ms, tenant, held, declared, plan
+                    route, count, worker_id, visibility_ms, tenant, held, declared
                 )
             remaining = deadline - self.clock.now().timestamp()
             if jobs or remaining <= 0:
                 return jobs
             if arrivals is not None:
-                await arrivals.wait_for_arrivals(queues, mark, min(remaining, self.arrival_poll_s))
+                await arrivals.wait_for_arrivals(
+                    waiting_on, mark, min(remaining, self.arrival_poll_s)
+                )
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._job_arrived.wait(), timeout=min(remaining, _POLL_S))
 
     async def _claim_shielded(
         self,
-        queues: Sequence[str],
+        route: Route,
         count: int,
         worker_id: str | None,
         visibility_ms: int | None,
         tenant: str | None = None,
         held: HeldBack | None = None,
         versions: Declaration | None = None,
-        plan: QueuePlan | None = None,
     ) -> list[Job]:
         """Claim, such that cancelling the caller never strands what was claimed.
 
@@ -515,10 +545,11 @@ class JobService:
         """
 
         def one(qs: Sequence[str], n: int) -> Awaitable[list[Job]]:
-            return self._claim(qs, n, worker_id, visibility_ms, tenant, held, versions)
+            return self._claim(qs, n, worker_id, visibility_ms, tenant, held, versions, route)
 
+        queues = route.queues
         claim = asyncio.ensure_future(
-            self.scheduler.claim(queues, count, plan or _LIST_ORDER, one)
+            self.scheduler.claim(queues, count, route.plan or _LIST_ORDER, one, key=route.key)
             if len(queues) > 1
             else one(queues, count)
         )
@@ -543,8 +574,10 @@ class JobService:
         tenant: str | None = None,
         held: HeldBack | None = None,
         versions: Declaration | None = None,
+        route: Route | None = None,
     ) -> list[Job]:
         now = self.now()
+        pool = route.pool_name if route is not None else None
         default_vt = self.default_visibility_ms
         await self.tenancy.refresh_default()
         dispatch = self.tenancy.dispatch(tenant)
@@ -558,7 +591,8 @@ class JobService:
                 and not (job.expires_at is not None and job.expires_at <= now)
             )
 
-        admission = self.rate_limits.admission(now, startable)
+        extra = self.pools.admission_keys(route) if route is not None else []
+        admission = self.rate_limits.admission(now, startable, extra)
         limited = admission.needs
 
         def activate(job: Job) -> Job | None:
@@ -574,7 +608,9 @@ class JobService:
                     return None
                 return lifecycle.rate_limited(job, now, rl.on_limit, admission.until(job))
             vt = visibility_ms or job.visibility_timeout_ms or default_vt
-            return lifecycle.claim(job, now, worker_id, vt)
+            claimed = lifecycle.claim(job, now, worker_id, vt)
+            # The pool whose concurrency this attempt counts against (released when it ends).
+            return claimed if claimed.pool == pool else attrs.evolve(claimed, pool=pool)
 
         activate.admit = admission.admit  # type: ignore[attr-defined]
         activate.limited = limited  # type: ignore[attr-defined]
@@ -1152,6 +1188,17 @@ class JobService:
         self.workers_gate.forget()
         self.tenancy.forget()
         self.scheduler.reset()
+        self.pools.forget()
+
+
+def _no_key(job: Job) -> None:
+    """No admission key (a provider that only releases)."""
+    return None
+
+
+def _never(job: Job) -> bool:
+    """No candidate is limited by this provider."""
+    return False
 
 
 def _held_back_event(job: Job, now: datetime) -> Event:

@@ -10,6 +10,7 @@ from . import (
     checkpoints,
     cron,
     jobs,
+    pools,
     progress,
     queue_config,
     queues,
@@ -46,5 +47,6 @@ def routes(*, enable_reset: bool) -> list[BaseRoute]:
         *queue_config.routes,
         *rate_limits.routes,
         *tenants.routes,
+        *pools.routes,
         *webhooks.routes,
     ]

@@ -60,8 +60,13 @@ async def fetch(request: Request) -> Response:
     queues = body.get("queues", body.get("queue"))
     if isinstance(queues, str):
         queues = [queues]
-    if not isinstance(queues, list) or not queues or not all(isinstance(q, str) for q in queues):
+    pool = body.get("pool")
+    if queues is None and pool is not None:
+        queues = []  # a defined pool's queues (fair scheduling)
+    elif not isinstance(queues, list) or not queues or not all(isinstance(q, str) for q in queues):
         raise ValidationError("must be a non-empty array of queue names", path="queues")
+    if pool is not None and not isinstance(pool, str):
+        raise ValidationError("must be a pool name", path="pool")
     count = _opt_int(body, "count", minimum=1) or 1
     visibility = _opt_int(body, "visibility_timeout_ms", minimum=1, maximum=MAX_VISIBILITY_MS)
     wait = _opt_int(body, "wait_ms", minimum=0, maximum=settings.max_wait_ms) or 0
@@ -77,6 +82,7 @@ async def fetch(request: Request) -> Response:
         held=held,
         versions=declaration_of(body),
         plan=fetch_plan(body),
+        pool=pool,
     )
     out = [wire(j) for j in jobs]
     data: dict[str, Any] = {"jobs": out}
