@@ -80,6 +80,7 @@ EXPECTED = {
     ("GET", "/ojs/v1/admin/pools/{name}"): set(),
     ("PUT", "/ojs/v1/admin/pools/{name}"): set(),
     ("DELETE", "/ojs/v1/admin/pools/{name}"): set(),
+    ("GET", "/ojs/v1/admin/scheduling/stats"): set(),
     ("GET", "/ojs/v1/dead-letter"): set(),
     ("POST", "/ojs/v1/dead-letter/{job_id}/retry"): set(),
     ("DELETE", "/ojs/v1/dead-letter/{job_id}"): set(),

@@ -50,3 +50,18 @@ async def test_bad_strategy_fields_are_400_with_their_path(client: httpx.AsyncCl
         assert r.status_code == 400, r.text
         err = error_of(r, 400)
         assert err["details"]["validation_errors"][0]["path"] == path
+
+
+async def test_scheduling_stats(client: httpx.AsyncClient) -> None:
+    await _fill(client, ["critical", "low"], 2)
+    await _fetch(client, {"strategy": "round-robin", "count": 3})
+    stats = (await client.get(f"{V1}/admin/scheduling/stats")).json()
+    assert stats["window"] == "PT1M"
+    by_name = {q["name"]: q for q in stats["queues"]}
+    assert by_name["critical"]["dispatch_count_1m"] == 2
+    assert by_name["low"]["dispatch_count_1m"] == 1
+    assert by_name["critical"]["dispatch_ratio_1m"] == round(2 / 3, 4)
+    assert by_name["critical"]["active_jobs"] == 2
+    assert by_name["low"]["active_jobs"] == 1
+    assert by_name["default"]["dispatch_count_1m"] == 0
+    assert isinstance(by_name["low"]["avg_wait_ms"], int)

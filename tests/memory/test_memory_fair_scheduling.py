@@ -95,3 +95,25 @@ async def test_one_queue_fetch_bypasses_the_scheduler() -> None:
     (job,) = await svc.fetch(["low"], 1, "w", plan=QueuePlan("round-robin"))
     assert job.queue == "low"
     assert not svc.scheduler._rotations
+
+
+async def test_scheduling_stats_cover_the_last_minute() -> None:
+    clock = ManualClock()
+    svc = JobService(MemoryBackend(), clock=clock)
+    await _fill(svc, 2)
+    clock.advance(2)
+    await _fetch_queues(svc, QueuePlan("round-robin"), 3)
+    view = await svc.scheduling_stats.view()
+    by_name = {q["name"]: q for q in view["queues"]}
+    assert by_name["low"]["dispatch_count_1m"] == 1
+    assert by_name["low"]["avg_wait_ms"] == 2000
+    assert by_name["low"]["dispatch_ratio_1m"] == round(1 / 3, 4)
+    clock.advance(59)
+    await _fetch_queues(svc, QueuePlan("strict"), 1)
+    clock.advance(2)
+    view = await svc.scheduling_stats.view()
+    by_name = {q["name"]: q for q in view["queues"]}
+    assert by_name["critical"]["dispatch_count_1m"] == 1
+    assert by_name["critical"]["dispatch_ratio_1m"] == 1.0
+    assert by_name["low"]["dispatch_count_1m"] == 0
+    assert by_name["critical"]["active_jobs"] == 2

@@ -69,6 +69,7 @@ from .rate_limiting import AdmissionKeys, HeldBack, RateLimiting
 from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
 from .scheduling import Scheduler
+from .scheduling_stats import SchedulingStats
 from .schema_registry import SchemaRegistry
 from .shutdown import WorkerGate, accepts_jobs, parse_worker_state
 from .states import JobState
@@ -213,6 +214,9 @@ class JobService:
         self.bulk = BulkOperations(self)
         #: Fair scheduling across the queues of a fetch (:mod:`ojs_core.scheduling`).
         self.scheduler = Scheduler(backend, self.now, self._emit)
+        #: Dispatches per queue over the last minute (fair scheduling §10.2; per process).
+        self.scheduling_stats = SchedulingStats(backend, self.now)
+        self.observers.add(self.scheduling_stats.observe)
 
     def now(self) -> datetime:
         """The service clock's current time."""
@@ -1188,6 +1192,7 @@ class JobService:
         self.workers_gate.forget()
         self.tenancy.forget()
         self.scheduler.reset()
+        self.scheduling_stats.reset()
         self.pools.forget()
 
 

@@ -47,6 +47,11 @@ async def delete_pool(request: Request) -> Response:
     return json_response(request, {"deleted": True, "pool": pool.to_wire()})
 
 
+async def scheduling_stats(request: Request) -> Response:
+    """Dispatches per queue over the last minute (§10.2; counted per server process)."""
+    return json_response(request, await service(request).scheduling_stats.view())
+
+
 _POOL = S.obj(
     {"name": S.STR, "queues": {"type": "array", "items": S.STR}, "strategy": S.STR},
     {
@@ -112,5 +117,15 @@ routes = [
         delete_pool,
         ADMIN,
         Doc("Remove a worker pool" + _EXT, responses={200: _OBJ}),
+    ),
+    route(
+        "GET",
+        "/ojs/v1/admin/scheduling/stats",
+        scheduling_stats,
+        ADMIN,
+        Doc(
+            "Dispatches per queue over the last minute, per server process" + _EXT,
+            responses={200: _OBJ},
+        ),
     ),
 ]
