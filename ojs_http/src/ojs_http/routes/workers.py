@@ -312,6 +312,7 @@ routes = [
                 {
                     "active_jobs": S.array(S.STR),
                     "visibility_timeout_ms": S.INT,
+                    "pool": S.STR,
                     "state": {
                         "type": "string",
                         "enum": ["running", "quiet", "draining", "terminate"],
