@@ -154,7 +154,7 @@ class NatsBackend:
         self.webhooks = WebhookQueue(self.conn, self.store)
         self.rate_limits = RateLimitBucket(self.store)
         self.tenants = TenantBucket(self.store)
-        self.pools = PoolBucket(self.store)
+        self.pools = PoolBucket(self.store, self.mirror)
 
     @property
     def servers(self) -> list[str]:
