@@ -117,3 +117,15 @@ async def test_scheduling_stats_cover_the_last_minute() -> None:
     assert by_name["critical"]["dispatch_ratio_1m"] == 1.0
     assert by_name["low"]["dispatch_count_1m"] == 0
     assert by_name["critical"]["active_jobs"] == 2
+
+
+async def test_least_loaded_gives_a_full_worker_nothing() -> None:
+    svc = JobService(MemoryBackend(), clock=ManualClock())
+    await _fill(svc, 3)
+    (job,) = await svc.fetch(Q, 1, "busy", plan=QueuePlan("least-loaded"))
+    await svc.heartbeat("busy", [job.id], info={"concurrency": 1})
+    assert await svc.fetch(Q, 1, "busy", plan=QueuePlan("least-loaded")) == []
+    # Other strategies do not look at it, and a worker with room is served.
+    assert len(await svc.fetch(Q, 1, "busy", plan=QueuePlan("round-robin"))) == 1
+    await svc.heartbeat("busy", [], info={"concurrency": 1})
+    assert len(await svc.fetch(Q, 1, "busy", plan=QueuePlan("least-loaded"))) == 1

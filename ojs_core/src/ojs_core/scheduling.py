@@ -20,12 +20,12 @@ from typing import Any
 
 from .backend import Backend
 from .events import make_event
-from .model import Event, Job
+from .model import Event, Job, WorkerInfo
 from .queue_strategy import QueuePlan, Rotation
 from .states import JobState
 from .timeutil import format_duration
 
-__all__ = ["ClaimFn", "Scheduler"]
+__all__ = ["ClaimFn", "Scheduler", "at_capacity"]
 
 #: Claims up to ``n`` jobs from ``queues`` (left to right): the service's claim.
 ClaimFn = Callable[[Sequence[str], int], Awaitable[list[Job]]]
@@ -33,6 +33,20 @@ EmitFn = Callable[[Sequence[Event]], Awaitable[None]]
 #: Schedules kept per process, at most (the least recently used is forgotten: a fetch with
 #: ever-changing queue lists must not grow memory).
 _MAX_ROTATIONS = 1024
+
+
+def at_capacity(plan: QueuePlan | None, worker: WorkerInfo | None) -> bool:
+    """``least-loaded`` (§7.2): a worker whose last heartbeat reported as many active jobs
+    as its declared ``concurrency`` gets none (the count is the heartbeat's, so it lags by
+    up to one heartbeat)."""
+    return (
+        plan is not None
+        and plan.strategy == "least-loaded"
+        and worker is not None
+        and worker.concurrency is not None
+        and worker.concurrency > 0
+        and len(worker.active_jobs) >= worker.concurrency
+    )
 
 
 class Scheduler:

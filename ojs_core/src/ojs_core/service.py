@@ -68,7 +68,7 @@ from .queue_strategy import QueuePlan
 from .rate_limiting import AdmissionKeys, HeldBack, RateLimiting
 from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
-from .scheduling import Scheduler
+from .scheduling import Scheduler, at_capacity
 from .scheduling_stats import SchedulingStats
 from .schema_registry import SchemaRegistry
 from .shutdown import WorkerGate, accepts_jobs, parse_worker_state
@@ -511,7 +511,7 @@ class JobService:
             mark = (
                 await arrivals.arrivals_mark(waiting_on) if arrivals is not None and wait_ms else 0
             )
-            if not accepts_jobs(worker) or not route.queues:
+            if not accepts_jobs(worker) or not route.queues or at_capacity(route.plan, worker):
                 # Quiet or terminating (graceful shutdown, ojs_core.shutdown): no job, but the
                 # long-poll is still honoured, so a client that fetches anyway does not spin.
                 jobs = []
