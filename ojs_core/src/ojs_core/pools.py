@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -34,7 +33,7 @@ from typing import Any
 import attrs
 
 from .backend import Backend, PoolStore, RateLimitStore
-from .envelope import POOL_NAME
+from .envelope import POOL_NAME, validate_queue
 from .errors import ConflictError, NotFoundError, UnsupportedError, ValidationError
 from .events import make_event
 from .model import Event, Job, RateLimit, WorkerInfo
@@ -46,6 +45,7 @@ from .queue_strategy import (
     parse_weights,
 )
 from .rate_limiting import AdmissionKeys
+from .timeutil import format_ts
 
 __all__ = [
     "SNAPSHOT_TTL_S",
@@ -68,7 +68,6 @@ MAX_POOL_CONCURRENCY = 10_000
 #: Workers seen within this long count as the pool's ``active_workers``.
 ACTIVE_WORKER_S = 60.0
 _NAME = POOL_NAME
-_QUEUE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,127}$")
 
 
 def pool_key(name: str) -> str:
@@ -157,8 +156,9 @@ def parse_pool(name: str, body: Any, now: str) -> PoolConfig:
     if len(queues) > MAX_POOL_QUEUES:
         raise ValidationError(f"must list at most {MAX_POOL_QUEUES} queues", path="queues")
     for i, q in enumerate(queues):
-        if not isinstance(q, str) or not _QUEUE.match(q):
+        if not isinstance(q, str):
             raise ValidationError("must be a queue name", path=f"queues[{i}]")
+        validate_queue(q, f"queues[{i}]")
     if len(set(queues)) != len(queues):
         raise ValidationError("must not name a queue twice", path="queues")
     concurrency = body.get("concurrency")
@@ -330,7 +330,7 @@ class Pools:
         ``scheduling.rebalanced``."""
         store = self._need_store()
         now = self._now()
-        stamp = now.isoformat().replace("+00:00", "Z")
+        stamp = format_ts(now)
         pool = parse_pool(name, body, stamp)
         before = await store.get_pool(name)
         if before is not None:
