@@ -109,7 +109,7 @@ async def test_a_pools_queues_and_strategy_govern_its_workers_fetch(
         ]
     assert got == ["default", "email", "default", "email"]
     job = (await _fetch(client, {"pool": "general", "worker_id": "g1"}))[0]
-    assert job["pool"] == "general"
+    assert "pool" not in job  # a pool without a concurrency limit holds no slot
     # A worker whose heartbeat declared the pool needs not name it in its fetches.
     r = await client.post(f"{V1}/workers/heartbeat", json={"worker_id": "g2", "pool": "general"})
     assert r.status_code == 200, r.text
@@ -155,6 +155,7 @@ async def test_pool_concurrency_holds_across_its_workers(client: httpx.AsyncClie
     a = await _fetch(client, {"pool": "small", "worker_id": "a", "count": 1})
     b = await _fetch(client, {"pool": "small", "worker_id": "b", "count": 5})
     assert len(a) + len(b) == 2
+    assert {j["pool"] for j in a + b} == {"small"}
     assert await _fetch(client, {"pool": "small", "worker_id": "c", "count": 5}) == []
     (item,) = (await client.get(f"{V1}/admin/pools")).json()["items"]
     assert item["active_jobs"] == 2

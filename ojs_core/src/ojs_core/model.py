@@ -218,8 +218,8 @@ class Job:
     unique_key: str | None = None
     workflow_id: str | None = None
     workflow_node: int | None = None
-    #: The worker pool whose worker claimed the current attempt (fair scheduling): the job's
-    #: leaving ``active`` frees its slot of the pool's concurrency (``ojs_core.pools``).
+    #: The worker pool whose concurrency the current attempt took a slot of (fair scheduling;
+    #: set by claims of a pool with a limit): leaving ``active`` frees it (``ojs_core.pools``).
     pool: str | None = None
 
     @property

@@ -36,7 +36,7 @@ from .backend import Backend, PoolStore, RateLimitStore
 from .envelope import POOL_NAME, validate_queue
 from .errors import ConflictError, NotFoundError, UnsupportedError, ValidationError
 from .events import make_event
-from .model import Event, Job, RateLimit, WorkerInfo
+from .model import Event, RateLimit, WorkerInfo
 from .queue_strategy import (
     QueuePlan,
     Starvation,
@@ -303,12 +303,20 @@ class Pools:
         key, policy = pool_key(pool.name), RateLimit(concurrency=pool.concurrency)
         return [AdmissionKeys(policy=lambda _job: (key, policy), limited=lambda _job: True)]
 
-    def held(self, job: Job) -> str | None:
-        """The pool key a job leaving ``active`` frees (``None``: its pool has no limit)."""
-        if job.pool is None:
-            return None
-        pool = self._snapshot.get(job.pool)
-        return pool_key(job.pool) if pool is not None and pool.concurrency is not None else None
+    @staticmethod
+    def limiting(route: Route | None) -> str | None:
+        """The pool whose concurrency a claim of this fetch takes a slot of: recorded on the
+        claimed job (``Job.pool``), so that whichever replica sees it leave ``active`` frees
+        the slot without knowing the pools."""
+        pool = route.pool if route is not None else None
+        return pool.name if pool is not None and pool.concurrency is not None else None
+
+    #: The provider that frees a job's pool slot when it leaves ``active``.
+    release_keys = AdmissionKeys(
+        policy=lambda _job: None,
+        limited=lambda _job: False,
+        held=lambda job: None if job.pool is None else pool_key(job.pool),
+    )
 
     # -- admin API (§10.1) ----------------------------------------------------------------
 

@@ -65,7 +65,7 @@ from .model import (
 from .observe import Observers
 from .pools import Pools, Route, parse_pool_name
 from .queue_strategy import QueuePlan
-from .rate_limiting import AdmissionKeys, HeldBack, RateLimiting
+from .rate_limiting import HeldBack, RateLimiting
 from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
 from .scheduling import Scheduler, at_capacity
@@ -191,21 +191,11 @@ class JobService:
         self.tenancy = Tenancy(
             backend, self.now, self._emit, default=default_tenant, require=require_tenant
         )
-        policy = self.tenancy.concurrency_policy
-        self.rate_limits.providers.append(
-            AdmissionKeys(
-                policy=policy,
-                limited=self.tenancy.may_be_limited,
-                load=self._load_tenants,
-                held=lambda job: None if (p := policy(job)) is None else p[0],
-            )
-        )
+        self.rate_limits.providers.append(self.tenancy.admission_keys(self._load_tenants))
         #: Worker pools (fair scheduling, :mod:`ojs_core.pools`): a job leaving ``active``
         #: frees its slot of its pool's concurrency.
         self.pools = Pools(backend, self.now, self._emit)
-        self.rate_limits.providers.append(
-            AdmissionKeys(policy=_no_key, limited=_never, held=self.pools.held)
-        )
+        self.rate_limits.providers.append(self.pools.release_keys)
         #: Admission into bounded queues (:mod:`ojs_core.backpressure`).
         self.gate = Gate(backend, self.now, self._emit)
         #: Whether a worker may be handed jobs (graceful shutdown), cached for a second.
@@ -581,7 +571,8 @@ class JobService:
         route: Route | None = None,
     ) -> list[Job]:
         now = self.now()
-        pool = route.pool_name if route is not None else None
+        # The pool whose concurrency each claimed attempt takes a slot of (``Job.pool``).
+        pool = self.pools.limiting(route)
         default_vt = self.default_visibility_ms
         await self.tenancy.refresh_default()
         dispatch = self.tenancy.dispatch(tenant)
@@ -613,7 +604,6 @@ class JobService:
                 return lifecycle.rate_limited(job, now, rl.on_limit, admission.until(job))
             vt = visibility_ms or job.visibility_timeout_ms or default_vt
             claimed = lifecycle.claim(job, now, worker_id, vt)
-            # The pool whose concurrency this attempt counts against (released when it ends).
             return claimed if claimed.pool == pool else attrs.evolve(claimed, pool=pool)
 
         activate.admit = admission.admit  # type: ignore[attr-defined]
@@ -1194,16 +1184,6 @@ class JobService:
         self.scheduler.reset()
         self.scheduling_stats.reset()
         self.pools.forget()
-
-
-def _no_key(job: Job) -> None:
-    """No admission key (a provider that only releases)."""
-    return None
-
-
-def _never(job: Job) -> bool:
-    """No candidate is limited by this provider."""
-    return False
 
 
 def _held_back_event(job: Job, now: datetime) -> Event:

@@ -61,8 +61,8 @@ class TestWorkerPools(KitTest):
         assert await service.pools.listing() == []
 
     async def test_pool_governs_the_fetch(self, service: JobService, backend: Backend) -> None:
-        """A worker in a defined pool is served the pool's queues in the pool's strategy,
-        and its jobs record the pool."""
+        """A worker in a defined pool is served the pool's queues in the pool's strategy;
+        its jobs record the pool only when it has a concurrency limit (a slot to free)."""
         _needs_pools(backend)
         await service.pools.put("fs-rr", {"queues": ["fs-x", "fs-y"], "strategy": "round-robin"})
         await _push(service, "fs-x", 3)
@@ -71,7 +71,7 @@ class TestWorkerPools(KitTest):
         for _ in range(4):
             got += await service.fetch(["ignored"], 1, "w1", pool="fs-rr")
         assert [j.queue for j in got] == ["fs-x", "fs-y", "fs-x", "fs-y"]
-        assert {j.pool for j in got} == {"fs-rr"}
+        assert {j.pool for j in got} == {None}
 
     async def test_isolation_across_replicas(
         self, service: JobService, replica_service: JobService, backend: Backend
@@ -103,6 +103,7 @@ class TestWorkerPools(KitTest):
         a = await service.fetch([], 2, "a", pool="fs-cap")
         b = await replica_service.fetch([], 5, "b", pool="fs-cap")
         assert len(a) + len(b) == 3
+        assert {j.pool for j in a + b} == {"fs-cap"}
         assert await service.fetch([], 5, "c", pool="fs-cap") == []
         view = await service.rate_limits.get(pool_key("fs-cap"))
         assert view["concurrency"]["active"] == 3
