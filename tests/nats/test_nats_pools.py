@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+from nats_fixtures import BackendFactory
 from nats_support import eventually, push
 
+from ojs_core.model import Job
 from ojs_core.service import JobService
 
 
@@ -37,7 +39,12 @@ async def test_pool_concurrency_holds_across_replicas(
     """Six workers of one pool, three on each replica, never run more than three jobs."""
     a, b = replicas
     await a.pools.put("fsn-cap", {"queues": ["fsn-cap"], "concurrency": 3})
-    await b.pools.reload()
+
+    async def known() -> bool:
+        await b.pools.reload()  # from b's watched copy of OJS_POOLS, a moment behind
+        return "fsn-cap" in await b.pools.current()
+
+    await eventually(known, within=5, what="the other replica knows the pool")
     ids = {(await push(a, queue="fsn-cap")).id for _ in range(24)}
     running: set[str] = set()
     done: set[str] = set()
@@ -65,3 +72,24 @@ async def test_pool_concurrency_holds_across_replicas(
     assert peak <= 3
     view = await b.rate_limits.get("pool:fsn-cap")
     assert view["concurrency"] == {"limit": 3, "active": 0, "available": 3}
+
+
+async def test_an_ack_on_a_replica_that_never_fetched_frees_the_pool_slot(
+    new_backend: BackendFactory,
+) -> None:
+    """The slot is named by the job (``Job.pool``): a replica that only acknowledges, and so
+    never loaded the pools, frees it."""
+    a = JobService(await new_backend())
+    acker = JobService(await new_backend())
+    await a.pools.put("fsn-one", {"queues": ["fsn-one"], "concurrency": 1})
+    for _ in range(2):
+        await push(a, queue="fsn-one")
+    (first,) = await a.fetch([], 5, "w", pool="fsn-one")
+    assert await a.fetch([], 5, "w", pool="fsn-one") == []
+    await acker.ack(first.id, worker_id="w")
+
+    async def second() -> list[Job]:
+        return await a.fetch([], 5, "w", pool="fsn-one")
+
+    got = await eventually(second, within=5, what="the second job once the slot was freed")
+    assert len(got) == 1

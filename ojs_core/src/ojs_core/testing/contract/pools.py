@@ -32,6 +32,17 @@ async def _push(service: JobService, queue: str, n: int = 1) -> list[Job]:
     return [o.job for o in outcomes]
 
 
+async def _sees(service: JobService, name: str, t: TimeControl) -> None:
+    """Wait until ``service`` (another replica) knows the pool: a store that replicates pool
+    records to each process (NATS: a bucket watcher) may take a moment."""
+
+    async def seen() -> bool:
+        await service.pools.reload()
+        return name in await service.pools.current()
+
+    await t.until(seen, what=f"the other replica sees pool {name!r}")
+
+
 class TestWorkerPools(KitTest):
     """Pool records, routing, isolation and concurrency."""
 
@@ -74,14 +85,18 @@ class TestWorkerPools(KitTest):
         assert {j.pool for j in got} == {None}
 
     async def test_isolation_across_replicas(
-        self, service: JobService, replica_service: JobService, backend: Backend
+        self,
+        service: JobService,
+        replica_service: JobService,
+        backend: Backend,
+        ojs_time: TimeControl,
     ) -> None:
         """A queue of an isolated pool goes to that pool's workers only, on every replica
         (FS-R006)."""
         _needs_pools(backend)
         await service.pools.put("fs-iso", {"queues": ["fs-pay"], "isolated": True})
         await _push(service, "fs-pay", 2)
-        await replica_service.pools.reload()
+        await _sees(replica_service, "fs-iso", ojs_time)
         assert await replica_service.fetch(["fs-pay"], 5, "outsider") == []
         assert await replica_service.fetch(["fs-pay"], 5, "outsider", pool="other") == []
         got = await replica_service.fetch([], 5, "insider", pool="fs-iso")
@@ -99,7 +114,7 @@ class TestWorkerPools(KitTest):
         _needs_pools(backend)
         await service.pools.put("fs-cap", {"queues": ["fs-cap"], "concurrency": 3})
         await _push(service, "fs-cap", 8)
-        await replica_service.pools.reload()
+        await _sees(replica_service, "fs-cap", ojs_time)
         a = await service.fetch([], 2, "a", pool="fs-cap")
         b = await replica_service.fetch([], 5, "b", pool="fs-cap")
         assert len(a) + len(b) == 3
@@ -120,7 +135,11 @@ class TestWorkerPools(KitTest):
         assert listed[0]["active_jobs"] == 3
 
     async def test_weighted_pool_on_two_replicas(
-        self, service: JobService, replica_service: JobService, backend: Backend
+        self,
+        service: JobService,
+        replica_service: JobService,
+        backend: Backend,
+        ojs_time: TimeControl,
     ) -> None:
         """Each replica keeps its own rotation; the sum of theirs keeps the proportions."""
         _needs_pools(backend)
@@ -129,7 +148,7 @@ class TestWorkerPools(KitTest):
         )
         await _push(service, "fs-w1", 12)
         await _push(service, "fs-w2", 12)
-        await replica_service.pools.reload()
+        await _sees(replica_service, "fs-w", ojs_time)
         got: Counter[str] = Counter()
         for _ in range(4):
             for svc in (service, replica_service):
