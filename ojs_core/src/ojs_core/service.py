@@ -618,7 +618,11 @@ class JobService:
         for job in stored:
             if job.state is S.ACTIVE:
                 claimed.append(job)
-                events.append(started_event(job, now, worker_id))
+                started = started_event(job, now, worker_id)
+                if route is not None and route.pool_name is not None:
+                    # Fair scheduling: the fetching worker's pool (dispatch metrics by pool).
+                    started.data["pool"] = route.pool_name
+                events.append(started)
             elif job.id in admission.refused:
                 events.append(_held_back_event(job, now))
             else:
