@@ -5,9 +5,14 @@ SemVer, each listed once."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
-from test_http_binding import client
+from test_http_binding import client, error_of
+
+from ojs_http import create_app
+from ojs_http.settings import HttpSettings
+from ojs_sqlite import SqliteBackend
 
 __all__ = ["client"]
 
@@ -35,3 +40,31 @@ async def test_specs_and_extensions_are_in_their_tiers(client: httpx.AsyncClient
     assert {"dead-letter", "rate-limiting", "backpressure", "progress", "webhooks"} <= {
         e["name"] for e in official
     }
+
+
+async def test_fair_scheduling_is_declared_where_pools_are_stored(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """FS-001..004 hold on memory (PoolStore): declared; not on a backend without pools,
+    whose pool routes answer 422 ``unsupported``."""
+    official = (await client.get("/ojs/manifest")).json()["extensions"]["official"]
+    entry = {e["name"]: e for e in official}["fair-scheduling"]
+    assert entry["uri"] == "urn:ojs:ext:fair-scheduling"
+    assert entry["version"] == "1.0.0-rc.1"
+    assert entry["endpoint"] == "GET /ojs/v1/admin/pools"
+    assert entry["strategies"] == ["strict", "round-robin", "weighted", "least-loaded"]
+    assert entry["default_strategy"] == "strict"
+    app = create_app(SqliteBackend(str(tmp_path / "ojs.db")), HttpSettings(run_scheduler=False))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as other,
+    ):
+        official = (await other.get("/ojs/manifest")).json()["extensions"]["official"]
+        assert "fair-scheduling" not in {e["name"] for e in official}
+        error_of(await other.get("/ojs/v1/admin/pools"), 422, "unsupported")
+        # Strategies across queues still work without pools (per process).
+        r = await other.post(
+            "/ojs/v1/workers/fetch", json={"queues": ["a", "b"], "strategy": "round-robin"}
+        )
+        assert r.status_code == 200

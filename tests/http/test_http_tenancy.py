@@ -107,7 +107,8 @@ async def test_the_manifest_declares_the_extension(client: httpx.AsyncClient) ->
     assert entry["version"] == "0.1.0"
     assert entry["isolation_model"] == "hybrid"
     official = {e["name"] for e in manifest["extensions"]["official"]}
-    assert "fair-scheduling" not in official  # no worker pools (FS-004): see docs
+    # Per-tenant fairness is FS-R005 of fair scheduling, declared with the pools (FS-004).
+    assert "fair-scheduling" in official
 
 
 async def test_metrics_carry_the_tenant_capped() -> None:

@@ -41,6 +41,7 @@ from .rate_limit_rules import KeyState
 from .states import JobState
 
 if TYPE_CHECKING:
+    from .pools import PoolConfig
     from .tenancy import TenantConfig
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "JobFilter",
     "JobFn",
     "Page",
+    "PoolStore",
     "QueueBounds",
     "RateLimitFn",
     "RateLimitStore",
@@ -494,6 +496,29 @@ class TenantStore(Protocol):
 
     async def delete_tenant(self, tenant_id: str) -> TenantConfig | None:
         """Remove and return the tenant's record (``None``: there was none)."""
+        ...
+
+
+@runtime_checkable
+class PoolStore(Protocol):
+    """Optional capability: worker pool definitions (the fair-scheduling extension,
+    :mod:`ojs_core.pools`), stored for every process sharing the store. Without it the pool
+    admin API answers 422 ``unsupported`` and the manifest does not declare the extension."""
+
+    async def put_pool(self, pool: PoolConfig) -> None:
+        """Create or replace the pool's definition (last writer wins)."""
+        ...
+
+    async def get_pool(self, name: str) -> PoolConfig | None:
+        """The pool's definition, or ``None``."""
+        ...
+
+    async def list_pools(self) -> list[PoolConfig]:
+        """Every pool's definition."""
+        ...
+
+    async def delete_pool(self, name: str) -> PoolConfig | None:
+        """Remove and return the pool's definition (``None``: there was none)."""
         ...
 
 

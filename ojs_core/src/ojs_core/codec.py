@@ -320,6 +320,8 @@ def _job_out(job: Job) -> dict[str, Any]:
         out["workflow_id"] = job.workflow_id
     if job.workflow_node is not None:
         out["workflow_node"] = job.workflow_node
+    if job.pool is not None:
+        out["pool"] = job.pool
     out["max_attempts"] = job.retry.max_attempts
     for k, v in job.extra.items():
         if k not in out:
@@ -348,6 +350,9 @@ _LATER_FIELDS: dict[str, Any] = {
     "progress": lambda v: isinstance(v, dict) and "updated_at" in v,
     "checkpoint": lambda v: isinstance(v, dict) and "sequence" in v and "created_at" in v,
     "checkpoint_seq": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    # A client's unknown top-level "pool" read as ours only names a key the job never held:
+    # its release is a no-op.
+    "pool": lambda v: isinstance(v, str),
 }
 
 

@@ -578,8 +578,11 @@ _WORKER_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "queues": (list, "an array of queue names"),
     "concurrency": (int, "an integer"),
     "labels": (dict, "an object"),
+    "pool": (str, "a pool name"),
 }
 MAX_WORKER_QUEUES = 1000
+#: A worker pool's name (fair scheduling, ``ojs_core.pools``).
+POOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def parse_worker_fields(info: Mapping[str, Any]) -> dict[str, Any]:
@@ -600,6 +603,11 @@ def parse_worker_fields(info: Mapping[str, Any]) -> dict[str, Any]:
     for name in ("pid", "concurrency"):
         if name in out and out[name] < 0:
             raise ValidationError("must be >= 0", path=name)
+    if "pool" in out and not POOL_NAME.match(out["pool"]):
+        raise ValidationError(
+            "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            path="pool",
+        )
     if "queues" in out:
         queues = out["queues"]
         if len(queues) > MAX_WORKER_QUEUES:

@@ -218,6 +218,9 @@ class Job:
     unique_key: str | None = None
     workflow_id: str | None = None
     workflow_node: int | None = None
+    #: The worker pool whose concurrency the current attempt took a slot of (fair scheduling;
+    #: set by claims of a pool with a limit): leaving ``active`` frees it (``ojs_core.pools``).
+    pool: str | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -351,3 +354,5 @@ class WorkerInfo:
     #: The job versions it handles, by type (job-versioning extension, ``ojs_core.versioning``):
     #: declared in a heartbeat, used by its fetches that declare none.
     versions: dict[str, str] = attrs.field(factory=dict)
+    #: The worker pool it belongs to (fair-scheduling extension, ``ojs_core.pools``).
+    pool: str | None = None

@@ -44,6 +44,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from .model import Event
+from .prometheus_scheduling import MAX_POOLS as POOL_LABELS
+from .prometheus_scheduling import SchedulingMetrics
 from .states import JobState
 
 if TYPE_CHECKING:
@@ -188,12 +190,17 @@ class JobMetrics:
         self._workers: int | None = None
         self._refreshed = -float("inf")
         self._lock = asyncio.Lock()
+        #: Fair scheduling's metrics (:mod:`ojs_core.prometheus_scheduling`).
+        self.scheduling = SchedulingMetrics(
+            self.metric_registry, self.queue_label, LabelCap(POOL_LABELS)
+        )
         self.registry.register(_BackendGauges(self))
 
     def attach(self, service: JobService) -> None:
         """Observe ``service``'s events, and read its backend for the gauges."""
         self._service = service
         service.observers.add(self.observe)
+        service.observers.add(self.scheduling.observe)
 
     def observe(self, events: Sequence[Event]) -> None:
         """Count one batch of lifecycle events (the :mod:`ojs_core.observe` hook)."""
@@ -281,6 +288,7 @@ class JobMetrics:
         self._workers = sum(1 for w in workers if w.last_seen >= horizon)
         self._depth = depth
         self._tenant_gauges = await self._read_tenants(service)
+        await self.scheduling.read(service)
 
     async def _read_tenants(self, service: JobService) -> dict[tuple[str, str], int]:
         """Active jobs and queue depth of each configured tenant (at most ``max_tenants``
@@ -330,6 +338,7 @@ class JobMetrics:
                 (active if kind == "active" else waiting).add_metric((tenant,), value)
             yield active
             yield waiting
+        yield from self.scheduling.gauges()
         if self._workers is not None:
             yield GaugeMetricFamily(
                 "ojs_workers_active",

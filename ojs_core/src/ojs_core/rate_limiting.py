@@ -15,11 +15,12 @@ releases its slot when its transition is stored; a release lost to a crash is re
 next time the key is full (its holder is found not ``active``, and admitted more than
 :data:`~ojs_core.rate_limit_rules.REPAIR_GRACE_MS` ago: its claim may still be on its way).
 
-A job may count against several keys (its own policy's and its tenant's ``tenant:<id>``,
-multi-tenancy). A slot one key gave a job that another key refused is given back at once, by
-an exact compare-and-swap: only if the holder is still the one this admission wrote. Another
-admission of the same job that relies on the holder stamps it anew (``touch``), so the slot
-of a claim in flight is never given back under it.
+A job may count against several keys: its own policy's, and those of the extra
+:class:`AdmissionKeys` providers (its tenant's ``tenant:<id>``, multi-tenancy; the fetching
+worker's pool's ``pool:<name>``, fair scheduling). A slot one key gave a job that another
+key refused is given back at once, by an exact compare-and-swap: only if the holder is still
+the one this admission wrote. Another admission of the same job that relies on the holder
+stamps it anew (``touch``), so the slot of a claim in flight is never given back under it.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from .rate_limit_rules import (
 from .states import JobState
 from .timeutil import from_epoch_ms, parse_ts
 
-__all__ = ["Admission", "HeldBack", "LocalRateLimits", "RateLimiting"]
+__all__ = ["Admission", "AdmissionKeys", "HeldBack", "LocalRateLimits", "RateLimiting"]
 
 S = JobState
 EmitFn = Callable[[Sequence[Event]], Awaitable[None]]
@@ -152,19 +153,40 @@ class HeldBack:
         return out
 
 
+@attrs.frozen
+class AdmissionKeys:
+    """A source of extra admission keys beyond a job's own ``rate_limit``: the multi-tenancy
+    extension's ``tenant:<id>`` (a tenant's ``max_concurrency``), fair scheduling's
+    ``pool:<name>`` (a worker pool's ``concurrency``)."""
+
+    #: The key and policy a candidate counts against, or ``None``.
+    policy: Callable[[Job], tuple[str, RateLimit] | None]
+    #: Whether a candidate may count against one (cheap: asked of every candidate).
+    limited: Callable[[Job], bool]
+    #: Loads what :attr:`policy` reads, before an admission of these candidates.
+    load: Callable[[Sequence[Job]], Awaitable[None]] | None = None
+    #: The key whose slot a job leaving ``active`` frees, or ``None``.
+    held: Callable[[Job], str | None] | None = None
+
+
 class Admission:
     """One fetch's rate-limit decisions (see the module docstring).
 
-    A candidate may count against two keys: its own policy's, and its tenant's
-    ``max_concurrency`` (``tenant:<id>``, the multi-tenancy extension). It is admitted when
-    every key admits it; a key that admitted a job another key refused is released in
+    A candidate may count against several keys: its own policy's, and those of the
+    :class:`AdmissionKeys` providers (the service's, plus any of this fetch's). It is
+    admitted when every key admits it; a key that admitted a job another key refused is released in
     :meth:`finish` if its holder is still the one this admission wrote (a rate window's
     start, once counted, stays counted)."""
 
     def __init__(
-        self, limits: RateLimiting, now: datetime, startable: Callable[[Job], bool] | None = None
+        self,
+        limits: RateLimiting,
+        now: datetime,
+        startable: Callable[[Job], bool] | None = None,
+        extra: Sequence[AdmissionKeys] = (),
     ) -> None:
         self._limits = limits
+        self._providers = (*limits.providers, *extra)
         #: Which candidates this fetch would start, limits aside: only those are admitted
         #: (a slot taken for a job the claim then skips would sit unused until repaired).
         self._startable = startable
@@ -187,17 +209,15 @@ class Admission:
         """Whether ``job`` must be admitted before it is claimed (``activate.limited``)."""
         if job.rate_limit is not None:
             return True
-        limited = self._limits.tenant_limited
-        return limited is not None and limited(job)
+        return any(p.limited(job) for p in self._providers)
 
     def keys(self, job: Job) -> list[tuple[str, RateLimit]]:
         """The keys ``job`` counts against, with the policy of each."""
         out: list[tuple[str, RateLimit]] = []
         if job.rate_limit is not None:
             out.append((key_of(job.rate_limit, job.queue), job.rate_limit))
-        policy = self._limits.tenant_policy
-        if policy is not None:
-            extra = policy(job)
+        for provider in self._providers:
+            extra = provider.policy(job)
             if extra is not None:
                 out.append(extra)
         return out
@@ -215,9 +235,10 @@ class Admission:
     async def _admit(self, jobs: Sequence[Job]) -> None:
         startable = self._startable
         jobs = [j for j in jobs if startable is None or startable(j)]
-        load = self._limits.load_tenants
-        if load is not None and jobs:
-            await load(jobs)
+        if jobs:
+            for provider in self._providers:
+                if provider.load is not None:
+                    await provider.load(jobs)
         by_key: dict[str, list[tuple[Job, RateLimit]]] = {}
         for job in jobs:
             self.decisions.pop(job.id, None)
@@ -314,16 +335,19 @@ class RateLimiting:
         self._waiting: dict[str, dict[str, float]] = {}
         self._exceeded_at: dict[tuple[str, str], float] = {}
         self._repaired_at: dict[str, float] = {}
-        #: Set by the multi-tenancy extension (``ojs_core.tenancy``): the key and policy of a
-        #: job's tenant's concurrency limit, whether a job may have one, and the loading of
-        #: the tenants' records before an admission.
-        self.tenant_policy: Callable[[Job], tuple[str, RateLimit] | None] | None = None
-        self.tenant_limited: Callable[[Job], bool] | None = None
-        self.load_tenants: Callable[[Sequence[Job]], Awaitable[None]] | None = None
+        #: Extra admission keys of every fetch (the multi-tenancy extension's tenant limits;
+        #: fair scheduling's pool release), see :class:`AdmissionKeys`.
+        self.providers: list[AdmissionKeys] = []
 
-    def admission(self, now: datetime, startable: Callable[[Job], bool] | None = None) -> Admission:
-        """The decisions of one fetch at ``now`` (of the candidates ``startable`` accepts)."""
-        return Admission(self, now, startable)
+    def admission(
+        self,
+        now: datetime,
+        startable: Callable[[Job], bool] | None = None,
+        extra: Sequence[AdmissionKeys] = (),
+    ) -> Admission:
+        """The decisions of one fetch at ``now`` (of the candidates ``startable`` accepts),
+        with this fetch's ``extra`` keys (a worker pool's) beside the service's."""
+        return Admission(self, now, startable, extra)
 
     # -- admission ------------------------------------------------------------------------
 
@@ -408,9 +432,10 @@ class RateLimiting:
         failure reporting ``rate_limit_until`` holds its key until then (§9)."""
         if before.state is not S.ACTIVE or after.state is S.ACTIVE:
             return
-        tenant = self.tenant_policy(before) if self.tenant_policy is not None else None
-        if tenant is not None:
-            await self.release_ids(tenant[0], [before.id])
+        for provider in self.providers:
+            held = provider.held(before) if provider.held is not None else None
+            if held is not None:
+                await self.release_ids(held, [before.id])
         policy = before.rate_limit
         if policy is None:
             return
@@ -463,6 +488,18 @@ class RateLimiting:
             mark = (refusal.key, strategy)
             if clock - self._exceeded_at.get(mark, -_EXCEEDED_EVERY_S) >= _EXCEEDED_EVERY_S:
                 self._exceeded_at[mark] = clock
+                if refusal.key.startswith("pool:"):
+                    events.append(
+                        make_event(
+                            "scheduling.pool_overloaded",
+                            now,
+                            {
+                                "pool": refusal.key[len("pool:") :],
+                                "active_jobs": d.current,
+                                "waiting_jobs": len(self._waiting.get(refusal.key, ())),
+                            },
+                        )
+                    )
                 if refusal.key.startswith("tenant:"):
                     events.append(
                         make_event(

@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -63,9 +63,13 @@ from .model import (
     Workflow,
 )
 from .observe import Observers
+from .pools import Pools, Route, parse_pool_name
+from .queue_strategy import QueuePlan
 from .rate_limiting import HeldBack, RateLimiting
 from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
+from .scheduling import Scheduler, at_capacity
+from .scheduling_stats import SchedulingStats
 from .schema_registry import SchemaRegistry
 from .shutdown import WorkerGate, accepts_jobs, parse_worker_state
 from .states import JobState
@@ -103,6 +107,8 @@ ARRIVAL_POLL_S = 1.0
 #: A transition at a given time (``lifecycle.cancel``, say): the service fixes ``now`` and hands
 #: the backend the resulting :data:`~ojs_core.backend.JobFn`.
 TimedFn = Callable[[Job, datetime], Job]
+#: A fetch's queues served left to right (the core's FETCH, and the default).
+_LIST_ORDER = QueuePlan()
 
 
 @attrs.frozen
@@ -185,15 +191,22 @@ class JobService:
         self.tenancy = Tenancy(
             backend, self.now, self._emit, default=default_tenant, require=require_tenant
         )
-        self.rate_limits.tenant_policy = self.tenancy.concurrency_policy
-        self.rate_limits.tenant_limited = self.tenancy.may_be_limited
-        self.rate_limits.load_tenants = self._load_tenants
+        self.rate_limits.providers.append(self.tenancy.admission_keys(self._load_tenants))
+        #: Worker pools (fair scheduling, :mod:`ojs_core.pools`): a job leaving ``active``
+        #: frees its slot of its pool's concurrency.
+        self.pools = Pools(backend, self.now, self._emit)
+        self.rate_limits.providers.append(self.pools.release_keys)
         #: Admission into bounded queues (:mod:`ojs_core.backpressure`).
         self.gate = Gate(backend, self.now, self._emit)
         #: Whether a worker may be handed jobs (graceful shutdown), cached for a second.
         self.workers_gate = WorkerGate(backend.get_worker)
         #: The bulk-operations extension (:mod:`ojs_core.bulk`).
         self.bulk = BulkOperations(self)
+        #: Fair scheduling across the queues of a fetch (:mod:`ojs_core.scheduling`).
+        self.scheduler = Scheduler(backend, self.now, self._emit)
+        #: Dispatches per queue over the last minute (fair scheduling §10.2; per process).
+        self.scheduling_stats = SchedulingStats(backend, self.now)
+        self.observers.add(self.scheduling_stats.observe)
 
     def now(self) -> datetime:
         """The service clock's current time."""
@@ -251,7 +264,9 @@ class JobService:
         """Follow-up of one stored transition: events, workflow advancement, wake-ups."""
         await self._emit(transition_events(before, after, now))
         if before is not None and (
-            before.rate_limit is not None or self.tenancy.may_be_limited(before)
+            before.rate_limit is not None
+            or before.pool is not None
+            or self.tenancy.may_be_limited(before)
         ):
             await self.rate_limits.left_active(before, after)
         if after.state is S.AVAILABLE:
@@ -450,14 +465,20 @@ class JobService:
         tenant: str | None = None,
         held: HeldBack | None = None,
         versions: Declaration | None = None,
+        plan: QueuePlan | None = None,
+        pool: str | None = None,
     ) -> list[Job]:
         """FETCH: claim up to ``count`` jobs; with ``wait_ms`` wait that long for one to arrive.
 
         ``tenant`` (multi-tenancy): only that tenant's jobs. ``held`` learns what rate limit
         held candidates back (for response headers). ``versions`` (job versioning): only jobs
         whose version it accepts; without it, the declaration the worker's heartbeats stored,
-        if any."""
-        if not queues:
+        if any. ``plan`` (fair scheduling): the strategy across ``queues``; by default list
+        order. ``pool``: the worker's pool (else the one its heartbeats declared); a defined
+        pool's queues and strategy replace ``queues`` and ``plan`` (:mod:`ojs_core.pools`)."""
+        if pool is not None:
+            parse_pool_name(pool, "pool")
+        elif not queues:
             raise ValidationError("must list at least one queue", path="queues")
         check_count(len(queues), self.limits.max_fetch_queues, "queues", "queues")
         for i, q in enumerate(queues):
@@ -466,31 +487,43 @@ class JobService:
         count = max(1, count)
         deadline = self.clock.now().timestamp() + wait_ms / 1000
         arrivals = self._arrivals
+        await self.pools.current()  # this process's snapshot: no I/O after the first fetch
         while True:
             self._job_arrived.clear()
-            mark = await arrivals.arrivals_mark(queues) if arrivals is not None and wait_ms else 0
             worker = None if worker_id is None else await self.workers_gate.record(worker_id)
-            if not accepts_jobs(worker):
+            route = self.pools.route(queues, plan, pool, worker)
+            if not queues and route.pool is None:
+                raise ValidationError(
+                    f"must list at least one queue (pool '{route.pool_name}' is not defined)",
+                    path="queues",
+                )
+            waiting_on = route.queues or tuple(queues)
+            mark = (
+                await arrivals.arrivals_mark(waiting_on) if arrivals is not None and wait_ms else 0
+            )
+            if not accepts_jobs(worker) or not route.queues or at_capacity(route.plan, worker):
                 # Quiet or terminating (graceful shutdown, ojs_core.shutdown): no job, but the
                 # long-poll is still honoured, so a client that fetches anyway does not spin.
                 jobs = []
             else:
                 declared = versions or stored_declaration(worker.versions if worker else None)
                 jobs = await self._claim_shielded(
-                    queues, count, worker_id, visibility_ms, tenant, held, declared
+                    route, count, worker_id, visibility_ms, tenant, held, declared
                 )
             remaining = deadline - self.clock.now().timestamp()
             if jobs or remaining <= 0:
                 return jobs
             if arrivals is not None:
-                await arrivals.wait_for_arrivals(queues, mark, min(remaining, self.arrival_poll_s))
+                await arrivals.wait_for_arrivals(
+                    waiting_on, mark, min(remaining, self.arrival_poll_s)
+                )
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._job_arrived.wait(), timeout=min(remaining, _POLL_S))
 
     async def _claim_shielded(
         self,
-        queues: Sequence[str],
+        route: Route,
         count: int,
         worker_id: str | None,
         visibility_ms: int | None,
@@ -504,8 +537,15 @@ class JobService:
         the claim finish and hands the jobs straight back (``requeue``: no attempt consumed);
         otherwise they would sit ``active`` until their visibility timeout.
         """
+
+        def one(qs: Sequence[str], n: int) -> Awaitable[list[Job]]:
+            return self._claim(qs, n, worker_id, visibility_ms, tenant, held, versions, route)
+
+        queues = route.queues
         claim = asyncio.ensure_future(
-            self._claim(queues, count, worker_id, visibility_ms, tenant, held, versions)
+            self.scheduler.claim(queues, count, route.plan or _LIST_ORDER, one, key=route.key)
+            if len(queues) > 1
+            else one(queues, count)
         )
         try:
             return await asyncio.shield(claim)
@@ -528,8 +568,11 @@ class JobService:
         tenant: str | None = None,
         held: HeldBack | None = None,
         versions: Declaration | None = None,
+        route: Route | None = None,
     ) -> list[Job]:
         now = self.now()
+        # The pool whose concurrency each claimed attempt takes a slot of (``Job.pool``).
+        pool = self.pools.limiting(route)
         default_vt = self.default_visibility_ms
         await self.tenancy.refresh_default()
         dispatch = self.tenancy.dispatch(tenant)
@@ -543,7 +586,8 @@ class JobService:
                 and not (job.expires_at is not None and job.expires_at <= now)
             )
 
-        admission = self.rate_limits.admission(now, startable)
+        extra = self.pools.admission_keys(route) if route is not None else []
+        admission = self.rate_limits.admission(now, startable, extra)
         limited = admission.needs
 
         def activate(job: Job) -> Job | None:
@@ -559,7 +603,8 @@ class JobService:
                     return None
                 return lifecycle.rate_limited(job, now, rl.on_limit, admission.until(job))
             vt = visibility_ms or job.visibility_timeout_ms or default_vt
-            return lifecycle.claim(job, now, worker_id, vt)
+            claimed = lifecycle.claim(job, now, worker_id, vt)
+            return claimed if claimed.pool == pool else attrs.evolve(claimed, pool=pool)
 
         activate.admit = admission.admit  # type: ignore[attr-defined]
         activate.limited = limited  # type: ignore[attr-defined]
@@ -573,7 +618,11 @@ class JobService:
         for job in stored:
             if job.state is S.ACTIVE:
                 claimed.append(job)
-                events.append(started_event(job, now, worker_id))
+                started = started_event(job, now, worker_id)
+                if route is not None and route.pool_name is not None:
+                    # Fair scheduling: the fetching worker's pool (dispatch metrics by pool).
+                    started.data["pool"] = route.pool_name
+                events.append(started)
             elif job.id in admission.refused:
                 events.append(_held_back_event(job, now))
             else:
@@ -1136,6 +1185,9 @@ class JobService:
         self.schemas.forget()
         self.workers_gate.forget()
         self.tenancy.forget()
+        self.scheduler.reset()
+        self.scheduling_stats.reset()
+        self.pools.forget()
 
 
 def _held_back_event(job: Job, now: datetime) -> Event:

@@ -47,6 +47,7 @@ from .events import make_event
 from .fairness import Dispatch, FairShare
 from .model import Event, Job, RateLimit, Window
 from .rate_limit_rules import KeyState, admit
+from .rate_limiting import AdmissionKeys
 from .states import JobState
 from .timeutil import format_duration, format_ts
 
@@ -389,6 +390,17 @@ class Tenancy:
         if got is None or got[1] is None or got[1].max_concurrency is None:
             return None
         return f"tenant:{tenant}", RateLimit(concurrency=got[1].max_concurrency)
+
+    def admission_keys(self, load: Callable[[Sequence[Job]], Awaitable[None]]) -> AdmissionKeys:
+        """The tenants' ``max_concurrency`` as an admission key provider of the rate-limit
+        admission (``load`` reads the candidates' tenants' records first)."""
+        policy = self.concurrency_policy
+        return AdmissionKeys(
+            policy=policy,
+            limited=self.may_be_limited,
+            load=load,
+            held=lambda job: None if (p := policy(job)) is None else p[0],
+        )
 
     def may_be_limited(self, job: Job) -> bool:
         """Whether a candidate must go through admission for its tenant (cheap: a job

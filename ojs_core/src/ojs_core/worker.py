@@ -56,6 +56,8 @@ from .ids import uuid7
 from .logcontext import log_context
 from .middleware import Middleware, MiddlewareChain
 from .model import Checkpoint, Job, JobError
+from .pools import parse_pool_name
+from .queue_strategy import QueuePlan
 from .service import JobService
 from .versioning import Declaration, VersionRange, job_version, parse_declaration
 
@@ -266,6 +268,8 @@ class Worker:
         labels: Mapping[str, Any] | None = None,
         clock: Clock | None = None,
         middleware: MiddlewareChain[JobContext, Any] | None = None,
+        pool: str | None = None,
+        plan: QueuePlan | None = None,
     ) -> None:
         self.service: JobService = as_service(backend_or_service, clock)
         self.clock: Clock = clock or self.service.clock
@@ -292,6 +296,11 @@ class Worker:
         self.poll_wait = poll_wait
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid7()[-12:]}"
         self.labels = dict(labels or {})
+        #: Fair scheduling: the worker's pool (declared in its heartbeats and fetches; a
+        #: defined pool's queues and strategy govern its fetches) and its own strategy across
+        #: ``queues`` (:class:`~ojs_core.queue_strategy.QueuePlan`; default list order).
+        self.pool = None if pool is None else parse_pool_name(pool, "pool")
+        self.plan = plan
         #: The execution middleware chain (see :mod:`ojs_core.middleware`).
         self.middleware: MiddlewareChain[JobContext, Any] = (
             middleware if middleware is not None else MiddlewareChain()
@@ -534,6 +543,8 @@ class Worker:
                     visibility_ms=self.visibility_timeout_ms,
                     wait_ms=round(self.poll_wait * 1000),
                     versions=self.versions,
+                    plan=self.plan,
+                    pool=self.pool,
                 )
             )
             self._fetch_task = task
@@ -755,6 +766,8 @@ class Worker:
             info["labels"] = dict(self.labels)
         if self._versions:
             info["versions"] = dict(self._versions)
+        if self.pool is not None:
+            info["pool"] = self.pool
         # A heartbeat names at most limits.max_heartbeat_jobs ids: a worker running more sends
         # several, and acts on the strongest directive among the answers.
         step = self.service.limits.max_heartbeat_jobs

@@ -150,6 +150,17 @@ FETCH = {
         "worker_id": {"type": "string", "minLength": 1, "maxLength": 256},
         "visibility_timeout_ms": {"type": "integer", "minimum": 1},
         "wait_ms": {"type": "integer", "minimum": 0},
+        # Fair scheduling: the strategy across the queues (a worker's pool's wins), the pool.
+        "strategy": {
+            "type": "string",
+            "enum": ["strict", "round-robin", "weighted", "least-loaded"],
+        },
+        "weights": {
+            "type": "object",
+            "additionalProperties": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+        },
+        "starvation_prevention": {"type": "object"},
+        "pool": {"type": "string", "minLength": 1, "maxLength": 128},
     },
 }
 

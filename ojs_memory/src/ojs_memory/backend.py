@@ -47,6 +47,7 @@ from ojs_core.model import (
     WorkerInfo,
     Workflow,
 )
+from ojs_core.pools import PoolConfig
 from ojs_core.rate_limit_rules import KeyState
 from ojs_core.rate_limiting import LocalRateLimits
 from ojs_core.schema_registry import SchemaRecord
@@ -103,6 +104,8 @@ class MemoryBackend(MemoryWebhooks):
         #: Per-state counts of tagged jobs: (tenant, queue) -> counts.
         self._tcounts: dict[tuple[str, str], Counter[JobState]] = {}
         self._tenants: dict[str, TenantConfig] = {}
+        #: Worker pool definitions (PoolStore, fair scheduling).
+        self._pools: dict[str, PoolConfig] = {}
         self._dead: dict[str, None] = {}
         self._workflows: dict[str, Workflow] = {}
         self._schemas: dict[str, SchemaRecord] = {}
@@ -332,6 +335,24 @@ class MemoryBackend(MemoryWebhooks):
     async def delete_tenant(self, tenant_id: str) -> TenantConfig | None:
         """Remove and return the tenant's record."""
         return self._tenants.pop(tenant_id, None)
+
+    # -- worker pools (PoolStore) ----------------------------------------------------------
+
+    async def put_pool(self, pool: PoolConfig) -> None:
+        """Create or replace the pool's definition."""
+        self._pools[pool.name] = pool
+
+    async def get_pool(self, name: str) -> PoolConfig | None:
+        """The pool's definition, or ``None``."""
+        return self._pools.get(name)
+
+    async def list_pools(self) -> list[PoolConfig]:
+        """Every pool's definition."""
+        return list(self._pools.values())
+
+    async def delete_pool(self, name: str) -> PoolConfig | None:
+        """Remove and return the pool's definition."""
+        return self._pools.pop(name, None)
 
     async def tenant_counts(self, tenant_id: str, queue: str | None = None) -> dict[JobState, int]:
         """Per-state counts of the tenant's jobs."""

@@ -61,6 +61,7 @@ from ojs_core.model import (
     WorkerInfo,
     Workflow,
 )
+from ojs_core.pools import PoolConfig
 from ojs_core.rate_limit_rules import KeyState
 from ojs_core.schema_registry import SchemaRecord
 from ojs_core.states import JobState
@@ -79,6 +80,7 @@ from .index import Index
 from .jetstream import guard
 from .jobs import JobWriter
 from .mirror import Mirror
+from .pools import PoolBucket
 from .queues import Queues
 from .ratelimits import RateLimitBucket
 from .ready import Claimer
@@ -152,6 +154,7 @@ class NatsBackend:
         self.webhooks = WebhookQueue(self.conn, self.store)
         self.rate_limits = RateLimitBucket(self.store)
         self.tenants = TenantBucket(self.store)
+        self.pools = PoolBucket(self.store, self.mirror)
 
     @property
     def servers(self) -> list[str]:
@@ -434,6 +437,28 @@ class NatsBackend:
     async def tenant_counts(self, tenant_id: str, queue: str | None = None) -> dict[JobState, int]:
         """Per-state counts of the tenant's jobs, from the counter stream."""
         return await self.counters.tenant_counts(tenant_id, queue)
+
+    # -- worker pools (PoolStore, ojs_nats.pools) -------------------------------------------
+
+    @guard
+    async def put_pool(self, pool: PoolConfig) -> None:
+        """Create or replace the pool's record."""
+        await self.pools.put(pool)
+
+    @guard
+    async def get_pool(self, name: str) -> PoolConfig | None:
+        """The pool's record, or ``None``."""
+        return await self.pools.get(name)
+
+    @guard
+    async def list_pools(self) -> list[PoolConfig]:
+        """Every pool's record."""
+        return await self.pools.list()
+
+    @guard
+    async def delete_pool(self, name: str) -> PoolConfig | None:
+        """Remove and return the pool's record."""
+        return await self.pools.delete(name)
 
     # -- schemas ----------------------------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """Watched copies of the small buckets, and the reset control message.
 
-Every replica keeps ``OJS_QUEUES`` (pause flags and priorities) and ``OJS_CRON`` in memory,
-current within milliseconds through a bucket watcher, so that no fetch or cron pass has to read
-them. A replica that resets the store announces it on :data:`names.CONTROL_RESET`; the others
-then forget what they cached and start their watchers afresh.
+Every replica keeps ``OJS_QUEUES`` (pause flags and priorities), ``OJS_CRON`` and
+``OJS_POOLS`` (worker pools, fair scheduling) in memory, current within milliseconds through a
+bucket watcher, so that no fetch or cron pass has to read them. A replica that resets the
+store announces it on :data:`names.CONTROL_RESET`; the others then forget what they cached
+and start their watchers afresh.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class Mirror:
         #: behind this replica's own writes cannot bring an older version back.
         self._crons: dict[str, tuple[CronJob | None, int]] = {}
         self._crons_synced = asyncio.Event()
+        #: Pool records as stored: name -> (value, revision); ``None`` marks a deletion.
+        self._pools: dict[str, tuple[bytes | None, int]] = {}
+        self._pools_synced = asyncio.Event()
         self._queues_synced = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
@@ -77,6 +81,7 @@ class Mirror:
         async with self._lock:
             await self._stop_now()
             self._crons.clear()
+            self._pools.clear()
             if not self.conn.closing:
                 self._start()
 
@@ -89,6 +94,7 @@ class Mirror:
         loop = asyncio.get_running_loop()
         self._crons_synced.clear()
         self._queues_synced.clear()
+        self._pools_synced.clear()
         self._tasks = [
             loop.create_task(
                 self._watch(names.QUEUES_BUCKET, self._on_queue_entry, self._queues_synced)
@@ -96,6 +102,7 @@ class Mirror:
             loop.create_task(
                 self._watch(names.CRON_BUCKET, self._on_cron_entry, self._crons_synced)
             ),
+            loop.create_task(self._watch(names.POOLS_BUCKET, self.hold_pool, self._pools_synced)),
         ]
 
     async def _stop_now(self) -> None:
@@ -179,6 +186,26 @@ class Mirror:
         """Every cron entry, by name, once the watcher delivered the initial values."""
         await asyncio.wait_for(self._crons_synced.wait(), CRON_SYNC_WAIT_S)
         return [cron for _, (cron, _) in sorted(self._crons.items()) if cron is not None]
+
+    # -- worker pools --------------------------------------------------------------------
+
+    def hold_pool(self, key: str, value: bytes | None, revision: int) -> None:
+        """Keep a version of a pool record (``None``: deleted); never replace a newer one
+        (the watcher may run behind this replica's own writes)."""
+        name = names.key_name(key)
+        held = self._pools.get(name)
+        if held is None or held[1] < revision:
+            self._pools[name] = (value, revision)
+
+    async def pool_records(self) -> list[bytes] | None:
+        """Every pool record, once the watcher delivered the initial values (``None`` if it
+        did not within a moment: the caller reads the bucket)."""
+        if not self._pools_synced.is_set():
+            try:
+                await asyncio.wait_for(self._pools_synced.wait(), QUEUE_SYNC_WAIT_S)
+            except TimeoutError:
+                return None
+        return [value for _, (value, _) in sorted(self._pools.items()) if value is not None]
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -110,6 +110,8 @@ LIMITS_BUCKET = "OJS_LIMITS"
 IDEMPOTENCY_BUCKET = "OJS_IDEMPOTENCY"
 #: Tenant configurations (multi-tenancy, ``ojs_nats.tenants``), one key per tenant.
 TENANTS_BUCKET = "OJS_TENANTS"
+#: Worker pool definitions (fair scheduling, ``ojs_nats.pools``), one key per pool.
+POOLS_BUCKET = "OJS_POOLS"
 BUCKETS = (
     JOBS_BUCKET,
     QUEUES_BUCKET,
@@ -120,6 +122,7 @@ BUCKETS = (
     LIMITS_BUCKET,
     IDEMPOTENCY_BUCKET,
     TENANTS_BUCKET,
+    POOLS_BUCKET,
 )
 
 #: The durable consumer of fired timers that every replica shares.

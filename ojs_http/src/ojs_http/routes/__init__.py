@@ -10,6 +10,7 @@ from . import (
     checkpoints,
     cron,
     jobs,
+    pools,
     progress,
     queue_config,
     queues,
@@ -47,6 +48,7 @@ def routes(*, enable_reset: bool) -> list[BaseRoute]:
         *queue_config.routes,
         *rate_limits.routes,
         *tenants.routes,
+        *pools.routes,
         *webhooks.routes,
         *webhook_deliveries.routes,
     ]

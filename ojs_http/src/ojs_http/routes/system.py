@@ -13,6 +13,7 @@ from ojs_core.backend import EventFilter
 from ojs_core.codec import event_to_wire
 from ojs_core.health import probe_backend
 from ojs_core.manifest import core_specs, official_extensions
+from ojs_core.queue_strategy import DEFAULT_STRATEGY, STRATEGIES
 from ojs_core.service import JobService
 from ojs_core.tenant_scope import event_visible
 
@@ -112,6 +113,24 @@ async def manifest(request: Request) -> Response:
                 "uri": "urn:ojs:ext:webhooks",
                 "version": "1.0.0-rc.1",
                 "endpoint": "POST /ojs/v1/webhooks/subscriptions",
+            }
+        )
+    if svc.pools.store is not None:
+        # FS-001..004 hold where pools are stored (the PoolStore capability: memory, NATS):
+        # atomic claims, multi-queue fetches, strategies across queues, the pool listing.
+        official.append(
+            {
+                "name": "fair-scheduling",
+                "uri": "urn:ojs:ext:fair-scheduling",
+                "version": "1.0.0-rc.1",
+                "endpoint": "GET /ojs/v1/admin/pools",
+                "strategies": list(STRATEGIES),
+                "default_strategy": DEFAULT_STRATEGY,
+                "pools": True,
+                "pool_isolation": True,
+                "starvation_prevention": True,
+                "tenant_fairness": svc.tenancy.supported and svc.tenancy.counts is not None,
+                "stats_endpoint": "GET /ojs/v1/admin/scheduling/stats",
             }
         )
     experimental: list[dict[str, Any]] = [

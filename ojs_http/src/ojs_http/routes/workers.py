@@ -12,6 +12,7 @@ from ojs_core.envelope import parse_job_error
 from ojs_core.errors import OJSError, ValidationError
 from ojs_core.limits import MAX_VISIBILITY_MS
 from ojs_core.logcontext import bind
+from ojs_core.queue_strategy import fetch_plan
 from ojs_core.rate_limiting import HeldBack
 from ojs_core.shutdown import effective_state
 from ojs_core.timeutil import format_ts
@@ -59,8 +60,13 @@ async def fetch(request: Request) -> Response:
     queues = body.get("queues", body.get("queue"))
     if isinstance(queues, str):
         queues = [queues]
-    if not isinstance(queues, list) or not queues or not all(isinstance(q, str) for q in queues):
+    pool = body.get("pool")
+    if queues is None and pool is not None:
+        queues = []  # a defined pool's queues (fair scheduling)
+    elif not isinstance(queues, list) or not queues or not all(isinstance(q, str) for q in queues):
         raise ValidationError("must be a non-empty array of queue names", path="queues")
+    if pool is not None and not isinstance(pool, str):
+        raise ValidationError("must be a pool name", path="pool")
     count = _opt_int(body, "count", minimum=1) or 1
     visibility = _opt_int(body, "visibility_timeout_ms", minimum=1, maximum=MAX_VISIBILITY_MS)
     wait = _opt_int(body, "wait_ms", minimum=0, maximum=settings.max_wait_ms) or 0
@@ -75,6 +81,8 @@ async def fetch(request: Request) -> Response:
         tenant=tenant_header(request),
         held=held,
         versions=declaration_of(body),
+        plan=fetch_plan(body),
+        pool=pool,
     )
     out = [wire(j) for j in jobs]
     data: dict[str, Any] = {"jobs": out}
@@ -304,6 +312,7 @@ routes = [
                 {
                     "active_jobs": S.array(S.STR),
                     "visibility_timeout_ms": S.INT,
+                    "pool": S.STR,
                     "state": {
                         "type": "string",
                         "enum": ["running", "quiet", "draining", "terminate"],

@@ -17,7 +17,8 @@ records removed when their retention ends), :mod:`.flow` (bounded queues and dra
 workers), :mod:`.progress` (progress reports and durable checkpoints on the job record),
 :mod:`.listing` (``list_jobs`` by state, queue and type, pages and order), :mod:`.rate_limits`
 (the rate-limiting extension's limits, ``on_limit`` and overrides), :mod:`.tenancy` (tenant
-isolation, limits and fair dispatch), :mod:`.versioning` (job versions and the workers'
+isolation, limits and fair dispatch), :mod:`.pools` (worker pools of the fair-scheduling
+extension), :mod:`.versioning` (job versions and the workers'
 version declarations) and :mod:`.protocol`
 (compare-and-swap, reads, listings, claims, queues, workers, health, reset). Select a topic
 with ``-k``, e.g. ``-k TestTimeouts``.
@@ -33,6 +34,7 @@ from .events import TestEventFeed, TestEvents
 from .flow import TestBackpressure, TestDrainingWorkers
 from .listing import TestListJobs
 from .names import TestNames
+from .pools import TestWorkerPools
 from .progress import TestCheckpoints, TestProgress
 from .protocol import (
     TestClaimJobs,
@@ -92,6 +94,7 @@ __all__ = [
     "TestUniqueJobs",
     "TestUniqueRaces",
     "TestValidation",
+    "TestWorkerPools",
     "TestWorkflowListing",
     "TestWorkflowRecords",
     "TestWorkflows",
