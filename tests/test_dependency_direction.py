@@ -87,6 +87,7 @@ OPTIONAL_METRICS = {
         "ojs_core/src/ojs_core/prometheus.py",
         "ojs_core/src/ojs_core/webhook_prometheus.py",
         "ojs_core/src/ojs_core/prometheus_scheduling.py",
+        "ojs_core/src/ojs_core/prometheus_rate_limits.py",
     },
     "ojs_http": {"ojs_http/src/ojs_http/metrics.py"},
     "ojs_memory": set(),

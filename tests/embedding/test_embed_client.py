@@ -28,7 +28,7 @@ from ojs_core import (
 )
 from ojs_core.client import batch, chain, group, job
 from ojs_core.ids import is_uuid7
-from ojs_core.model import JobError
+from ojs_core.model import JobError, RateLimit, Window
 from ojs_core.states import JobState
 from ojs_http import HttpSettings, create_app
 from ojs_memory import MemoryBackend
@@ -83,6 +83,21 @@ async def test_enqueue_stores_every_option(harness: Harness) -> None:
     )
     assert stored.created_at == h.clock.now()
     assert await h.client.get(stored.id) == stored
+
+
+async def test_rate_limit_as_a_policy_object_or_a_dict(harness: Harness) -> None:
+    h = harness
+    policy = RateLimit(key="mail-api", concurrency=2, rate=Window(limit=10, period_ms=1000))
+    as_object = await h.client.enqueue("mail.send", [], rate_limit=policy)
+    as_dict = await h.client.enqueue(
+        "mail.send",
+        [],
+        rate_limit={"key": "mail-api", "concurrency": 2, "rate": {"limit": 10, "period": "PT1S"}},
+    )
+    assert as_object is not None
+    assert as_dict is not None
+    assert as_object.rate_limit == policy
+    assert as_dict.rate_limit == policy
 
 
 async def test_partial_retry_dicts_merge_over_the_defaults(harness: Harness) -> None:

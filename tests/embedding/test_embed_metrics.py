@@ -176,3 +176,38 @@ async def test_a_failing_observer_never_fails_an_operation(harness: Harness) -> 
     assert job is not None
     assert seen == ["job.enqueued"]
     h.service.observers.remove(broken)
+
+
+async def test_rate_limit_refusals_waits_and_holders(harness: Harness) -> None:
+    h = harness
+    metrics = JobMetrics(refresh_interval=0)
+    metrics.attach(h.service)
+    limit = {"key": "mail-api", "concurrency": 1}
+    jobs = [await h.client.enqueue("mail.send", [n], rate_limit=limit) for n in range(3)]
+    first = await h.service.fetch(["default"], count=3, worker_id="w1")
+    assert [j.id for j in first] == [jobs[0].id]  # the two others are held back
+    h.clock.advance(4)
+    await h.service.ack(first[0].id, None, "w1")
+    second = await h.service.fetch(["default"], count=1, worker_id="w1")
+    assert [j.args for j in second] == [[1]]
+    await metrics.refresh(force=True)
+    text = metrics.exposition()
+    refused = value(text, "ojs_rate_limit_exceeded_total", key="mail-api", strategy="concurrency")
+    assert refused == 2
+    waited = value(text, "ojs_rate_limit_wait_duration_seconds_sum", key="mail-api")
+    assert waited == 4  # from its refusal to its start, on the service clock
+    assert value(text, "ojs_rate_limit_active", key="mail-api") == 1
+    assert value(text, "ojs_rate_limit_waiting", key="mail-api") == 1
+
+
+async def test_rate_limit_key_labels_are_capped(harness: Harness) -> None:
+    h = harness
+    metrics = JobMetrics(refresh_interval=0)
+    metrics.attach(h.service)
+    for n in range(105):
+        await h.client.enqueue("mail.send", [n], rate_limit={"key": f"k{n}", "concurrency": 1})
+    assert len(await h.service.fetch(["default"], count=105, worker_id="w1")) == 105
+    await metrics.refresh(force=True)
+    text = metrics.exposition()
+    assert value(text, "ojs_rate_limit_active", key="k0") == 1
+    assert value(text, "ojs_rate_limit_active", key=OTHER) == 5

@@ -5,6 +5,7 @@ failure, and the manifest entry."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from test_http_binding import V1, client, error_of
@@ -154,3 +155,77 @@ async def test_a_fetch_nothing_held_back_has_no_rate_limit_headers(
     got = await client.post(f"{V1}/workers/fetch", json={"queues": ["rl"], "worker_id": "w"})
     assert len(got.json()["jobs"]) == 1
     assert not [h for h in got.headers if h.lower().startswith("x-ratelimit")]
+
+
+# -- queue-level limits (§7.2) -------------------------------------------------------------
+
+
+async def _enqueue_plain(client: httpx.AsyncClient, queue: str, **options: object) -> str:
+    body = {"type": "q.job", "args": [], "options": {"queue": queue, **options}}
+    created = await client.post(f"{V1}/jobs", json=body)
+    assert created.status_code == 201, created.text
+    return str(created.json()["job"]["id"])
+
+
+async def _fetch_from(client: httpx.AsyncClient, queue: str, count: int = 10) -> list[str]:
+    got = await client.post(
+        f"{V1}/workers/fetch", json={"queues": [queue], "count": count, "worker_id": "w"}
+    )
+    assert got.status_code == 200
+    return [j["id"] for j in got.json()["jobs"]]
+
+
+async def test_a_queue_level_limit_binds_every_job_of_the_queue(
+    client: httpx.AsyncClient,
+) -> None:
+    url = f"{V1}/admin/queues/email/rate-limit"
+    assert (await client.get(url)).status_code == 404
+    put = await client.put(url, json={"concurrency": 1})
+    assert put.status_code == 200, put.text
+    assert put.json()["queue"] == "email"
+    assert put.json()["override"]["concurrency"] == 1
+    ids = [await _enqueue_plain(client, "email") for _ in range(2)]
+    other = await _enqueue_plain(client, "sms")  # another queue is not limited
+    assert await _fetch_from(client, "email") == [ids[0]]
+    assert await _fetch_from(client, "sms") == [other]
+    view = (await client.get(url)).json()
+    assert view["concurrency"] == {"limit": 1, "active": 1, "available": 0}
+    assert view["waiting_count"] == 1
+    acked = await client.post(f"{V1}/workers/ack", json={"job_id": ids[0], "worker_id": "w"})
+    assert acked.status_code == 200
+    assert await _fetch_from(client, "email") == [ids[1]]
+    deleted = await client.delete(url)
+    assert deleted.status_code == 200
+    assert "override" not in deleted.json()
+    assert (await client.get(url)).status_code == 404
+    assert (await client.delete(url)).status_code == 404
+
+
+async def test_the_queue_limit_and_the_job_limit_both_apply(client: httpx.AsyncClient) -> None:
+    # The job's own key allows 5, the queue 2: the most restrictive wins. Then the queue
+    # allows 5 and the job's key 1.
+    url = f"{V1}/admin/queues/mixed/rate-limit"
+    assert (await client.put(url, json={"concurrency": 2})).status_code == 200
+    loose = {"key": "loose", "concurrency": 5}
+    ids = [await _enqueue_plain(client, "mixed", rate_limit=loose) for _ in range(3)]
+    assert await _fetch_from(client, "mixed") == ids[:2]
+    assert (await client.put(url, json={"concurrency": 5})).status_code == 200
+    strict = {"key": "strict", "concurrency": 1}
+    more = [await _enqueue_plain(client, "mixed", rate_limit=strict) for _ in range(2)]
+    got = await _fetch_from(client, "mixed")
+    assert got == [ids[2], more[0]]
+
+
+def _paths(error: dict[str, Any]) -> list[str]:
+    return [e["path"] for e in error["details"]["validation_errors"]]
+
+
+async def test_bad_queue_limits_name_the_field(client: httpx.AsyncClient) -> None:
+    url = f"{V1}/admin/queues/email/rate-limit"
+    bad = await client.put(url, json={"concurrency": -1})
+    assert _paths(error_of(bad, 400)) == ["concurrency"]
+    window = await client.put(url, json={"rate": {"limit": 0, "period": "PT1S"}})
+    assert _paths(error_of(window, 400)) == ["rate.limit"]
+    name = await client.put(f"{V1}/admin/queues/Not_A_Queue/rate-limit", json={"concurrency": 1})
+    assert _paths(error_of(name, 400)) == ["name"]
+    assert (await client.get(url)).status_code == 404  # nothing was written

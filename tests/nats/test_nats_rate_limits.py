@@ -8,6 +8,7 @@ import time
 
 from nats_support import push
 
+from ojs_core.model import Job
 from ojs_core.service import JobService
 from ojs_core.states import JobState
 
@@ -84,3 +85,36 @@ async def test_an_override_on_one_replica_binds_the_other(
         got = [j.id for j in await b.fetch(["rlo"], count=1)]
         await asyncio.sleep(0.02)
     assert got == [job.id]
+
+
+async def test_a_queue_level_limit_holds_across_replicas(
+    replicas: tuple[JobService, JobService],
+) -> None:
+    """A limit set on one replica binds fetches on both, for jobs without a limit of their
+    own, and an ack on the other replica frees the slot (rate-limiting §7.2)."""
+    a, b = replicas
+    await a.queue_limits.put("qlim", {"concurrency": 2})
+    await b.queue_limits.refresh()  # what a fetch there does within a second
+    ids = [(await push(a, queue="qlim")).id for _ in range(4)]
+    first = await a.fetch(["qlim"], count=1, worker_id="wa")
+    second = await b.fetch(["qlim"], count=4, worker_id="wb")
+    assert [j.id for j in first + second] == ids[:2]
+    assert await a.fetch(["qlim"], count=4, worker_id="wa") == []
+    await b.ack(first[0].id, worker_id="wa")  # acked through the replica that did not claim it
+    third = await _fetch_soon(a, "qlim")
+    assert [j.id for j in third] == [ids[2]]
+    view = await b.queue_limits.get("qlim")
+    assert view["concurrency"] == {"limit": 2, "active": 2, "available": 0}
+    await b.queue_limits.delete("qlim")
+    await a.queue_limits.refresh()
+    assert [j.id for j in await _fetch_soon(a, "qlim")] == [ids[3]]
+
+
+async def _fetch_soon(svc: JobService, queue: str) -> list[Job]:
+    """A fetch that finds jobs within 10 s: a hint a limit refused is set aside briefly."""
+    deadline = time.monotonic() + 10
+    while True:
+        jobs = await svc.fetch([queue], count=4, worker_id="wa")
+        if jobs or time.monotonic() > deadline:
+            return jobs
+        await asyncio.sleep(0.02)

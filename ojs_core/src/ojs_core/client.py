@@ -29,6 +29,7 @@ from typing import Any
 
 from .backend import Backend, Page
 from .clock import Clock
+from .codec import converter
 from .errors import OJSError, ValidationError
 from .ids import uuid7
 from .middleware import Middleware, MiddlewareChain
@@ -38,6 +39,7 @@ from .model import (
     Job,
     QueueInfo,
     QueueStats,
+    RateLimit,
     RetryPolicy,
     UniquePolicy,
 )
@@ -147,6 +149,7 @@ def job(
     pending: bool = False,
     id: str | None = None,
     version: str | None = None,
+    rate_limit: RateLimit | Mapping[str, Any] | None = None,
 ) -> Envelope:
     """Build one enqueue envelope (the dict an HTTP client would POST to ``/ojs/v1/jobs``).
 
@@ -156,6 +159,8 @@ def job(
     ``unique`` take the policy objects or the wire dicts (partial policies are merged over the
     defaults). ``pending`` stores the job ``pending`` until :meth:`Client.activate`.
     ``version`` (job versioning, ``major.minor``) routes the job to workers that accept it.
+    ``rate_limit`` (the rate-limiting extension: ``{"key", "concurrency", "rate", "throttle",
+    "on_limit"}``, or a :class:`~ojs_core.model.RateLimit`) limits when it may start.
     Values are validated when the job is enqueued, with the same rules and errors as over HTTP.
     """
     if isinstance(args, str | bytes | Mapping) or not isinstance(args, Sequence):
@@ -194,6 +199,12 @@ def job(
         env["pending"] = True
     if version is not None:
         env["version"] = version
+    if rate_limit is not None:
+        env["rate_limit"] = (
+            converter.unstructure(rate_limit)
+            if isinstance(rate_limit, RateLimit)
+            else dict(rate_limit)
+        )
     return env
 
 
@@ -336,6 +347,7 @@ class Client:
         pending: bool = False,
         id: str | None = None,
         version: str | None = None,
+        rate_limit: RateLimit | Mapping[str, Any] | None = None,
     ) -> Job | None:
         """Enqueue one job and return it as stored; ``None`` if enqueue middleware dropped it.
 
@@ -360,6 +372,7 @@ class Client:
             pending=pending,
             id=id,
             version=version,
+            rate_limit=rate_limit,
         )
         return await self.enqueue_envelope(spec)
 

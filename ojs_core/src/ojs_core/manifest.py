@@ -59,7 +59,7 @@ def official_extensions(backend: Backend, schemas: SchemaRegistry) -> list[dict[
             "on_limit": ["wait", "reschedule", "drop"],
             # Shared: counted in the store, for every replica; else per process.
             "shared": isinstance(backend, RateLimitStore),
-            "queue_level": False,
+            "queue_level": True,
         }
     )
     if isinstance(backend, QueueBounds):

@@ -44,6 +44,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from .model import Event
+from .prometheus_rate_limits import MAX_KEYS as RATE_LIMIT_LABELS
+from .prometheus_rate_limits import RateLimitMetrics
 from .prometheus_scheduling import MAX_POOLS as POOL_LABELS
 from .prometheus_scheduling import SchedulingMetrics
 from .states import JobState
@@ -194,6 +196,8 @@ class JobMetrics:
         self.scheduling = SchedulingMetrics(
             self.metric_registry, self.queue_label, LabelCap(POOL_LABELS)
         )
+        #: The rate-limiting extension's metrics (:mod:`ojs_core.prometheus_rate_limits`).
+        self.rate_limits = RateLimitMetrics(self.metric_registry, LabelCap(RATE_LIMIT_LABELS))
         self.registry.register(_BackendGauges(self))
 
     def attach(self, service: JobService) -> None:
@@ -201,6 +205,7 @@ class JobMetrics:
         self._service = service
         service.observers.add(self.observe)
         service.observers.add(self.scheduling.observe)
+        self.rate_limits.attach(service.rate_limits)
 
     def observe(self, events: Sequence[Event]) -> None:
         """Count one batch of lifecycle events (the :mod:`ojs_core.observe` hook)."""
@@ -289,6 +294,7 @@ class JobMetrics:
         self._depth = depth
         self._tenant_gauges = await self._read_tenants(service)
         await self.scheduling.read(service)
+        await self.rate_limits.read()
 
     async def _read_tenants(self, service: JobService) -> dict[tuple[str, str], int]:
         """Active jobs and queue depth of each configured tenant (at most ``max_tenants``
@@ -339,6 +345,7 @@ class JobMetrics:
             yield active
             yield waiting
         yield from self.scheduling.gauges()
+        yield from self.rate_limits.gauges()
         if self._workers is not None:
             yield GaugeMetricFamily(
                 "ojs_workers_active",

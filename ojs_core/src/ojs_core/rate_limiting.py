@@ -38,6 +38,7 @@ from .envelope import parse_rate_limit, parse_rate_limit_key
 from .errors import NotFoundError, ValidationError
 from .events import make_event
 from .model import Event, Job, JobError, RateLimit
+from .rate_limit_ledger import Ledger
 from .rate_limit_rules import (
     ADMITTED,
     REPAIR_GRACE_MS,
@@ -61,13 +62,6 @@ __all__ = ["Admission", "AdmissionKeys", "HeldBack", "LocalRateLimits", "RateLim
 S = JobState
 EmitFn = Callable[[Sequence[Event]], Awaitable[None]]
 
-#: A refused job counts as waiting (``waiting_count``) this long after its last refusal; a
-#: waiting job is refused again every fetch that pulls it, well within this.
-_WAITING_S = 30.0
-#: Waiting jobs remembered per key, at most.
-_MAX_WAITING = 10_000
-#: ``rate_limit.exceeded`` is emitted at most once per key, strategy and this many seconds.
-_EXCEEDED_EVERY_S = 1.0
 #: A full key's holders are checked (repair) at most once per key and this many seconds.
 _REPAIR_EVERY_S = 1.0
 
@@ -317,7 +311,7 @@ class Admission:
             *(self._limits.release_ids(key, ids) for key, ids in unused.items()),
             *(self._limits.release_exact(key, held) for key, held in partial.items()),
         )
-        events = self._limits.note(self, active, dropped)
+        events = self._limits.ledger.note(self.now, self.admitted, self.refused, active, dropped)
         await self._limits.emit(events)
 
 
@@ -331,9 +325,8 @@ class RateLimiting:
         self._backend = backend
         self._now = now
         self.emit = emit
-        #: key -> {job id: monotonic time of its last refusal} (this process).
-        self._waiting: dict[str, dict[str, float]] = {}
-        self._exceeded_at: dict[tuple[str, str], float] = {}
+        #: Waiting jobs, event throttling and refusal observers (this process).
+        self.ledger = Ledger(lambda: now().timestamp())
         self._repaired_at: dict[str, float] = {}
         #: Extra admission keys of every fetch (the multi-tenancy extension's tenant limits;
         #: fair scheduling's pool release), see :class:`AdmissionKeys`.
@@ -457,94 +450,6 @@ class RateLimiting:
             )
             await self.emit([event])
 
-    # -- bookkeeping and events ------------------------------------------------------------
-
-    def note(self, admission: Admission, active: set[str], dropped: Sequence[Job]) -> list[Event]:
-        """Update the waiting sets after a fetch; the events it calls for."""
-        clock = time.monotonic()
-        now = admission.now
-        events: list[Event] = []
-        for job_id, keys in admission.admitted.items():
-            for key in keys:
-                waiting = self._waiting.get(key)
-                if job_id in active and waiting is not None and job_id in waiting:
-                    del waiting[job_id]
-                    events.append(
-                        make_event(
-                            "rate_limit.released",
-                            now,
-                            {"key": key, "strategy": "wait", "job_id": job_id},
-                            subject=job_id,
-                        )
-                    )
-        dropped_ids = {job.id for job in dropped}
-        for job_id, refusal in admission.refused.items():
-            d = refusal.decision
-            if job_id not in dropped_ids:
-                waiting = self._waiting.setdefault(refusal.key, {})
-                if job_id in waiting or len(waiting) < _MAX_WAITING:
-                    waiting[job_id] = clock
-            strategy = d.strategy or "rate"
-            mark = (refusal.key, strategy)
-            if clock - self._exceeded_at.get(mark, -_EXCEEDED_EVERY_S) >= _EXCEEDED_EVERY_S:
-                self._exceeded_at[mark] = clock
-                if refusal.key.startswith("pool:"):
-                    events.append(
-                        make_event(
-                            "scheduling.pool_overloaded",
-                            now,
-                            {
-                                "pool": refusal.key[len("pool:") :],
-                                "active_jobs": d.current,
-                                "waiting_jobs": len(self._waiting.get(refusal.key, ())),
-                            },
-                        )
-                    )
-                if refusal.key.startswith("tenant:"):
-                    events.append(
-                        make_event(
-                            "tenant.limit_exceeded",
-                            now,
-                            {
-                                "tenant_id": refusal.key[len("tenant:") :],
-                                "limit": "max_concurrency",
-                                "current": d.current,
-                                "maximum": d.limit,
-                            },
-                        )
-                    )
-                events.append(
-                    make_event(
-                        "rate_limit.exceeded",
-                        now,
-                        {
-                            "key": refusal.key,
-                            "strategy": strategy,
-                            "limit": d.limit,
-                            "current": d.current,
-                        },
-                    )
-                )
-        for job in dropped:
-            events.append(
-                make_event(
-                    "rate_limit.dropped",
-                    now,
-                    {"key": admission.refused[job.id].key, "job_id": job.id, "job_type": job.type},
-                    subject=job.id,
-                )
-            )
-        return events
-
-    def _waiting_count(self, key: str) -> int:
-        waiting = self._waiting.get(key)
-        if not waiting:
-            return 0
-        horizon = time.monotonic() - _WAITING_S
-        for job_id in [j for j, at in waiting.items() if at < horizon]:
-            del waiting[job_id]
-        return len(waiting)
-
     # -- inspection and overrides (HTTP §10) ------------------------------------------------
 
     async def get(self, key: str) -> dict[str, Any]:
@@ -553,14 +458,15 @@ class RateLimiting:
         state = await self.store.get_rate_limit(key)
         if state is None:
             raise NotFoundError("rate limit", key)
-        return view(state, _ms(self._now()), self._waiting_count(key))
+        return view(state, _ms(self._now()), self.ledger.waiting_count(key))
 
     async def list(self) -> list[dict[str, Any]]:
         """``GET /ojs/v1/rate-limits``: every key, by key."""
         now_ms = _ms(self._now())
         states = await self.store.list_rate_limits()
         return [
-            view(s, now_ms, self._waiting_count(s.key)) for s in sorted(states, key=lambda s: s.key)
+            view(s, now_ms, self.ledger.waiting_count(s.key))
+            for s in sorted(states, key=lambda s: s.key)
         ]
 
     async def override(self, key: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -575,13 +481,12 @@ class RateLimiting:
 
         state = await self.store.change_rate_limit(key, change)
         assert state is not None
-        return view(state, now_ms, self._waiting_count(key))
+        return view(state, now_ms, self.ledger.waiting_count(key))
 
     def reset(self) -> None:
         """Forget this process's keys and bookkeeping (tests)."""
         self.local.reset()
-        self._waiting.clear()
-        self._exceeded_at.clear()
+        self.ledger.reset()
         self._repaired_at.clear()
 
 

@@ -64,6 +64,7 @@ from .model import (
 )
 from .observe import Observers
 from .pools import Pools, Route, parse_pool_name
+from .queue_limits import QueueLimits
 from .queue_strategy import QueuePlan
 from .rate_limiting import HeldBack, RateLimiting
 from .ratelog import RateLimitedLog
@@ -196,6 +197,9 @@ class JobService:
         #: frees its slot of its pool's concurrency.
         self.pools = Pools(backend, self.now, self._emit)
         self.rate_limits.providers.append(self.pools.release_keys)
+        #: Queue-level rate limits (rate-limiting §7.2, :mod:`ojs_core.queue_limits`).
+        self.queue_limits = QueueLimits(self.rate_limits, self.now)
+        self.rate_limits.providers.append(self.queue_limits.keys)
         #: Admission into bounded queues (:mod:`ojs_core.backpressure`).
         self.gate = Gate(backend, self.now, self._emit)
         #: Whether a worker may be handed jobs (graceful shutdown), cached for a second.
@@ -267,6 +271,7 @@ class JobService:
             before.rate_limit is not None
             or before.pool is not None
             or self.tenancy.may_be_limited(before)
+            or self.queue_limits.may_hold(before)
         ):
             await self.rate_limits.left_active(before, after)
         if after.state is S.AVAILABLE:
@@ -1182,6 +1187,7 @@ class JobService:
         """Wipe all state (tests and the conformance runner)."""
         await self.backend.reset()
         self.rate_limits.reset()
+        self.queue_limits.forget()
         self.schemas.forget()
         self.workers_gate.forget()
         self.tenancy.forget()

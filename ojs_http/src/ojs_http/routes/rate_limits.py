@@ -3,7 +3,9 @@
 ``GET /ojs/v1/rate-limits`` lists every key a job has used (admin-style pages),
 ``GET /ojs/v1/rate-limits/{key}`` reads one, ``PUT`` sets an operator's override
 (``{"concurrency", "rate", "throttle", "expires_at"}``, replacing the jobs' own limits until
-it expires) and ``DELETE`` removes it. The rules are ``ojs_core.rate_limiting``.
+it expires) and ``DELETE`` removes it. ``/ojs/v1/admin/queues/{name}/rate-limit`` sets,
+reads and removes a queue-level limit (§7.2, ``ojs_core.queue_limits``). The rules are
+``ojs_core.rate_limiting``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,25 @@ async def put_override(request: Request) -> Response:
 async def delete_override(request: Request) -> Response:
     """Remove the key's override."""
     view = await service(request).rate_limits.override(request.path_params["key"], {})
+    return json_response(request, view)
+
+
+async def get_queue_limit(request: Request) -> Response:
+    """The queue's own limit and its counters; 404 when it has none."""
+    view = await service(request).queue_limits.get(request.path_params["name"])
+    return json_response(request, view)
+
+
+async def put_queue_limit(request: Request) -> Response:
+    """Set (an empty body: remove) the queue's own limit."""
+    body = body_object(await read_json(request))
+    view = await service(request).queue_limits.put(request.path_params["name"], body)
+    return json_response(request, view)
+
+
+async def delete_queue_limit(request: Request) -> Response:
+    """Remove the queue's own limit; 404 when it has none."""
+    view = await service(request).queue_limits.delete(request.path_params["name"])
     return json_response(request, view)
 
 
@@ -101,5 +122,31 @@ routes = [
         delete_override,
         ADMIN,
         Doc("Remove a key's override" + _EXT, responses={200: _VIEW}),
+    ),
+    route(
+        "GET",
+        "/ojs/v1/admin/queues/{name}/rate-limit",
+        get_queue_limit,
+        ADMIN,
+        Doc("A queue-level rate limit and its counters (§7.2)" + _EXT, responses={200: _VIEW}),
+    ),
+    route(
+        "PUT",
+        "/ojs/v1/admin/queues/{name}/rate-limit",
+        put_queue_limit,
+        ADMIN,
+        Doc(
+            "Set a queue-level rate limit: every job of the queue counts against it besides its"
+            " own (an empty body removes it)" + _EXT,
+            body=_OVERRIDE,
+            responses={200: _VIEW},
+        ),
+    ),
+    route(
+        "DELETE",
+        "/ojs/v1/admin/queues/{name}/rate-limit",
+        delete_queue_limit,
+        ADMIN,
+        Doc("Remove a queue-level rate limit" + _EXT, responses={200: _VIEW}),
     ),
 ]
