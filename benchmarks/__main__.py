@@ -413,8 +413,9 @@ async def latency_http(
     concurrency: int = 20,
     ackers: int = 4,
     batch_ack: bool = False,
+    workers: int = 4,
 ) -> Stats:
-    """As above, with enqueue and a long-poll fetch over HTTP: four workers, each with
+    """As above, with enqueue and a long-poll fetch over HTTP: ``workers`` workers, each with
     ``concurrency`` slots as an SDK worker has, fetching as many jobs as it has free slots while
     its acks (``ackers`` connections) go on in the background; a slot frees when its ack is
     answered. With ``batch_ack`` each acker sends every job waiting for an ack in one request
@@ -487,11 +488,11 @@ async def latency_http(
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(c.close(), *(a.close() for a in acks))
 
-    workers = [asyncio.create_task(worker(k)) for k in range(4)]
+    tasks = [asyncio.create_task(worker(k)) for k in range(workers)]
     await asyncio.gather(*(producer(k) for k in range(8)))
     await asyncio.sleep(1.0)
     stop.set()
-    await asyncio.gather(*workers)
+    await asyncio.gather(*tasks)
     await asyncio.gather(*(c.close() for c in prod_conns))
     return stats
 
