@@ -34,7 +34,7 @@ from .backend import (
 from .backpressure import Gate, Pressure, parse_backpressure
 from .bulk import BulkOperations
 from .clock import Clock, SystemClock
-from .cron import next_fire, parse_cron_request
+from .cron_entries import CronEntries
 from .envelope import parse_enqueue, parse_retry, parse_worker_fields, validate_queue
 from .errors import (
     ConflictError,
@@ -43,12 +43,10 @@ from .errors import (
     NotFoundError,
     OJSError,
     PayloadTooLargeError,
-    QueueFullError,
     UnsupportedError,
     ValidationError,
 )
 from .events import EVENT_PATTERN, job_event, make_event, started_event, transition_events
-from .ids import deterministic_uuid7
 from .limits import BatchTooLargeError, Limits, check_count
 from .model import (
     Backpressure,
@@ -60,7 +58,6 @@ from .model import (
     QueueStats,
     RetryPolicy,
     WorkerInfo,
-    Workflow,
 )
 from .observe import Observers
 from .pools import Pools, Route, parse_pool_name
@@ -79,7 +76,7 @@ from .timeutil import format_ts
 from .tracing import JobTracer
 from .unique import is_conflict, unique_key
 from .versioning import Declaration, declaration_of, stored_declaration
-from .workflow import compile_workflow, next_actions, workflow_state, workflow_to_wire
+from .workflow_runs import WorkflowRuns
 
 __all__ = ["EnqueueOutcome", "HeartbeatOutcome", "JobService"]
 
@@ -199,6 +196,9 @@ class JobService:
         self.rate_limits.providers.append(self.pools.release_keys)
         #: Queue-level rate limits (rate-limiting §7.2, :mod:`ojs_core.queue_limits`).
         self.queue_limits = QueueLimits(self.rate_limits, self.now)
+        #: Workflows and cron entries (:mod:`ojs_core.workflow_runs`, :mod:`ojs_core.cron_entries`).
+        self.workflows = WorkflowRuns(self)
+        self.cron = CronEntries(self)
         self.rate_limits.providers.append(self.queue_limits.keys)
         #: Admission into bounded queues (:mod:`ojs_core.backpressure`).
         self.gate = Gate(backend, self.now, self._emit)
@@ -825,247 +825,49 @@ class JobService:
             self._job_arrived.set()
         return info
 
-    # -- workflows ------------------------------------------------------------------------
+    # -- workflows (ojs_core.workflow_runs) -----------------------------------------------
 
     async def create_workflow(self, body: Any, *, tenant: str | None = None) -> dict[str, Any]:
-        """Compile and store a workflow; its root jobs are available at once. Its jobs belong
-        to one tenant (``tenant``, or the one its steps name)."""
-        now = self.now()
-        workflow, jobs = compile_workflow(
-            body,
-            now,
-            max_steps=self.limits.max_workflow_steps,
-            max_depth=self.limits.max_workflow_depth,
-        )
-        jobs = self.tenancy.unify_workflow([self._prepare(j) for j in jobs], tenant)
-        async with self.tenancy.admitting(jobs) as jobs, self.gate.admit(jobs):
-            await self.backend.insert_workflow(workflow, jobs)
-        events = [
-            make_event(
-                "workflow.started",
-                now,
-                {
-                    "workflow_id": workflow.id,
-                    "workflow_name": workflow.name,
-                    "workflow_type": workflow.type,
-                    "total_steps": len(workflow.nodes),
-                },
-                subject=workflow.id,
-            )
-        ]
-        for job in jobs:
-            events.extend(transition_events(None, job, now))
-        await self._emit(events)
-        self._job_arrived.set()
-        return workflow_to_wire(workflow, jobs)
-
-    async def _workflow_jobs(self, workflow: Workflow) -> list[Job | None]:
-        return await self.backend.get_jobs([n.job_id for n in workflow.nodes])
+        """Compile and store a workflow (:meth:`WorkflowRuns.create`)."""
+        return await self.workflows.create(body, tenant=tenant)
 
     async def get_workflow(self, workflow_id: str) -> dict[str, Any]:
         """The workflow with its derived state and per-step detail."""
-        workflow = await self.backend.get_workflow(workflow_id)
-        if workflow is None:
-            raise NotFoundError("workflow", workflow_id)
-        return workflow_to_wire(workflow, await self._workflow_jobs(workflow))
+        return await self.workflows.get(workflow_id)
 
     async def cancel_workflow(self, workflow_id: str) -> dict[str, Any]:
-        """Cancel every job that has not started; running ones may finish. 409 if terminal."""
-        workflow = await self.backend.get_workflow(workflow_id)
-        if workflow is None:
-            raise NotFoundError("workflow", workflow_id)
-        jobs = await self._workflow_jobs(workflow)
-        state = workflow_state(workflow, jobs)
-        if state != "running":
-            raise ConflictError(
-                f"Workflow '{workflow_id}' is already {state}",
-                details={"workflow_id": workflow_id, "current_state": state},
-            )
-        now = self.now()
-        _, workflow = await self.backend.update_workflow(
-            workflow_id, lambda w: w if w.cancelled_at else attrs.evolve(w, cancelled_at=now)
-        )
-        for job in jobs:
-            if job is not None and not job.state.terminal and job.state is not S.ACTIVE:
-                with contextlib.suppress(InvalidStateTransitionError, NotFoundError):
-                    await self._transition(job.id, lifecycle.cancel)
-        await self._emit(
-            [make_event("workflow.cancelled", now, {"workflow_id": workflow_id}, workflow_id)]
-        )
-        return workflow_to_wire(workflow, await self._workflow_jobs(workflow))
+        """Cancel every job of the workflow that has not started (:meth:`WorkflowRuns.cancel`)."""
+        return await self.workflows.cancel(workflow_id)
 
     async def advance_workflow(self, workflow_id: str, changed: Job | None = None) -> None:
-        """Make ready steps available and cancel steps that can no longer run; idempotent.
+        """Make ready steps available and cancel those that can no longer run; idempotent."""
+        await self.workflows.advance(workflow_id, changed)
 
-        ``changed`` is the version of a job before the transition that prompted this call: the
-        workflow's previous state is judged with it, so the transition that finishes the
-        workflow emits ``workflow.completed``/``workflow.failed``.
-        """
-        workflow = await self.backend.get_workflow(workflow_id)
-        if workflow is None:
-            return
-        jobs = await self._workflow_jobs(workflow)
-        was = workflow_state(
-            workflow,
-            [changed if changed and j and j.id == changed.id else j for j in jobs],
-        )
-        for _ in range(len(workflow.nodes) + 1):
-            actions = next_actions(workflow, jobs)
-            if not actions.activate and not actions.cancel:
-                break
-            now = self.now()
-            for index, results in actions.activate:
-                await self._apply_step(
-                    workflow.nodes[index].job_id,
-                    functools.partial(lifecycle.activate_pending, parent_results=results),
-                    now,
-                )
-            for index in actions.cancel:
-                await self._apply_step(workflow.nodes[index].job_id, lifecycle.cancel, now)
-            jobs = await self._workflow_jobs(workflow)
-        now_state = workflow_state(workflow, jobs)
-        if now_state != was and now_state in ("completed", "failed"):
-            await self._emit(
-                [
-                    make_event(
-                        f"workflow.{now_state}",
-                        self.now(),
-                        {"workflow_id": workflow_id, "workflow_name": workflow.name},
-                        subject=workflow_id,
-                    )
-                ]
-            )
-
-    async def _apply_step(self, job_id: str, fn: TimedFn, now: datetime) -> None:
-        try:
-            before, after = await self._update(job_id, lambda j: fn(j, now), now)
-        except (ConflictError, NotFoundError):
-            return  # another replica advanced it first
-        if after is not before:
-            await self._emit(transition_events(before, after, now))
-            if after.state is S.AVAILABLE:
-                self._job_arrived.set()
-
-    # -- cron -----------------------------------------------------------------------------
+    # -- cron (ojs_core.cron_entries) -----------------------------------------------------
 
     async def register_cron(self, body: Any) -> tuple[CronJob, bool]:
         """Create or replace a cron entry; returns it and whether it was new."""
-        cron = parse_cron_request(body, self.now())
-        existing = await self.backend.get_cron(cron.name)
-        if existing is not None:
-            cron = attrs.evolve(
-                cron,
-                created_at=existing.created_at,
-                last_run_at=existing.last_run_at,
-                last_job_id=existing.last_job_id,
-                run_count=existing.run_count,
-            )
-        created = await self.backend.put_cron(cron)
-        return cron, created
+        return await self.cron.register(body)
 
     async def crons(self) -> list[CronJob]:
         """Every cron entry."""
-        return await self.backend.list_crons()
+        return await self.cron.list()
 
     async def get_cron(self, name: str) -> CronJob:
         """One cron entry, or 404."""
-        cron = await self.backend.get_cron(name)
-        if cron is None:
-            raise NotFoundError("cron job", name)
-        return cron
+        return await self.cron.get(name)
 
     async def delete_cron(self, name: str) -> CronJob:
         """Remove a cron entry (jobs it already enqueued stay)."""
-        cron = await self.backend.delete_cron(name)
-        if cron is None:
-            raise NotFoundError("cron job", name)
-        return cron
+        return await self.cron.delete(name)
 
     async def set_cron_enabled(self, name: str, enabled: bool) -> CronJob:
         """Enable or disable a cron entry; ``next_run_at`` is recomputed on enable."""
-        now = self.now()
-
-        def change(c: CronJob) -> CronJob:
-            nxt = next_fire(c.expression, c.timezone, now, anchor=now) if enabled else None
-            return attrs.evolve(c, enabled=enabled, next_run_at=nxt, updated_at=now)
-
-        try:
-            _, cron = await self.backend.update_cron(name, change)
-        except NotFoundError:
-            raise NotFoundError("cron job", name) from None
-        return cron
+        return await self.cron.set_enabled(name, enabled)
 
     async def run_crons(self) -> int:
         """Fire every cron entry that is due; returns how many fired. Safe on every replica."""
-        now = self.now()
-        fired = 0
-        for cron in await self.backend.list_crons():
-            if cron.enabled and cron.next_run_at is not None and cron.next_run_at <= now:
-                try:
-                    fired += await self._fire(cron, now)
-                except OJSError:
-                    log.exception("cron %s failed to fire", cron.name)
-        return fired
-
-    async def _fire(self, cron: CronJob, now: datetime) -> int:
-        tick = cron.next_run_at
-        assert tick is not None
-        job_id = deterministic_uuid7(int(tick.timestamp() * 1000), cron.name, format_ts(tick))
-        skip_reason: str | None = None
-        previous = await self.backend.get_job(cron.last_job_id) if cron.last_job_id else None
-        if previous is not None and not previous.state.terminal:
-            if cron.overlap_policy == "skip":
-                skip_reason = "overlap_skip"
-            elif cron.overlap_policy == "cancel_previous":
-                with contextlib.suppress(InvalidStateTransitionError, NotFoundError):
-                    await self._transition(previous.id, lifecycle.cancel)
-        fired = fired_elsewhere = False
-        if skip_reason is None:
-            tpl = cron.job_template
-            body = dict(tpl)
-            meta = dict(tpl.get("meta") or {})
-            meta.update({"cron_name": cron.name, "cron_triggered_at": format_ts(tick)})
-            body["meta"] = meta
-            body["id"] = job_id
-            try:
-                await self.enqueue(body)
-                fired = True
-            except QueueFullError:
-                skip_reason = "queue_full"  # the tick is skipped, not retried every pass
-            except DuplicateJobError:
-                # Another replica fired this tick (same deterministic id): record its job too,
-                # so whichever replica advances the entry keeps last_job_id and run_count right.
-                fired_elsewhere = await self.backend.get_job(job_id) is not None
-
-        def advance(c: CronJob) -> CronJob:
-            if c.next_run_at != tick:
-                return c
-            return attrs.evolve(
-                c,
-                last_run_at=tick,
-                next_run_at=next_fire(c.expression, c.timezone, max(now, tick), anchor=tick),
-                run_count=c.run_count + (1 if fired or fired_elsewhere else 0),
-                last_job_id=job_id if fired or fired_elsewhere else c.last_job_id,
-            )
-
-        try:
-            await self.backend.update_cron(cron.name, advance)
-        except NotFoundError:
-            return 0
-        if fired_elsewhere:
-            return 0  # the replica that enqueued the job reports the tick
-        data: dict[str, Any] = {
-            "cron_name": cron.name,
-            "cron_expression": cron.expression,
-            "job_id": job_id,
-        }
-        if skip_reason:
-            data["reason"] = skip_reason
-        if skip_reason == "overlap_skip":
-            data["active_job_id"] = cron.last_job_id
-        kind = "cron.triggered" if skip_reason is None else "cron.skipped"
-        await self._emit([make_event(kind, now, data, subject=cron.name)])
-        return 1 if fired else 0
+        return await self.cron.run_due()
 
     # -- timers ---------------------------------------------------------------------------
 
