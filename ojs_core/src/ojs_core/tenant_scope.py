@@ -12,7 +12,8 @@ that tenant's jobs, and another tenant's job is answered as if it did not exist 
   rather than another tenant's activity.
 * Filters (bulk changes, purges, dead-letter listings) carry an ``owner`` predicate, checked
   while collecting and again inside every compare-and-swap.
-* Events (polled, streamed, over a WebSocket) are shown when they carry the tenant's id.
+* Events (polled, streamed, over a WebSocket, gRPC ``StreamEvents``) are shown when they carry
+  the tenant's id; the default tenant also sees the ``job.*`` events of its untagged jobs.
 * A workflow is its jobs' tenant's: another tenant's is 404 (read or cancel).
 * A retry of a dead-letter job with ``override.meta`` keeps the caller's tenant in it (or is
   400 when it names another), so a job cannot be moved to another tenant.
@@ -163,12 +164,18 @@ async def require_workflow_owned(service: JobService, workflow_id: str, tenant: 
 
 def event_visible(service: JobService, event: Event, tenant: str | None) -> bool:
     """Whether a caller scoped to ``tenant`` may see ``event`` (polled, streamed or sent over
-    a WebSocket): one carrying its ``tenant_id``, or, for the default tenant, a job event
-    without one (its untagged jobs). Events of other tenants' jobs, and events about no
-    tenant (subscriptions, bulk summaries), are for unscoped callers only."""
+    a WebSocket): one carrying its ``tenant_id``, or, for the default tenant, a ``job.*``
+    event without one (its untagged jobs: every job event of a tagged job carries the tag).
+    Events of other tenants' jobs, and events without a ``tenant_id`` that are not ``job.*``
+    (subscriptions, bulk summaries, and also ``rate_limit.*`` and ``cron.*`` events, which
+    name a job of any tenant without its tag), are for unscoped callers only."""
     if tenant is None:
         return True
     owner_id = event.data.get("tenant_id")
     if owner_id is not None:
         return bool(owner_id == tenant)
-    return tenant == service.tenancy.default and "job_id" in event.data
+    return (
+        tenant == service.tenancy.default
+        and event.type.startswith("job.")
+        and "job_id" in event.data
+    )
