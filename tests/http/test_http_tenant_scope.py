@@ -72,3 +72,23 @@ async def test_a_scoped_dead_letter_listing_pages(client: httpx.AsyncClient) -> 
         body = r.json()
         admin_pages.append((len(body["items"]), body["pagination"]["has_more"]))
     assert admin_pages == [(100, True), (20, False)]
+
+
+async def test_a_scoped_workflow_listing_pages(client: httpx.AsyncClient) -> None:
+    """The scoped ``GET /ojs/v1/admin/workflows`` pages through the tenant's workflows only."""
+    body = {"type": "chain", "steps": [{"type": "scope.step", "args": []}]}
+    mine = []
+    for i in range(5):
+        r = await client.post("/ojs/v1/workflows", json=body, headers={"X-OJS-Tenant": "acme"})
+        mine.append(r.json()["workflow"]["id"])
+        await client.post("/ojs/v1/workflows", json=body, headers={"X-OJS-Tenant": f"t{i}"})
+    seen, more = [], []
+    for page in (1, 2, 3):
+        r = await client.get(
+            f"/ojs/v1/admin/workflows?per_page=2&page={page}", headers={"X-OJS-Tenant": "acme"}
+        )
+        assert r.status_code == 200, r.text
+        seen.extend(w["id"] for w in r.json()["items"])
+        more.append(r.json()["pagination"]["has_more"])
+    assert sorted(seen) == sorted(mine)
+    assert more == [True, True, False]
