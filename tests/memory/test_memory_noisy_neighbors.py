@@ -17,9 +17,11 @@ from noisy_scenarios import NO_DEPTH, events_of, push, run_to_failure, signals_o
 from webhook_receiver import until
 
 from ojs_core.clock import ManualClock
+from ojs_core.events import make_event
 from ojs_core.noisy_neighbors import (
     CLEARED,
     DETECTED,
+    MAX_READ,
     NoisyNeighbors,
     Thresholds,
     _Usage,
@@ -199,3 +201,40 @@ def test_the_leave_one_out_baselines_equal_the_naive_ones(usage: dict[str, _Usag
         assert [name for name, _ in got] == [name for name, _ in expected]
         for (_, a), (_, b) in zip(got, expected, strict=True):
             assert math.isclose(a, b, rel_tol=1e-9)
+
+
+async def _log(svc: JobService, tenant: str, n: int) -> None:
+    """``n`` ``job.enqueued`` events of ``tenant`` in the log, now (no jobs behind them)."""
+    events = [
+        make_event("job.enqueued", svc.now(), {"job_id": f"{tenant}-{i}", "tenant_id": tenant})
+        for i in range(n)
+    ]
+    for i in range(0, n, 1000):
+        await svc.emit(events[i : i + 1000])
+
+
+async def test_a_new_detector_skips_the_log_before_the_window(svc: JobService) -> None:
+    """A detector started on a long log (a new replica) starts at the window, not at the
+    log's beginning: its first pass already sees the jobs of the window."""
+    await _log(svc, "old", 3 * MAX_READ)
+    svc.clock.advance(NO_DEPTH.window.total_seconds() + 60)  # type: ignore[attr-defined]
+    await push(svc, "acme", "nw", 12)
+    await push(svc, "beta", "nw", 2)
+    found = await NoisyNeighbors(svc, NO_DEPTH).assess()
+    assert signals_of(found, "acme") == ["enqueue_rate_ratio"]
+    assert "old" not in found
+
+
+async def test_a_detector_behind_reads_the_newest_events(svc: JobService) -> None:
+    """When the window holds more events than a pass reads, the pass reads its newest part
+    instead of falling further behind with every pass."""
+    detector = NoisyNeighbors(svc, NO_DEPTH)
+    await detector.assess()  # started on an empty log
+    await _log(svc, "early", 3 * MAX_READ)
+    svc.clock.advance(60)  # type: ignore[attr-defined]  # all still in the window
+    await push(svc, "acme", "nb", 3)
+    found = await detector.assess()  # this pass stops at MAX_READ: behind
+    svc.clock.advance(30)  # type: ignore[attr-defined]
+    await push(svc, "beta", "nb", 3)
+    found = await detector.assess()  # this one skips to the newest events
+    assert {"acme", "beta"} <= set(found)

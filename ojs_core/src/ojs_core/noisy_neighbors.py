@@ -17,7 +17,10 @@ baseline it is judged against, so two tenants are enough to detect one):
 Counts (depth, active) are the backend's per-tenant counters
 (:class:`~ojs_core.backend.TenantCounts`); rates are read from the event log (``job.enqueued``,
 ``job.completed``, ``job.failed``), which every replica shares, over a sliding ``window``
-measured with the service's clock (injectable: ``ManualClock`` in tests). Small numbers are
+measured with the service's clock (injectable: ``ManualClock`` in tests). A detector starts
+reading the log at the window's start (found by a binary search over the log), not at its
+beginning, and one that falls behind skips ahead the same way (to the newest ``MAX_READ``
+events when the window holds more than a pass reads). Small numbers are
 not judged (``min_jobs``, ``min_active``): one tenant with three jobs is not a neighbour
 problem. The tenants judged are the configured ones, those reported noisy (until cleared),
 and of the others seen in the window the :data:`MAX_JUDGED` (1,000) most active (enqueued +
@@ -76,7 +79,8 @@ log = logging.getLogger("ojs.tenancy")
 
 DETECTED = "tenant.noisy_neighbor.detected"
 CLEARED = "tenant.noisy_neighbor.cleared"
-#: Events read from the log per assessment (the rest are read by the next one).
+#: Events read from the log per assessment. A pass that stops here leaves the next one to skip
+#: ahead: to the window's start, or to the newest ``MAX_READ`` events when the window holds more.
 MAX_READ = 10_000
 _PAGE = 1000
 #: Tenants judged per assessment beyond the configured ones and those reported noisy: the most
@@ -239,6 +243,10 @@ class NoisyNeighbors:
         self.max_judged = max_judged
         #: The event log's position read so far, and the watched events inside the window.
         self._after = 0
+        #: Whether the next pass must first skip what lies before the window: the first pass
+        #: (a new replica must not read the log from its beginning), and one after a pass
+        #: that stopped at ``MAX_READ`` with events left (it would otherwise never catch up).
+        self._seek = True
         self._recent: deque[Event] = deque()
         #: Tenants reported noisy by this process, and since when.
         self._noisy: dict[str, datetime] = {}
@@ -306,11 +314,18 @@ class NoisyNeighbors:
     # -- figures ----------------------------------------------------------------------------
 
     async def _read_events(self, now: datetime) -> None:
-        """Read the watched events appended since the last pass; drop those out of the
-        window."""
+        """Read the watched events appended since the last pass (at most ``MAX_READ``); drop
+        those out of the window. The first pass, and a pass after one that fell behind, first
+        skip to the window's start (:meth:`_skip_ahead`)."""
         start = now - self.thresholds.window
+        if self._seek:
+            await self._skip_ahead(start)
         read = 0
-        while read < MAX_READ:
+        self._seek = False
+        while True:
+            if read >= MAX_READ:
+                self._seek = True  # events left: the next pass skips ahead
+                break
             page = await self.service.events(
                 EventFilter(after=self._after, types=_WATCHED, limit=_PAGE)
             )
@@ -323,6 +338,58 @@ class NoisyNeighbors:
                 break
         while self._recent and self._recent[0].time < start:
             self._recent.popleft()
+
+    # -- finding a place in the event log (one-event reads, O(log n) of them) ----------------
+
+    async def _first_from(self, seq: int) -> Event | None:
+        """The first logged event (of any type) numbered ``seq`` or more."""
+        page = await self.service.events(EventFilter(after=max(seq - 1, 0), limit=1))
+        return page[0] if page else None
+
+    async def _tail(self) -> int:
+        """The last logged event's number (``self._after`` when none follows it): doubling
+        steps, then a binary search."""
+        first = await self._first_from(self._after + 1)
+        if first is None or first.seq is None:
+            return self._after
+        lo, step = first.seq, MAX_READ
+        while (beyond := await self._first_from(lo + step)) is not None and beyond.seq:
+            lo, step = beyond.seq, step * 2
+        hi = lo + step - 1  # nothing from lo + step on
+        while lo < hi:  # lo is an event's number; nothing after hi
+            mid = (lo + hi + 1) // 2
+            found = await self._first_from(mid)
+            if found is None or found.seq is None or found.seq > hi:
+                hi = mid - 1
+            else:
+                lo = found.seq
+        return lo
+
+    async def _last_before(self, start: datetime, tail: int) -> int:
+        """The number of the last event before ``start`` (the log is in time order, up to
+        the replicas' clock differences), at least ``self._after``: a binary search over
+        ``(self._after, tail]``."""
+        lo, hi = self._after, tail
+        while lo < hi:  # every event up to lo is before start; every one after hi is not
+            mid = (lo + hi + 1) // 2
+            found = await self._first_from(mid)
+            if found is None or found.seq is None or found.time >= start:
+                hi = mid - 1
+            else:
+                lo = min(found.seq, hi)
+        return lo
+
+    async def _skip_ahead(self, start: datetime) -> None:
+        """Skip the events a pass need not read: when more than ``MAX_READ`` follow the
+        position read so far, go to the window's start; when the window itself holds more
+        than that, to its newest ``MAX_READ`` events (the rates are then those of the most
+        recent part of the window, for every tenant alike)."""
+        tail = await self._tail()
+        if tail - self._after <= MAX_READ:
+            return
+        self._after = max(self._after, await self._last_before(start, tail))
+        if tail - self._after > MAX_READ:
+            self._after = tail - MAX_READ
 
     async def _usage(self, now: datetime) -> dict[str, _Usage]:
         """The figures of the tenants judged: the configured ones, those reported noisy (until
