@@ -12,7 +12,7 @@ from google.protobuf import struct_pb2
 from grpc_support import Harness, as_role, field_violations
 from nats_support import eventually
 
-from ojs_grpc._gen import job_pb2, queue_pb2, worker_pb2, workflow_pb2
+from ojs_grpc._gen import events_pb2, job_pb2, queue_pb2, worker_pb2, workflow_pb2
 
 ADMIN = as_role("admin")
 ACME = (*ADMIN, ("x-ojs-tenant", "acme"))
@@ -149,3 +149,34 @@ async def test_a_workflow_is_its_tenants(harness: Harness) -> None:
         job_pb2.GetJobRequest(job_id=got.workflow.steps[0].job_id), metadata=BETA
     )
     assert job.job.meta["tenant_id"] == "beta"
+
+
+async def test_a_scoped_event_stream_is_sent_its_tenants_events_only(harness: Harness) -> None:
+    """``StreamEvents`` honours ``x-ojs-tenant``: another tenant's events are not sent, and
+    following another tenant's job or workflow is NOT_FOUND (as over HTTP)."""
+    h = harness
+    stream = h.stub.StreamEvents(
+        events_pb2.StreamEventsRequest(queues=["mt-ev"], event_types=["job.enqueued"]),
+        metadata=ACME,
+    )
+    await eventually(lambda: h.server.hub.streams == 1, what="the event stream subscribed")
+    await enqueue(h, BETA, "mt-ev")
+    mine = await enqueue(h, ACME, "mt-ev")
+    event = await asyncio.wait_for(stream.read(), 10)
+    assert event.job_id == mine.id  # beta's job.enqueued, published first, was not sent
+    stream.cancel()
+    theirs = await enqueue(h, BETA, "mt-ev")
+    created = await h.stub.CreateWorkflow(
+        workflow_pb2.CreateWorkflowRequest(
+            name="wf", steps=[workflow_pb2.WorkflowStep(id="one", type="mt.step")]
+        ),
+        metadata=BETA,
+    )
+    for request in (
+        events_pb2.StreamEventsRequest(job_id=theirs.id),
+        events_pb2.StreamEventsRequest(workflow_id=created.workflow.id),
+    ):
+        follow = h.stub.StreamEvents(request, metadata=ACME)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await asyncio.wait_for(follow.read(), 10)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND

@@ -5,15 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import statistics
 
 import attrs
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from noisy_scenarios import NO_DEPTH, events_of, push, run_to_failure, signals_of
 from webhook_receiver import until
 
 from ojs_core.clock import ManualClock
-from ojs_core.noisy_neighbors import CLEARED, DETECTED, NoisyNeighbors, Thresholds
+from ojs_core.events import make_event
+from ojs_core.noisy_neighbors import (
+    CLEARED,
+    DETECTED,
+    MAX_READ,
+    NoisyNeighbors,
+    Thresholds,
+    _Usage,
+    judge,
+)
 from ojs_core.service import JobService
 from ojs_http import create_app
 from ojs_http.settings import HttpSettings
@@ -121,3 +134,107 @@ async def test_the_admin_api_shows_the_signals() -> None:
         assert [t["tenant_id"] for t in noisy] == ["acme"]
         quiet = (await client.get("/ojs/v1/admin/tenants/beta/stats")).json()
         assert quiet["noisy_neighbor"]["detected"] is False
+
+
+async def test_at_most_max_judged_unconfigured_tenants_are_judged(svc: JobService) -> None:
+    """Beyond the configured tenants, only the ``max_judged`` most active ones seen in the
+    window are judged (a producer may tag jobs with any number of tenant ids)."""
+    await svc.tenancy.put("configured", {})
+    for i in range(8):
+        await push(svc, f"t{i}", "ncap", i + 1)  # t7 the most active
+    found = await NoisyNeighbors(svc, max_judged=3).assess()
+    assert set(found) == {"configured", "t7", "t6", "t5"}
+    assert len(await NoisyNeighbors(svc).assess()) == 9  # under the default cap: all
+
+
+def _naive(usage: dict[str, _Usage], th: Thresholds) -> dict[str, list[tuple[str, float]]]:
+    """The definition as first written: each tenant compared with a list of the others."""
+    out: dict[str, list[tuple[str, float]]] = {}
+    for tenant, mine in usage.items():
+        others = [u for t, u in usage.items() if t != tenant]
+        found: list[tuple[str, float]] = []
+        out[tenant] = found
+        if not others:
+            continue
+        base = max(float(statistics.median(u.depth for u in others)), 1.0)
+        if mine.depth >= th.min_jobs and mine.depth > th.depth_ratio * base:
+            found.append(("queue_depth_ratio", base))
+        base = max(statistics.fmean(u.enqueued for u in others), 1.0)
+        if mine.enqueued >= th.min_jobs and mine.enqueued > th.enqueue_ratio * base:
+            found.append(("enqueue_rate_ratio", base))
+        total_active = mine.active + sum(u.active for u in others)
+        if total_active >= th.min_active and mine.active > th.active_share * total_active:
+            found.append(("active_job_ratio", total_active))
+        rated = [u.error_rate for u in others if u.finished]
+        base = max(statistics.fmean(rated) if rated else 0.0, 0.01)
+        near = math.isclose(mine.error_rate, th.error_ratio * base, rel_tol=1e-9)
+        if not near and mine.finished >= th.min_jobs and mine.error_rate > th.error_ratio * base:
+            found.append(("error_rate_ratio", base))
+    return out
+
+
+_COUNT = st.integers(min_value=0, max_value=60)
+_USAGE = st.builds(
+    _Usage, depth=_COUNT, active=_COUNT, enqueued=_COUNT, completed=_COUNT, failed=_COUNT
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(usage=st.dictionaries(st.text("abcdefgh", min_size=1, max_size=3), _USAGE, max_size=12))
+def test_the_leave_one_out_baselines_equal_the_naive_ones(usage: dict[str, _Usage]) -> None:
+    """``judge`` (sums and a sorted list computed once) gives each tenant the signals and
+    baselines of the direct computation over the list of the other tenants."""
+    th = Thresholds(min_jobs=3, min_active=2)
+    fast = judge(usage, th)
+    naive = _naive(usage, th)
+    assert set(fast) == set(usage)
+    for tenant, expected in naive.items():
+        mine = usage[tenant]
+        got = [
+            (s.name, s.baseline)
+            for s in fast[tenant]
+            # An error rate exactly at its threshold may round either way: the naive side
+            # leaves it out, so does this.
+            if s.name != "error_rate_ratio"
+            or not math.isclose(mine.error_rate, th.error_ratio * s.baseline, rel_tol=1e-9)
+        ]
+        assert [name for name, _ in got] == [name for name, _ in expected]
+        for (_, a), (_, b) in zip(got, expected, strict=True):
+            assert math.isclose(a, b, rel_tol=1e-9)
+
+
+async def _log(svc: JobService, tenant: str, n: int) -> None:
+    """``n`` ``job.enqueued`` events of ``tenant`` in the log, now (no jobs behind them)."""
+    events = [
+        make_event("job.enqueued", svc.now(), {"job_id": f"{tenant}-{i}", "tenant_id": tenant})
+        for i in range(n)
+    ]
+    for i in range(0, n, 1000):
+        await svc.emit(events[i : i + 1000])
+
+
+async def test_a_new_detector_skips_the_log_before_the_window(svc: JobService) -> None:
+    """A detector started on a long log (a new replica) starts at the window, not at the
+    log's beginning: its first pass already sees the jobs of the window."""
+    await _log(svc, "old", 3 * MAX_READ)
+    svc.clock.advance(NO_DEPTH.window.total_seconds() + 60)  # type: ignore[attr-defined]
+    await push(svc, "acme", "nw", 12)
+    await push(svc, "beta", "nw", 2)
+    found = await NoisyNeighbors(svc, NO_DEPTH).assess()
+    assert signals_of(found, "acme") == ["enqueue_rate_ratio"]
+    assert "old" not in found
+
+
+async def test_a_detector_behind_reads_the_newest_events(svc: JobService) -> None:
+    """When the window holds more events than a pass reads, the pass reads its newest part
+    instead of falling further behind with every pass."""
+    detector = NoisyNeighbors(svc, NO_DEPTH)
+    await detector.assess()  # started on an empty log
+    await _log(svc, "early", 3 * MAX_READ)
+    svc.clock.advance(60)  # type: ignore[attr-defined]  # all still in the window
+    await push(svc, "acme", "nb", 3)
+    found = await detector.assess()  # this pass stops at MAX_READ: behind
+    svc.clock.advance(30)  # type: ignore[attr-defined]
+    await push(svc, "beta", "nb", 3)
+    found = await detector.assess()  # this one skips to the newest events
+    assert {"acme", "beta"} <= set(found)

@@ -38,3 +38,15 @@ def test_a_retry_override_keeps_the_tenant() -> None:
     assert caught.value.path == "override.meta.tenant_id"
     with pytest.raises(ValidationError):
         scope_override({"meta": [1]}, "acme")
+
+
+@pytest.mark.parametrize("kind", ["rate_limit.released", "rate_limit.dropped", "cron.triggered"])
+def test_other_events_naming_a_job_are_not_the_default_tenants(kind: str) -> None:
+    """Events other than ``job.*`` that name a job but carry no ``tenant_id`` (rate-limit
+    releases and drops, cron ticks) may be about any tenant's job: a caller scoped to the
+    default tenant does not see them, an unscoped one does."""
+    svc = JobService(MemoryBackend(), default_tenant="public")
+    event = make_event(kind, NOW, {"job_id": "j-of-acme", "queue": "q"})
+    assert not event_visible(svc, event, "public")
+    assert not event_visible(svc, event, "acme")
+    assert event_visible(svc, event, None)

@@ -252,6 +252,14 @@ async def workflows_are_the_callers(a: httpx.AsyncClient, b: httpx.AsyncClient) 
     _error(await b.delete(url, headers=ACME), 404)
     assert (await b.get(url, headers=BETA)).json()["workflow"]["state"] == "running"
     assert (await b.get(url)).status_code == 200
+    mine = await a.post(f"{V1}/workflows", json=body, headers=ACME)
+    assert mine.status_code == 201, mine.text
+    listed = await b.get(f"{V1}/admin/workflows", headers=ACME)
+    assert listed.status_code == 200, listed.text
+    assert [w["id"] for w in listed.json()["items"]] == [mine.json()["workflow"]["id"]]
+    assert listed.json()["pagination"]["has_more"] is False
+    everyone = (await b.get(f"{V1}/admin/workflows")).json()["items"]
+    assert len(everyone) == 2
     assert (await b.delete(url, headers=BETA)).status_code == 200
 
 

@@ -397,6 +397,46 @@ class Admin:
             views.append(workflow_to_wire(workflow, jobs))
         return views, total
 
+    async def owned_workflows(
+        self,
+        owner: Callable[[Job], bool],
+        page: int = 1,
+        per_page: int = 20,
+        scan_max: int = 10_000,
+    ) -> tuple[list[dict[str, Any]], bool, bool]:
+        """A page of the workflows whose jobs ``owner`` selects (a tenant-scoped listing; a
+        workflow's jobs have one tenant, so its first stored job tells), newest first, as in
+        :meth:`workflows`: the listing read page by page and filtered, at most ``scan_max``
+        workflows read. Returns the page, whether more follow, and whether the scan stopped
+        at ``scan_max`` (no exact total: it would read every workflow)."""
+        backend = self.service.backend
+        if not isinstance(backend, WorkflowListing):
+            raise UnsupportedError("this backend cannot list workflows; look one up by its id")
+        if not 1 <= per_page <= MAX_PER_PAGE:
+            raise ValidationError(f"must be between 1 and {MAX_PER_PAGE}", path="per_page")
+        skip, want = (page - 1) * per_page, per_page + 1  # one more tells whether more follow
+        views: list[dict[str, Any]] = []
+        offset, batch = 0, 200
+        truncated = True
+        while offset < scan_max:
+            found, _ = await backend.list_workflows(batch, offset)
+            offset += len(found)
+            for workflow in found:
+                jobs = await backend.get_jobs([n.job_id for n in workflow.nodes])
+                first = next((j for j in jobs if j is not None), None)
+                if first is None or not owner(first):
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                views.append(workflow_to_wire(workflow, jobs))
+                if len(views) >= want:
+                    break
+            if len(views) >= want or len(found) < batch:
+                truncated = False
+                break
+        return views[:per_page], len(views) > per_page, truncated
+
     # -- workers --------------------------------------------------------------------------------
 
     def worker_state(self, worker: WorkerInfo) -> str:

@@ -12,7 +12,8 @@ that tenant's jobs, and another tenant's job is answered as if it did not exist 
   rather than another tenant's activity.
 * Filters (bulk changes, purges, dead-letter listings) carry an ``owner`` predicate, checked
   while collecting and again inside every compare-and-swap.
-* Events (polled, streamed, over a WebSocket) are shown when they carry the tenant's id.
+* Events (polled, streamed, over a WebSocket, gRPC ``StreamEvents``) are shown when they carry
+  the tenant's id; the default tenant also sees the ``job.*`` events of its untagged jobs.
 * A workflow is its jobs' tenant's: another tenant's is 404 (read or cancel).
 * A retry of a dead-letter job with ``override.meta`` keeps the caller's tenant in it (or is
   400 when it names another), so a job cannot be moved to another tenant.
@@ -33,6 +34,7 @@ from .service import JobService
 from .tenancy import inject
 
 __all__ = [
+    "DeadLetterPage",
     "event_visible",
     "owner",
     "require_owned",
@@ -109,20 +111,43 @@ async def scoped_summaries(
     return out
 
 
+@attrs.frozen
+class DeadLetterPage:
+    """One page of a dead-letter listing as a caller may see it."""
+
+    jobs: list[Job]
+    #: Exact when unscoped; scoped, a lower bound (``offset`` + the page, + 1 when more follow).
+    total: int
+    #: Whether jobs follow this page (the next page starts at ``offset + limit``).
+    more: bool
+    #: Scoped: whether the scan stopped at its bound (``Tenancy.jobs``) before the page was
+    #: full, so that more of the tenant's dead jobs may exist beyond it.
+    truncated: bool = False
+
+
 async def scoped_dead_letter(
-    service: JobService, queue: str | None, limit: int, offset: int, tenant: str | None
-) -> tuple[list[Job], int, bool]:
-    """A page of the dead letter as ``tenant`` may see it: the jobs, a total and whether more
-    follow. Scoped, the total is a lower bound (``offset`` + the page, + 1 when more follow):
-    an exact one would read every dead job of every tenant."""
+    service: JobService,
+    queue: str | None,
+    limit: int,
+    offset: int,
+    tenant: str | None,
+    *,
+    job_type: str | None = None,
+) -> DeadLetterPage:
+    """A page of the dead letter (newest first, optionally of one ``queue`` and one
+    ``job_type``) as ``tenant`` may see it: the one implementation behind
+    ``GET /ojs/v1/dead-letter``, the scoped ``GET /ojs/v1/admin/dead-letter`` and gRPC
+    ``ListDeadLetter``. Scoped, ``limit + 1`` of the tenant's jobs are read so that ``more``
+    is known without an exact total (which would read every dead job of every tenant)."""
     if tenant is None:
-        page = await service.dead_letter(queue, limit, offset)
-        return page.items, page.total, offset + limit < page.total
-    flt = JobFilter(dead_letter=True, queue=queue, limit=limit + 1, offset=offset)
-    jobs, _ = await service.tenancy.jobs(tenant, flt)
+        flt = JobFilter(dead_letter=True, queue=queue, type=job_type, limit=limit, offset=offset)
+        page = await service.backend.list_jobs(flt)
+        return DeadLetterPage(page.items, page.total, offset + limit < page.total)
+    flt = JobFilter(dead_letter=True, queue=queue, type=job_type, limit=limit + 1, offset=offset)
+    jobs, truncated = await service.tenancy.jobs(tenant, flt)
     more = len(jobs) > limit
     jobs = jobs[:limit]
-    return jobs, offset + len(jobs) + (1 if more else 0), more
+    return DeadLetterPage(jobs, offset + len(jobs) + (1 if more else 0), more, truncated)
 
 
 async def require_workflow_owned(service: JobService, workflow_id: str, tenant: str | None) -> None:
@@ -139,12 +164,18 @@ async def require_workflow_owned(service: JobService, workflow_id: str, tenant: 
 
 def event_visible(service: JobService, event: Event, tenant: str | None) -> bool:
     """Whether a caller scoped to ``tenant`` may see ``event`` (polled, streamed or sent over
-    a WebSocket): one carrying its ``tenant_id``, or, for the default tenant, a job event
-    without one (its untagged jobs). Events of other tenants' jobs, and events about no
-    tenant (subscriptions, bulk summaries), are for unscoped callers only."""
+    a WebSocket): one carrying its ``tenant_id``, or, for the default tenant, a ``job.*``
+    event without one (its untagged jobs: every job event of a tagged job carries the tag).
+    Events of other tenants' jobs, and events without a ``tenant_id`` that are not ``job.*``
+    (subscriptions, bulk summaries, and also ``rate_limit.*`` and ``cron.*`` events, which
+    name a job of any tenant without its tag), are for unscoped callers only."""
     if tenant is None:
         return True
     owner_id = event.data.get("tenant_id")
     if owner_id is not None:
         return bool(owner_id == tenant)
-    return tenant == service.tenancy.default and "job_id" in event.data
+    return (
+        tenant == service.tenancy.default
+        and event.type.startswith("job.")
+        and "job_id" in event.data
+    )

@@ -374,13 +374,13 @@ class OJSServicer(service_pb2_grpc.OJSServiceServicer):
     ) -> queue_pb2.ListDeadLetterResponse:
         """GET /ojs/v1/dead-letter, newest first."""
         limit, offset = _page(request.limit, request.cursor, 50, 1000)
-        jobs, total, more = await scoped_dead_letter(
+        found = await scoped_dead_letter(
             self.service, request.queue or None, limit, offset, tenant_of(context)
         )
-        out = queue_pb2.ListDeadLetterResponse(total_count=total)
-        for job in jobs:
+        out = queue_pb2.ListDeadLetterResponse(total_count=found.total)
+        for job in found.jobs:
             convert.job_message(job, out.jobs.add())
-        if more:
+        if found.more:
             out.next_cursor = str(offset + limit)
         return out
 

@@ -35,6 +35,7 @@ from ojs_core.limits import MAX_VISIBILITY_MS, check_count
 from ojs_core.model import Event, JobError
 from ojs_core.service import JobService
 from ojs_core.states import JobState
+from ojs_core.tenant_scope import event_visible, require_owned, require_workflow_owned
 
 from . import convert
 from ._gen import events_pb2, worker_pb2
@@ -234,7 +235,9 @@ async def stream_events(
 ) -> None:
     """Send the events matching every filter of ``request`` (AND), a ``stream.keepalive``
     event when idle, until the client goes away; a client that falls behind, and every stream
-    at shutdown, ends with ``UNAVAILABLE`` (reopen it)."""
+    at shutdown, ends with ``UNAVAILABLE`` (reopen it). A call scoped by ``x-ojs-tenant`` is
+    sent only the events its tenant may see (``tenant_scope.event_visible``), and its
+    ``job_id`` or ``workflow_id`` must be the tenant's (``NOT_FOUND`` otherwise)."""
     channels = _channels(request)
     queues = set(request.queues)
     types = list(request.event_types)
@@ -244,13 +247,22 @@ async def stream_events(
                 "must be an event type such as job.completed, or a prefix such as job.*",
                 path=f"event_types[{i}]",
             )
+    # A scoped stream (the x-ojs-tenant metadata) is sent its tenant's events only, and
+    # another tenant's job or workflow is NOT_FOUND, as for the HTTP event routes.
+    tenant = tenant_of(context)
+    svc = servicer.service
+    if request.job_id:
+        await require_owned(svc, request.job_id, tenant)
     workflow_jobs: set[str] = set()
     if request.workflow_id:
         workflow_id = bounded_id(request.workflow_id, "workflow_id")
-        workflow = await servicer.service.get_workflow(workflow_id)
+        await require_workflow_owned(svc, workflow_id, tenant)
+        workflow = await svc.get_workflow(workflow_id)
         workflow_jobs = {step["job_id"] for step in workflow["steps"]}
 
     def wanted(event: Event) -> bool:
+        if not event_visible(svc, event, tenant):
+            return False
         data = event.data
         if queues and data.get("queue") not in queues:
             return False

@@ -31,6 +31,7 @@ from ojs_core.tenant_scope import (
     owner,
     require_owned,
     scope_query,
+    scoped_dead_letter,
     scoped_queue_stats,
     scoped_summaries,
 )
@@ -303,14 +304,21 @@ async def list_dead_letter(request: Request) -> Response:
     query = parse_job_query({k: v for k, v in request.query_params.items() if k != "state"})
     tenant = tenant_header(request)
     if tenant is not None:
-        flt = query.to_filter(dead_letter=True, limit=per_page, offset=(page - 1) * per_page)
-        jobs, truncated = await service(request).tenancy.jobs(tenant, flt)
-        body = paginated([summary(j) for j in jobs], len(jobs), page, per_page)
+        found = await scoped_dead_letter(
+            service(request),
+            query.queue,
+            per_page,
+            (page - 1) * per_page,
+            tenant,
+            job_type=query.type,
+        )
+        body = paginated([summary(j) for j in found.jobs], found.total, page, per_page)
         body["pagination"].pop("total")  # unknown without reading every dead job
-        body["truncated"] = truncated
+        body["pagination"]["has_more"] = found.more
+        body["truncated"] = found.truncated
         return json_response(request, body)
-    found = await admin(request).jobs(query, page, per_page, dead_letter=True)
-    return json_response(request, _page_body(found, page, per_page))
+    listed = await admin(request).jobs(query, page, per_page, dead_letter=True)
+    return json_response(request, _page_body(listed, page, per_page))
 
 
 async def dead_letter_stats(request: Request) -> Response:
@@ -368,8 +376,19 @@ async def purge_dead_letter(request: Request) -> Response:
 
 
 async def list_workflows(request: Request) -> Response:
-    """Workflows newest first, each with its state and steps."""
+    """Workflows newest first, each with its state and steps (with ``X-OJS-Tenant``, only
+    that tenant's: no total, ``has_more``, and ``truncated`` when the scan of 10,000
+    workflows stopped short, as for the scoped job listings)."""
     page, per_page = pages(request)
+    tenant = tenant_header(request)
+    scoped = owner(service(request), tenant)
+    if scoped is not None:
+        views, more, truncated = await admin(request).owned_workflows(scoped, page, per_page)
+        body = paginated(views, len(views), page, per_page)
+        body["pagination"].pop("total")  # unknown without reading every workflow
+        body["pagination"]["has_more"] = more
+        body["truncated"] = truncated
+        return json_response(request, body)
     items, total = await admin(request).workflows(page, per_page)
     return json_response(request, paginated(items, total, page, per_page))
 

@@ -12,10 +12,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ojs_core.backend import JobFilter
 from ojs_core.model import QueueStats
 from ojs_core.states import JobState
-from ojs_core.tenant_scope import require_owned, scope_override, scoped_queue_stats
+from ojs_core.tenant_scope import (
+    require_owned,
+    scope_override,
+    scoped_dead_letter,
+    scoped_queue_stats,
+)
 from ojs_core.timeutil import format_ts
 
 from .. import schemas as S
@@ -111,26 +115,16 @@ async def dead_letter_list(request: Request) -> Response:
         offset = int(cursor)
     queue = request.query_params.get("queue") or None
     tenant = tenant_header(request)
+    found = await scoped_dead_letter(service(request), queue, limit, offset, tenant)
+    body: dict[str, Any] = {
+        "jobs": [wire(j) for j in found.jobs],
+        # Scoped, the total is a lower bound (the tenant's jobs up to this page, + 1 when more
+        # follow): an exact one would read every dead job; has_more and next_cursor are exact.
+        "pagination": pagination(found.total, limit, offset),
+    }
     if tenant is not None:
-        flt = JobFilter(dead_letter=True, queue=queue, limit=limit, offset=offset)
-        jobs, truncated = await service(request).tenancy.jobs(tenant, flt)
-        return json_response(
-            request,
-            {
-                "jobs": [wire(j) for j in jobs],
-                # The total is unknown without reading every dead job: the count of this page.
-                "pagination": pagination(len(jobs), limit, offset),
-                "truncated": truncated,
-            },
-        )
-    page = await service(request).dead_letter(queue, limit, offset)
-    return json_response(
-        request,
-        {
-            "jobs": [wire(j) for j in page.items],
-            "pagination": pagination(page.total, limit, offset),
-        },
-    )
+        body["truncated"] = found.truncated
+    return json_response(request, body)
 
 
 async def dead_letter_retry(request: Request) -> Response:
