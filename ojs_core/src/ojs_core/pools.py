@@ -127,7 +127,9 @@ class PoolConfig:
             strategy=data.get("strategy", "round-robin"),
             weights=tuple(sorted((data.get("weights") or {}).items())),
             isolated=bool(data.get("isolated", False)),
-            starvation=None if sp is None else parse_starvation(sp, "starvation_prevention"),
+            starvation=None
+            if sp is None
+            else parse_starvation(sp, "starvation_prevention", stored=True),
             created_at=data.get("created_at", ""),
             updated_at=data.get("updated_at", ""),
         )
@@ -171,10 +173,11 @@ def parse_pool(name: str, body: Any, now: str) -> PoolConfig:
             f"must be an integer from 1 to {MAX_POOL_CONCURRENCY}", path="concurrency"
         )
     strategy = parse_strategy(body.get("strategy", "round-robin"), "strategy")
-    weights = () if body.get("weights") is None else parse_weights(body["weights"], "weights")
-    for q, _ in weights:
-        if q not in queues:
-            raise ValidationError("names a queue the pool does not list", path=f"weights.{q}")
+    weights = (
+        ()
+        if body.get("weights") is None
+        else parse_weights(body["weights"], "weights", frozenset(queues))
+    )
     isolated = body.get("isolated", False)
     if not isinstance(isolated, bool):
         raise ValidationError("must be a boolean", path="isolated")
