@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ojs_core.errors import ValidationError
 from ojs_core.queue_strategy import (
+    MAX_ROTATION_MS,
     QueuePlan,
     Rotation,
     Starvation,
@@ -164,6 +165,35 @@ def test_fetch_plan_parsing() -> None:
     with pytest.raises(ValidationError) as e:
         fetch_plan({"weights": ["a"]})
     assert e.value.path == "weights"
+
+
+def test_fetch_weights_are_bounded_by_the_fetch_queues() -> None:
+    """Weights may only name the fetch's queues (so at most ``max_fetch_queues`` of them),
+    and are looked up by queue, not scanned."""
+    assert fetch_plan({"weights": {"a": 2}}, ["a", "b"]) == QueuePlan("weighted", (("a", 2),))
+    with pytest.raises(ValidationError) as e:
+        fetch_plan({"weights": {"a": 2, "zz": 1}}, ["a", "b"])
+    assert e.value.path == "weights.zz"
+    with pytest.raises(ValidationError) as e:
+        fetch_plan({"weights": {"a": 2}}, [])
+    assert e.value.path == "weights.a"
+    plan = QueuePlan("weighted", (("a", 2), ("b", 7)))
+    assert (plan.weight("a"), plan.weight("b"), plan.weight("c")) == (2, 7, 1)
+    assert plan.weight_of == {"a": 2, "b": 7}
+    assert hash(plan) == hash(QueuePlan("weighted", (("a", 2), ("b", 7))))
+
+
+def test_rotation_interval_is_at_most_an_hour() -> None:
+    sp = parse_starvation({"enabled": True, "rotation_interval": "PT1H"}, "s")
+    assert sp is not None
+    assert sp.rotation_ms == MAX_ROTATION_MS == 3_600_000
+    with pytest.raises(ValidationError) as e:
+        parse_starvation({"enabled": True, "rotation_interval": "PT1H0.001S"}, "s")
+    assert e.value.path == "s.rotation_interval"
+    # A definition stored before the bound still loads, at the bound.
+    stored = parse_starvation({"enabled": True, "rotation_interval": "P1D"}, "s", stored=True)
+    assert stored is not None
+    assert stored.rotation_ms == MAX_ROTATION_MS
 
 
 def test_starvation_parsing() -> None:

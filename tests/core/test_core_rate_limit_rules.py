@@ -18,6 +18,7 @@ from ojs_core.rate_limit_rules import (
     admit,
     hold,
     release,
+    release_attempts,
     release_exact,
     repair,
     view,
@@ -206,3 +207,38 @@ def test_an_exact_release_spares_a_holder_another_admission_relies_on() -> None:
     assert release_exact(relied, {"a": mine}) is relied
     # Without ``touch`` a holder admitted again is left as it was (single-key jobs).
     assert admit(state, "k", [(policy, "a", 1)], 200)[0] == state
+
+
+def test_a_late_release_of_an_earlier_attempt_spares_the_next_attempts_slot() -> None:
+    """Attempt 1 left ``active`` (a visibility timeout) and, before the replica that stored it
+    released its slot, attempt 2 was admitted under the same key on another replica: the late
+    release of attempt 1 must not free attempt 2's slot (the key would admit one too many)."""
+    policy = RateLimit(key="k", concurrency=2)
+    state, _ = admit(None, "k", [(policy, "a", 1)], 100)
+    # Attempt 2 takes the job's holder over (attempt 1's was not released yet).
+    state, (d, b) = admit(state, "k", [(policy, "a", 2), (policy, "b", 1)], 200)
+    assert d.admitted
+    assert b.admitted
+    assert state.holders["a"] == (2, 200)
+    assert release_attempts(state, {"a": 1}) is state
+    _, (c,) = admit(state, "k", [(policy, "c", 1)], 300)
+    assert not c.admitted  # a (attempt 2) and b hold both slots
+    state = release_attempts(state, {"b": 1})
+    assert state is not None
+    assert release_attempts(state, {"a": 2}) == attrs.evolve(state, holders={})
+    assert release(state, ["a"]) == attrs.evolve(state, holders={})  # what a release by id did
+    assert release_attempts(None, {"a": 2}) is None
+
+
+@SETTINGS
+@given(
+    st.dictionaries(st.sampled_from("abcdef"), st.tuples(st.integers(1, 4), st.integers(0, 9))),
+    st.dictionaries(st.sampled_from("abcdefg"), st.integers(1, 4)),
+)
+def test_a_release_frees_exactly_the_holders_of_the_attempts_that_left(
+    holders: dict[str, tuple[int, int]], left: dict[str, int]
+) -> None:
+    state = KeyState(key="k", concurrency=9, holders=holders)
+    after = release_attempts(state, left)
+    assert after is not None
+    assert after.holders == {k: v for k, v in holders.items() if left.get(k) != v[0]}

@@ -52,6 +52,24 @@ async def test_bad_strategy_fields_are_400_with_their_path(client: httpx.AsyncCl
         assert err["details"]["validation_errors"][0]["path"] == path
 
 
+async def test_fetch_weights_must_name_the_fetch_queues(client: httpx.AsyncClient) -> None:
+    """A fetch's ``weights`` may only weigh its own ``queues`` (bounded, as a pool's are): a
+    key it does not list is 400 naming it, before any of it is kept."""
+    for body, path in (
+        ({"weights": {"critical": 2, "elsewhere": 1}}, "weights.elsewhere"),
+        ({"weights": {f"q{i}": 1 for i in range(5000)}}, "weights.q0"),
+        ({"queue": "low", "weights": {"critical": 1}}, "weights.critical"),
+        (
+            {"starvation_prevention": {"enabled": True, "rotation_interval": "PT2H"}},
+            "starvation_prevention.rotation_interval",
+        ),
+    ):
+        fetch = body if "queue" in body else {"queues": Q} | body
+        r = await client.post(f"{V1}/workers/fetch", json=fetch)
+        err = error_of(r, 400)
+        assert err["details"]["validation_errors"][0]["path"] == path
+
+
 async def test_scheduling_stats(client: httpx.AsyncClient) -> None:
     await _fill(client, ["critical", "low"], 2)
     await _fetch(client, {"strategy": "round-robin", "count": 3})

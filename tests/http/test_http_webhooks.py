@@ -216,3 +216,27 @@ async def test_a_subscription_has_its_own_timeout(receiver: Receiver) -> None:
             )
             assert r.status_code == 400, r.text
             assert r.json()["error"]["details"]["validation_errors"][0]["path"] == "timeout_ms"
+
+
+class _CountingBackend(MemoryBackend):
+    """Counts the subscription listings (what a scrape's webhook gauge reads)."""
+
+    listings = 0
+
+    async def list_subscriptions(self, *args: Any, **kwargs: Any) -> Any:
+        self.listings += 1
+        return await super().list_subscriptions(*args, **kwargs)
+
+
+async def test_scrapes_read_the_subscriptions_at_most_once_per_refresh_interval() -> None:
+    """``ojs_webhook_subscriptions`` is read like the job gauges: a burst of scrapes lists the
+    subscriptions once (``JobMetrics.refresh_interval``), not once per scrape."""
+    backend = _CountingBackend()
+    options = {**sc.WEBHOOK_SETTINGS, "metrics": True}
+    app = create_app(backend, HttpSettings(**options), auth=sc.KEYS)
+    async with sc.client_of(app) as client:
+        for _ in range(5):
+            r = await client.get("/metrics", headers=sc.ADMIN)
+            assert r.status_code == 200, r.text
+            assert "ojs_webhook_subscriptions 0.0" in r.text
+    assert backend.listings == 1

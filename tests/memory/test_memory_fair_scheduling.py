@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from ojs_core.backend import EventFilter
 from ojs_core.clock import ManualClock
+from ojs_core.errors import ValidationError
 from ojs_core.queue_strategy import QueuePlan, Starvation
 from ojs_core.service import JobService
 from ojs_memory import MemoryBackend
@@ -129,3 +132,15 @@ async def test_least_loaded_gives_a_full_worker_nothing() -> None:
     assert len(await svc.fetch(Q, 1, "busy", plan=QueuePlan("round-robin"))) == 1
     await svc.heartbeat("busy", [], info={"concurrency": 1})
     assert len(await svc.fetch(Q, 1, "busy", plan=QueuePlan("least-loaded"))) == 1
+
+
+async def test_a_fetch_plan_weighing_other_queues_is_refused() -> None:
+    """``JobService.fetch`` (any binding, or a ``Worker``'s plan) refuses weights of queues
+    the fetch does not name: they would otherwise be kept in the rotation key."""
+    svc = JobService(MemoryBackend(), clock=ManualClock())
+    await _fill(svc, 1)
+    plan = QueuePlan("weighted", (("critical", 2), ("nowhere", 5)))
+    with pytest.raises(ValidationError) as e:
+        await svc.fetch(Q, 1, "w", plan=plan)
+    assert e.value.path == "weights.nowhere"
+    assert not svc.scheduler._rotations

@@ -93,3 +93,21 @@ async def test_an_ack_on_a_replica_that_never_fetched_frees_the_pool_slot(
 
     got = await eventually(second, within=5, what="the second job once the slot was freed")
     assert len(got) == 1
+
+
+async def test_a_change_through_a_replica_that_never_read_the_pools_keeps_the_others(
+    replicas: tuple[JobService, JobService],
+) -> None:
+    """``b`` has not read ``OJS_POOLS`` when it defines a pool: its snapshot then holds every
+    pool, so ``a``'s isolated queue is not served to ``b``'s outsiders meanwhile."""
+    a, b = replicas
+    await a.pools.put("fsn-iso", {"queues": ["fsn-iso"], "isolated": True})
+
+    async def stored() -> bool:
+        return [p.name for p in await b.backend.list_pools()] == ["fsn-iso"]  # type: ignore[attr-defined]
+
+    await eventually(stored, within=5, what="b's watched copy has the pool")
+    await push(a, queue="fsn-iso")
+    await b.pools.put("fsn-general", {"queues": ["fsn-default"]})
+    assert set(await b.pools.current()) == {"fsn-iso", "fsn-general"}
+    assert await b.fetch(["fsn-iso"], 1, "outsider") == []

@@ -8,7 +8,8 @@ import time
 
 from nats_support import push
 
-from ojs_core.model import Job
+from ojs_core.model import Job, JobError
+from ojs_core.queue_limits import queue_limit_key
 from ojs_core.service import JobService
 from ojs_core.states import JobState
 
@@ -118,3 +119,32 @@ async def _fetch_soon(svc: JobService, queue: str) -> list[Job]:
         if jobs or time.monotonic() > deadline:
             return jobs
         await asyncio.sleep(0.02)
+
+
+async def test_a_late_release_of_an_attempt_spares_the_next_attempts_slots(
+    replicas: tuple[JobService, JobService],
+) -> None:
+    """Attempt 1 of a job leaves ``active`` on ``a``; ``b`` claims attempt 2; ``a``'s release
+    of attempt 1 then comes (late: it is repeated here). The slots attempt 2 holds, of the
+    job's own key and of its queue's limit, stay taken, so neither key admits one too many."""
+    a, b = replicas
+    await a.queue_limits.put("qlate", {"concurrency": 1})
+    await b.queue_limits.refresh()
+    retry = {"max_attempts": 5, "initial_interval": "PT0.05S", "jitter": False}
+    await push(a, queue="qlate", rate_limit={"key": "late-nats", "concurrency": 1}, retry=retry)
+    (one,) = await a.fetch(["qlate"], count=1, worker_id="wa")
+    left = await a.nack(one.id, JobError(code="boom", message="boom"), "wa")
+    deadline = time.monotonic() + 10
+    two: list[Job] = []
+    while not two and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        await b.run_timers()
+        two = await b.fetch(["qlate"], count=1, worker_id="wb")
+    assert [(j.id, j.attempt) for j in two] == [(one.id, 2)]
+    await a.rate_limits.left_active(one, left)  # attempt 1's release, after attempt 2's claim
+    for key in ("late-nats", queue_limit_key("qlate")):
+        state = await b.rate_limits.store.get_rate_limit(key)
+        assert state is not None
+        assert {k: v[0] for k, v in state.holders.items()} == {one.id: 2}, key
+    await push(a, queue="qlate", rate_limit={"key": "late-nats", "concurrency": 1})
+    assert await b.fetch(["qlate"], count=1, worker_id="wb2") == []

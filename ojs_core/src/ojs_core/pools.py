@@ -8,6 +8,12 @@ at most once a second (:data:`SNAPSHOT_TTL_S`): a fetch never waits for the stor
 first one of a process. A change made through this process applies here at once, through
 another replica within about a second.
 
+A change made through a process that never read the pools reads them all first (its snapshot
+must not hold that one pool only: the isolated queues of the others would go to outsiders).
+Every change made through this process bumps a generation; a read of the store applies only if
+no change was made here since it started, so a background refresh that read the store before
+a change cannot put back what the change replaced.
+
 A worker belongs to one pool: the ``pool`` of its heartbeats (stored with its record) or of
 its fetch. A fetch of a worker in a defined pool serves the pool's queues with the pool's
 strategy (server-side configuration takes precedence, §5.2); a worker naming a pool nobody
@@ -127,7 +133,9 @@ class PoolConfig:
             strategy=data.get("strategy", "round-robin"),
             weights=tuple(sorted((data.get("weights") or {}).items())),
             isolated=bool(data.get("isolated", False)),
-            starvation=None if sp is None else parse_starvation(sp, "starvation_prevention"),
+            starvation=None
+            if sp is None
+            else parse_starvation(sp, "starvation_prevention", stored=True),
             created_at=data.get("created_at", ""),
             updated_at=data.get("updated_at", ""),
         )
@@ -171,10 +179,11 @@ def parse_pool(name: str, body: Any, now: str) -> PoolConfig:
             f"must be an integer from 1 to {MAX_POOL_CONCURRENCY}", path="concurrency"
         )
     strategy = parse_strategy(body.get("strategy", "round-robin"), "strategy")
-    weights = () if body.get("weights") is None else parse_weights(body["weights"], "weights")
-    for q, _ in weights:
-        if q not in queues:
-            raise ValidationError("names a queue the pool does not list", path=f"weights.{q}")
+    weights = (
+        ()
+        if body.get("weights") is None
+        else parse_weights(body["weights"], "weights", frozenset(queues))
+    )
     isolated = body.get("isolated", False)
     if not isinstance(isolated, bool):
         raise ValidationError("must be a boolean", path="isolated")
@@ -227,6 +236,9 @@ class Pools:
         self._isolated: dict[str, str] = {}
         self._loaded_at: float | None = None
         self._refresh: asyncio.Task[None] | None = None
+        #: Bumped by every change made through this process (and by :meth:`forget`): a read of
+        #: the store started under an older generation is stale and is not applied.
+        self._generation = 0
 
     # -- the snapshot ---------------------------------------------------------------------
 
@@ -251,11 +263,26 @@ class Pools:
             self._refresh = None
 
     async def reload(self) -> None:
-        """Read every pool from the store now."""
+        """Read every pool from the store now (not applied if a change was made through
+        this process while the read was under way: the snapshot already has it, the read
+        may not)."""
         if self.store is None:
             return
+        generation = self._generation
         pools = await self.store.list_pools()
-        self._set({p.name: p for p in pools})
+        if generation == self._generation:
+            self._set({p.name: p for p in pools})
+
+    async def _change(self, name: str, pool: PoolConfig | None) -> None:
+        """Apply a change made through this process (``pool``: the new definition, ``None``:
+        deleted) to the snapshot, reading every other pool first if it never did."""
+        while self._loaded_at is None:
+            await self.reload()
+        pools = {k: v for k, v in self._snapshot.items() if k != name}
+        if pool is not None:
+            pools[name] = pool
+        self._generation += 1
+        self._set(pools)
 
     def _set(self, pools: dict[str, PoolConfig]) -> None:
         self._snapshot = pools
@@ -344,7 +371,7 @@ class Pools:
         if before is not None:
             pool = attrs.evolve(pool, created_at=before.created_at or stamp)
         await store.put_pool(pool)
-        self._set(self._snapshot | {name: pool})
+        await self._change(name, pool)
         if before is not None and before.plan != pool.plan:
             await self._emit(
                 [
@@ -367,7 +394,7 @@ class Pools:
         pool = await self._need_store().delete_pool(name)
         if pool is None:
             raise NotFoundError("pool", name)
-        self._set({k: v for k, v in self._snapshot.items() if k != name})
+        await self._change(name, None)
         return pool
 
     async def listing(self) -> list[dict[str, Any]]:
@@ -375,8 +402,10 @@ class Pools:
         not gone) and ``active_jobs`` (the holders of its concurrency key when it has one,
         else what its workers' heartbeats report)."""
         store = self._need_store()
+        generation = self._generation
         pools = sorted(await store.list_pools(), key=lambda p: p.name)
-        self._set({p.name: p for p in pools})
+        if generation == self._generation:
+            self._set({p.name: p for p in pools})
         workers = await self._backend.list_workers()
         now = self._now()
         limits = await asyncio.gather(*(self._holders(p) for p in pools))
@@ -407,3 +436,4 @@ class Pools:
         self._snapshot = {}
         self._isolated = {}
         self._loaded_at = None
+        self._generation += 1  # a read under way from before the reset is not applied

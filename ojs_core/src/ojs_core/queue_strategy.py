@@ -26,14 +26,19 @@ it is served when ``count_q < ceil(ratio * (total + 1))``, so a queue with jobs 
 that share of the window's dispatches, the first few of a window going round the queues; one
 queue is forced per dispatch, so ratios that add up to more than 1 degrade to rotation). A
 queue found empty is not forced again for a second (or the rotation interval, if shorter):
-an empty queue cannot be starved, and forcing it would only cost a look at every fetch.
+an empty queue cannot be starved, and forcing it would only cost a look at every fetch. The
+rotation interval is at most an hour (:data:`MAX_ROTATION_MS`).
+
+A fetch's plan comes from its body (worker role), so what it may carry is bounded: weights
+only of the fetch's own queues (:func:`fetch_plan`, as a pool's), so at most
+``max_fetch_queues`` of them, looked up through a mapping (:attr:`QueuePlan.weight_of`).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -43,10 +48,12 @@ from .timeutil import format_duration, parse_duration_ms
 
 __all__ = [
     "DEFAULT_STRATEGY",
+    "MAX_ROTATION_MS",
     "STRATEGIES",
     "QueuePlan",
     "Rotation",
     "Starvation",
+    "check_weights",
     "fetch_plan",
     "parse_starvation",
     "parse_strategy",
@@ -59,6 +66,8 @@ STRATEGIES = ("strict", "round-robin", "weighted", "least-loaded")
 DEFAULT_STRATEGY = "strict"
 #: A weight is a positive integer (§6.1), at most this.
 MAX_WEIGHT = 1_000_000
+#: ``rotation_interval`` (starvation prevention), at most: an hour.
+MAX_ROTATION_MS = 3_600_000
 #: Dispatches remembered per rotation for the starvation window, at most.
 _MAX_WINDOW = 100_000
 #: A queue found empty is not forced again for this long (or the rotation interval).
@@ -87,16 +96,21 @@ class QueuePlan:
     """How one fetch chooses among its queues."""
 
     strategy: str = DEFAULT_STRATEGY
-    #: Weights of the ``weighted`` strategy, ``(queue, weight)`` pairs (hashable).
+    #: Weights of the ``weighted`` strategy, ``(queue, weight)`` pairs (hashable: the plan is
+    #: part of a rotation's key).
     weights: tuple[tuple[str, int], ...] = ()
     starvation: Starvation | None = None
+    #: ``weights`` as a mapping, for lookups (derived: not compared, hashed or shown).
+    weight_of: Mapping[str, int] = attrs.field(
+        init=False, eq=False, hash=False, repr=False, factory=dict
+    )
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "weight_of", dict(self.weights))
 
     def weight(self, queue: str) -> int:
         """The queue's weight (1 when not given)."""
-        for q, w in self.weights:
-            if q == queue:
-                return w
-        return 1
+        return self.weight_of.get(queue, 1)
 
     @property
     def trivial(self) -> bool:
@@ -114,14 +128,24 @@ def parse_strategy(value: Any, path: str) -> str:
     return value
 
 
-def parse_weights(value: Any, path: str) -> tuple[tuple[str, int], ...]:
-    """``{queue: positive integer}`` as sorted pairs, or a 400 naming the bad entry."""
+def parse_weights(
+    value: Any, path: str, queues: Collection[str] | None = None
+) -> tuple[tuple[str, int], ...]:
+    """``{queue: positive integer}`` as sorted pairs, or a 400 naming the bad entry.
+
+    ``queues``: the queues the weights may name (a fetch's or a pool's); a key outside them is
+    400 at ``<path>.<key>``, found before the rest is looked at, so the entries kept are at
+    most as many as those queues."""
     if not isinstance(value, Mapping):
         raise ValidationError("must be an object of queue names to positive integers", path=path)
     out: list[tuple[str, int]] = []
     for queue, weight in value.items():
         if not isinstance(queue, str) or not queue:
             raise ValidationError("keys must be queue names", path=path)
+        if queues is not None and queue not in queues:
+            raise ValidationError(
+                "names a queue the fetch or pool does not list", path=f"{path}.{queue}"
+            )
         if not isinstance(weight, int) or isinstance(weight, bool) or not 1 <= weight <= MAX_WEIGHT:
             raise ValidationError(
                 f"must be an integer from 1 to {MAX_WEIGHT}", path=f"{path}.{queue}"
@@ -130,8 +154,24 @@ def parse_weights(value: Any, path: str) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(out))
 
 
-def parse_starvation(value: Any, path: str) -> Starvation | None:
-    """The §8.1 object (``null``: none), or a 400 naming the bad field."""
+def check_weights(plan: QueuePlan | None, queues: Sequence[str], path: str = "weights") -> None:
+    """A 400 at ``<path>.<queue>`` when ``plan`` weighs a queue not among ``queues`` (a
+    fetch's plan built in process, which :func:`fetch_plan` did not check)."""
+    if plan is None or not plan.weights:
+        return
+    listed = frozenset(queues)
+    for queue, _ in plan.weights:
+        if queue not in listed:
+            raise ValidationError(
+                "names a queue the fetch or pool does not list", path=f"{path}.{queue}"
+            )
+
+
+def parse_starvation(value: Any, path: str, *, stored: bool = False) -> Starvation | None:
+    """The §8.1 object (``null``: none), or a 400 naming the bad field.
+
+    ``rotation_interval`` is at most :data:`MAX_ROTATION_MS`; ``stored`` (a definition read
+    back from a store, perhaps written before that bound) caps a longer one instead."""
     if value is None:
         return None
     if not isinstance(value, Mapping):
@@ -148,6 +188,13 @@ def parse_starvation(value: Any, path: str) -> Starvation | None:
         raise ValidationError(
             "must be a positive ISO 8601 duration", path=f"{path}.rotation_interval"
         )
+    if rotation_ms > MAX_ROTATION_MS:
+        if not stored:
+            raise ValidationError(
+                f"must be at most {format_duration(MAX_ROTATION_MS)}",
+                path=f"{path}.rotation_interval",
+            )
+        rotation_ms = MAX_ROTATION_MS
     ratio = value.get("min_dispatch_ratio", 0.05)
     if (
         not isinstance(ratio, int | float)
@@ -159,10 +206,13 @@ def parse_starvation(value: Any, path: str) -> Starvation | None:
     return Starvation(enabled=enabled, rotation_ms=rotation_ms, min_ratio=float(ratio))
 
 
-def fetch_plan(body: Mapping[str, Any]) -> QueuePlan | None:
+def fetch_plan(body: Mapping[str, Any], queues: Sequence[str] | None = None) -> QueuePlan | None:
     """The plan a fetch body asks for (§5.2: ``strategy``, ``weights``, and
     ``starvation_prevention``), ``None`` when it names none. Server-side configuration (a
-    worker's pool) takes precedence over it."""
+    worker's pool) takes precedence over it.
+
+    ``queues``: the fetch's queues, the only ones ``weights`` may name (400 at
+    ``weights.<key>`` otherwise; a fetch of a pool that names no queue may carry none)."""
     strategy = body.get("strategy")
     weights = body.get("weights")
     starvation = body.get("starvation_prevention")
@@ -172,7 +222,9 @@ def fetch_plan(body: Mapping[str, Any]) -> QueuePlan | None:
         strategy=DEFAULT_STRATEGY
         if strategy is None and weights is None
         else parse_strategy("weighted" if strategy is None else strategy, "strategy"),
-        weights=() if weights is None else parse_weights(weights, "weights"),
+        weights=()
+        if weights is None
+        else parse_weights(weights, "weights", None if queues is None else frozenset(queues)),
         starvation=parse_starvation(starvation, "starvation_prevention"),
     )
 
@@ -183,6 +235,8 @@ class Rotation:
     def __init__(self, plan: QueuePlan, queues: Sequence[str], now_ms: int) -> None:
         self.plan = plan
         self.queues = tuple(queues)
+        #: Each queue's weight, in queue order (``weighted``).
+        self._weights = tuple(plan.weight(q) for q in self.queues)
         self._next = 0
         self._credit: dict[str, float] = {}
         #: (time, queue) of the dispatches within the rotation interval (starvation only).
@@ -242,8 +296,7 @@ class Rotation:
             credit = self._credit
             total = 0
             best, best_credit = queues[0], -math.inf
-            for q in queues:
-                w = self.plan.weight(q)
+            for q, w in zip(queues, self._weights, strict=True):
                 total += w
                 c = credit[q] = credit.get(q, 0.0) + w
                 if c > best_credit:

@@ -43,6 +43,7 @@ __all__ = [
     "hold",
     "key_of",
     "release",
+    "release_attempts",
     "release_exact",
     "repair",
     "stale_holders",
@@ -294,6 +295,23 @@ def release(state: KeyState | None, job_ids: Sequence[str]) -> KeyState | None:
     if state is None or not any(j in state.holders for j in job_ids):
         return state
     return attrs.evolve(state, holders={k: v for k, v in state.holders.items() if k not in job_ids})
+
+
+def release_attempts(state: KeyState | None, attempts: Mapping[str, int]) -> KeyState | None:
+    """The state without the holders of ``attempts`` (job id -> the attempt that left
+    ``active``) whose slot that very attempt holds (``state`` itself: no change).
+
+    A job's holder is keyed by its id only, so a later attempt of the job admitted since (a
+    visibility timeout, then a claim on another replica before this release) overwrote it:
+    that holder is the later attempt's, and a late release of the earlier one keeps it."""
+    if state is None or not any(
+        (held := state.holders.get(k)) is not None and held[0] == a for k, a in attempts.items()
+    ):
+        return state
+    return attrs.evolve(
+        state,
+        holders={k: v for k, v in state.holders.items() if attempts.get(k) != v[0]},
+    )
 
 
 def release_exact(

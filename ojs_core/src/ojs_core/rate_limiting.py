@@ -49,6 +49,7 @@ from .rate_limit_rules import (
     hold,
     key_of,
     release,
+    release_attempts,
     release_exact,
     repair,
     stale_holders,
@@ -416,25 +417,36 @@ class RateLimiting:
         """Free the concurrency slots ``job_ids`` hold in ``key``."""
         await self.store.change_rate_limit(key, lambda st: release(st, job_ids))
 
+    async def release_attempt(self, key: str, job: Job) -> None:
+        """Free the slot ``job`` holds in ``key`` in its attempt (``job.attempt``, the one
+        leaving ``active``) only: a later attempt's holder is kept (see
+        :func:`~ojs_core.rate_limit_rules.release_attempts`)."""
+        attempts = {job.id: job.attempt}
+        await self.store.change_rate_limit(key, lambda st: release_attempts(st, attempts))
+
     async def release_exact(self, key: str, held: Mapping[str, tuple[int, int]]) -> None:
         """Free the slots of ``held`` (job id -> holder) that no admission stamped since."""
         await self.store.change_rate_limit(key, lambda st: release_exact(st, held))
 
     async def left_active(self, before: Job, after: Job) -> None:
         """Follow-up of a stored transition: a job leaving ``active`` frees its slot, and a
-        failure reporting ``rate_limit_until`` holds its key until then (§9)."""
+        failure reporting ``rate_limit_until`` holds its key until then (§9).
+
+        Each slot (the job's own key, and the providers': tenant, pool, queue-level) is freed
+        only if the attempt that left (``before.attempt``) still holds it: this release may
+        come after another replica claimed the next attempt under the same key."""
         if before.state is not S.ACTIVE or after.state is S.ACTIVE:
             return
         for provider in self.providers:
             held = provider.held(before) if provider.held is not None else None
             if held is not None:
-                await self.release_ids(held, [before.id])
+                await self.release_attempt(held, before)
         policy = before.rate_limit
         if policy is None:
             return
         key = key_of(policy, before.queue)
         if policy.concurrency is not None:
-            await self.release_ids(key, [before.id])
+            await self.release_attempt(key, before)
         until = _rate_limit_until(after.error) if after.error is not before.error else None
         if until is not None and until > self._now():
             reason = after.error.message if after.error is not None else None

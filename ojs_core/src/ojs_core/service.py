@@ -62,7 +62,7 @@ from .model import (
 from .observe import Observers
 from .pools import Pools, Route, parse_pool_name
 from .queue_limits import QueueLimits
-from .queue_strategy import QueuePlan
+from .queue_strategy import QueuePlan, check_weights
 from .rate_limiting import HeldBack, RateLimiting
 from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
@@ -488,6 +488,7 @@ class JobService:
         check_count(len(queues), self.limits.max_fetch_queues, "queues", "queues")
         for i, q in enumerate(queues):
             validate_queue(q, f"queues[{i}]")
+        check_weights(plan, queues)
         check_count(count, self.limits.max_fetch_count, "count", "jobs")
         count = max(1, count)
         deadline = self.clock.now().timestamp() + wait_ms / 1000

@@ -13,17 +13,22 @@ the attempts it made, and a scrape of prometheus-client's multiprocess mode sums
 ``ojs_webhook_dead_delivery_total``        dead deliveries by ``event_type`` and
                                            ``subscription_id``
 ``ojs_webhook_subscriptions``              active subscriptions (read from the store when
-                                           scraped, :meth:`WebhookMetrics.refresh`)
+                                           scraped, at most every ``refresh_interval``
+                                           seconds: :meth:`WebhookMetrics.refresh`)
 ========================================== ====================================================
 
 The spec's dotted names are Prometheus names here (``ojs.webhook.delivery.count`` is
 ``ojs_webhook_delivery_total``), and durations are in seconds, Prometheus's unit. At most
 ``max_subscriptions`` subscription ids and ``max_types`` event types get a label value of their
-own (the rest are ``_other``).
+own (the rest are ``_other``); the duration histogram, a series per bucket, gives one to at
+most :data:`MAX_DURATION_SUBSCRIPTIONS` subscription ids (its own cap, far lower).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -35,7 +40,12 @@ from .model import Event
 from .prometheus import DURATION_BUCKETS, LabelCap
 from .webhook_store import WebhookStore
 
-__all__ = ["WebhookMetrics"]
+__all__ = ["MAX_DURATION_SUBSCRIPTIONS", "WebhookMetrics"]
+
+log = logging.getLogger("ojs.metrics")
+#: Subscription ids with a label value of their own in the duration histogram (each costs
+#: a series per bucket per event type); the rest are ``_other``.
+MAX_DURATION_SUBSCRIPTIONS = 100
 
 _STATUS = {"webhook.delivered": "success", "webhook.failed": "failed", "webhook.dead": "dead"}
 _RETRY_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 7, 8)
@@ -52,8 +62,16 @@ class WebhookMetrics:
         *,
         max_subscriptions: int = 1000,
         max_types: int = 200,
+        max_duration_subscriptions: int = MAX_DURATION_SUBSCRIPTIONS,
+        refresh_interval: float = 5.0,
     ) -> None:
         self.subscription_label = LabelCap(max_subscriptions)
+        #: The duration histogram's own, lower cap of subscription ids.
+        self.duration_subscription_label = LabelCap(max_duration_subscriptions)
+        #: The subscription gauge is read from the store at most this often (seconds).
+        self.refresh_interval = refresh_interval
+        self._refreshed = -float("inf")
+        self._lock = asyncio.Lock()
         self.type_label = LabelCap(max_types)
         self.count = Counter(
             "ojs_webhook_delivery",
@@ -93,19 +111,29 @@ class WebhookMetrics:
                 continue
             data: dict[str, Any] = dict(event.data)
             kind = self.type_label(str(data.get("event_type", "")))
-            sub = self.subscription_label(str(data.get("subscription_id", "")))
+            sub_id = str(data.get("subscription_id", ""))
             self.count.labels(kind, status).inc()
             duration = data.get("duration_ms")
             if isinstance(duration, int | float):
+                sub = self.duration_subscription_label(sub_id)
                 self.duration.labels(kind, sub).observe(duration / 1000)
             if status == "success":
                 self.retries.labels(kind).observe(max(0, int(data.get("attempt", 1)) - 1))
             elif status == "dead":
-                self.dead.labels(kind, sub).inc()
+                self.dead.labels(kind, self.subscription_label(sub_id)).inc()
 
-    async def refresh(self, store: WebhookStore) -> None:
-        """Read the number of active subscriptions (at scrape time)."""
-        self.subscriptions = sum(1 for s in await store.list_subscriptions() if s.active)
+    async def refresh(self, store: WebhookStore, *, force: bool = False) -> None:
+        """Read the number of active subscriptions (at scrape time), unless read within
+        :attr:`refresh_interval` (as ``JobMetrics.refresh``: concurrent scrapes share one
+        read; a failed read keeps the previous value, logged)."""
+        async with self._lock:
+            if not force and time.monotonic() - self._refreshed < self.refresh_interval:
+                return
+            try:
+                self.subscriptions = sum(1 for s in await store.list_subscriptions() if s.active)
+            except Exception:
+                log.warning("could not read webhook subscriptions for metrics", exc_info=True)
+            self._refreshed = time.monotonic()
 
 
 class _SubscriptionGauge(Collector):

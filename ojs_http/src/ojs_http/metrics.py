@@ -42,7 +42,9 @@ class AppMetrics:
         self.store = service.backend if isinstance(service.backend, WebhookStore) else None
         self.webhooks: WebhookMetrics | None = None
         if self.store is not None:
-            self.webhooks = WebhookMetrics(registry, self.jobs.registry)
+            self.webhooks = WebhookMetrics(
+                registry, self.jobs.registry, refresh_interval=self.jobs.refresh_interval
+            )
             service.observers.add(self.webhooks.observe)
         self.requests = Counter(
             "ojs_http_requests",
@@ -75,7 +77,8 @@ class AppMetrics:
 
 
 async def metrics(request: Request) -> Response:
-    """The Prometheus text exposition (gauges read from the backend at most every few s)."""
+    """The Prometheus text exposition (gauges, the webhook subscriptions' included, read
+    from the backend at most once per ``JobMetrics.refresh_interval``)."""
     app_metrics: AppMetrics = request.app.state.metrics
     await app_metrics.jobs.refresh()
     if app_metrics.webhooks is not None and app_metrics.store is not None:

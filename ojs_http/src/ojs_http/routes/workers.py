@@ -81,7 +81,7 @@ async def fetch(request: Request) -> Response:
         tenant=tenant_header(request),
         held=held,
         versions=declaration_of(body),
-        plan=fetch_plan(body),
+        plan=fetch_plan(body, queues),
         pool=pool,
     )
     out = [wire(j) for j in jobs]
