@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 from hypothesis import given
@@ -14,9 +15,11 @@ from nats.aio.msg import Msg
 from nats_support import eventually
 
 import nats
+from ojs_core.model import Job
 from ojs_core.service import JobService
 from ojs_core.states import JobState
-from ojs_nats.arrivals import frame, unframe
+from ojs_core.versioning import parse_declaration
+from ojs_nats.arrivals import frame, parse_count, unframe
 from ojs_nats.backend import NatsBackend
 from ojs_nats.records import encode_job
 
@@ -110,3 +113,71 @@ def test_unframe_never_raises_on_arbitrary_bytes(payload: bytes) -> None:
         assert isinstance(job_id, str)
         assert revision >= 0
         assert isinstance(data, bytes)
+
+
+class CountingClaims(JobService):
+    """Counts the claim passes of its fetches."""
+
+    claims = 0
+
+    async def _claim_shielded(self, *args: Any, **kwargs: Any) -> list[Job]:
+        self.claims += 1
+        return await super()._claim_shielded(*args, **kwargs)
+
+
+async def test_one_job_wakes_one_of_the_waiting_long_polls(
+    new_backend: BackendFactory,
+) -> None:
+    # Four long-polls of one process wait on a queue; one job arrives from another process:
+    # one of them is woken and claims it, the three others sleep on (no claim pass).
+    waiting = CountingClaims(await new_backend(), arrival_poll_s=120)
+    producer = JobService(await new_backend())
+    await producer.enqueue({"type": "warm.up", "args": [], "queue": "herd"})
+    assert len(await waiting.fetch(["herd"])) == 1
+    fetches = [asyncio.ensure_future(waiting.fetch(["herd"], wait_ms=100_000)) for _ in range(4)]
+    await eventually(lambda: _waiters(waiting, 4), what="four long-polls waiting")
+    before = waiting.claims
+    job = (await producer.enqueue({"type": "herd.job", "args": [], "queue": "herd"})).job
+    done, pending = await asyncio.wait(fetches, return_when=asyncio.FIRST_COMPLETED, timeout=30)
+    assert [j.id for f in done for j in f.result()] == [job.id]
+    await eventually(lambda: _waiters(waiting, 3), what="the three others waiting again")
+    assert waiting.claims - before == 1
+    for fetch in pending:
+        fetch.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def test_a_woken_long_poll_that_cannot_take_the_job_hands_it_on(
+    new_backend: BackendFactory,
+) -> None:
+    # The longest waiting long-poll accepts only version 1 of the type; the job is version 2:
+    # it is woken first, claims nothing, and hands the wake-up on to the one that takes it
+    # (without it, that one would wait for the backstop poll, two minutes here).
+    waiting = JobService(await new_backend(), arrival_poll_s=120)
+    producer = JobService(await new_backend())
+    await producer.enqueue({"type": "warm.up", "args": [], "queue": "handover"})
+    assert len(await waiting.fetch(["handover"])) == 1
+    v1 = parse_declaration({"report.build": "1.0"}, "versions")
+    v2 = parse_declaration({"report.build": "2.0"}, "versions")
+    old = asyncio.ensure_future(waiting.fetch(["handover"], wait_ms=100_000, versions=v1))
+    await eventually(lambda: _waiters(waiting, 1), what="the first long-poll waiting")
+    new = asyncio.ensure_future(waiting.fetch(["handover"], wait_ms=100_000, versions=v2))
+    await eventually(lambda: _waiters(waiting, 2), what="both long-polls waiting")
+    body = {"type": "report.build", "args": [], "queue": "handover", "version": "2.0"}
+    job = (await producer.enqueue(body)).job
+    got = await asyncio.wait_for(new, 30)
+    assert [j.id for j in got] == [job.id]
+    assert not old.done()
+    old.cancel()
+    await asyncio.gather(old, return_exceptions=True)
+
+
+async def _waiters(svc: JobService, n: int) -> bool:
+    return _backend(svc).arrivals.waiting() == n
+
+
+def test_a_notification_without_a_count_wakes_everyone() -> None:
+    assert parse_count(b"") == (None, b"")
+    assert parse_count(b"x\n") == (None, b"")
+    assert parse_count(b"3\n") == (3, b"")
+    assert parse_count(b"2\nabc") == (2, b"abc")

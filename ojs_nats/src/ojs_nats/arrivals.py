@@ -11,14 +11,22 @@ write. (A forged one could only come from whoever may publish on ``ojs.notify``,
 permissions that allow that allow writing the job bucket itself.)
 
 A fetch waiting on a queue subscribes to its subject (one subscription per queue per process,
-shared by every waiter, kept for later waits) and wakes on the first message. A message can be
-lost (a reconnect); the service still polls now and then, so that costs latency, never a job.
+shared by every waiter, kept for later waits). A message says how many jobs became available
+(``<count>\n`` before the records), and wakes that many of the process's waiters, the longest
+waiting first, not all of them: four long-polls of one server process each pulling for one
+job, three in vain, cost that process more than the job. A woken waiter whose claim found
+nothing (another process took the job, or its filters of versions, tenants or pools do not
+take it) hands the wake-up on to the next waiter when it waits again, at most once per waiter
+the arrival found. A message without a count (a resumed queue; an older replica's empty
+message) wakes every waiter. A message can be lost (a reconnect); the service still polls now
+and then, so that costs latency, never a job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -29,7 +37,7 @@ from nats.aio.subscription import Subscription
 from . import names
 from .connection import Connection
 
-__all__ = ["MAX_CARRIED_BYTES", "Arrivals", "Hear", "frame", "unframe"]
+__all__ = ["MAX_CARRIED_BYTES", "Arrivals", "Hear", "frame", "parse_count", "unframe"]
 
 #: Queues with a subscription kept between waits, at most (the oldest idle ones go first).
 MAX_SUBSCRIBED = 1024
@@ -64,12 +72,33 @@ def unframe(payload: bytes) -> Iterator[tuple[str, int, bytes]]:
 
 
 class _Queue:
-    __slots__ = ("count", "sub", "waiters")
+    __slots__ = ("count", "handovers", "sub", "waiters")
 
     def __init__(self) -> None:
         self.count = 0
         self.sub: Subscription | None = None
-        self.waiters: set[asyncio.Future[None]] = set()
+        #: Waiters in the order they began to wait (a dict as an ordered set).
+        self.waiters: dict[asyncio.Future[None], None] = {}
+        #: Hand-overs the last arrival still allows (one per waiter it found asleep).
+        self.handovers = 0
+
+    def wake(self, n: int | None) -> None:
+        """Wake the ``n`` longest waiting (``None``: every waiter)."""
+        for waiter in self.waiters:
+            if n is not None and n <= 0:
+                return
+            if not waiter.done():
+                waiter.set_result(None)
+                if n is not None:
+                    n -= 1
+
+
+def parse_count(payload: bytes) -> tuple[int | None, bytes]:
+    """The job count a notification announces (``None``: unknown) and the records after it."""
+    nl = payload.find(b"\n")
+    if nl <= 0 or not payload[:nl].isdigit():
+        return None, b""
+    return int(payload[:nl]), payload[nl + 1 :]
 
 
 class Arrivals:
@@ -81,19 +110,32 @@ class Arrivals:
         self.hear = hear
         self._queues: OrderedDict[str, _Queue] = OrderedDict()
         #: Queues to announce at the end of this event-loop turn (one message per queue per
-        #: turn, however many writes of the turn made jobs available in it).
-        self._due: set[str] = set()
+        #: turn, however many writes of the turn made jobs available in it), with how many
+        #: jobs became available (``None``: unknown).
+        self._due: dict[str, int | None] = {}
+        #: Per waiting task: ``woken`` by an arrival in its last wait, ``claiming`` once it
+        #: took a new mark after that (a wait that follows finds its claim came back empty).
+        self._woken: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = weakref.WeakKeyDictionary()
         #: Per queue, the records this turn's message carries (and their size so far).
         self._carried: dict[str, tuple[list[bytes], int]] = {}
         self._flush: asyncio.Handle | None = None
         self._sending: set[asyncio.Future[None]] = set()
 
-    async def notify(self, queues: Iterable[str]) -> None:
-        """Tell waiters (in any process) that jobs became available in ``queues``: sent once
-        the writes that are done in this turn of the event loop have all asked, so a burst of
-        enqueues costs one message per queue, not one per job."""
-        self._due.update(queues)
-        if self._due and self._flush is None:
+    async def notify(self, queues: Iterable[str], *, counted: bool = True) -> None:
+        """Tell waiters (in any process) that jobs became available in ``queues`` (one entry per
+        job; ``counted=False``: an unknown number, e.g. a resumed queue): sent once the writes
+        that are done in this turn of the event loop have all asked, so a burst of enqueues
+        costs one message per queue, not one per job."""
+        due = self._due
+        for queue in queues:
+            if not counted:
+                due[queue] = None
+            elif queue not in due:
+                due[queue] = 1
+            else:
+                n = due[queue]
+                due[queue] = None if n is None else n + 1
+        if due and self._flush is None:
             self._flush = asyncio.get_running_loop().call_soon(self._send)
 
     def carry(self, queue: str, job_id: str, revision: int, data: bytes) -> None:
@@ -107,13 +149,16 @@ class Arrivals:
 
     def _send(self) -> None:
         self._flush = None
-        due, self._due = self._due, set()
+        due, self._due = self._due, {}
         carried, self._carried = self._carried, {}
         try:
             nc = self.conn.nc
         except Exception:
             return  # closed meanwhile
-        messages = [(q, b"".join(carried[q][0]) if q in carried else b"") for q in due]
+        messages = [
+            (q, b"" if n is None else b"%d\n" % n + b"".join(carried[q][0] if q in carried else ()))
+            for q, n in due.items()
+        ]
         task = asyncio.ensure_future(self._publish(nc, messages))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
@@ -127,24 +172,39 @@ class Arrivals:
     async def mark(self, queues: Sequence[str]) -> int:
         """The number of arrivals heard on ``queues`` so far (subscribing to them first, so
         that every arrival from now on is heard)."""
+        task = asyncio.current_task()
+        if task is not None:
+            if self._woken.get(task) == "woken":
+                self._woken[task] = "claiming"
+            else:
+                self._woken.pop(task, None)
         return sum([(await self._subscribed(q)).count for q in dict.fromkeys(queues)])
 
     async def wait(self, queues: Sequence[str], mark: int, timeout_s: float) -> None:
         """Until an arrival on ``queues`` after ``mark``, or ``timeout_s``."""
         states = [await self._subscribed(q) for q in dict.fromkeys(queues)]
+        task = asyncio.current_task()
+        if task is not None and self._woken.pop(task, None) == "claiming":
+            # Woken for a job, this caller's claim found none: the next waiter may take it.
+            for state in states:
+                if state.handovers > 0:
+                    state.handovers -= 1
+                    state.wake(1)
         if sum(s.count for s in states) != mark:
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         for state in states:
-            state.waiters.add(waiter)
+            state.waiters[waiter] = None
         try:
             await asyncio.wait_for(waiter, timeout_s)
+            if task is not None:
+                self._woken[task] = "woken"
         except TimeoutError:
             pass
         finally:
             for state in states:
-                state.waiters.discard(waiter)
+                state.waiters.pop(waiter, None)
 
     async def _subscribed(self, queue: str) -> _Queue:
         state = self._queues.get(queue)
@@ -156,13 +216,14 @@ class Arrivals:
             nc = self.conn.nc
 
             async def heard(msg: Msg, state: _Queue = state) -> None:
-                if msg.data and self.hear is not None:
-                    for job_id, revision, data in unframe(msg.data):
+                count, records = parse_count(msg.data)
+                if records and self.hear is not None:
+                    for job_id, revision, data in unframe(records):
                         self.hear(job_id, revision, data)
                 state.count += 1
-                for waiter in state.waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
+                asleep = sum(1 for w in state.waiters if not w.done())
+                state.wake(count)
+                state.handovers = max(0, asleep - (count or asleep))
 
             state.sub = await nc.subscribe(names.notify_subject(queue), cb=heard)
             # The server has the subscription once a flush returns: arrivals from now on are

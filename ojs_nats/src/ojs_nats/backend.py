@@ -310,7 +310,7 @@ class NatsBackend:
         """Flip the pause flag; every replica's watcher sees it within milliseconds."""
         info = await self.queues.set_paused(queue, paused)
         if not paused:
-            await self.arrivals.notify([queue])
+            await self.arrivals.notify([queue], counted=False)
         return info
 
     @guard
