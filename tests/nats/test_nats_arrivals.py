@@ -181,3 +181,28 @@ def test_a_notification_without_a_count_wakes_everyone() -> None:
     assert parse_count(b"x\n") == (None, b"")
     assert parse_count(b"3\n") == (3, b"")
     assert parse_count(b"2\nabc") == (2, b"abc")
+
+
+async def test_a_wake_up_is_handed_on_when_its_long_poll_is_cancelled(
+    new_backend: BackendFactory,
+) -> None:
+    # The woken long-poll is cancelled (its client went away) before it could claim: the
+    # next one is woken in its place.
+    waiting = CountingClaims(await new_backend(), arrival_poll_s=120)
+    await waiting.enqueue({"type": "warm.up", "args": [], "queue": "gone"})
+    assert len(await waiting.fetch(["gone"])) == 1
+    first = asyncio.ensure_future(waiting.fetch(["gone"], wait_ms=100_000))
+    await eventually(lambda: _waiters(waiting, 1), what="the first long-poll waiting")
+    second = asyncio.ensure_future(waiting.fetch(["gone"], wait_ms=100_000))
+    await eventually(lambda: _waiters(waiting, 2), what="both long-polls waiting")
+    before = waiting.claims
+    arrivals = _backend(waiting).arrivals
+    arrivals._queues["gone"].wake(1)  # an arrival of one job, as heard
+    first.cancel()  # before the woken long-poll runs again
+    await eventually(lambda: _claimed_since(waiting, before), what="the other long-poll woken")
+    second.cancel()
+    await asyncio.gather(first, second, return_exceptions=True)
+
+
+async def _claimed_since(svc: CountingClaims, before: int) -> bool:
+    return svc.claims > before

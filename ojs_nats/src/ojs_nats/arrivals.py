@@ -197,11 +197,21 @@ class Arrivals:
         for state in states:
             state.waiters[waiter] = None
         try:
-            await asyncio.wait_for(waiter, timeout_s)
+            # Not wait_for: on Python 3.11 it swallows a cancellation that comes after the
+            # waiter was woken, and the cancelled fetch would go on.
+            async with asyncio.timeout(timeout_s):
+                await waiter
             if task is not None:
                 self._woken[task] = "woken"
         except TimeoutError:
             pass
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # Woken, then cancelled before it could claim (a client gone, a worker
+                # stopping): the wake-up is not lost with it.
+                for state in states:
+                    state.wake(1)
+            raise
         finally:
             for state in states:
                 state.waiters.pop(waiter, None)
