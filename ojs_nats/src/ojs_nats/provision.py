@@ -240,17 +240,24 @@ async def _bucket(js: JetStreamContext, name: str, replicas: int) -> KeyValue:
         pass
     with contextlib.suppress(nats.js.errors.BadRequestError):
         await js.create_key_value(bucket_config(name, replicas))
-    # Direct gets for every bucket (reads without a consumer), atomic batches where needed.
-    # Per-message TTLs for deletion markers (a removed record leaves no lasting tombstone).
-    cfg = (await js.stream_info(names.kv_stream(name))).config
-    atomic = name in ATOMIC_BUCKETS
-    if not cfg.allow_direct or not cfg.allow_msg_ttl or (atomic and not cfg.allow_atomic):
-        cfg.allow_direct = True
-        cfg.allow_msg_ttl = True
-        if atomic:
-            cfg.allow_atomic = True
-        await js.update_stream(cfg)
-    return await js.key_value(name)
+
+    async def configured() -> KeyValue:
+        # Direct gets for every bucket (reads without a consumer), atomic batches where
+        # needed. Per-message TTLs for deletion markers (a removed record leaves no lasting
+        # tombstone).
+        cfg = (await js.stream_info(names.kv_stream(name))).config
+        atomic = name in ATOMIC_BUCKETS
+        if not cfg.allow_direct or not cfg.allow_msg_ttl or (atomic and not cfg.allow_atomic):
+            cfg.allow_direct = True
+            cfg.allow_msg_ttl = True
+            if atomic:
+                cfg.allow_atomic = True
+            await js.update_stream(cfg)
+        return await js.key_value(name)
+
+    # A bucket just created on a cluster may be "not found" for a moment (its stream has no
+    # leader yet): a server started on a fresh three-node cluster failed to open on it.
+    return await settle(configured, lambda exc: isinstance(exc, nats.js.errors.NotFoundError))
 
 
 async def _provision_once(
