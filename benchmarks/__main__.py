@@ -120,8 +120,8 @@ async def server_process(
             proc.kill()
 
 
-def ojs_server_argv(nats_url: str, port: int, workers: int = 1) -> list[str]:
-    """The ojs-server command line for a NATS backend."""
+def ojs_server_argv(nats_url: str, port: int, workers: int = 1, http: str = "auto") -> list[str]:
+    """The ojs-server command line for a NATS backend (``http``: its ``--http-server``)."""
     return [
         sys.executable,
         "-m",
@@ -135,6 +135,8 @@ def ojs_server_argv(nats_url: str, port: int, workers: int = 1) -> list[str]:
         "warning",
         "--workers",
         str(workers),
+        "--http-server",
+        http,
     ]
 
 
@@ -646,19 +648,32 @@ async def run(
     return table
 
 
+async def http_baselines(table: Table, url: str, dur: float) -> dict[str, float]:
+    """The bare baseline app on each HTTP server ojs-server runs on; req/s by server, and
+    ``"httpx"``: the Uvicorn one driven by httpx."""
+    rates: dict[str, float] = {}
+    for kind, label in (("hypercorn", "Hypercorn"), ("uvicorn", "Uvicorn")):
+        bport = free_port()
+        async with server_process(
+            [sys.executable, "-m", "benchmarks.baseline_app", str(bport), kind],
+            bport,
+            {"BASELINE_NATS_URL": url, "PYTHONPATH": str(ROOT)},
+        ):
+            rates[kind] = (await http_single(bport, 64, dur, "/publish")).rate
+            table.add(f"baseline: Starlette+{label}, 1 js.publish/request", rates[kind], "req/s")
+            if kind == "uvicorn":
+                rates["httpx"] = await httpx_single(bport, 16, dur, "/publish")
+                table.add("baseline (Uvicorn) through httpx, 16 in flight", rates["httpx"], "req/s")
+    return rates
+
+
 async def http_scenarios(table: Table, url: str, dur: float, quick: bool) -> None:
-    """Everything that goes through an ojs-server process (and its baseline)."""
+    """Everything that goes through an ojs-server process (and its baselines). ojs-server
+    runs on its default HTTP server (Uvicorn); the single enqueue and the round trip are also
+    measured on Hypercorn (``--http-server hypercorn``), each against the bare app on the
+    same server."""
     print("HTTP", flush=True)
-    bport = free_port()
-    async with server_process(
-        [sys.executable, "-m", "benchmarks.baseline_app", str(bport)],
-        bport,
-        {"BASELINE_NATS_URL": url, "PYTHONPATH": str(ROOT)},
-    ):
-        base = await http_single(bport, 64, dur, "/publish")
-        base_httpx = await httpx_single(bport, 16, dur, "/publish")
-    table.add("baseline: Starlette+Hypercorn, 1 js.publish/request", base.rate, "req/s")
-    table.add("baseline through httpx, 16 in flight", base_httpx, "req/s")
+    base = await http_baselines(table, url, dur)
     port = free_port()
     async with server_process(ojs_server_argv(url, port), port):
         single = await http_single(port, 64, dur)
@@ -666,7 +681,7 @@ async def http_scenarios(table: Table, url: str, dur: float, quick: bool) -> Non
             "HTTP single enqueue, 64 conns",
             single.rate,
             "req/s",
-            base.rate,
+            base["uvicorn"],
             ">= 0.80 of baseline",
             f"p50 {single.pct(50):.1f} ms, p99 {single.pct(99):.1f} ms",
         )
@@ -677,7 +692,7 @@ async def http_scenarios(table: Table, url: str, dur: float, quick: bool) -> Non
             "HTTP single enqueue through httpx, 16 in flight",
             by_httpx,
             "req/s",
-            base_httpx,
+            base["httpx"],
             ">= 0.80 of baseline",
         )
         batch = await http_batch(port, 16, dur)
@@ -727,6 +742,20 @@ async def http_scenarios(table: Table, url: str, dur: float, quick: bool) -> Non
             "HTTP round trip, ojs-server --workers 2", rtw, "jobs/s", rt1, "scales with cores"
         )
         await reset(port3)
+    port4 = free_port()
+    async with server_process(ojs_server_argv(url, port4, http="hypercorn"), port4):
+        hsingle = await http_single(port4, 64, dur)
+        table.add(
+            "Hypercorn: HTTP single enqueue, 64 conns",
+            hsingle.rate,
+            "req/s",
+            base["hypercorn"],
+            ">= 0.80 of baseline",
+        )
+        await reset(port4)
+        hrt = await http_round_trip([port4], dur)
+        table.add("Hypercorn: HTTP round trip, 1 server", hrt, "jobs/s", rt1)
+        await reset(port4)
 
 
 async def scale_scenarios(table: Table, svc: JobService, scale: float, waiting_jobs: int) -> None:

@@ -1,4 +1,7 @@
-"""The bare baseline: Starlette on Hypercorn, one ``js.publish`` per POST, nothing else."""
+"""The bare baseline: Starlette on Hypercorn or Uvicorn (the servers ojs-server runs on), one
+``js.publish`` per POST, nothing else, on uvloop when installed (as ojs-server).
+
+``python -m benchmarks.baseline_app PORT [hypercorn|uvicorn]``"""
 
 from __future__ import annotations
 
@@ -38,11 +41,31 @@ async def publish(request: Request) -> Response:
 
 app = Starlette(routes=[Route("/publish", publish, methods=["POST"])], lifespan=lifespan)
 
-if __name__ == "__main__":
-    from hypercorn.asyncio import serve
+
+async def serve(port: int, kind: str) -> None:
+    """Serve the baseline app on ``port`` with the server ``kind`` until killed."""
+    if kind == "uvicorn":
+        import uvicorn
+
+        config = uvicorn.Config(
+            app, port=port, http="httptools", access_log=False, log_level="warning"
+        )
+        await uvicorn.Server(config).serve()
+        return
+    from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
 
-    config = Config()
-    config.bind = [f"127.0.0.1:{sys.argv[1]}"]
-    config.accesslog = None
-    asyncio.run(serve(app, config))  # type: ignore[arg-type]
+    hconfig = Config()
+    hconfig.bind = [f"127.0.0.1:{port}"]
+    hconfig.accesslog = None
+    await hypercorn_serve(app, hconfig)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main = serve(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "hypercorn")
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-WEB = {"starlette", "hypercorn"}
+WEB = {"starlette", "hypercorn", "uvicorn", "httptools"}
 NATS = {"nats"}
 GRPC = {"grpc", "grpc_health", "grpc_reflection", "grpc_status", "ojs_grpc"}
 FORBIDDEN: dict[str, set[str]] = {

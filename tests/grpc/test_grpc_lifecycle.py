@@ -1,6 +1,6 @@
-"""``ojs-server --grpc-port`` start and stop: the gRPC grace period runs beside Hypercorn's
-drain (not before it), the event keepalive is bounded below and above, and a certificate or
-key that does not load is reported as such, before anything is bound."""
+"""``ojs-server --grpc-port`` start and stop: the gRPC grace period runs beside the HTTP
+server's drain (not before it), the event keepalive is bounded below and above, and a
+certificate or key that does not load is reported as such, before anything is bound."""
 
 from __future__ import annotations
 

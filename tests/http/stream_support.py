@@ -1,8 +1,9 @@
 """Helpers of the event-stream tests (a plain module, not a test module).
 
-* :func:`serving`: an OJS app on a real Hypercorn server in this event loop, on a loopback
-  port (event streams never end, so ``httpx.ASGITransport``, which buffers whole bodies, cannot
-  read them).
+* :func:`serving`: an OJS app on a real HTTP server in this event loop (the one
+  ``ojs-server`` runs by default, or the one named: ``uvicorn``, ``hypercorn``), on a loopback
+  port (event streams never end, so ``httpx.ASGITransport``, which buffers whole bodies,
+  cannot read them).
 * :class:`SSEReader`: reads the frames of a ``text/event-stream`` response, each read bounded.
 """
 
@@ -17,9 +18,9 @@ from typing import Any
 
 import attrs
 import httpx
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 from starlette.applications import Starlette
+
+from ojs_http import http_server
 
 __all__ = ["READ_TIMEOUT_S", "Frame", "SSEReader", "serving", "until"]
 
@@ -28,17 +29,21 @@ READ_TIMEOUT_S = 10.0
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[str]:
-    """Serve ``app`` (its lifespan included) on a free loopback port; yields its base URL."""
+async def serving(app: Starlette, kind: str = "auto") -> AsyncIterator[str]:
+    """Serve ``app`` (its lifespan included) on a free loopback port with the HTTP server
+    ``kind`` (as ``ojs-server --http-server``); yields its base URL."""
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]
-    config.accesslog = None
-    config.graceful_timeout = 2.0
     stop = asyncio.Event()
     task = asyncio.get_running_loop().create_task(
-        serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        http_server.serve(
+            http_server.resolve(kind),
+            app,
+            sock,
+            log_level="warning",
+            grace_s=2.0,
+            shutdown=stop.wait,
+        )
     )
     url = f"http://127.0.0.1:{port}"
     try:

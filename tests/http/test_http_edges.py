@@ -1,7 +1,7 @@
 """The CLI's help and version, and the HTTP edges a user meets first: reason phrases, no
 redirect into a 405, one log record per unexpected error, no pid file left behind.
 
-Real ``ojs-server`` processes where the behaviour belongs to the server (Hypercorn's status
+Real ``ojs-server`` processes where the behaviour belongs to the server (the HTTP server's status
 line, the embedded nats-server's files); the ASGI app in process where it belongs to the app.
 """
 

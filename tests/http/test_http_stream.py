@@ -1,6 +1,7 @@
 """Event streams over real HTTP (memory backend): SSE channels, resume, heartbeats, limits, and
-the WebSocket protocol. The app runs on Hypercorn in the test's event loop
-(``stream_support.serving``); clients are httpx and ``websockets``, as an SDK would use them.
+the WebSocket protocol. The app runs in the test's event loop on each HTTP server ojs-server
+runs on, Uvicorn and Hypercorn (``stream_support.serving``); clients are httpx and
+``websockets``, as an SDK would use them.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ def settings(**overrides: Any) -> HttpSettings:
     return HttpSettings(**({"scheduler_interval": 0.01} | overrides))
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[str]:
-    async with serving(create_app(MemoryBackend(), settings(event_heartbeat_s=0.2))) as url:
+@pytest.fixture(params=["uvicorn", "hypercorn"])
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """The app on each HTTP server ojs-server runs on."""
+    app = create_app(MemoryBackend(), settings(event_heartbeat_s=0.2))
+    async with serving(app, request.param) as url:
         yield url
 
 

@@ -41,8 +41,8 @@ _PROBE: dict[str, Any] = {"allow_reconnect": False, "connect_timeout": 2, "error
 
 
 def http_client(base_url: str, timeout: float) -> httpx.AsyncClient:
-    """An HTTP client for ojs-server that drops idle connections after 2 s, before Hypercorn
-    closes them (its keep-alive timeout is 5 s): reusing a connection the server is closing
+    """An HTTP client for ojs-server that drops idle connections after 2 s, before the HTTP
+    server closes them (its keep-alive timeout is 5 s): reusing a connection the server is closing
     fails with "Server disconnected without sending a response", a race of the test, not a
     fault of the server."""
     return httpx.AsyncClient(

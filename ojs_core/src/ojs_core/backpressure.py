@@ -155,6 +155,9 @@ class Gate:
 
     def __init__(self, backend: Backend, now: Callable[[], datetime], emit: Emit) -> None:
         self.backend = backend
+        #: The backend as a bound store, or ``None``: decided once (an ``isinstance`` against a
+        #: runtime-checkable protocol walks its members: ~10 µs on every enqueue otherwise).
+        self._bounds: QueueBounds | None = backend if isinstance(backend, QueueBounds) else None
         self._now = now
         self._emit = emit
         #: Jobs this process admitted that are not stored yet (not in the counters), by queue.
@@ -168,14 +171,14 @@ class Gate:
     @property
     def supported(self) -> bool:
         """Whether the backend stores bounds."""
-        return isinstance(self.backend, QueueBounds)
+        return self._bounds is not None
 
     async def bound(self, queue: str) -> Backpressure | None:
         """The queue's bound, or ``None`` (always ``None`` without the capability)."""
-        backend = self.backend
-        if not isinstance(backend, QueueBounds):
+        bounds = self._bounds
+        if bounds is None:
             return None
-        return await backend.get_backpressure(queue)
+        return await bounds.get_backpressure(queue)
 
     async def depth(self, queue: str) -> int:
         """The queue's waiting jobs, from the backend's counters."""

@@ -1,4 +1,4 @@
-"""``ojs-server``: serve the OJS HTTP binding with Hypercorn."""
+"""``ojs-server``: serve the OJS HTTP binding (Uvicorn or Hypercorn, :mod:`.http_server`)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from ojs_core.plugins import (
     url_scheme,
 )
 
-from . import reasons
+from . import http_server
 from .app import create_app, lifespan
 from .flags import env_flag
 from .grpc_serve import add_grpc_flags, check_grpc_flags, start_grpc, token_authenticator
@@ -58,6 +58,8 @@ from .startup import (
 __all__ = ["build_backend", "main", "mounted", "parse_args"]
 
 log = logging.getLogger("ojs.server")
+#: Seconds the requests in flight (and gRPC calls) get to finish once a shutdown began.
+GRACE_S = 10.0
 
 #: prometheus-client's multiprocess directory (see :func:`_share_metrics`).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -183,6 +185,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=15.0,
         type=float,
         help="seconds between the heartbeats of an idle event stream",
+    )
+    env_flag(
+        p,
+        "--http-server",
+        env="OJS_HTTP_SERVER",
+        default="auto",
+        choices=list(http_server.SERVERS),
+        help="HTTP/1.1 server: Uvicorn with httptools when installed (auto; ojs-http[fast]) "
+        "or Hypercorn",
     )
     env_flag(
         p,
@@ -478,9 +489,6 @@ async def _serve_open(
 ) -> None:
     """Bind, say so, and serve the app over the open ``backend`` until ``stop`` is set (and
     the gRPC binding beside it with ``--grpc-port``: same service, same event fan-out)."""
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
-
     app = inner = create_app(
         backend, settings, auth=authenticate, session_keys=keys, manage_backend=False
     )
@@ -488,7 +496,7 @@ async def _serve_open(
     prefix = "/" + args.path_prefix.strip("/") if args.path_prefix.strip("/") else ""
     if prefix:
         app = mounted(app, prefix)
-    reasons.install()
+    kind = http_server.resolve(args.http_server)
     shared = args.workers > 1 or args.reuse_port
     try:
         sock = socket.create_server(
@@ -499,21 +507,13 @@ async def _serve_open(
         )
     except OSError as exc:
         raise SystemExit(f"ojs-server: cannot listen on {args.host}:{args.port}: {exc}") from None
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns (and closes) the socket now
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.loglevel = args.log_level.upper()
-    config.graceful_timeout = 10.0
-    # No websocket_ping_interval: Hypercorn 0.18's ping task outlives a closed WebSocket and
-    # holds the graceful shutdown for its whole timeout; the app sends ping messages instead.
     if keys is not None:
         install_key_reload(keys, args.api_keys_file, os.environ)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
         f"ojs-server listening on http://{host}:{args.port}{prefix} (backend: {backend.name} "
         f"{redact_url(args.backend)}{_auth_note(authenticate, keys)}"
-        f"{', test mode' if args.enable_reset else ''})",
+        f"{', test mode' if args.enable_reset else ''}; HTTP server: {kind})",
         flush=True,
     )
     siblings = _start_siblings(args) if args.workers > 1 else []
@@ -525,15 +525,17 @@ async def _serve_open(
 
     async def draining() -> None:
         await stop.wait()
-        task = await begin_drain(inner.state, hub, grpc_server, config.graceful_timeout)
+        task = await begin_drain(inner.state, hub, grpc_server, GRACE_S)
         if task is not None:
             grpc_stopping.append(task)
 
     try:
-        await hypercorn_serve(app, config, shutdown_trigger=draining)  # type: ignore[arg-type]
+        await http_server.serve(
+            kind, app, sock, log_level=args.log_level, grace_s=GRACE_S, shutdown=draining
+        )
     finally:
         if grpc_server is not None:
-            for task in grpc_stopping:  # its grace period ran beside Hypercorn's drain
+            for task in grpc_stopping:  # its grace period ran beside the HTTP server's drain
                 with contextlib.suppress(Exception):
                     await task
             await grpc_server.stop(0)
