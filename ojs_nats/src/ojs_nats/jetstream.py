@@ -37,6 +37,7 @@ from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableEr
 from ojs_core.errors import BackendUnavailableError, OJSError, PayloadTooLargeError
 
 from . import names
+from .inline import subscribe_inline
 
 __all__ = [
     "MAX_BATCH",
@@ -58,7 +59,6 @@ __all__ = [
     "guard",
     "last_values",
     "publish",
-    "pull_now",
     "replies",
     "settle",
 ]
@@ -262,10 +262,10 @@ class Replies:
         if self._prefix is None:
             # Set before subscribing (which may yield): concurrent first requests share it.
             prefix = self._prefix = self.nc.new_inbox() + "."
-            self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_msg)
+            self._sub = await subscribe_inline(self.nc, prefix + "*", self._on_msg)
         return self._prefix
 
-    async def _on_msg(self, msg: Msg) -> None:
+    def _on_msg(self, msg: Msg) -> None:
         reply = self._open.get(msg.subject[len(self._prefix or "") :])
         if reply is None or reply.done.done():
             return  # the request gave up: a pulled message comes back after its ack wait
@@ -318,40 +318,6 @@ def replies(nc: Client) -> Replies:
     if found is None:
         found = _REPLIES[nc] = Replies(nc)
     return found
-
-
-async def pull_now(
-    nc: Client, stream: str, consumer: str, batch: int, wait_s: float = 2.0
-) -> list[Msg]:
-    """Up to ``batch`` messages that are ready now (``no_wait``); ``[]`` when there are none.
-    :class:`ConsumerGoneError` when the consumer does not exist.
-
-    A subscription of its own, not the shared :class:`Replies` inbox: JetStream delivers a
-    pulled message under its stream subject, not the request's reply subject, so only the
-    subscription tells which pull it answers."""
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    msgs: list[Msg] = []
-    try:
-        await nc.publish(
-            names.consumer_next_subject(stream, consumer),
-            json.dumps({"batch": batch, "no_wait": True}).encode(),
-            reply=inbox,
-        )
-        while len(msgs) < batch:
-            try:
-                msg = await sub.next_msg(timeout=wait_s)
-            except TimeoutError:
-                break
-            status = msg.headers.get(names.STATUS) if msg.headers else None
-            if status == "503" and not msgs:
-                raise ConsumerGoneError(f"{stream} has no consumer {consumer}")
-            if status:
-                break  # 404 no messages, 408 request expired, 409 consumer gone ...
-            msgs.append(msg)
-    finally:
-        await sub.unsubscribe()
-    return msgs
 
 
 async def direct_get_batch(
@@ -516,10 +482,10 @@ class Pipeline:
             # Set before subscribing (which may yield): concurrent first sends share one
             # subscription. Replies cannot arrive before anything was sent on it.
             prefix = self._prefix = self.nc.new_inbox() + "."
-            self._sub = await self.nc.subscribe(prefix + "*", cb=self._on_reply)
+            self._sub = await subscribe_inline(self.nc, prefix + "*", self._on_reply)
         return self._prefix
 
-    async def _on_reply(self, msg: Msg) -> None:
+    def _on_reply(self, msg: Msg) -> None:
         prefix = self._prefix or ""
         future = self._pending.pop(msg.subject[len(prefix) :], None)
         if future is None or future.done():

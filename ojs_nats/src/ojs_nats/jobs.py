@@ -64,6 +64,18 @@ def _fires_first(armed: datetime | None, deadline: datetime) -> bool:
     return armed is not None and armed < deadline and armed > datetime.now(UTC) + _PENDING_MARGIN
 
 
+def _timer_to_arm(before: Job | None, after: Job) -> datetime | None:
+    """The deadline a write of ``after`` over ``before`` must arm first, or ``None``: none
+    due, the same one armed, or an armed one that fires first (and re-arms then)."""
+    deadline = timer_deadline(after)
+    if deadline is None:
+        return None
+    armed = timer_deadline(before) if before is not None else None
+    if deadline == armed or _fires_first(armed, deadline):
+        return None
+    return deadline
+
+
 def _removal_due(job: Job) -> bool:
     """Whether ``job`` is a terminal job whose retention has ended (the service removes it)."""
     until = job.retain_until
@@ -98,17 +110,18 @@ class JobWriter:
 
     # -- announcing ------------------------------------------------------------------------
 
-    async def announce(self, before: Job | None, after: Job, epoch: int, new_epoch: int) -> None:
-        """Publish what a write makes true *before* the write: ready hints and timers."""
+    async def announce(
+        self, after: Job, epoch: int, new_epoch: int, deadline: datetime | None
+    ) -> None:
+        """Publish what a write makes true *before* the write: the ready hint of a job that
+        becomes available (``new_epoch``), the timer ``deadline`` (see :func:`_timer_to_arm`)."""
         pubs: list[Awaitable[Any]] = []
         if new_epoch != epoch:
             await self.queues.ensure_ready(
                 after.queue, after.priority, lane_of(after), shard_of(after)
             )
             pubs.append(self.conn.commit([hint_op(after, new_epoch)]))
-        deadline = timer_deadline(after)
-        armed = timer_deadline(before) if before is not None else None
-        if deadline is not None and deadline != armed and not _fires_first(armed, deadline):
+        if deadline is not None:
             pubs.append(self.conn.commit([schedule_op(after.id, deadline)]))
             self.timers.soon_add(after.id, deadline)
         if len(pubs) == 1:
@@ -244,12 +257,17 @@ class JobWriter:
         entered = after.state is S.AVAILABLE and before.state is not S.AVAILABLE
         new_epoch = epoch + 1 if entered else epoch
         changed = moved(before, after)
-        if changed:
+        deadline = _timer_to_arm(before, after)
+        announcing = new_epoch != epoch or deadline is not None
+        if changed and announcing:
             _, entry = await asyncio.gather(
-                self.announce(before, after, epoch, new_epoch), self.index.add(after, rec.birth)
+                self.announce(after, epoch, new_epoch, deadline), self.index.add(after, rec.birth)
             )
+        elif changed:  # most acks: only the new index entry (no task for a gather)
+            entry = await self.index.add(after, rec.birth)
         else:
-            await self.announce(before, after, epoch, new_epoch)
+            if announcing:
+                await self.announce(after, epoch, new_epoch, deadline)
             entry = rec.entry
         ops = [self.store.job_op(after, new_epoch, revision, rec.birth, entry)]
         try:

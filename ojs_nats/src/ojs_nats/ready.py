@@ -32,7 +32,8 @@ from ojs_core.versioning import lane_of
 
 from . import names
 from .connection import Connection
-from .jetstream import UNKNOWN_OUTCOME, ConsumerGoneError, Op, WrongSequenceError, pull_now
+from .jetstream import UNKNOWN_OUTCOME, ConsumerGoneError, Op, WrongSequenceError
+from .pulls import pull_now
 from .queues import Queues
 from .records import JobRecord, RecordStore
 from .stats import Counters

@@ -26,7 +26,8 @@ from ojs_core.timeutil import format_ts
 
 from . import names
 from .connection import Connection
-from .jetstream import Op, pull_now
+from .jetstream import Op
+from .pulls import pull_now
 from .records import RecordStore
 
 __all__ = ["Timers", "redelivery_delay", "schedule_op"]

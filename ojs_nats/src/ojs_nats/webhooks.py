@@ -39,7 +39,8 @@ from ojs_core.webhooks import Delivery, Subscription
 
 from . import names, provision
 from .connection import Connection
-from .jetstream import ConsumerGoneError, Op, commit, direct_get_batch, last_values, pull_now
+from .jetstream import ConsumerGoneError, Op, commit, direct_get_batch, last_values
+from .pulls import pull_now
 from .records import Codec, RecordStore
 from .stats import decode_event
 
