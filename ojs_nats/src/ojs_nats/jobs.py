@@ -166,8 +166,12 @@ class JobWriter:
         for _ in range(CAS_ATTEMPTS):
             keys = list(dict.fromkeys(j.unique_key for j in jobs if j.unique_key))
             holders: dict[str, tuple[Job | None, int]] = {}
-            got_all = await asyncio.gather(
-                *(store.entry(names.JOBS_BUCKET, names.unique_key(k)) for k in keys)
+            got_all = (  # most enqueues have no unique key: no gather (a future) for nothing
+                await asyncio.gather(
+                    *(store.entry(names.JOBS_BUCKET, names.unique_key(k)) for k in keys)
+                )
+                if keys
+                else []
             )
             for key, (value, revision) in zip(keys, got_all, strict=True):
                 # A removed holder leaves a marker: the next holder's write expects its revision.
