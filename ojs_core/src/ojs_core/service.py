@@ -89,8 +89,10 @@ _PRUNE_PAGE = 500
 
 
 @functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=1024)
 def _exhausting(policy: RetryPolicy, exhausted: str) -> RetryPolicy:
-    """``policy`` with ``on_exhaustion`` resolved (policies are frozen: shared)."""
+    """``policy`` with ``on_exhaustion`` resolved (policies are frozen: shared, and most jobs
+    carry one of a few, so the resolved ones are remembered)."""
     return attrs.evolve(policy, on_exhaustion=exhausted)
 
 
@@ -348,6 +350,8 @@ class JobService:
         return await self._insert([self._prepare(j) for j in jobs], block_s)
 
     async def _insert(self, jobs: list[Job], block_s: float = 0.0) -> list[EnqueueOutcome]:
+        if self.tenancy.untouched(jobs):
+            return await self._insert_admitted(jobs, block_s)
         async with self.tenancy.admitting(jobs) as jobs:
             return await self._insert_admitted(jobs, block_s)
 

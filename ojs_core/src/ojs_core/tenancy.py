@@ -562,6 +562,11 @@ class Tenancy:
         data = {"tenant_id": tenant, "limit": limit, "current": current, "maximum": maximum}
         await self._emit([make_event("tenant.limit_exceeded", self._now(), data, subject=tenant)])
 
+    def untouched(self, jobs: Sequence[Job]) -> bool:
+        """Whether :meth:`admitting` would leave ``jobs`` as they are and reserve nothing: no
+        job names a tenant and none has to (the common case, decided without its cost)."""
+        return not self.require and all(job.meta.get("tenant_id") is None for job in jobs)
+
     @contextlib.asynccontextmanager
     async def admitting(self, jobs: list[Job]) -> AsyncIterator[list[Job]]:
         """New jobs checked (:meth:`prepare`), boosted, and admitted by their tenants' limits
