@@ -22,6 +22,7 @@ within that time; registrations through this process apply at once.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -199,6 +200,11 @@ class SchemaRegistry:
         self.cache_s = cache_s
         self._cached: list[SchemaRecord] | None = None
         self._read_at = 0.0
+        #: The read refreshing the cache, shared by every caller that finds it stale (else
+        #: each enqueue in flight at the expiry would read the store).
+        self._reading: asyncio.Future[list[SchemaRecord]] | None = None
+        #: Bumped by :meth:`forget`: a read that started before does not fill the cache.
+        self._generation = 0
         self._validators: dict[tuple[str, datetime, str], Any] = {}
 
     @property
@@ -214,14 +220,27 @@ class SchemaRegistry:
     async def records(self, *, fresh: bool = False) -> list[SchemaRecord]:
         """Every schema, from the cache when it is recent."""
         store = self._require()
-        if fresh or self._cached is None or time.monotonic() - self._read_at > self.cache_s:
-            self._cached = await store.list_schemas()
-            self._read_at = time.monotonic()
-        return self._cached
+        if fresh:  # a read that starts now: one already in flight may predate a change
+            return await self._read(store)
+        cached = self._cached
+        if cached is not None and time.monotonic() - self._read_at <= self.cache_s:
+            return cached
+        reading = self._reading
+        if reading is None or reading.done():
+            reading = self._reading = asyncio.ensure_future(self._read(store))
+        return await asyncio.shield(reading)
+
+    async def _read(self, store: SchemaStore) -> list[SchemaRecord]:
+        generation = self._generation
+        records = await store.list_schemas()
+        if generation == self._generation:
+            self._cached, self._read_at = records, time.monotonic()
+        return records
 
     def forget(self) -> None:
         """Drop the cached records (the next read goes to the store) and validators."""
         self._cached = None
+        self._generation += 1
         self._validators.clear()
 
     # -- registration ----------------------------------------------------------------------
