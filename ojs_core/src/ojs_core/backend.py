@@ -49,6 +49,7 @@ __all__ = [
     "AdmitFn",
     "Backend",
     "BackendHealth",
+    "BatchUpdates",
     "ConflictFn",
     "EventFeed",
     "EventFilter",
@@ -355,6 +356,24 @@ class JobArrivals(Protocol):
     async def wait_for_arrivals(self, queues: Sequence[str], mark: int, timeout_s: float) -> None:
         """Return once :meth:`arrivals_mark` of ``queues`` differs from ``mark``, or after
         ``timeout_s``."""
+        ...
+
+
+@runtime_checkable
+class BatchUpdates(Protocol):
+    """Optional capability: many jobs' compare-and-swaps written together (a batch of acks).
+
+    Each item is decided and stored on its own, as :meth:`Backend.update_job` would (one
+    refused item never affects another); a backend implements it where writing them side by
+    side is cheaper than one call each (NATS pipelines the index entries of all, then the
+    records of all). Without it the service calls ``update_job`` per item.
+    """
+
+    async def update_jobs(
+        self, items: Sequence[tuple[str, JobFn]]
+    ) -> list[tuple[Job, Job] | BaseException]:
+        """Per ``(job_id, fn)`` item, in order, what :meth:`Backend.update_job` would return
+        for it, or the exception it would raise."""
         ...
 
 

@@ -23,6 +23,7 @@ from . import lifecycle
 from .activity import QueueActivity
 from .backend import (
     Backend,
+    BatchUpdates,
     ConflictFn,
     EventFilter,
     JobArrivals,
@@ -204,6 +205,10 @@ class JobService:
         self.rate_limits.providers.append(self.queue_limits.keys)
         #: Admission into bounded queues (:mod:`ojs_core.backpressure`).
         self.gate = Gate(backend, self.now, self._emit)
+        #: The backend's batched compare-and-swaps, if it has them (decided once).
+        self._batch_updates: BatchUpdates | None = (
+            backend if isinstance(backend, BatchUpdates) else None
+        )
         #: Whether a worker may be handed jobs (graceful shutdown), cached for a second.
         self.workers_gate = WorkerGate(backend.get_worker)
         #: The bulk-operations extension (:mod:`ojs_core.bulk`).
@@ -230,15 +235,20 @@ class JobService:
         except OJSError:
             log.warning("could not publish %d event(s)", len(events), exc_info=True)
 
-    async def _update(self, job_id: str, fn: JobFn, now: datetime) -> tuple[Job, Job]:
-        """``backend.update_job`` with the retention deadline stamped on every job that
-        becomes terminal (or cleared on one that leaves a terminal state)."""
+    def _stamped(self, fn: JobFn, now: datetime) -> JobFn:
+        """``fn`` with the retention deadline stamped on every job that becomes terminal (or
+        cleared on one that leaves a terminal state)."""
         retention = self.retention
 
         def change(job: Job) -> Job:
             new = fn(job)
             return new if new is job else stamp(job, new, retention, now)
 
+        return change
+
+    async def _update(self, job_id: str, fn: JobFn, now: datetime) -> tuple[Job, Job]:
+        """``backend.update_job`` with the retention deadline stamped (:meth:`_stamped`)."""
+        change = self._stamped(fn, now)
         try:
             return await self.backend.update_job(job_id, change)
         except PayloadTooLargeError:
@@ -266,9 +276,35 @@ class JobService:
         """Publish events; a failure is logged, never raised (events are best-effort)."""
         await self._emit(events)
 
+    async def _update_many(
+        self, items: Sequence[tuple[str, JobFn]], now: datetime
+    ) -> list[tuple[Job, Job] | BaseException]:
+        """:meth:`_update` of each item, side by side (one backend call where the backend
+        writes batches, ``BatchUpdates``); per item its outcome or the exception it raised."""
+        batches = self._batch_updates
+        if batches is None or len(items) < 2:
+            return list(
+                await asyncio.gather(
+                    *(self._update(job_id, fn, now) for job_id, fn in items),
+                    return_exceptions=True,
+                )
+            )
+        outcomes = await batches.update_jobs([(i, self._stamped(fn, now)) for i, fn in items])
+        for k, outcome in enumerate(outcomes):
+            if isinstance(outcome, PayloadTooLargeError):  # the write alone sheds what it must
+                try:
+                    outcomes[k] = await self._update(*items[k], now)
+                except Exception as exc:
+                    outcomes[k] = exc
+        return outcomes
+
     async def _after(self, before: Job | None, after: Job, now: datetime) -> None:
         """Follow-up of one stored transition: events, workflow advancement, wake-ups."""
         await self._emit(transition_events(before, after, now))
+        await self._follow_up(before, after, now)
+
+    async def _follow_up(self, before: Job | None, after: Job, now: datetime) -> None:
+        """What a stored transition entails beyond its events (:meth:`_after`)."""
         if before is not None and (
             before.rate_limit is not None
             or before.pool is not None
@@ -655,14 +691,36 @@ class JobService:
         refused ack never affects another). Per pair, the completed job or the error that
         refused it, in order."""
         check_count(len(acks), self.limits.max_batch_jobs, "acks", "acknowledgements")
+        now = self.now()
 
-        async def one(job_id: str, result: Any) -> Job | OJSError:
-            try:
-                return await self.ack(job_id, result, worker_id)
-            except OJSError as exc:
-                return exc
+        def acking(result: Any) -> JobFn:
+            return lambda j: lifecycle.ack(j, now, result, worker_id)
 
-        return list(await asyncio.gather(*(one(job_id, result) for job_id, result in acks)))
+        outcomes = await self._update_many(
+            [(job_id, acking(result)) for job_id, result in acks], now
+        )
+        out: list[Job | OJSError] = []
+        stored: list[tuple[Job, Job]] = []
+        failure: BaseException | None = None  # not a refusal: raised once the rest is done
+        for outcome in outcomes:
+            if isinstance(outcome, OJSError):
+                out.append(outcome)
+            elif isinstance(outcome, BaseException):
+                failure = failure or outcome
+            else:
+                out.append(outcome[1])
+                if outcome[1] is not outcome[0]:
+                    stored.append(outcome)
+        # The events of the batch in one call, then each stored job's follow-up (slots
+        # released, workflows advanced) whatever happened to the others.
+        await self._emit(
+            [e for before, after in stored for e in transition_events(before, after, now)]
+        )
+        for before, after in stored:
+            await self._follow_up(before, after, now)
+        if failure is not None:
+            raise failure
+        return out
 
     async def nack(
         self,

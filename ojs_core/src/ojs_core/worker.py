@@ -47,6 +47,7 @@ import attrs
 from . import checkpoint as checkpoints
 from . import jsonio
 from . import progress as progress_ext
+from .ack_batches import AckBatches
 from .backend import Backend
 from .client import as_service
 from .clock import Clock
@@ -319,6 +320,8 @@ class Worker:
         self._force = asyncio.Event()
         self._regrace = asyncio.Event()
         self._done = asyncio.Event()
+        #: Acknowledgements of handlers that finish together are written together.
+        self._acks = AckBatches(self.service, self.worker_id)
         self._fetch_task: asyncio.Task[list[Job]] | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._signals: list[signal.Signals] = []
@@ -431,6 +434,7 @@ class Worker:
                 # hands this worker no job, whichever replica it asks.
                 await self._beat_safely()
                 await self._drain()
+                await self._acks.close()
             finally:
                 if heartbeats is not None:
                     heartbeats.cancel()
@@ -685,7 +689,7 @@ class Worker:
                 _log_failure(job, value)
             try:
                 if ok:
-                    await self.service.ack(job.id, value, self.worker_id)
+                    await self._acks.ack(job.id, value)
                 else:
                     await self.service.nack(job.id, value, self.worker_id)
             except (ConflictError, NotFoundError) as exc:

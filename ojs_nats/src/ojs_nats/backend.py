@@ -71,6 +71,7 @@ from ojs_core.webhooks import Delivery, Subscription
 
 from . import listing, names, provision
 from .arrivals import Arrivals
+from .batch_updates import update_jobs
 from .connection import CONNECT_WAIT_S, MIN_SERVER_VERSION, Connection
 from .crons import CronStore
 from .embedded import EmbeddedNatsServer
@@ -260,6 +261,13 @@ class NatsBackend:
     async def update_job(self, job_id: str, fn: JobFn) -> tuple[Job, Job]:
         """Compare-and-swap on the record's revision, retried on contention."""
         return await self.writer.update(job_id, fn)
+
+    @guard
+    async def update_jobs(
+        self, items: Sequence[tuple[str, JobFn]]
+    ) -> list[tuple[Job, Job] | BaseException]:
+        """Many compare-and-swaps side by side (``BatchUpdates``; ``ojs_nats.batch_updates``)."""
+        return await update_jobs(self.writer, items)
 
     @guard
     async def claim_jobs(

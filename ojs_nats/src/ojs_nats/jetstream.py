@@ -52,6 +52,7 @@ __all__ = [
     "Pipeline",
     "Replies",
     "WrongSequenceError",
+    "backend_error",
     "check_size",
     "closed_transport",
     "commit",
@@ -176,16 +177,29 @@ def guard(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any,
             await _await_reconnect(args[0])
         try:
             return await fn(*args, **kwargs)
-        except OJSError:
-            raise
-        except UNAVAILABLE as exc:
-            raise BackendUnavailableError(f"NATS unavailable: {exc!r}") from exc
-        except RuntimeError as exc:
-            if not closed_transport(exc):
+        except Exception as exc:
+            mapped = backend_error(exc)
+            if mapped is exc:
                 raise
-            raise BackendUnavailableError(f"NATS connection lost: {exc!r}") from exc
+            raise mapped from exc
 
     return wrapper
+
+
+def backend_error(exc: BaseException) -> BaseException:
+    """What :func:`guard` raises for ``exc``: a NATS connectivity error as
+    :class:`BackendUnavailableError`, anything else (OJS errors included) as it is. For
+    outcomes reported per item instead of raised."""
+    if isinstance(exc, OJSError):
+        return exc
+    if isinstance(exc, UNAVAILABLE):
+        mapped: BaseException = BackendUnavailableError(f"NATS unavailable: {exc!r}")
+    elif closed_transport(exc):
+        mapped = BackendUnavailableError(f"NATS connection lost: {exc!r}")
+    else:
+        return exc
+    mapped.__cause__ = exc
+    return mapped
 
 
 def closed_transport(exc: BaseException) -> bool:

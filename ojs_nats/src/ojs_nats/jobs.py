@@ -41,7 +41,7 @@ from .records import CAS_ATTEMPTS, TOMBSTONE_TTL, WORKFLOW, JobRecord, RecordSto
 from .stats import Counters
 from .timers import Timers, schedule_op
 
-__all__ = ["JobWriter", "is_dead"]
+__all__ = ["JobWriter", "is_dead", "timer_to_arm"]
 
 S = JobState
 
@@ -64,7 +64,7 @@ def _fires_first(armed: datetime | None, deadline: datetime) -> bool:
     return armed is not None and armed < deadline and armed > datetime.now(UTC) + _PENDING_MARGIN
 
 
-def _timer_to_arm(before: Job | None, after: Job) -> datetime | None:
+def timer_to_arm(before: Job | None, after: Job) -> datetime | None:
     """The deadline a write of ``after`` over ``before`` must arm first, or ``None``: none
     due, the same one armed, or an armed one that fires first (and re-arms then)."""
     deadline = timer_deadline(after)
@@ -114,7 +114,7 @@ class JobWriter:
         self, after: Job, epoch: int, new_epoch: int, deadline: datetime | None
     ) -> None:
         """Publish what a write makes true *before* the write: the ready hint of a job that
-        becomes available (``new_epoch``), the timer ``deadline`` (see :func:`_timer_to_arm`)."""
+        becomes available (``new_epoch``), the timer ``deadline`` (see :func:`timer_to_arm`)."""
         pubs: list[Awaitable[Any]] = []
         if new_epoch != epoch:
             await self.queues.ensure_ready(
@@ -261,7 +261,7 @@ class JobWriter:
         entered = after.state is S.AVAILABLE and before.state is not S.AVAILABLE
         new_epoch = epoch + 1 if entered else epoch
         changed = moved(before, after)
-        deadline = _timer_to_arm(before, after)
+        deadline = timer_to_arm(before, after)
         announcing = new_epoch != epoch or deadline is not None
         if changed and announcing:
             _, entry = await asyncio.gather(
