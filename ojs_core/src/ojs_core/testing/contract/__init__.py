@@ -26,6 +26,7 @@ with ``-k``, e.g. ``-k TestTimeouts``.
 
 from __future__ import annotations
 
+from .batch_updates import TestBatchUpdates
 from .batches import TestBatchEnqueue, TestInsertJobs
 from .claiming import TestClaimExclusivity, TestClaimOrder, TestPause
 from .cron import TestCron, TestCronRecords
@@ -58,6 +59,7 @@ from .workflows import TestWorkflowRecords, TestWorkflows
 __all__ = [
     "TestBackpressure",
     "TestBatchEnqueue",
+    "TestBatchUpdates",
     "TestCheckpoints",
     "TestClaimExclusivity",
     "TestClaimJobs",
