@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ojs_http.shutdown_watch import LIMIT_S
 from ojs_http.startup import check_exposure, is_loopback
 
 SERVER = [sys.executable, "-m", "ojs_http.cli"]
@@ -70,7 +71,13 @@ def server(
         yield base, lines, proc
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
+        try:
+            # Longer than the server's own bound on its shutdown, which logs where it stuck.
+            out, _ = proc.communicate(timeout=LIMIT_S + 10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            raise AssertionError(f"ojs-server did not exit after SIGTERM:\n{out[-8000:]}") from None
         lines.extend(out.splitlines())
 
 

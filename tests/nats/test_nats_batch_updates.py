@@ -1,7 +1,8 @@
 """Acks written as a batch on NATS (``ojs_nats.batch_updates`` through ``ack_many``), on a real
 nats-server: each item is decided as a write alone would decide it (refusals per item, a
 stale cached version re-decided on the stored one, a job named twice acked once), the jobs
-are stored with their results, and their lifecycle events are all published."""
+are stored with their results, and their lifecycle events are all published; a batch of
+claims whose outcome stays unknown keeps the index entries its records may name."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ojs_core.backend import EventFilter
 from ojs_core.errors import InvalidStateTransitionError, NotFoundError, OJSError
 from ojs_core.model import Job
 from ojs_core.states import JobState
+from ojs_nats import names
 from ojs_nats.backend import NatsBackend
 
 BackendFactory = Callable[[], Awaitable[NatsBackend]]
@@ -84,3 +86,48 @@ async def test_a_version_changed_by_another_replica_is_decided_on_the_stored_one
         stored = await other.get(job_id)
         assert stored.state is JobState.COMPLETED
         assert stored.result == "done"
+
+
+async def test_a_claim_whose_outcome_stays_unknown_keeps_its_index_entry(
+    new_backend: BackendFactory,
+) -> None:
+    """A claim written in a batch whose acknowledgement is lost and whose outcome cannot be
+    settled (NATS unreachable to tell) may have landed: the index entry its record names must
+    stay. (It was removed as if the write had been refused, and the claimed job then was
+    missing from the listing of active jobs.)"""
+    from ojs_core.backend import JobFilter
+    from ojs_core.errors import BackendUnavailableError
+
+    backend = await new_backend()
+    svc = JobService(backend)
+    job = (await svc.enqueue({"type": "batch.t", "args": [], "options": {"queue": "bu9"}})).job
+    pipe = backend.conn.pipe
+    publish_each = pipe.publish_each
+
+    records = names.kv_subject(names.JOBS_BUCKET, "")
+
+    async def acks_lost(ops: list[tuple[str, bytes, dict[str, str]]]) -> list[object]:
+        outcomes: list[object] = list(await publish_each(ops))
+        if all(subject.startswith(records) for subject, _, _ in ops):
+            # The records are stored: only their acknowledgements are lost.
+            return [TimeoutError("no acknowledgement")] * len(ops)
+        return outcomes
+
+    async def cannot_tell(*_: object) -> int | None:
+        raise BackendUnavailableError("NATS is unreachable; a write's outcome is unknown")
+
+    pipe.publish_each = acks_lost  # type: ignore[method-assign, assignment]
+    backend.store.settle_unknown = cannot_tell  # type: ignore[method-assign, assignment]
+    try:
+        await svc.fetch(["bu9"], 1, "w")  # the careful path then finds it claimed
+    except OJSError:
+        pass
+    finally:
+        pipe.publish_each = publish_each  # type: ignore[method-assign]
+    stored = await svc.get(job.id)
+    assert stored.state is JobState.ACTIVE
+    removing = backend.index._task  # the removals of index entries this process asked for
+    if removing is not None:
+        await removing
+    page = await backend.list_jobs(JobFilter(state="active", queue="bu9", limit=10))
+    assert [j.id for j in page.items] == [job.id]

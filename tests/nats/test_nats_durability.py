@@ -29,8 +29,8 @@ from ojs_core.timeutil import parse_ts
 from ojs_nats import names
 from ojs_nats.backend import NatsBackend
 from ojs_nats.embedded import free_port
+from ojs_nats.hints import hint_op
 from ojs_nats.jetstream import Op, WrongSequenceError
-from ojs_nats.ready import hint_op
 
 BackendFactory = Callable[[], Awaitable[NatsBackend]]
 S = JobState

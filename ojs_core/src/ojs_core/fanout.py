@@ -30,6 +30,7 @@ from .envelope import validate_queue
 from .errors import OJSError, ValidationError
 from .limits import MAX_ID_LENGTH
 from .model import Event
+from .tasks import cancel_and_wait
 
 __all__ = [
     "TERMINAL_EVENTS",
@@ -259,11 +260,8 @@ class EventHub:
             with contextlib.suppress(Exception):
                 await self._unsubscribe()
             self._unsubscribe = None
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     # -- feeding --------------------------------------------------------------------------
 

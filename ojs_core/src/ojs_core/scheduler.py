@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from .service import JobService
+from .tasks import cancel_and_wait
 
 __all__ = ["Scheduler"]
 
@@ -90,8 +90,4 @@ class Scheduler:
     async def stop(self) -> None:
         """Stop the loops and wait for them."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)

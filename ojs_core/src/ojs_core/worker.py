@@ -60,6 +60,7 @@ from .model import Checkpoint, Job, JobError
 from .pools import parse_pool_name
 from .queue_strategy import QueuePlan
 from .service import JobService
+from .tasks import cancel_and_wait
 from .versioning import Declaration, VersionRange, job_version, parse_declaration
 
 __all__ = ["ExecutionMiddleware", "Handler", "JobContext", "Worker"]
@@ -436,10 +437,7 @@ class Worker:
                 await self._drain()
                 await self._acks.close()
             finally:
-                if heartbeats is not None:
-                    heartbeats.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await heartbeats
+                await cancel_and_wait(heartbeats)
                 self._terminated = True
                 await self._beat_safely()  # report that no job is in flight any more
                 self.remove_signal_handlers()

@@ -20,6 +20,7 @@ from ojs_core.fanout import EventHub
 from ojs_core.noisy_neighbors import NoisyNeighbors
 from ojs_core.scheduler import Scheduler
 from ojs_core.service import JobService
+from ojs_core.tasks import cancel_and_wait
 from ojs_core.webhook_store import WebhookStore
 
 from . import apidocs
@@ -139,10 +140,7 @@ def create_app(
         finally:
             app.state.phase = "draining"
             await hub.close()
-            for task in noisy_task:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(*noisy_task)
             noisy_task.clear()
             if webhooks is not None:
                 await webhooks.stop()

@@ -37,6 +37,7 @@ from .grpc_serve import add_grpc_flags, check_grpc_flags, start_grpc, token_auth
 from .logging_setup import LOG_FORMATS, configure_logging
 from .metrics_probe import installed as metrics_installed
 from .settings import CONTENT_TYPE_MODES, COOKIE_SECURE_MODES, HttpSettings
+from .shutdown_watch import ShutdownWatch
 from .startup import (
     add_auth_flags,
     add_limit_flag,
@@ -450,10 +451,13 @@ async def _serve(
     )
     if not await _open_or_stop(backend, stop):
         return
+    watch = ShutdownWatch()
     try:
-        await _serve_open(args, backend, settings, authenticate, keys, stop, grpc_auth)
+        await _serve_open(args, backend, settings, authenticate, keys, stop, watch, grpc_auth)
     finally:
+        watch.enter("closing the backend")
         await backend.close()
+        watch.done()
 
 
 async def _open_or_stop(backend: Backend, stop: asyncio.Event) -> bool:
@@ -485,6 +489,7 @@ async def _serve_open(
     authenticate: Any,
     keys: Any,
     stop: asyncio.Event,
+    watch: ShutdownWatch,
     grpc_auth: Any = None,
 ) -> None:
     """Bind, say so, and serve the app over the open ``backend`` until ``stop`` is set (and
@@ -525,6 +530,7 @@ async def _serve_open(
 
     async def draining() -> None:
         await stop.wait()
+        watch.begin("draining the requests in flight, then stopping the app")
         task = await begin_drain(inner.state, hub, grpc_server, GRACE_S)
         if task is not None:
             grpc_stopping.append(task)
@@ -534,6 +540,8 @@ async def _serve_open(
             kind, app, sock, log_level=args.log_level, grace_s=GRACE_S, shutdown=draining
         )
     finally:
+        if grpc_server is not None or siblings:
+            watch.enter("stopping the gRPC server and the sibling processes")
         if grpc_server is not None:
             for task in grpc_stopping:  # its grace period ran beside the HTTP server's drain
                 with contextlib.suppress(Exception):

@@ -33,6 +33,7 @@ from ojs_core.errors import OJSError
 from ojs_core.events import make_event
 from ojs_core.ids import uuid7
 from ojs_core.model import Event
+from ojs_core.tasks import cancel_and_wait
 from ojs_core.webhook_delivery import (
     DEFAULT_SCHEDULE,
     Outcome,
@@ -119,16 +120,7 @@ class WebhookRunner:
         """Stop the loops; sends in flight are cancelled (their claims expire and come back)."""
         tasks = [*self._tasks, *self._sending]
         self._tasks = []
-        # Cancelled again until done: on Python 3.11 a ``wait_for`` inside nats-py (a
-        # subscription's ``next_msg``) can swallow a cancellation that races its wake-up, and
-        # the loop would then go on while this waits for it.
-        while pending := [t for t in tasks if not t.done()]:
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=0.5)
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*tasks)
         await self.sender.close()
 
     # -- routing -------------------------------------------------------------------------

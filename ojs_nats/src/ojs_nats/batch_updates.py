@@ -1,13 +1,15 @@
-"""Many jobs' compare-and-swaps written side by side (``BatchUpdates``: a batch of acks).
+"""Many jobs' compare-and-swaps written side by side: a fetch's claims, a batch of acks.
 
 A job written alone by :meth:`~ojs_nats.jobs.JobWriter.update` costs its own index-entry
-round trip, record round trip and coroutines. Here the plain transitions of a batch, the ones
-that move a job to another state and need nothing announced first (no ready hint, no timer to
-arm, no dead-letter marker: an ack), are written in two pipelined rounds for all of them:
-their new index entries, then their records, each record its own compare-and-swap over the
-version this process wrote last. Everything else, and every item whose write is refused or
-whose outcome is unknown, goes through ``update`` one by one, which reads, decides and
-retries as always: the batch only ever saves round trips, it never decides differently.
+round trip, record round trip and coroutines. :func:`write_each` writes many in two pipelined
+rounds: their new index entries (with whatever must be published before them, such as the
+claims' visibility timers), then their records, each record its own compare-and-swap over the
+version this process wrote last. :func:`update_jobs` (``BatchUpdates``, a batch of acks) uses
+it for the plain transitions of a batch, the ones that move a job to another state and need
+nothing announced first (no ready hint, no timer to arm, no dead-letter marker); everything
+else, and every item whose write is refused, goes through ``update`` one by one, which reads,
+decides and retries as always: the batch only ever saves round trips, it never decides
+differently.
 """
 
 from __future__ import annotations
@@ -20,27 +22,64 @@ import attrs
 from ojs_core.backend import JobFn
 from ojs_core.errors import OJSError
 from ojs_core.model import Job
-from ojs_core.states import JobState
 
-from .index import moved
-from .jetstream import UNKNOWN_OUTCOME, backend_error
-from .jobs import JobWriter, is_dead, timer_to_arm
+from .jetstream import UNKNOWN_OUTCOME, Op, WrongSequenceError, backend_error
+from .jobs import JobWriter, plan_write
 from .records import JobRecord
 
-__all__ = ["update_jobs"]
+__all__ = ["update_jobs", "write_each"]
 
 Outcome = tuple[Job, Job] | BaseException
 
 
-def _plain(rec: JobRecord, after: Job) -> bool:
-    """Whether writing ``after`` over ``rec`` needs only a new index entry and the record."""
-    before = rec.job
-    return (
-        moved(before, after)
-        and not (after.state is JobState.AVAILABLE and before.state is not JobState.AVAILABLE)
-        and timer_to_arm(before, after) is None
-        and is_dead(before) == is_dead(after)
-    )
+async def write_each(
+    writer: JobWriter, writes: Sequence[tuple[JobRecord, Job]], first: Sequence[Op] = ()
+) -> list[JobRecord | BaseException] | BaseException:
+    """Write each ``(rec, after)``, a job moving in the index: ``first`` and the new index
+    entries, then the records. Per write, the record stored, :class:`WrongSequenceError` when
+    it certainly did not land (refused, or timed out and fenced), or the error that leaves its
+    outcome unknown. The index stream's error, before any record was written, if it refused
+    an entry."""
+    index, store = writer.index, writer.store
+    entries_of = index.add_each([(after, rec.birth) for rec, after in writes])
+    if first:
+        _, entries = await asyncio.gather(writer.conn.publish_all(first), entries_of)
+    else:
+        entries = await entries_of
+    refused = next((e for e in entries if isinstance(e, BaseException)), None)
+    if refused is not None:
+        index.unlink(*(e for e in entries if isinstance(e, int)))
+        return refused
+    seqs = [e for e in entries if isinstance(e, int)]
+    ops = [
+        store.job_op(after, rec.epoch, rec.revision, rec.birth, entry)
+        for (rec, after), entry in zip(writes, seqs, strict=True)
+    ]
+    outcomes = await writer.conn.pipe.publish_each(ops)
+    unknown = [i for i, o in enumerate(outcomes) if isinstance(o, UNKNOWN_OUTCOME)]
+    if unknown:  # timed out: stored or not? A write that landed must be reported as such
+        settled = await asyncio.gather(
+            *(
+                store.settle_unknown(writes[i][1].id, ops[i][1], writes[i][0].revision)
+                for i in unknown
+            ),
+            return_exceptions=True,
+        )
+        for i, landed in zip(unknown, settled, strict=True):
+            outcomes[i] = WrongSequenceError("fenced") if landed is None else landed
+    results: list[JobRecord | BaseException] = []
+    for (rec, after), entry, outcome in zip(writes, seqs, outcomes, strict=True):
+        if isinstance(outcome, int):
+            results.append(
+                writer.stored(rec, JobRecord(after, rec.epoch, outcome, rec.birth, entry))
+            )
+        elif isinstance(outcome, WrongSequenceError):
+            writer.not_stored(rec, entry)
+            results.append(outcome)
+        else:  # undecided: neither entry is removed (listings repair a stale one)
+            writer.store.forget(rec.job.id)
+            results.append(outcome)
+    return results
 
 
 async def update_jobs(writer: JobWriter, items: Sequence[tuple[str, JobFn]]) -> list[Outcome]:
@@ -59,7 +98,7 @@ async def update_jobs(writer: JobWriter, items: Sequence[tuple[str, JobFn]]) -> 
                 after = fn(attrs.evolve(rec.job))
             except OJSError:
                 after = None  # decided again alone, on the stored version
-        if rec is None or after is None or not _plain(rec, after):
+        if rec is None or after is None or not plan_write(rec, after).plain:
             if fresh is not None:
                 store.put_fresh(fresh)  # for the write alone, as good as a read still
             alone.append(i)
@@ -67,7 +106,16 @@ async def update_jobs(writer: JobWriter, items: Sequence[tuple[str, JobFn]]) -> 
         seen.add(job_id)
         batch.append((i, rec, after))
     if batch:
-        alone.extend(await _write(writer, batch, outcomes))
+        written = await write_each(writer, [(rec, after) for _, rec, after in batch])
+        for n, (i, rec, after) in enumerate(batch):
+            got = written if isinstance(written, BaseException) else written[n]
+            if isinstance(got, JobRecord):
+                writer.timers.done(after.id)
+                outcomes[i] = (rec.job, after)
+            elif isinstance(got, WrongSequenceError) or got is written:
+                alone.append(i)  # refused (or no entry): decided again alone, as it would be
+            else:
+                outcomes[i] = backend_error(got)
     if alone:
         results = await asyncio.gather(
             *(writer.update(*items[i]) for i in alone), return_exceptions=True
@@ -75,39 +123,3 @@ async def update_jobs(writer: JobWriter, items: Sequence[tuple[str, JobFn]]) -> 
         for i, result in zip(alone, results, strict=True):
             outcomes[i] = backend_error(result) if isinstance(result, BaseException) else result
     return [o if o is not None else RuntimeError("no outcome") for o in outcomes]
-
-
-async def _write(
-    writer: JobWriter, batch: list[tuple[int, JobRecord, Job]], outcomes: list[Outcome | None]
-) -> list[int]:
-    """Write ``batch``: index entries, then records. The items to do one by one instead."""
-    index, store = writer.index, writer.store
-    entries = await index.add_each([(after, rec.birth) for _, rec, after in batch])
-    if any(isinstance(e, BaseException) for e in entries):
-        index.unlink(*(e for e in entries if isinstance(e, int)))
-        return [i for i, _, _ in batch]
-    seqs = [e for e in entries if isinstance(e, int)]
-    ops = [
-        store.job_op(after, rec.epoch, rec.revision, rec.birth, entry)
-        for (_, rec, after), entry in zip(batch, seqs, strict=True)
-    ]
-    written = await writer.conn.pipe.publish_each(ops)
-    again: list[int] = []
-    for (i, rec, after), entry, outcome, op in zip(batch, seqs, written, ops, strict=True):
-        if isinstance(outcome, UNKNOWN_OUTCOME):
-            try:  # stored or not? A write that landed must be reported as such
-                outcome = await store.settle_unknown(after.id, op[1], rec.revision) or outcome
-            except Exception as exc:  # undecided: reported, as a write alone raises it
-                outcomes[i] = backend_error(exc)
-                continue
-        if not isinstance(outcome, int):  # refused, or unknown and fenced: decide again alone
-            store.forget(after.id)
-            index.unlink(entry)
-            again.append(i)
-            continue
-        index.unlink(rec.entry)
-        store.remember(JobRecord(after, rec.epoch, outcome, rec.birth, entry))
-        writer.counters.count(rec.job, after)
-        writer.timers.done(after.id)
-        outcomes[i] = (rec.job, after)
-    return again

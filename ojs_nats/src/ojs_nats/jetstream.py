@@ -35,6 +35,7 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 
 from ojs_core.errors import BackendUnavailableError, OJSError, PayloadTooLargeError
+from ojs_core.tasks import cancel_and_wait
 
 from . import names
 from .inline import subscribe_inline
@@ -619,9 +620,7 @@ class Pipeline:
         self._pending.clear()
         self._deadlines.clear()
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await cancel_and_wait(self._sweeper)
             self._sweeper = None
         if self._sub is not None:
             with contextlib.suppress(Exception):

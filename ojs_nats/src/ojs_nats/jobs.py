@@ -33,15 +33,15 @@ from ojs_core.versioning import lane_of
 from . import names
 from .arrivals import Arrivals
 from .connection import Connection
+from .hints import hint_op
 from .index import Index, moved
 from .jetstream import MAX_BATCH, UNKNOWN_OUTCOME, Op, WrongSequenceError, commit, last_values
 from .queues import Queues
-from .ready import hint_op
 from .records import CAS_ATTEMPTS, TOMBSTONE_TTL, WORKFLOW, JobRecord, RecordStore
 from .stats import Counters
 from .timers import Timers, schedule_op
 
-__all__ = ["JobWriter", "is_dead", "timer_to_arm"]
+__all__ = ["JobWriter", "WritePlan", "is_dead", "plan_write", "timer_to_arm"]
 
 S = JobState
 
@@ -74,6 +74,45 @@ def timer_to_arm(before: Job | None, after: Job) -> datetime | None:
     if deadline == armed or _fires_first(armed, deadline):
         return None
     return deadline
+
+
+@attrs.frozen
+class WritePlan:
+    """What a write of a new version over a stored one needs besides the record itself."""
+
+    #: The record's epoch after the write (one more when the job becomes available).
+    epoch: int
+    #: Whether the job enters ``available``: a ready hint is published first.
+    entered: bool
+    #: Whether the job moves in the index (state, queue, type): a new entry is stored first.
+    changed: bool
+    #: The timer deadline to arm first (:func:`timer_to_arm`), or ``None``.
+    deadline: datetime | None
+    #: Whether the job enters or leaves the dead letter: its marker is written with it.
+    dead_changed: bool
+
+    @property
+    def announcing(self) -> bool:
+        """Whether a hint or a timer is published before the record."""
+        return self.entered or self.deadline is not None
+
+    @property
+    def plain(self) -> bool:
+        """Whether the write needs only a new index entry and the record (most acks)."""
+        return self.changed and not self.announcing and not self.dead_changed
+
+
+def plan_write(rec: JobRecord, after: Job) -> WritePlan:
+    """What writing ``after`` over the stored ``rec`` needs."""
+    before = rec.job
+    entered = after.state is S.AVAILABLE and before.state is not S.AVAILABLE
+    return WritePlan(
+        epoch=rec.epoch + 1 if entered else rec.epoch,
+        entered=entered,
+        changed=moved(before, after),
+        deadline=timer_to_arm(before, after),
+        dead_changed=is_dead(before) != is_dead(after),
+    )
 
 
 def _removal_due(job: Job) -> bool:
@@ -257,25 +296,23 @@ class JobWriter:
         When the job moves to another state (queue, type), its new index entry is stored
         first (the record names it); the entry of the old version is removed once the write
         landed, the new one if it did not."""
-        before, epoch, revision = rec.job, rec.epoch, rec.revision
-        entered = after.state is S.AVAILABLE and before.state is not S.AVAILABLE
-        new_epoch = epoch + 1 if entered else epoch
-        changed = moved(before, after)
-        deadline = timer_to_arm(before, after)
-        announcing = new_epoch != epoch or deadline is not None
-        if changed and announcing:
+        epoch, revision = rec.epoch, rec.revision
+        plan = plan_write(rec, after)
+        changed, new_epoch = plan.changed, plan.epoch
+        if changed and plan.announcing:
             _, entry = await asyncio.gather(
-                self.announce(after, epoch, new_epoch, deadline), self.index.add(after, rec.birth)
+                self.announce(after, epoch, new_epoch, plan.deadline),
+                self.index.add(after, rec.birth),
             )
         elif changed:  # most acks: only the new index entry (no task for a gather)
             entry = await self.index.add(after, rec.birth)
         else:
-            if announcing:
-                await self.announce(after, epoch, new_epoch, deadline)
+            if plan.announcing:
+                await self.announce(after, epoch, new_epoch, plan.deadline)
             entry = rec.entry
         ops = [self.store.job_op(after, new_epoch, revision, rec.birth, entry)]
         try:
-            if is_dead(before) != is_dead(after):
+            if plan.dead_changed:
                 subject = names.kv_subject(names.JOBS_BUCKET, names.dead_key(after.id))
                 if is_dead(after):
                     ops.append((subject, b"1", {}))
@@ -287,27 +324,35 @@ class JobWriter:
             else:
                 seqs = await self.conn.commit(ops)
         except WrongSequenceError:
-            self.store.forget(after.id)
-            if changed:
-                self.index.unlink(entry)
+            self.not_stored(rec, entry)
             raise
         except UNKNOWN_OUTCOME:
             landed = await self.store.settle_unknown(after.id, ops[0][1], revision)
             if landed is None:
-                self.store.forget(after.id)
-                if changed:
-                    self.index.unlink(entry)
+                self.not_stored(rec, entry)
                 raise WrongSequenceError("the write timed out and was fenced") from None
             seqs = [landed]
-        new = JobRecord(after, new_epoch, seqs[0], rec.birth, entry)
-        if changed:
-            self.index.unlink(rec.entry)
-        self.store.remember(new)
-        self.counters.count(before, after)
-        if entered:
+        new = self.stored(rec, JobRecord(after, new_epoch, seqs[0], rec.birth, entry))
+        if plan.entered:
             self.arrivals.carry(after.queue, after.id, new.revision, ops[0][1])
             await self.arrivals.notify([after.queue])
         return new
+
+    def stored(self, rec: JobRecord, new: JobRecord) -> JobRecord:
+        """Note that ``new`` replaced ``rec`` in the store: the superseded index entry goes,
+        the new version is remembered (for the next compare-and-swap) and counted."""
+        if new.entry != rec.entry:
+            self.index.unlink(rec.entry)
+        self.store.remember(new)
+        self.counters.count(rec.job, new.job)
+        return new
+
+    def not_stored(self, rec: JobRecord, entry: int) -> None:
+        """Note that a write over ``rec`` naming index ``entry`` certainly did not land: the
+        cached version is stale, and a new entry written for it goes."""
+        self.store.forget(rec.job.id)
+        if entry != rec.entry:
+            self.index.unlink(entry)
 
     async def update(self, job_id: str, fn: JobFn) -> tuple[Job, Job]:
         """Compare-and-swap on the record's revision, retried on contention.

@@ -10,7 +10,6 @@ and start their watchers afresh.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from nats.aio.msg import Msg
 
 from ojs_core.model import CronJob
+from ojs_core.tasks import cancel_and_wait
 
 from . import names
 from .connection import Connection
@@ -107,8 +107,7 @@ class Mirror:
 
     async def _stop_now(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            await _cancel(task)
+        await cancel_and_wait(*tasks)
 
     async def _on_control(self, msg: Msg) -> None:
         # The resetting replica has already forgotten everything; doing it again when its own
@@ -206,15 +205,3 @@ class Mirror:
             except TimeoutError:
                 return None
         return [value for _, (value, _) in sorted(self._pools.items()) if value is not None]
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    # Cancel until it is done: on Python 3.11, asyncio.wait_for (which nats-py's watch and
-    # request use) returns normally, swallowing the cancellation, when the awaited reply lands
-    # in the same loop iteration; a single cancel() then leaves the watcher waiting for the
-    # next update forever, and close() with it.
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.5)
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task

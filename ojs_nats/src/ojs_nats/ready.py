@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -27,22 +26,20 @@ from ojs_core.fairness import Dispatch
 from ojs_core.lifecycle import timer_deadline
 from ojs_core.model import Job
 from ojs_core.states import JobState
-from ojs_core.tenancy import shard_of
-from ojs_core.versioning import lane_of
 
 from . import names
+from .batch_updates import write_each
 from .connection import Connection
-from .jetstream import UNKNOWN_OUTCOME, ConsumerGoneError, Op, WrongSequenceError
+from .hints import parse_hint
+from .jetstream import ConsumerGoneError, Op, WrongSequenceError
+from .jobs import JobWriter
 from .pulls import pull_now
 from .queues import Queues
 from .records import JobRecord, RecordStore
 from .stats import Counters
 from .timers import Timers, schedule_op
 
-if TYPE_CHECKING:
-    from .jobs import JobWriter
-
-__all__ = ["Claimer", "hint_op"]
+__all__ = ["Claimer"]
 
 log = logging.getLogger("ojs.nats")
 S = JobState
@@ -70,21 +67,6 @@ def _lane_order(entry: tuple[str | None, str]) -> tuple[bool, str, str]:
     """Consumers of a level in pull order: the unversioned lane first, then by lane."""
     lane, shard = entry
     return (lane is not None, lane or "", shard)
-
-
-def hint_op(job: Job, epoch: int) -> Op:
-    """The ready hint announcing that ``job`` entered ``available`` for the ``epoch``-th time
-    (on its version lane and its tenant's shard, if it has them: ``names.ready_subject``)."""
-    subject = names.ready_subject(job.queue, job.priority, lane_of(job), shard_of(job))
-    return (subject, f"{job.id} {epoch}".encode(), {})
-
-
-def _parse_hint(msg: Msg) -> tuple[str, int] | None:
-    try:
-        job_id, epoch = msg.data.decode().split(" ", 1)
-        return job_id, int(epoch)
-    except ValueError:
-        return None
 
 
 class Claimer:
@@ -286,7 +268,7 @@ class Claimer:
         ``out`` as soon as it is stored; returns how many of them are now ``active``."""
         parsed: list[tuple[Msg, str, int]] = []
         for msg in msgs:
-            hint = _parse_hint(msg)
+            hint = parse_hint(msg)
             if hint is None:
                 await msg.term()
             else:
@@ -356,48 +338,19 @@ class Claimer:
         # Timers and index entries first (a visibility deadline must exist before the claim
         # it guards; a record names its entry), then each claim as its own compare-and-swap,
         # all in flight together: a lost race costs only its own job a careful retry.
-        index = self.writer.index
-        _, entries = await asyncio.gather(
-            self.conn.publish_all(timers),
-            index.add_each([(after, rec.birth) for _, rec, after in writes]),
-        )
-        failed = next((e for e in entries if isinstance(e, BaseException)), None)
-        if failed is not None:  # the index stream cannot take them now: no claim
-            index.unlink(*(e for e in entries if isinstance(e, int)))
+        written = await write_each(self.writer, [(rec, after) for _, rec, after in writes], timers)
+        if isinstance(written, BaseException):  # the index stream cannot take them now
             slow.extend(msg for msg, _, _ in writes)
-            log.warning("claims postponed: index entries refused: %r", failed)
+            log.warning("claims postponed: index entries refused: %r", written)
             return
-        seqs = [e for e in entries if isinstance(e, int)]
-        ops = [
-            self.store.job_op(after, rec.epoch, rec.revision, rec.birth, entry)
-            for (_, rec, after), entry in zip(writes, seqs, strict=True)
-        ]
-        outcomes = await self.conn.pipe.publish_each(ops)
-        unknown = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, UNKNOWN_OUTCOME)]
-        if unknown:  # timed out: stored or not? A claim that landed must reach the caller.
-            settled = await asyncio.gather(
-                *(
-                    self.store.settle_unknown(writes[i][2].id, ops[i][1], writes[i][1].revision)
-                    for i in unknown
-                ),
-                return_exceptions=True,
-            )
-            for i, landed in zip(unknown, settled, strict=True):
-                if isinstance(landed, int):
-                    outcomes[i] = landed
         done: list[Msg] = []
-        for i, ((msg, rec, after), outcome) in enumerate(zip(writes, outcomes, strict=True)):
-            if isinstance(outcome, BaseException):
-                self.store.forget(rec.job.id)
-                index.unlink(seqs[i])
+        for (msg, _, after), got in zip(writes, written, strict=True):
+            if isinstance(got, BaseException):
                 slow.append(msg)
                 continue
-            index.unlink(rec.entry)  # the record names the claim's entry now
-            self.store.remember(JobRecord(after, rec.epoch, outcome, rec.birth, seqs[i]))
             claimed.append(after)
             out.append(after)
             done.append(msg)
-            self.counters.count(rec.job, after)
         for msg in done:
             # A hint left un-acked is redelivered later and then found stale: harmless.
             with contextlib.suppress(Exception):
@@ -405,7 +358,7 @@ class Claimer:
 
     async def _claim_one(self, msg: Msg, activate: ActivateFn) -> Job | None:
         """Decide one hint on the stored record (the careful path)."""
-        hint = _parse_hint(msg)
+        hint = parse_hint(msg)
         if hint is None:
             await msg.term()
             return None
