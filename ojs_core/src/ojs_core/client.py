@@ -31,6 +31,7 @@ from .backend import Backend, Page
 from .clock import Clock
 from .codec import converter
 from .errors import OJSError, ValidationError
+from .gc_tuning import tune_gc
 from .ids import uuid7
 from .middleware import Middleware, MiddlewareChain
 from .model import (
@@ -302,6 +303,7 @@ class Client:
         middleware: MiddlewareChain[Envelope, Envelope | None] | None = None,
     ) -> None:
         self.service: JobService = as_service(backend_or_service, clock)
+        tune_gc()  # a process that enqueues many jobs: see ojs_core.gc_tuning
         #: The enqueue middleware chain (see :mod:`ojs_core.middleware`).
         self.middleware: MiddlewareChain[Envelope, Envelope | None] = (
             middleware if middleware is not None else MiddlewareChain()

@@ -53,6 +53,7 @@ from .client import as_service
 from .clock import Clock
 from .envelope import TYPE_RE, validate_queue
 from .errors import ConflictError, NotFoundError, ValidationError
+from .gc_tuning import tune_gc
 from .ids import uuid7
 from .logcontext import log_context
 from .middleware import Middleware, MiddlewareChain
@@ -417,6 +418,7 @@ class Worker:
         if self._state != "new":
             raise RuntimeError(f"the worker cannot run again (state {self._state})")
         self._state = "running"
+        tune_gc()  # a process that runs many jobs: see ojs_core.gc_tuning
         heartbeats: asyncio.Task[None] | None = None
         try:
             await self._beat_safely()  # registration; may already carry a directive

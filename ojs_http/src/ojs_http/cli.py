@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from ojs_core.backend import Backend
+from ojs_core.gc_tuning import tune_gc
 from ojs_core.plugins import (
     BackendOptions,
     BackendPluginError,
@@ -622,6 +623,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     args = parse_args(argv)
     configure_logging(args.log_level, args.log_format)
+    tune_gc()  # a server moves many jobs: see ojs_core.gc_tuning
     with contextlib.suppress(KeyboardInterrupt):
         run_loop(serve(args), args.loop)
     sys.exit(0)
