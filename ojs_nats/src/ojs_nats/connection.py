@@ -27,6 +27,7 @@ from ojs_core.ratelog import RateLimitedLog
 
 from .embedded import EmbeddedNatsServer
 from .jetstream import Op, Pipeline
+from .lazy import LazyPublisher
 
 __all__ = ["CONNECT_WAIT_S", "MIN_SERVER_VERSION", "Connection", "describe_sync", "redact"]
 
@@ -74,6 +75,7 @@ class Connection:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._pipe: Pipeline | None = None
+        self._lazy: LazyPublisher | None = None
 
     @property
     def nc(self) -> Client:
@@ -95,6 +97,13 @@ class Connection:
         if self._pipe is None:
             raise BackendUnavailableError("NATS backend is not open")
         return self._pipe
+
+    @property
+    def lazy(self) -> LazyPublisher:
+        """Publishes nobody waits for, sent with the connection's next write."""
+        if self._lazy is None:
+            raise BackendUnavailableError("NATS backend is not open")
+        return self._lazy
 
     @property
     def is_open(self) -> bool:
@@ -162,12 +171,16 @@ class Connection:
         self._nc = nc
         self._js = nc.jetstream(timeout=JS_API_TIMEOUT_S)
         self._pipe = Pipeline(nc, self._js)
+        self._lazy = LazyPublisher(nc)
         self.closing = False
 
     async def close(self) -> None:
         """Drain the connection (in-flight publishes get their acknowledgements), then stop
         the embedded server, if any."""
         self.closing = True
+        if self._lazy is not None:
+            self._lazy.close()
+            self._lazy = None
         if self._nc is not None:
             await _drain_or_close(self._nc)
             self._nc = None

@@ -200,9 +200,9 @@ class Index:
     async def remove(self, seqs: Sequence[int]) -> None:
         """Delete the entries of these sequences, without waiting for the answers (a lost
         removal leaves a stale entry, which listings repair)."""
-        nc = self.conn.nc
+        lazy = self.conn.lazy  # with the next write (ojs_nats.lazy): nobody waits for them
         for seq in seqs:
-            await nc.publish(_DELETE, b'{"seq":%d,"no_erase":true}' % seq)
+            await lazy.publish(_DELETE, b'{"seq":%d,"no_erase":true}' % seq)
 
     def forget_all(self) -> None:
         """Drop pending removals (after a reset)."""

@@ -351,10 +351,13 @@ class Claimer:
             claimed.append(after)
             out.append(after)
             done.append(msg)
+        lazy = self.conn.lazy
         for msg in done:
-            # A hint left un-acked is redelivered later and then found stale: harmless.
+            # A hint left un-acked is redelivered later and then found stale: harmless. So the
+            # acknowledgement leaves with the next write (ojs_nats.lazy).
             with contextlib.suppress(Exception):
-                await msg.ack()
+                if msg.reply:
+                    await lazy.publish(msg.reply)
 
     async def _claim_one(self, msg: Msg, activate: ActivateFn) -> Job | None:
         """Decide one hint on the stored record (the careful path)."""

@@ -164,7 +164,7 @@ class EventLog:
 
     async def publish(self, events: Sequence[Event]) -> None:
         """Core-NATS publish to ``ojs.events.<type>`` (the events stream keeps them a day)."""
-        nc = self.conn.nc
+        lazy = self.conn.lazy  # with the next write (ojs_nats.lazy): nobody waits for them
         for event in events:
             body = {
                 "id": event.id,
@@ -173,7 +173,7 @@ class EventLog:
                 "subject": event.subject,
                 "data": event.data,
             }
-            await nc.publish(names.event_subject(event.type), jsonio.dumps(body, default=str))
+            await lazy.publish(names.event_subject(event.type), jsonio.dumps(body, default=str))
 
     async def read(self, flt: EventFilter) -> list[Event]:
         """Events after sequence ``flt.after``, read with batched direct gets (no consumer is
