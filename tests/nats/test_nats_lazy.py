@@ -6,7 +6,9 @@ and events this way."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 import pytest
 from nats.aio.msg import Msg
@@ -20,53 +22,56 @@ from ojs_nats.lazy import LAZY_S, LazyPublisher
 BackendFactory = Callable[[], Awaitable[NatsBackend]]
 
 
-async def _listener(url: str, subject: str) -> tuple[nats.NATS, list[bytes], asyncio.Event]:
+@dataclass
+class Heard:
+    """What a second connection heard on a subject, and a lazy publisher on the first."""
+
+    nc: nats.NATS
+    lazy: LazyPublisher
+    got: list[bytes] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@asynccontextmanager
+async def heard_on(url: str, subject: str) -> AsyncIterator[Heard]:
     listener = await nats.connect(url)
-    got: list[bytes] = []
-    arrived = asyncio.Event()
+    nc = await nats.connect(url)
+    heard = Heard(nc, LazyPublisher(nc))
 
-    async def heard(msg: Msg) -> None:
-        got.append(msg.data)
-        arrived.set()
+    async def on_msg(msg: Msg) -> None:
+        heard.got.append(msg.data)
+        heard.arrived.set()
 
-    await listener.subscribe(subject, cb=heard)
+    await listener.subscribe(subject, cb=on_msg)
     await listener.flush()
-    return listener, got, arrived
+    try:
+        yield heard
+    finally:
+        heard.lazy.close()
+        await nc.close()
+        await listener.close()
 
 
 async def test_a_lazy_message_leaves_with_the_next_write_in_order(nats_url: str) -> None:
-    listener, got, _ = await _listener(nats_url, "lazy.order")
-    nc = await nats.connect(nats_url)
-    lazy = LazyPublisher(nc)
-    try:
-        await lazy.publish("lazy.order", b"first")
+    async with heard_on(nats_url, "lazy.order") as heard:
+        nc = heard.nc
+        await heard.lazy.publish("lazy.order", b"first")
         assert b"".join(nc._pending).endswith(b"first\r\n")  # queued, not written yet
         await nc.publish("lazy.order", b"second")  # a write that is sent at once...
         await nc.flush()
         for _ in range(100):
-            if len(got) == 2:
+            if len(heard.got) == 2:
                 break
             await asyncio.sleep(0.01)
-        assert got == [b"first", b"second"]  # ... takes the lazy one along, before it
-    finally:
-        lazy.close()
-        await nc.close()
-        await listener.close()
+        assert heard.got == [b"first", b"second"]  # ... takes the lazy one along, before it
 
 
 async def test_a_lazy_message_alone_leaves_within_its_delay(nats_url: str) -> None:
-    listener, got, arrived = await _listener(nats_url, "lazy.alone")
-    nc = await nats.connect(nats_url)
-    lazy = LazyPublisher(nc)
-    try:
-        await lazy.publish("lazy.alone", b"alone")
-        await asyncio.wait_for(arrived.wait(), 100 * LAZY_S + 5)
-        assert got == [b"alone"]
-        assert nc._pending_data_size == 0
-    finally:
-        lazy.close()
-        await nc.close()
-        await listener.close()
+    async with heard_on(nats_url, "lazy.alone") as heard:
+        await heard.lazy.publish("lazy.alone", b"alone")
+        await asyncio.wait_for(heard.arrived.wait(), 100 * LAZY_S + 5)
+        assert heard.got == [b"alone"]
+        assert heard.nc._pending_data_size == 0
 
 
 async def test_a_message_too_large_is_refused_as_a_publish_refuses_it(nats_url: str) -> None:
