@@ -37,10 +37,22 @@ def test_a_shutdown_past_its_bound_ends_the_process_and_says_where_it_was() -> N
 
 
 def test_a_finished_shutdown_is_not_cut_short() -> None:
-    code = STUCK.replace("await never_finishing_close()", "watch.done(); await asyncio.sleep(1)")
+    code = STUCK.replace(
+        "await never_finishing_close()", "watch.done(); watch.close(); await asyncio.sleep(1)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "shutdown: done in" in done.stderr
+
+
+def test_the_bound_holds_after_the_steps_until_the_process_ends() -> None:
+    """What follows the steps (the event loop cancelling what is left) is bounded too."""
+    code = STUCK.replace(
+        "await never_finishing_close()", "watch.done(); await never_finishing_close()"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "shutdown did not finish within 0.5 s" in done.stderr
 
 
 def test_the_server_logs_its_shutdown_steps() -> None:

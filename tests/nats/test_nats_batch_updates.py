@@ -131,3 +131,30 @@ async def test_a_claim_whose_outcome_stays_unknown_keeps_its_index_entry(
         await removing
     page = await backend.list_jobs(JobFilter(state="active", queue="bu9", limit=10))
     assert [j.id for j in page.items] == [job.id]
+
+
+async def test_an_ack_refused_in_the_batch_for_another_reason_is_decided_alone(
+    new_backend: BackendFactory,
+) -> None:
+    """A record write the server refused with an API error (not a lost compare-and-swap) did
+    not land: its ack is decided again alone, as a write alone would have retried it."""
+    from nats.js.errors import ServiceUnavailableError
+
+    backend = await new_backend()
+    svc = JobService(backend)
+    ids = await active(svc, 2, "bu10")
+    pipe = backend.conn.pipe
+    publish_each = pipe.publish_each
+    records = names.kv_subject(names.JOBS_BUCKET, "")
+
+    async def refused_once(ops: list[tuple[str, bytes, dict[str, str]]]) -> list[object]:
+        if all(subject.startswith(records) for subject, _, _ in ops):
+            pipe.publish_each = publish_each  # type: ignore[method-assign]
+            return [ServiceUnavailableError(description="stream is busy")] * len(ops)
+        return list(await publish_each(ops))
+
+    pipe.publish_each = refused_once  # type: ignore[method-assign, assignment]
+    outcomes = await svc.ack_many([(job_id, {"ok": True}) for job_id in ids], "w")
+    assert all(isinstance(o, Job) and o.state is JobState.COMPLETED for o in outcomes), outcomes
+    for job_id in ids:
+        assert (await svc.get(job_id)).result == {"ok": True}

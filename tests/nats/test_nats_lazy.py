@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from nats.aio.msg import Msg
-from nats.errors import MaxPayloadError
+from nats.errors import BadSubjectError, MaxPayloadError
 
 import nats
 from ojs_core import JobService
@@ -81,6 +81,19 @@ async def test_a_message_too_large_is_refused_as_a_publish_refuses_it(nats_url: 
         with pytest.raises(MaxPayloadError):
             await lazy.publish("lazy.big", b"x" * (nc.max_payload + 1))
         assert nc._pending_data_size == 0
+    finally:
+        lazy.close()
+        await nc.close()
+
+
+async def test_a_subject_a_publish_refuses_is_refused(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    lazy = LazyPublisher(nc)
+    try:
+        for subject in ("lazy bad", "lazy.bad\r\nPUB x 1", "lazy\tbad"):
+            with pytest.raises(BadSubjectError):
+                await lazy.publish(subject, b"x")
+        assert nc._pending_data_size == 0  # nothing raw reached the protocol stream
     finally:
         lazy.close()
         await nc.close()

@@ -347,8 +347,10 @@ def build_backend(
         raise SystemExit(f"ojs-server: {exc}") from None
 
 
-async def serve(args: argparse.Namespace) -> None:
-    """Open the backend, serve until SIGINT or SIGTERM, then shut down cleanly."""
+async def serve(args: argparse.Namespace, watch: ShutdownWatch | None = None) -> None:
+    """Open the backend, serve until SIGINT or SIGTERM, then shut down cleanly (its steps
+    logged and bounded by ``watch``; the caller closes a watch it passes, once the event loop
+    has finished)."""
     keys, verifier = build_credentials(args)
     authenticate = authenticator_of(keys, verifier)
     refusal = check_grpc_flags(args) or check_exposure(
@@ -412,7 +414,7 @@ async def serve(args: argparse.Namespace) -> None:
     shared_metrics = _share_metrics(args, settings)
     try:
         grpc_auth = token_authenticator(keys, verifier)
-        await _serve(args, backend, settings, authenticate, keys, grpc_auth)
+        await _serve(args, backend, settings, authenticate, keys, grpc_auth, watch)
     finally:
         if shared_metrics is not None:
             shutil.rmtree(shared_metrics, ignore_errors=True)
@@ -439,6 +441,7 @@ async def _serve(
     authenticate: Any,
     keys: Any,
     grpc_auth: Any = None,
+    watch: ShutdownWatch | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -452,13 +455,18 @@ async def _serve(
     )
     if not await _open_or_stop(backend, stop):
         return
-    watch = ShutdownWatch()
+    own = watch is None
+    watching = ShutdownWatch() if watch is None else watch
     try:
-        await _serve_open(args, backend, settings, authenticate, keys, stop, watch, grpc_auth)
+        await _serve_open(args, backend, settings, authenticate, keys, stop, watching, grpc_auth)
     finally:
-        watch.enter("closing the backend")
-        await backend.close()
-        watch.done()
+        watching.enter("closing the backend")
+        try:
+            await backend.close()
+        finally:
+            watching.done()
+            if own:
+                watching.close()
 
 
 async def _open_or_stop(backend: Backend, stop: asyncio.Event) -> bool:
@@ -625,7 +633,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(args.log_level, args.log_format)
     tune_gc()  # a server moves many jobs: see ojs_core.gc_tuning
     with contextlib.suppress(KeyboardInterrupt):
-        run_loop(serve(args), args.loop)
+        # The bound covers the event loop's own end too (asyncio.run cancels what is left).
+        watch = ShutdownWatch()
+        try:
+            run_loop(serve(args, watch), args.loop)
+        finally:
+            watch.close()
     sys.exit(0)
 
 

@@ -55,34 +55,44 @@ class ShutdownWatch:
         log.info("shutdown: %s (%.1f s after the signal)", step, self.elapsed())
 
     def done(self) -> None:
-        """The shutdown finished: stop the bound."""
-        if self._timer is not None:
-            self._timer.cancel()
+        """The shutdown's steps finished (the bound holds until :meth:`close`)."""
         if self._began is not None:
             log.info("shutdown: done in %.1f s", self.elapsed())
+
+    def close(self) -> None:
+        """The process is about to exit: stop the bound."""
+        if self._timer is not None:
+            self._timer.cancel()
 
     def elapsed(self) -> float:
         """Seconds since :meth:`begin`."""
         return 0.0 if self._began is None else time.monotonic() - self._began
 
     def _expired(self) -> None:
-        log.error(
-            "shutdown did not finish within %g s (still %s); exiting now", self.limit_s, self.step
-        )
-        if self._loop is not None and self._loop.is_running():
-            told = threading.Event()
+        try:
+            # Straight to stderr first: a logging handler stuck on a full pipe could be the
+            # very thing the shutdown waits for, and would hold this thread too.
+            os.write(2, f"ojs-server: shutdown did not finish within {self.limit_s:g} s\n".encode())
+            log.error(
+                "shutdown did not finish within %g s (still %s); exiting now",
+                self.limit_s,
+                self.step,
+            )
+            if self._loop is not None and self._loop.is_running():
+                told = threading.Event()
 
-            def log_tasks() -> None:
-                try:
-                    log.error("asyncio tasks still running:\n%s", _task_stacks())
-                finally:
-                    told.set()
+                def log_tasks() -> None:
+                    try:
+                        log.error("asyncio tasks still running:\n%s", _task_stacks())
+                    finally:
+                        told.set()
 
-            self._loop.call_soon_threadsafe(log_tasks)
-            told.wait(2.0)  # a loop that is blocked cannot say: go on without it
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        os._exit(1)
+                self._loop.call_soon_threadsafe(log_tasks)
+                told.wait(2.0)  # a loop that is blocked cannot say: go on without it
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+        finally:
+            os._exit(1)
 
 
 def _task_stacks() -> str:

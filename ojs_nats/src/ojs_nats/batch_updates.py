@@ -27,19 +27,24 @@ from .jetstream import UNKNOWN_OUTCOME, Op, WrongSequenceError, backend_error
 from .jobs import JobWriter, plan_write
 from .records import JobRecord
 
-__all__ = ["update_jobs", "write_each"]
+__all__ = ["Undecided", "update_jobs", "write_each"]
 
 Outcome = tuple[Job, Job] | BaseException
+
+
+class Undecided(Exception):
+    """A write whose outcome stays unknown: its acknowledgement was lost and reading the record
+    back could not tell (the cause is chained). It may have landed."""
 
 
 async def write_each(
     writer: JobWriter, writes: Sequence[tuple[JobRecord, Job]], first: Sequence[Op] = ()
 ) -> list[JobRecord | BaseException] | BaseException:
     """Write each ``(rec, after)``, a job moving in the index: ``first`` and the new index
-    entries, then the records. Per write, the record stored, :class:`WrongSequenceError` when
-    it certainly did not land (refused, or timed out and fenced), or the error that leaves its
-    outcome unknown. The index stream's error, before any record was written, if it refused
-    an entry."""
+    entries, then the records. Per write, the record stored, :class:`Undecided` when it may
+    have landed, or the error that says it did not (:class:`WrongSequenceError`: refused, or
+    timed out and fenced; or any other refusal). The index stream's error, before any record
+    was written, if it refused an entry."""
     index, store = writer.index, writer.store
     entries_of = index.add_each([(after, rec.birth) for rec, after in writes])
     if first:
@@ -66,18 +71,23 @@ async def write_each(
             return_exceptions=True,
         )
         for i, landed in zip(unknown, settled, strict=True):
-            outcomes[i] = WrongSequenceError("fenced") if landed is None else landed
+            if isinstance(landed, BaseException):
+                undecided = Undecided(f"the write's outcome is unknown: {landed!r}")
+                undecided.__cause__ = landed
+                outcomes[i] = undecided
+            else:
+                outcomes[i] = WrongSequenceError("fenced") if landed is None else landed
     results: list[JobRecord | BaseException] = []
     for (rec, after), entry, outcome in zip(writes, seqs, outcomes, strict=True):
         if isinstance(outcome, int):
             results.append(
                 writer.stored(rec, JobRecord(after, rec.epoch, outcome, rec.birth, entry))
             )
-        elif isinstance(outcome, WrongSequenceError):
-            writer.not_stored(rec, entry)
-            results.append(outcome)
-        else:  # undecided: neither entry is removed (listings repair a stale one)
+        elif isinstance(outcome, Undecided):  # neither entry goes (listings repair a stale one)
             writer.store.forget(rec.job.id)
+            results.append(outcome)
+        else:  # refused: this version was not stored
+            writer.not_stored(rec, entry)
             results.append(outcome)
     return results
 
@@ -112,10 +122,10 @@ async def update_jobs(writer: JobWriter, items: Sequence[tuple[str, JobFn]]) -> 
             if isinstance(got, JobRecord):
                 writer.timers.done(after.id)
                 outcomes[i] = (rec.job, after)
-            elif isinstance(got, WrongSequenceError) or got is written:
-                alone.append(i)  # refused (or no entry): decided again alone, as it would be
+            elif isinstance(got, Undecided):  # reported as a write alone would raise it
+                outcomes[i] = backend_error(got.__cause__ or got)
             else:
-                outcomes[i] = backend_error(got)
+                alone.append(i)  # refused (or no entry): decided again alone, as it would be
     if alone:
         results = await asyncio.gather(
             *(writer.update(*items[i]) for i in alone), return_exceptions=True

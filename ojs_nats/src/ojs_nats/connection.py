@@ -179,12 +179,12 @@ class Connection:
         the embedded server, if any."""
         self.closing = True
         if self._lazy is not None:
-            self._lazy.close()
-            self._lazy = None
+            self._lazy.close()  # the drain writes what waits (and what is queued meanwhile)
         if self._nc is not None:
             await _drain_or_close(self._nc)
             self._nc = None
             self._js = None
+            self._lazy = None
         if self._pipe is not None:
             await self._pipe.close()
             self._pipe = None

@@ -27,6 +27,8 @@ __all__ = ["LAZY_S", "LazyPublisher"]
 
 #: The longest a lazy message waits for another write to leave with (seconds).
 LAZY_S = 0.002
+#: Characters a subject may not hold (nats-py's publish refuses them).
+_UNSAFE = frozenset(" \t\r\n")
 
 
 class LazyPublisher:
@@ -35,16 +37,22 @@ class LazyPublisher:
     def __init__(self, nc: Client) -> None:
         self.nc = nc
         self._timer: asyncio.TimerHandle | None = None
-        nats: Any = nc
+        self._writing: set[asyncio.Future[Any]] = set()
+        client: Any = nc
         #: nats-py's pending commands, its flusher's queue: both present, or no lazy sending.
-        self._able = isinstance(getattr(nats, "_pending", None), list) and hasattr(
-            nats, "_flush_queue"
+        self._able = isinstance(getattr(client, "_pending", None), list) and hasattr(
+            client, "_flush_queue"
         )
 
     async def publish(self, subject: str, data: bytes = b"") -> None:
         """Queue ``data`` on ``subject`` (no reply, no headers) for the next write."""
         nc: Any = self.nc
-        if not self._able or not nc.is_connected or len(data) > nc.max_payload:
+        if (
+            not self._able
+            or not nc.is_connected
+            or len(data) > nc.max_payload
+            or _UNSAFE.intersection(subject)  # a publish refuses it; raw, it would split the line
+        ):
             await self.nc.publish(subject, data)  # also raises what a publish raises
             return
         command = pub_cmd(subject, "", data)
@@ -64,7 +72,14 @@ class LazyPublisher:
         self._timer = None
         nc: Any = self.nc
         queue = nc._flush_queue
-        if nc._pending_data_size and nc.is_connected and queue is not None and queue.empty():
+        if not nc._pending_data_size or not nc.is_connected or queue is None:
+            return
+        flusher = getattr(nc, "_flusher_task", None)
+        if flusher is None or flusher.done():  # nats-py then writes inline: let it
+            task = asyncio.ensure_future(nc._flush_pending())
+            self._writing.add(task)
+            task.add_done_callback(self._writing.discard)
+        elif queue.empty():
             queue.put_nowait(asyncio.get_running_loop().create_future())
 
     def close(self) -> None:

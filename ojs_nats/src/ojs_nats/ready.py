@@ -351,13 +351,12 @@ class Claimer:
             claimed.append(after)
             out.append(after)
             done.append(msg)
-        lazy = self.conn.lazy
         for msg in done:
             # A hint left un-acked is redelivered later and then found stale: harmless. So the
             # acknowledgement leaves with the next write (ojs_nats.lazy).
             with contextlib.suppress(Exception):
                 if msg.reply:
-                    await lazy.publish(msg.reply)
+                    await self.conn.lazy.publish(msg.reply)
 
     async def _claim_one(self, msg: Msg, activate: ActivateFn) -> Job | None:
         """Decide one hint on the stored record (the careful path)."""
