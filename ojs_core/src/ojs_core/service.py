@@ -89,7 +89,6 @@ _TIMER_CONCURRENCY = 64
 _PRUNE_PAGE = 500
 
 
-@functools.lru_cache(maxsize=256)
 @functools.lru_cache(maxsize=1024)
 def _exhausting(policy: RetryPolicy, exhausted: str) -> RetryPolicy:
     """``policy`` with ``on_exhaustion`` resolved (policies are frozen: shared, and most jobs

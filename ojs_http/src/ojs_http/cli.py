@@ -412,10 +412,13 @@ async def serve(args: argparse.Namespace, watch: ShutdownWatch | None = None) ->
         )
         return
     shared_metrics = _share_metrics(args, settings)
+    watching = ShutdownWatch() if watch is None else watch
     try:
         grpc_auth = token_authenticator(keys, verifier)
-        await _serve(args, backend, settings, authenticate, keys, grpc_auth, watch)
+        await _serve(args, backend, settings, authenticate, keys, watching, grpc_auth)
     finally:
+        if watch is None:
+            watching.close()
         if shared_metrics is not None:
             shutil.rmtree(shared_metrics, ignore_errors=True)
 
@@ -440,8 +443,8 @@ async def _serve(
     settings: HttpSettings,
     authenticate: Any,
     keys: Any,
+    watch: ShutdownWatch,
     grpc_auth: Any = None,
-    watch: ShutdownWatch | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -455,18 +458,14 @@ async def _serve(
     )
     if not await _open_or_stop(backend, stop):
         return
-    own = watch is None
-    watching = ShutdownWatch() if watch is None else watch
     try:
-        await _serve_open(args, backend, settings, authenticate, keys, stop, watching, grpc_auth)
+        await _serve_open(args, backend, settings, authenticate, keys, stop, watch, grpc_auth)
     finally:
-        watching.enter("closing the backend")
+        watch.enter("closing the backend")
         try:
             await backend.close()
         finally:
-            watching.done()
-            if own:
-                watching.close()
+            watch.done()
 
 
 async def _open_or_stop(backend: Backend, stop: asyncio.Event) -> bool:

@@ -146,9 +146,7 @@ class NatsBackend:
             self.arrivals,
             self.index,
         )
-        self.claimer = Claimer(
-            self.conn, self.store, self.queues, self.timers, self.counters, self.writer
-        )
+        self.claimer = Claimer(self.conn, self.store, self.queues, self.timers, self.writer)
         self.crons = CronStore(self.conn, self.store, self.mirror)
         self.schemas = SchemaBucket(self.conn, self.store)
         self.idempotency = IdempotencyBucket(self.conn, self.store)

@@ -36,7 +36,6 @@ from .jobs import JobWriter
 from .pulls import pull_now
 from .queues import Queues
 from .records import JobRecord, RecordStore
-from .stats import Counters
 from .timers import Timers, schedule_op
 
 __all__ = ["Claimer"]
@@ -78,14 +77,12 @@ class Claimer:
         store: RecordStore,
         queues: Queues,
         timers: Timers,
-        counters: Counters,
         writer: JobWriter,
     ) -> None:
         self.conn = conn
         self.store = store
         self.queues = queues
         self.timers = timers
-        self.counters = counters
         self.writer = writer
         #: Tunable for tests: when a hint whose write never landed is fenced and dropped.
         self.fence_after_deliveries = FENCE_AFTER_DELIVERIES
@@ -343,15 +340,12 @@ class Claimer:
             slow.extend(msg for msg, _, _ in writes)
             log.warning("claims postponed: index entries refused: %r", written)
             return
-        done: list[Msg] = []
         for (msg, _, after), got in zip(writes, written, strict=True):
             if isinstance(got, BaseException):
                 slow.append(msg)
                 continue
             claimed.append(after)
             out.append(after)
-            done.append(msg)
-        for msg in done:
             # A hint left un-acked is redelivered later and then found stale: harmless. So the
             # acknowledgement leaves with the next write (ojs_nats.lazy).
             with contextlib.suppress(Exception):
