@@ -37,7 +37,7 @@ async def test_a_stuck_timer_pull_does_not_hold_back_local_deadlines(svc: JobSer
     failed = await svc.nack(job.id, job_error("first"), worker_id="w")
     assert failed.state is S.RETRYABLE
     never: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-    backend._timer_pull = never  # type: ignore[assignment]
+    backend.timers._pull = never  # type: ignore[assignment]
 
     async def promoted() -> bool | None:
         # Bounded: before the fix this pass waited for the stuck pull forever.
@@ -135,3 +135,67 @@ async def test_a_later_deadline_rides_on_the_armed_schedule_and_still_fires(
         await eventually(removed, within=10, what="the job removed after its retention")
     finally:
         await scheduler.stop()
+
+
+async def _count_timer_pulls(backend: NatsBackend) -> tuple[list[bytes], Any]:
+    """The pull requests sent to the timer consumer from now on (a core subscription on the
+    same connection gets a copy of each: once a flush returns, its ``delivered`` counts all
+    sent before), and the subscription to drop afterwards."""
+    seen: list[bytes] = []
+
+    async def heard(msg: Any) -> None:
+        seen.append(msg.data)
+
+    subject = names.consumer_next_subject(names.TIMER_STREAM, names.TIMER_CONSUMER)
+    sub = await backend.nc.subscribe(subject, cb=heard)
+    await backend.nc.flush()
+    return seen, sub
+
+
+async def test_an_idle_replica_holds_its_timer_pull_instead_of_polling(svc: JobService) -> None:
+    """Once a pull found no fired timer, the next one is held by the server: many timer
+    passes of an idle replica send one request, not one each."""
+    backend = svc.backend
+    assert isinstance(backend, NatsBackend)
+    await svc.run_timers()  # the first pull (nothing has fired): the next one is held
+    seen, sub = await _count_timer_pulls(backend)
+    try:
+        for _ in range(50):
+            assert await svc.run_timers() == 0
+            await asyncio.sleep(0)
+        await backend.nc.flush()
+        assert sub.delivered == 1  # before: one no_wait pull per pass
+        await eventually(lambda: seen, what="the held pull")
+        assert b'"expires"' in seen[0]
+        assert b'"no_wait"' not in seen[0]
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_a_timer_another_replica_armed_fires_through_a_held_pull(
+    replicas: tuple[JobService, JobService],
+) -> None:
+    """A job scheduled by one replica (whose own passes never run) becomes available through
+    the other's passes, which were holding their pull when the server fired the timer; then
+    that replica pulls in batches again."""
+    writer, runner = replicas
+    backend = runner.backend
+    assert isinstance(backend, NatsBackend)
+    await runner.run_timers()
+    await runner.run_timers()
+    assert backend.timers._pull_held
+    job = await push(writer, delay_ms=500)
+
+    async def available() -> bool | None:
+        await runner.run_timers()
+        return True if (await runner.get(job.id)).state is S.AVAILABLE else None
+
+    assert await eventually(available, within=20, what="the scheduled job promoted")
+    seen, sub = await _count_timer_pulls(backend)
+    try:
+        await runner.run_timers()
+        await backend.nc.flush()
+        await eventually(lambda: len(seen) >= 1, what="the next pull")
+        assert b'"no_wait"' in seen[0]  # a timer fired: the next pull asks for a batch
+    finally:
+        await sub.unsubscribe()

@@ -29,7 +29,7 @@ from . import names
 from .inline import subscribe_inline
 from .jetstream import ConsumerGoneError
 
-__all__ = ["pull_now"]
+__all__ = ["pull_held", "pull_now"]
 
 
 class _PullInbox:
@@ -84,6 +84,24 @@ async def pull_now(
 ) -> list[Msg]:
     """Up to ``batch`` messages that are ready now (``no_wait``); ``[]`` when there are none.
     :class:`~ojs_nats.jetstream.ConsumerGoneError` when the consumer does not exist."""
+    request = json.dumps({"batch": batch, "no_wait": True}).encode()
+    return await _pull(nc, stream, consumer, request, batch, wait_s)
+
+
+async def pull_held(nc: Client, stream: str, consumer: str, hold_s: float) -> list[Msg]:
+    """The next message, held by the server until one is there or ``hold_s`` passed (then
+    ``[]``): a waiting pull that costs one request, however long it waits."""
+    request = json.dumps({"batch": 1, "expires": int(hold_s * 1e9)}).encode()
+    return await _pull(nc, stream, consumer, request, 1, hold_s + _HOLD_MARGIN_S)
+
+
+#: How long past its expiry a held pull waits for the server's ``408`` before giving up.
+_HOLD_MARGIN_S = 5.0
+
+
+async def _pull(
+    nc: Client, stream: str, consumer: str, request: bytes, batch: int, wait_s: float
+) -> list[Msg]:
     inbox, pool = await _borrow(nc, (stream, consumer))
     reusable = False
     loop = asyncio.get_running_loop()
@@ -91,9 +109,7 @@ async def pull_now(
     done = inbox.done = loop.create_future()
     try:
         await nc.publish(
-            names.consumer_next_subject(stream, consumer),
-            json.dumps({"batch": batch, "no_wait": True}).encode(),
-            reply=inbox.subject,
+            names.consumer_next_subject(stream, consumer), request, reply=inbox.subject
         )
         try:
             await asyncio.wait_for(asyncio.shield(done), wait_s)

@@ -6,6 +6,11 @@ consumer hands each fired timer to whichever replica pulls first. The schedule i
 *before* the write that needs it, and it is the durable backstop. The server's scheduler fires
 up to ~250 ms late, so the replica that writes a deadline less than a minute ahead also keeps
 it in a local heap and applies it itself when due (precise to the timer pass).
+
+An idle replica does not ask the server for fired timers at every pass: after a pull that
+found none, the next one is *held* (one message, :data:`TIMER_HOLD_S`), and passes look at it
+without waiting until the server answers with a fired timer (then the next passes pull in
+batches again) or lets it expire. One request per hold instead of one per pass.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from ojs_core.timeutil import format_ts
 from . import names
 from .connection import Connection
 from .jetstream import Op
-from .pulls import pull_now
+from .pulls import pull_held, pull_now
 from .records import RecordStore
 
 __all__ = ["Timers", "redelivery_delay", "schedule_op"]
@@ -39,6 +44,8 @@ SOON_HORIZON_S = 60.0
 SOON_MAX = 100_000
 #: How long a timer pass that has local deadlines to apply waits for the server's fired timers.
 TIMER_PULL_WAIT_S = 0.02
+#: How long the server holds the pull of an idle replica (see the module's docstring).
+TIMER_HOLD_S = 30.0
 #: Backoff of a fired timer (or hint) whose job could not be updated.
 REDELIVERY_BASE_S = 0.1
 REDELIVERY_MAX_S = 30.0
@@ -81,6 +88,10 @@ class Timers:
         #: Fired timers handed out by :meth:`due_jobs`, acked once their job was updated.
         self._inflight: dict[str, Msg] = {}
         self._pull: asyncio.Task[list[Msg]] | None = None
+        #: The pull in flight is held by the server (:func:`~ojs_nats.pulls.pull_held`).
+        self._pull_held = False
+        #: The last pull found no fired timer: the next one is held.
+        self._quiet = False
         self._background: set[asyncio.Future[Any]] = set()
 
     def soon_add(self, job_id: str, deadline: datetime) -> None:
@@ -153,7 +164,9 @@ class Timers:
 
     async def _fired(self, batch: int, wait_s: float | None) -> list[Msg]:
         """The server's fired timers, waiting for them at most ``wait_s`` (``None``: as long as
-        the pull takes), and never past the moment a new local deadline is added.
+        the pull takes), and never past the moment a new local deadline is added. A held pull
+        (after a pull that found none) is not waited for: it is looked at, and it stays in
+        flight until the server answers.
 
         The pull runs as a task of its own that a later pass picks up if this one stops
         waiting. Its answer normally takes well under a millisecond, but one may never come
@@ -163,12 +176,16 @@ class Timers:
         """
         task = self._pull
         if task is None:
-            task = asyncio.ensure_future(
-                pull_now(self.conn.nc, names.TIMER_STREAM, names.TIMER_CONSUMER, batch)
-            )
+            nc, stream, consumer = self.conn.nc, names.TIMER_STREAM, names.TIMER_CONSUMER
+            self._pull_held = self._quiet
+            if self._quiet:
+                pull = pull_held(nc, stream, consumer, TIMER_HOLD_S)
+            else:
+                pull = pull_now(nc, stream, consumer, batch)
+            task = asyncio.ensure_future(pull)
             task.add_done_callback(_retrieve)
             self._pull = task
-        if not task.done():
+        if not task.done() and not self._pull_held:
             self._soon_changed.clear()
             waiters: set[asyncio.Future[Any]] = {
                 task,
@@ -193,7 +210,9 @@ class Timers:
             if not isinstance(exc, nats.errors.TimeoutError):
                 log.debug("timer pull failed: %r", exc)
             return []
-        return task.result()
+        fired = task.result()
+        self._quiet = not fired
+        return fired
 
     def drop_pull(self) -> None:
         """Abandon the pull in flight; fired timers it received go back to the server."""
