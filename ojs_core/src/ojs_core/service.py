@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -47,7 +47,8 @@ from .errors import (
     UnsupportedError,
     ValidationError,
 )
-from .events import EVENT_PATTERN, job_event, make_event, started_event, transition_events
+from .events import EVENT_PATTERN, make_event, transition_events
+from .fetching import Fetching
 from .limits import BatchTooLargeError, Limits, check_count
 from .model import (
     Backpressure,
@@ -61,22 +62,21 @@ from .model import (
     WorkerInfo,
 )
 from .observe import Observers
-from .pools import Pools, Route, parse_pool_name
+from .pools import Pools
 from .queue_limits import QueueLimits
-from .queue_strategy import QueuePlan, check_weights
+from .queue_strategy import QueuePlan
 from .rate_limiting import HeldBack, RateLimiting
-from .ratelog import RateLimitedLog
 from .retention import Retention, stamp
-from .scheduling import Scheduler, at_capacity
+from .scheduling import Scheduler
 from .scheduling_stats import SchedulingStats
 from .schema_registry import SchemaRegistry
-from .shutdown import WorkerGate, accepts_jobs, parse_worker_state
+from .shutdown import WorkerGate, parse_worker_state
 from .states import JobState
-from .tenancy import DEFAULT_TENANT, Tenancy, shard_of
-from .timeutil import format_ts
+from .tenancy import DEFAULT_TENANT, Tenancy
+from .timekeeping import Timekeeping, still_dead
 from .tracing import JobTracer
 from .unique import is_conflict, unique_key
-from .versioning import Declaration, declaration_of, stored_declaration
+from .versioning import Declaration, declaration_of
 from .workflow_runs import WorkflowRuns
 
 __all__ = ["EnqueueOutcome", "HeartbeatOutcome", "JobService"]
@@ -84,9 +84,6 @@ __all__ = ["EnqueueOutcome", "HeartbeatOutcome", "JobService"]
 log = logging.getLogger("ojs.service")
 S = JobState
 DIRECTIVES = ("running", "quiet", "terminate")
-_TIMER_CONCURRENCY = 64
-#: Dead-letter jobs read per page when the size cap is applied.
-_PRUNE_PAGE = 500
 
 
 @functools.lru_cache(maxsize=1024)
@@ -96,19 +93,10 @@ def _exhausting(policy: RetryPolicy, exhausted: str) -> RetryPolicy:
     return attrs.evolve(policy, on_exhaustion=exhausted)
 
 
-def _still_dead(job: Job) -> bool:
-    return job.dead_letter and job.state is S.DISCARDED
-
-
-#: A long-polling fetch looks again this often: on a backend without wake-ups (the same
-#: process's arrivals wake it at once), and, as a backstop for a lost wake-up, with them.
-_POLL_S = 0.05
 ARRIVAL_POLL_S = 1.0
 #: A transition at a given time (``lifecycle.cancel``, say): the service fixes ``now`` and hands
 #: the backend the resulting :data:`~ojs_core.backend.JobFn`.
 TimedFn = Callable[[Job, datetime], Job]
-#: A fetch's queues served left to right (the core's FETCH, and the default).
-_LIST_ORDER = QueuePlan()
 
 
 @attrs.frozen
@@ -174,7 +162,6 @@ class JobService:
         self.started_at = self.clock.now()
         self._job_arrived = asyncio.Event()
         self._arrivals = backend if isinstance(backend, JobArrivals) else None
-        self._timer_log = RateLimitedLog(log, self.clock)
         #: Called with every event batch this service publishes (:mod:`ojs_core.observe`).
         self.observers = Observers()
         #: The schema registry (``ojs_core.schema_registry``): ``schema_validation`` is what a
@@ -217,6 +204,10 @@ class JobService:
         #: Dispatches per queue over the last minute (fair scheduling §10.2; per process).
         self.scheduling_stats = SchedulingStats(backend, self.now)
         self.observers.add(self.scheduling_stats.observe)
+        #: FETCH (:mod:`ojs_core.fetching`), the timer and retention passes
+        #: (:mod:`ojs_core.timekeeping`).
+        self.fetching = Fetching(self)
+        self.timekeeping = Timekeeping(self)
 
     def now(self) -> datetime:
         """The service clock's current time."""
@@ -512,168 +503,11 @@ class JobService:
         plan: QueuePlan | None = None,
         pool: str | None = None,
     ) -> list[Job]:
-        """FETCH: claim up to ``count`` jobs; with ``wait_ms`` wait that long for one to arrive.
-
-        ``tenant`` (multi-tenancy): only that tenant's jobs. ``held`` learns what rate limit
-        held candidates back (for response headers). ``versions`` (job versioning): only jobs
-        whose version it accepts; without it, the declaration the worker's heartbeats stored,
-        if any. ``plan`` (fair scheduling): the strategy across ``queues``; by default list
-        order. ``pool``: the worker's pool (else the one its heartbeats declared); a defined
-        pool's queues and strategy replace ``queues`` and ``plan`` (:mod:`ojs_core.pools`)."""
-        if pool is not None:
-            parse_pool_name(pool, "pool")
-        elif not queues:
-            raise ValidationError("must list at least one queue", path="queues")
-        check_count(len(queues), self.limits.max_fetch_queues, "queues", "queues")
-        for i, q in enumerate(queues):
-            validate_queue(q, f"queues[{i}]")
-        check_weights(plan, queues)
-        check_count(count, self.limits.max_fetch_count, "count", "jobs")
-        count = max(1, count)
-        deadline = self.clock.now().timestamp() + wait_ms / 1000
-        arrivals = self._arrivals
-        await self.pools.current()  # this process's snapshot: no I/O after the first fetch
-        while True:
-            self._job_arrived.clear()
-            worker = None if worker_id is None else await self.workers_gate.record(worker_id)
-            route = self.pools.route(queues, plan, pool, worker)
-            if not queues and route.pool is None:
-                raise ValidationError(
-                    f"must list at least one queue (pool '{route.pool_name}' is not defined)",
-                    path="queues",
-                )
-            waiting_on = route.queues or tuple(queues)
-            mark = (
-                await arrivals.arrivals_mark(waiting_on) if arrivals is not None and wait_ms else 0
-            )
-            if not accepts_jobs(worker) or not route.queues or at_capacity(route.plan, worker):
-                # Quiet or terminating (graceful shutdown, ojs_core.shutdown): no job, but the
-                # long-poll is still honoured, so a client that fetches anyway does not spin.
-                jobs = []
-            else:
-                declared = versions or stored_declaration(worker.versions if worker else None)
-                jobs = await self._claim_shielded(
-                    route, count, worker_id, visibility_ms, tenant, held, declared
-                )
-            remaining = deadline - self.clock.now().timestamp()
-            if jobs or remaining <= 0:
-                return jobs
-            if arrivals is not None:
-                await arrivals.wait_for_arrivals(
-                    waiting_on, mark, min(remaining, self.arrival_poll_s)
-                )
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._job_arrived.wait(), timeout=min(remaining, _POLL_S))
-
-    async def _claim_shielded(
-        self,
-        route: Route,
-        count: int,
-        worker_id: str | None,
-        visibility_ms: int | None,
-        tenant: str | None = None,
-        held: HeldBack | None = None,
-        versions: Declaration | None = None,
-    ) -> list[Job]:
-        """Claim, such that cancelling the caller never strands what was claimed.
-
-        A fetch cancelled while its claim is in flight (a worker stopping, a client gone) lets
-        the claim finish and hands the jobs straight back (``requeue``: no attempt consumed);
-        otherwise they would sit ``active`` until their visibility timeout.
-        """
-
-        def one(qs: Sequence[str], n: int) -> Awaitable[list[Job]]:
-            return self._claim(qs, n, worker_id, visibility_ms, tenant, held, versions, route)
-
-        queues = route.queues
-        claim = asyncio.ensure_future(
-            self.scheduler.claim(queues, count, route.plan or _LIST_ORDER, one, key=route.key)
-            if len(queues) > 1
-            else one(queues, count)
+        """FETCH: claim up to ``count`` jobs; with ``wait_ms`` wait that long for one to arrive
+        (:meth:`ojs_core.fetching.Fetching.fetch` says what each argument selects)."""
+        return await self.fetching.fetch(
+            queues, count, worker_id, visibility_ms, wait_ms, tenant, held, versions, plan, pool
         )
-        try:
-            return await asyncio.shield(claim)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                returned = JobError(
-                    code="cancelled", message="fetch cancelled before delivery", retryable=True
-                )
-                for job in await claim:
-                    with contextlib.suppress(OJSError):
-                        await self.nack(job.id, returned, worker_id, requeue=True)
-            raise
-
-    async def _claim(
-        self,
-        queues: Sequence[str],
-        count: int,
-        worker_id: str | None,
-        visibility_ms: int | None,
-        tenant: str | None = None,
-        held: HeldBack | None = None,
-        versions: Declaration | None = None,
-        route: Route | None = None,
-    ) -> list[Job]:
-        now = self.now()
-        # The pool whose concurrency each claimed attempt takes a slot of (``Job.pool``).
-        pool = self.pools.limiting(route)
-        default_vt = self.default_visibility_ms
-        await self.tenancy.refresh_default()
-        dispatch = self.tenancy.dispatch(tenant)
-
-        def startable(job: Job) -> bool:
-            """Whether this fetch would start the job, limits aside (only those take a slot):
-            of a version its worker accepts, of a tenant it may take, not expired."""
-            return (
-                (versions is None or versions.accepts(job))
-                and dispatch.allows(shard_of(job))
-                and not (job.expires_at is not None and job.expires_at <= now)
-            )
-
-        extra = self.pools.admission_keys(route) if route is not None else []
-        admission = self.rate_limits.admission(now, startable, extra)
-        limited = admission.needs
-
-        def activate(job: Job) -> Job | None:
-            if versions is not None and not versions.accepts(job):
-                return None  # another worker's version: it stays available (VER-004/005)
-            if not dispatch.allows(shard_of(job)):
-                return None  # another tenant's job (a backend without shards): it stays
-            if job.expires_at is not None and job.expires_at <= now:
-                return lifecycle.expire(job, now)
-            if limited(job) and not admission.decide(job).admitted:
-                rl = job.rate_limit
-                if rl is None or rl.on_limit == "wait":
-                    return None
-                return lifecycle.rate_limited(job, now, rl.on_limit, admission.until(job))
-            vt = visibility_ms or job.visibility_timeout_ms or default_vt
-            claimed = lifecycle.claim(job, now, worker_id, vt)
-            return claimed if claimed.pool == pool else attrs.evolve(claimed, pool=pool)
-
-        activate.admit = admission.admit  # type: ignore[attr-defined]
-        activate.limited = limited  # type: ignore[attr-defined]
-        activate.dispatch = dispatch  # type: ignore[attr-defined]
-        if versions is not None:
-            activate.lanes = versions.accepts_lane  # type: ignore[attr-defined]
-        stored = await self.backend.claim_jobs(queues, count, activate)
-        await admission.finish(stored, held)
-        claimed: list[Job] = []
-        events: list[Event] = []
-        for job in stored:
-            if job.state is S.ACTIVE:
-                claimed.append(job)
-                started = started_event(job, now, worker_id)
-                if route is not None and route.pool_name is not None:
-                    # Fair scheduling: the fetching worker's pool (dispatch metrics by pool).
-                    started.data["pool"] = route.pool_name
-                events.append(started)
-            elif job.id in admission.refused:
-                events.append(_held_back_event(job, now))
-            else:
-                events.append(job_event("job.expired", job, now, expired_at=format_ts(now)))
-        await self._emit(events)
-        return claimed
 
     async def ack(self, job_id: str, result: Any = None, worker_id: str | None = None) -> Job:
         """ACK: ``active -> completed`` with an optional result."""
@@ -846,7 +680,7 @@ class JobService:
     async def delete_dead_letter(self, job_id: str) -> None:
         """Remove a dead-letter job for good."""
         await self._dead(job_id)
-        if not await self.backend.delete_job(job_id, only_if=_still_dead):
+        if not await self.backend.delete_job(job_id, only_if=still_dead):
             raise NotFoundError("dead-letter job", job_id)
 
     # -- queues ---------------------------------------------------------------------------
@@ -931,106 +765,17 @@ class JobService:
         """Fire every cron entry that is due; returns how many fired. Safe on every replica."""
         return await self.cron.run_due()
 
-    # -- timers ---------------------------------------------------------------------------
+    # -- timers and retention (ojs_core.timekeeping) --------------------------------------
 
     async def run_timers(self, limit: int = 500) -> int:
-        """Apply every due timer (promotion, visibility, execution timeout, expiry)."""
-        now = self.now()
-        ids = await self.backend.due_jobs(now, limit)
-
-        async def fire(job_id: str) -> bool:
-            try:
-                before, after = await self._update(
-                    job_id, lambda j: lifecycle.on_timer(j, now, self.rng), now
-                )
-            except NotFoundError:
-                return False
-            if after is before:
-                if after.workflow_pending and after.workflow_id and after.state.terminal:
-                    # The process that finished this job died before advancing its workflow.
-                    await self.advance_workflow(after.workflow_id)
-                    await self._settled(after)
-                    return True
-                if after.state.terminal and after.retain_until and after.retain_until <= now:
-                    return await self._remove(after)
-                return False
-            await self._after(before, after, now)
-            return True
-
-        # Timers of different jobs are independent compare-and-swaps: apply them concurrently
-        # (in bounded groups) so a burst of due jobs is not paid one round trip at a time.
-        # One failing timer (a poison job, a store error) never blocks the others.
-        done = 0
-        for start in range(0, len(ids), _TIMER_CONCURRENCY):
-            group = ids[start : start + _TIMER_CONCURRENCY]
-            outcomes = await asyncio.gather(*(fire(j) for j in group), return_exceptions=True)
-            for job_id, outcome in zip(group, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    if not isinstance(outcome, Exception):
-                        raise outcome  # cancellation, KeyboardInterrupt: not a timer failure
-                    self._timer_log.warning(
-                        job_id, "timer of job %s failed: %r", job_id, outcome, exc=outcome
-                    )
-                elif outcome:
-                    done += 1
-        return done
-
-    # -- retention ------------------------------------------------------------------------
-
-    async def _remove(self, job: Job) -> bool:
-        """Remove a terminal job whose retention ended (and its workflow with its last job).
-
-        The removal is conditional on the stored version still being that terminal job: a
-        dead-letter retry that came first is never undone."""
-        state, until = job.state, job.retain_until
-
-        def still_due(current: Job) -> bool:
-            return current.state is state and current.retain_until == until
-
-        if not await self.backend.delete_job(job.id, only_if=still_due):
-            return False
-        if job.workflow_id:
-            await self._remove_finished_workflow(job.workflow_id)
-        return True
-
-    async def _remove_finished_workflow(self, workflow_id: str) -> None:
-        workflow = await self.backend.get_workflow(workflow_id)
-        if workflow is None:
-            return
-        remaining = await self.backend.get_jobs([node.job_id for node in workflow.nodes])
-        if all(job is None for job in remaining):
-            await self.backend.delete_workflow(workflow_id)
+        """Apply every due timer (promotion, visibility, execution timeout, expiry, the end of
+        a retention); returns how many changed something."""
+        return await self.timekeeping.run_timers(limit)
 
     async def prune(self) -> dict[str, int]:
         """Apply the retention that timers do not: the dead letter's size cap and the records
         of workers that stopped heartbeating. Returns how many of each were removed."""
-        now = self.now()
-        removed = {"dead_letter": 0, "workers": 0}
-        cap = self.retention.dead_letter_max_count
-        if cap is not None:
-            # The listing is newest first: what lies beyond the cap is the oldest.
-            while True:
-                page = await self.backend.list_jobs(
-                    JobFilter(dead_letter=True, limit=_PRUNE_PAGE, offset=cap)
-                )
-                if not page.items:
-                    break
-                gone = 0
-                for job in page.items:
-                    if await self.backend.delete_job(job.id, only_if=_still_dead):
-                        gone += 1
-                removed["dead_letter"] += gone
-                if gone == 0 or len(page.items) < _PRUNE_PAGE:
-                    break
-        keep = self.retention.workers
-        if keep is not None:
-            cutoff = now - keep
-            for worker in await self.backend.list_workers():
-                if worker.last_seen < cutoff and await self.backend.delete_worker(worker.worker_id):
-                    removed["workers"] += 1
-        if any(removed.values()):
-            log.info("retention removed %s", removed)
-        return removed
+        return await self.timekeeping.prune()
 
     # -- events and admin -----------------------------------------------------------------
 
@@ -1058,21 +803,6 @@ class JobService:
         self.scheduler.reset()
         self.scheduling_stats.reset()
         self.pools.forget()
-
-
-def _held_back_event(job: Job, now: datetime) -> Event:
-    """The event of a job its rate limit moved on (``on_limit``): rescheduled or dropped."""
-    if job.state is S.SCHEDULED and job.scheduled_at is not None:
-        return job_event("job.scheduled", job, now, scheduled_at=format_ts(job.scheduled_at))
-    err = job.error
-    return job_event(
-        "job.discarded",
-        job,
-        now,
-        total_attempts=job.attempt,
-        last_error=None if err is None else {"code": err.code, "message": err.message},
-        dead_letter=job.dead_letter,
-    )
 
 
 def _guarded(fn: TimedFn, only_if: Callable[[Job], bool] | None) -> TimedFn:
