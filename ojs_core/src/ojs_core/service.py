@@ -24,7 +24,6 @@ from .activity import QueueActivity
 from .backend import (
     Backend,
     BatchUpdates,
-    ConflictFn,
     EventFilter,
     JobArrivals,
     JobFilter,
@@ -32,15 +31,13 @@ from .backend import (
     Page,
     QueueBounds,
 )
-from .backpressure import Gate, Pressure, parse_backpressure
+from .backpressure import Gate, parse_backpressure
 from .bulk import BulkOperations
 from .clock import Clock, SystemClock
 from .cron_entries import CronEntries
 from .envelope import parse_enqueue, parse_retry, parse_worker_fields, validate_queue
 from .errors import (
     ConflictError,
-    DuplicateJobError,
-    InvalidStateTransitionError,
     NotFoundError,
     OJSError,
     PayloadTooLargeError,
@@ -49,6 +46,7 @@ from .errors import (
 )
 from .events import EVENT_PATTERN, make_event, transition_events
 from .fetching import Fetching
+from .inserting import EnqueueOutcome, Inserting
 from .limits import BatchTooLargeError, Limits, check_count
 from .model import (
     Backpressure,
@@ -75,7 +73,7 @@ from .states import JobState
 from .tenancy import DEFAULT_TENANT, Tenancy
 from .timekeeping import Timekeeping, still_dead
 from .tracing import JobTracer
-from .unique import is_conflict, unique_key
+from .unique import unique_key
 from .versioning import Declaration, declaration_of
 from .workflow_runs import WorkflowRuns
 
@@ -97,19 +95,6 @@ ARRIVAL_POLL_S = 1.0
 #: A transition at a given time (``lifecycle.cancel``, say): the service fixes ``now`` and hands
 #: the backend the resulting :data:`~ojs_core.backend.JobFn`.
 TimedFn = Callable[[Job, datetime], Job]
-
-
-@attrs.frozen
-class EnqueueOutcome:
-    """The stored job, and whether it is new (``False`` when a unique ``ignore`` deduplicated)."""
-
-    job: Job
-    created: bool = True
-    #: Schema registry warnings (``warn`` mode): the job was stored although its ``args``
-    #: do not match its schema.
-    warnings: tuple[str, ...] = ()
-    #: The job's queue's fill once it was admitted, when the queue has a bound.
-    pressure: Pressure | None = None
 
 
 @attrs.frozen
@@ -208,6 +193,8 @@ class JobService:
         #: (:mod:`ojs_core.timekeeping`).
         self.fetching = Fetching(self)
         self.timekeeping = Timekeeping(self)
+        #: Storing new jobs (:mod:`ojs_core.inserting`).
+        self.inserting = Inserting(self)
 
     def now(self) -> datetime:
         """The service clock's current time."""
@@ -331,12 +318,6 @@ class JobService:
             changes["retry"] = _exhausting(job.retry, self.exhausted)
         return attrs.evolve(job, **changes) if changes else job
 
-    def _conflict_fn(self, now: datetime) -> ConflictFn:
-        def check(new: Job, existing: Job) -> bool:
-            return new.unique is not None and is_conflict(existing, new.unique, now)
-
-        return check
-
     async def enqueue(self, body: Any, *, block_s: float = 0.0) -> EnqueueOutcome:
         """Validate one enqueue request and store the job (PUSH).
 
@@ -347,7 +328,7 @@ class JobService:
 
     async def enqueue_job(self, job: Job, *, block_s: float = 0.0) -> EnqueueOutcome:
         """Store an already-parsed job, resolving unique-key conflicts by its policy."""
-        outcomes = await self._insert([self._prepare(job)], block_s)
+        outcomes = await self.inserting.insert([self._prepare(job)], block_s)
         return outcomes[0]
 
     async def enqueue_batch(self, bodies: Any, *, block_s: float = 0.0) -> list[EnqueueOutcome]:
@@ -367,87 +348,13 @@ class JobService:
                 if exc.path:
                     exc.details.setdefault("field", exc.path)
                 raise
-        return await self._insert(jobs, block_s)
+        return await self.inserting.insert(jobs, block_s)
 
     async def enqueue_jobs(
         self, jobs: Sequence[Job], *, block_s: float = 0.0
     ) -> list[EnqueueOutcome]:
         """Store already-parsed jobs atomically (or none), as a batch enqueue does."""
-        return await self._insert([self._prepare(j) for j in jobs], block_s)
-
-    async def _insert(self, jobs: list[Job], block_s: float = 0.0) -> list[EnqueueOutcome]:
-        if self.tenancy.untouched(jobs):
-            return await self._insert_admitted(jobs, block_s)
-        async with self.tenancy.admitting(jobs) as jobs:
-            return await self._insert_admitted(jobs, block_s)
-
-    async def _insert_admitted(self, jobs: list[Job], block_s: float) -> list[EnqueueOutcome]:
-        warnings = await self.schemas.check(jobs)
-        store = functools.partial(self._store_new, block_s=block_s)
-        if self.tracer is not None:
-            outcomes: list[EnqueueOutcome] = await self.tracer.enqueue(jobs, store)
-        else:
-            outcomes = await store(jobs)
-        if any(warnings):
-            outcomes = [
-                attrs.evolve(o, warnings=tuple(w)) if w else o
-                for o, w in zip(outcomes, warnings, strict=True)
-            ]
-        return outcomes
-
-    async def _store_new(self, jobs: list[Job], block_s: float = 0.0) -> list[EnqueueOutcome]:
-        results: dict[int, EnqueueOutcome] = {}
-        pending = dict(enumerate(jobs))
-        for _ in range(8):
-            now = self.now()
-            order = sorted(pending)
-            batch = [pending[i] for i in order]
-            # Admitted around the insert only: the reservation ends once the jobs are stored
-            # (and so counted), and a retry after a unique conflict is admitted again.
-            async with self.gate.admit(batch, block_s) as pressures:
-                conflicts = await self.backend.insert_jobs(batch, self._conflict_fn(now))
-            if not conflicts:
-                by_queue = {p.queue: p for p in pressures}
-                for i in order:
-                    results[i] = EnqueueOutcome(
-                        pending[i], True, pressure=by_queue.get(pending[i].queue)
-                    )
-                    await self._after(None, pending[i], now)
-                return [results[i] for i in range(len(jobs))]
-            for conflict in conflicts:
-                index = order[conflict.index]
-                job, existing = pending[index], conflict.existing
-                policy = job.unique.on_conflict if job.unique else "reject"
-                if policy == "ignore":
-                    results[index] = EnqueueOutcome(existing, False)
-                    del pending[index]
-                elif policy in ("replace", "replace_except_schedule"):
-                    await self._replace(existing, now)
-                    if policy == "replace_except_schedule" and existing.scheduled_at:
-                        pending[index] = _reschedule(job, existing.scheduled_at, now)
-                else:
-                    details: dict[str, Any] = {
-                        "existing_job_id": existing.id,
-                        "existing_job_state": existing.state.value,
-                        "unique_key": job.unique_key,
-                    }
-                    if len(jobs) > 1:
-                        details["index"] = index
-                    raise DuplicateJobError(
-                        f"A job with the same unique key exists: {existing.id} "
-                        f"({existing.state.value})",
-                        details=details,
-                    )
-            if not pending:
-                return [results[i] for i in range(len(jobs))]
-        raise ConflictError("unique-key conflict could not be resolved; try again")
-
-    async def _replace(self, existing: Job, now: datetime) -> None:
-        try:
-            before, after = await self._update(existing.id, lambda j: lifecycle.cancel(j, now), now)
-        except (InvalidStateTransitionError, NotFoundError):
-            return
-        await self._after(before, after, now)
+        return await self.inserting.insert([self._prepare(j) for j in jobs], block_s)
 
     # -- reading and cancelling -----------------------------------------------------------
 
@@ -819,9 +726,3 @@ def _guarded(fn: TimedFn, only_if: Callable[[Job], bool] | None) -> TimedFn:
         return fn(job, now)
 
     return guarded
-
-
-def _reschedule(job: Job, scheduled_at: datetime, now: datetime) -> Job:
-    if scheduled_at > now:
-        return attrs.evolve(job, scheduled_at=scheduled_at, state=S.SCHEDULED, enqueued_at=None)
-    return attrs.evolve(job, scheduled_at=scheduled_at)
