@@ -8,9 +8,10 @@ announcements between replicas and the ready hints of the claim path.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from nats.aio.msg import Msg
 from nats_support import eventually
 
 from ojs_core.ids import uuid7
@@ -22,6 +23,7 @@ from ojs_core.testing import NO_JITTER, fetch_one, job_error, push
 from ojs_core.timeutil import parse_ts
 from ojs_nats import NatsBackend, names
 from ojs_nats.provision import READY_IDLE_S
+from ojs_nats.timers import BATCH_SCHEDULE_MAX, fired_jobs, schedule_ops
 
 S = JobState
 
@@ -199,3 +201,70 @@ async def test_a_timer_another_replica_armed_fires_through_a_held_pull(
         assert b'"no_wait"' in seen[0]  # a timer fired: the next pull asks for a batch
     finally:
         await sub.unsubscribe()
+
+
+async def test_a_claim_batch_shares_one_visibility_schedule_that_times_out_each_job(
+    replicas: tuple[JobService, JobService],
+) -> None:
+    """A fetch of three jobs arms one schedule for their common visibility deadline (none of
+    their own). The replica that claimed them never runs its timers (it died, say): the other
+    replica's passes get the fired schedule and time out every job it names; the one job
+    acked in time gets its own schedule for its retention instead."""
+    worker, other = replicas
+    backend = worker.backend
+    assert isinstance(backend, NatsBackend)
+    jobs = [
+        (await worker.enqueue({"type": "shared.vt", "args": [i], "queue": "svt"})).job
+        for i in range(3)
+    ]
+    scheduled = await _schedules(backend)
+    claimed = await worker.fetch(["svt"], count=3, worker_id="w", visibility_ms=1_000)
+    assert sorted(j.id for j in claimed) == sorted(j.id for j in jobs)
+    added = await _schedules(backend) - scheduled
+    assert len(added) == 1
+    (shared,) = added
+    assert shared.startswith(names.timer_schedule_subject("b-"))
+    for job in jobs:
+        assert names.timer_schedule_subject(job.id) not in added
+    finished = await worker.ack(claimed[0].id, None, "w")
+    assert finished.retain_until is not None
+
+    async def timed_out() -> bool | None:
+        await other.run_timers()
+        states = [(await other.get(j.id)).state for j in claimed[1:]]
+        return True if all(s is not S.ACTIVE for s in states) else None
+
+    await eventually(timed_out, within=20, what="both unfinished jobs timed out")
+    retention = names.timer_schedule_subject(claimed[0].id)
+    assert retention in await _schedules(backend)
+
+    async def acked() -> bool:
+        info = await backend.js.consumer_info(names.TIMER_STREAM, names.TIMER_CONSUMER)
+        return info.num_ack_pending == 0
+
+    # The fired schedule is acked once all it named were settled.
+    await eventually(acked, what="the shared schedule acknowledged")
+
+
+async def _schedules(backend: NatsBackend) -> set[str]:
+    """The subjects of the schedules stored now."""
+    info = await backend.js.stream_info(names.TIMER_STREAM, subjects_filter="ojs.tsched.>")
+    return set((info.state.subjects or {}).keys())
+
+
+def test_deadlines_share_a_schedule_per_deadline_and_a_lone_job_keeps_its_own() -> None:
+    now = datetime.now(UTC)
+    later = now + timedelta(seconds=5)
+    many = [(f"j{i}", now) for i in range(BATCH_SCHEDULE_MAX + 2)]
+    ops = schedule_ops([*many, ("alone", later)])
+    shared = [op for op in ops if op[0].startswith(names.timer_schedule_subject("b-"))]
+    assert len(shared) == 2  # the batch split at the bound
+    assert [op[0] for op in ops if op not in shared] == [names.timer_schedule_subject("alone")]
+    named: list[str] = []
+    for subject, data, headers in shared:
+        fire = names.timer_fire_subject(subject.rsplit(".", 1)[1])
+        assert headers[names.SCHEDULE_TARGET] == fire
+        named += fired_jobs(Msg(None, subject=fire, data=data))  # type: ignore[arg-type]
+    assert named == [job_id for job_id, _ in many]
+    own = Msg(None, subject=names.timer_fire_subject("alone"), data=b"2026-01-01T00:00:00Z")  # type: ignore[arg-type]
+    assert fired_jobs(own) == ["alone"]

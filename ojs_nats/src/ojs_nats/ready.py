@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -31,12 +32,12 @@ from . import names
 from .batch_updates import write_each
 from .connection import Connection
 from .hints import parse_hint
-from .jetstream import ConsumerGoneError, Op, WrongSequenceError
+from .jetstream import ConsumerGoneError, WrongSequenceError
 from .jobs import JobWriter
 from .pulls import pull_now
 from .queues import Queues
 from .records import JobRecord, RecordStore
-from .timers import Timers, schedule_op
+from .timers import Timers, schedule_ops
 
 __all__ = ["Claimer"]
 
@@ -326,12 +327,13 @@ class Claimer:
         out: list[Job],
         slow: list[Msg],
     ) -> None:
-        timers: list[Op] = []
+        deadlines: list[tuple[str, datetime]] = []
         for _, _, after in writes:
             deadline = timer_deadline(after)
             if deadline is not None:
-                timers.append(schedule_op(after.id, deadline))
+                deadlines.append((after.id, deadline))
                 self.timers.soon_add(after.id, deadline)
+        timers = schedule_ops(deadlines)  # one schedule for the batch's visibility deadline
         # Timers and index entries first (a visibility deadline must exist before the claim
         # it guards; a record names its entry), then each claim as its own compare-and-swap,
         # all in flight together: a lost race costs only its own job a careful retry.

@@ -7,6 +7,12 @@ consumer hands each fired timer to whichever replica pulls first. The schedule i
 up to ~250 ms late, so the replica that writes a deadline less than a minute ahead also keeps
 it in a local heap and applies it itself when due (precise to the timer pass).
 
+A claim batch's visibility deadlines, one for many jobs, share one schedule
+(:func:`schedule_ops`): ``ojs.tsched.b-<uuid>`` naming every job of the batch after its
+deadline line. It fires once; each job it names is then judged on its own record, like a job's
+own timer (due: applied; later: its own schedule armed; none: nothing), and the fired message
+is acked once all of them are settled. The job's own schedule subject is left as it was.
+
 An idle replica does not ask the server for fired timers at every pass: after a pull that
 found none, the next one is *held* (one message, :data:`TIMER_HOLD_S`), and passes look at it
 without waiting until the server answers with a fired timer (then the next passes pull in
@@ -19,13 +25,14 @@ import asyncio
 import contextlib
 import heapq
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
 
+from ojs_core.ids import uuid7
 from ojs_core.lifecycle import timer_deadline
 from ojs_core.timeutil import format_ts
 
@@ -35,7 +42,7 @@ from .jetstream import Op
 from .pulls import pull_held, pull_now
 from .records import RecordStore
 
-__all__ = ["Timers", "redelivery_delay", "schedule_op"]
+__all__ = ["Timers", "fired_jobs", "redelivery_delay", "schedule_op", "schedule_ops"]
 
 log = logging.getLogger("ojs.nats")
 
@@ -49,16 +56,60 @@ TIMER_HOLD_S = 30.0
 #: Backoff of a fired timer (or hint) whose job could not be updated.
 REDELIVERY_BASE_S = 0.1
 REDELIVERY_MAX_S = 30.0
+#: Jobs one shared schedule names at most (a claim batch of more gets several).
+BATCH_SCHEDULE_MAX = 500
 
 
 def schedule_op(job_id: str, deadline: datetime) -> Op:
     """The message schedule that fires a job's timer at ``deadline`` (one per job)."""
-    at = deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return (
         names.timer_schedule_subject(job_id),
         format_ts(deadline).encode(),
-        {names.SCHEDULE: f"@at {at}", names.SCHEDULE_TARGET: names.timer_fire_subject(job_id)},
+        {
+            names.SCHEDULE: f"@at {_at(deadline)}",
+            names.SCHEDULE_TARGET: names.timer_fire_subject(job_id),
+        },
     )
+
+
+def _at(deadline: datetime) -> str:
+    return deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def schedule_ops(deadlines: Sequence[tuple[str, datetime]]) -> list[Op]:
+    """The schedules of many jobs' deadlines: one shared by the jobs of each deadline (a
+    claim batch's visibility deadlines are one), a job's own when it is alone in it."""
+    by_deadline: dict[datetime, list[str]] = {}
+    for job_id, deadline in deadlines:
+        by_deadline.setdefault(deadline, []).append(job_id)
+    ops: list[Op] = []
+    for deadline, ids in by_deadline.items():
+        if len(ids) == 1:
+            ops.append(schedule_op(ids[0], deadline))
+            continue
+        for start in range(0, len(ids), BATCH_SCHEDULE_MAX):
+            batch = f"b-{uuid7()}"
+            named = " ".join(ids[start : start + BATCH_SCHEDULE_MAX])
+            ops.append(
+                (
+                    names.timer_schedule_subject(batch),
+                    f"{format_ts(deadline)}\n{named}".encode(),
+                    {
+                        names.SCHEDULE: f"@at {_at(deadline)}",
+                        names.SCHEDULE_TARGET: names.timer_fire_subject(batch),
+                    },
+                )
+            )
+    return ops
+
+
+def fired_jobs(msg: Msg) -> list[str]:
+    """The jobs a fired timer is for: those a shared schedule names after its deadline line,
+    else the job of its subject."""
+    _, newline, named = (msg.data or b"").partition(b"\n")
+    if newline:
+        return named.decode(errors="replace").split()
+    return [names.timer_job_id(msg.subject)]
 
 
 def redelivery_delay(msg: Msg) -> float:
@@ -66,6 +117,22 @@ def redelivery_delay(msg: Msg) -> float:
     then doubling from 0.1 s up to :data:`REDELIVERY_MAX_S` (a poison job costs little)."""
     n = msg.metadata.num_delivered or 1
     return 0.0 if n <= 1 else min(REDELIVERY_BASE_S * 2 ** min(n - 2, 16), REDELIVERY_MAX_S)
+
+
+class _Fired:
+    """A fired timer handed out, and what it still waits for before it is acked: its jobs'
+    updates, and the schedules it re-arms."""
+
+    __slots__ = ("msg", "rearming", "waiting")
+
+    def __init__(self, msg: Msg) -> None:
+        self.msg = msg
+        self.waiting: set[str] = set()
+        self.rearming = False
+
+    @property
+    def settled(self) -> bool:
+        return not self.waiting and not self.rearming
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -85,8 +152,9 @@ class Timers:
         #: Set by :meth:`soon_add`: a timer pass waiting for the server wakes for a new local
         #: deadline, which may be due before the server answers.
         self._soon_changed = asyncio.Event()
-        #: Fired timers handed out by :meth:`due_jobs`, acked once their job was updated.
-        self._inflight: dict[str, Msg] = {}
+        #: Fired timers handed out by :meth:`due_jobs` by job, acked once their jobs were
+        #: updated (a shared one is under each of its jobs).
+        self._inflight: dict[str, _Fired] = {}
         self._pull: asyncio.Task[list[Msg]] | None = None
         #: The pull in flight is held by the server (:func:`~ojs_nats.pulls.pull_held`).
         self._pull_held = False
@@ -105,20 +173,24 @@ class Timers:
             self._soon_changed.set()
 
     def done(self, job_id: str) -> None:
-        """A job was updated: ack the fired timer that asked for it, if any."""
-        msg = self._inflight.pop(job_id, None)
-        if msg is not None:
-            self._spawn(msg.ack())
+        """A job was updated: ack the fired timer that asked for it, once it asked for
+        nothing else."""
+        fired = self._inflight.pop(job_id, None)
+        if fired is not None:
+            fired.waiting.discard(job_id)
+            if fired.settled:
+                self._spawn(fired.msg.ack())
 
     async def due_jobs(self, now: datetime, limit: int) -> list[str]:
         """Jobs whose timer is due: from the local heap, then the server's fired timers.
 
-        A fired timer is acked once its job is updated (:meth:`done`), not here: if the update
-        never lands, it is redelivered, even for a job the local heap reported."""
-        for msg in self._inflight.values():  # their update failed: try again, backing off
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=redelivery_delay(msg))
+        A fired timer is acked once its jobs are updated (:meth:`done`), not here: if an
+        update never lands, it is redelivered, even for a job the local heap reported."""
+        failed = {id(f): f for f in self._inflight.values()}
         self._inflight.clear()
+        for fired in failed.values():  # an update failed: try again, backing off
+            with contextlib.suppress(Exception):
+                await fired.msg.nak(delay=redelivery_delay(fired.msg))
         due: list[str] = []
         soon = self.soon
         while soon and soon[0][0] <= now and len(due) < limit:
@@ -131,36 +203,48 @@ class Timers:
             wait_s: float | None = TIMER_PULL_WAIT_S
         else:
             wait_s = (soon[0][0] - now).total_seconds() if soon else None
-        fired = await self._fired(limit - len(due), wait_s)
-        if not fired:
+        msgs = await self._fired(limit - len(due), wait_s)
+        if not msgs:
             return due
-        ids = [names.timer_job_id(msg.subject) for msg in fired]
-        recs = await self.store.read_jobs(ids)  # one batched read for the whole pull
+        named = [(msg, fired_jobs(msg)) for msg in msgs]
+        ids = list(dict.fromkeys(job_id for _, jobs in named for job_id in jobs))
+        recs = dict(zip(ids, await self.store.read_jobs(ids), strict=True))  # one batched read
         settled: list[Awaitable[Any]] = []
-        for msg, job_id, rec in zip(fired, ids, recs, strict=True):
-            deadline = timer_deadline(rec.job) if rec else None
-            if deadline is None:
-                settled.append(msg.ack())
-            elif deadline <= now:
-                if job_id in self._inflight:
-                    settled.append(msg.ack())
-                else:
+        for msg, jobs in named:
+            fired = _Fired(msg)
+            rearm: list[tuple[str, datetime]] = []
+            for job_id in jobs:
+                rec = recs[job_id]
+                deadline = timer_deadline(rec.job) if rec else None
+                if deadline is None or job_id in self._inflight:
+                    continue  # nothing to do, or another fired timer has it in hand
+                if deadline <= now:
                     assert rec is not None
                     self.store.put_fresh(rec)  # the update that follows need not read again
-                    self._inflight[job_id] = msg
+                    self._inflight[job_id] = fired
+                    fired.waiting.add(job_id)
                     if job_id not in due:
                         due.append(job_id)
-            else:
-                # Fired early (clock skew) or the deadline moved: re-arm for the current one.
-                settled.append(self._rearm(msg, job_id, deadline))
+                else:
+                    # Fired early (clock skew) or the deadline moved: re-arm for the current one.
+                    rearm.append((job_id, deadline))
+            if rearm:
+                fired.rearming = True
+                settled.append(self._rearm(fired, rearm))
+            elif fired.settled:
+                settled.append(msg.ack())
         for outcome in await asyncio.gather(*settled, return_exceptions=True):
             if isinstance(outcome, Exception):  # that timer is redelivered after its ack wait
                 log.debug("settling a fired timer failed: %r", outcome)
         return due
 
-    async def _rearm(self, msg: Msg, job_id: str, deadline: datetime) -> None:
-        await self.conn.commit([schedule_op(job_id, deadline)])
-        await msg.ack()
+    async def _rearm(self, fired: _Fired, deadlines: list[tuple[str, datetime]]) -> None:
+        """Arm each job's own schedule for its current deadline, then ack the fired timer if
+        its due jobs are updated already (else the last update acks it)."""
+        await self.conn.publish_all([schedule_op(job_id, at) for job_id, at in deadlines])
+        fired.rearming = False
+        if fired.settled:
+            await fired.msg.ack()
 
     async def _fired(self, batch: int, wait_s: float | None) -> list[Msg]:
         """The server's fired timers, waiting for them at most ``wait_s`` (``None``: as long as
