@@ -122,13 +122,13 @@ class CountingClaims(JobService):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        claim = self.fetching.claim_shielded
+        claim = self.claiming.claim_shielded
 
         async def counted(*args: Any, **kwargs: Any) -> list[Job]:
             self.claims += 1
             return await claim(*args, **kwargs)
 
-        self.fetching.claim_shielded = counted  # type: ignore[method-assign]
+        self.claiming.claim_shielded = counted  # type: ignore[method-assign]
 
 
 async def test_one_job_wakes_one_of_the_waiting_long_polls(

@@ -33,6 +33,7 @@ from .backend import (
 )
 from .backpressure import Gate, parse_backpressure
 from .bulk import BulkOperations
+from .claiming import ClaimArgs, Claiming
 from .clock import Clock, SystemClock
 from .cron_entries import CronEntries
 from .envelope import parse_enqueue, parse_retry, parse_worker_fields, validate_queue
@@ -45,7 +46,6 @@ from .errors import (
     ValidationError,
 )
 from .events import EVENT_PATTERN, make_event, transition_events
-from .fetching import Fetching
 from .inserting import EnqueueOutcome, Inserting
 from .limits import BatchTooLargeError, Limits, check_count
 from .model import (
@@ -60,21 +60,21 @@ from .model import (
     WorkerInfo,
 )
 from .observe import Observers
-from .pools import Pools
+from .pools import Pools, parse_pool_name
 from .queue_limits import QueueLimits
-from .queue_strategy import QueuePlan
+from .queue_strategy import QueuePlan, check_weights
 from .rate_limiting import HeldBack, RateLimiting
 from .retention import Retention, stamp
-from .scheduling import Scheduler
+from .scheduling import Scheduler, at_capacity
 from .scheduling_stats import SchedulingStats
 from .schema_registry import SchemaRegistry
-from .shutdown import WorkerGate, parse_worker_state
+from .shutdown import WorkerGate, accepts_jobs, parse_worker_state
 from .states import JobState
 from .tenancy import DEFAULT_TENANT, Tenancy
 from .timekeeping import Timekeeping, still_dead
 from .tracing import JobTracer
 from .unique import unique_key
-from .versioning import Declaration, declaration_of
+from .versioning import Declaration, declaration_of, stored_declaration
 from .workflow_runs import WorkflowRuns
 
 __all__ = ["EnqueueOutcome", "HeartbeatOutcome", "JobService"]
@@ -91,6 +91,9 @@ def _exhausting(policy: RetryPolicy, exhausted: str) -> RetryPolicy:
     return attrs.evolve(policy, on_exhaustion=exhausted)
 
 
+#: A long-polling fetch looks again this often: on a backend without wake-ups (the same
+#: process's arrivals wake it at once), and, as a backstop for a lost wake-up, with them.
+_POLL_S = 0.05
 ARRIVAL_POLL_S = 1.0
 #: A transition at a given time (``lifecycle.cancel``, say): the service fixes ``now`` and hands
 #: the backend the resulting :data:`~ojs_core.backend.JobFn`.
@@ -189,9 +192,9 @@ class JobService:
         #: Dispatches per queue over the last minute (fair scheduling §10.2; per process).
         self.scheduling_stats = SchedulingStats(backend, self.now)
         self.observers.add(self.scheduling_stats.observe)
-        #: FETCH (:mod:`ojs_core.fetching`), the timer and retention passes
+        #: The claim of FETCH (:mod:`ojs_core.claiming`), the timer and retention passes
         #: (:mod:`ojs_core.timekeeping`).
-        self.fetching = Fetching(self)
+        self.claiming = Claiming(self)
         self.timekeeping = Timekeeping(self)
         #: Storing new jobs (:mod:`ojs_core.inserting`).
         self.inserting = Inserting(self)
@@ -410,11 +413,58 @@ class JobService:
         plan: QueuePlan | None = None,
         pool: str | None = None,
     ) -> list[Job]:
-        """FETCH: claim up to ``count`` jobs; with ``wait_ms`` wait that long for one to arrive
-        (:meth:`ojs_core.fetching.Fetching.fetch` says what each argument selects)."""
-        return await self.fetching.fetch(
-            queues, count, worker_id, visibility_ms, wait_ms, tenant, held, versions, plan, pool
-        )
+        """FETCH: claim up to ``count`` jobs; with ``wait_ms`` wait that long for one to arrive.
+
+        ``tenant`` (multi-tenancy): only that tenant's jobs. ``held`` learns what rate limit
+        held candidates back (for response headers). ``versions`` (job versioning): only jobs
+        whose version it accepts; without it, the declaration the worker's heartbeats stored,
+        if any. ``plan`` (fair scheduling): the strategy across ``queues``; by default list
+        order. ``pool``: the worker's pool (else the one its heartbeats declared); a defined
+        pool's queues and strategy replace ``queues`` and ``plan`` (:mod:`ojs_core.pools`)."""
+        if pool is not None:
+            parse_pool_name(pool, "pool")
+        elif not queues:
+            raise ValidationError("must list at least one queue", path="queues")
+        check_count(len(queues), self.limits.max_fetch_queues, "queues", "queues")
+        for i, q in enumerate(queues):
+            validate_queue(q, f"queues[{i}]")
+        check_weights(plan, queues)
+        check_count(count, self.limits.max_fetch_count, "count", "jobs")
+        count = max(1, count)
+        deadline = self.clock.now().timestamp() + wait_ms / 1000
+        arrivals = self._arrivals
+        await self.pools.current()  # this process's snapshot: no I/O after the first fetch
+        while True:
+            self._job_arrived.clear()
+            worker = None if worker_id is None else await self.workers_gate.record(worker_id)
+            route = self.pools.route(queues, plan, pool, worker)
+            if not queues and route.pool is None:
+                raise ValidationError(
+                    f"must list at least one queue (pool '{route.pool_name}' is not defined)",
+                    path="queues",
+                )
+            waiting_on = route.queues or tuple(queues)
+            mark = (
+                await arrivals.arrivals_mark(waiting_on) if arrivals is not None and wait_ms else 0
+            )
+            if not accepts_jobs(worker) or not route.queues or at_capacity(route.plan, worker):
+                # Quiet or terminating (graceful shutdown, ojs_core.shutdown): no job, but the
+                # long-poll is still honoured, so a client that fetches anyway does not spin.
+                jobs = []
+            else:
+                declared = versions or stored_declaration(worker.versions if worker else None)
+                claim = ClaimArgs(worker_id, visibility_ms, tenant, held, declared)
+                jobs = await self.claiming.claim_shielded(route, count, claim)
+            remaining = deadline - self.clock.now().timestamp()
+            if jobs or remaining <= 0:
+                return jobs
+            if arrivals is not None:
+                await arrivals.wait_for_arrivals(
+                    waiting_on, mark, min(remaining, self.arrival_poll_s)
+                )
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._job_arrived.wait(), timeout=min(remaining, _POLL_S))
 
     async def ack(self, job_id: str, result: Any = None, worker_id: str | None = None) -> Job:
         """ACK: ``active -> completed`` with an optional result."""
