@@ -268,3 +268,36 @@ def test_deadlines_share_a_schedule_per_deadline_and_a_lone_job_keeps_its_own() 
     assert named == [job_id for job_id, _ in many]
     own = Msg(None, subject=names.timer_fire_subject("alone"), data=b"2026-01-01T00:00:00Z")  # type: ignore[arg-type]
     assert fired_jobs(own) == ["alone"]
+
+
+async def test_retention_deadlines_a_fired_batch_arms_share_a_schedule(
+    replicas: tuple[JobService, JobService],
+) -> None:
+    """Jobs of one claim batch acked before their shared visibility deadline: when it fires,
+    their retention deadlines (an hour away, milliseconds apart) get one schedule between
+    them, not one each."""
+    worker, other = replicas
+    worker.retention = Retention(completed=timedelta(hours=1))
+    backend = worker.backend
+    assert isinstance(backend, NatsBackend)
+    for i in range(3):
+        await worker.enqueue({"type": "shared.ret", "args": [i], "queue": "sret"})
+    # Far enough for the acks to ride on it (a deadline under a second away is not trusted
+    # to fire first: the ack would arm each job's retention itself).
+    claimed = await worker.fetch(["sret"], count=3, worker_id="w", visibility_ms=3_000)
+    assert len(claimed) == 3
+    (visibility,) = {s for s in await _schedules(backend) if "b-" in s}
+    for job in claimed:
+        await worker.ack(job.id, None, "w")
+
+    async def rearmed() -> set[str] | None:
+        await other.run_timers()
+        shared = {s for s in await _schedules(backend) if "b-" in s} - {visibility}
+        return shared or None
+
+    shared = await eventually(rearmed, within=20, what="the retention deadlines re-armed")
+    assert len(shared) == 1
+    own = {names.timer_schedule_subject(j.id) for j in claimed}
+    assert not own & await _schedules(backend)
+    for job in claimed:
+        assert (await other.get(job.id)).state is S.COMPLETED

@@ -26,7 +26,7 @@ import contextlib
 import heapq
 import logging
 from collections.abc import Awaitable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats.errors
@@ -58,6 +58,9 @@ REDELIVERY_BASE_S = 0.1
 REDELIVERY_MAX_S = 30.0
 #: Jobs one shared schedule names at most (a claim batch of more gets several).
 BATCH_SCHEDULE_MAX = 500
+#: Deadlines a fired timer re-arms beyond :data:`SOON_HORIZON_S` (retention ends, mostly)
+#: share a schedule with those this close after them: fired at most this late, whatever.
+REARM_WINDOW = timedelta(seconds=1)
 
 
 def schedule_op(job_id: str, deadline: datetime) -> Op:
@@ -76,30 +79,37 @@ def _at(deadline: datetime) -> str:
     return deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def schedule_ops(deadlines: Sequence[tuple[str, datetime]]) -> list[Op]:
-    """The schedules of many jobs' deadlines: one shared by the jobs of each deadline (a
-    claim batch's visibility deadlines are one), a job's own when it is alone in it."""
-    by_deadline: dict[datetime, list[str]] = {}
-    for job_id, deadline in deadlines:
-        by_deadline.setdefault(deadline, []).append(job_id)
+def schedule_ops(
+    deadlines: Sequence[tuple[str, datetime]], window: timedelta = timedelta(0)
+) -> list[Op]:
+    """The schedules of many jobs' deadlines: one shared by the jobs whose deadlines lie
+    within ``window`` of each other, firing at the latest of them (a claim batch's visibility
+    deadlines are one: ``window`` 0); a job's own when it is alone in its group."""
+    groups: list[list[tuple[str, datetime]]] = []
+    for pair in sorted(deadlines, key=lambda p: p[1]):
+        group = groups[-1] if groups else None
+        if group is None or pair[1] - group[0][1] > window or len(group) >= BATCH_SCHEDULE_MAX:
+            groups.append([pair])
+        else:
+            group.append(pair)
     ops: list[Op] = []
-    for deadline, ids in by_deadline.items():
+    for group in groups:
+        deadline = group[-1][1]  # the latest: every job of the group is due then
+        ids = [job_id for job_id, _ in group]
         if len(ids) == 1:
             ops.append(schedule_op(ids[0], deadline))
             continue
-        for start in range(0, len(ids), BATCH_SCHEDULE_MAX):
-            batch = f"b-{uuid7()}"
-            named = " ".join(ids[start : start + BATCH_SCHEDULE_MAX])
-            ops.append(
-                (
-                    names.timer_schedule_subject(batch),
-                    f"{format_ts(deadline)}\n{named}".encode(),
-                    {
-                        names.SCHEDULE: f"@at {_at(deadline)}",
-                        names.SCHEDULE_TARGET: names.timer_fire_subject(batch),
-                    },
-                )
+        batch = f"b-{uuid7()}"
+        ops.append(
+            (
+                names.timer_schedule_subject(batch),
+                f"{format_ts(deadline)}\n{' '.join(ids)}".encode(),
+                {
+                    names.SCHEDULE: f"@at {_at(deadline)}",
+                    names.SCHEDULE_TARGET: names.timer_fire_subject(batch),
+                },
             )
+        )
     return ops
 
 
@@ -230,7 +240,7 @@ class Timers:
                     rearm.append((job_id, deadline))
             if rearm:
                 fired.rearming = True
-                settled.append(self._rearm(fired, rearm))
+                settled.append(self._rearm(fired, rearm, now))
             elif fired.settled:
                 settled.append(msg.ack())
         for outcome in await asyncio.gather(*settled, return_exceptions=True):
@@ -238,10 +248,18 @@ class Timers:
                 log.debug("settling a fired timer failed: %r", outcome)
         return due
 
-    async def _rearm(self, fired: _Fired, deadlines: list[tuple[str, datetime]]) -> None:
-        """Arm each job's own schedule for its current deadline, then ack the fired timer if
-        its due jobs are updated already (else the last update acks it)."""
-        await self.conn.publish_all([schedule_op(job_id, at) for job_id, at in deadlines])
+    async def _rearm(
+        self, fired: _Fired, deadlines: list[tuple[str, datetime]], now: datetime
+    ) -> None:
+        """Arm each job's schedule for its current deadline (far ones, such as the retention
+        of the jobs a claim batch's visibility schedule named, shared within
+        :data:`REARM_WINDOW`), then ack the fired timer if its due jobs are updated already
+        (else the last update acks it)."""
+        horizon = now + timedelta(seconds=SOON_HORIZON_S)
+        ops = [schedule_op(job_id, at) for job_id, at in deadlines if at <= horizon]
+        far = [(job_id, at) for job_id, at in deadlines if at > horizon]
+        ops += schedule_ops(far, REARM_WINDOW)
+        await self.conn.publish_all(ops)
         fired.rearming = False
         if fired.settled:
             await fired.msg.ack()
