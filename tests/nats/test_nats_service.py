@@ -20,7 +20,7 @@ from ojs_core.scheduler import Scheduler
 from ojs_core.service import JobService
 from ojs_core.states import JobState
 from ojs_core.testing import NO_JITTER, fetch_one, job_error, push
-from ojs_core.timeutil import parse_ts
+from ojs_core.timeutil import format_ts, parse_ts
 from ojs_nats import NatsBackend, names
 from ojs_nats.provision import READY_IDLE_S
 from ojs_nats.timers import BATCH_SCHEDULE_MAX, fired_jobs, schedule_ops
@@ -301,3 +301,39 @@ async def test_retention_deadlines_a_fired_batch_arms_share_a_schedule(
     assert not own & await _schedules(backend)
     for job in claimed:
         assert (await other.get(job.id)).state is S.COMPLETED
+
+
+async def test_a_claimed_job_that_may_have_a_pending_schedule_keeps_its_own(
+    svc: JobService,
+) -> None:
+    """Scheduled jobs promoted by this replica's heap, before the server fired their
+    schedules: claimed together, each gets its own visibility schedule, which overwrites the
+    pending one (a shared one would leave it to fire and arm the deadline again)."""
+    backend = svc.backend
+    assert isinstance(backend, NatsBackend)
+    at = format_ts(datetime.now(UTC) + timedelta(milliseconds=300))
+    jobs = [
+        (
+            await svc.enqueue(
+                {"type": "own.vt", "args": [i], "options": {"queue": "ownvt", "scheduled_at": at}}
+            )
+        ).job
+        for i in range(3)
+    ]
+
+    async def promoted() -> bool | None:
+        await svc.run_timers()
+        states = [(await svc.get(j.id)).state for j in jobs]
+        return True if all(s is S.AVAILABLE for s in states) else None
+
+    await eventually(promoted, what="the scheduled jobs promoted")
+    before = await _schedules(backend)
+    claimed = await svc.fetch(["ownvt"], count=3, worker_id="w", visibility_ms=60_000)
+    assert len(claimed) == 3
+    assert not {s for s in await _schedules(backend) - before if "b-" in s}
+    for job in claimed:
+        armed = await backend.js.get_msg(
+            names.TIMER_STREAM, subject=names.timer_schedule_subject(job.id)
+        )
+        assert job.visible_until is not None
+        assert parse_ts(armed.data.decode()) == job.visible_until

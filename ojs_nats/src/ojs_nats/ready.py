@@ -32,12 +32,12 @@ from . import names
 from .batch_updates import write_each
 from .connection import Connection
 from .hints import parse_hint
-from .jetstream import ConsumerGoneError, WrongSequenceError
+from .jetstream import ConsumerGoneError, Op, WrongSequenceError
 from .jobs import JobWriter
 from .pulls import pull_now
 from .queues import Queues
 from .records import JobRecord, RecordStore
-from .timers import Timers, schedule_ops
+from .timers import Timers, schedule_op, schedule_ops
 
 __all__ = ["Claimer"]
 
@@ -61,6 +61,12 @@ EMPTY_SHARD_S = 0.1
 #: Delay before a hint set aside comes back: not admitted now (rate limit), or it lost too
 #: many races.
 _RETRY_DELAY_S = 0.1
+
+
+def _never_scheduled(job: Job) -> bool:
+    """Whether ``job`` (available) never had a schedule of its own: a first attempt, neither
+    scheduled nor expiring. Only such jobs share their claim batch's visibility schedule."""
+    return job.attempt == 0 and job.scheduled_at is None and job.expires_at is None
 
 
 def _lane_order(entry: tuple[str | None, str]) -> tuple[bool, str, str]:
@@ -327,13 +333,21 @@ class Claimer:
         out: list[Job],
         slow: list[Msg],
     ) -> None:
-        deadlines: list[tuple[str, datetime]] = []
-        for _, _, after in writes:
+        shared: list[tuple[str, datetime]] = []
+        timers: list[Op] = []
+        for _, rec, after in writes:
             deadline = timer_deadline(after)
-            if deadline is not None:
-                deadlines.append((after.id, deadline))
-                self.timers.soon_add(after.id, deadline)
-        timers = schedule_ops(deadlines)  # one schedule for the batch's visibility deadline
+            if deadline is None:
+                continue
+            self.timers.soon_add(after.id, deadline)
+            if _never_scheduled(rec.job):
+                shared.append((after.id, deadline))
+            else:
+                # Its own schedule may still be pending (a promotion the local heap applied
+                # before the server fired it, an expiry, an earlier attempt's visibility):
+                # overwriting it spares a fired timer that would arm the deadline again.
+                timers.append(schedule_op(after.id, deadline))
+        timers += schedule_ops(shared)  # one schedule for the batch's visibility deadline
         # Timers and index entries first (a visibility deadline must exist before the claim
         # it guards; a record names its entry), then each claim as its own compare-and-swap,
         # all in flight together: a lost race costs only its own job a careful retry.
