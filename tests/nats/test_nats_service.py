@@ -8,11 +8,13 @@ announcements between replicas and the ready hints of the claim path.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from nats.aio.msg import Msg
 from nats_support import eventually
+from tcp_proxy import TcpProxy
 
 from ojs_core.ids import uuid7
 from ojs_core.retention import Retention
@@ -26,6 +28,7 @@ from ojs_nats.provision import READY_IDLE_S
 from ojs_nats.timers import BATCH_SCHEDULE_MAX, fired_jobs, schedule_ops
 
 S = JobState
+BackendFactory = Callable[[], Awaitable[NatsBackend]]
 
 
 async def test_a_stuck_timer_pull_does_not_hold_back_local_deadlines(svc: JobService) -> None:
@@ -246,6 +249,11 @@ async def test_a_claim_batch_shares_one_visibility_schedule_that_times_out_each_
     await eventually(acked, what="the shared schedule acknowledged")
 
 
+def _shared(subjects: set[str]) -> set[str]:
+    """The schedules among ``subjects`` that jobs share."""
+    return {s for s in subjects if s.startswith(names.timer_schedule_subject("b-"))}
+
+
 async def _schedules(backend: NatsBackend) -> set[str]:
     """The subjects of the schedules stored now."""
     info = await backend.js.stream_info(names.TIMER_STREAM, subjects_filter="ojs.tsched.>")
@@ -286,13 +294,13 @@ async def test_retention_deadlines_a_fired_batch_arms_share_a_schedule(
     # to fire first: the ack would arm each job's retention itself).
     claimed = await worker.fetch(["sret"], count=3, worker_id="w", visibility_ms=3_000)
     assert len(claimed) == 3
-    (visibility,) = {s for s in await _schedules(backend) if "b-" in s}
+    (visibility,) = _shared(await _schedules(backend))
     for job in claimed:
         await worker.ack(job.id, None, "w")
 
     async def rearmed() -> set[str] | None:
         await other.run_timers()
-        shared = {s for s in await _schedules(backend) if "b-" in s} - {visibility}
+        shared = _shared(await _schedules(backend)) - {visibility}
         return shared or None
 
     shared = await eventually(rearmed, within=20, what="the retention deadlines re-armed")
@@ -330,10 +338,44 @@ async def test_a_claimed_job_that_may_have_a_pending_schedule_keeps_its_own(
     before = await _schedules(backend)
     claimed = await svc.fetch(["ownvt"], count=3, worker_id="w", visibility_ms=60_000)
     assert len(claimed) == 3
-    assert not {s for s in await _schedules(backend) - before if "b-" in s}
+    assert not _shared(await _schedules(backend) - before)
     for job in claimed:
         armed = await backend.js.get_msg(
             names.TIMER_STREAM, subject=names.timer_schedule_subject(job.id)
         )
         assert job.visible_until is not None
         assert parse_ts(armed.data.decode()) == job.visible_until
+
+
+async def test_a_held_timer_pull_is_asked_again_after_a_reconnect(
+    new_backend: BackendFactory, nats_url: str
+) -> None:
+    """The server forgets a held pull whose connection dropped: after reconnecting, the
+    replica asks again at once instead of waiting out the old pull (35 s), so a timer another
+    replica armed still fires through it."""
+    writer = JobService(await new_backend())  # first: it resets the server
+    port = int(nats_url.rsplit(":", 1)[1])
+    async with TcpProxy("127.0.0.1", port) as proxy:
+        backend = NatsBackend(proxy.url)
+        await backend.open()
+        try:
+            svc = JobService(backend)
+            await svc.run_timers()
+            await svc.run_timers()
+            assert backend.timers._pull_held
+            reconnects = backend.nc.stats["reconnects"]
+            assert proxy.cut() >= 1
+
+            def reconnected() -> bool:
+                return backend.nc.is_connected and backend.nc.stats["reconnects"] > reconnects
+
+            await eventually(reconnected, what="the replica reconnected")
+            job = await push(writer, delay_ms=300)  # the writer's own passes never run
+
+            async def available() -> bool | None:
+                await svc.run_timers()
+                return True if (await svc.get(job.id)).state is S.AVAILABLE else None
+
+            await eventually(available, within=10, what="the timer fired through the replica")
+        finally:
+            await backend.close()

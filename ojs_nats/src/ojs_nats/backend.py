@@ -132,6 +132,7 @@ class NatsBackend:
         self.mirror = Mirror(self.conn, self.store, on_reset=self._forget_all)
         self.queues = Queues(self.conn, self.store, self.mirror, ack_wait_s)
         self.timers = Timers(self.conn, self.store)
+        self.conn.reconnected.append(self.timers.drop_pull)  # a held pull died with the link
         self.counters = Counters(self.conn)
         self.arrivals = Arrivals(self.conn, hear=self.store.hear)
         self.events = EventLog(self.conn)

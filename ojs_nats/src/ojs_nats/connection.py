@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import nats.errors
@@ -76,6 +76,9 @@ class Connection:
         self._js: JetStreamContext | None = None
         self._pipe: Pipeline | None = None
         self._lazy: LazyPublisher | None = None
+        #: Called after every reconnect: requests the server held for the old connection
+        #: (a held pull) are gone with it.
+        self.reconnected: list[Callable[[], None]] = []
 
     @property
     def nc(self) -> Client:
@@ -246,6 +249,8 @@ class Connection:
 
     async def _on_reconnected(self) -> None:
         log.info("reconnected to NATS")
+        for callback in self.reconnected:
+            callback()
 
 
 def describe_sync(config: dict[str, Any]) -> str:
