@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from nats.aio.msg import Msg
 from nats_support import eventually
 from tcp_proxy import TcpProxy
@@ -23,7 +24,7 @@ from ojs_core.service import JobService
 from ojs_core.states import JobState
 from ojs_core.testing import NO_JITTER, fetch_one, job_error, push
 from ojs_core.timeutil import format_ts, parse_ts
-from ojs_nats import NatsBackend, names
+from ojs_nats import NatsBackend, names, timers
 from ojs_nats.provision import READY_IDLE_S
 from ojs_nats.timers import BATCH_SCHEDULE_MAX, fired_jobs, schedule_ops
 
@@ -43,6 +44,7 @@ async def test_a_stuck_timer_pull_does_not_hold_back_local_deadlines(svc: JobSer
     assert failed.state is S.RETRYABLE
     never: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
     backend.timers._pull = never  # type: ignore[assignment]
+    backend.timers._pull_held = False  # a pull the pass waits for (not a held one)
 
     async def promoted() -> bool | None:
         # Bounded: before the fix this pass waited for the stuck pull forever.
@@ -292,7 +294,7 @@ async def test_retention_deadlines_a_fired_batch_arms_share_a_schedule(
         await worker.enqueue({"type": "shared.ret", "args": [i], "queue": "sret"})
     # Far enough for the acks to ride on it (a deadline under a second away is not trusted
     # to fire first: the ack would arm each job's retention itself).
-    claimed = await worker.fetch(["sret"], count=3, worker_id="w", visibility_ms=3_000)
+    claimed = await worker.fetch(["sret"], count=3, worker_id="w", visibility_ms=5_000)
     assert len(claimed) == 3
     (visibility,) = _shared(await _schedules(backend))
     for job in claimed:
@@ -303,7 +305,7 @@ async def test_retention_deadlines_a_fired_batch_arms_share_a_schedule(
         shared = _shared(await _schedules(backend)) - {visibility}
         return shared or None
 
-    shared = await eventually(rearmed, within=20, what="the retention deadlines re-armed")
+    shared = await eventually(rearmed, within=30, what="the retention deadlines re-armed")
     assert len(shared) == 1
     own = {names.timer_schedule_subject(j.id) for j in claimed}
     assert not own & await _schedules(backend)
@@ -379,3 +381,51 @@ async def test_a_held_timer_pull_is_asked_again_after_a_reconnect(
             await eventually(available, within=10, what="the timer fired through the replica")
         finally:
             await backend.close()
+
+
+async def test_a_requeued_job_claimed_in_a_batch_keeps_its_own_schedule(svc: JobService) -> None:
+    """A requeued job's attempt count is back where it was, but the visibility schedule of its
+    earlier claim may still be pending: claimed again beside fresh jobs, it gets its own."""
+    backend = svc.backend
+    assert isinstance(backend, NatsBackend)
+    first = (await svc.enqueue({"type": "rq.vt", "args": [0], "queue": "rqvt"})).job
+    (claimed,) = await svc.fetch(["rqvt"], count=1, worker_id="w", visibility_ms=60_000)
+    requeued = await svc.nack(claimed.id, job_error("back"), "w", requeue=True)
+    assert requeued.attempt == 0
+    fresh = [
+        (await svc.enqueue({"type": "rq.vt", "args": [i], "queue": "rqvt"})).job for i in (1, 2)
+    ]
+    before = await _schedules(backend)
+    again = await svc.fetch(["rqvt"], count=3, worker_id="w", visibility_ms=60_000)
+    assert sorted(j.id for j in again) == sorted([first.id, *(j.id for j in fresh)])
+    added = await _schedules(backend) - before
+    assert len(_shared(added)) == 1  # the fresh two
+    armed = await backend.js.get_msg(
+        names.TIMER_STREAM, subject=names.timer_schedule_subject(first.id)
+    )
+    (mine,) = [j for j in again if j.id == first.id]
+    assert mine.visible_until is not None
+    assert parse_ts(armed.data.decode()) == mine.visible_until
+
+
+async def test_a_held_pull_that_expires_is_held_again(
+    svc: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server ends a held pull with 408 when it expires; the next pass holds a new one
+    (over the same reply subscription)."""
+    monkeypatch.setattr(timers, "TIMER_HOLD_S", 0.3)
+    backend = svc.backend
+    assert isinstance(backend, NatsBackend)
+    await svc.run_timers()
+    await svc.run_timers()
+    held = backend.timers._pull
+    assert held is not None
+    assert backend.timers._pull_held
+    await eventually(held.done, what="the held pull expired")
+    assert held.result() == []
+    assert await svc.run_timers() == 0  # takes the empty answer
+    assert await svc.run_timers() == 0  # asks again, held
+    again = backend.timers._pull
+    assert again is not None
+    assert again is not held
+    assert backend.timers._pull_held

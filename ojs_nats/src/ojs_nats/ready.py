@@ -63,10 +63,13 @@ EMPTY_SHARD_S = 0.1
 _RETRY_DELAY_S = 0.1
 
 
-def _never_scheduled(job: Job) -> bool:
-    """Whether ``job`` (available) never had a schedule of its own: a first attempt, neither
-    scheduled nor expiring. Only such jobs share their claim batch's visibility schedule."""
-    return job.attempt == 0 and job.scheduled_at is None and job.expires_at is None
+def _never_scheduled(rec: JobRecord) -> bool:
+    """Whether the job of ``rec`` (available) never had a schedule of its own: available for
+    the first time (epoch 1: not a retry, a requeue or a dead-letter retry, whose attempt
+    counts may be 0 again), neither scheduled nor expiring. Only such jobs share their claim
+    batch's visibility schedule."""
+    job = rec.job
+    return rec.epoch <= 1 and job.scheduled_at is None and job.expires_at is None
 
 
 def _lane_order(entry: tuple[str | None, str]) -> tuple[bool, str, str]:
@@ -340,7 +343,7 @@ class Claimer:
             if deadline is None:
                 continue
             self.timers.soon_add(after.id, deadline)
-            if _never_scheduled(rec.job):
+            if _never_scheduled(rec):
                 shared.append((after.id, deadline))
             else:
                 # Its own schedule may still be pending (a promotion the local heap applied

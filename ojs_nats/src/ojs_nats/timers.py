@@ -58,8 +58,9 @@ REDELIVERY_BASE_S = 0.1
 REDELIVERY_MAX_S = 30.0
 #: Jobs one shared schedule names at most (a claim batch of more gets several).
 BATCH_SCHEDULE_MAX = 500
-#: Deadlines a fired timer re-arms beyond :data:`SOON_HORIZON_S` (retention ends, mostly)
-#: share a schedule with those this close after them: fired at most this late, whatever.
+#: Deadlines a fired timer re-arms beyond :data:`SOON_HORIZON_S` (retention ends, mostly;
+#: a visibility deadline a heartbeat pushed on, a retry's backoff) share a schedule with those
+#: this close after them: each fires at most this late.
 REARM_WINDOW = timedelta(seconds=1)
 
 
@@ -221,6 +222,9 @@ class Timers:
         recs = dict(zip(ids, await self.store.read_jobs(ids), strict=True))  # one batched read
         settled: list[Awaitable[Any]] = []
         for msg, jobs in named:
+            if len(due) >= limit:  # a shared schedule names many: the rest waits its turn
+                settled.append(msg.nak())
+                continue
             fired = _Fired(msg)
             rearm: list[tuple[str, datetime]] = []
             for job_id in jobs:
@@ -258,7 +262,11 @@ class Timers:
         horizon = now + timedelta(seconds=SOON_HORIZON_S)
         ops = [schedule_op(job_id, at) for job_id, at in deadlines if at <= horizon]
         far = [(job_id, at) for job_id, at in deadlines if at > horizon]
-        ops += schedule_ops(far, REARM_WINDOW)
+        # Shared only the first time: a redelivered timer (one of its jobs failed to update)
+        # arms each job's own schedule, which replaces the one armed before, where a new
+        # shared one would pile up beside it at every redelivery.
+        first = (fired.msg.metadata.num_delivered or 1) <= 1
+        ops += schedule_ops(far, REARM_WINDOW) if first else [schedule_op(*d) for d in far]
         await self.conn.publish_all(ops)
         fired.rearming = False
         if fired.settled:
