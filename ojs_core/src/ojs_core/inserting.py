@@ -126,7 +126,9 @@ class Inserting:
     async def _replace(self, existing: Job, now: datetime) -> None:
         svc = self._svc
         try:
-            before, after = await svc._update(existing.id, lambda j: lifecycle.cancel(j, now), now)
+            before, after = await svc.update_job(
+                existing.id, lambda j: lifecycle.cancel(j, now), now
+            )
         except (InvalidStateTransitionError, NotFoundError):
             return
         await svc._after(before, after, now)

@@ -66,18 +66,17 @@ REARM_WINDOW = timedelta(seconds=1)
 
 def schedule_op(job_id: str, deadline: datetime) -> Op:
     """The message schedule that fires a job's timer at ``deadline`` (one per job)."""
+    return _schedule(job_id, deadline, format_ts(deadline).encode())
+
+
+def _schedule(name: str, deadline: datetime, data: bytes) -> Op:
+    """An ``@at`` schedule on ``ojs.tsched.<name>`` firing ``data`` into ``ojs.tfire.<name>``."""
+    at = deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return (
-        names.timer_schedule_subject(job_id),
-        format_ts(deadline).encode(),
-        {
-            names.SCHEDULE: f"@at {_at(deadline)}",
-            names.SCHEDULE_TARGET: names.timer_fire_subject(job_id),
-        },
+        names.timer_schedule_subject(name),
+        data,
+        {names.SCHEDULE: f"@at {at}", names.SCHEDULE_TARGET: names.timer_fire_subject(name)},
     )
-
-
-def _at(deadline: datetime) -> str:
-    return deadline.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def schedule_ops(
@@ -100,17 +99,8 @@ def schedule_ops(
         if len(ids) == 1:
             ops.append(schedule_op(ids[0], deadline))
             continue
-        batch = f"b-{uuid7()}"
-        ops.append(
-            (
-                names.timer_schedule_subject(batch),
-                f"{format_ts(deadline)}\n{' '.join(ids)}".encode(),
-                {
-                    names.SCHEDULE: f"@at {_at(deadline)}",
-                    names.SCHEDULE_TARGET: names.timer_fire_subject(batch),
-                },
-            )
-        )
+        named = f"{format_ts(deadline)}\n{' '.join(ids)}".encode()
+        ops.append(_schedule(f"b-{uuid7()}", deadline, named))
     return ops
 
 
