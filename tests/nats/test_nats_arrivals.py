@@ -5,10 +5,12 @@ or not a record at all costs a read, never a wrong claim."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from nats.aio.msg import Msg
@@ -19,7 +21,8 @@ from ojs_core.model import Job
 from ojs_core.service import JobService
 from ojs_core.states import JobState
 from ojs_core.versioning import parse_declaration
-from ojs_nats.arrivals import frame, parse_count, unframe
+from ojs_nats import names
+from ojs_nats.arrivals import Arrivals, frame, parse_count, unframe
 from ojs_nats.backend import NatsBackend
 from ojs_nats.records import encode_job
 
@@ -212,3 +215,114 @@ async def test_a_wake_up_is_handed_on_when_its_long_poll_is_cancelled(
 
 async def _claimed_since(svc: CountingClaims, before: int) -> bool:
     return svc.claims > before
+
+
+#: Pull requests for ready hints (every level, lane and shard).
+HINT_PULLS = "$JS.API.CONSUMER.MSG.NEXT.OJS_READY.>"
+
+
+async def _hints_left(backend: NatsBackend, queue: str) -> int:
+    info = await backend.js.consumer_info(names.READY_STREAM, names.ready_consumer(queue, 0))
+    return info.num_pending + info.num_ack_pending
+
+
+async def test_a_woken_fetch_claims_the_named_job_without_pulling_its_hint(
+    new_backend: BackendFactory, nats_url: str
+) -> None:
+    # The arrival names the job: the woken long-poll claims it by compare-and-swap alone. The
+    # hint it left is found stale by the next fetch, from the version cache, and acknowledged.
+    waiting = JobService(await new_backend(), arrival_poll_s=120)
+    producer = JobService(await new_backend())
+    await producer.enqueue({"type": "warm.up", "args": [], "queue": "named"})
+    assert len(await waiting.fetch(["named"])) == 1
+    spy = await nats.connect(nats_url)
+    pulls: list[str] = []
+    reads: list[str] = []
+
+    async def pulled(msg: Msg) -> None:
+        pulls.append(msg.subject)
+
+    async def read(msg: Msg) -> None:
+        reads.append(msg.subject)
+
+    try:
+        await spy.subscribe(HINT_PULLS, cb=pulled)
+        for subject in READS:
+            await spy.subscribe(subject, cb=read)
+        await spy.flush()
+        fetch = asyncio.ensure_future(waiting.fetch(["named"], wait_ms=100_000))
+        await eventually(lambda: _waiting(waiting), what="the long-poll waiting")
+        await spy.flush()
+        pulls.clear()
+        job = (await producer.enqueue({"type": "named.job", "args": [1], "queue": "named"})).job
+        got = await asyncio.wait_for(fetch, 30)
+        await spy.flush()
+        assert [(j.id, j.state) for j in got] == [(job.id, JobState.ACTIVE)]
+        assert pulls == []
+        assert await _hints_left(_backend(waiting), "named") == 1
+        assert await waiting.fetch(["named"]) == []  # pulls the stale hint, acks it
+        await eventually(
+            lambda: _no_hints(_backend(waiting), "named"), what="the stale hint acknowledged"
+        )
+        await spy.flush()
+    finally:
+        await spy.close()
+    assert pulls
+    assert reads == []
+    assert (await producer.get(job.id)).state is JobState.ACTIVE
+
+
+async def _no_hints(backend: NatsBackend, queue: str) -> bool:
+    return await _hints_left(backend, queue) == 0
+
+
+async def test_a_process_wakes_its_own_waiters_without_its_notification(
+    new_backend: BackendFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The notification never reaches the server (dropped here): the long-poll of the process
+    # that stored the job is woken anyway, at once (not at the backstop poll, two minutes).
+    svc = JobService(await new_backend(), arrival_poll_s=120)
+    await svc.enqueue({"type": "warm.up", "args": [], "queue": "local"})
+    assert len(await svc.fetch(["local"])) == 1
+
+    async def dropped(*args: Any) -> None:
+        return None
+
+    monkeypatch.setattr(Arrivals, "_publish", staticmethod(dropped))
+    fetch = asyncio.ensure_future(svc.fetch(["local"], wait_ms=100_000))
+    await eventually(lambda: _waiting(svc), what="the long-poll waiting")
+    job = (await svc.enqueue({"type": "local.job", "args": [], "queue": "local"})).job
+    got = await asyncio.wait_for(fetch, 30)
+    assert [j.id for j in got] == [job.id]
+
+
+async def test_a_process_skips_its_own_notification(new_backend: BackendFactory) -> None:
+    # Counted once, when sent: hearing it back would wake a second waiter for one job.
+    svc = JobService(await new_backend(), arrival_poll_s=120)
+    arrivals = _backend(svc).arrivals
+    mark = await arrivals.mark(["own"])
+    sub = arrivals._queues["own"].sub
+    assert sub is not None
+    heard: list[Msg] = []
+    callback = sub._cb
+    assert callback is not None
+
+    async def counted(msg: Msg) -> None:
+        heard.append(msg)
+        await callback(msg)
+
+    sub._cb = counted
+    await svc.enqueue({"type": "own.job", "args": [], "queue": "own"})
+    await eventually(lambda: heard, what="the notification heard back")
+    assert await arrivals.mark(["own"]) == mark + 1
+
+
+async def test_only_a_woken_fetch_takes_named_jobs(new_backend: BackendFactory) -> None:
+    # A fetch that did not wait pulls hints in order; the named jobs are not for it.
+    backend = await new_backend()
+    arrivals = backend.arrivals
+    await arrivals.mark(["order"])
+    state = arrivals._queues["order"]
+    state.named.append(("some-job", time.monotonic()))
+    assert arrivals.take(["order"], 10) == []
+    assert list(state.named) == [("some-job", state.named[0][1])]

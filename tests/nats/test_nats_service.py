@@ -26,6 +26,7 @@ from ojs_core.testing import NO_JITTER, fetch_one, job_error, push
 from ojs_core.timeutil import format_ts, parse_ts
 from ojs_nats import NatsBackend, names, timers
 from ojs_nats.provision import READY_IDLE_S
+from ojs_nats.pulls import pull_now
 from ojs_nats.timers import BATCH_SCHEDULE_MAX, fired_jobs, schedule_ops
 
 S = JobState
@@ -429,3 +430,73 @@ async def test_a_held_pull_that_expires_is_held_again(
     assert again is not None
     assert again is not held
     assert backend.timers._pull_held
+
+
+async def _scheduled_jobs(svc: JobService, queue: str, n: int, at: datetime) -> list[str]:
+    """``n`` jobs scheduled ``at`` (and 100 ms apart after it): each with its own schedule."""
+    return [
+        (
+            await svc.enqueue(
+                {
+                    "type": "fired.by.hand",
+                    "args": [i],
+                    "options": {
+                        "queue": queue,
+                        "scheduled_at": format_ts(at + timedelta(milliseconds=100 * i)),
+                    },
+                }
+            )
+        ).job.id
+        for i in range(n)
+    ]
+
+
+async def _fire(backend: NatsBackend, name: str, job_ids: list[str]) -> None:
+    """A shared schedule naming ``job_ids`` fires (as the server's scheduler fires one)."""
+    payload = f"{format_ts(datetime.now(UTC))}\n{' '.join(job_ids)}".encode()
+    await backend.js.publish(names.timer_fire_subject(name), payload)
+
+
+async def _last_seq(backend: NatsBackend, subject: str) -> int:
+    return (await backend.js.get_last_msg(names.TIMER_STREAM, subject)).seq or 0
+
+
+async def test_a_redelivered_shared_timer_rearms_each_jobs_own_schedule(svc: JobService) -> None:
+    """A shared timer comes back (an update of one of its jobs failed): the far deadlines of
+    its jobs are armed each on the job's own schedule, which replaces the one before, not on
+    another shared one (they would pile up at every redelivery)."""
+    backend = svc.backend
+    assert isinstance(backend, NatsBackend)
+    jobs = await _scheduled_jobs(svc, "redeliv", 2, datetime.now(UTC) + timedelta(hours=2))
+    own = [names.timer_schedule_subject(j) for j in jobs]
+    seqs = [await _last_seq(backend, s) for s in own]
+    shared_before = _shared(await _schedules(backend))
+    await _fire(backend, "b-by-hand", jobs)
+    delivered = await pull_now(backend.conn.nc, names.TIMER_STREAM, names.TIMER_CONSUMER, 10)
+    assert [fired_jobs(m) for m in delivered] == [jobs]
+    await delivered[0].nak()  # handed back: delivered a second time next
+
+    async def rearmed() -> bool:
+        await svc.run_timers()
+        return all([await _last_seq(backend, s) > seq for s, seq in zip(own, seqs, strict=True)])
+
+    await eventually(rearmed, what="each job's own schedule armed again")
+    assert _shared(await _schedules(backend)) == shared_before
+
+
+async def test_a_timer_pass_hands_back_shared_timers_beyond_its_limit(svc: JobService) -> None:
+    """A pass takes at most ``limit`` due jobs: a shared timer it has no room for goes back
+    at once (not after the ack wait) and comes with the next pass."""
+    backend = svc.backend
+    assert isinstance(backend, NatsBackend)
+    at = datetime.now(UTC) + timedelta(hours=2)
+    a, b, c = await _scheduled_jobs(svc, "limit", 3, at)
+    await _fire(backend, "b-first", [a, b])
+    await _fire(backend, "b-second", [c])
+    later = at + timedelta(minutes=1)  # every deadline due
+    assert await backend.timers.due_jobs(later, 2) == [a, b]
+
+    async def handed_back() -> bool:
+        return c in await backend.timers.due_jobs(later, 10)
+
+    await eventually(handed_back, within=5, what="the second shared timer in the next pass")

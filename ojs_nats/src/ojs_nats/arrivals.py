@@ -20,14 +20,27 @@ take it) hands the wake-up on to the next waiter when it waits again, at most on
 the arrival found. A message without a count (a resumed queue; an older replica's empty
 message) wakes every waiter. A message can be lost (a reconnect); the service still polls now
 and then, so that costs latency, never a job.
+
+The process that made the jobs available wakes its own waiters at once, without waiting for its
+message to come back from the server (half a round trip, on the path of every in-process and
+same-server long-poll); the message's reply subject names the sending process, so that its own
+subscription skips what it already counted. Nobody replies to it.
+
+A waiter woken this way takes the jobs the arrival named (:meth:`Arrivals.take`): its claim
+compares-and-swaps their records directly instead of first pulling their ready hints, one round
+trip less between an enqueue and the handler. The hints stay behind and are found stale by the
+next pull. Only a fetch that found its queues empty and was then woken takes named jobs, so it
+does not pass over older ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
-from collections import OrderedDict
+import contextvars
+import time
+import uuid
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -47,6 +60,17 @@ MAX_CARRIED_BYTES = 16 * 1024
 
 #: What hears carried records: ``(job id, revision, record bytes)``.
 Hear = Callable[[str, int, bytes], None]
+#: Jobs named by arrivals are kept for woken waiters this long (seconds), at most
+#: :data:`MAX_NAMED` per queue; older ones are left to the pull of their hints.
+NAMED_S = 1.0
+MAX_NAMED = 256
+
+#: Per fetch (its task's context): ``woken`` by an arrival in its last wait, ``claiming`` once
+#: it took a new mark after that (its claim may take named jobs; a wait that follows finds its
+#: claim came back empty). The claim may run in a task of its own: it copies the context.
+_PHASE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "ojs_arrival_phase", default=None
+)
 
 
 def frame(job_id: str, revision: int, data: bytes) -> bytes:
@@ -72,7 +96,7 @@ def unframe(payload: bytes) -> Iterator[tuple[str, int, bytes]]:
 
 
 class _Queue:
-    __slots__ = ("count", "handovers", "sub", "waiters")
+    __slots__ = ("count", "handovers", "named", "sub", "waiters")
 
     def __init__(self) -> None:
         self.count = 0
@@ -81,6 +105,18 @@ class _Queue:
         self.waiters: dict[asyncio.Future[None], None] = {}
         #: Hand-overs the last arrival still allows (one per waiter it found asleep).
         self.handovers = 0
+        #: Jobs arrivals named while waiters slept, oldest first: (job id, monotonic time).
+        self.named: deque[tuple[str, float]] = deque(maxlen=MAX_NAMED)
+
+    def arrived(self, count: int | None, ids: Sequence[str]) -> None:
+        """An arrival of ``count`` jobs (``None``: unknown), naming ``ids``."""
+        self.count += 1
+        asleep = sum(1 for w in self.waiters if not w.done())
+        if asleep and ids:
+            now = time.monotonic()
+            self.named.extend((job_id, now) for job_id in ids)
+        self.wake(count)
+        self.handovers = max(0, asleep - (count or asleep))
 
     def wake(self, n: int | None) -> None:
         """Wake the ``n`` longest waiting (``None``: every waiter)."""
@@ -108,16 +144,17 @@ class Arrivals:
         self.conn = conn
         #: Where carried records go (the record store's version cache for claims).
         self.hear = hear
+        #: The reply subject of this process's notifications (see the module's docstring).
+        self.origin = f"_OJS.origin.{uuid.uuid4().hex}"
         self._queues: OrderedDict[str, _Queue] = OrderedDict()
         #: Queues to announce at the end of this event-loop turn (one message per queue per
         #: turn, however many writes of the turn made jobs available in it), with how many
         #: jobs became available (``None``: unknown).
         self._due: dict[str, int | None] = {}
-        #: Per waiting task: ``woken`` by an arrival in its last wait, ``claiming`` once it
-        #: took a new mark after that (a wait that follows finds its claim came back empty).
-        self._woken: weakref.WeakKeyDictionary[asyncio.Task[Any], str] = weakref.WeakKeyDictionary()
         #: Per queue, the records this turn's message carries (and their size so far).
         self._carried: dict[str, tuple[list[bytes], int]] = {}
+        #: Per queue, the jobs this turn made available that this process stored.
+        self._named: dict[str, list[str]] = {}
         self._flush: asyncio.Handle | None = None
         self._sending: set[asyncio.Future[None]] = set()
 
@@ -141,6 +178,7 @@ class Arrivals:
     def carry(self, queue: str, job_id: str, revision: int, data: bytes) -> None:
         """Have this turn's notification of ``queue`` carry a record just stored (dropped
         when the message is full: the claimer then reads it back)."""
+        self._named.setdefault(queue, []).append(job_id)
         frames, size = self._carried.get(queue) or ([], 0)
         framed = frame(job_id, revision, data)
         if size + len(framed) <= MAX_CARRIED_BYTES:
@@ -151,6 +189,11 @@ class Arrivals:
         self._flush = None
         due, self._due = self._due, {}
         carried, self._carried = self._carried, {}
+        named, self._named = self._named, {}
+        for q, n in due.items():  # this process's waiters at once
+            state = self._queues.get(q)
+            if state is not None:
+                state.arrived(n, named.get(q, ()))
         try:
             nc = self.conn.nc
         except Exception:
@@ -159,32 +202,53 @@ class Arrivals:
             (q, b"" if n is None else b"%d\n" % n + b"".join(carried[q][0] if q in carried else ()))
             for q, n in due.items()
         ]
-        task = asyncio.ensure_future(self._publish(nc, messages))
+        task = asyncio.ensure_future(self._publish(nc, messages, self.origin))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
     @staticmethod
-    async def _publish(nc: Any, messages: list[tuple[str, bytes]]) -> None:
+    async def _publish(nc: Any, messages: list[tuple[str, bytes]], origin: str) -> None:
         for queue, payload in messages:
             with contextlib.suppress(Exception):  # a lost wake-up costs latency only
-                await nc.publish(names.notify_subject(queue), payload)
+                await nc.publish(names.notify_subject(queue), payload, reply=origin)
 
     async def mark(self, queues: Sequence[str]) -> int:
         """The number of arrivals heard on ``queues`` so far (subscribing to them first, so
         that every arrival from now on is heard)."""
-        task = asyncio.current_task()
-        if task is not None:
-            if self._woken.get(task) == "woken":
-                self._woken[task] = "claiming"
-            else:
-                self._woken.pop(task, None)
+        _PHASE.set("claiming" if _PHASE.get() == "woken" else None)
         return sum([(await self._subscribed(q)).count for q in dict.fromkeys(queues)])
+
+    def take(self, queues: Sequence[str], count: int) -> list[str]:
+        """Up to ``count`` jobs that arrivals named on ``queues``, for the claim of a fetch
+        that found them empty and was then woken (none for any other claim: it pulls hints
+        in order). What the claim does not take goes back with :meth:`give_back`."""
+        if _PHASE.get() != "claiming":
+            return []
+        out: list[str] = []
+        oldest = time.monotonic() - NAMED_S
+        for queue in dict.fromkeys(queues):
+            state = self._queues.get(queue)
+            named = state.named if state is not None else None
+            while named and len(out) < count:
+                job_id, heard = named.popleft()
+                if heard >= oldest:
+                    out.append(job_id)
+        return out
+
+    def give_back(self, queue: str, job_ids: Sequence[str]) -> None:
+        """Named jobs a claim took but could not claim (not for its worker): first in line
+        for the next waiter."""
+        state = self._queues.get(queue)
+        if state is not None and job_ids:
+            now = time.monotonic()
+            state.named.extendleft((job_id, now) for job_id in reversed(job_ids))
 
     async def wait(self, queues: Sequence[str], mark: int, timeout_s: float) -> None:
         """Until an arrival on ``queues`` after ``mark``, or ``timeout_s``."""
         states = [await self._subscribed(q) for q in dict.fromkeys(queues)]
-        task = asyncio.current_task()
-        if task is not None and self._woken.pop(task, None) == "claiming":
+        phase = _PHASE.get()
+        _PHASE.set(None)
+        if phase == "claiming":
             # Woken for a job, this caller's claim found none: the next waiter may take it.
             for state in states:
                 if state.handovers > 0:
@@ -201,8 +265,7 @@ class Arrivals:
             # waiter was woken, and the cancelled fetch would go on.
             async with asyncio.timeout(timeout_s):
                 await waiter
-            if task is not None:
-                self._woken[task] = "woken"
+            _PHASE.set("woken")
         except TimeoutError:
             pass
         except asyncio.CancelledError:
@@ -226,14 +289,15 @@ class Arrivals:
             nc = self.conn.nc
 
             async def heard(msg: Msg, state: _Queue = state) -> None:
+                if msg.reply == self.origin:
+                    return  # this process's own: counted when it was sent
                 count, records = parse_count(msg.data)
+                ids: list[str] = []
                 if records and self.hear is not None:
                     for job_id, revision, data in unframe(records):
                         self.hear(job_id, revision, data)
-                state.count += 1
-                asleep = sum(1 for w in state.waiters if not w.done())
-                state.wake(count)
-                state.handovers = max(0, asleep - (count or asleep))
+                        ids.append(job_id)
+                state.arrived(count, ids)
 
             state.sub = await nc.subscribe(names.notify_subject(queue), cb=heard)
             # The server has the subscription once a flush returns: arrivals from now on are

@@ -272,8 +272,10 @@ class NatsBackend:
     async def claim_jobs(
         self, queues: Sequence[str], count: int, activate: ActivateFn
     ) -> list[Job]:
-        """Pull hints per queue, highest priority first; claim each by compare-and-swap."""
-        return await self.claimer.claim(queues, count, activate)
+        """Pull hints per queue, highest priority first; claim each by compare-and-swap (a
+        fetch an arrival woke claims the jobs it named first, without their hints)."""
+        named = self.arrivals.take(queues, count)
+        return await self.claimer.claim(queues, count, activate, named)
 
     @guard
     async def arrivals_mark(self, queues: Sequence[str]) -> int:

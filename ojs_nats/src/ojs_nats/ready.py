@@ -8,7 +8,12 @@ only one swap succeeds. A hint whose job moved on is stale and dropped.
 
 Claiming is batched: one read per hint (usually from the version cache), the visibility
 timers of every claim published together, then every claim as its own compare-and-swap, all in
-flight together. A hint that cannot be claimed that way is decided carefully, one by one.
+flight together. A hint that cannot be claimed that way is decided carefully, one by one; one
+whose job the read shows moved on is acknowledged at once.
+
+A fetch woken by an arrival that named its jobs (``ojs_nats.arrivals``) claims those first,
+the same way but without pulling their hints (one round trip less); the hints are found stale
+later.
 """
 
 from __future__ import annotations
@@ -100,15 +105,25 @@ class Claimer:
         #: (queue, priority, shard) -> monotonic time until which it is taken as empty.
         self._empty: dict[tuple[str, int, str], float] = {}
 
-    async def claim(self, queues: Sequence[str], count: int, activate: ActivateFn) -> list[Job]:
+    async def claim(
+        self,
+        queues: Sequence[str],
+        count: int,
+        activate: ActivateFn,
+        named: Sequence[str] = (),
+    ) -> list[Job]:
         """Pull hints per queue, highest priority first; claim each by compare-and-swap.
+        ``named``: jobs an arrival named to this (woken) fetch, claimed first without their
+        hints; when any of them is claimed, no hint is pulled.
 
         Jobs already claimed are returned even if a later pull or claim fails: they are
         ``active`` in the store, and dropping them would leave them to the visibility timeout
         at the cost of an attempt. The failure is raised only when nothing was claimed."""
         out: list[Job] = []
         try:
-            await self._claim_into(out, queues, count, activate)
+            if named and await self._claim_named(named[:count], queues, activate, out):
+                return out  # as soon as it can: the hints' pull can wait for the next fetch
+            await self._claim_into(out, queues, count - len(out), activate)
         except Exception:
             if not out:
                 raise
@@ -172,6 +187,32 @@ class Claimer:
                         break  # drained for now
                 if claimed >= count:
                     return
+
+    async def _claim_named(
+        self, job_ids: Sequence[str], queues: Sequence[str], activate: ActivateFn, out: list[Job]
+    ) -> int:
+        """Claim jobs named by an arrival, as :meth:`_store_claims` claims pulled ones; returns
+        how many are now ``active``. Jobs of a paused or tenant-sharded queue, or under a rate
+        limit, are left to the pull (its order and admission apply to them)."""
+        plain: set[str] = set()
+        for queue in dict.fromkeys(queues):
+            record = await self.queues.record(queue)
+            if record is not None and not (record.paused or record.shards or record.shard_lanes):
+                plain.add(queue)
+        needs: Callable[[Job], bool] | None = getattr(activate, "limited", None)
+        writes: list[tuple[Msg | None, JobRecord, Job]] = []
+        for rec in await self.store.read_jobs(list(dict.fromkeys(job_ids)), cached=True):
+            if rec is None or rec.job.state is not S.AVAILABLE or rec.job.queue not in plain:
+                continue  # claimed meanwhile (or unknown): nothing to do
+            if rec.job.rate_limit is not None or (needs is not None and needs(rec.job)):
+                continue
+            after = activate(rec.job)
+            if after is not None:
+                writes.append((None, rec, after))
+        claimed: list[Job] = []
+        if writes:
+            await self._store_claims(writes, claimed, out, [])
+        return sum(1 for job in claimed if job.state is S.ACTIVE)
 
     async def _claim_shards(
         self,
@@ -284,7 +325,19 @@ class Claimer:
         fast: list[tuple[Msg, JobRecord]] = []
         slow: list[Msg] = []
         batched: set[str] = set()
+        lazy = self.conn.lazy
         for (msg, job_id, hint_epoch), rec in zip(parsed, recs, strict=True):
+            if rec is not None and (
+                rec.epoch > hint_epoch
+                or (rec.epoch == hint_epoch and rec.job.state is not S.AVAILABLE)
+            ):
+                # Stale: the job moved on from the availability this hint announced (epochs
+                # only grow, so even a cached version tells). Claimed from an arrival that
+                # named it, usually.
+                with contextlib.suppress(Exception):
+                    if msg.reply:
+                        await lazy.publish(msg.reply)
+                continue
             if (
                 rec is None
                 or rec.epoch != hint_epoch
@@ -331,11 +384,14 @@ class Claimer:
 
     async def _store_claims(
         self,
-        writes: Sequence[tuple[Msg, JobRecord, Job]],
+        writes: Sequence[tuple[Msg | None, JobRecord, Job]],
         claimed: list[Job],
         out: list[Job],
         slow: list[Msg],
     ) -> None:
+        """Store the claims ``writes`` (hint, version, claimed job; no hint: named by an
+        arrival): claimed jobs to ``claimed`` and ``out``, the hints of failed ones to
+        ``slow``, the others acknowledged."""
         shared: list[tuple[str, datetime]] = []
         timers: list[Op] = []
         for _, rec, after in writes:
@@ -356,19 +412,20 @@ class Claimer:
         # all in flight together: a lost race costs only its own job a careful retry.
         written = await write_each(self.writer, [(rec, after) for _, rec, after in writes], timers)
         if isinstance(written, BaseException):  # the index stream cannot take them now
-            slow.extend(msg for msg, _, _ in writes)
+            slow.extend(msg for msg, _, _ in writes if msg is not None)
             log.warning("claims postponed: index entries refused: %r", written)
             return
         for (msg, _, after), got in zip(writes, written, strict=True):
             if isinstance(got, BaseException):
-                slow.append(msg)
+                if msg is not None:
+                    slow.append(msg)
                 continue
             claimed.append(after)
             out.append(after)
             # A hint left un-acked is redelivered later and then found stale: harmless. So the
             # acknowledgement leaves with the next write (ojs_nats.lazy).
             with contextlib.suppress(Exception):
-                if msg.reply:
+                if msg is not None and msg.reply:
                     await self.conn.lazy.publish(msg.reply)
 
     async def _claim_one(self, msg: Msg, activate: ActivateFn) -> Job | None:

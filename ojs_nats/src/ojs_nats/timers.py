@@ -1,4 +1,5 @@
-"""Timers: one message schedule per job, a local heap of near deadlines, the fired-timer pull.
+"""Timers: message schedules (a job's own, or one a claim batch shares), a local heap of near
+deadlines, the fired-timer pull.
 
 A job's timer deadline (:func:`ojs_core.lifecycle.timer_deadline`) is stored as an ``@at``
 message schedule on ``ojs.tsched.<id>`` that fires into ``ojs.tfire.<id>``; the shared durable
