@@ -137,9 +137,8 @@ async def test_an_entry_left_behind_by_a_lost_removal_is_repaired(
     assert await listed(svc, state="available", type="left.job") == ([], 0)
 
     async def all_gone() -> bool:
-        return await entries_of(backend, new.id) == [] == await entries_of(
-            backend, new.id, births=True
-        )
+        entries = await entries_of(backend, new.id)
+        return entries == [] and await entries_of(backend, new.id, births=True) == []
 
     await eventually(all_gone, what="the deleted job's entries removed after the grace")
 
