@@ -500,3 +500,19 @@ async def test_a_timer_pass_hands_back_shared_timers_beyond_its_limit(svc: JobSe
         return c in await backend.timers.due_jobs(later, 10)
 
     await eventually(handed_back, within=5, what="the second shared timer in the next pass")
+
+
+async def test_a_job_acked_in_time_costs_no_timer_pass_when_its_visibility_ends(
+    svc: JobService,
+) -> None:
+    """The local deadline of a claim is stale once the job is acked: the timer pass at that
+    moment drops it without handing the job to the service (which read its record to find
+    nothing due); one still active is handed over."""
+    backend = svc.backend
+    assert isinstance(backend, NatsBackend)
+    for i in range(2):
+        await svc.enqueue({"type": "vt.local", "args": [i], "options": {"queue": "vtl"}})
+    acked, kept = await svc.fetch(["vtl"], count=2, worker_id="w", visibility_ms=30_000)
+    await svc.ack(acked.id, None, "w")
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    assert await backend.timers.due_jobs(later, 10) == [kept.id]

@@ -343,6 +343,7 @@ class JobWriter:
         the new version is remembered (for the next compare-and-swap) and counted."""
         if new.entry != rec.entry:
             self.index.unlink(rec.entry)
+        self.timers.moved(new.job.id, timer_deadline(new.job))
         self.store.remember(new)
         self.counters.count(rec.job, new.job)
         return new

@@ -151,6 +151,9 @@ class Timers:
         self.store = store
         #: ``(deadline, job_id)``; stale entries are harmless (the timer finds nothing due).
         self.soon: list[tuple[datetime, str]] = []
+        #: The deadline each job in :attr:`soon` was last given by this replica; an entry for
+        #: another one is stale (:meth:`moved`), and is dropped without reading its record.
+        self._latest: dict[str, datetime] = {}
         #: Set by :meth:`soon_add`: a timer pass waiting for the server wakes for a new local
         #: deadline, which may be due before the server answers.
         self._soon_changed = asyncio.Event()
@@ -172,7 +175,17 @@ class Timers:
             and (deadline - datetime.now(UTC)).total_seconds() < SOON_HORIZON_S
         ):
             heapq.heappush(self.soon, (deadline, job_id))
+            self._latest[job_id] = deadline
             self._soon_changed.set()
+
+    def moved(self, job_id: str, deadline: datetime | None) -> None:
+        """This replica stored a version of the job whose deadline is ``deadline``: a local
+        entry for another deadline is stale. Without this, every job acked within its
+        visibility timeout cost a timer pass a record read when that timeout came (it found
+        nothing due); the stored schedule stays the backstop either way."""
+        latest = self._latest.get(job_id)
+        if latest is not None and latest != deadline:
+            del self._latest[job_id]
 
     def done(self, job_id: str) -> None:
         """A job was updated: ack the fired timer that asked for it, once it asked for
@@ -195,10 +208,13 @@ class Timers:
                 await fired.msg.nak(delay=redelivery_delay(fired.msg))
         due: list[str] = []
         soon = self.soon
+        latest = self._latest
         while soon and soon[0][0] <= now and len(due) < limit:
-            job_id = heapq.heappop(soon)[1]
-            if job_id not in due:
-                due.append(job_id)
+            at, job_id = heapq.heappop(soon)
+            if latest.get(job_id) != at:
+                continue  # the job's deadline moved since (or it was due already)
+            del latest[job_id]
+            due.append(job_id)
         if len(due) >= limit:
             return due
         if due:
@@ -330,6 +346,7 @@ class Timers:
         """Forget local deadlines and fired timers (after a reset)."""
         self._inflight.clear()
         self.soon.clear()
+        self._latest.clear()
         self.drop_pull()
 
     def _spawn(self, aw: Awaitable[Any]) -> None:
