@@ -132,7 +132,7 @@ async def _serve_uvicorn(
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-        sock.close()
+        sock.close()  # Uvicorn closed it if it served (a no-op then), not if startup failed
 
 
 def _uvicorn_server_class() -> type[Any]:
