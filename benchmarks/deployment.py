@@ -151,8 +151,11 @@ async def producer(mode: str, url: str, jobs: int, rate: float) -> dict[str, Any
     return {"enqueued": jobs, "seconds": seconds, "cpu_us": cpu_us() - started_cpu}
 
 
-async def worker(mode: str, url: str, jobs: int, concurrency: int) -> dict[str, Any]:
-    """Run handlers until ``jobs`` started; report latencies, throughput and CPU."""
+async def worker(
+    mode: str, url: str, jobs: int, concurrency: int, visibility_ms: int | None = None
+) -> dict[str, Any]:
+    """Run handlers until ``jobs`` started; report latencies, throughput and CPU
+    (``visibility_ms``: the OJS worker's visibility timeout, else the library's default)."""
     latencies: list[float] = []
     first = last = 0.0
     done = asyncio.Event()
@@ -215,7 +218,9 @@ async def worker(mode: str, url: str, jobs: int, concurrency: int) -> dict[str, 
         await backend.open()
         service = JobService(backend)
         scheduler = Scheduler(service)
-        ojs_worker = Worker(service, ["deploy"], concurrency=concurrency)
+        ojs_worker = Worker(
+            service, ["deploy"], concurrency=concurrency, visibility_timeout_ms=visibility_ms
+        )
 
         @ojs_worker.handler("bench.noop")
         async def handle(ctx: JobContext) -> None:
@@ -313,13 +318,19 @@ def result(proc: subprocess.Popen[str]) -> dict[str, Any]:
 
 
 async def scenario(
-    server: Server, mode: str, jobs: int, rate: float, concurrency: int
+    server: Server,
+    mode: str,
+    jobs: int,
+    rate: float,
+    concurrency: int,
+    visibility_ms: int | None = None,
 ) -> dict[str, Any]:
     """One producer process and one worker process; the merged figures."""
     await fresh(server)
     before = server.in_msgs()
     common = ["--mode", mode, "--url", server.url, "--jobs", str(jobs)]
-    w = role("--role", "worker", *common, "--concurrency", str(concurrency))
+    extra = [] if visibility_ms is None else ["--visibility-ms", str(visibility_ms)]
+    w = role("--role", "worker", *common, "--concurrency", str(concurrency), *extra)
     assert w.stdout is not None
     assert w.stdout.readline().strip() == "ready"
     await asyncio.sleep(1.0)  # the worker's connection and first fetch are up
@@ -345,11 +356,11 @@ async def conduct(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         for mode in ("raw", "ojs", *args.peers):
             label = LABELS[mode]
-            thr = await scenario(server, mode, args.jobs, 0, args.concurrency)
+            thr = await scenario(server, mode, args.jobs, 0, args.concurrency, args.visibility_ms)
             rows.append({"system": label, "scenario": "throughput", **thr})
             print(f"  {label} throughput: {thr}", flush=True)
             n = int(args.rate * args.seconds)
-            lat = await scenario(server, mode, n, args.rate, args.concurrency)
+            lat = await scenario(server, mode, n, args.rate, args.concurrency, args.visibility_ms)
             rows.append({"system": label, "scenario": f"latency @{args.rate:g}/s", **lat})
             print(f"  {label} latency: {lat}", flush=True)
     finally:
@@ -391,6 +402,12 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=500.0, help="jobs/s of the latency scenario")
     p.add_argument("--seconds", type=float, default=10.0, help="length of the latency scenario")
     p.add_argument("--concurrency", type=int, default=10, help="the worker's concurrency")
+    p.add_argument(
+        "--visibility-ms",
+        type=int,
+        help="the OJS worker's visibility timeout (default: the library's, 30 s, longer than "
+        "a run: a shorter one reaches the steady state where acked jobs' deadlines pass)",
+    )
     p.add_argument("--json", help="also write the rows as JSON to this file")
     p.add_argument(
         "--peers",
@@ -407,7 +424,8 @@ def main() -> None:
         print(json.dumps(run_loop(producer(args.mode, args.url, args.jobs, args.rate))))
         return
     if args.role == "worker":
-        print(json.dumps(run_loop(worker(args.mode, args.url, args.jobs, args.concurrency))))
+        work = worker(args.mode, args.url, args.jobs, args.concurrency, args.visibility_ms)
+        print(json.dumps(run_loop(work)))
         return
     if args.quick:
         args.jobs, args.seconds = 2_000, 3.0

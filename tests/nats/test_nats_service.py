@@ -18,6 +18,7 @@ from nats_support import eventually
 from tcp_proxy import TcpProxy
 
 from ojs_core.ids import uuid7
+from ojs_core.model import Job
 from ojs_core.retention import Retention
 from ojs_core.scheduler import Scheduler
 from ojs_core.service import JobService
@@ -118,10 +119,8 @@ async def test_a_reaped_ready_consumer_is_recreated_and_delivers_what_waited(
 async def test_a_later_deadline_rides_on_the_armed_schedule_and_still_fires(
     svc: JobService,
 ) -> None:
-    """An ack that leaves a retention deadline later than the attempt's visibility deadline
-    writes no schedule: the armed one fires first and arms the later one. The job is still
-    removed when its retention ends."""
-    svc.retention = Retention(completed=timedelta(seconds=3))
+    """A heartbeat that pushes the visibility deadline on writes no schedule: the armed one
+    fires first and arms the later one, where the job then times out."""
     backend = svc.backend
     assert isinstance(backend, NatsBackend)
     scheduler = Scheduler(svc)
@@ -129,13 +128,44 @@ async def test_a_later_deadline_rides_on_the_armed_schedule_and_still_fires(
     try:
         job = (await svc.enqueue({"type": "ride", "args": []})).job
         (active,) = await svc.fetch(["default"], worker_id="w", visibility_ms=2_000)
-        done = await svc.ack(active.id, None, "w")
-        assert done.retain_until is not None
+        await svc.heartbeat("w", [active.id], visibility_ms=4_000)
+        pushed = await svc.get(job.id)
         assert active.visible_until is not None
-        assert done.retain_until > active.visible_until
+        assert pushed.visible_until is not None
+        assert pushed.visible_until > active.visible_until
         subject = names.timer_schedule_subject(job.id)
         armed = await backend.js.get_msg(names.TIMER_STREAM, subject=subject)
-        assert parse_ts(armed.data.decode()) == active.visible_until  # no write at the ack
+        assert parse_ts(armed.data.decode()) == active.visible_until  # no write at the beat
+
+        async def timed_out() -> bool:
+            return (await svc.get(job.id)).state is not S.ACTIVE
+
+        await eventually(timed_out, within=15, what="the job timed out at the later deadline")
+        assert datetime.now(UTC) >= pushed.visible_until
+    finally:
+        await scheduler.stop()
+
+
+async def test_an_ack_replaces_the_jobs_own_visibility_schedule_with_its_retention(
+    svc: JobService,
+) -> None:
+    """A job claimed alone has a visibility schedule of its own: its ack arms the retention
+    on it at once, so the visibility schedule never fires (a fired timer would cost a
+    delivery, a record read and a re-arm of the same deadline). The job is still removed
+    when its retention ends."""
+    svc.retention = Retention(completed=timedelta(seconds=3))
+    backend = svc.backend
+    assert isinstance(backend, NatsBackend)
+    scheduler = Scheduler(svc)
+    scheduler.start()
+    try:
+        job = (await svc.enqueue({"type": "own.ret", "args": []})).job
+        (active,) = await svc.fetch(["default"], worker_id="w", visibility_ms=2_000)
+        done = await svc.ack(active.id, None, "w")
+        assert done.retain_until is not None
+        subject = names.timer_schedule_subject(job.id)
+        armed = await backend.js.get_msg(names.TIMER_STREAM, subject=subject)
+        assert parse_ts(armed.data.decode()) == done.retain_until
 
         async def removed() -> bool:
             return await backend.get_job(job.id) is None
@@ -143,6 +173,24 @@ async def test_a_later_deadline_rides_on_the_armed_schedule_and_still_fires(
         await eventually(removed, within=10, what="the job removed after its retention")
     finally:
         await scheduler.stop()
+
+
+async def test_acks_in_a_batch_replace_their_own_visibility_schedules(svc: JobService) -> None:
+    """The same through a batch of acks (``ack_many``, a worker's batched acknowledgements):
+    the retention schedules go out with the batch's index entries."""
+    backend = svc.backend
+    assert isinstance(backend, NatsBackend)
+    jobs = []
+    for i in range(3):  # claimed one by one: each with its own visibility schedule
+        await svc.enqueue({"type": "own.batch", "args": [i], "options": {"queue": "ownb"}})
+        (active,) = await svc.fetch(["ownb"], worker_id="w", visibility_ms=60_000)
+        jobs.append(active)
+    done = await svc.ack_many([(j.id, None) for j in jobs], worker_id="w")
+    for job in done:
+        assert isinstance(job, Job)
+        subject = names.timer_schedule_subject(job.id)
+        armed = await backend.js.get_msg(names.TIMER_STREAM, subject=subject)
+        assert parse_ts(armed.data.decode()) == job.retain_until
 
 
 async def _count_timer_pulls(backend: NatsBackend) -> tuple[list[bytes], Any]:

@@ -64,14 +64,22 @@ def _fires_first(armed: datetime | None, deadline: datetime) -> bool:
     return armed is not None and armed < deadline and armed > datetime.now(UTC) + _PENDING_MARGIN
 
 
-def timer_to_arm(before: Job | None, after: Job) -> datetime | None:
+def timer_to_arm(before: Job | None, after: Job, own: bool = False) -> datetime | None:
     """The deadline a write of ``after`` over ``before`` must arm first, or ``None``: none
-    due, the same one armed, or an armed one that fires first (and re-arms then)."""
+    due, the same one armed, or an armed one that fires first (and re-arms then).
+
+    ``own``: the pending schedule is the job's own (``Timers.owns``). A job that finishes
+    then arms its retention at once, replacing it: one message with the ack, where the
+    schedule left to fire would cost a delivery, a record read and a re-arm later. (A
+    schedule a claim batch shares fires once for all its jobs, and re-arms their retention
+    deadlines in shared schedules: the ack leaves it.)"""
     deadline = timer_deadline(after)
     if deadline is None:
         return None
     armed = timer_deadline(before) if before is not None else None
-    if deadline == armed or _fires_first(armed, deadline):
+    if deadline == armed:
+        return None
+    if _fires_first(armed, deadline) and not (own and after.state.terminal):
         return None
     return deadline
 
@@ -97,20 +105,22 @@ class WritePlan:
         return self.entered or self.deadline is not None
 
     @property
-    def plain(self) -> bool:
-        """Whether the write needs only a new index entry and the record (most acks)."""
-        return self.changed and not self.announcing and not self.dead_changed
+    def batchable(self) -> bool:
+        """Whether the write may go in a batch (``ojs_nats.batch_updates``): a new index entry,
+        perhaps a timer to arm first, and the record."""
+        return self.changed and not self.entered and not self.dead_changed
 
 
-def plan_write(rec: JobRecord, after: Job) -> WritePlan:
-    """What writing ``after`` over the stored ``rec`` needs."""
+def plan_write(rec: JobRecord, after: Job, own: bool = False) -> WritePlan:
+    """What writing ``after`` over the stored ``rec`` needs (``own``: see
+    :func:`timer_to_arm`)."""
     before = rec.job
     entered = after.state is S.AVAILABLE and before.state is not S.AVAILABLE
     return WritePlan(
         epoch=rec.epoch + 1 if entered else rec.epoch,
         entered=entered,
         changed=moved(before, after),
-        deadline=timer_to_arm(before, after),
+        deadline=timer_to_arm(before, after, own),
         dead_changed=is_dead(before) != is_dead(after),
     )
 
@@ -163,6 +173,8 @@ class JobWriter:
         if deadline is not None:
             pubs.append(self.conn.commit([schedule_op(after.id, deadline)]))
             self.timers.soon_add(after.id, deadline)
+            if after.state is S.ACTIVE:
+                self.timers.armed_own(after.id)
         if len(pubs) == 1:
             await pubs[0]
         elif pubs:
@@ -297,7 +309,7 @@ class JobWriter:
         first (the record names it); the entry of the old version is removed once the write
         landed, the new one if it did not."""
         epoch, revision = rec.epoch, rec.revision
-        plan = plan_write(rec, after)
+        plan = plan_write(rec, after, self.timers.owns(after.id))
         changed, new_epoch = plan.changed, plan.epoch
         if changed and plan.announcing:
             _, entry = await asyncio.gather(
@@ -343,7 +355,7 @@ class JobWriter:
         the new version is remembered (for the next compare-and-swap) and counted."""
         if new.entry != rec.entry:
             self.index.unlink(rec.entry)
-        self.timers.moved(new.job.id, timer_deadline(new.job))
+        self.timers.stored(new.job)
         self.store.remember(new)
         self.counters.count(rec.job, new.job)
         return new
@@ -355,16 +367,17 @@ class JobWriter:
         if entry != rec.entry:
             self.index.unlink(entry)
 
-    async def update(self, job_id: str, fn: JobFn) -> tuple[Job, Job]:
+    async def update(self, job_id: str, fn: JobFn, *, armed: bool = False) -> tuple[Job, Job]:
         """Compare-and-swap on the record's revision, retried on contention.
 
         A write that loses its compare-and-swap may already have announced a timer: the
         job's one schedule subject then holds a deadline of a version that was never stored.
         So after a lost write, whatever the outcome, the schedule is armed again for the
-        version that is stored (:meth:`_rearm`)."""
+        version that is stored (:meth:`_rearm`). ``armed``: a write of the caller's was lost
+        so already (a batch's)."""
         store = self.store
         cached = True
-        lost = False
+        lost = armed
         try:
             for _ in range(CAS_ATTEMPTS):
                 rec = store.take_fresh(job_id) if cached else None

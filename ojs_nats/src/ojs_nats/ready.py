@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -406,7 +407,16 @@ class Claimer:
                 # before the server fired it, an expiry, an earlier attempt's visibility):
                 # overwriting it spares a fired timer that would arm the deadline again.
                 timers.append(schedule_op(after.id, deadline))
-        timers += schedule_ops(shared)  # one schedule for the batch's visibility deadline
+                self.timers.armed_own(after.id)
+        # One schedule for the batch's visibility deadline (a job alone with its deadline
+        # gets its own).
+        sharing = Counter(deadline for _, deadline in shared)
+        for job_id, deadline in shared:
+            if sharing[deadline] == 1:
+                self.timers.armed_own(job_id)
+            else:
+                self.timers.disown(job_id)
+        timers += schedule_ops(shared)
         # Timers and index entries first (a visibility deadline must exist before the claim
         # it guards; a record names its entry), then each claim as its own compare-and-swap,
         # all in flight together: a lost race costs only its own job a careful retry.

@@ -35,6 +35,8 @@ from nats.aio.msg import Msg
 
 from ojs_core.ids import uuid7
 from ojs_core.lifecycle import timer_deadline
+from ojs_core.model import Job
+from ojs_core.states import JobState
 from ojs_core.timeutil import format_ts
 
 from . import names
@@ -154,6 +156,9 @@ class Timers:
         #: The deadline each job in :attr:`soon` was last given by this replica; an entry for
         #: another one is stale (:meth:`moved`), and is dropped without reading its record.
         self._latest: dict[str, datetime] = {}
+        #: Active jobs whose pending schedule this replica armed on the job's own subject
+        #: (:meth:`owns`), oldest first, at most :data:`SOON_MAX`.
+        self._own: dict[str, None] = {}
         #: Set by :meth:`soon_add`: a timer pass waiting for the server wakes for a new local
         #: deadline, which may be due before the server answers.
         self._soon_changed = asyncio.Event()
@@ -178,14 +183,36 @@ class Timers:
             self._latest[job_id] = deadline
             self._soon_changed.set()
 
-    def moved(self, job_id: str, deadline: datetime | None) -> None:
-        """This replica stored a version of the job whose deadline is ``deadline``: a local
-        entry for another deadline is stale. Without this, every job acked within its
-        visibility timeout cost a timer pass a record read when that timeout came (it found
-        nothing due); the stored schedule stays the backstop either way."""
+    def armed_own(self, job_id: str) -> None:
+        """This replica armed the active job's deadline on the job's own schedule subject."""
+        own = self._own
+        own.pop(job_id, None)
+        own[job_id] = None
+        if len(own) > SOON_MAX:
+            del own[next(iter(own))]
+
+    def owns(self, job_id: str) -> bool:
+        """Whether the job's pending schedule is, as far as this replica knows, its own
+        (armed by this replica for the job while active; not one a claim batch shares). An
+        ack then arms the job's retention at once, replacing it: left pending, it would fire
+        and cost a delivery, a record read and a re-arm to arm the same deadline."""
+        return job_id in self._own
+
+    def disown(self, job_id: str) -> None:
+        """The job's pending schedule is not (or no longer known to be) its own."""
+        self._own.pop(job_id, None)
+
+    def stored(self, job: Job) -> None:
+        """This replica stored ``job``: a local entry for another deadline than its own now is
+        stale. Without this, every job acked within its visibility timeout cost a timer pass
+        a record read when that timeout came (it found nothing due); the stored schedule
+        stays the backstop either way."""
+        job_id = job.id
         latest = self._latest.get(job_id)
-        if latest is not None and latest != deadline:
+        if latest is not None and latest != timer_deadline(job):
             del self._latest[job_id]
+        if job.state is not JobState.ACTIVE:
+            self._own.pop(job_id, None)
 
     def done(self, job_id: str) -> None:
         """A job was updated: ack the fired timer that asked for it, once it asked for
@@ -347,6 +374,7 @@ class Timers:
         self._inflight.clear()
         self.soon.clear()
         self._latest.clear()
+        self._own.clear()
         self.drop_pull()
 
     def _spawn(self, aw: Awaitable[Any]) -> None:
