@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
 import pytest
 from nats.aio.msg import Msg
 from nats_support import eventually
@@ -564,3 +565,37 @@ async def test_a_job_acked_in_time_costs_no_timer_pass_when_its_visibility_ends(
     await svc.ack(acked.id, None, "w")
     later = datetime.now(UTC) + timedelta(minutes=1)
     assert await backend.timers.due_jobs(later, 10) == [kept.id]
+
+
+async def test_a_refused_ack_in_a_batch_rearms_the_stored_versions_schedule(
+    replicas: tuple[JobService, JobService],
+) -> None:
+    """A batch of acks publishes a job's retention schedule before its record; when the
+    record write is refused (another worker holds the job now, with its own deadline), the
+    job's schedule is armed again for the stored version: left as the batch wrote it, the
+    new attempt's visibility timeout would never fire."""
+    first, second = replicas
+    claimed = []
+    for i in range(2):  # claimed one by one: each with its own visibility schedule
+        await first.enqueue({"type": "refused.ack", "args": [i], "queue": "rack"})
+        claimed += await first.fetch(["rack"], worker_id="w1", visibility_ms=60_000)
+    active, fine = claimed
+    job = active
+    later = datetime.now(UTC) + timedelta(seconds=30)  # earlier than the first claim's: armed
+
+    def taken_over(j: Job) -> Job:
+        return attrs.evolve(j, worker_id="w2", visible_until=later)
+
+    other = second.backend
+    assert isinstance(other, NatsBackend)
+    await other.update_job(job.id, taken_over)
+    refused, acked = await first.ack_many([(active.id, None), (fine.id, None)], worker_id="w1")
+    assert not isinstance(refused, Job)
+    assert isinstance(acked, Job)
+    backend = first.backend
+    assert isinstance(backend, NatsBackend)
+    subject = names.timer_schedule_subject(job.id)
+    armed = await backend.js.get_msg(names.TIMER_STREAM, subject=subject)
+    assert parse_ts(armed.data.decode()) == later
+    stored = await first.get(job.id)
+    assert (stored.state, stored.worker_id) == (S.ACTIVE, "w2")
