@@ -5,7 +5,6 @@ or not a record at all costs a read, never a wrong claim."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ from nats.aio.msg import Msg
 from nats_support import eventually
 
 import nats
+from ojs_core.ids import uuid7
 from ojs_core.model import Job
 from ojs_core.service import JobService
 from ojs_core.states import JobState
@@ -226,50 +226,86 @@ async def _hints_left(backend: NatsBackend, queue: str) -> int:
     return info.num_pending + info.num_ack_pending
 
 
-async def test_a_woken_fetch_claims_the_named_job_without_pulling_its_hint(
+async def test_a_woken_fetch_claims_the_job_it_is_handed_without_pulling_its_hint(
     new_backend: BackendFactory, nats_url: str
 ) -> None:
-    # The arrival names the job: the woken long-poll claims it by compare-and-swap alone. The
-    # hint it left is found stale by the next fetch, from the version cache, and acknowledged.
-    waiting = JobService(await new_backend(), arrival_poll_s=120)
-    producer = JobService(await new_backend())
-    await producer.enqueue({"type": "warm.up", "args": [], "queue": "named"})
-    assert len(await waiting.fetch(["named"])) == 1
+    # The process that stores the job hands it to its waiting long-poll, which claims it by
+    # compare-and-swap alone. The hint it left is found stale by the next fetch (on the
+    # stored record) and acknowledged.
+    svc = JobService(await new_backend(), arrival_poll_s=120)
+    await svc.enqueue({"type": "warm.up", "args": [], "queue": "named"})
+    assert len(await svc.fetch(["named"])) == 1
     spy = await nats.connect(nats_url)
     pulls: list[str] = []
-    reads: list[str] = []
 
     async def pulled(msg: Msg) -> None:
         pulls.append(msg.subject)
 
-    async def read(msg: Msg) -> None:
-        reads.append(msg.subject)
-
     try:
         await spy.subscribe(HINT_PULLS, cb=pulled)
-        for subject in READS:
-            await spy.subscribe(subject, cb=read)
         await spy.flush()
-        fetch = asyncio.ensure_future(waiting.fetch(["named"], wait_ms=100_000))
-        await eventually(lambda: _waiting(waiting), what="the long-poll waiting")
+        fetch = asyncio.ensure_future(svc.fetch(["named"], wait_ms=100_000))
+        await eventually(lambda: _waiting(svc), what="the long-poll waiting")
         await spy.flush()
         pulls.clear()
-        job = (await producer.enqueue({"type": "named.job", "args": [1], "queue": "named"})).job
+        job = (await svc.enqueue({"type": "named.job", "args": [1], "queue": "named"})).job
         got = await asyncio.wait_for(fetch, 30)
         await spy.flush()
         assert [(j.id, j.state) for j in got] == [(job.id, JobState.ACTIVE)]
         assert pulls == []
-        assert await _hints_left(_backend(waiting), "named") == 1
-        assert await waiting.fetch(["named"]) == []  # pulls the stale hint, acks it
+        assert await _hints_left(_backend(svc), "named") == 1
+        assert await svc.fetch(["named"]) == []  # pulls the stale hint, acks it
         await eventually(
-            lambda: _no_hints(_backend(waiting), "named"), what="the stale hint acknowledged"
+            lambda: _no_hints(_backend(svc), "named"), what="the stale hint acknowledged"
         )
-        await spy.flush()
     finally:
         await spy.close()
-    assert pulls
-    assert reads == []
-    assert (await producer.get(job.id)).state is JobState.ACTIVE
+    assert (await svc.get(job.id)).state is JobState.ACTIVE
+
+
+async def test_other_processes_do_not_wake_for_a_job_handed_to_a_local_waiter(
+    new_backend: BackendFactory,
+) -> None:
+    # Their claims would only race the handed one: the notification announces no job.
+    local = CountingClaims(await new_backend(), arrival_poll_s=120)
+    remote = CountingClaims(await new_backend(), arrival_poll_s=120)
+    for svc in (local, remote):
+        await svc.enqueue({"type": "warm.up", "args": [], "queue": "handed"})
+        assert len(await svc.fetch(["handed"])) == 1
+    far = asyncio.ensure_future(remote.fetch(["handed"], wait_ms=100_000))
+    near = asyncio.ensure_future(local.fetch(["handed"], wait_ms=100_000))
+    await eventually(lambda: _waiters(remote, 1), what="the remote long-poll waiting")
+    await eventually(lambda: _waiters(local, 1), what="the local long-poll waiting")
+    before = remote.claims
+    arrivals = _backend(remote).arrivals
+    heard = arrivals._queues["handed"].count
+    job = (await local.enqueue({"type": "handed.job", "args": [], "queue": "handed"})).job
+    got = await asyncio.wait_for(near, 30)
+    assert [j.id for j in got] == [job.id]
+    await eventually(
+        lambda: arrivals._queues["handed"].count > heard, what="the notification heard"
+    )
+    assert remote.claims == before
+    assert not far.done()
+    far.cancel()
+    await asyncio.gather(far, return_exceptions=True)
+
+
+async def test_a_stale_looking_cached_record_is_checked_on_the_stored_one(
+    new_backend: BackendFactory,
+) -> None:
+    # A job deleted and created again with its id starts at epoch 1 again: the version
+    # cache of a replica that saw the old one must not get its new hint acked as stale.
+    first = JobService(await new_backend())
+    second = JobService(await new_backend())
+    body = {"id": str(uuid7()), "type": "again", "args": [], "queue": "again"}
+    await first.enqueue(body)
+    (claimed,) = await second.fetch(["again"], worker_id="w")  # second caches it as active
+    await first.ack(claimed.id, None, "w")
+    assert await _backend(first).delete_job(claimed.id)
+    await first.enqueue(body)  # the same id, epoch 1, available
+    got = await second.fetch(["again"], worker_id="w")
+    assert [j.id for j in got] == [claimed.id]
 
 
 async def _no_hints(backend: NatsBackend, queue: str) -> bool:
@@ -317,12 +353,8 @@ async def test_a_process_skips_its_own_notification(new_backend: BackendFactory)
     assert await arrivals.mark(["own"]) == mark + 1
 
 
-async def test_only_a_woken_fetch_takes_named_jobs(new_backend: BackendFactory) -> None:
-    # A fetch that did not wait pulls hints in order; the named jobs are not for it.
+async def test_only_a_woken_fetch_takes_a_handed_job(new_backend: BackendFactory) -> None:
+    # A claim of a fetch that was not woken with a job takes none: it pulls hints in order.
     backend = await new_backend()
-    arrivals = backend.arrivals
-    await arrivals.mark(["order"])
-    state = arrivals._queues["order"]
-    state.named.append(("some-job", time.monotonic()))
-    assert arrivals.take(["order"], 10) == []
-    assert list(state.named) == [("some-job", state.named[0][1])]
+    await backend.arrivals.mark(["order"])
+    assert backend.arrivals.take() is None

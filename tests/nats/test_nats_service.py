@@ -164,9 +164,9 @@ async def test_an_ack_replaces_the_jobs_own_visibility_schedule_with_its_retenti
         (active,) = await svc.fetch(["default"], worker_id="w", visibility_ms=2_000)
         done = await svc.ack(active.id, None, "w")
         assert done.retain_until is not None
-        subject = names.timer_schedule_subject(job.id)
-        armed = await backend.js.get_msg(names.TIMER_STREAM, subject=subject)
-        assert parse_ts(armed.data.decode()) == done.retain_until
+        await eventually(
+            lambda: _armed_at(backend, job.id, done.retain_until), what="the retention armed"
+        )
 
         async def removed() -> bool:
             return await backend.get_job(job.id) is None
@@ -174,6 +174,14 @@ async def test_an_ack_replaces_the_jobs_own_visibility_schedule_with_its_retenti
         await eventually(removed, within=10, what="the job removed after its retention")
     finally:
         await scheduler.stop()
+
+
+async def _armed_at(backend: NatsBackend, job_id: str, at: datetime | None) -> bool:
+    """Whether the job's own schedule is armed for ``at`` (it is armed after the record, and
+    its answer is not waited for)."""
+    subject = names.timer_schedule_subject(job_id)
+    armed = await backend.js.get_msg(names.TIMER_STREAM, subject=subject)
+    return armed.data is not None and parse_ts(armed.data.decode()) == at
 
 
 async def test_acks_in_a_batch_replace_their_own_visibility_schedules(svc: JobService) -> None:
@@ -189,9 +197,10 @@ async def test_acks_in_a_batch_replace_their_own_visibility_schedules(svc: JobSe
     done = await svc.ack_many([(j.id, None) for j in jobs], worker_id="w")
     for job in done:
         assert isinstance(job, Job)
-        subject = names.timer_schedule_subject(job.id)
-        armed = await backend.js.get_msg(names.TIMER_STREAM, subject=subject)
-        assert parse_ts(armed.data.decode()) == job.retain_until
+        await eventually(
+            lambda job=job: _armed_at(backend, job.id, job.retain_until),  # type: ignore[misc]
+            what="the retention armed",
+        )
 
 
 async def _count_timer_pulls(backend: NatsBackend) -> tuple[list[bytes], Any]:
@@ -599,3 +608,29 @@ async def test_a_refused_ack_in_a_batch_rearms_the_stored_versions_schedule(
     assert parse_ts(armed.data.decode()) == later
     stored = await first.get(job.id)
     assert (stored.state, stored.worker_id) == (S.ACTIVE, "w2")
+
+
+async def test_an_ack_whose_record_write_fails_leaves_the_visibility_schedule(
+    svc: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retention replaces the job's own visibility schedule only once the ack's record
+    landed: a record write that fails (a crash at that point) leaves the job active with its
+    visibility schedule, which then times it out."""
+    backend = svc.backend
+    assert isinstance(backend, NatsBackend)
+    await svc.enqueue({"type": "crash.ack", "args": [], "options": {"queue": "cack"}})
+    (active,) = await svc.fetch(["cack"], worker_id="w", visibility_ms=60_000)
+    commit = backend.conn.commit
+    records = names.kv_subject(names.JOBS_BUCKET, "")
+
+    async def failing(ops: Any) -> Any:
+        if any(op[0].startswith(records) for op in ops):
+            raise RuntimeError("the process died here")
+        return await commit(ops)
+
+    monkeypatch.setattr(backend.conn, "commit", failing)
+    with pytest.raises(RuntimeError):
+        await svc.ack(active.id, None, "w")
+    subject = names.timer_schedule_subject(active.id)
+    armed = await backend.js.get_msg(names.TIMER_STREAM, subject=subject)
+    assert parse_ts(armed.data.decode()) == active.visible_until

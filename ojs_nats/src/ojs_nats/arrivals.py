@@ -26,11 +26,14 @@ message to come back from the server (half a round trip, on the path of every in
 same-server long-poll); the message's reply subject names the sending process, so that its own
 subscription skips what it already counted. Nobody replies to it.
 
-A waiter woken this way takes the jobs the arrival named (:meth:`Arrivals.take`): its claim
-compares-and-swaps their records directly instead of first pulling their ready hints, one round
-trip less between an enqueue and the handler. The hints stay behind and are found stale by the
-next pull. Only a fetch that found its queues empty and was then woken takes named jobs, so it
-does not pass over older ones.
+Each of its waiters it wakes so is handed one of the jobs (:meth:`Arrivals.take`): its claim
+compares-and-swaps that record directly instead of first pulling the job's ready hint, one round
+trip less between an enqueue and the handler; the hint stays behind and is found stale by the
+next pull. The notification then announces only the jobs no waiter of this process was handed,
+so other processes do not wake for them (their claims would race the handed one). Only a fetch
+that found its queues empty, waited and was woken takes a handed job, so it does not pass over
+older ones. Jobs are handed only in the process that stored them: across processes every
+woken waiter would race for the same job.
 """
 
 from __future__ import annotations
@@ -38,9 +41,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import time
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -60,15 +62,11 @@ MAX_CARRIED_BYTES = 16 * 1024
 
 #: What hears carried records: ``(job id, revision, record bytes)``.
 Hear = Callable[[str, int, bytes], None]
-#: Jobs named by arrivals are kept for woken waiters this long (seconds), at most
-#: :data:`MAX_NAMED` per queue; older ones are left to the pull of their hints.
-NAMED_S = 1.0
-MAX_NAMED = 256
-
-#: Per fetch (its task's context): ``woken`` by an arrival in its last wait, ``claiming`` once
-#: it took a new mark after that (its claim may take named jobs; a wait that follows finds its
-#: claim came back empty). The claim may run in a task of its own: it copies the context.
-_PHASE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+#: Per fetch (its task's context): ``("woken", job)`` when an arrival woke its last wait
+#: (handing it ``job``, or ``None``), ``("claiming", job)`` once it took a new mark after that
+#: (its claim takes the job; a wait that follows finds its claim came back empty). The claim
+#: may run in a task of its own: it copies the context.
+_PHASE: contextvars.ContextVar[tuple[str, str | None] | None] = contextvars.ContextVar(
     "ojs_arrival_phase", default=None
 )
 
@@ -96,37 +94,40 @@ def unframe(payload: bytes) -> Iterator[tuple[str, int, bytes]]:
 
 
 class _Queue:
-    __slots__ = ("count", "handovers", "named", "sub", "waiters")
+    __slots__ = ("count", "handovers", "sub", "waiters")
 
     def __init__(self) -> None:
         self.count = 0
         self.sub: Subscription | None = None
-        #: Waiters in the order they began to wait (a dict as an ordered set).
-        self.waiters: dict[asyncio.Future[None], None] = {}
+        #: Waiters in the order they began to wait (a dict as an ordered set); each is woken
+        #: with the job it is handed, or ``None``.
+        self.waiters: dict[asyncio.Future[str | None], None] = {}
         #: Hand-overs the last arrival still allows (one per waiter it found asleep).
         self.handovers = 0
-        #: Jobs arrivals named while waiters slept, oldest first: (job id, monotonic time).
-        self.named: deque[tuple[str, float]] = deque(maxlen=MAX_NAMED)
 
-    def arrived(self, count: int | None, ids: Sequence[str]) -> None:
-        """An arrival of ``count`` jobs (``None``: unknown), naming ``ids``."""
+    def arrived(self, count: int | None, ids: Sequence[str] = ()) -> int:
+        """An arrival of ``count`` jobs (``None``: unknown); the waiters it wakes are handed
+        ``ids`` (jobs this process stored), one each. Returns how many were handed."""
         self.count += 1
         asleep = sum(1 for w in self.waiters if not w.done())
-        if asleep and ids:
-            now = time.monotonic()
-            self.named.extend((job_id, now) for job_id in ids)
-        self.wake(count)
+        handed = self.wake(count, ids)
         self.handovers = max(0, asleep - (count or asleep))
+        return handed
 
-    def wake(self, n: int | None) -> None:
-        """Wake the ``n`` longest waiting (``None``: every waiter)."""
+    def wake(self, n: int | None, ids: Sequence[str] = ()) -> int:
+        """Wake the ``n`` longest waiting (``None``: every waiter), handing them ``ids`` one
+        each while they last; returns how many were handed."""
+        handed = 0
         for waiter in self.waiters:
             if n is not None and n <= 0:
-                return
+                break
             if not waiter.done():
-                waiter.set_result(None)
+                job_id = ids[handed] if handed < len(ids) else None
+                waiter.set_result(job_id)
+                handed += job_id is not None
                 if n is not None:
                     n -= 1
+        return handed
 
 
 def parse_count(payload: bytes) -> tuple[int | None, bytes]:
@@ -193,7 +194,9 @@ class Arrivals:
         for q, n in due.items():  # this process's waiters at once
             state = self._queues.get(q)
             if state is not None:
-                state.arrived(n, named.get(q, ()))
+                handed = state.arrived(n, named.get(q, ()))
+                if n is not None:
+                    due[q] = n - handed  # the others wake only for the jobs left
         try:
             nc = self.conn.nc
         except Exception:
@@ -215,40 +218,25 @@ class Arrivals:
     async def mark(self, queues: Sequence[str]) -> int:
         """The number of arrivals heard on ``queues`` so far (subscribing to them first, so
         that every arrival from now on is heard)."""
-        _PHASE.set("claiming" if _PHASE.get() == "woken" else None)
+        phase = _PHASE.get()
+        _PHASE.set(("claiming", phase[1]) if phase is not None and phase[0] == "woken" else None)
         return sum([(await self._subscribed(q)).count for q in dict.fromkeys(queues)])
 
-    def take(self, queues: Sequence[str], count: int) -> list[str]:
-        """Up to ``count`` jobs that arrivals named on ``queues``, for the claim of a fetch
-        that found them empty and was then woken (none for any other claim: it pulls hints
-        in order). What the claim does not take goes back with :meth:`give_back`."""
-        if _PHASE.get() != "claiming":
-            return []
-        out: list[str] = []
-        oldest = time.monotonic() - NAMED_S
-        for queue in dict.fromkeys(queues):
-            state = self._queues.get(queue)
-            named = state.named if state is not None else None
-            while named and len(out) < count:
-                job_id, heard = named.popleft()
-                if heard >= oldest:
-                    out.append(job_id)
-        return out
-
-    def give_back(self, queue: str, job_ids: Sequence[str]) -> None:
-        """Named jobs a claim took but could not claim (not for its worker): first in line
-        for the next waiter."""
-        state = self._queues.get(queue)
-        if state is not None and job_ids:
-            now = time.monotonic()
-            state.named.extendleft((job_id, now) for job_id in reversed(job_ids))
+    def take(self) -> str | None:
+        """The job handed to the fetch whose claim this is (see the module's docstring), once;
+        ``None`` for any other claim (it pulls hints in order)."""
+        phase = _PHASE.get()
+        if phase is None or phase[0] != "claiming" or phase[1] is None:
+            return None
+        _PHASE.set(("claiming", None))
+        return phase[1]
 
     async def wait(self, queues: Sequence[str], mark: int, timeout_s: float) -> None:
         """Until an arrival on ``queues`` after ``mark``, or ``timeout_s``."""
         states = [await self._subscribed(q) for q in dict.fromkeys(queues)]
         phase = _PHASE.get()
         _PHASE.set(None)
-        if phase == "claiming":
+        if phase is not None and phase[0] == "claiming":
             # Woken for a job, this caller's claim found none: the next waiter may take it.
             for state in states:
                 if state.handovers > 0:
@@ -257,23 +245,24 @@ class Arrivals:
         if sum(s.count for s in states) != mark:
             return
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
+        waiter: asyncio.Future[str | None] = loop.create_future()
         for state in states:
             state.waiters[waiter] = None
         try:
             # Not wait_for: on Python 3.11 it swallows a cancellation that comes after the
             # waiter was woken, and the cancelled fetch would go on.
             async with asyncio.timeout(timeout_s):
-                await waiter
-            _PHASE.set("woken")
+                handed = await waiter
+            _PHASE.set(("woken", handed))
         except TimeoutError:
             pass
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 # Woken, then cancelled before it could claim (a client gone, a worker
-                # stopping): the wake-up is not lost with it.
+                # stopping): the wake-up (and the job it was handed) is not lost with it.
+                handed = waiter.result()
                 for state in states:
-                    state.wake(1)
+                    state.wake(1, () if handed is None else (handed,))
             raise
         finally:
             for state in states:
@@ -292,12 +281,10 @@ class Arrivals:
                 if msg.reply == self.origin:
                     return  # this process's own: counted when it was sent
                 count, records = parse_count(msg.data)
-                ids: list[str] = []
                 if records and self.hear is not None:
                     for job_id, revision, data in unframe(records):
                         self.hear(job_id, revision, data)
-                        ids.append(job_id)
-                state.arrived(count, ids)
+                state.arrived(count)
 
             state.sub = await nc.subscribe(names.notify_subject(queue), cb=heard)
             # The server has the subscription once a flush returns: arrivals from now on are

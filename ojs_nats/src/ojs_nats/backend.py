@@ -273,9 +273,8 @@ class NatsBackend:
         self, queues: Sequence[str], count: int, activate: ActivateFn
     ) -> list[Job]:
         """Pull hints per queue, highest priority first; claim each by compare-and-swap (a
-        fetch an arrival woke claims the jobs it named first, without their hints)."""
-        named = self.arrivals.take(queues, count)
-        return await self.claimer.claim(queues, count, activate, named)
+        fetch an arrival woke claims the job it was handed first, without its hint)."""
+        return await self.claimer.claim(queues, count, activate, self.arrivals.take())
 
     @guard
     async def arrivals_mark(self, queues: Sequence[str]) -> int:

@@ -5,18 +5,18 @@ round trip, record round trip and coroutines. :func:`write_each` writes many in 
 rounds: their new index entries (with whatever must be published before them, such as the
 claims' visibility timers), then their records, each record its own compare-and-swap over the
 version this process wrote last. :func:`update_jobs` (``BatchUpdates``, a batch of acks) uses
-it for the transitions of a batch that move a job to another state and need no ready hint and
-no dead-letter marker (a timer to arm first, such as a finished job's retention, is published
-with the entries); everything else, and every item whose write is refused, goes through
-``update`` one by one, which reads, decides and retries as always (re-arming the timer of the
-version stored when the batch armed one for a version that was not): the batch only ever saves
-round trips, it never decides differently.
+it for the plain transitions of a batch, the ones that move a job to another state and need
+nothing announced first (no ready hint, no timer to arm, no dead-letter marker; a finished
+job's retention armed once its record landed is allowed); everything else, and every item whose
+write is refused, goes through ``update`` one by one, which reads, decides and retries as
+always: the batch only ever saves round trips, it never decides differently.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime
 
 import attrs
 
@@ -27,7 +27,6 @@ from ojs_core.model import Job
 from .jetstream import UNKNOWN_OUTCOME, Op, WrongSequenceError, backend_error
 from .jobs import JobWriter, plan_write
 from .records import JobRecord
-from .timers import schedule_op
 
 __all__ = ["Undecided", "update_jobs", "write_each"]
 
@@ -101,10 +100,7 @@ async def update_jobs(writer: JobWriter, items: Sequence[tuple[str, JobFn]]) -> 
     outcomes: list[Outcome | None] = [None] * len(items)
     batch: list[tuple[int, JobRecord, Job]] = []
     alone: list[int] = []
-    #: Items whose batched write armed a timer first: decided again alone, a refused one
-    #: re-arms the timer of the version stored (``JobWriter.update``'s ``armed``).
-    armed: set[int] = set()
-    timers: list[Op] = []
+    then: dict[int, datetime] = {}  # deadlines to arm once the record landed
     seen: set[str] = set()
     for i, (job_id, fn) in enumerate(items):
         fresh = store.take_fresh(job_id) if job_id not in seen else None
@@ -116,23 +112,23 @@ async def update_jobs(writer: JobWriter, items: Sequence[tuple[str, JobFn]]) -> 
             except OJSError:
                 after = None  # decided again alone, on the stored version
         plan = None if rec is None or after is None else plan_write(rec, after, owns(job_id))
-        if rec is None or after is None or plan is None or not plan.batchable:
+        if rec is None or after is None or plan is None or not plan.plain:
             if fresh is not None:
                 store.put_fresh(fresh)  # for the write alone, as good as a read still
             alone.append(i)
             continue
-        if plan.deadline is not None:  # an ack's retention, replacing the job's own schedule
-            timers.append(schedule_op(job_id, plan.deadline))
-            writer.timers.soon_add(job_id, plan.deadline)
-            armed.add(i)
+        if plan.then is not None:
+            then[i] = plan.then
         seen.add(job_id)
         batch.append((i, rec, after))
     if batch:
-        written = await write_each(writer, [(rec, after) for _, rec, after in batch], timers)
+        written = await write_each(writer, [(rec, after) for _, rec, after in batch])
         for n, (i, rec, after) in enumerate(batch):
             got = written if isinstance(written, BaseException) else written[n]
             if isinstance(got, JobRecord):
                 writer.timers.done(after.id)
+                if i in then:
+                    await writer.arm_after(after.id, then[i])
                 outcomes[i] = (rec.job, after)
             elif isinstance(got, Undecided):  # reported as a write alone would raise it
                 outcomes[i] = backend_error(got.__cause__ or got)
@@ -140,8 +136,7 @@ async def update_jobs(writer: JobWriter, items: Sequence[tuple[str, JobFn]]) -> 
                 alone.append(i)  # refused (or no entry): decided again alone, as it would be
     if alone:
         results = await asyncio.gather(
-            *(writer.update(*items[i], armed=i in armed) for i in alone),
-            return_exceptions=True,
+            *(writer.update(*items[i]) for i in alone), return_exceptions=True
         )
         for i, result in zip(alone, results, strict=True):
             outcomes[i] = backend_error(result) if isinstance(result, BaseException) else result

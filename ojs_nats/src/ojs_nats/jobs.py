@@ -64,22 +64,32 @@ def _fires_first(armed: datetime | None, deadline: datetime) -> bool:
     return armed is not None and armed < deadline and armed > datetime.now(UTC) + _PENDING_MARGIN
 
 
-def timer_to_arm(before: Job | None, after: Job, own: bool = False) -> datetime | None:
+def timer_to_arm(before: Job | None, after: Job) -> datetime | None:
     """The deadline a write of ``after`` over ``before`` must arm first, or ``None``: none
-    due, the same one armed, or an armed one that fires first (and re-arms then).
-
-    ``own``: the pending schedule is the job's own (``Timers.owns``). A job that finishes
-    then arms its retention at once, replacing it: one message with the ack, where the
-    schedule left to fire would cost a delivery, a record read and a re-arm later. (A
-    schedule a claim batch shares fires once for all its jobs, and re-arms their retention
-    deadlines in shared schedules: the ack leaves it.)"""
+    due, the same one armed, or an armed one that fires first (and re-arms then)."""
     deadline = timer_deadline(after)
     if deadline is None:
         return None
     armed = timer_deadline(before) if before is not None else None
-    if deadline == armed:
+    if deadline == armed or _fires_first(armed, deadline):
         return None
-    if _fires_first(armed, deadline) and not (own and after.state.terminal):
+    return deadline
+
+
+def timer_to_arm_after(before: Job, after: Job, own: bool) -> datetime | None:
+    """The deadline a write of ``after`` arms once its record landed, or ``None``: a job that
+    finishes while its pending schedule is its own (``own``, ``Timers.owns``) and fires first
+    replaces that schedule with its retention, so that it never fires (one message with the
+    ack, where the schedule left to fire costs a delivery, a record read, a re-arm and an ack).
+    After the record, not before: until then the earlier schedule stays the backstop of the
+    version stored (a crash in between leaves it to fire and re-arm, as before). A schedule a
+    claim batch shares fires once for all its jobs and re-arms their retention in shared
+    schedules: the ack leaves it."""
+    if not (own and after.state.terminal):
+        return None
+    deadline = timer_deadline(after)
+    armed = timer_deadline(before)
+    if deadline is None or deadline == armed or not _fires_first(armed, deadline):
         return None
     return deadline
 
@@ -98,6 +108,8 @@ class WritePlan:
     deadline: datetime | None
     #: Whether the job enters or leaves the dead letter: its marker is written with it.
     dead_changed: bool
+    #: The timer deadline to arm once the record landed (:func:`timer_to_arm_after`).
+    then: datetime | None = None
 
     @property
     def announcing(self) -> bool:
@@ -105,23 +117,23 @@ class WritePlan:
         return self.entered or self.deadline is not None
 
     @property
-    def batchable(self) -> bool:
-        """Whether the write may go in a batch (``ojs_nats.batch_updates``): a new index entry,
-        perhaps a timer to arm first, and the record."""
-        return self.changed and not self.entered and not self.dead_changed
+    def plain(self) -> bool:
+        """Whether the write needs only a new index entry and the record (most acks)."""
+        return self.changed and not self.announcing and not self.dead_changed
 
 
 def plan_write(rec: JobRecord, after: Job, own: bool = False) -> WritePlan:
     """What writing ``after`` over the stored ``rec`` needs (``own``: see
-    :func:`timer_to_arm`)."""
+    :func:`timer_to_arm_after`)."""
     before = rec.job
     entered = after.state is S.AVAILABLE and before.state is not S.AVAILABLE
     return WritePlan(
         epoch=rec.epoch + 1 if entered else rec.epoch,
         entered=entered,
         changed=moved(before, after),
-        deadline=timer_to_arm(before, after, own),
+        deadline=timer_to_arm(before, after),
         dead_changed=is_dead(before) != is_dead(after),
+        then=timer_to_arm_after(before, after, own),
     )
 
 
@@ -345,10 +357,20 @@ class JobWriter:
                 raise WrongSequenceError("the write timed out and was fenced") from None
             seqs = [landed]
         new = self.stored(rec, JobRecord(after, new_epoch, seqs[0], rec.birth, entry))
+        if plan.then is not None:
+            await self.arm_after(after.id, plan.then)
         if plan.entered:
             self.arrivals.carry(after.queue, after.id, new.revision, ops[0][1])
             await self.arrivals.notify([after.queue])
         return new
+
+    async def arm_after(self, job_id: str, deadline: datetime) -> None:
+        """Arm the job's schedule for ``deadline`` after its record landed (a plan's ``then``),
+        without waiting for the server's answer: a lost one leaves the earlier schedule to fire
+        and re-arm it."""
+        subject, data, headers = schedule_op(job_id, deadline)
+        with contextlib.suppress(Exception):
+            await self.conn.nc.publish(subject, data, headers=headers)
 
     def stored(self, rec: JobRecord, new: JobRecord) -> JobRecord:
         """Note that ``new`` replaced ``rec`` in the store: the superseded index entry goes,
@@ -367,17 +389,16 @@ class JobWriter:
         if entry != rec.entry:
             self.index.unlink(entry)
 
-    async def update(self, job_id: str, fn: JobFn, *, armed: bool = False) -> tuple[Job, Job]:
+    async def update(self, job_id: str, fn: JobFn) -> tuple[Job, Job]:
         """Compare-and-swap on the record's revision, retried on contention.
 
         A write that loses its compare-and-swap may already have announced a timer: the
         job's one schedule subject then holds a deadline of a version that was never stored.
         So after a lost write, whatever the outcome, the schedule is armed again for the
-        version that is stored (:meth:`_rearm`). ``armed``: a write of the caller's was lost
-        so already (a batch's)."""
+        version that is stored (:meth:`_rearm`)."""
         store = self.store
         cached = True
-        lost = armed
+        lost = False
         try:
             for _ in range(CAS_ATTEMPTS):
                 rec = store.take_fresh(job_id) if cached else None

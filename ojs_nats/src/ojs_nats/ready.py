@@ -11,9 +11,9 @@ timers of every claim published together, then every claim as its own compare-an
 flight together. A hint that cannot be claimed that way is decided carefully, one by one; one
 whose job the read shows moved on is acknowledged at once.
 
-A fetch woken by an arrival that named its jobs (``ojs_nats.arrivals``) claims those first,
-the same way but without pulling their hints (one round trip less); the hints are found stale
-later.
+A fetch woken by an arrival in the process that stored the job, and handed that job
+(``ojs_nats.arrivals``), claims it first, the same way but without pulling its hint (one round
+trip less); the hint is found stale later.
 """
 
 from __future__ import annotations
@@ -78,6 +78,14 @@ def _never_scheduled(rec: JobRecord) -> bool:
     return rec.epoch <= 1 and job.scheduled_at is None and job.expires_at is None
 
 
+def _stale(rec: JobRecord | None, hint_epoch: int) -> bool:
+    """Whether ``rec`` shows its job moved on from the availability a hint of ``hint_epoch``
+    announced (a later epoch, or the same one and no longer available)."""
+    return rec is not None and (
+        rec.epoch > hint_epoch or (rec.epoch == hint_epoch and rec.job.state is not S.AVAILABLE)
+    )
+
+
 def _lane_order(entry: tuple[str | None, str]) -> tuple[bool, str, str]:
     """Consumers of a level in pull order: the unversioned lane first, then by lane."""
     lane, shard = entry
@@ -111,20 +119,21 @@ class Claimer:
         queues: Sequence[str],
         count: int,
         activate: ActivateFn,
-        named: Sequence[str] = (),
+        handed: str | None = None,
     ) -> list[Job]:
         """Pull hints per queue, highest priority first; claim each by compare-and-swap.
-        ``named``: jobs an arrival named to this (woken) fetch, claimed first without their
-        hints; when any of them is claimed, no hint is pulled.
+        ``handed``: a job an arrival handed to this (woken) fetch, claimed first without its
+        hint; when it is claimed, no hint is pulled.
 
         Jobs already claimed are returned even if a later pull or claim fails: they are
         ``active`` in the store, and dropping them would leave them to the visibility timeout
         at the cost of an attempt. The failure is raised only when nothing was claimed."""
         out: list[Job] = []
         try:
-            if named and await self._claim_named(named[:count], queues, activate, out):
+            if handed is not None and await self._claim_named([handed], queues, activate, out):
                 return out  # as soon as it can: the hints' pull can wait for the next fetch
-            await self._claim_into(out, queues, count - len(out), activate)
+            active = sum(1 for job in out if job.state is S.ACTIVE)
+            await self._claim_into(out, queues, count - active, activate)
         except Exception:
             if not out:
                 raise
@@ -192,7 +201,7 @@ class Claimer:
     async def _claim_named(
         self, job_ids: Sequence[str], queues: Sequence[str], activate: ActivateFn, out: list[Job]
     ) -> int:
-        """Claim jobs named by an arrival, as :meth:`_store_claims` claims pulled ones; returns
+        """Claim jobs handed by an arrival, as :meth:`_store_claims` claims pulled ones; returns
         how many are now ``active``. Jobs of a paused or tenant-sharded queue, or under a rate
         limit, are left to the pull (its order and admission apply to them)."""
         plain: set[str] = set()
@@ -323,18 +332,24 @@ class Claimer:
             else:
                 parsed.append((msg, *hint))
         recs = await self.store.read_jobs([p[1] for p in parsed], cached=True)
+        # A hint whose job looks moved on is judged on the stored version (one batched read):
+        # a cached or carried one is a guess, and a job deleted and created again with its id
+        # starts at epoch 1 again.
+        moved_on = [
+            i for i, (rec, p) in enumerate(zip(recs, parsed, strict=True)) if _stale(rec, p[2])
+        ]
+        if moved_on:
+            stored = await self.store.read_jobs([parsed[i][1] for i in moved_on])
+            for i, rec in zip(moved_on, stored, strict=True):
+                recs[i] = rec
         fast: list[tuple[Msg, JobRecord]] = []
         slow: list[Msg] = []
         batched: set[str] = set()
         lazy = self.conn.lazy
         for (msg, job_id, hint_epoch), rec in zip(parsed, recs, strict=True):
-            if rec is not None and (
-                rec.epoch > hint_epoch
-                or (rec.epoch == hint_epoch and rec.job.state is not S.AVAILABLE)
-            ):
-                # Stale: the job moved on from the availability this hint announced (epochs
-                # only grow, so even a cached version tells). Claimed from an arrival that
-                # named it, usually.
+            if _stale(rec, hint_epoch):
+                # The job moved on from the availability this hint announced (claimed by a
+                # fetch it was handed to, usually): acknowledged at once.
                 with contextlib.suppress(Exception):
                     if msg.reply:
                         await lazy.publish(msg.reply)
