@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -130,7 +129,7 @@ class Claimer:
         at the cost of an attempt. The failure is raised only when nothing was claimed."""
         out: list[Job] = []
         try:
-            if handed is not None and await self._claim_named([handed], queues, activate, out):
+            if handed is not None and await self._claim_handed(handed, queues, activate, out):
                 return out  # as soon as it can: the hints' pull can wait for the next fetch
             active = sum(1 for job in out if job.state is S.ACTIVE)
             await self._claim_into(out, queues, count - active, activate)
@@ -198,31 +197,28 @@ class Claimer:
                 if claimed >= count:
                     return
 
-    async def _claim_named(
-        self, job_ids: Sequence[str], queues: Sequence[str], activate: ActivateFn, out: list[Job]
-    ) -> int:
-        """Claim jobs handed by an arrival, as :meth:`_store_claims` claims pulled ones; returns
-        how many are now ``active``. Jobs of a paused or tenant-sharded queue, or under a rate
-        limit, are left to the pull (its order and admission apply to them)."""
-        plain: set[str] = set()
-        for queue in dict.fromkeys(queues):
-            record = await self.queues.record(queue)
-            if record is not None and not (record.paused or record.shards or record.shard_lanes):
-                plain.add(queue)
+    async def _claim_handed(
+        self, job_id: str, queues: Sequence[str], activate: ActivateFn, out: list[Job]
+    ) -> bool:
+        """Claim the job an arrival handed to this fetch, as :meth:`_store_claims` claims pulled
+        ones; whether it is now ``active``. A job of a paused or tenant-sharded queue, or under
+        a rate limit, is left to the pull (its order and admission apply to it)."""
+        rec = await self.store.read_job(job_id, cached=True)
+        if rec is None or rec.job.state is not S.AVAILABLE or rec.job.queue not in queues:
+            return False  # claimed meanwhile (or unknown): nothing to do
+        job = rec.job
+        record = await self.queues.record(job.queue)
+        if record is None or record.paused or record.shards or record.shard_lanes:
+            return False
         needs: Callable[[Job], bool] | None = getattr(activate, "limited", None)
-        writes: list[tuple[Msg | None, JobRecord, Job]] = []
-        for rec in await self.store.read_jobs(list(dict.fromkeys(job_ids)), cached=True):
-            if rec is None or rec.job.state is not S.AVAILABLE or rec.job.queue not in plain:
-                continue  # claimed meanwhile (or unknown): nothing to do
-            if rec.job.rate_limit is not None or (needs is not None and needs(rec.job)):
-                continue
-            after = activate(rec.job)
-            if after is not None:
-                writes.append((None, rec, after))
+        if job.rate_limit is not None or (needs is not None and needs(job)):
+            return False
+        after = activate(job)
+        if after is None:
+            return False
         claimed: list[Job] = []
-        if writes:
-            await self._store_claims(writes, claimed, out, [])
-        return sum(1 for job in claimed if job.state is S.ACTIVE)
+        await self._store_claims([(None, rec, after)], claimed, out, [])
+        return any(j.state is S.ACTIVE for j in claimed)
 
     async def _claim_shards(
         self,
@@ -424,14 +420,15 @@ class Claimer:
                 timers.append(schedule_op(after.id, deadline))
                 self.timers.armed_own(after.id)
         # One schedule for the batch's visibility deadline (a job alone with its deadline
-        # gets its own).
-        sharing = Counter(deadline for _, deadline in shared)
-        for job_id, deadline in shared:
-            if sharing[deadline] == 1:
+        # gets its own, on its own subject).
+        batch_ops = schedule_ops(shared)
+        own = {op[0] for op in batch_ops}
+        for job_id, _ in shared:
+            if names.timer_schedule_subject(job_id) in own:
                 self.timers.armed_own(job_id)
             else:
                 self.timers.disown(job_id)
-        timers += schedule_ops(shared)
+        timers += batch_ops
         # Timers and index entries first (a visibility deadline must exist before the claim
         # it guards; a record names its entry), then each claim as its own compare-and-swap,
         # all in flight together: a lost race costs only its own job a careful retry.
@@ -475,7 +472,7 @@ class Claimer:
                     continue  # it changed meanwhile: look again
                 await msg.ack()
                 return None
-            if rec.job.state is not S.AVAILABLE or rec.epoch != hint_epoch:
+            if _stale(rec, hint_epoch):
                 await msg.ack()  # stale: the job moved on
                 return None
             admit: AdmitFn | None = getattr(activate, "admit", None)
