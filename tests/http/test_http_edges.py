@@ -188,9 +188,11 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
             listening += "listening" in line
             if listening == 2:
                 break
+        # Children of every thread of the server (a thread's children are listed under it).
         children = [
             int(pid)
-            for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            for task in Path(f"/proc/{proc.pid}/task").iterdir()
+            for pid in (task / "children").read_text().split()
             if b"ojs_http.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()
         ]
         assert len(children) == 1  # one sibling; the embedded nats-server is the other child
