@@ -172,6 +172,31 @@ def test_retention_flags_reach_the_service() -> None:
     assert retention.dead_letter_max_count == 10_000
 
 
+def _children(parent: int) -> list[int]:
+    """The processes whose parent is ``parent``, by the parent pid in each ``/proc/N/stat``
+    (``/proc/N/task/T/children`` is a snapshot the kernel does not promise complete while
+    the process runs: proc(5))."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+        except OSError:  # gone since the listing
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        if int(stat.rsplit(b")", 1)[1].split()[1]) == parent:
+            found.append(int(entry.name))
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
@@ -188,13 +213,7 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
             listening += "listening" in line
             if listening == 2:
                 break
-        # Children of every thread of the server (a thread's children are listed under it).
-        children = [
-            int(pid)
-            for task in Path(f"/proc/{proc.pid}/task").iterdir()
-            for pid in (task / "children").read_text().split()
-            if b"ojs_http.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        ]
+        children = [pid for pid in _children(proc.pid) if b"ojs_http.cli" in _cmdline(pid)]
         assert len(children) == 1  # one sibling; the embedded nats-server is the other child
         ids = {
             httpx.post(
