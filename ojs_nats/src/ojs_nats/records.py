@@ -2,7 +2,8 @@
 
 Every record kind (job, workflow, cron entry, worker, queue) is encoded and decoded by one
 :class:`Codec` here, with the core's cattrs converter and :mod:`ojs_core.jsonio`. A job record
-is ``{"e": epoch, "j": job}``: the epoch counts the job's entries into ``available``, so a
+is ``{"e": epoch, "j": job}`` (the job's wire form less its fields at their defaults: see
+:func:`stored_form`): the epoch counts the job's entries into ``available``, so a
 ready hint can tell the entry it announces from a later one.
 
 :class:`RecordStore` owns the KV buckets and the version cache of recently written or read
@@ -18,7 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 import nats.errors
@@ -55,6 +56,7 @@ __all__ = [
     "RecordStore",
     "decode_job",
     "encode_job",
+    "stored_form",
 ]
 
 log = logging.getLogger("ojs.nats")
@@ -188,11 +190,36 @@ WORKER = Codec(WorkerInfo)
 QUEUE = Codec(QueueRecord)
 
 
+#: Fields of a job's wire form, and keys of its retry policy, that a record leaves out while
+#: they hold the model's defaults: decoding gives them back, in this version and in every
+#: earlier one (the same codec; a partial retry policy is completed from its defaults), and
+#: ``max_attempts`` is derived from the policy. A plain job's record is ~37 % smaller for it
+#: (648 → 411 bytes for a no-op job): fewer bytes written, stored and read per transition.
+_FIELD_DEFAULTS: dict[str, Any] = {"meta": {}, "priority": 0, "specversion": "1.0", "tags": []}
+_RETRY_DEFAULTS: dict[str, Any] = job_to_wire(Job(id="-", type="-"))["retry"]
+
+
+def stored_form(job: Job) -> dict[str, Any]:
+    """The job as its record holds it: the wire form less what holds the defaults."""
+    wire = job_to_wire(job)
+    del wire["max_attempts"]
+    for key, default in _FIELD_DEFAULTS.items():
+        if wire[key] == default:
+            del wire[key]
+    retry = wire["retry"]
+    for key, default in _RETRY_DEFAULTS.items():
+        if retry[key] == default:
+            del retry[key]
+    if not retry:
+        del wire["retry"]
+    return wire
+
+
 def encode_job(job: Job, epoch: int, birth: int = 0, entry: int = 0) -> bytes:
     """A job record's bytes (the job's hand-written wire encoder: it is the hot path)."""
     if birth or entry:
-        return jsonio.dumps({"e": epoch, "b": birth, "x": entry, "j": job_to_wire(job)})
-    return jsonio.dumps({"e": epoch, "j": job_to_wire(job)})
+        return jsonio.dumps({"e": epoch, "b": birth, "x": entry, "j": stored_form(job)})
+    return jsonio.dumps({"e": epoch, "j": stored_form(job)})
 
 
 def decode_job(data: bytes, revision: int) -> JobRecord:
