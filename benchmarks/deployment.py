@@ -12,8 +12,10 @@ Scenarios: **throughput** (``--jobs`` no-op jobs, 100 enqueues in flight, worker
 ``--concurrency``: enqueues/s at the producer, jobs/s at the worker from first to last
 handler) and **latency** at a fixed rate (``--rate`` jobs/s for ``--seconds``: from the enqueue
 call to the start of the handler, p50/p99; both processes read the same clock). Per job, each
-process reports its CPU microseconds and the server the messages it received
-(``in_msgs`` of ``/varz``: publishes, acks, API requests), so the budget is visible.
+process reports its CPU microseconds and nats-server its own (``/proc``) and the messages it
+received (``in_msgs`` of ``/varz``: publishes, acks, API requests), so the budget is visible;
+the last column divides the machine's cores by the three processes' CPU per job: the rate at
+which they would fill every core, a ceiling no scheduling can pass.
 A peer row (``--peers taskiq``: taskiq-nats's ``PullBasedJetStreamBroker`` with its defaults, the
 producer calling ``task.kiq`` and the worker running taskiq's receiver with ``max_async_tasks``
 set to the concurrency) runs when the library is importable:
@@ -275,6 +277,11 @@ class Server:
         with urllib.request.urlopen(url, timeout=5) as response:
             return int(json.load(response)["in_msgs"])
 
+    def cpu_us(self) -> float:
+        """CPU time (user + system) of the server so far, in microseconds."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * 1e6 / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         """Stop the server."""
         self.proc.terminate()
@@ -327,7 +334,7 @@ async def scenario(
 ) -> dict[str, Any]:
     """One producer process and one worker process; the merged figures."""
     await fresh(server)
-    before = server.in_msgs()
+    before, server_cpu = server.in_msgs(), server.cpu_us()
     common = ["--mode", mode, "--url", server.url, "--jobs", str(jobs)]
     extra = [] if visibility_ms is None else ["--visibility-ms", str(visibility_ms)]
     w = role("--role", "worker", *common, "--concurrency", str(concurrency), *extra)
@@ -337,6 +344,8 @@ async def scenario(
     p = role("--role", "producer", *common, "--rate", str(rate))
     produced, handled = await asyncio.to_thread(result, p), await asyncio.to_thread(result, w)
     msgs = server.in_msgs() - before
+    server_cpu = server.cpu_us() - server_cpu
+    cpu = (produced["cpu_us"] + handled["cpu_us"] + server_cpu) / jobs
     return {
         "enqueue_per_s": jobs / produced["seconds"],
         "processed_per_s": handled["handled"] / handled["seconds"],
@@ -344,7 +353,9 @@ async def scenario(
         "p99_ms": handled["p99_ms"],
         "producer_cpu_us": produced["cpu_us"] / jobs,
         "worker_cpu_us": handled["cpu_us"] / jobs,
+        "server_cpu_us": server_cpu / jobs,
         "server_msgs": msgs / jobs,
+        "ceiling_per_s": (os.cpu_count() or 1) * 1e6 / cpu,
     }
 
 
@@ -373,9 +384,9 @@ def render(rows: list[dict[str, Any]]) -> str:
     raw = {r["scenario"]: r for r in rows if r["system"] == "raw nats-py"}
     head = (
         "| system | scenario | enqueue/s | processed/s | p50 ms | p99 ms | producer CPU µs/job "
-        "| worker CPU µs/job | server msgs/job |"
+        "| worker CPU µs/job | server CPU µs/job | server msgs/job | CPU ceiling jobs/s |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         base = raw.get(r["scenario"], {})
 
@@ -389,7 +400,8 @@ def render(rows: list[dict[str, Any]]) -> str:
             f"| {r['system']} | {r['scenario']} | {cell('enqueue_per_s', ',.0f')} "
             f"| {cell('processed_per_s', ',.0f')} | {cell('p50_ms', '.2f')} "
             f"| {cell('p99_ms', '.2f')} | {cell('producer_cpu_us', ',.0f')} "
-            f"| {cell('worker_cpu_us', ',.0f')} | {cell('server_msgs', '.1f')} |"
+            f"| {cell('worker_cpu_us', ',.0f')} | {cell('server_cpu_us', ',.0f')} "
+            f"| {cell('server_msgs', '.1f')} | {cell('ceiling_per_s', ',.0f')} |"
         )
     return "\n".join(lines)
 
