@@ -181,6 +181,7 @@ class JobWriter:
             await self.queues.ensure_ready(
                 after.queue, after.priority, lane_of(after), shard_of(after)
             )
+            self.queues.hinted(after.queue, after.priority, lane_of(after), shard_of(after))
             pubs.append(self.conn.commit([hint_op(after, new_epoch)]))
         if deadline is not None:
             pubs.append(self.conn.commit([schedule_op(after.id, deadline)]))
@@ -199,6 +200,7 @@ class JobWriter:
             (j.queue, j.priority, lane_of(j), shard_of(j)) for j in available
         ):
             await self.queues.ensure_ready(queue, priority, lane, shard)
+            self.queues.hinted(queue, priority, lane, shard)
         ops: list[Op] = [hint_op(j, 1) for j in available]
         for job in jobs:
             deadline = timer_deadline(job)

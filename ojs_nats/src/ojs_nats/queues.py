@@ -27,6 +27,12 @@ from .records import QUEUE, QueueRecord, RecordStore
 __all__ = ["Queues"]
 
 
+#: How long after this replica stored a hint an empty no-wait pull of its level is followed by
+#: a held one (``Claimer._pull``: nats-server counts a stored message for a consumer a moment
+#: after it acknowledged the publish).
+HINT_LAG_S = 0.25
+
+
 class Queues:
     """Reads and changes queue records; makes sure each priority level has its consumer."""
 
@@ -40,6 +46,8 @@ class Queues:
         #: Ready consumers (queue, priority, version lane, tenant shard) whose record entry
         #: and consumer this replica knows exist.
         self._ready: set[tuple[str, int, str | None, str]] = set()
+        #: Levels this replica stored a hint on, and when (the event loop's clock).
+        self._hinted: dict[tuple[str, int, str | None, str], float] = {}
 
     async def record(self, queue: str) -> QueueRecord | None:
         """The queue's record: the watched copy, or a read for a queue not seen yet."""
@@ -106,6 +114,18 @@ class Queues:
             )
         self._ready.add((queue, priority, lane, shard))
 
+    def hinted(self, queue: str, priority: int, lane: str | None = None, shard: str = "") -> None:
+        """Note that this replica is storing a ready hint on this level."""
+        self._hinted[(queue, priority, lane, shard)] = asyncio.get_running_loop().time()
+
+    def hinted_lately(
+        self, queue: str, priority: int, lane: str | None = None, shard: str = ""
+    ) -> bool:
+        """Whether this replica stored a hint on this level in the last :data:`HINT_LAG_S`;
+        answered once per hint (the note is taken)."""
+        at = self._hinted.pop((queue, priority, lane, shard), None)
+        return at is not None and asyncio.get_running_loop().time() - at < HINT_LAG_S
+
     async def recreate(
         self, queue: str, priority: int, lane: str | None = None, shard: str = ""
     ) -> None:
@@ -162,3 +182,4 @@ class Queues:
     def forget_all(self) -> None:
         """Forget which levels exist (after a reset)."""
         self._ready.clear()
+        self._hinted.clear()

@@ -39,7 +39,7 @@ from .connection import Connection
 from .hints import parse_hint
 from .jetstream import ConsumerGoneError, Op, WrongSequenceError
 from .jobs import JobWriter
-from .pulls import pull_now
+from .pulls import pull_held, pull_now
 from .queues import Queues
 from .records import JobRecord, RecordStore
 from .timers import Timers, schedule_op, schedule_ops
@@ -58,6 +58,8 @@ HINT_BACKOFF_S = 0.01
 _HINT_BACKOFF_MAX_S = 5.0
 #: Pulls per priority level and fetch, at most.
 MAX_PULLS = 32
+#: How long a pull that follows an empty no-wait one after a local hint waits (``_pull``).
+HINT_LAG_HOLD_S = 0.05
 #: Careful claim attempts of one hint before it is set aside.
 _CLAIM_ATTEMPTS = 8
 #: A tenant shard found empty is not pulled again by an unscoped fetch of this replica for
@@ -311,11 +313,19 @@ class Claimer:
         """Hints of one level (lane, shard); its consumer is created again if the server
         reaped it."""
         consumer = names.ready_consumer(queue, priority, lane, shard)
+        nc = self.conn.nc
         try:
-            return await pull_now(self.conn.nc, names.READY_STREAM, consumer, wanted)
+            msgs = await pull_now(nc, names.READY_STREAM, consumer, wanted)
         except ConsumerGoneError:
             await self.queues.recreate(queue, priority, lane, shard)
-            return await pull_now(self.conn.nc, names.READY_STREAM, consumer, wanted)
+            msgs = await pull_now(nc, names.READY_STREAM, consumer, wanted)
+        if not msgs and self.queues.hinted_lately(queue, priority, lane, shard):
+            # nats-server counts a stored message for a consumer a moment after it acknowledged
+            # the publish, and a no-wait pull in that moment finds nothing: a fetch right after
+            # an enqueue through this replica came back empty (the consumer's pending count was
+            # 1 when asked next). So once after such a hint, the pull waits for it briefly.
+            msgs = await pull_held(nc, names.READY_STREAM, consumer, HINT_LAG_HOLD_S)
+        return msgs
 
     async def _claim_batch(self, msgs: Sequence[Msg], activate: ActivateFn, out: list[Job]) -> int:
         """Claim the jobs of many hints at once. Every job this changes is appended to
