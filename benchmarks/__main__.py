@@ -140,6 +140,12 @@ def ojs_server_argv(nats_url: str, port: int, workers: int = 1, http: str = "aut
     ]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid: int) -> int:
     """Resident set size of a process, from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -675,7 +681,7 @@ async def http_scenarios(table: Table, url: str, dur: float, quick: bool) -> Non
     print("HTTP", flush=True)
     base = await http_baselines(table, url, dur)
     port = free_port()
-    async with server_process(ojs_server_argv(url, port), port):
+    async with server_process(ojs_server_argv(url, port), port) as proc:
         single = await http_single(port, 64, dur)
         table.add(
             "HTTP single enqueue, 64 conns",
@@ -722,9 +728,13 @@ async def http_scenarios(table: Table, url: str, dur: float, quick: bool) -> Non
             ">= 3,000 jobs/s",
         )
         await reset(port)
+        cpu0, t0 = cpu_seconds(proc.pid), time.perf_counter()
         hl = await latency_http(port, 2.0 if quick else 5.0, 500)
+        busy = (cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - t0)
         table.add("latency @500/s, HTTP worker long-poll p50", hl.pct(50), "ms")
         table.add("latency @500/s, HTTP worker long-poll p99", hl.pct(99), "ms", None, "<= 15 ms")
+        # How close to saturated the server is there (its tail is queueing when it is).
+        table.add("  ojs-server's share of a core meanwhile", busy, "cores")
         await reset(port)
         hb = await latency_http(port, 2.0 if quick else 5.0, 500, batch_ack=True)
         table.add("  the same, acks in batches: p50", hb.pct(50), "ms")
