@@ -114,9 +114,9 @@ def test_pipelined_requests_with_a_large_body_are_each_answered(kind: str) -> No
     ):
         sock.sendall(first + second)
         # Both answers may come in one read: the reader keeps what follows the first.
-        stream = sock.makefile("rb")
-        assert _read_response(stream)[0] == 201
-        assert _read_response(stream)[0] == 200
+        with sock.makefile("rb") as stream:
+            assert _read_response(stream)[0] == 201
+            assert _read_response(stream)[0] == 200
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -128,14 +128,15 @@ def test_a_request_in_flight_finishes_when_the_server_stops(kind: str) -> None:
     )
     answers: list[tuple[int, bytes]] = []
     with server("--http-server", kind) as (base, _lines, proc):
-        with socket.create_connection(_addr(base), timeout=10) as polling:
+        with (
+            socket.create_connection(_addr(base), timeout=10) as polling,
+            polling.makefile("rb") as stream,
+        ):
             polling.sendall(request)
             # A request on another connection, answered after the long-poll was sent: the
             # server has read the long-poll by then (one event loop, read in arrival order).
             assert httpx.get(f"{base}/ojs/v1/health").status_code == 200
-            reader = threading.Thread(
-                target=lambda: answers.append(_read_response(polling.makefile("rb")))
-            )
+            reader = threading.Thread(target=lambda: answers.append(_read_response(stream)))
             reader.start()
             proc.send_signal(signal.SIGTERM)
             reader.join(timeout=15)

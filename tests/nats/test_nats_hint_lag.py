@@ -1,9 +1,10 @@
 """A fetch right after an enqueue through the same replica finds the job although nats-server
 may not have counted its hint for the queue's consumer yet (seen: a no-wait pull answered "no
-messages" while the hint was stored and the consumer's pending count was 1 a moment later).
+messages" while the hint was stored and the consumer's pending count was 1 a moment later),
+and the look again that this costs is paid only then.
 
-The lag is nats-server's; the tests make the first no-wait pull of a fetch come back empty, as
-it does in that moment, on a real server with the real hint stored."""
+The lag is nats-server's; the tests make chosen no-wait pulls come back empty, as they do in
+that moment, on a real server with the real hints stored."""
 
 from __future__ import annotations
 
@@ -12,62 +13,80 @@ from typing import Any
 import pytest
 from nats.aio.msg import Msg
 
+import nats
 from ojs_core.service import JobService
 from ojs_core.states import JobState
-from ojs_nats import ready
+from ojs_nats import names, ready
 
 
-def _first_pull_empty(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Make the next no-wait pull answer nothing, as nats-server does before its consumer
-    counted a message it stored; the list counts the pulls held afterwards."""
-    real_now, real_held = ready.pull_now, ready.pull_held
-    missed: list[bool] = []
-    held: list[int] = []
+def _pulls(monkeypatch: pytest.MonkeyPatch, miss: dict[str, int]) -> list[str]:
+    """Count the no-wait pulls by consumer; the first ``miss[consumer]`` of a consumer answer
+    nothing, as nats-server does before its consumer counted a message it stored."""
+    real = ready.pull_now
+    seen: list[str] = []
 
-    async def pull_now(*args: Any, **kwargs: Any) -> list[Msg]:
-        if not missed:
-            missed.append(True)
+    async def pull_now(nc: Any, stream: str, consumer: str, *args: Any, **kw: Any) -> list[Msg]:
+        seen.append(consumer)
+        if miss.get(consumer, 0) > 0:
+            miss[consumer] -= 1
             return []
-        return await real_now(*args, **kwargs)
-
-    async def pull_held(*args: Any, **kwargs: Any) -> list[Msg]:
-        held.append(1)
-        return await real_held(*args, **kwargs)
+        return await real(nc, stream, consumer, *args, **kw)
 
     monkeypatch.setattr(ready, "pull_now", pull_now)
-    monkeypatch.setattr(ready, "pull_held", pull_held)
-    return held
+    return seen
 
 
-async def test_a_fetch_right_after_a_local_enqueue_waits_for_the_uncounted_hint(
+LEVEL0 = names.ready_consumer("lag", 0)
+
+
+async def test_a_fetch_right_after_a_local_enqueue_finds_the_uncounted_hint(
     svc: JobService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = (await svc.enqueue({"type": "lag.job", "args": [], "queue": "lag"})).job
-    held = _first_pull_empty(monkeypatch)
+    pulls = _pulls(monkeypatch, {LEVEL0: 2})
     got = await svc.fetch(["lag"], worker_id="w")
     assert [(j.id, j.state) for j in got] == [(job.id, JobState.ACTIVE)]
-    assert held == [1]
+    assert pulls == [LEVEL0] * 3  # the miss, a second one, then the hint
 
 
-async def test_an_empty_queue_costs_no_held_pull(
-    svc: JobService, monkeypatch: pytest.MonkeyPatch
+async def test_an_empty_queue_answers_at_once_once_its_hint_was_pulled(
+    svc: JobService, nats_url: str
 ) -> None:
     job = (await svc.enqueue({"type": "lag.job", "args": [], "queue": "lag"})).job
     assert [j.id for j in await svc.fetch(["lag"], worker_id="w")] == [job.id]
-    held = _first_pull_empty(monkeypatch)
-    # Its hint was taken: the next empty pull checks once (the hint was stored a moment ago),
-    # and after that an empty queue answers at once.
-    assert await svc.fetch(["lag"], worker_id="w") == []
-    assert await svc.fetch(["lag"], worker_id="w") == []
-    assert await svc.fetch(["lag"], worker_id="w") == []
-    assert len(held) <= 1
+    # Every pull request the server gets for the level, whatever its kind.
+    spy = await nats.connect(nats_url)
+    requests: list[bytes] = []
+
+    async def heard(msg: Msg) -> None:
+        requests.append(msg.data)
+
+    try:
+        await spy.subscribe(names.consumer_next_subject(names.READY_STREAM, LEVEL0), cb=heard)
+        await spy.flush()
+        assert await svc.fetch(["lag"], worker_id="w") == []
+        await spy.flush()
+        assert len(requests) == 1  # no look again: the last local hint was found
+    finally:
+        await spy.close()
 
 
-async def test_a_hint_stored_long_ago_costs_no_held_pull(
+async def test_a_fetch_that_claimed_a_job_does_not_wait_on_another_level(
+    svc: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await svc.enqueue({"type": "lag.job", "args": [], "queue": "lag"})
+    high = (await svc.enqueue({"type": "lag.job", "args": [], "queue": "lag", "priority": 5})).job
+    pulls = _pulls(monkeypatch, {LEVEL0: 1})
+    got = await svc.fetch(["lag"], count=2, worker_id="w")
+    assert [j.id for j in got] == [high.id]  # not held back by a look again at priority 0
+    assert pulls.count(LEVEL0) == 1
+
+
+async def test_a_hint_stored_long_ago_costs_no_look_again(
     svc: JobService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("ojs_nats.queues.HINT_LAG_S", 0.0)  # every hint is old at once
     await svc.enqueue({"type": "lag.job", "args": [], "queue": "lag"})
-    held = _first_pull_empty(monkeypatch)
-    assert await svc.fetch(["lag"], worker_id="w") == []  # the lag's miss, not waited for
-    assert held == []
+    pulls = _pulls(monkeypatch, {LEVEL0: 1})
+    assert await svc.fetch(["lag"], worker_id="w") == []  # the lag's miss, not looked into
+    assert pulls == [LEVEL0]

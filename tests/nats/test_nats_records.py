@@ -13,6 +13,7 @@ from job_strategies import jobs
 from ojs_core.codec import job_from_dict, job_to_wire
 from ojs_core.model import Job, RetryPolicy
 from ojs_core.states import JobState
+from ojs_nats import records
 from ojs_nats.records import decode_job, encode_job, stored_form
 
 
@@ -79,3 +80,18 @@ def test_every_job_reads_back_from_its_record(job: Job, at_default: set[str]) ->
     # Through JSON as stored, by this version and by the codec alone (earlier versions).
     assert decode_job(encode_job(job, 1), 1).job == job
     assert job_from_dict(json.loads(json.dumps(stored_form(job)))) == job
+
+
+def test_the_defaults_left_out_are_pinned() -> None:
+    """Records at a default hold no value for it: a changed model default would change every
+    such stored job, so a change must be a decision (a migration), not an accident."""
+    assert records._FIELD_DEFAULTS == {"meta": {}, "priority": 0, "specversion": "1.0", "tags": []}
+    assert records._RETRY_DEFAULTS == {
+        "max_attempts": 3,
+        "initial_interval": "PT1S",
+        "backoff_coefficient": 2.0,
+        "max_interval": "PT300S",
+        "jitter": True,
+        "non_retryable_errors": [],
+        "backoff_strategy": "exponential",
+    }

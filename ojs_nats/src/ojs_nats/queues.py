@@ -27,9 +27,9 @@ from .records import QUEUE, QueueRecord, RecordStore
 __all__ = ["Queues"]
 
 
-#: How long after this replica stored a hint an empty no-wait pull of its level is followed by
-#: a held one (``Claimer._pull``: nats-server counts a stored message for a consumer a moment
-#: after it acknowledged the publish).
+#: How long after this replica stored a hint an empty no-wait pull of its level, none of whose
+#: pulls found anything since, looks again (``Claimer._pull``: nats-server counts a stored
+#: message for a consumer a moment after it acknowledged the publish).
 HINT_LAG_S = 0.25
 
 
@@ -118,11 +118,16 @@ class Queues:
         """Note that this replica is storing a ready hint on this level."""
         self._hinted[(queue, priority, lane, shard)] = asyncio.get_running_loop().time()
 
+    def pulled(self, queue: str, priority: int, lane: str | None = None, shard: str = "") -> None:
+        """A pull of this level found hints: the note of this replica's last one is done with
+        (its hint was among them, or behind them for the next pull)."""
+        self._hinted.pop((queue, priority, lane, shard), None)
+
     def hinted_lately(
         self, queue: str, priority: int, lane: str | None = None, shard: str = ""
     ) -> bool:
-        """Whether this replica stored a hint on this level in the last :data:`HINT_LAG_S`;
-        answered once per hint (the note is taken)."""
+        """Whether this replica stored a hint on this level in the last :data:`HINT_LAG_S`
+        that no pull of it has found since; answered once (the note is taken)."""
         at = self._hinted.pop((queue, priority, lane, shard), None)
         return at is not None and asyncio.get_running_loop().time() - at < HINT_LAG_S
 

@@ -39,7 +39,7 @@ from .connection import Connection
 from .hints import parse_hint
 from .jetstream import ConsumerGoneError, Op, WrongSequenceError
 from .jobs import JobWriter
-from .pulls import pull_held, pull_now
+from .pulls import pull_now
 from .queues import Queues
 from .records import JobRecord, RecordStore
 from .timers import Timers, schedule_op, schedule_ops
@@ -58,8 +58,9 @@ HINT_BACKOFF_S = 0.01
 _HINT_BACKOFF_MAX_S = 5.0
 #: Pulls per priority level and fetch, at most.
 MAX_PULLS = 32
-#: How long a pull that follows an empty no-wait one after a local hint waits (``_pull``).
-HINT_LAG_HOLD_S = 0.05
+#: The pauses before the no-wait pulls that follow an empty one on a level this replica
+#: stored a hint on (``Claimer._pull``): 15 ms in all.
+HINT_LAG_RETRIES_S = (0.001, 0.002, 0.004, 0.008)
 #: Careful claim attempts of one hint before it is set aside.
 _CLAIM_ATTEMPTS = 8
 #: A tenant shard found empty is not pulled again by an unscoped fetch of this replica for
@@ -187,7 +188,7 @@ class Claimer:
                         break
                     wanted = count - claimed
                     try:
-                        msgs = await self._pull(queue, priority, wanted, lane)
+                        msgs = await self._pull(queue, priority, wanted, lane, patient=not out)
                     except nats.errors.TimeoutError:
                         msgs = []
                     if not msgs:
@@ -297,7 +298,7 @@ class Claimer:
             if pulled >= n:
                 break
             try:
-                msgs = await self._pull(queue, priority, n - pulled, lane, shard)
+                msgs = await self._pull(queue, priority, n - pulled, lane, shard, patient=not out)
             except nats.errors.TimeoutError:
                 msgs = []
             if len(msgs) < n - pulled:
@@ -308,24 +309,49 @@ class Claimer:
         return pulled, claimed
 
     async def _pull(
-        self, queue: str, priority: int, wanted: int, lane: str | None = None, shard: str = ""
+        self,
+        queue: str,
+        priority: int,
+        wanted: int,
+        lane: str | None = None,
+        shard: str = "",
+        *,
+        patient: bool = True,
     ) -> list[Msg]:
         """Hints of one level (lane, shard); its consumer is created again if the server
-        reaped it."""
-        consumer = names.ready_consumer(queue, priority, lane, shard)
-        nc = self.conn.nc
-        try:
-            msgs = await pull_now(nc, names.READY_STREAM, consumer, wanted)
-        except ConsumerGoneError:
-            await self.queues.recreate(queue, priority, lane, shard)
-            msgs = await pull_now(nc, names.READY_STREAM, consumer, wanted)
-        if not msgs and self.queues.hinted_lately(queue, priority, lane, shard):
-            # nats-server counts a stored message for a consumer a moment after it acknowledged
-            # the publish, and a no-wait pull in that moment finds nothing: a fetch right after
-            # an enqueue through this replica came back empty (the consumer's pending count was
-            # 1 when asked next). So once after such a hint, the pull waits for it briefly.
-            msgs = await pull_held(nc, names.READY_STREAM, consumer, HINT_LAG_HOLD_S)
+        reaped it.
+
+        nats-server counts a stored message for a consumer a moment after it acknowledged the
+        publish, and a no-wait pull in that moment answers "no messages": a fetch right after
+        an enqueue through this replica came back empty (the consumer's pending count was 1
+        when asked next). So when a no-wait pull finds nothing on a level this replica stored
+        a hint on since its last pull there found anything, it looks again a few times within
+        :data:`HINT_LAG_RETRIES_S` (no-wait pulls: a held one would catch another replica's
+        hint before its record is written). ``patient=False`` (a fetch that claimed jobs
+        already) does not: they would wait with it."""
+        level = (queue, priority, lane, shard)
+        msgs = await self._pull_now(level, wanted)
+        if msgs:
+            self.queues.pulled(*level)
+            return msgs
+        if not patient or not self.queues.hinted_lately(*level):
+            return msgs
+        for delay in HINT_LAG_RETRIES_S:
+            await asyncio.sleep(delay)
+            msgs = await self._pull_now(level, wanted)
+            if msgs:
+                return msgs
         return msgs
+
+    async def _pull_now(self, level: tuple[str, int, str | None, str], wanted: int) -> list[Msg]:
+        """One no-wait pull of a level; its consumer is created again if the server reaped
+        it."""
+        consumer = names.ready_consumer(*level)
+        try:
+            return await pull_now(self.conn.nc, names.READY_STREAM, consumer, wanted)
+        except ConsumerGoneError:
+            await self.queues.recreate(*level)
+            return await pull_now(self.conn.nc, names.READY_STREAM, consumer, wanted)
 
     async def _claim_batch(self, msgs: Sequence[Msg], activate: ActivateFn, out: list[Job]) -> int:
         """Claim the jobs of many hints at once. Every job this changes is appended to
