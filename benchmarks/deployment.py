@@ -355,7 +355,7 @@ async def scenario(
         "worker_cpu_us": handled["cpu_us"] / jobs,
         "server_cpu_us": server_cpu / jobs,
         "server_msgs": msgs / jobs,
-        "ceiling_per_s": (os.cpu_count() or 1) * 1e6 / cpu,
+        "ceiling_per_s": len(os.sched_getaffinity(0)) * 1e6 / cpu,
     }
 
 
@@ -446,7 +446,7 @@ def main() -> None:
     print()
     print(render(rows))
     print(
-        f"\n(ran in {time.perf_counter() - started:.0f} s on {os.cpu_count()} cores; "
+        f"\n(ran in {time.perf_counter() - started:.0f} s on {len(os.sched_getaffinity(0))} cores; "
         f"{args.jobs:,} jobs, worker concurrency {args.concurrency})"
     )
     if args.json:
