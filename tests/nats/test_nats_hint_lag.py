@@ -90,3 +90,38 @@ async def test_a_hint_stored_long_ago_costs_no_look_again(
     pulls = _pulls(monkeypatch, {LEVEL0: 1})
     assert await svc.fetch(["lag"], worker_id="w") == []  # the lag's miss, not looked into
     assert pulls == [LEVEL0]
+
+
+async def test_a_stale_hint_found_first_does_not_end_the_look_again(
+    svc: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first pull finds only an older hint (of a job cancelled since); this replica's newer
+    # one is not counted yet when the fetch pulls again.
+    old = (await svc.enqueue({"type": "lag.job", "args": [], "queue": "lag"})).job
+    await svc.cancel(old.id)
+    new = (await svc.enqueue({"type": "lag.job", "args": [], "queue": "lag"})).job
+    real = ready.pull_now
+    calls: list[int] = []
+
+    async def pull_now(nc: Any, stream: str, consumer: str, batch: int, **kw: Any) -> list[Msg]:
+        calls.append(batch)
+        if len(calls) == 1:
+            return await real(nc, stream, consumer, 1, **kw)  # the older hint alone
+        if len(calls) == 2:
+            return []  # the newer one not counted yet
+        return await real(nc, stream, consumer, batch, **kw)
+
+    monkeypatch.setattr(ready, "pull_now", pull_now)
+    got = await svc.fetch(["lag"], worker_id="w")
+    assert [j.id for j in got] == [new.id]
+
+
+async def test_a_bulk_fetch_after_a_miss_gets_every_job(
+    svc: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = [
+        (await svc.enqueue({"type": "lag.job", "args": [i], "queue": "lag"})).job for i in range(3)
+    ]
+    _pulls(monkeypatch, {LEVEL0: 1})
+    got = await svc.fetch(["lag"], count=3, worker_id="w")
+    assert sorted(j.id for j in got) == sorted(j.id for j in jobs)

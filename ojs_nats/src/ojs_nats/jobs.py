@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import attrs
 
@@ -176,12 +175,12 @@ class JobWriter:
     ) -> None:
         """Publish what a write makes true *before* the write: the ready hint of a job that
         becomes available (``new_epoch``), the timer ``deadline`` (see :func:`timer_to_arm`)."""
-        pubs: list[Awaitable[Any]] = []
-        if new_epoch != epoch:
+        pubs: list[Awaitable[list[int]]] = []
+        hinting = new_epoch != epoch
+        if hinting:
             await self.queues.ensure_ready(
                 after.queue, after.priority, lane_of(after), shard_of(after)
             )
-            self.queues.hinted(after.queue, after.priority, lane_of(after), shard_of(after))
             pubs.append(self.conn.commit([hint_op(after, new_epoch)]))
         if deadline is not None:
             pubs.append(self.conn.commit([schedule_op(after.id, deadline)]))
@@ -189,9 +188,12 @@ class JobWriter:
             if after.state is S.ACTIVE:
                 self.timers.armed_own(after.id)
         if len(pubs) == 1:
-            await pubs[0]
+            stored = [await pubs[0]]
         elif pubs:
-            await asyncio.gather(*pubs)
+            stored = await asyncio.gather(*pubs)
+        if hinting:
+            level = (after.queue, after.priority, lane_of(after), shard_of(after))
+            self.queues.hinted(*level, seq=stored[0][0])
 
     async def announce_new(self, jobs: Sequence[Job]) -> None:
         """Hints and timers for new jobs, written in order, a batch per stream (pipelined)."""
@@ -200,7 +202,6 @@ class JobWriter:
             (j.queue, j.priority, lane_of(j), shard_of(j)) for j in available
         ):
             await self.queues.ensure_ready(queue, priority, lane, shard)
-            self.queues.hinted(queue, priority, lane, shard)
         ops: list[Op] = [hint_op(j, 1) for j in available]
         for job in jobs:
             deadline = timer_deadline(job)
@@ -209,7 +210,13 @@ class JobWriter:
                 self.timers.soon_add(job.id, deadline)
         # Not atomic (an atomic batch costs the server ~1.7 ms): a hint or timer written for a
         # job whose record then is not written is harmless, and the records wait for all.
-        await self.conn.publish_all(ops)
+        outcomes = await self.conn.pipe.publish_each(ops)
+        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failed is not None:
+            raise failed
+        for job, seq in zip(available, outcomes, strict=False):
+            if isinstance(seq, int):
+                self.queues.hinted(job.queue, job.priority, lane_of(job), shard_of(job), seq=seq)
 
     # -- inserting -------------------------------------------------------------------------
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import attrs
 import nats.js.errors
+from nats.aio.msg import Msg
 
 from ojs_core.model import Backpressure, QueueInfo
 from ojs_core.timeutil import format_ts
@@ -27,10 +28,10 @@ from .records import QUEUE, QueueRecord, RecordStore
 __all__ = ["Queues"]
 
 
-#: How long after this replica stored a hint an empty no-wait pull of its level, none of whose
-#: pulls found anything since, looks again (``Claimer._pull``: nats-server counts a stored
-#: message for a consumer a moment after it acknowledged the publish).
-HINT_LAG_S = 0.25
+#: How long after this replica stored a hint an empty no-wait pull of its level, while no pull
+#: found that hint, looks again (``Claimer._pull``: nats-server counts a stored message for a
+#: consumer a moment after it acknowledged the publish).
+HINT_LAG_S = 0.1
 
 
 class Queues:
@@ -46,8 +47,9 @@ class Queues:
         #: Ready consumers (queue, priority, version lane, tenant shard) whose record entry
         #: and consumer this replica knows exist.
         self._ready: set[tuple[str, int, str | None, str]] = set()
-        #: Levels this replica stored a hint on, and when (the event loop's clock).
-        self._hinted: dict[tuple[str, int, str | None, str], float] = {}
+        #: Levels this replica stored a hint on not yet found by a pull: when (the event
+        #: loop's clock) and the newest hint's stream sequence.
+        self._hinted: dict[tuple[str, int, str | None, str], tuple[float, int]] = {}
 
     async def record(self, queue: str) -> QueueRecord | None:
         """The queue's record: the watched copy, or a read for a queue not seen yet."""
@@ -114,22 +116,37 @@ class Queues:
             )
         self._ready.add((queue, priority, lane, shard))
 
-    def hinted(self, queue: str, priority: int, lane: str | None = None, shard: str = "") -> None:
-        """Note that this replica is storing a ready hint on this level."""
-        self._hinted[(queue, priority, lane, shard)] = asyncio.get_running_loop().time()
+    def hinted(
+        self, queue: str, priority: int, lane: str | None = None, shard: str = "", *, seq: int
+    ) -> None:
+        """Note that this replica stored a ready hint on this level, at stream sequence
+        ``seq`` (the newest noted is kept)."""
+        key = (queue, priority, lane, shard)
+        _, newest = self._hinted.get(key, (0.0, 0))
+        self._hinted[key] = (asyncio.get_running_loop().time(), max(seq, newest))
 
-    def pulled(self, queue: str, priority: int, lane: str | None = None, shard: str = "") -> None:
-        """A pull of this level found hints: the note of this replica's last one is done with
-        (its hint was among them, or behind them for the next pull)."""
-        self._hinted.pop((queue, priority, lane, shard), None)
+    def pulled(
+        self, queue: str, priority: int, lane: str | None, shard: str, msgs: Sequence[Msg]
+    ) -> None:
+        """A pull of this level found ``msgs``: the note is done with when they reach the
+        newest hint this replica stored there."""
+        key = (queue, priority, lane, shard)
+        noted = self._hinted.get(key)
+        if noted is None:
+            return
+        for msg in msgs:
+            with contextlib.suppress(Exception):  # not a JetStream delivery: no sequence
+                if msg.metadata.sequence.stream >= noted[1]:
+                    del self._hinted[key]
+                    return
 
     def hinted_lately(
         self, queue: str, priority: int, lane: str | None = None, shard: str = ""
     ) -> bool:
-        """Whether this replica stored a hint on this level in the last :data:`HINT_LAG_S`
-        that no pull of it has found since; answered once (the note is taken)."""
-        at = self._hinted.pop((queue, priority, lane, shard), None)
-        return at is not None and asyncio.get_running_loop().time() - at < HINT_LAG_S
+        """Whether a hint this replica stored on this level in the last :data:`HINT_LAG_S`
+        has not been found by a pull yet; answered once (the note is taken)."""
+        noted = self._hinted.pop((queue, priority, lane, shard), None)
+        return noted is not None and asyncio.get_running_loop().time() - noted[0] < HINT_LAG_S
 
     async def recreate(
         self, queue: str, priority: int, lane: str | None = None, shard: str = ""

@@ -58,8 +58,9 @@ HINT_BACKOFF_S = 0.01
 _HINT_BACKOFF_MAX_S = 5.0
 #: Pulls per priority level and fetch, at most.
 MAX_PULLS = 32
-#: The pauses before the no-wait pulls that follow an empty one on a level this replica
-#: stored a hint on (``Claimer._pull``): 15 ms in all.
+#: The pauses before the no-wait pulls that follow an empty one on a level where a hint this
+#: replica stored lately was not found yet (``Claimer._pull``): 15 ms, plus the pulls' round
+#: trips (~17 ms in all against a local server).
 HINT_LAG_RETRIES_S = (0.001, 0.002, 0.004, 0.008)
 #: Careful claim attempts of one hint before it is set aside.
 _CLAIM_ATTEMPTS = 8
@@ -92,6 +93,12 @@ def _lane_order(entry: tuple[str | None, str]) -> tuple[bool, str, str]:
     """Consumers of a level in pull order: the unversioned lane first, then by lane."""
     lane, shard = entry
     return (lane is not None, lane or "", shard)
+
+
+def _claimed(out: Sequence[Job]) -> bool:
+    """Whether a fetch's results hold a claimed job (they also hold jobs it expired or a rate
+    limit held back)."""
+    return any(job.state is S.ACTIVE for job in out)
 
 
 class Claimer:
@@ -188,7 +195,9 @@ class Claimer:
                         break
                     wanted = count - claimed
                     try:
-                        msgs = await self._pull(queue, priority, wanted, lane, patient=not out)
+                        msgs = await self._pull(
+                            queue, priority, wanted, lane, patient=lambda: not _claimed(out)
+                        )
                     except nats.errors.TimeoutError:
                         msgs = []
                     if not msgs:
@@ -298,7 +307,9 @@ class Claimer:
             if pulled >= n:
                 break
             try:
-                msgs = await self._pull(queue, priority, n - pulled, lane, shard, patient=not out)
+                msgs = await self._pull(
+                    queue, priority, n - pulled, lane, shard, patient=lambda: not _claimed(out)
+                )
             except nats.errors.TimeoutError:
                 msgs = []
             if len(msgs) < n - pulled:
@@ -316,7 +327,7 @@ class Claimer:
         lane: str | None = None,
         shard: str = "",
         *,
-        patient: bool = True,
+        patient: Callable[[], bool] = lambda: True,
     ) -> list[Msg]:
         """Hints of one level (lane, shard); its consumer is created again if the server
         reaped it.
@@ -324,23 +335,21 @@ class Claimer:
         nats-server counts a stored message for a consumer a moment after it acknowledged the
         publish, and a no-wait pull in that moment answers "no messages": a fetch right after
         an enqueue through this replica came back empty (the consumer's pending count was 1
-        when asked next). So when a no-wait pull finds nothing on a level this replica stored
-        a hint on since its last pull there found anything, it looks again a few times within
-        :data:`HINT_LAG_RETRIES_S` (no-wait pulls: a held one would catch another replica's
-        hint before its record is written). ``patient=False`` (a fetch that claimed jobs
-        already) does not: they would wait with it."""
+        when asked next). So when a no-wait pull finds nothing on a level where a hint this
+        replica stored lately was not found by a pull yet, it looks again with a few no-wait
+        pulls after the pauses of :data:`HINT_LAG_RETRIES_S` (not one held pull: the server
+        hands a held pull each hint the moment it is stored, before its record is written),
+        while ``patient()`` (no job claimed by the fetch yet: they would wait with it)."""
         level = (queue, priority, lane, shard)
         msgs = await self._pull_now(level, wanted)
+        if not msgs and patient() and self.queues.hinted_lately(*level):
+            for delay in HINT_LAG_RETRIES_S:
+                await asyncio.sleep(delay)
+                msgs = await self._pull_now(level, wanted)
+                if msgs or not patient():
+                    break
         if msgs:
-            self.queues.pulled(*level)
-            return msgs
-        if not patient or not self.queues.hinted_lately(*level):
-            return msgs
-        for delay in HINT_LAG_RETRIES_S:
-            await asyncio.sleep(delay)
-            msgs = await self._pull_now(level, wanted)
-            if msgs:
-                return msgs
+            self.queues.pulled(*level, msgs)
         return msgs
 
     async def _pull_now(self, level: tuple[str, int, str | None, str], wanted: int) -> list[Msg]:
