@@ -125,3 +125,25 @@ async def test_a_bulk_fetch_after_a_miss_gets_every_job(
     _pulls(monkeypatch, {LEVEL0: 1})
     got = await svc.fetch(["lag"], count=3, worker_id="w")
     assert sorted(j.id for j in got) == sorted(j.id for j in jobs)
+
+
+async def test_an_older_hint_found_by_a_look_again_keeps_looking_for_the_new_one(
+    svc: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = (await svc.enqueue({"type": "lag.job", "args": [], "queue": "lag"})).job
+    await svc.cancel(old.id)
+    new = (await svc.enqueue({"type": "lag.job", "args": [], "queue": "lag"})).job
+    real = ready.pull_now
+    calls: list[int] = []
+
+    async def pull_now(nc: Any, stream: str, consumer: str, batch: int, **kw: Any) -> list[Msg]:
+        calls.append(batch)
+        if len(calls) in (1, 3):
+            return []  # the newer hint not counted yet
+        if len(calls) == 2:
+            return await real(nc, stream, consumer, 1, **kw)  # the older hint alone
+        return await real(nc, stream, consumer, batch, **kw)
+
+    monkeypatch.setattr(ready, "pull_now", pull_now)
+    got = await svc.fetch(["lag"], worker_id="w")
+    assert [j.id for j in got] == [new.id]

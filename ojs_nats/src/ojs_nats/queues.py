@@ -144,9 +144,20 @@ class Queues:
         self, queue: str, priority: int, lane: str | None = None, shard: str = ""
     ) -> bool:
         """Whether a hint this replica stored on this level in the last :data:`HINT_LAG_S`
-        has not been found by a pull yet; answered once (the note is taken)."""
-        noted = self._hinted.pop((queue, priority, lane, shard), None)
-        return noted is not None and asyncio.get_running_loop().time() - noted[0] < HINT_LAG_S
+        has not been found by a pull yet (an older note is dropped)."""
+        key = (queue, priority, lane, shard)
+        noted = self._hinted.get(key)
+        if noted is None:
+            return False
+        if asyncio.get_running_loop().time() - noted[0] < HINT_LAG_S:
+            return True
+        del self._hinted[key]
+        return False
+
+    def unfound(self, queue: str, priority: int, lane: str | None = None, shard: str = "") -> None:
+        """Drop the note of this level: pulls looked for its hint and found nothing (another
+        replica took it): the next empty pull answers at once."""
+        self._hinted.pop((queue, priority, lane, shard), None)
 
     async def recreate(
         self, queue: str, priority: int, lane: str | None = None, shard: str = ""

@@ -348,7 +348,10 @@ class Claimer:
                 msgs = await self._pull_now(level, wanted)
                 if msgs or not patient():
                     break
+            else:
+                self.queues.unfound(*level)
         if msgs:
+            # The note stays until a pull reaches its hint (older ones may come first).
             self.queues.pulled(*level, msgs)
         return msgs
 
