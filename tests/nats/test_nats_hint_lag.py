@@ -92,11 +92,13 @@ async def test_a_hint_stored_long_ago_costs_no_look_again(
     assert pulls == [LEVEL0]
 
 
-async def test_a_stale_hint_found_first_does_not_end_the_look_again(
-    svc: JobService, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The first pull finds only an older hint (of a job cancelled since); this replica's newer
-    # one is not counted yet when the fetch pulls again.
+async def _new_hint_behind_a_stale_one(
+    svc: JobService, monkeypatch: pytest.MonkeyPatch, script: dict[int, str]
+) -> list[str]:
+    """Enqueue a job and cancel it, then enqueue another; the no-wait pulls follow ``script``
+    (by call number: ``"miss"`` answers nothing, the newer hint not counted yet; ``"older"``
+    pulls one hint, the older one alone; any other call pulls for real). The ids the fetch
+    got, and the newer job's id last."""
     old = (await svc.enqueue({"type": "lag.job", "args": [], "queue": "lag"})).job
     await svc.cancel(old.id)
     new = (await svc.enqueue({"type": "lag.job", "args": [], "queue": "lag"})).job
@@ -105,15 +107,22 @@ async def test_a_stale_hint_found_first_does_not_end_the_look_again(
 
     async def pull_now(nc: Any, stream: str, consumer: str, batch: int, **kw: Any) -> list[Msg]:
         calls.append(batch)
-        if len(calls) == 1:
-            return await real(nc, stream, consumer, 1, **kw)  # the older hint alone
-        if len(calls) == 2:
-            return []  # the newer one not counted yet
-        return await real(nc, stream, consumer, batch, **kw)
+        step = script.get(len(calls))
+        if step == "miss":
+            return []
+        return await real(nc, stream, consumer, 1 if step == "older" else batch, **kw)
 
     monkeypatch.setattr(ready, "pull_now", pull_now)
     got = await svc.fetch(["lag"], worker_id="w")
-    assert [j.id for j in got] == [new.id]
+    return [j.id for j in got] + [new.id]
+
+
+async def test_a_stale_hint_found_first_does_not_end_the_look_again(
+    svc: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first pull finds only the older hint; the newer one is not counted yet next.
+    *got, new = await _new_hint_behind_a_stale_one(svc, monkeypatch, {1: "older", 2: "miss"})
+    assert got == [new]
 
 
 async def test_a_bulk_fetch_after_a_miss_gets_every_job(
@@ -130,20 +139,6 @@ async def test_a_bulk_fetch_after_a_miss_gets_every_job(
 async def test_an_older_hint_found_by_a_look_again_keeps_looking_for_the_new_one(
     svc: JobService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    old = (await svc.enqueue({"type": "lag.job", "args": [], "queue": "lag"})).job
-    await svc.cancel(old.id)
-    new = (await svc.enqueue({"type": "lag.job", "args": [], "queue": "lag"})).job
-    real = ready.pull_now
-    calls: list[int] = []
-
-    async def pull_now(nc: Any, stream: str, consumer: str, batch: int, **kw: Any) -> list[Msg]:
-        calls.append(batch)
-        if len(calls) in (1, 3):
-            return []  # the newer hint not counted yet
-        if len(calls) == 2:
-            return await real(nc, stream, consumer, 1, **kw)  # the older hint alone
-        return await real(nc, stream, consumer, batch, **kw)
-
-    monkeypatch.setattr(ready, "pull_now", pull_now)
-    got = await svc.fetch(["lag"], worker_id="w")
-    assert [j.id for j in got] == [new.id]
+    script = {1: "miss", 2: "older", 3: "miss"}
+    *got, new = await _new_hint_behind_a_stale_one(svc, monkeypatch, script)
+    assert got == [new]

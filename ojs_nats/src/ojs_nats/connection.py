@@ -122,11 +122,16 @@ class Connection:
         """One op pipelined, several as one atomic batch (:func:`jetstream.commit`)."""
         return await self.pipe.commit(ops)
 
-    async def publish_all(self, ops: Sequence[Op]) -> None:
-        """Store every op (each on its own, all in flight together); raise if any failed."""
-        for outcome in await self.pipe.publish_each(ops):
+    async def publish_all(self, ops: Sequence[Op]) -> list[int]:
+        """Store every op (each on its own, all in flight together); raise if any failed, else
+        their stream sequences."""
+        outcomes = await self.pipe.publish_each(ops)
+        seqs: list[int] = []
+        for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+            seqs.append(outcome)
+        return seqs
 
     async def open(self) -> None:
         """Connect, starting the embedded server first (if any); check the server's version."""

@@ -210,13 +210,9 @@ class JobWriter:
                 self.timers.soon_add(job.id, deadline)
         # Not atomic (an atomic batch costs the server ~1.7 ms): a hint or timer written for a
         # job whose record then is not written is harmless, and the records wait for all.
-        outcomes = await self.conn.pipe.publish_each(ops)
-        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
-        if failed is not None:
-            raise failed
-        for job, seq in zip(available, outcomes, strict=False):
-            if isinstance(seq, int):
-                self.queues.hinted(job.queue, job.priority, lane_of(job), shard_of(job), seq=seq)
+        seqs = await self.conn.publish_all(ops)
+        for job, seq in zip(available, seqs, strict=False):  # the hints come first
+            self.queues.hinted(job.queue, job.priority, lane_of(job), shard_of(job), seq=seq)
 
     # -- inserting -------------------------------------------------------------------------
 
